@@ -1,0 +1,152 @@
+"""What a trained model tells us: metrics, confusion matrices, reconstructions, latent maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import CLASS_NAMES
+
+EVAL_BATCH = 2000  # large batches: evaluation has no optimizer step to amortise
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def batched_outputs(model: nn.Module, images: torch.Tensor, fn=None) -> torch.Tensor:
+    """Apply `fn` (default: the model) in eval mode over large batches; result on the CPU."""
+    was_training = model.training
+    model.eval()
+    fn = fn or model
+    device = _device_of(model)
+    outputs = [fn(images[i : i + EVAL_BATCH].to(device)).float().cpu() for i in range(0, len(images), EVAL_BATCH)]
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, label_smoothing=0.0):
+    if loss == "cross_entropy":
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+    if loss == "mse_onehot":
+        return F.mse_loss(logits, one_hot)
+    if loss == "kl_div":
+        return F.kl_div(F.log_softmax(logits, dim=1), one_hot, reduction="batchmean")
+    raise ValueError(f"loss: {loss!r} is not a classification loss")
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str) -> dict:
+    """Loss (and accuracy for classifiers) of a model on a data set, in eval mode."""
+    outputs = batched_outputs(model, images)
+    if loss == "mse":
+        return {"loss": F.mse_loss(outputs, images.cpu()).item()}
+    labels = labels.cpu()
+    return {
+        "loss": classification_loss(outputs, labels, loss).item(),
+        "accuracy": (outputs.argmax(1) == labels).float().mean().item(),
+    }
+
+
+def predict_proba(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Class probabilities (N, 10) from a classifier."""
+    return torch.softmax(batched_outputs(model, images), dim=1).numpy()
+
+
+def confusion_matrix(labels, predictions, num_classes: int = 10) -> np.ndarray:
+    """Counts (true class rows, predicted class columns)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    flat = labels * num_classes + predictions
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def row_percent(matrix: np.ndarray) -> np.ndarray:
+    totals = matrix.sum(axis=1, keepdims=True)
+    return 100.0 * matrix / np.maximum(totals, 1)
+
+
+def per_class_report(matrix: np.ndarray, class_names=CLASS_NAMES) -> pd.DataFrame:
+    """Precision, recall (= per-class accuracy), F1 and support from a confusion matrix."""
+    true_positive = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0)
+    actual = matrix.sum(axis=1)
+    precision = true_positive / np.maximum(predicted, 1)
+    recall = true_positive / np.maximum(actual, 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return pd.DataFrame(
+        {"class": list(class_names), "precision": precision, "recall": recall, "f1": f1, "support": actual}
+    )
+
+
+def reconstructions(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """An autoencoder's outputs (N, 28, 28) for the given images."""
+    return batched_outputs(model, images)[:, 0].numpy()
+
+
+def reconstruction_errors(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Per-image mean squared error (N,)."""
+    recon = batched_outputs(model, images)
+    return ((recon - images.cpu()) ** 2).flatten(1).mean(1).numpy()
+
+
+def latent_codes(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Codes (N, d): an autoencoder's latent vectors, a classifier's penultimate features."""
+    return batched_outputs(model, images, fn=model.encode).flatten(1).numpy()
+
+
+def decode(model: nn.Module, codes: np.ndarray) -> np.ndarray:
+    """Decode latent vectors (N, n) into images (N, 28, 28)."""
+    tensor = torch.as_tensor(np.asarray(codes, dtype=np.float32))
+    return batched_outputs(model, tensor, fn=model.decode)[:, 0].numpy()
+
+
+def interpolate(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
+    """Points on the straight line between two codes, ends included (steps, d)."""
+    weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    return (1 - weights) * start[None] + weights * end[None]
+
+
+def latent_projection(codes: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """2-D map of codes by PCA, t-SNE or UMAP (when installed)."""
+    if codes.shape[1] <= 2:
+        return np.pad(codes, ((0, 0), (0, 2 - codes.shape[1])))
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(codes)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(n_components=2, init="pca", random_state=seed).fit_transform(codes)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise ValueError("method: umap is not installed (pip install umap-learn)") from None
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(codes)
+    raise ValueError(f"method: {method!r} is not one of pca, tsne, umap")
+
+
+def principal_directions(codes: np.ndarray, count: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean code, the top principal directions (count, d) and their standard deviations."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=min(count, codes.shape[1], len(codes))).fit(codes)
+    return pca.mean_, pca.components_, np.sqrt(pca.explained_variance_)
+
+
+def pca_reconstruction_mse(train_images: torch.Tensor, test_images: torch.Tensor, k: int) -> float:
+    """The linear baseline: test MSE of PCA with k components fitted on the train set."""
+    from sklearn.decomposition import PCA
+
+    train = train_images.flatten(1).numpy()
+    test = test_images.flatten(1).numpy()
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=0).fit(train)
+    recon = pca.inverse_transform(pca.transform(test))
+    return float(np.mean((recon - test) ** 2))

@@ -1,0 +1,134 @@
+"""Command line: `python -m fmnist_core models|train|runs ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .cache import RunCache
+from .config import OPTIMIZERS, RunConfig
+from .models import get_spec, list_models
+from .train import Progress
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: {pair!r} is not KEY=VALUE")
+        values[key.strip()] = value
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run config the command line describes: recipe, then flags, then --set."""
+    spec = get_spec(args.model)
+    model_keys = set(spec.settings_type.__dataclass_fields__)
+    settings, overrides = {}, {}
+    for key, value in parse_assignments(args.set).items():
+        (settings if key in model_keys else overrides)[key] = value
+    for flag in ("epochs", "batch_size", "lr", "optimizer", "seed"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    return RunConfig.for_model(args.model, settings, **overrides)
+
+
+def print_progress(progress: Progress) -> None:
+    if progress.epoch_done:
+        shown = ", ".join(
+            f"{key} {value:.4f}" for key, value in progress.metrics.items() if key not in ("epoch", "seconds")
+        )
+        print(f"epoch {progress.epoch}/{progress.epochs}: {shown} ({progress.seconds:.1f} s)", file=sys.stderr)
+    else:
+        print(
+            f"\repoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
+            f"loss {progress.train_loss:.4f} eta {progress.eta_seconds:.0f} s",
+            end="",
+            file=sys.stderr,
+        )
+
+
+def summary(run) -> dict:
+    out = {
+        "run_id": run.run_id,
+        "model": run.config.model,
+        "cached": run.cached,
+        "completed": run.completed,
+        "epochs": run.metrics["epochs_done"],
+        "train_seconds": round(run.metrics["train_seconds"], 3),
+        "test_loss": run.metrics["test_loss"],
+    }
+    for key in ("test_accuracy", "test_mse"):
+        if key in run.metrics:
+            out[key] = run.metrics[key]
+    if run.note:
+        out["note"] = run.note
+    return out
+
+
+def command_models(args) -> int:
+    for name in list_models():
+        spec = get_spec(name)
+        print(f"{name:20s} {spec.kind:12s} {spec.description}")
+    return 0
+
+
+def command_train(args) -> int:
+    config = config_from_args(args)
+    print(f"run {config.run_id}: {config.model} {json.dumps(config.settings)}", file=sys.stderr)
+    run = RunCache().get_or_train(config, on_progress=None if args.quiet else print_progress)
+    if run.note:
+        print(f"note: {run.note}", file=sys.stderr)
+    result = summary(run)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def command_runs(args) -> int:
+    table = RunCache().list_runs()
+    if table.empty:
+        print("no cached runs")
+        return 0
+    columns = [c for c in ("run_id", "model", "epochs", "test_accuracy", "test_mse", "train_seconds", "status") if c in table]
+    print(table[columns].to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fmnist_core", description="Fashion-MNIST Lab")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("models", help="list the registered models").set_defaults(handler=command_models)
+
+    train_parser = commands.add_parser("train", help="train a model, or load it from the cache")
+    train_parser.add_argument("model", choices=list_models())
+    train_parser.add_argument("--epochs", type=int)
+    train_parser.add_argument("--batch-size", dest="batch_size", type=int)
+    train_parser.add_argument("--lr", type=float)
+    train_parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    train_parser.add_argument("--seed", type=int)
+    train_parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a model setting (n=128, dropout=0.1, channels=64,96 ...) or a run setting (loss=kl_div)",
+    )
+    train_parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
+    train_parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    train_parser.set_defaults(handler=command_train)
+
+    commands.add_parser("runs", help="the cached runs as a table").set_defaults(handler=command_runs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,100 @@
+"""RunConfig: one frozen, validated object that drives a training run everywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .models import get_spec, make_settings, settings_dict
+from .settings import check_choice, check_int, check_range, coerce
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adamax")
+LOSSES = ("mse", "cross_entropy", "mse_onehot", "kl_div")
+CLASSIFIER_LOSSES = ("cross_entropy", "mse_onehot", "kl_div")
+SCHEDULES = ("constant", "onecycle")
+AUGMENTS = ("none", "flip")
+VALIDATIONS = ("test", "holdout")
+# Bumped whenever training changes what a config produces, so old cache entries are not reused.
+ENGINE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    settings: dict[str, Any] = field(default_factory=dict)  # the model's own settings
+    epochs: int = 10
+    batch_size: int = 100  # images per step
+    lr: float = 1e-3  # peak learning rate under onecycle
+    optimizer: str = "adam"
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    loss: str = ""  # "" -> the model's recipe
+    schedule: str = "constant"
+    label_smoothing: float = 0.0  # cross_entropy only
+    augment: str = "none"  # flip: random horizontal flips of training images
+    seed: int = 0
+    validation: str = "test"  # test: validate on the test set, as the seeds did; holdout: on train
+    holdout_fraction: float = 0.1  # of train, when validation is holdout
+    train_subset: int = 0  # 0: all 60,000 training images; else a fixed random subset
+
+    def __post_init__(self):
+        spec = get_spec(self.model)
+        # Resolving the settings fills defaults in, so equal runs get equal keys.
+        resolved = settings_dict(make_settings(self.model, self.settings))
+        object.__setattr__(self, "settings", resolved)
+        if self.loss == "":
+            object.__setattr__(self, "loss", spec.recipe["loss"])
+        check_int("epochs", self.epochs, 1, 1000)
+        check_int("batch_size", self.batch_size, 1, 60_000)
+        check_range("lr", self.lr, 1e-7, 10.0)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        allowed = ("mse",) if spec.kind == "autoencoder" else CLASSIFIER_LOSSES
+        check_choice("loss", self.loss, allowed)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        check_choice("augment", self.augment, AUGMENTS)
+        check_int("seed", self.seed, 0, 2**31 - 1)
+        check_choice("validation", self.validation, VALIDATIONS)
+        check_range("holdout_fraction", self.holdout_fraction, 0.01, 0.5)
+        check_int("train_subset", self.train_subset, 0, 60_000)
+
+    @classmethod
+    def for_model(cls, model: str, settings: dict | None = None, **overrides: Any) -> RunConfig:
+        """A config with the seed report's recipe for `model`, then `overrides` on top."""
+        values = {**get_spec(model).recipe, **overrides}
+        return cls(model=model, settings=dict(settings or {}), **coerce(cls, values))
+
+    @property
+    def kind(self) -> str:
+        return get_spec(self.model).kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]}: unknown run setting")
+        return cls(**values)
+
+    @property
+    def run_id(self) -> str:
+        """A hash of the full config (and the engine version) that names its cache folder."""
+        payload = json.dumps({"engine": ENGINE_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def __hash__(self) -> int:
+        return hash(self.run_id)

@@ -1,0 +1,171 @@
+"""The real Fashion-MNIST: find the four IDX files, parse them with numpy, hold them as tensors."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")
+DOWNLOAD_FOLDER = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmnist_lab"
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}
+IDX_UBYTE = 0x08
+
+
+class DataError(RuntimeError):
+    """The Fashion-MNIST files are missing, truncated or not what they claim to be."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse one IDX file (gzipped or not) of unsigned bytes into an array of its shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:  # gzip raises these on a truncated or foreign file
+        raise DataError(f"{path}: cannot read IDX file ({error})") from error
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    if raw[2] != IDX_UBYTE:
+        raise DataError(f"{path}: IDX data type {raw[2]:#04x} is not unsigned byte (0x08)")
+    ndim = raw[3]
+    header_size = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header_size:
+        raise DataError(f"{path}: IDX header is truncated")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape))
+    if len(raw) - header_size != expected:
+        raise DataError(
+            f"{path}: IDX body holds {len(raw) - header_size} bytes, its header promises {expected}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _file_in(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def candidate_folders() -> list[Path]:
+    """Where the files are looked for, in order."""
+    folders = []
+    if os.environ.get("FMNIST_DATA"):
+        folders.append(Path(os.environ["FMNIST_DATA"]))
+    folders += [SYSTEM_FOLDER, DOWNLOAD_FOLDER, DOWNLOAD_FOLDER / "FashionMNIST" / "raw"]
+    return folders
+
+
+def find_data_folder() -> Path | None:
+    """The first folder that holds all four files, or None."""
+    for folder in candidate_folders():
+        if all(_file_in(folder, stem) for stem in FILES.values()):
+            return folder
+    return None
+
+
+def download() -> Path:
+    """Fetch the original files with torchvision into the local download folder."""
+    from torchvision.datasets import FashionMNIST
+
+    try:
+        FashionMNIST(str(DOWNLOAD_FOLDER), train=True, download=True)
+        FashionMNIST(str(DOWNLOAD_FOLDER), train=False, download=True)
+    except Exception as error:  # torchvision raises bare RuntimeErrors and URLErrors alike
+        raise DataError(
+            "Fashion-MNIST was not found in $FMNIST_DATA, "
+            f"{SYSTEM_FOLDER} (Debian package dataset-fashion-mnist) or {DOWNLOAD_FOLDER}, "
+            f"and downloading it failed: {error}"
+        ) from error
+    return DOWNLOAD_FOLDER / "FashionMNIST" / "raw"
+
+
+@dataclass(frozen=True)
+class FashionMNIST:
+    """The data set as tensors: images (N, 1, 28, 28) float in [0, 1], labels int64."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    folder: str
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES
+
+
+def check_real(labels: np.ndarray, images: np.ndarray, split: str, folder: Path) -> None:
+    """Refuse anything that is not the original 60,000 / 10,000 balanced set."""
+    count = EXPECTED_COUNTS[split]
+    if images.shape != (count, 28, 28) or labels.shape != (count,):
+        raise DataError(
+            f"{folder}: {split} split has images {images.shape} and labels {labels.shape}, "
+            f"expected ({count}, 28, 28) and ({count},)"
+        )
+    per_class = np.bincount(labels, minlength=10)
+    if len(per_class) != 10 or not np.all(per_class == count // 10):
+        raise DataError(f"{folder}: {split} labels are not {count // 10} per class: {per_class}")
+
+
+def load_from_folder(folder: Path) -> FashionMNIST:
+    """Parse and check the four files in `folder`."""
+    arrays = {}
+    for key, stem in FILES.items():
+        path = _file_in(folder, stem)
+        if path is None:
+            raise DataError(f"{folder}: missing {stem}(.gz)")
+        arrays[key] = read_idx(path)
+    for split in ("train", "test"):
+        check_real(arrays[f"{split}_labels"], arrays[f"{split}_images"], split, folder)
+
+    def images(array: np.ndarray) -> torch.Tensor:
+        # Converted once here so no batch ever pays for uint8 -> float again.
+        return torch.from_numpy(array.astype(np.float32) / 255.0).unsqueeze(1).contiguous()
+
+    def labels(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array.astype(np.int64))
+
+    return FashionMNIST(
+        train_images=images(arrays["train_images"]),
+        train_labels=labels(arrays["train_labels"]),
+        test_images=images(arrays["test_images"]),
+        test_labels=labels(arrays["test_labels"]),
+        folder=str(folder),
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _load(folder: str) -> FashionMNIST:
+    return load_from_folder(Path(folder))
+
+
+def load_data() -> FashionMNIST:
+    """The real data set, loaded once per process; downloads it if no folder has it."""
+    folder = find_data_folder() or download()
+    return _load(str(folder))

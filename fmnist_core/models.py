@@ -1,0 +1,525 @@
+"""The model registry and every architecture of the seed reports.
+
+Each model has a frozen settings dataclass (validated on construction), a builder, a kind
+(`autoencoder` or `classifier`) and the training recipe its seed report used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .settings import check_choice, check_int, check_range, coerce
+
+IMAGE_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "autoencoder" or "classifier"
+    settings_type: type
+    build: Callable[[Any], nn.Module]
+    recipe: dict[str, Any]  # training defaults from the seed report
+    description: str
+    initialise: Callable[[nn.Module, Any], None] | None = None  # e.g. load pretrained weights
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str, *, kind: str, settings: type, recipe: dict, description: str, initialise=None
+):
+    """Decorator: add a builder `settings -> nn.Module` to the registry under `name`.
+
+    `initialise(model, settings)`, if given, runs before training a fresh model only.
+    """
+
+    def wrap(build: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelSpec(name, kind, settings, build, recipe, description, initialise)
+        return build
+
+    return wrap
+
+
+def list_models(kind: str | None = None) -> list[str]:
+    """Registered model names, optionally only one kind."""
+    return [name for name, spec in _REGISTRY.items() if kind is None or spec.kind == kind]
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"model: {name!r} is not one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def make_settings(name: str, values: dict[str, Any] | None = None):
+    """The model's settings dataclass from a dict of values or strings (defaults filled in)."""
+    spec = get_spec(name)
+    return spec.settings_type(**coerce(spec.settings_type, dict(values or {})))
+
+
+def create_model(name: str, **settings: Any) -> nn.Module:
+    """Build a registered model with the given settings; raises ValueError on bad names."""
+    return get_spec(name).build(make_settings(name, settings))
+
+
+def settings_dict(settings) -> dict[str, Any]:
+    return asdict(settings)
+
+
+# ---------------------------------------------------------------- conv autoencoder (S0, S2, S4)
+
+
+@dataclass(frozen=True)
+class ConvAutoencoderSettings:
+    n: int = 64  # latent size
+    dropout: float = 0.2  # probability, after every activation
+    output_dropout: bool = True  # S0's Dropout after the output Sigmoid
+    batchnorm: bool = False  # BatchNorm before each pooling (S2)
+    pooling: tuple[str, ...] = ("max", "max")  # per stage: max or avg (S2)
+    channels: tuple[int, ...] = (16, 32)  # per conv stage (S2: 64, 96)
+    linear: bool = True  # the middle Linear(800 -> n) (S4 removes it)
+    latent_activation: str = "relu"  # S0's ReLU on the code, or none
+
+    def __post_init__(self):
+        check_int("n", self.n, 1, 4096)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if len(self.pooling) != 2:
+            raise ValueError(f"pooling: expected two stages, got {self.pooling!r}")
+        for kind in self.pooling:
+            check_choice("pooling", kind, ("max", "avg"))
+        if len(self.channels) != 2:
+            raise ValueError(f"channels: expected two stages, got {self.channels!r}")
+        for count in self.channels:
+            check_int("channels", count, 1, 512)
+        check_choice("latent_activation", self.latent_activation, ("relu", "none"))
+        for name in ("output_dropout", "batchnorm", "linear"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected true or false")
+
+    @property
+    def latent_size(self) -> int:
+        return self.n if self.linear else self.channels[1] * 5 * 5
+
+
+def _pool(kind: str) -> nn.Module:
+    return nn.MaxPool2d(2) if kind == "max" else nn.AvgPool2d(2)
+
+
+class ConvAutoencoder(nn.Module):
+    """S0's network: two conv stages and a linear code, mirrored by two transposed convs."""
+
+    def __init__(self, s: ConvAutoencoderSettings):
+        super().__init__()
+        c1, c2 = s.channels
+
+        def stage(c_in: int, c_out: int, pool: str) -> list[nn.Module]:
+            layers = [nn.Conv2d(c_in, c_out, 3)]
+            if s.batchnorm:
+                layers.append(nn.BatchNorm2d(c_out))
+            return layers + [nn.ReLU(), nn.Dropout(s.dropout), _pool(pool)]
+
+        encoder = stage(1, c1, s.pooling[0]) + stage(c1, c2, s.pooling[1]) + [nn.Flatten()]
+        decoder: list[nn.Module] = []
+        if s.linear:
+            code_activation = ACTIVATIONS[s.latent_activation]()
+            encoder += [nn.Linear(c2 * 25, s.n), code_activation, nn.Dropout(s.dropout)]
+            decoder += [nn.Linear(s.n, c2 * 25), nn.ReLU(), nn.Dropout(s.dropout)]
+        decoder += [
+            nn.Unflatten(1, (c2, 5, 5)),
+            nn.ConvTranspose2d(c2, c1, 5, stride=2),  # 5 -> 13
+            nn.ReLU(),
+            nn.Dropout(s.dropout),
+            nn.ConvTranspose2d(c1, 1, 6, stride=2, padding=1),  # 13 -> 28
+            nn.Sigmoid(),
+        ]
+        if s.output_dropout:
+            decoder.append(nn.Dropout(s.dropout))
+        self.encoder = nn.Sequential(*encoder)
+        self.decoder = nn.Sequential(*decoder)
+        self.latent_size = s.latent_size
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (B, 1, 28, 28) -> (B, n)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)  # (B, n) -> (B, 1, 28, 28)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+@register_model(
+    "conv_autoencoder",
+    kind="autoencoder",
+    settings=ConvAutoencoderSettings,
+    recipe=dict(loss="mse", epochs=10, batch_size=100, lr=1e-3, optimizer="adam"),
+    description="S0/S2/S4 conv autoencoder: 2 conv stages, linear code of size n, 2 transposed convs",
+)
+def build_conv_autoencoder(s: ConvAutoencoderSettings) -> nn.Module:
+    return ConvAutoencoder(s)
+
+
+# ---------------------------------------------------------------- classifier on an encoder (S0, S2, S4)
+
+
+@dataclass(frozen=True)
+class EncoderClassifierSettings:
+    encoder_run: str = ""  # run id of a cached conv_autoencoder; "" starts from random weights
+    freeze_encoder: bool = False  # True: only the head is trained
+    head: str = "s0"  # s0: Linear+ReLU+Dropout (S0) · fc: Linear (S2) · wide: hidden layer (S2)
+    head_hidden: int = 256  # units of the wide head's hidden layer
+    dropout: float = 0.2  # the head's dropout
+
+    def __post_init__(self):
+        if not isinstance(self.encoder_run, str):
+            raise ValueError("encoder_run: expected a run id")
+        if not isinstance(self.freeze_encoder, bool):
+            raise ValueError("freeze_encoder: expected true or false")
+        check_choice("head", self.head, ("s0", "fc", "wide"))
+        check_int("head_hidden", self.head_hidden, 1, 8192)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+
+
+class EncoderClassifier(nn.Module):
+    """An autoencoder's encoder followed by a small head; the encoder may be frozen."""
+
+    def __init__(self, encoder: nn.Module, latent_size: int, s: EncoderClassifierSettings):
+        super().__init__()
+        self.encoder = encoder
+        self.freeze_encoder = s.freeze_encoder
+        if s.head == "s0":
+            head = [nn.Linear(latent_size, NUM_CLASSES), nn.ReLU(), nn.Dropout(s.dropout)]
+        elif s.head == "fc":
+            head = [nn.Linear(latent_size, NUM_CLASSES)]
+        else:
+            head = [
+                nn.Linear(latent_size, s.head_hidden),
+                nn.ReLU(),
+                nn.Dropout(s.dropout),
+                nn.Linear(s.head_hidden, NUM_CLASSES),
+            ]
+        self.head = nn.Sequential(*head)
+        self.set_frozen(s.freeze_encoder)
+
+    def set_frozen(self, frozen: bool) -> None:
+        self.freeze_encoder = frozen
+        for parameter in self.encoder.parameters():
+            parameter.requires_grad_(not frozen)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_encoder:
+            # A frozen encoder is a fixed feature extractor: no dropout noise, no BN updates.
+            self.encoder.eval()
+        return self
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (B, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x))  # (B, 10) logits
+
+
+def encoder_settings(encoder_run: str) -> ConvAutoencoderSettings:
+    """The autoencoder settings behind a cached run id (S0's defaults for an empty id)."""
+    if not encoder_run:
+        return ConvAutoencoderSettings()
+    from .cache import RunCache  # the cache imports this module
+
+    config = RunCache().load_config(encoder_run)
+    if config.model != "conv_autoencoder":
+        raise ValueError(f"encoder_run: run {encoder_run} is a {config.model}, not a conv_autoencoder")
+    return make_settings("conv_autoencoder", config.settings)
+
+
+def load_pretrained_encoder(model: EncoderClassifier, s: EncoderClassifierSettings) -> None:
+    """Start from the cached autoencoder's encoder weights (when a run is named)."""
+    if not s.encoder_run:
+        return
+    from .cache import RunCache
+
+    state = RunCache().load_state(s.encoder_run)
+    prefix = "encoder."
+    model.encoder.load_state_dict(
+        {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+    )
+
+
+@register_model(
+    "encoder_classifier",
+    kind="classifier",
+    settings=EncoderClassifierSettings,
+    recipe=dict(loss="cross_entropy", epochs=10, batch_size=100, lr=1e-3, optimizer="adam"),
+    description="S0/S2/S4 classifier: a trained autoencoder's encoder (frozen or fine-tuned) + head",
+    initialise=load_pretrained_encoder,
+)
+def build_encoder_classifier(s: EncoderClassifierSettings) -> nn.Module:
+    ae_settings = encoder_settings(s.encoder_run)
+    return EncoderClassifier(ConvAutoencoder(ae_settings).encoder, ae_settings.latent_size, s)
+
+
+# ---------------------------------------------------------------- feed-forward network (S3)
+
+
+@dataclass(frozen=True)
+class MLPSettings:
+    n1: int = 128
+    n2: int = 64
+    dropout: float = 0.2
+
+    def __post_init__(self):
+        check_int("n1", self.n1, 1, 8192)
+        check_int("n2", self.n2, 1, 8192)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+
+
+class MLP(nn.Module):
+    def __init__(self, s: MLPSettings):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(784, s.n1),
+            nn.ReLU(),
+            nn.Dropout(s.dropout),
+            nn.Linear(s.n1, s.n2),
+            nn.ReLU(),
+            nn.Dropout(s.dropout),
+        )
+        self.head = nn.Linear(s.n2, NUM_CLASSES)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, n2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x))
+
+
+@register_model(
+    "mlp",
+    kind="classifier",
+    settings=MLPSettings,
+    recipe=dict(loss="mse_onehot", epochs=30, batch_size=100, lr=1e-3, optimizer="adam"),
+    description="S3 feed-forward network 784 -> n1 -> n2 -> 10 with dropout, MSE on one-hot",
+)
+def build_mlp(s: MLPSettings) -> nn.Module:
+    return MLP(s)
+
+
+# ---------------------------------------------------------------- CNN from a list of layers (S1)
+
+S1_BEST_LAYERS = (
+    "conv:35:3:valid:relu",
+    "bn",
+    "conv:50:3:valid:relu",
+    "bn",
+    "maxpool:2",
+    "dropout:0.7",
+    "dense:256:relu",
+)
+LAYER_HELP = (
+    "conv:FILTERS:KERNEL:same|valid:relu|tanh, maxpool:SIZE, avgpool:SIZE, bn, "
+    "dropout:P, dense:UNITS:relu|tanh"
+)
+
+
+def _parse_layer(text: str) -> tuple[str, list[str]]:
+    kind, *args = text.strip().split(":")
+    arity = {"conv": 4, "maxpool": 1, "avgpool": 1, "bn": 0, "dropout": 1, "dense": 2}
+    if kind not in arity or len(args) != arity[kind]:
+        raise ValueError(f"layers: {text!r} is not a layer; write {LAYER_HELP}")
+    return kind, args
+
+
+@dataclass(frozen=True)
+class CNNSettings:
+    layers: tuple[str, ...] = S1_BEST_LAYERS  # see LAYER_HELP; a Linear(-> 10) head follows
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("layers: at least one layer is needed")
+        build_layer_stack(self.layers)  # raises ValueError naming the bad layer
+
+
+def build_layer_stack(layers: tuple[str, ...]) -> tuple[nn.Sequential, int]:
+    """Turn S1-style layer strings into modules; returns them and the feature size."""
+    modules: list[nn.Module] = []
+    channels, size, flat = 1, 28, None  # flat: feature count once flattened
+    for text in layers:
+        kind, args = _parse_layer(text)
+        try:
+            if kind == "conv":
+                if flat is not None:
+                    raise ValueError("a conv layer cannot follow a dense layer")
+                filters, kernel = int(args[0]), int(args[1])
+                check_int("layers conv filters", filters, 1, 1024)
+                check_choice("layers conv kernel", kernel, (1, 3, 5, 7))
+                check_choice("layers conv padding", args[2], ("same", "valid"))
+                check_choice("layers conv activation", args[3], ("relu", "tanh"))
+                padding = kernel // 2 if args[2] == "same" else 0
+                size = size + 2 * padding - kernel + 1
+                if size < 1:
+                    raise ValueError("the image shrinks to nothing")
+                modules += [nn.Conv2d(channels, filters, kernel, padding=padding), ACTIVATIONS[args[3]]()]
+                channels = filters
+            elif kind in ("maxpool", "avgpool"):
+                if flat is not None:
+                    raise ValueError("pooling cannot follow a dense layer")
+                pool = int(args[0])
+                check_int("layers pool size", pool, 2, 7)
+                if size // pool < 1:
+                    raise ValueError("the image shrinks to nothing")
+                size //= pool
+                modules.append(nn.MaxPool2d(pool) if kind == "maxpool" else nn.AvgPool2d(pool))
+            elif kind == "bn":
+                modules.append(nn.BatchNorm2d(channels) if flat is None else nn.BatchNorm1d(flat))
+            elif kind == "dropout":
+                p = float(args[0])
+                check_range("layers dropout", p, 0.0, 1.0, high_open=True)
+                modules.append(nn.Dropout(p))
+            else:  # dense
+                units = int(args[0])
+                check_int("layers dense units", units, 1, 16384)
+                check_choice("layers dense activation", args[1], ("relu", "tanh"))
+                if flat is None:
+                    flat = channels * size * size
+                    modules.append(nn.Flatten())
+                modules += [nn.Linear(flat, units), ACTIVATIONS[args[1]]()]
+                flat = units
+        except ValueError as error:
+            message = str(error)
+            if not message.startswith("layers"):
+                message = f"layers: {text!r}: {message}"
+            raise ValueError(message) from None
+    if flat is None:
+        modules.append(nn.Flatten())
+        flat = channels * size * size
+    return nn.Sequential(*modules), flat
+
+
+class CNN(nn.Module):
+    def __init__(self, s: CNNSettings):
+        super().__init__()
+        self.features, width = build_layer_stack(s.layers)
+        self.head = nn.Linear(width, NUM_CLASSES)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x))
+
+
+@register_model(
+    "cnn",
+    kind="classifier",
+    settings=CNNSettings,
+    recipe=dict(loss="cross_entropy", epochs=12, batch_size=128, lr=5e-4, optimizer="adam"),
+    description="S1 CNN built from a list of layers (default: S1's best row, 0.9252 published)",
+)
+def build_cnn(s: CNNSettings) -> nn.Module:
+    return CNN(s)
+
+
+# ---------------------------------------------------------------- residual network (S1)
+
+
+@dataclass(frozen=True)
+class ResNetSettings:
+    channels: tuple[int, ...] = (32, 64, 128)  # per stage; stages after the first halve the size
+    blocks: int = 1  # identity blocks per stage, after the stage's projection block
+    dropout: float = 0.2  # before the final Linear
+
+    def __post_init__(self):
+        if not 1 <= len(self.channels) <= 3:
+            raise ValueError(f"channels: one to three stages, got {self.channels!r}")
+        for count in self.channels:
+            check_int("channels", count, 4, 512)
+        check_int("blocks", self.blocks, 0, 8)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv + BN; the shortcut is the identity, or a strided 1x1 projection."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),  # zero padding
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        if stride == 1 and c_in == c_out:
+            self.shortcut = nn.Identity()  # identity block
+        else:  # convolutional (projection) block
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, s: ResNetSettings):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(1, s.channels[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(s.channels[0]),
+            nn.ReLU(),
+        ]
+        c_in = s.channels[0]
+        for stage, c_out in enumerate(s.channels):
+            layers.append(ResidualBlock(c_in, c_out, stride=1 if stage == 0 else 2))
+            layers += [ResidualBlock(c_out, c_out, 1) for _ in range(s.blocks)]
+            c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(s.dropout), nn.Linear(c_in, NUM_CLASSES))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, channels[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x))
+
+
+@register_model(
+    "resnet",
+    kind="classifier",
+    settings=ResNetSettings,
+    recipe=dict(
+        loss="cross_entropy",
+        epochs=15,
+        batch_size=128,
+        lr=3e-3,
+        optimizer="adamw",
+        weight_decay=5e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        augment="flip",
+    ),
+    description="S1 residual network: identity and projection blocks, BatchNorm, zero padding",
+)
+def build_resnet(s: ResNetSettings) -> nn.Module:
+    return ResNet(s)
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """Parameter counts for display."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"parameters": total, "trainable_parameters": trainable}
+

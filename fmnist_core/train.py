@@ -1,0 +1,221 @@
+"""The training engine: preloaded tensors, index batches, progress callbacks, a cooperative stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .analysis import classification_loss, evaluate
+from .config import RunConfig
+from .data import load_data
+from .device import describe_device, pick_device
+from .models import create_model, get_spec, make_settings
+
+PROGRESS_INTERVAL = 0.25  # seconds between progress callbacks within an epoch
+SPLIT_SEED = 20_240_501  # fixed, so every run of any seed sees the same holdout and subset
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: where training is and what it has measured so far."""
+
+    epoch: int  # 1-based epoch in progress (or just finished, when epoch_done)
+    epochs: int
+    step: int  # steps done in this epoch
+    steps: int  # steps per epoch
+    train_loss: float  # running mean over this epoch's steps
+    seconds: float  # since training started
+    epoch_done: bool = False
+    metrics: dict = field(default_factory=dict)  # the finished epoch's metrics, when epoch_done
+
+    @property
+    def fraction(self) -> float:
+        return ((self.epoch - 1) + self.step / max(self.steps, 1)) / self.epochs
+
+    @property
+    def eta_seconds(self) -> float:
+        done = self.fraction
+        return self.seconds * (1 - done) / done if done > 0 else float("nan")
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: dict  # per-epoch lists: epoch, train_loss, val_loss, (train_/val_accuracy), seconds
+    metrics: dict  # final test metrics and run facts
+    completed: bool  # False when stopped early
+
+
+@dataclass(frozen=True)
+class Splits:
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    validation_note: str
+
+
+def make_splits(config: RunConfig) -> Splits:
+    """Train / validation / test tensors as the config asks (holdout, subset)."""
+    data = load_data()
+    images, labels = data.train_images, data.train_labels
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    order = torch.randperm(len(images), generator=generator)
+    if config.validation == "holdout":
+        held = int(round(len(images) * config.holdout_fraction))
+        val_index, train_index = order[:held], order[held:]
+        val_images, val_labels = images[val_index], labels[val_index]
+        note = f"holdout: {held} training images kept out of training"
+    else:
+        train_index = order
+        val_images, val_labels = data.test_images, data.test_labels
+        note = "test set (the seed reports' practice)"
+    if config.train_subset:
+        train_index = train_index[: config.train_subset]
+    train_index = train_index.sort().values
+    return Splits(
+        images[train_index],
+        labels[train_index],
+        val_images,
+        val_labels,
+        data.test_images,
+        data.test_labels,
+        note,
+    )
+
+
+def make_optimizer(config: RunConfig, parameters) -> torch.optim.Optimizer:
+    kwargs = dict(lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, momentum=config.momentum, **kwargs)
+    optimizers = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "rmsprop": torch.optim.RMSprop,
+        "adamax": torch.optim.Adamax,
+    }
+    return optimizers[config.optimizer](parameters, **kwargs)
+
+
+def build_model(config: RunConfig, device: torch.device) -> nn.Module:
+    """A fresh model for the config, seeded, with any pretrained weights it starts from."""
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, **config.settings)
+    spec = get_spec(config.model)
+    if spec.initialise is not None:
+        spec.initialise(model, make_settings(config.model, config.settings))
+    return model.to(device)
+
+
+def train(
+    config: RunConfig,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: torch.device | str | None = None,
+) -> TrainResult:
+    """Train a model from scratch as `config` says; never prints."""
+    device = pick_device(device)
+    splits = make_splits(config)
+    model = build_model(config, device)
+    is_autoencoder = config.kind == "autoencoder"
+    train_images = splits.train_images.to(device)
+    train_labels = splits.train_labels.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(config, trainable)
+    steps = (len(train_images) + config.batch_size - 1) // config.batch_size
+    scheduler = None
+    if config.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=config.epochs * steps
+        )
+    generator = torch.Generator().manual_seed(config.seed)
+    history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
+    if not is_autoencoder:
+        history.update(train_accuracy=[], val_accuracy=[])
+
+    start = time.perf_counter()
+    last_report = start
+    stopped = False
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_images), generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for step in range(steps):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x = train_images[index]  # (B, 1, 28, 28)
+            if config.augment == "flip":
+                flip = torch.rand(len(x), 1, 1, 1, generator=generator).to(device) < 0.5
+                x = torch.where(flip, x.flip(3), x)
+            output = model(x)
+            if is_autoencoder:
+                loss = F.mse_loss(output, x)
+            else:
+                y = train_labels[index]
+                loss = classification_loss(output, y, config.loss, config.label_smoothing)
+                correct += (output.argmax(1) == y).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss.detach() * len(x)
+            seen += len(x)
+            now = time.perf_counter()
+            if on_progress is not None and now - last_report >= PROGRESS_INTERVAL:
+                last_report = now
+                on_progress(
+                    Progress(epoch, config.epochs, step + 1, steps, loss_sum.item() / seen, now - start)
+                )
+        if stopped:
+            break
+        validation = evaluate(model, splits.val_images, splits.val_labels, config.loss)
+        history["epoch"].append(epoch)
+        history["train_loss"].append(loss_sum.item() / seen)
+        history["val_loss"].append(validation["loss"])
+        history["seconds"].append(time.perf_counter() - start)
+        if not is_autoencoder:
+            history["train_accuracy"].append(correct.item() / seen)
+            history["val_accuracy"].append(validation["accuracy"])
+        if on_progress is not None:
+            metrics = {key: values[-1] for key, values in history.items()}
+            on_progress(
+                Progress(
+                    epoch, config.epochs, steps, steps, history["train_loss"][-1],
+                    time.perf_counter() - start, epoch_done=True, metrics=metrics,
+                )
+            )
+    train_seconds = time.perf_counter() - start
+
+    if config.validation == "test" and history["epoch"] and not stopped:
+        test = {"loss": history["val_loss"][-1]}  # the last validation pass was on the test set
+        if not is_autoencoder:
+            test["accuracy"] = history["val_accuracy"][-1]
+    else:
+        test = evaluate(model, splits.test_images, splits.test_labels, config.loss)
+    metrics = {
+        "epochs_done": len(history["epoch"]),
+        "train_seconds": train_seconds,
+        "test_loss": test["loss"],
+        "device": describe_device(device),
+        "validation": splits.validation_note,
+        "train_images": len(train_images),
+        "torch": torch.__version__,
+    }
+    if is_autoencoder:
+        metrics["test_mse"] = test["loss"]
+    else:
+        metrics["test_accuracy"] = test["accuracy"]
+    model.eval()
+    return TrainResult(model=model, history=history, metrics=metrics, completed=not stopped)
