@@ -25,7 +25,9 @@ def batched_outputs(model: nn.Module, images: torch.Tensor, fn=None) -> torch.Te
     model.eval()
     fn = fn or model
     device = _device_of(model)
-    outputs = [fn(images[i : i + EVAL_BATCH].to(device)).float().cpu() for i in range(0, len(images), EVAL_BATCH)]
+    outputs = [
+        fn(images[i : i + EVAL_BATCH].to(device)).float().cpu() for i in range(0, len(images), EVAL_BATCH)
+    ]
     model.train(was_training)
     return torch.cat(outputs)
 

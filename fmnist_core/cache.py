@@ -190,8 +190,13 @@ class RunCache:
             if result.completed:
                 self.save(config, result.model, result.history, result.metrics)
         return TrainedRun(
-            config, result.model, result.history, result.metrics,
-            cached=False, completed=result.completed, note=note,
+            config,
+            result.model,
+            result.history,
+            result.metrics,
+            cached=False,
+            completed=result.completed,
+            note=note,
         )
 
     # ------------------------------------------------------------------ listing
@@ -212,7 +217,12 @@ class RunCache:
             values = config.to_dict()
             settings = values.pop("settings")
             row.update(values)
-            row.update({key: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for key, v in settings.items()})
+            row.update(
+                {
+                    key: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+                    for key, v in settings.items()
+                }
+            )
             history = record["history"]
             for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
                 if history.get(key):

@@ -40,7 +40,9 @@ def print_progress(progress: Progress) -> None:
         shown = ", ".join(
             f"{key} {value:.4f}" for key, value in progress.metrics.items() if key not in ("epoch", "seconds")
         )
-        print(f"epoch {progress.epoch}/{progress.epochs}: {shown} ({progress.seconds:.1f} s)", file=sys.stderr)
+        print(
+            f"epoch {progress.epoch}/{progress.epochs}: {shown} ({progress.seconds:.1f} s)", file=sys.stderr
+        )
     else:
         print(
             f"\repoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
@@ -95,7 +97,11 @@ def command_runs(args) -> int:
     if table.empty:
         print("no cached runs")
         return 0
-    columns = [c for c in ("run_id", "model", "epochs", "test_accuracy", "test_mse", "train_seconds", "status") if c in table]
+    columns = [
+        c
+        for c in ("run_id", "model", "epochs", "test_accuracy", "test_mse", "train_seconds", "status")
+        if c in table
+    ]
     print(table[columns].to_string(index=False))
     return 0
 
@@ -113,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--optimizer", choices=OPTIMIZERS)
     train_parser.add_argument("--seed", type=int)
     train_parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a model setting (n=128, dropout=0.1, channels=64,96 ...) or a run setting (loss=kl_div)",
     )
     train_parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")

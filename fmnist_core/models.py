@@ -34,9 +34,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(
-    name: str, *, kind: str, settings: type, recipe: dict, description: str, initialise=None
-):
+def register_model(name: str, *, kind: str, settings: type, recipe: dict, description: str, initialise=None):
     """Decorator: add a builder `settings -> nn.Module` to the registry under `name`.
 
     `initialise(model, settings)`, if given, runs before training a fresh model only.
@@ -522,4 +520,3 @@ def describe(model: nn.Module) -> dict[str, Any]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"parameters": total, "trainable_parameters": trainable}
-

@@ -192,8 +192,14 @@ def train(
             metrics = {key: values[-1] for key, values in history.items()}
             on_progress(
                 Progress(
-                    epoch, config.epochs, steps, steps, history["train_loss"][-1],
-                    time.perf_counter() - start, epoch_done=True, metrics=metrics,
+                    epoch,
+                    config.epochs,
+                    steps,
+                    steps,
+                    history["train_loss"][-1],
+                    time.perf_counter() - start,
+                    epoch_done=True,
+                    metrics=metrics,
                 )
             )
     train_seconds = time.perf_counter() - start

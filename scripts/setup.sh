@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for the lab; safe to run again (each step skips what is done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+# The real data set from Debian's package, where apt is available. Without it the lab
+# downloads the same four files through torchvision on first use.
+apt_packages=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_packages+=(dataset-fashion-mnist)
+# Headless Chromium drives the end-to-end browser test.
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then apt_packages+=(chromium); fi
+if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  echo "setup: installing ${apt_packages[*]} with apt" >&2
+  as_root apt-get update -qq || true
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null ||
+    echo "setup: apt could not install ${apt_packages[*]}; continuing" >&2
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+stamp=.venv/.requirements.sha256
+wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  echo "setup: installing Python requirements into .venv (torch is large: minutes the first time)" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+  echo "$wanted" > "$stamp"
+fi

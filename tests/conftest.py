@@ -1,0 +1,18 @@
+import pytest
+
+from fmnist_core.config import RunConfig
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty models_cache."""
+    root = tmp_path / "models_cache"
+    monkeypatch.setenv("FMNIST_CACHE", str(root))
+    return root
+
+
+@pytest.fixture
+def tiny_autoencoder_config():
+    return RunConfig.for_model(
+        "conv_autoencoder", {"dropout": 0.0, "output_dropout": False}, epochs=1, train_subset=2000
+    )

@@ -1,0 +1,105 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmnist_core.cache import CorruptRunError, MissingRunError, RunCache
+from fmnist_core.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_round_trip_gives_the_same_model(tiny_autoencoder_config):
+    cache = RunCache()
+    trained = cache.get_or_train(tiny_autoencoder_config)
+    assert not trained.cached and trained.completed
+    folder = cache.folder(trained.run_id)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json",
+        "history.json",
+        "manifest.json",
+        "model.pt",
+    ]
+    loaded = cache.get_or_train(tiny_autoencoder_config)
+    assert loaded.cached
+    assert loaded.metrics == trained.metrics and loaded.history == trained.history
+    x = torch.rand(5, 1, 28, 28)
+    torch.testing.assert_close(loaded.model(x), trained.model.eval()(x))
+    assert json.loads((folder / "config.json").read_text())["model"] == "conv_autoencoder"
+
+
+def test_missing_run_raises():
+    with pytest.raises(MissingRunError):
+        RunCache().load("0123456789abcdef")
+
+
+def test_failed_write_leaves_no_entry_and_no_temporary_files(tiny_autoencoder_config, monkeypatch):
+    cache = RunCache()
+    model = torch.nn.Linear(1, 1)
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        cache.save(tiny_autoencoder_config, model, {}, {})
+    assert not cache.folder(tiny_autoencoder_config.run_id).exists()
+    assert [p for p in cache.root.iterdir() if p.is_dir()] == []
+
+
+@pytest.mark.parametrize("damage", ["flip_weights", "truncate_weights", "drop_manifest", "edit_config"])
+def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, damage):
+    cache = RunCache()
+    first = cache.get_or_train(tiny_autoencoder_config)
+    folder = cache.folder(first.run_id)
+    weights = folder / "model.pt"
+    if damage == "flip_weights":
+        raw = bytearray(weights.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        weights.write_bytes(bytes(raw))
+    elif damage == "truncate_weights":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "drop_manifest":
+        (folder / "manifest.json").unlink()
+    else:
+        (folder / "config.json").write_text('{"model": "mlp"}')
+    with pytest.raises(CorruptRunError):
+        cache.load(first.run_id)
+    assert "corrupt" in cache.list_runs().loc[0, "status"]
+    again = cache.get_or_train(tiny_autoencoder_config)
+    assert not again.cached and "retrained" in again.note
+    assert again.metrics["test_mse"] == pytest.approx(first.metrics["test_mse"])
+    assert cache.get_or_train(tiny_autoencoder_config).cached
+
+
+def test_two_processes_train_the_same_config_once(tmp_path, isolated_cache):
+    script = (
+        "import json; from fmnist_core import RunCache, RunConfig;"
+        "c = RunConfig.for_model('mlp', epochs=1, train_subset=20000);"
+        "print(json.dumps(RunCache().get_or_train(c).cached))"
+    )
+    env = {**os.environ, "FMNIST_CACHE": str(isolated_cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, cwd=tmp_path)
+        for _ in range(2)
+    ]
+    answers = sorted(
+        json.loads(p.communicate(timeout=300)[0].decode().strip().splitlines()[-1]) for p in processes
+    )
+    assert answers == [False, True]
+    assert len(RunCache(isolated_cache).run_ids()) == 1
+
+
+def test_list_runs_has_config_columns_and_metrics(tiny_autoencoder_config):
+    cache = RunCache()
+    cache.get_or_train(tiny_autoencoder_config)
+    cache.get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000))
+    table = cache.list_runs().set_index("model")
+    assert set(table.index) == {"conv_autoencoder", "mlp"}
+    assert table.loc["mlp", "test_accuracy"] > 0.5
+    assert table.loc["conv_autoencoder", "n"] == 64
+    assert (table["status"] == "ok").all()

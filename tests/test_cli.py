@@ -1,0 +1,75 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fmnist_core.models import list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "fmnist_core", *args], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+def test_models_lists_the_registry(tmp_path):
+    out = run_cli("models", cwd=tmp_path)
+    assert out.returncode == 0
+    assert [line.split()[0] for line in out.stdout.splitlines()] == list_models()
+
+
+def test_train_json_then_cached(tmp_path):
+    args = (
+        "train",
+        "mlp",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "200",
+        "--set",
+        "train_subset=3000",
+        "--set",
+        "n1=64",
+        "--json",
+    )
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout.strip().splitlines()[-1])
+    assert result["cached"] is False and result["epochs"] == 1
+    assert {"run_id", "train_seconds", "test_loss", "test_accuracy"} <= set(result)
+    assert "epoch 1/1" in first.stderr
+    second = json.loads(run_cli(*args, cwd=tmp_path).stdout.strip().splitlines()[-1])
+    assert second["cached"] is True and second["run_id"] == result["run_id"]
+    assert second["test_accuracy"] == result["test_accuracy"]
+    table = run_cli("runs", cwd=tmp_path)
+    assert result["run_id"] in table.stdout
+
+
+def test_autoencoder_json_reports_test_mse(tmp_path):
+    out = run_cli(
+        "train",
+        "conv_autoencoder",
+        "--epochs",
+        "1",
+        "--set",
+        "train_subset=1000",
+        "--set",
+        "n=8",
+        "--json",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 0 < result["test_mse"] < 0.2 and "test_accuracy" not in result
+
+
+def test_invalid_setting_is_one_line_naming_it(tmp_path):
+    out = run_cli("train", "conv_autoencoder", "--set", "dropout=1.5", cwd=tmp_path)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == ["error: dropout: 1.5 is outside [0.0, 1.0)"]
+    out = run_cli("train", "mlp", "--set", "width=3", cwd=tmp_path)
+    assert out.returncode != 0 and "width" in out.stderr

@@ -1,0 +1,57 @@
+import pytest
+
+from fmnist_core.config import RunConfig
+
+
+def test_recipe_defaults_come_from_the_seed():
+    mlp = RunConfig.for_model("mlp")
+    assert (mlp.loss, mlp.epochs, mlp.batch_size, mlp.lr, mlp.optimizer) == (
+        "mse_onehot",
+        30,
+        100,
+        1e-3,
+        "adam",
+    )
+    assert mlp.settings == {"n1": 128, "n2": 64, "dropout": 0.2}
+    ae = RunConfig.for_model("conv_autoencoder")
+    assert ae.loss == "mse" and ae.settings["n"] == 64 and ae.settings["dropout"] == 0.2
+
+
+def test_run_id_is_stable_and_defaults_do_not_change_it():
+    explicit = RunConfig.for_model("conv_autoencoder", {"n": 64, "dropout": 0.2})
+    implicit = RunConfig.for_model("conv_autoencoder")
+    assert explicit.run_id == implicit.run_id
+    assert RunConfig.for_model("conv_autoencoder", {"n": 128}).run_id != implicit.run_id
+    assert implicit.replace(seed=1).run_id != implicit.run_id
+
+
+def test_round_trip_through_json():
+    config = RunConfig.for_model("conv_autoencoder", {"channels": "64,96"}, epochs=3)
+    import json
+
+    again = RunConfig.from_dict(json.loads(config.to_json()))
+    assert again == config and again.run_id == config.run_id
+    assert again.settings["channels"] == (64, 96)
+
+
+def test_strings_are_parsed_like_the_command_line():
+    config = RunConfig.for_model("conv_autoencoder", {"n": "32", "batchnorm": "true"}, lr="0.01")
+    assert config.settings["n"] == 32 and config.settings["batchnorm"] is True and config.lr == 0.01
+
+
+@pytest.mark.parametrize(
+    "overrides, name",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"loss": "cross_entropy"}, "loss"),  # not for an autoencoder
+        ({"validation": "train"}, "validation"),
+        ({"train_subset": 70_000}, "train_subset"),
+        ({"warmup": 3}, "warmup"),
+    ],
+)
+def test_invalid_run_settings_name_the_setting(overrides, name):
+    with pytest.raises(ValueError, match=f"^{name}"):
+        RunConfig.for_model("conv_autoencoder", **overrides)

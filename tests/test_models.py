@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from fmnist_core.models import (
+    ConvAutoencoderSettings,
+    create_model,
+    get_spec,
+    list_models,
+)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_has_right_shapes_no_nan_and_gradients_everywhere(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.rand(4, 1, 28, 28)
+    out = model(x)
+    expected = (4, 1, 28, 28) if get_spec(name).kind == "autoencoder" else (4, 10)
+    assert out.shape == expected
+    assert torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    for pname, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, pname
+    assert model.encode(x).shape[0] == 4
+
+
+def test_unknown_model_is_a_value_error():
+    with pytest.raises(ValueError, match="model: 'vgg'"):
+        create_model("vgg")
+
+
+@pytest.mark.parametrize(
+    "settings, latent",
+    [
+        ({}, 64),
+        ({"n": 256, "batchnorm": True, "pooling": ("max", "avg"), "channels": (64, 96)}, 256),
+        ({"linear": False}, 32 * 25),
+        ({"latent_activation": "none", "output_dropout": False}, 64),
+    ],
+)
+def test_autoencoder_variants_encode_and_decode(settings, latent):
+    model = create_model("conv_autoencoder", **settings).eval()
+    z = model.encode(torch.rand(3, 1, 28, 28))
+    assert z.shape == (3, latent)
+    image = model.decode(z)
+    assert image.shape == (3, 1, 28, 28)
+    assert image.min() >= 0.0 and image.max() <= 1.0  # the Sigmoid output
+
+
+def test_autoencoder_s0_layer_sizes():
+    model = create_model("conv_autoencoder")
+    linear = [m for m in model.encoder if isinstance(m, torch.nn.Linear)][0]
+    assert (linear.in_features, linear.out_features) == (800, 64)
+    assert isinstance(model.decoder[-1], torch.nn.Dropout)  # S0's dropout after the Sigmoid
+
+
+@pytest.mark.parametrize(
+    "settings, name",
+    [
+        ({"n": 0}, "n"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"pooling": ("max", "median")}, "pooling"),
+        ({"channels": (16,)}, "channels"),
+        ({"latent_activation": "gelu"}, "latent_activation"),
+        ({"size": 3}, "size"),
+    ],
+)
+def test_bad_autoencoder_settings_name_the_setting(settings, name):
+    with pytest.raises(ValueError, match=f"^{name}"):
+        create_model("conv_autoencoder", **settings)
+
+
+def test_frozen_encoder_has_no_trainable_encoder_weights():
+    model = create_model("encoder_classifier", freeze_encoder=True)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.train()
+    assert not model.encoder.training  # dropout off in a frozen feature extractor
+
+
+@pytest.mark.parametrize("head, layers", [("s0", 3), ("fc", 1), ("wide", 4)])
+def test_encoder_classifier_heads(head, layers):
+    assert len(create_model("encoder_classifier", head=head).head) == layers
+
+
+def test_settings_dataclass_is_frozen():
+    settings = ConvAutoencoderSettings()
+    with pytest.raises(AttributeError):
+        settings.n = 3

@@ -1,0 +1,157 @@
+import numpy as np
+import pytest
+import sklearn.metrics
+import torch
+
+from fmnist_core import analysis
+from fmnist_core.cache import RunCache
+from fmnist_core.config import RunConfig
+from fmnist_core.data import load_data
+from fmnist_core.train import train
+
+
+def test_same_config_and_seed_give_the_same_metrics(tiny_autoencoder_config):
+    first = train(tiny_autoencoder_config)
+    second = train(tiny_autoencoder_config)
+    for key in ("train_loss", "val_loss"):
+        assert first.history[key] == second.history[key]
+    assert first.metrics["test_mse"] == second.metrics["test_mse"]
+    other_seed = train(tiny_autoencoder_config.replace(seed=1))
+    assert other_seed.metrics["test_mse"] != first.metrics["test_mse"]
+
+
+def test_autoencoder_loss_falls_and_beats_the_mean_image():
+    config = RunConfig.for_model(
+        "conv_autoencoder", {"dropout": 0.0, "output_dropout": False}, epochs=2, train_subset=10_000
+    )
+    result = train(config)
+    losses = result.history["train_loss"]
+    assert losses[1] < losses[0]
+    data = load_data()
+    mean_image_mse = ((data.test_images - data.train_images.mean(0)) ** 2).mean().item()
+    assert result.metrics["test_mse"] < 0.5 * mean_image_mse
+
+
+def test_mlp_reaches_far_above_chance_with_progress_reports():
+    reports = []
+    config = RunConfig.for_model("mlp", epochs=2, train_subset=20_000)
+    result = train(config, on_progress=reports.append)
+    assert result.metrics["test_accuracy"] > 0.75  # chance is 0.10
+    assert len(result.history["val_accuracy"]) == 2
+    finished = [r for r in reports if r.epoch_done]
+    assert [r.epoch for r in finished] == [1, 2]
+    assert finished[-1].metrics["val_accuracy"] == result.history["val_accuracy"][-1]
+    assert all(r.step <= r.steps == 200 for r in reports)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "kl_div"])
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamax"])
+def test_losses_and_optimizers_train(loss, optimizer):
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    config = RunConfig.for_model(
+        "mlp",
+        epochs=1,
+        train_subset=5000,
+        loss=loss,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=0.9 if optimizer == "sgd" else 0.0,
+    )
+    assert train(config).metrics["test_accuracy"] > 0.6
+
+
+def test_stop_keeps_the_epochs_done():
+    config = RunConfig.for_model("mlp", epochs=5, train_subset=3000)
+    epochs_seen = []
+
+    def on_progress(progress):
+        if progress.epoch_done:
+            epochs_seen.append(progress.epoch)
+
+    result = train(config, on_progress=on_progress, should_stop=lambda: len(epochs_seen) >= 2)
+    assert not result.completed
+    assert result.history["epoch"] == [1, 2]
+    assert not RunCache().get_or_train(config, should_stop=lambda: True).completed
+    assert RunCache().run_ids() == []  # a stopped run is never cached as if complete
+
+
+def test_holdout_validation_is_separate_from_test():
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=5000, validation="holdout")
+    result = train(config)
+    assert "holdout" in result.metrics["validation"]
+    assert result.history["val_loss"][0] != result.metrics["test_loss"]
+
+
+def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put():
+    cache = RunCache()
+    encoder_run = cache.get_or_train(
+        RunConfig.for_model(
+            "conv_autoencoder", {"dropout": 0.0, "output_dropout": False}, epochs=1, train_subset=5000
+        )
+    )
+    encoder_weights = {k: v.clone() for k, v in encoder_run.model.encoder.state_dict().items()}
+    runs = {}
+    for frozen in (True, False):
+        config = RunConfig.for_model(
+            "encoder_classifier",
+            {"encoder_run": encoder_run.run_id, "freeze_encoder": frozen, "head": "fc"},
+            epochs=1,
+            train_subset=5000,
+        )
+        runs[frozen] = cache.get_or_train(config)
+    frozen_state = runs[True].model.encoder.state_dict()
+    for key, value in encoder_weights.items():
+        torch.testing.assert_close(frozen_state[key], value)
+    tuned_state = runs[False].model.encoder.state_dict()
+    assert any(not torch.equal(tuned_state[k], v) for k, v in encoder_weights.items())
+    # S0 and S4's finding: the frozen encoder learns less than the fine-tuned one.
+    assert runs[False].metrics["test_accuracy"] > 0.6
+    assert 0.15 < runs[True].metrics["test_accuracy"] < runs[False].metrics["test_accuracy"]
+
+
+def test_encoder_run_must_be_an_autoencoder():
+    mlp = RunCache().get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=1000))
+    with pytest.raises(ValueError, match="encoder_run"):
+        train(RunConfig.for_model("encoder_classifier", {"encoder_run": mlp.run_id}, epochs=1))
+
+
+def test_confusion_matrix_and_report_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    predictions = np.where(rng.random(500) < 0.7, labels, rng.integers(0, 10, 500))
+    ours = analysis.confusion_matrix(labels, predictions)
+    np.testing.assert_array_equal(
+        ours, sklearn.metrics.confusion_matrix(labels, predictions, labels=range(10))
+    )
+    report = analysis.per_class_report(ours)
+    np.testing.assert_allclose(
+        report["precision"], sklearn.metrics.precision_score(labels, predictions, average=None)
+    )
+    np.testing.assert_allclose(
+        report["recall"], sklearn.metrics.recall_score(labels, predictions, average=None)
+    )
+    np.testing.assert_allclose(analysis.row_percent(ours).sum(1), 100.0)
+
+
+def test_analysis_shapes_on_a_trained_autoencoder(tiny_autoencoder_config):
+    run = RunCache().get_or_train(tiny_autoencoder_config)
+    images = load_data().test_images[:50]
+    assert analysis.reconstructions(run.model, images).shape == (50, 28, 28)
+    errors = analysis.reconstruction_errors(run.model, images)
+    assert errors.shape == (50,) and errors.mean() == pytest.approx(
+        ((analysis.reconstructions(run.model, images) - images[:, 0].numpy()) ** 2).mean(), rel=1e-5
+    )
+    codes = analysis.latent_codes(run.model, images)
+    assert codes.shape == (50, 64)
+    assert analysis.latent_projection(codes, "pca").shape == (50, 2)
+    path = analysis.interpolate(codes[0], codes[1], 7)
+    assert path.shape == (7, 64)
+    np.testing.assert_allclose(path[0], codes[0])
+    assert analysis.decode(run.model, path).shape == (7, 28, 28)
+
+
+def test_pca_baseline_matches_the_reference_figure():
+    data = load_data()
+    assert analysis.pca_reconstruction_mse(data.train_images, data.test_images, 16) == pytest.approx(
+        0.0205, abs=5e-4
+    )
