@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -63,9 +65,27 @@ def default_root() -> Path:
     return Path(os.environ.get("FMNIST_CACHE") or "models_cache")
 
 
+# The cache a load or a training is working from, so models built inside it (a classifier
+# that starts from a cached encoder) read from the same folder.
+_active_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar("fmnist_cache_root", default=None)
+
+
 class RunCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
+
+    @classmethod
+    def current(cls) -> RunCache:
+        """The cache in use by the load or training in progress, else the default one."""
+        return cls(_active_root.get())
+
+    @contextlib.contextmanager
+    def active(self):
+        token = _active_root.set(self.root)
+        try:
+            yield self
+        finally:
+            _active_root.reset(token)
 
     def folder(self, run_id: str) -> Path:
         return self.root / run_id
@@ -102,13 +122,20 @@ class RunCache:
         self.verify(run_id)
         return torch.load(self.folder(run_id) / "model.pt", map_location="cpu", weights_only=True)
 
+    def load_record(self, run_id: str) -> tuple[dict, dict]:
+        """History and metrics of a verified run, without building its model."""
+        self.verify(run_id)
+        record = json.loads((self.folder(run_id) / "history.json").read_text())
+        return record["history"], record["metrics"]
+
     def load(self, run_id: str, device: torch.device | str | None = None) -> TrainedRun:
         """A verified run with its model rebuilt and its weights loaded (eval mode)."""
         config = self.load_config(run_id)
         if config.run_id != run_id:
             raise CorruptRunError(f"run {run_id}: its config hashes to {config.run_id}")
         record = json.loads((self.folder(run_id) / "history.json").read_text())
-        model = create_model(config.model, **config.settings)
+        with self.active():
+            model = create_model(config.model, **config.settings)
         try:
             model.load_state_dict(self.load_state(run_id))
         except RuntimeError as error:
@@ -186,7 +213,8 @@ class RunCache:
                 pass
             except CorruptRunError as error:
                 note = f"{error}; retrained"
-            result = train(config, on_progress, should_stop, device)
+            with self.active():
+                result = train(config, on_progress, should_stop, device)
             if result.completed:
                 self.save(config, result.model, result.history, result.metrics)
         return TrainedRun(

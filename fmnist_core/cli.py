@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from .cache import RunCache
 from .config import OPTIMIZERS, RunConfig
@@ -106,6 +107,30 @@ def command_runs(args) -> int:
     return 0
 
 
+def command_reproduce(args) -> int:
+    from .reports import report_names, reproduce
+
+    names = report_names() if args.report == "all" else [args.report]
+    started = time.perf_counter()
+    for name in names:
+        print(f"== {name}", file=sys.stderr)
+        result = reproduce(
+            name,
+            epochs_scale=args.epochs_scale,
+            jobs=args.jobs,
+            backend=args.backend,
+            scheduler=args.scheduler,
+            train_subset=args.subset,
+            on_event=lambda message: print(message, file=sys.stderr),
+            out_dir=args.out,
+        )
+        for claim, holds, seen in result.conclusions:
+            mark = {True: "holds", False: "does NOT hold", None: "not run"}[holds]
+            print(f"{name}: {claim}: {mark} ({seen})")
+    print(f"total: {(time.perf_counter() - started) / 60:.1f} min; tables in {args.out}/", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fmnist_core", description="Fashion-MNIST Lab")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.set_defaults(handler=command_train)
 
     commands.add_parser("runs", help="the cached runs as a table").set_defaults(handler=command_runs)
+
+    reproduce_parser = commands.add_parser("reproduce", help="re-run a seed report's experiments")
+    reproduce_parser.add_argument("report", choices=["S0", "S1", "S2", "S3", "S4", "all"])
+    reproduce_parser.add_argument("--epochs-scale", dest="epochs_scale", type=float, default=1.0)
+    reproduce_parser.add_argument(
+        "--jobs", type=int, default=1, help="runs trained at once (threads are split)"
+    )
+    reproduce_parser.add_argument("--backend", default="loky", help="joblib backend: loky, threading, dask")
+    reproduce_parser.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
+    reproduce_parser.add_argument("--subset", type=int, default=0, help="train on this many images (0: all)")
+    reproduce_parser.add_argument("--out", default="reports", help="folder for NAME.md and NAME.csv")
+    reproduce_parser.set_defaults(handler=command_reproduce)
     return parser
 
 

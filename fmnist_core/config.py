@@ -39,6 +39,7 @@ class RunConfig:
     validation: str = "test"  # test: validate on the test set, as the seeds did; holdout: on train
     holdout_fraction: float = 0.1  # of train, when validation is holdout
     train_subset: int = 0  # 0: all 60,000 training images; else a fixed random subset
+    test_subset: int = 0  # 0: all 10,000 test images; else a fixed subset (quick looks only)
 
     def __post_init__(self):
         spec = get_spec(self.model)
@@ -62,6 +63,7 @@ class RunConfig:
         check_choice("validation", self.validation, VALIDATIONS)
         check_range("holdout_fraction", self.holdout_fraction, 0.01, 0.5)
         check_int("train_subset", self.train_subset, 0, 60_000)
+        check_int("test_subset", self.test_subset, 0, 10_000)
 
     @classmethod
     def for_model(cls, model: str, settings: dict | None = None, **overrides: Any) -> RunConfig:

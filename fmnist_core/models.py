@@ -235,7 +235,7 @@ def encoder_settings(encoder_run: str) -> ConvAutoencoderSettings:
         return ConvAutoencoderSettings()
     from .cache import RunCache  # the cache imports this module
 
-    config = RunCache().load_config(encoder_run)
+    config = RunCache.current().load_config(encoder_run)
     if config.model != "conv_autoencoder":
         raise ValueError(f"encoder_run: run {encoder_run} is a {config.model}, not a conv_autoencoder")
     return make_settings("conv_autoencoder", config.settings)
@@ -247,7 +247,7 @@ def load_pretrained_encoder(model: EncoderClassifier, s: EncoderClassifierSettin
         return
     from .cache import RunCache
 
-    state = RunCache().load_state(s.encoder_run)
+    state = RunCache.current().load_state(s.encoder_run)
     prefix = "encoder."
     model.encoder.load_state_dict(
         {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}

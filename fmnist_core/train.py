@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .analysis import classification_loss, evaluate
+from .analysis import classification_loss, evaluate, test_metrics
 from .config import RunConfig
 from .data import load_data
 from .device import describe_device, pick_device
@@ -80,13 +80,20 @@ def make_splits(config: RunConfig) -> Splits:
     if config.train_subset:
         train_index = train_index[: config.train_subset]
     train_index = train_index.sort().values
+    test_images, test_labels = data.test_images, data.test_labels
+    if config.test_subset:
+        test_index = torch.randperm(len(test_images), generator=generator)[: config.test_subset].sort().values
+        test_images, test_labels = test_images[test_index], test_labels[test_index]
+        note += f"; test on a fixed subset of {config.test_subset} images"
+        if config.validation == "test":
+            val_images, val_labels = test_images, test_labels
     return Splits(
         images[train_index],
         labels[train_index],
         val_images,
         val_labels,
-        data.test_images,
-        data.test_labels,
+        test_images,
+        test_labels,
         note,
     )
 
@@ -204,12 +211,10 @@ def train(
             )
     train_seconds = time.perf_counter() - start
 
-    if config.validation == "test" and history["epoch"] and not stopped:
+    if is_autoencoder and config.validation == "test" and history["epoch"] and not stopped:
         test = {"loss": history["val_loss"][-1]}  # the last validation pass was on the test set
-        if not is_autoencoder:
-            test["accuracy"] = history["val_accuracy"][-1]
     else:
-        test = evaluate(model, splits.test_images, splits.test_labels, config.loss)
+        test = test_metrics(model, splits.test_images, splits.test_labels, config.loss)
     metrics = {
         "epochs_done": len(history["epoch"]),
         "train_seconds": train_seconds,
@@ -223,5 +228,6 @@ def train(
         metrics["test_mse"] = test["loss"]
     else:
         metrics["test_accuracy"] = test["accuracy"]
+        metrics["test_confusion"] = test["confusion"]
     model.eval()
     return TrainResult(model=model, history=history, metrics=metrics, completed=not stopped)

@@ -1,0 +1,84 @@
+"""S0: conv autoencoder sweeps, then classifiers on its encoder, fine-tuned and frozen."""
+
+from .grid import Conclusion, Entry, Scale, close, higher, lower
+
+TITLE = "S0: conv autoencoder, then a classifier on its encoder"
+SOURCE = "000_fc2bb07330d388ef.txt"
+EPOCHS = 10  # the report plots 10-odd epochs; its loss settles by epoch 5
+
+
+def autoencoder(scale: Scale, n=64, dropout=0.2, optimizer="adam"):
+    return scale.config("conv_autoencoder", {"n": n, "dropout": dropout}, optimizer=optimizer, epochs=EPOCHS)
+
+
+def entries(scale: Scale) -> list[Entry]:
+    rows = []
+    for n in (64, 128, 256, 512):
+        published = {"final_val_loss": 0.052} if n == 64 else {}
+        rows.append(Entry("Autoencoder: latent size (Adam)", f"n={n}", autoencoder(scale, n=n), published))
+    # The encoder of the report's second classifier.
+    rows.append(
+        Entry("Autoencoder: latent size (Adam)", "n=256 p=0.1", autoencoder(scale, n=256, dropout=0.1))
+    )
+    for p in (0.1, 0.2, 0.5):
+        published = {"final_val_loss": 0.052 / (2 if p == 0.1 else 1)} if p != 0.5 else {}
+        rows.append(
+            Entry("Autoencoder: dropout (n=64, Adam)", f"p={p}", autoencoder(scale, dropout=p), published)
+        )
+    for optimizer in ("adam", "sgd"):
+        rows.append(
+            Entry("Autoencoder: optimizer (n=64, p=0.2)", optimizer, autoencoder(scale, optimizer=optimizer))
+        )
+    accuracy = {(64, 0.2): 0.91, (256, 0.1): 0.91, (256, 0.2): 0.92}
+    for (n, p), published in accuracy.items():
+        encoder_run = autoencoder(scale, n=n, dropout=p).run_id
+        for frozen in (False, True):
+            config = scale.config(
+                "encoder_classifier",
+                {"encoder_run": encoder_run, "freeze_encoder": frozen, "dropout": p},
+                epochs=EPOCHS,
+            )
+            label = f"classifier n={n} p={p} {'frozen' if frozen else 'fine-tuned'}"
+            values = {} if frozen else {"final_val_accuracy": published}
+            rows.append(Entry("Classifier on the encoder", label, config, values))
+    return rows
+
+
+CONCLUSIONS = [
+    Conclusion(
+        "n=256 reconstructs clearly better than n=64", lower("test_mse", "n=256", "n=64"), ("n=256", "n=64")
+    ),
+    Conclusion(
+        "n=512 is about as good as n=256 (within 15%)",
+        close("test_mse", "n=512", "n=256", 0.15),
+        ("n=512", "n=256"),
+    ),
+    Conclusion(
+        "p=0.1 lowers the training loss by about half vs p=0.2",
+        lower("final_train_loss", "p=0.1", "p=0.2", 0.75),
+        ("p=0.1", "p=0.2"),
+    ),
+    Conclusion("p=0.5 is worse than p=0.2", lower("final_train_loss", "p=0.2", "p=0.5"), ("p=0.2", "p=0.5")),
+    Conclusion(
+        "SGD fails to reconstruct (loss far above Adam's)",
+        lower("test_mse", "adam", "sgd", 0.5),
+        ("adam", "sgd"),
+    ),
+] + [
+    Conclusion(
+        f"the frozen encoder is worse than the fine-tuned one (n={n}, p={p})",
+        higher("test_accuracy", f"classifier n={n} p={p} fine-tuned", f"classifier n={n} p={p} frozen"),
+        (f"classifier n={n} p={p} fine-tuned", f"classifier n={n} p={p} frozen"),
+    )
+    for n, p in ((64, 0.2), (256, 0.1), (256, 0.2))
+]
+
+
+def _shirt_hardest(rows):
+    recall = rows["classifier n=256 p=0.2 fine-tuned"]["worst_class"]
+    return recall == "Shirt", f"lowest recall: {recall}"
+
+
+CONCLUSIONS.append(
+    Conclusion("Shirt is the hardest class", _shirt_hardest, ("classifier n=256 p=0.2 fine-tuned",))
+)

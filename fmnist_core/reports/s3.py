@@ -1,0 +1,43 @@
+"""S3: a feed-forward network, SGD against Adam, 30 against 60 epochs."""
+
+from .grid import Conclusion, Entry, Scale, close, higher
+
+TITLE = "S3: feed-forward network"
+SOURCE = "003_5791b663d090fe8c.txt"
+
+
+def entries(scale: Scale) -> list[Entry]:
+    return [
+        Entry(
+            "Models",
+            "model 1: SGD, 30 epochs",
+            scale.config("mlp", optimizer="sgd", epochs=30),
+            {"test_accuracy": 0.810},
+        ),
+        Entry(
+            "Models",
+            "model 2: Adam, 30 epochs",
+            scale.config("mlp", optimizer="adam", epochs=30),
+            {"test_accuracy": 0.893},
+        ),
+        Entry(
+            "Models",
+            "model 3: Adam, 60 epochs",
+            scale.config("mlp", optimizer="adam", epochs=60),
+            {"test_accuracy": 0.891},
+        ),
+    ]
+
+
+CONCLUSIONS = [
+    Conclusion(
+        "Adam beats SGD",
+        higher("test_accuracy", "model 2: Adam, 30 epochs", "model 1: SGD, 30 epochs"),
+        ("model 2: Adam, 30 epochs", "model 1: SGD, 30 epochs"),
+    ),
+    Conclusion(
+        "60 epochs are no better than 30 (within 1%)",
+        close("test_accuracy", "model 3: Adam, 60 epochs", "model 2: Adam, 30 epochs", 0.01),
+        ("model 3: Adam, 60 epochs", "model 2: Adam, 30 epochs"),
+    ),
+]

@@ -1,0 +1,129 @@
+import pandas as pd
+import pytest
+
+from fmnist_core.cache import RunCache
+from fmnist_core.config import RunConfig
+from fmnist_core.models import create_model
+from fmnist_core.reports import (
+    REPORTS,
+    ReportResult,
+    Scale,
+    report_entries,
+    reproduce,
+    s1,
+    to_markdown,
+    write_report,
+)
+
+TINY = dict(epochs_scale=0.01, train_subset=400, test_subset=500)
+
+
+def test_every_s1_row_is_its_table_row_exactly():
+    rows = {e.label: e for e in report_entries("S1")}
+    assert len([label for label in rows if label.startswith("row ")]) == 10  # 9 rows + the KL variant
+    best = rows["row 9"].config
+    assert (best.epochs, best.batch_size, best.optimizer, best.lr) == (12, 128, "adam", 5e-4)
+    assert best.settings["layers"] == (
+        "conv:35:3:valid:relu",
+        "bn",
+        "conv:50:3:valid:relu",
+        "bn",
+        "maxpool:2",
+        "dropout:0.7",
+        "dense:256:relu",
+    )
+    assert rows["row 4"].config.optimizer == "rmsprop" and rows["row 2"].config.batch_size == 8
+    assert rows["row 9"].published == {"test_accuracy": 0.9252}
+    model = create_model("cnn", layers=rows["row 6"].config.settings["layers"])
+    convs = [m for m in model.features if m.__class__.__name__ == "Conv2d"]
+    assert [c.out_channels for c in convs] == [32, 32, 16, 8, 8]
+    assert len(s1.ROWS) == 9
+
+
+def test_classifier_entries_point_at_their_own_grids_encoders():
+    scale = Scale(epochs=0.5)
+    entries = {e.label: e for e in report_entries("S0", scale)}
+    encoder = entries["n=256"].config
+    classifier = entries["classifier n=256 p=0.2 fine-tuned"].config
+    assert classifier.settings["encoder_run"] == encoder.run_id and encoder.epochs == 5
+
+
+@pytest.mark.parametrize("name", list(REPORTS))
+def test_every_grid_trains_at_a_tiny_scale(name, tmp_path):
+    result = reproduce(name, cache=RunCache(tmp_path / "cache"), out_dir=tmp_path / "reports", **TINY)
+    assert (result.table["status"] == "ok").all(), result.table[["label", "status"]]
+    assert all(holds is not None for _, holds, _ in result.conclusions)
+    text = (tmp_path / "reports" / f"{name}.md").read_text()
+    assert result.title in text and "Conclusions of the report" in text
+    assert len(pd.read_csv(tmp_path / "reports" / f"{name}.csv")) == len(result.table)
+    again = reproduce(name, cache=RunCache(tmp_path / "cache"), out_dir=None, **TINY)
+    assert again.trained_seconds == 0.0  # everything came from the cache
+
+
+def test_report_writer_on_a_hand_made_result(tmp_path):
+    table = pd.DataFrame(
+        [
+            {
+                "table": "Models",
+                "label": "a",
+                "published_test_accuracy": 0.81,
+                "test_accuracy": 0.85,
+                "difference_test_accuracy": 0.04,
+                "minutes": 1.5,
+                "status": "ok",
+                "config": "x",
+            },
+            {
+                "table": "Models",
+                "label": "b",
+                "published_test_accuracy": 0.893,
+                "status": "missing",
+                "config": "y",
+            },
+            {"table": "Other", "label": "c", "test_mse": 0.0123, "status": "ok", "config": "z"},
+        ]
+    )
+    result = ReportResult(
+        "SX", "SX: a test", table, [("a beats b", True, "0.85 vs 0.80"), ("c", None, "not run yet")], 90.0
+    )
+    markdown, csv = write_report(result, tmp_path)
+    text = markdown.read_text()
+    assert "# SX: a test" in text
+    assert (
+        "| label | published_test_accuracy | test_accuracy | difference_test_accuracy | minutes | status | config |"
+        in text
+    )
+    assert "| a | 0.8100 | 0.8500 | 0.0400 | 1.5000 | ok | x |" in text
+    assert "| b | 0.8930 |  |  |  | missing | y |" in text
+    assert "## Other" in text and "| c | 0.0123 | ok | z |" in text
+    assert "- a beats b: **holds** (0.85 vs 0.80)" in text and "- c: **not run**" in text
+    assert "1.5 min" in text
+    assert to_markdown(result) == text
+    assert pd.read_csv(csv)["label"].tolist() == ["a", "b", "c"]
+
+
+def test_parallel_jobs_through_joblib_and_dask(tmp_path):
+    configs = [RunConfig.for_model("mlp", epochs=1, train_subset=300, seed=seed) for seed in range(2)]
+    from fmnist_core.reports import train_missing
+
+    for backend in ("loky", "dask"):
+        cache = RunCache(tmp_path / backend)
+        events = []
+        if backend == "dask":
+            from distributed import Client
+
+            with Client(processes=False, n_workers=1, threads_per_worker=2):
+                train_missing(configs, cache, jobs=2, backend="dask", on_event=events.append)
+        else:
+            train_missing(configs, cache, jobs=2, backend=backend, on_event=events.append)
+        assert sorted(cache.run_ids()) == sorted(c.run_id for c in configs)
+        assert any("min left" in e for e in events)
+
+
+def test_bad_arguments_name_the_setting():
+    with pytest.raises(ValueError, match="^report"):
+        reproduce("S9", out_dir=None)
+    with pytest.raises(ValueError, match="^epochs_scale"):
+        reproduce("S3", epochs_scale=0, out_dir=None)
+    with pytest.raises(ValueError, match="^backend"):
+        reproduce("S3", backend="spark", out_dir=None)
