@@ -114,9 +114,12 @@ class RunCache:
     def load_config(self, run_id: str) -> RunConfig:
         self.verify(run_id)
         try:
-            return RunConfig.from_dict(json.loads((self.folder(run_id) / "config.json").read_text()))
-        except ValueError as error:
+            config = RunConfig.from_dict(json.loads((self.folder(run_id) / "config.json").read_text()))
+        except (ValueError, TypeError) as error:
             raise CorruptRunError(f"run {run_id}: config.json is not a valid config ({error})") from None
+        if config.run_id != run_id:
+            raise CorruptRunError(f"run {run_id}: its config hashes to {config.run_id}")
+        return config
 
     def load_state(self, run_id: str) -> dict[str, torch.Tensor]:
         self.verify(run_id)
@@ -131,8 +134,6 @@ class RunCache:
     def load(self, run_id: str, device: torch.device | str | None = None) -> TrainedRun:
         """A verified run with its model rebuilt and its weights loaded (eval mode)."""
         config = self.load_config(run_id)
-        if config.run_id != run_id:
-            raise CorruptRunError(f"run {run_id}: its config hashes to {config.run_id}")
         record = json.loads((self.folder(run_id) / "history.json").read_text())
         with self.active():
             model = create_model(config.model, **config.settings)

@@ -41,10 +41,12 @@ def print_progress(progress: Progress) -> None:
         shown = ", ".join(
             f"{key} {value:.4f}" for key, value in progress.metrics.items() if key not in ("epoch", "seconds")
         )
+        clear = "\r\033[K" if sys.stderr.isatty() else ""
         print(
-            f"epoch {progress.epoch}/{progress.epochs}: {shown} ({progress.seconds:.1f} s)", file=sys.stderr
+            f"{clear}epoch {progress.epoch}/{progress.epochs}: {shown} ({progress.seconds:.1f} s)",
+            file=sys.stderr,
         )
-    else:
+    elif sys.stderr.isatty():  # step lines overwrite each other; logs get epoch lines only
         print(
             f"\repoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
             f"loss {progress.train_loss:.4f} eta {progress.eta_seconds:.0f} s",

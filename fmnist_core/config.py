@@ -91,8 +91,14 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        """A hash of the full config (and the engine version) that names its cache folder."""
-        payload = json.dumps({"engine": ENGINE_VERSION, **self.to_dict()}, sort_keys=True)
+        """A hash of the config (and the engine version) that names its cache folder.
+
+        Run settings still at their default are left out of the hash, so adding a new setting
+        with a default later keeps every existing run id valid.
+        """
+        defaults = {f.name: f.default for f in fields(self) if f.default is not dataclasses.MISSING}
+        values = {k: v for k, v in self.to_dict().items() if k == "settings" or v != defaults.get(k)}
+        payload = json.dumps({"engine": ENGINE_VERSION, **values}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> RunConfig:

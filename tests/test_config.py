@@ -55,3 +55,9 @@ def test_strings_are_parsed_like_the_command_line():
 def test_invalid_run_settings_name_the_setting(overrides, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         RunConfig.for_model("conv_autoencoder", **overrides)
+
+
+def test_a_new_setting_at_its_default_keeps_old_run_ids():
+    config = RunConfig.for_model("mlp")
+    assert config.replace(test_subset=0).run_id == config.run_id
+    assert config.replace(test_subset=100).run_id != config.run_id

@@ -1,0 +1,138 @@
+"""Classifier: an encoder (frozen or fine-tuned), an MLP, a CNN or a ResNet; curves, confusion, per class."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fmnist_core import analysis
+from fmnist_core.data import CLASS_NAMES
+from fmnist_core.models import get_spec, list_models
+from ui import plots
+from ui.panels import training_panel
+from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp
+from ui.widgets import build_config, classifier_model_settings, kept, run_settings
+
+runs = runs_table()
+autoencoders = {}
+if not runs.empty:
+    for _, row in runs[runs["model"] == "conv_autoencoder"].iterrows():
+        autoencoders[run_label(row)] = row["run_id"]
+
+with st.sidebar:
+    st.header("Classifier")
+    model = kept(
+        st.selectbox,
+        "Architecture",
+        "cls:model",
+        "encoder_classifier",
+        options=list_models("classifier"),
+        format_func=lambda name: f"{name} — {get_spec(name).description.split(':')[0]}",
+    )
+    settings = classifier_model_settings(model, autoencoders)
+    if settings is not None:
+        run_values = run_settings(model, "cls")
+
+st.title("Classifier")
+st.caption(get_spec(model).description)
+if settings is None:
+    st.info(
+        "A classifier on an encoder needs a trained autoencoder first. Train one on the Autoencoder page, or pick another architecture."
+    )
+    st.page_link("pages/autoencoder.py", label="Go to the Autoencoder page", icon=":material/compress:")
+    st.stop()
+config = build_config(model, settings, run_values)
+run = training_panel(config)
+if run is None:
+    st.stop()
+
+
+@st.cache_data(max_entries=8, show_spinner="Classifying the test set...")
+def test_probabilities(run_id: str, version: float) -> np.ndarray:
+    return analysis.predict_proba(load_run(run_id).model, fashion().test_images)
+
+
+data = fashion()
+labels = data.test_labels.numpy()
+probabilities = test_probabilities(run.run_id, stamp(run.run_id))
+predictions = probabilities.argmax(1)
+matrix = analysis.confusion_matrix(labels, predictions)
+report = analysis.per_class_report(matrix)
+
+first, second, third = st.columns(3)
+first.metric("Test accuracy", f"{run.metrics['test_accuracy']:.4f}")
+second.metric("Test loss", f"{run.metrics['test_loss']:.4f}")
+hardest = report.sort_values("recall").iloc[0]
+third.metric("Hardest class", hardest["class"], help=f"recall {hardest['recall']:.3f}")
+
+curves_tab, confusion_tab, class_tab, compare_tab = st.tabs(
+    ["Curves", "Confusion matrix", "Per class", "Frozen vs fine-tuned"]
+)
+with curves_tab:
+    st.plotly_chart(plots.curves(run.history))
+with confusion_tab:
+    percent = st.segmented_control("Show", ["counts", "row percent"], default="counts") == "row percent"
+    event = st.plotly_chart(
+        plots.confusion(matrix, percent), on_select="rerun", selection_mode="points", key="confusion"
+    )
+    points = event.selection.points if event and event.selection else []
+    st.caption("Click a cell to see its test images, most confident first — or pick one here:")
+    left, right = st.columns(2)
+    default_true, default_pred = points[0]["customdata"] if points else (6, 0)
+    true_class = left.selectbox(
+        "True class", range(10), index=int(default_true), format_func=CLASS_NAMES.__getitem__
+    )
+    predicted = right.selectbox(
+        "Predicted class", range(10), index=int(default_pred), format_func=CLASS_NAMES.__getitem__
+    )
+    cell = np.flatnonzero((labels == true_class) & (predictions == predicted))
+    cell = cell[np.argsort(-probabilities[cell, predicted])][:24]
+    st.markdown(
+        f"**{matrix[true_class, predicted]} test images** that are *{CLASS_NAMES[true_class]}* and were predicted *{CLASS_NAMES[predicted]}*"
+    )
+    columns = st.columns(8)
+    for slot, index in enumerate(cell):
+        with columns[slot % 8]:
+            st.image(np.kron(data.test_images[index, 0].numpy(), np.ones((4, 4))), clamp=True)
+            top = np.argsort(-probabilities[index])[:3]
+            st.caption(" · ".join(f"{CLASS_NAMES[c]} {probabilities[index, c]:.2f}" for c in top))
+with class_tab:
+    st.dataframe(
+        report.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}), hide_index=True
+    )
+with compare_tab:
+    if model != "encoder_classifier":
+        st.info("Frozen vs fine-tuned applies to classifiers built on an autoencoder's encoder.")
+    else:
+        sibling = config.replace(
+            settings={**config.settings, "freeze_encoder": not config.settings["freeze_encoder"]}
+        )
+        pair = {config.settings["freeze_encoder"]: run}
+        if run_cache().exists(sibling.run_id):
+            pair[sibling.settings["freeze_encoder"]] = load_run(sibling.run_id)
+        if len(pair) < 2:
+            st.info(
+                "Train the same classifier with the encoder "
+                + ("fine-tuned" if config.settings["freeze_encoder"] else "frozen")
+                + " (toggle in the sidebar) to see both side by side."
+            )
+        columns = st.columns(2)
+        for column, frozen in zip(columns, (False, True), strict=True):
+            with column:
+                st.subheader("Frozen encoder" if frozen else "Fine-tuned encoder")
+                if frozen in pair:
+                    st.metric("Test accuracy", f"{pair[frozen].metrics['test_accuracy']:.4f}")
+                    st.plotly_chart(plots.curves(pair[frozen].history), key=f"pair:{frozen}")
+                else:
+                    st.caption("not trained yet")
+        if len(pair) == 2:
+            table = pd.DataFrame(
+                {
+                    ("frozen" if k else "fine-tuned"): {
+                        "test accuracy": v.metrics["test_accuracy"],
+                        "test loss": v.metrics["test_loss"],
+                        "seconds": v.metrics["train_seconds"],
+                    }
+                    for k, v in pair.items()
+                }
+            )
+            st.dataframe(table)

@@ -1,0 +1,109 @@
+"""Compare runs: every cached run in one table; overlay the curves of the ones you select."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from ui.plots import PALETTE
+from ui.state import run_cache, runs_table
+
+st.title("Compare runs")
+runs = runs_table()
+if runs.empty:
+    st.info("No cached runs yet. Train a model and it appears here.")
+    st.stop()
+
+with st.sidebar:
+    st.header("Filter")
+    models = st.multiselect("Models", sorted(runs["model"].unique()), default=sorted(runs["model"].unique()))
+    text = st.text_input("Run id or setting contains", "")
+shown = runs[runs["model"].isin(models)]
+if text:
+    shown = shown[
+        shown.astype(str).apply(lambda row: row.str.contains(text, case=False, regex=False)).any(axis=1)
+    ]
+preferred = [
+    "run_id",
+    "model",
+    "test_accuracy",
+    "test_mse",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "n",
+    "dropout",
+    "freeze_encoder",
+    "head",
+    "layers",
+    "channels",
+    "train_subset",
+    "train_seconds",
+    "final_train_loss",
+    "final_val_loss",
+    "created",
+]
+columns = [c for c in preferred if c in shown] + [c for c in shown if c not in preferred and c != "status"]
+st.caption(
+    f"{len(shown)} of {len(runs)} runs. Click column headers to sort; tick rows to overlay their curves."
+)
+event = st.dataframe(
+    shown[columns],
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="multi-row",
+    column_config={
+        "test_accuracy": st.column_config.NumberColumn("test accuracy", format="%.4f"),
+        "test_mse": st.column_config.NumberColumn("test MSE", format="%.4f"),
+        "train_seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
+    },
+    key="runs_table",
+)
+st.download_button(
+    "Download the table (CSV)",
+    shown[columns].to_csv(index=False),
+    "fmnist_runs.csv",
+    "text/csv",
+    icon=":material/download:",
+)
+
+chosen = (
+    shown.iloc[event.selection.rows] if event and event.selection and event.selection.rows else shown.head(0)
+)
+if not chosen.empty:
+    cache = run_cache()
+    for metric in ("val_loss", "val_accuracy", "train_loss"):
+        figure = go.Figure()
+        for number, (_, row) in enumerate(chosen.iterrows()):
+            history, _ = cache.load_record(row["run_id"])
+            if history.get(metric):
+                figure.add_trace(
+                    go.Scatter(
+                        x=history["epoch"],
+                        y=history[metric],
+                        mode="lines+markers",
+                        name=f"{row['model']} {row['run_id'][:8]}",
+                        line=dict(color=PALETTE[number % len(PALETTE)]),
+                    )
+                )
+        if figure.data:
+            figure.update_layout(
+                title=metric.replace("_", " "),
+                height=300,
+                margin=dict(l=10, r=10, t=40, b=10),
+                xaxis_title="epoch",
+            )
+            st.plotly_chart(figure, key=f"overlay:{metric}")
+    st.subheader("Weights")
+    run_id = st.selectbox("Run", chosen["run_id"].tolist())
+    weights = cache.folder(run_id) / "model.pt"
+    st.download_button(
+        "Download model.pt (state_dict)", weights.read_bytes(), f"{run_id}.pt", icon=":material/download:"
+    )
+    st.download_button(
+        "Download config.json",
+        (cache.folder(run_id) / "config.json").read_text(),
+        f"{run_id}.json",
+        icon=":material/download:",
+    )
+else:
+    st.caption("Select rows to overlay their validation curves and download their weights.")

@@ -1,0 +1,108 @@
+"""Latent space: the test set's codes in 2-D, walks between two images, sliders along the main directions."""
+
+import numpy as np
+import streamlit as st
+
+from fmnist_core import analysis
+from fmnist_core.data import CLASS_NAMES
+from ui import plots
+from ui.state import fashion, load_run, projection, run_label, runs_table, stamp, test_codes
+from ui.widgets import kept
+
+st.title("Latent space")
+runs = runs_table()
+if runs.empty:
+    st.info("No trained model yet: train an autoencoder or a classifier first.")
+    st.page_link("pages/autoencoder.py", label="Go to the Autoencoder page", icon=":material/compress:")
+    st.stop()
+choices = {run_label(row): row["run_id"] for _, row in runs.iterrows()}
+preferred = st.session_state.get("selected_autoencoder")
+labels = list(choices)
+start = next((label for label, rid in choices.items() if rid == preferred), labels[0])
+with st.sidebar:
+    st.header("Latent space")
+    label = kept(st.selectbox, "Model", "latent:run", start, options=labels)
+    if label not in choices:
+        label = labels[0]
+    methods = ["PCA", "t-SNE"]
+    try:
+        import umap  # noqa: F401
+
+        methods.append("UMAP")
+    except ImportError:
+        pass
+    method = kept(st.radio, "Projection", "latent:method", "PCA", options=methods, horizontal=True)
+    count = kept(
+        st.select_slider,
+        "Test images shown",
+        "latent:count",
+        3000,
+        options=(1000, 2000, 3000, 5000, 10000),
+        help="t-SNE on 10,000 points takes about a minute; it is computed once and kept.",
+    )
+run_id = choices[label]
+run = load_run(run_id)
+data = fashion()
+version = stamp(run_id)
+codes = test_codes(run_id, version)
+st.caption(
+    f"{codes.shape[1]}-dimensional codes of the test set ({'latent vectors' if run.config.kind == 'autoencoder' else 'penultimate features'})."
+)
+
+points = projection(run_id, {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[method], count, version)
+map_column, detail_column = st.columns([3, 1])
+with map_column:
+    event = st.plotly_chart(
+        plots.latent_map(points, data.test_labels.numpy()[:count]),
+        on_select="rerun",
+        selection_mode=("points", "lasso", "box"),
+        key="latent_map",
+    )
+selected = [
+    int(point["customdata"])
+    for point in (event.selection.points if event and event.selection else [])
+    if "customdata" in point
+]
+with detail_column:
+    st.markdown("**Selected images**" if selected else "Click or lasso points to see their images.")
+    for index in selected[:12]:
+        st.image(
+            np.kron(data.test_images[index, 0].numpy(), np.ones((3, 3))),
+            clamp=True,
+            caption=f"#{index} {CLASS_NAMES[int(data.test_labels[index])]}",
+        )
+
+if run.config.kind != "autoencoder":
+    st.info("Walking between images and decoding codes needs a decoder: pick an autoencoder to use them.")
+    st.stop()
+
+st.subheader("Walk between two images")
+left, middle, right = st.columns(3)
+first = left.number_input(
+    "From test image", 0, len(data.test_images) - 1, value=selected[0] if selected else 0
+)
+second = middle.number_input(
+    "To test image", 0, len(data.test_images) - 1, value=selected[1] if len(selected) > 1 else 1
+)
+steps = right.slider("Steps", 3, 12, 8)
+path = analysis.interpolate(codes[first], codes[second], steps)
+st.plotly_chart(
+    plots.image_rows(
+        {"decoded": analysis.decode(run.model, path)}, [f"{w:.2f}" for w in np.linspace(0, 1, steps)]
+    ),
+    config={"displayModeBar": False},
+)
+
+st.subheader("Move along the main directions of the code")
+mean, directions, spread = analysis.principal_directions(codes, 5)
+columns = st.columns([2, 1])
+with columns[0]:
+    amounts = [
+        st.slider(f"Direction {i + 1} (σ)", -3.0, 3.0, 0.0, 0.25, key=f"direction:{i}")
+        for i in range(len(directions))
+    ]
+code = mean + sum(a * s * d for a, s, d in zip(amounts, spread, directions, strict=True))
+with columns[1]:
+    st.image(
+        np.kron(analysis.decode(run.model, code[None])[0], np.ones((8, 8))), clamp=True, caption="decoded"
+    )

@@ -1,0 +1,124 @@
+"""Try it: draw or upload a picture, see what the models make of it."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fmnist_core import analysis
+from fmnist_core.data import CLASS_NAMES
+from fmnist_core.preprocess import ImageError, prepare_drawing, prepare_upload
+from ui import plots
+from ui.state import fashion, load_run, run_label, runs_table, stamp, test_codes
+
+st.title("Try it")
+runs = runs_table()
+classifiers = runs[runs["model"] != "conv_autoencoder"] if not runs.empty else runs
+autoencoders = runs[runs["model"] == "conv_autoencoder"] if not runs.empty else runs
+if classifiers.empty and autoencoders.empty:
+    st.info("No trained model yet: train a classifier (or an autoencoder) first.")
+    st.stop()
+
+source = st.segmented_control("Input", ["Draw", "Upload"], default="Draw", key="try:source")
+image = None
+if source == "Upload":
+    upload = st.file_uploader("A PNG, JPEG or WebP picture of a garment", type=["png", "jpg", "jpeg", "webp"])
+    if upload is not None:
+        try:
+            image = prepare_upload(upload.getvalue())
+        except ImageError as error:
+            st.error(f"Cannot use this file: {error}.")
+else:
+    from streamlit_drawable_canvas import st_canvas  # a component: imported only where it is drawn
+
+    st.caption("Draw a garment in white on the black square.")
+    canvas = st_canvas(
+        stroke_width=18,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        height=280,
+        width=280,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key="canvas",
+    )
+    if (
+        canvas is not None
+        and canvas.image_data is not None
+        and np.asarray(canvas.image_data)[..., :3].max() > 0
+    ):
+        try:
+            image = prepare_drawing(canvas.image_data)
+        except ImageError as error:
+            st.error(f"Cannot use this drawing: {error}.")
+if image is None:
+    st.stop()
+
+seen_column, answer_column = st.columns([1, 2])
+with seen_column:
+    st.markdown("**What the model sees** (28×28)")
+    st.image(np.kron(image, np.ones((8, 8))), clamp=True)
+tensor = np.asarray(image, dtype=np.float32)[None, None]
+
+import torch  # noqa: E402  (only once there is an image to classify)
+
+batch = torch.from_numpy(tensor)
+if not classifiers.empty:
+    labels = {
+        run_label(row): row["run_id"]
+        for _, row in classifiers.sort_values("test_accuracy", ascending=False).iterrows()
+    }
+    with answer_column:
+        chosen = st.selectbox("Classifier", list(labels))
+        probabilities = analysis.predict_proba(load_run(labels[chosen]).model, batch)[0]
+        top = np.argsort(-probabilities)[:3]
+        st.markdown("  \n".join(f"**{CLASS_NAMES[c]}** {probabilities[c]:.1%}" for c in top))
+        st.plotly_chart(plots.probability_bars(probabilities), config={"displayModeBar": False})
+    others = []
+    for label, run_id in labels.items():
+        p = analysis.predict_proba(load_run(run_id).model, batch)[0]
+        others.append(
+            {"classifier": label, "answer": CLASS_NAMES[int(p.argmax())], "probability": float(p.max())}
+        )
+    st.markdown("**Every cached classifier's answer**")
+    st.dataframe(
+        pd.DataFrame(others),
+        hide_index=True,
+        column_config={
+            "probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.2f")
+        },
+    )
+
+if not autoencoders.empty:
+    st.subheader("Through an autoencoder")
+    labels = {run_label(row): row["run_id"] for _, row in autoencoders.iterrows()}
+    chosen = st.selectbox("Autoencoder", list(labels))
+    run_id = labels[chosen]
+    run = load_run(run_id)
+    reconstruction = analysis.reconstructions(run.model, batch)[0]
+    error = float(((reconstruction - image) ** 2).mean())
+    test_errors = analysis.reconstruction_errors(run.model, fashion().test_images[:2000])
+    limit = float(np.quantile(test_errors, 0.99))
+    left, right = st.columns(2)
+    left.image(
+        np.kron(reconstruction, np.ones((8, 8))), clamp=True, caption=f"reconstruction (MSE {error:.4f})"
+    )
+    if error > limit:
+        right.warning(
+            f"This picture looks nothing like Fashion-MNIST: its reconstruction error {error:.4f} is above 99% of the test set's ({limit:.4f})."
+        )
+    else:
+        right.success(
+            f"Reconstruction error {error:.4f}: within the range of real test images (99% below {limit:.4f})."
+        )
+    codes = test_codes(run_id, stamp(run_id))
+    code = analysis.latent_codes(run.model, batch)[0]
+    nearest = np.argsort(((codes - code) ** 2).sum(1))[:8]
+    st.markdown("**Nearest test images in latent space**")
+    data = fashion()
+    st.plotly_chart(
+        plots.image_rows(
+            {"nearest": data.test_images[nearest, 0].numpy()},
+            [CLASS_NAMES[int(data.test_labels[i])] for i in nearest],
+        ),
+        config={"displayModeBar": False},
+    )

@@ -1,0 +1,154 @@
+"""Every page through Streamlit's AppTest, with short real trainings on a subset of the real data."""
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fmnist_core.cache import RunCache
+from fmnist_core.config import RunConfig
+from fmnist_core.data import load_data
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [
+    "pages/autoencoder.py",
+    "pages/classifier.py",
+    "pages/latent.py",
+    "pages/compare.py",
+    "pages/reports.py",
+    "pages/try_it.py",
+]
+
+
+def open_app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+
+
+def page(at: AppTest, path: str) -> AppTest:
+    at.switch_page(path)
+    return at.run()
+
+
+def set_quick(at: AppTest, prefix: str) -> AppTest:
+    """One epoch on 2,000 images: the sidebar's own widgets, as a person would set them."""
+    at.slider(key=f"widget:{prefix}:epochs").set_value(1).run()
+    at.selectbox(key=f"widget:{prefix}:images").set_value("2,000").run()
+    return at
+
+
+def train_and_wait(at: AppTest, timeout: float = 240) -> AppTest:
+    [button for button in at.button if button.label == "Train"][0].click().run()
+    deadline = time.monotonic() + timeout
+    while not any("Cached run" in s.value for s in at.success):
+        assert time.monotonic() < deadline, "training did not finish"
+        assert not at.exception, at.exception[0].value
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
+def array(field) -> np.ndarray:
+    """A trace's data: plotly sends numpy arrays as base64 ('bdata') plus a dtype."""
+    if isinstance(field, dict) and "bdata" in field:
+        return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"])
+    return np.asarray(field)
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+
+
+def test_home_renders_the_data_set_and_links():
+    at = open_app()
+    assert not at.exception
+    assert at.title[0].value == "Fashion-MNIST Lab"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Cached runs"] == "0" and "60,000 train" in metrics["Images"]
+    bars = [spec for spec in plotly_specs(at) if spec["data"][0]["type"] == "bar"]
+    assert array(bars[0]["data"][0]["y"]).tolist() == [6000] * 10
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_renders_on_an_empty_cache(path):
+    at = page(open_app(), path)
+    assert not at.exception, at.exception[0].value if at.exception else ""
+
+
+def test_invalid_setting_is_a_message_not_a_traceback():
+    at = page(open_app(), "pages/classifier.py")
+    at.selectbox(key="widget:cls:model").set_value("cnn").run()
+    at.text_area[0].set_value("conv:32:3:same:relu\nwobble:3").run()
+    assert not at.exception
+    assert any("layers" in e.value for e in at.error)
+
+
+def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
+    at = page(open_app(), "pages/autoencoder.py")
+    at.slider(key="widget:ae:n").set_value(16).run()
+    at.slider(key="widget:ae:dropout").set_value(0.0).run()
+    at.select_slider(key="widget:ae:conv_autoencoder:batch").set_value(16).run()
+    set_quick(at, "ae:conv_autoencoder")
+    assert any("Not trained yet" in i.value for i in at.info)
+    train_and_wait(at)
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert 0 < float(metrics["Test MSE (eval mode)"]) < 0.07  # predicting the mean image scores about 0.09
+    specs = plotly_specs(at)
+    curve = [s for s in specs if any(trace.get("name") == "validation loss" for trace in s["data"])]
+    assert curve and len(array(curve[0]["data"][0]["x"])) == 1
+    assert any(s["data"][0]["type"] == "image" for s in specs)  # reconstructions
+
+    at = page(at, "pages/classifier.py")
+    at.radio(key="widget:cls:head").set_value("fc").run()
+    at.select_slider(key="widget:cls:encoder_classifier:batch").set_value(16).run()
+    set_quick(at, "cls:encoder_classifier")
+    train_and_wait(at)
+    assert not at.exception
+    accuracy = float({m.label: m.value for m in at.metric}["Test accuracy"])
+    assert 0.25 < accuracy <= 1.0  # chance is 0.1; 125 steps on a 16-d code
+    confusion = [s for s in plotly_specs(at) if s["data"][0].get("marker", {}).get("symbol") == "square"]
+    assert len(array(confusion[0]["data"][0]["x"])) == 100
+    assert at.dataframe[0].value["class"].tolist()[6] == "Shirt"
+
+    at = page(at, "pages/latent.py")
+    assert not at.exception
+    scatter = [s for s in plotly_specs(at) if s["data"][0]["type"] == "scattergl"]
+    assert len(scatter[0]["data"]) == 10  # one trace per class
+
+    at = page(at, "pages/compare.py")
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 2
+
+    at = page(at, "pages/reports.py")
+    assert not at.exception
+    assert any("not in the cache" in w.value for w in at.warning)
+
+    # Try it: the canvas is a component, so its answer is patched in: a real test image, drawn big.
+    data = load_data()
+    index = int(np.flatnonzero(data.test_labels.numpy() == 1)[0])  # a trouser
+    big = np.kron(data.test_images[index, 0].numpy(), np.ones((10, 10)))
+    rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+    rgba[..., :3] = (big * 255).astype(np.uint8)[..., None]
+    rgba[..., 3] = 255
+    fake_canvas = ModuleType("streamlit_drawable_canvas")
+    fake_canvas.st_canvas = lambda **kwargs: SimpleNamespace(image_data=rgba)
+    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", fake_canvas)
+    at = page(at, "pages/try_it.py")
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    answers = at.dataframe[0].value
+    assert len(answers) == 1 and answers["answer"].iloc[0] in ("Trouser", "Dress")
+
+
+def test_cached_run_is_shown_at_once_without_training():
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=2000, batch_size=100)
+    RunCache().get_or_train(config)
+    at = page(open_app(), "pages/classifier.py")
+    at.selectbox(key="widget:cls:model").set_value("mlp").run()
+    set_quick(at, "cls:mlp")
+    assert any(config.run_id in s.value for s in at.success), [s.value for s in at.success]

@@ -1,0 +1,76 @@
+"""The training panel: cached result, or a Train button, or live progress of a background job."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from fmnist_core.cache import TrainedRun
+from fmnist_core.config import RunConfig
+from fmnist_core.jobs import DONE, FAILED, QUEUED, STOPPED
+
+from . import plots
+from .state import job_queue, load_run, run_cache
+
+
+def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:
+    """Show the run's state; returns the trained run once it is in the cache."""
+    cache = run_cache()
+    if cache.exists(config.run_id):
+        run = load_run(config.run_id)
+        seconds = run.metrics["train_seconds"]
+        st.success(
+            f"Cached run `{config.run_id}`: {run.metrics['epochs_done']} epochs trained in {seconds:.0f} s "
+            f"on {run.metrics['device']}. Loaded from the cache, not retrained.",
+            icon=":material/inventory_2:",
+        )
+        return run
+    queue = job_queue()
+    job = queue.get(config.run_id)
+    if job is not None and job.active:
+        live_job(config.run_id, published)
+        return None
+    if job is not None and job.state == FAILED:
+        st.error(f"Training failed: {job.error}")
+    if job is not None and job.state == STOPPED:
+        st.warning(
+            f"Stopped after {len(job.epochs)} epoch(s); a stopped run is not cached. Train again to restart it."
+        )
+    images = config.train_subset or 60_000
+    st.info(
+        f"Not trained yet: {config.epochs} epochs over {images:,} images. Training runs in the background; you can leave the page."
+    )
+    if st.button("Train", type="primary", icon=":material/play_arrow:", key=f"train:{config.run_id}"):
+        queue.submit(config)
+        st.rerun()
+    return None
+
+
+@st.fragment(run_every=1.0)
+def live_job(run_id: str, published: dict | None = None) -> None:
+    """Polled every second: progress, ETA, queue place, a Stop button and the curves so far."""
+    queue = job_queue()
+    job = queue.get(run_id)
+    if job is None or job.state in (DONE, STOPPED) or not job.active:
+        st.rerun()  # the whole page: show the result
+    if job.state == QUEUED:
+        ahead = queue.position(run_id) or 0
+        st.info(
+            f"Queued: {ahead} training(s) ahead of this one. Jobs run one at a time so each gets every core."
+        )
+    else:
+        progress = job.latest
+        if progress is None:
+            st.progress(0.0, text="Starting...")
+        else:
+            text = (
+                f"Epoch {progress.epoch}/{progress.epochs} · step {progress.step}/{progress.steps} · "
+                f"train loss {progress.train_loss:.4f} · {progress.seconds:.0f} s elapsed · ETA {progress.eta_seconds:.0f} s"
+            )
+            st.progress(min(progress.fraction, 1.0), text=text)
+    if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}"):
+        queue.stop(run_id)
+    history = job.history()
+    if history:
+        st.plotly_chart(plots.curves(history, published=published), key=f"live:{run_id}")
+    else:
+        st.caption("Curves appear after the first epoch.")

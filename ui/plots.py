@@ -1,0 +1,143 @@
+"""Plotly figures for the pages (the core returns numbers; the pictures are drawn here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from fmnist_core.data import CLASS_NAMES
+
+PALETTE = px.colors.qualitative.T10
+
+
+def curves(history: dict, title: str = "", published: dict | None = None) -> go.Figure:
+    """Train and validation loss (and accuracy, when present) per epoch."""
+    has_accuracy = bool(history.get("val_accuracy"))
+    figure = make_subplots(
+        rows=1,
+        cols=2 if has_accuracy else 1,
+        subplot_titles=("loss", "accuracy") if has_accuracy else ("loss",),
+    )
+    epochs = history.get("epoch", [])
+    styles = {"train": dict(color=PALETTE[0]), "validation": dict(color=PALETTE[1])}
+    for column, metric in enumerate(("loss", "accuracy") if has_accuracy else ("loss",), start=1):
+        for split, key in (("train", f"train_{metric}"), ("validation", f"val_{metric}")):
+            if history.get(key):
+                figure.add_trace(
+                    go.Scatter(
+                        x=epochs,
+                        y=history[key],
+                        name=f"{split} {metric}",
+                        mode="lines+markers",
+                        line=styles[split],
+                    ),
+                    row=1,
+                    col=column,
+                )
+        if published and published.get(metric) is not None:
+            figure.add_hline(
+                y=published[metric], line_dash="dot", annotation_text="published", row=1, col=column
+            )
+    figure.update_xaxes(title_text="epoch")
+    figure.update_layout(
+        height=320, margin=dict(l=10, r=10, t=40, b=10), title=title, legend=dict(orientation="h", y=-0.25)
+    )
+    return figure
+
+
+def image_rows(rows: dict[str, np.ndarray], captions: list[str] | None = None) -> go.Figure:
+    """Rows of 28x28 images (each row a name and an array (k, 28, 28)), as one figure."""
+    names = list(rows)
+    stacked = np.stack([rows[name] for name in names])  # (R, K, 28, 28)
+    count = stacked.shape[1]
+    grid = stacked.transpose(0, 2, 1, 3).reshape(len(names) * 28, count * 28)
+    figure = px.imshow(np.clip(grid, 0, 1), color_continuous_scale="gray", zmin=0, zmax=1, binary_string=True)
+    figure.update_xaxes(
+        tickvals=[28 * i + 14 for i in range(count)], ticktext=captions or [""] * count, showgrid=False
+    )
+    figure.update_yaxes(tickvals=[28 * i + 14 for i in range(len(names))], ticktext=names, showgrid=False)
+    figure.update_layout(
+        height=90 * len(names) + 40, margin=dict(l=10, r=10, t=10, b=10), coloraxis_showscale=False
+    )
+    return figure
+
+
+def confusion(matrix: np.ndarray, percent: bool = False) -> go.Figure:
+    """The confusion matrix as a grid of square markers, so a click selects a cell (heatmaps cannot)."""
+    values = 100.0 * matrix / np.maximum(matrix.sum(1, keepdims=True), 1) if percent else matrix.astype(float)
+    true_index, predicted_index = np.meshgrid(range(10), range(10), indexing="ij")
+    text = [f"{v:.1f}" if percent else f"{int(v)}" for v in values.ravel()]
+    figure = go.Figure(
+        go.Scatter(
+            x=[CLASS_NAMES[i] for i in predicted_index.ravel()],
+            y=[CLASS_NAMES[i] for i in true_index.ravel()],
+            mode="markers+text",
+            marker=dict(
+                symbol="square",
+                size=44,
+                color=np.log1p(values.ravel()),
+                colorscale="Blues",
+                line=dict(width=0),
+            ),
+            text=text,
+            textfont=dict(color=["white" if v > values.max() * 0.5 else "black" for v in values.ravel()]),
+            customdata=np.stack([true_index.ravel(), predicted_index.ravel()], axis=1),
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+        )
+    )
+    figure.update_yaxes(
+        autorange="reversed", title="true class", categoryorder="array", categoryarray=list(CLASS_NAMES)
+    )
+    figure.update_xaxes(
+        title="predicted class", categoryorder="array", categoryarray=list(CLASS_NAMES), side="top"
+    )
+    figure.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white")
+    return figure
+
+
+def latent_map(points: np.ndarray, labels: np.ndarray) -> go.Figure:
+    """2-D codes coloured by class; each point's customdata is its test-set index."""
+    figure = go.Figure()
+    for cls, name in enumerate(CLASS_NAMES):
+        index = np.flatnonzero(labels == cls)
+        figure.add_trace(
+            go.Scattergl(
+                x=points[index, 0],
+                y=points[index, 1],
+                mode="markers",
+                name=name,
+                marker=dict(size=4, color=PALETTE[cls % len(PALETTE)], opacity=0.7),
+                customdata=index,
+                hovertemplate=f"{name}<br>test image %{{customdata}}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        height=560, margin=dict(l=10, r=10, t=10, b=10), legend=dict(itemsizing="constant"), dragmode="lasso"
+    )
+    return figure
+
+
+def probability_bars(probabilities: np.ndarray) -> go.Figure:
+    order = np.argsort(probabilities)
+    figure = go.Figure(
+        go.Bar(
+            x=probabilities[order],
+            y=[CLASS_NAMES[i] for i in order],
+            orientation="h",
+            marker_color=PALETTE[0],
+        )
+    )
+    figure.update_layout(
+        height=300, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(range=[0, 1], title="probability")
+    )
+    return figure
+
+
+def histogram(values: np.ndarray, title: str) -> go.Figure:
+    figure = px.histogram(x=values, nbins=60)
+    figure.update_layout(
+        height=260, margin=dict(l=10, r=10, t=30, b=10), title=title, xaxis_title="", yaxis_title="images"
+    )
+    return figure

@@ -1,0 +1,79 @@
+"""What lives for the whole server process: the data, the job queue, loaded models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fmnist_core import analysis
+from fmnist_core.cache import RunCache, TrainedRun, default_root
+from fmnist_core.data import FashionMNIST, load_data
+from fmnist_core.jobs import JobQueue
+
+
+def run_cache() -> RunCache:
+    return RunCache()
+
+
+@st.cache_resource(show_spinner="Loading Fashion-MNIST...")
+def fashion() -> FashionMNIST:
+    return load_data()
+
+
+@st.cache_resource
+def _job_queue(root: str) -> JobQueue:
+    return JobQueue(RunCache(root))
+
+
+def job_queue() -> JobQueue:
+    """One queue (and one training thread) per process and cache folder."""
+    return _job_queue(str(default_root().resolve()))
+
+
+@st.cache_resource(max_entries=24, show_spinner="Loading the model...")
+def _load_run(run_id: str, root: str, stamp: float) -> TrainedRun:
+    return RunCache(root).load(run_id)
+
+
+def load_run(run_id: str) -> TrainedRun:
+    """A cached run's model kept in memory; the disk entry (and its timestamp) stays the truth."""
+    cache = run_cache()
+    manifest = cache.folder(run_id) / "manifest.json"
+    return _load_run(run_id, str(cache.root.resolve()), manifest.stat().st_mtime)
+
+
+def runs_table() -> pd.DataFrame:
+    table = run_cache().list_runs()
+    if table.empty:
+        return table
+    return table[table["status"] == "ok"].reset_index(drop=True)
+
+
+def run_label(row) -> str:
+    """A short human name for a cached run."""
+    model = row["model"]
+    if model == "conv_autoencoder":
+        detail = f"n={row.get('n')}, p={row.get('dropout')}"
+        metric = f"test MSE {row.get('test_mse', float('nan')):.4f}"
+    else:
+        detail = "frozen" if row.get("freeze_encoder") is True else ""
+        metric = f"acc {row.get('test_accuracy', float('nan')):.3f}"
+    subset = f", {int(row['train_subset'])} imgs" if row.get("train_subset") else ""
+    return f"{model} {detail} · {row['optimizer']} lr={row['lr']:g} · {int(row['epochs'])} ep{subset} · {metric} · {row['run_id'][:8]}"
+
+
+@st.cache_data(max_entries=8, show_spinner="Encoding the test set...")
+def test_codes(run_id: str, stamp: float) -> np.ndarray:
+    run = load_run(run_id)
+    return analysis.latent_codes(run.model, fashion().test_images)
+
+
+@st.cache_data(max_entries=8, show_spinner="Projecting the codes...")
+def projection(run_id: str, method: str, count: int, stamp: float) -> np.ndarray:
+    codes = test_codes(run_id, stamp)[:count]
+    return analysis.latent_projection(codes, method)
+
+
+def stamp(run_id: str) -> float:
+    return (run_cache().folder(run_id) / "manifest.json").stat().st_mtime

@@ -1,0 +1,229 @@
+"""Sidebar inputs that build RunConfigs; values persist across pages outside widget keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from fmnist_core.config import OPTIMIZERS, RunConfig
+from fmnist_core.models import get_spec
+from fmnist_core.reports.s1 import ROWS as S1_ROWS
+
+LEARNING_RATES = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
+BATCH_SIZES = (8, 16, 32, 64, 100, 128, 256, 512)
+TRAINING_IMAGES = {"all 60,000": 0, "20,000": 20_000, "10,000": 10_000, "5,000": 5_000, "2,000": 2_000}
+
+
+def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
+    """A widget whose value survives page switches: stored under a key no widget owns."""
+    store, widget_key = f"keep:{key}", f"widget:{key}"
+    if store not in st.session_state:
+        st.session_state[store] = default
+    st.session_state[widget_key] = st.session_state[store]
+
+    def save() -> None:
+        st.session_state[store] = st.session_state[widget_key]
+
+    return widget(label, key=widget_key, on_change=save, **kwargs)
+
+
+def nearest(options, value):
+    return min(options, key=lambda option: abs(option - value))
+
+
+def run_settings(model: str, prefix: str) -> dict[str, Any]:
+    """Optimisation and data settings, starting from the model's seed recipe."""
+    recipe = get_spec(model).recipe
+    key = f"{prefix}:{model}"
+    values: dict[str, Any] = {}
+    values["epochs"] = kept(st.slider, "Epochs", f"{key}:epochs", recipe["epochs"], min_value=1, max_value=60)
+    values["batch_size"] = kept(
+        st.select_slider,
+        "Batch size",
+        f"{key}:batch",
+        nearest(BATCH_SIZES, recipe["batch_size"]),
+        options=BATCH_SIZES,
+    )
+    values["lr"] = kept(
+        st.select_slider,
+        "Learning rate",
+        f"{key}:lr",
+        nearest(LEARNING_RATES, recipe["lr"]),
+        options=LEARNING_RATES,
+        format_func=lambda v: f"{v:g}",
+    )
+    values["optimizer"] = kept(
+        st.selectbox, "Optimizer", f"{key}:optimizer", recipe["optimizer"], options=OPTIMIZERS
+    )
+    with st.expander("More training settings"):
+        images = kept(
+            st.selectbox,
+            "Training images",
+            f"{key}:images",
+            "all 60,000",
+            options=list(TRAINING_IMAGES),
+            help="Fewer images train faster, for a quick look.",
+        )
+        values["train_subset"] = TRAINING_IMAGES[images]
+        values["seed"] = kept(
+            st.number_input, "Seed", f"{key}:seed", 0, min_value=0, max_value=2**31 - 1, step=1
+        )
+        values["schedule"] = kept(
+            st.radio,
+            "Learning-rate schedule",
+            f"{key}:schedule",
+            recipe.get("schedule", "constant"),
+            options=("constant", "onecycle"),
+            horizontal=True,
+        )
+        values["weight_decay"] = kept(
+            st.select_slider,
+            "Weight decay",
+            f"{key}:wd",
+            recipe.get("weight_decay", 0.0),
+            options=(0.0, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2),
+            format_func=lambda v: f"{v:g}",
+        )
+        if values["optimizer"] == "sgd":
+            values["momentum"] = kept(
+                st.slider, "SGD momentum", f"{key}:momentum", 0.0, min_value=0.0, max_value=0.99, step=0.01
+            )
+        if get_spec(model).kind == "classifier":
+            values["loss"] = kept(
+                st.selectbox,
+                "Loss",
+                f"{key}:loss",
+                recipe["loss"],
+                options=("cross_entropy", "kl_div", "mse_onehot"),
+            )
+            if values["loss"] == "cross_entropy":
+                values["label_smoothing"] = kept(
+                    st.slider,
+                    "Label smoothing",
+                    f"{key}:ls",
+                    recipe.get("label_smoothing", 0.0),
+                    min_value=0.0,
+                    max_value=0.3,
+                    step=0.05,
+                )
+            values["augment"] = kept(
+                st.radio,
+                "Augmentation",
+                f"{key}:augment",
+                recipe.get("augment", "none"),
+                options=("none", "flip"),
+                horizontal=True,
+            )
+    return values
+
+
+def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
+    """Every knob of the S0/S2/S4 autoencoder."""
+    s: dict[str, Any] = {}
+    s["n"] = kept(st.slider, "Latent size n", f"{prefix}:n", 64, min_value=2, max_value=512)
+    s["dropout"] = kept(
+        st.slider, "Dropout p", f"{prefix}:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05
+    )
+    with st.expander("Architecture", expanded=False):
+        s["output_dropout"] = kept(
+            st.toggle, "Dropout after the output Sigmoid (S0)", f"{prefix}:outdrop", True
+        )
+        s["batchnorm"] = kept(st.toggle, "BatchNorm before pooling (S2)", f"{prefix}:bn", False)
+        s["linear"] = kept(st.toggle, "Middle linear layer (S4 removes it)", f"{prefix}:linear", True)
+        s["latent_activation"] = kept(
+            st.radio,
+            "Activation on the code",
+            f"{prefix}:latact",
+            "relu",
+            options=("relu", "none"),
+            horizontal=True,
+        )
+        first, second = st.columns(2)
+        with first:
+            pool_1 = kept(st.selectbox, "Pooling 1", f"{prefix}:pool1", "max", options=("max", "avg"))
+            channels_1 = kept(
+                st.select_slider, "Channels 1", f"{prefix}:ch1", 16, options=(8, 16, 32, 64, 96, 128)
+            )
+        with second:
+            pool_2 = kept(st.selectbox, "Pooling 2", f"{prefix}:pool2", "max", options=("max", "avg"))
+            channels_2 = kept(
+                st.select_slider, "Channels 2", f"{prefix}:ch2", 32, options=(8, 16, 32, 64, 96, 128)
+            )
+        s["pooling"] = (pool_1, pool_2)
+        s["channels"] = (channels_1, channels_2)
+    return s
+
+
+def s1_presets() -> dict[str, str]:
+    return {f"S1 row {i}": layers for i, (*_, layers, _accuracy, _minutes) in enumerate(S1_ROWS, start=1)}
+
+
+def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[str, Any] | None:
+    """Settings of the chosen classifier; None when an encoder is needed but none is cached."""
+    s: dict[str, Any] = {}
+    if model == "encoder_classifier":
+        if not autoencoders:
+            return None
+        labels = list(autoencoders)
+        default = st.session_state.get("selected_autoencoder")
+        start = next((label for label, rid in autoencoders.items() if rid == default), labels[0])
+        choice = kept(st.selectbox, "Encoder (a cached autoencoder)", "cls:encoder", start, options=labels)
+        if choice not in autoencoders:
+            choice = labels[0]
+        s["encoder_run"] = autoencoders[choice]
+        s["freeze_encoder"] = kept(st.toggle, "Freeze the encoder (train the head only)", "cls:frozen", False)
+        s["head"] = kept(
+            st.radio,
+            "Head",
+            "cls:head",
+            "s0",
+            options=("s0", "fc", "wide"),
+            horizontal=True,
+            help="s0: Linear+ReLU+Dropout (S0) · fc: one Linear (S2) · wide: a hidden layer (S2)",
+        )
+        if s["head"] == "wide":
+            s["head_hidden"] = kept(
+                st.select_slider, "Hidden units", "cls:hidden", 256, options=(64, 128, 256, 512, 1024)
+            )
+        s["dropout"] = kept(
+            st.slider, "Head dropout", "cls:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05
+        )
+    elif model == "mlp":
+        s["n1"] = kept(st.select_slider, "n1", "mlp:n1", 128, options=(32, 64, 128, 256, 512, 1024))
+        s["n2"] = kept(st.select_slider, "n2", "mlp:n2", 64, options=(16, 32, 64, 128, 256, 512))
+        s["dropout"] = kept(st.slider, "Dropout", "mlp:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05)
+    elif model == "cnn":
+        presets = s1_presets()
+        preset = kept(st.selectbox, "Start from", "cnn:preset", "S1 row 9", options=list(presets))
+        text = st.text_area(
+            "Layers, one per line",
+            value="\n".join(presets[preset].split(",")),
+            height=180,
+            key=f"cnn:layers:{preset}",
+            help="conv:FILTERS:KERNEL:same|valid:relu|tanh · maxpool:2 · avgpool:2 · bn · dropout:P · dense:UNITS:relu|tanh",
+        )
+        s["layers"] = tuple(line.strip() for line in text.splitlines() if line.strip())
+    elif model == "resnet":
+        stages = kept(st.select_slider, "Stages", "resnet:stages", 3, options=(1, 2, 3))
+        width = kept(
+            st.select_slider, "Channels of the first stage", "resnet:width", 32, options=(8, 16, 32, 64)
+        )
+        s["channels"] = tuple(width * 2**i for i in range(stages))
+        s["blocks"] = kept(
+            st.slider, "Identity blocks per stage", "resnet:blocks", 1, min_value=0, max_value=3
+        )
+        s["dropout"] = kept(
+            st.slider, "Dropout", "resnet:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05
+        )
+    return s
+
+
+def build_config(model: str, settings: dict, run: dict) -> RunConfig:
+    """The config, or a clear message in the page and a stop when a setting is invalid."""
+    try:
+        return RunConfig.for_model(model, settings, **run)
+    except ValueError as error:
+        st.error(f"Invalid setting — {error}")
+        st.stop()
