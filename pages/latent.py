@@ -15,7 +15,11 @@ if runs.empty:
     st.info("No trained model yet: train an autoencoder or a classifier first.")
     st.page_link("pages/autoencoder.py", label="Go to the Autoencoder page", icon=":material/compress:")
     st.stop()
-choices = {run_label(row): row["run_id"] for _, row in runs.iterrows()}
+# Autoencoders first: only they can decode, which the walks and sliders below need.
+ordered = runs.assign(decoder=runs["model"] != "conv_autoencoder").sort_values(
+    ["decoder", "created"], ascending=[True, False]
+)
+choices = {run_label(row): row["run_id"] for _, row in ordered.iterrows()}
 preferred = st.session_state.get("selected_autoencoder")
 labels = list(choices)
 start = next((label for label, rid in choices.items() if rid == preferred), labels[0])

@@ -45,7 +45,7 @@ def set_quick(at: AppTest, prefix: str) -> AppTest:
 def train_and_wait(at: AppTest, timeout: float = 240) -> AppTest:
     [button for button in at.button if button.label == "Train"][0].click().run()
     deadline = time.monotonic() + timeout
-    while not any("Cached run" in s.value for s in at.success):
+    while not any("Trained run" in s.value for s in at.success):
         assert time.monotonic() < deadline, "training did not finish"
         assert not at.exception, at.exception[0].value
         time.sleep(0.5)

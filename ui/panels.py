@@ -15,17 +15,21 @@ from .state import job_queue, load_run, run_cache
 def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:
     """Show the run's state; returns the trained run once it is in the cache."""
     cache = run_cache()
-    if cache.exists(config.run_id):
-        run = load_run(config.run_id)
-        seconds = run.metrics["train_seconds"]
-        st.success(
-            f"Cached run `{config.run_id}`: {run.metrics['epochs_done']} epochs trained in {seconds:.0f} s "
-            f"on {run.metrics['device']}. Loaded from the cache, not retrained.",
-            icon=":material/inventory_2:",
-        )
-        return run
     queue = job_queue()
     job = queue.get(config.run_id)
+    if cache.exists(config.run_id):
+        run = load_run(config.run_id)
+        done = f"{run.metrics['epochs_done']} epoch(s) in {run.metrics['train_seconds']:.0f} s on {run.metrics['device']}"
+        if job is not None and job.state == DONE and job.result is not None and not job.result.cached:
+            st.success(
+                f"Trained run `{config.run_id}`: {done}. Saved to the cache.", icon=":material/check_circle:"
+            )
+        else:
+            st.success(
+                f"Cached run `{config.run_id}`: {done}. Loaded from the cache, not retrained.",
+                icon=":material/inventory_2:",
+            )
+        return run
     if job is not None and job.active:
         live_job(config.run_id, published)
         return None

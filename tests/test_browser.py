@@ -1,0 +1,179 @@
+"""End to end in headless Chromium: start the app, open every page, train, upload, screenshot."""
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist_core.cache import RunCache
+from fmnist_core.config import RunConfig
+from fmnist_core.data import load_data
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test_artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+PAGES = ["", "autoencoder", "classifier", "latent", "compare", "reports", "try_it"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(isolated_cache):
+    # A classifier and an autoencoder already in the cache, as after a person's first minutes.
+    cache = RunCache(isolated_cache)
+    cache.get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000))
+    cache.get_or_train(
+        RunConfig.for_model("conv_autoencoder", {"n": 16, "dropout": 0.0}, epochs=1, train_subset=5000)
+    )
+    port = free_port()
+    env = {**os.environ, "FMNIST_CACHE": str(isolated_cache)}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def settle(page, timeout=90_000):
+    """Wait until Streamlit has finished running the script and drawn the page."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
+    page.wait_for_timeout(500)  # let the rerun begin before asking whether it has ended
+    page.wait_for_function(
+        """() => document.querySelector("[data-testid='stApp']").getAttribute("data-test-script-state") === "notRunning"
+              && !document.querySelector("[data-testid='stSkeleton']")
+              && document.querySelector("h1")""",
+        timeout=timeout,
+    )
+    page.wait_for_timeout(1000)  # plotly draws after the script ends
+
+
+def test_a_person_uses_the_lab(app_url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            use_the_lab(page, app_url)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+def use_the_lab(page, app_url):
+    if True:
+        errors = []
+        for name in PAGES:
+            page.goto(f"{app_url}/{name}")
+            settle(page)
+            exceptions = page.locator("[data-testid='stException']")
+            if exceptions.count():
+                errors.append(f"{name}: {exceptions.first.inner_text()[:300]}")
+            page.screenshot(path=str(ARTIFACTS / f"page_{name or 'home'}.png"), full_page=True)
+        assert not errors, errors
+        page.goto(app_url)
+        settle(page)
+        assert page.get_by_role("heading", name="Fashion-MNIST Lab").count() == 1
+
+        # Train a small autoencoder from the page: 1 epoch on 2,000 images.
+        page.goto(f"{app_url}/autoencoder")
+        settle(page)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        sidebar.get_by_text("More training settings").click()
+        page.wait_for_timeout(1000)  # the expander opens with an animation
+        images = sidebar.get_by_role("combobox", name="Training images")
+        images.click()
+        page.wait_for_timeout(500)
+        if page.get_by_role("listbox").count() == 0:
+            images.press("ArrowDown")  # opens the list from the keyboard
+        page.get_by_role("option").filter(has_text=re.compile(r"^2,000$")).click()
+        settle(page)
+        epochs = sidebar.locator("[aria-label='Epochs'] input[type='range']")
+        epochs.focus()
+        epochs.press("Home")  # the slider's minimum: one epoch
+        settle(page)
+        assert page.get_by_text("Not trained yet: 1 epochs over 2,000 images").count() == 1
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_text("Trained run").wait_for(timeout=180_000)
+        settle(page)
+        page.screenshot(path=str(ARTIFACTS / "autoencoder_trained.png"), full_page=True)
+
+        # Upload a real Fashion-MNIST test image (a trouser) saved as a PNG.
+        data = load_data()
+        index = int(np.flatnonzero(data.test_labels.numpy() == 1)[0])
+        picture = Image.fromarray((data.test_images[index, 0].numpy() * 255).astype(np.uint8)).resize(
+            (112, 112)
+        )
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        page.goto(f"{app_url}/try_it")
+        settle(page)
+        page.get_by_text("Upload", exact=True).click()
+        settle(page)
+        page.locator("input[type='file']").set_input_files(
+            files=[{"name": "trouser.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
+        )
+        page.get_by_text("What the model sees").wait_for(timeout=60_000)
+        settle(page)
+        page.screenshot(path=str(ARTIFACTS / "try_it_upload.png"), full_page=True)
+        top_answer = page.locator("[data-testid='stMarkdownContainer'] strong").filter(has_text="Trouser")
+        assert top_answer.count() >= 1
+
+        # A file that is not an image gets a message, not a traceback.
+        page.locator("input[type='file']").set_input_files(
+            files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not really a picture"}]
+        )
+        page.get_by_text("Cannot use this file").wait_for(timeout=30_000)
+        assert page.locator("[data-testid='stException']").count() == 0

@@ -1,0 +1,74 @@
+import threading
+
+from fmnist_core.cache import RunCache
+from fmnist_core.config import RunConfig
+from fmnist_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue
+
+
+def tiny(seed=0, epochs=1):
+    return RunConfig.for_model("mlp", epochs=epochs, train_subset=2000, seed=seed)
+
+
+def test_a_job_trains_in_the_background_and_lands_in_the_cache():
+    queue = JobQueue(RunCache())
+    job = queue.submit(tiny())
+    assert queue.submit(tiny()) is job  # a second session asking for the same config shares it
+    queue.wait(job.run_id, timeout=120)
+    assert job.state == DONE and job.result.metrics["test_accuracy"] > 0.5
+    assert len(job.epochs) == 1 and job.history()["val_accuracy"] == job.result.history["val_accuracy"]
+    assert RunCache().exists(job.run_id)
+    assert queue.submit(tiny()) is job  # done jobs are not redone
+
+
+def test_jobs_run_one_at_a_time_in_order_and_report_their_place():
+    queue = JobQueue(RunCache())
+    release = threading.Event()
+    first = queue.submit(tiny(seed=1, epochs=3))
+    # Hold the first job inside its first progress report, so the queue's state can be read.
+    original = first.record
+
+    def hold(progress):
+        original(progress)
+        release.wait(timeout=60)
+
+    first.record = hold
+    second, third = queue.submit(tiny(seed=2)), queue.submit(tiny(seed=3))
+    while first.state != RUNNING:
+        pass
+    assert (second.state, third.state) == (QUEUED, QUEUED)
+    assert [queue.position(j.run_id) for j in (first, second, third)] == [0, 1, 2]
+    queue.stop(third.run_id)
+    release.set()
+    for job in (first, second, third):
+        queue.wait(job.run_id, timeout=120)
+    assert (first.state, second.state, third.state) == (DONE, DONE, STOPPED)
+    assert queue.position(first.run_id) is None
+
+
+def test_stop_keeps_what_was_done_and_caches_nothing():
+    queue = JobQueue(RunCache())
+    config = tiny(seed=4, epochs=50)
+    job = queue.submit(config)
+    while len(job.epochs) < 1:
+        pass
+    queue.stop(job.run_id)
+    queue.wait(job.run_id, timeout=120)
+    assert job.state == STOPPED and 1 <= len(job.epochs) < 50
+    assert not RunCache().exists(config.run_id)
+    again = queue.submit(config)  # a stopped job can be started again
+    assert again is not job and again.state in (QUEUED, RUNNING)
+    queue.stop(again.run_id)
+    queue.wait(again.run_id, timeout=120)
+
+
+def test_a_failing_job_reports_its_error_and_the_worker_survives():
+    queue = JobQueue(RunCache())
+    broken = RunConfig.for_model(
+        "encoder_classifier", {"encoder_run": "0000000000000000"}, epochs=1, train_subset=500
+    )
+    job = queue.submit(broken)
+    queue.wait(job.run_id, timeout=60)
+    assert job.state == FAILED and "0000000000000000" in job.error
+    healthy = queue.submit(tiny(seed=5))
+    queue.wait(healthy.run_id, timeout=120)
+    assert healthy.state == DONE
