@@ -26,7 +26,7 @@ st.caption(f"Source: `shared/seeds/{module.SOURCE}`. Validation on the test set,
 
 result = collect(name, scale, run_cache())
 table = result.table
-missing = table[table["status"] != "ok"]
+missing = table[table["status"] != "ok"].drop_duplicates("run_id")  # rows may share one run
 queue = job_queue()
 active = [job for job in queue.jobs() if job.active]
 
@@ -47,7 +47,7 @@ def queue_status() -> None:
 if active:
     queue_status()
 elif len(missing):
-    st.warning(f"{len(missing)} of {len(table)} experiments are not in the cache yet.")
+    st.warning(f"{len(missing)} of {table['run_id'].nunique()} runs of this report are not in the cache yet.")
     if st.button(f"Train the {len(missing)} missing runs", type="primary", icon=":material/play_arrow:"):
         # Queued in grid order: autoencoders come before the classifiers built on their encoders.
         wanted = set(missing["run_id"])

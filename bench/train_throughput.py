@@ -1,0 +1,107 @@
+"""Images per second of our engine vs the textbook PyTorch loop, same model, batch and optimizer.
+
+The textbook loop: torchvision's FashionMNIST with ToTensor, a shuffling DataLoader, batch by batch.
+Contenders alternate, three rounds each; medians are quoted. Run: .venv/bin/python bench/train_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fmnist_core.config import RunConfig
+from fmnist_core.data import FILES, find_data_folder
+from fmnist_core.train import build_model, train
+
+STEPS = 150  # optimizer steps per measurement
+ROUNDS = 3
+
+
+def torchvision_root() -> Path:
+    """torchvision wants root/FashionMNIST/raw/<uncompressed files>: made once in a temp folder."""
+    root = Path(tempfile.gettempdir()) / "fmnist_bench_torchvision"
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    source = find_data_folder()
+    for stem in FILES.values():
+        target = raw / stem
+        if not target.exists():
+            gz = source / f"{stem}.gz"
+            with (
+                gzip.open(gz) if gz.exists() else open(source / stem, "rb") as src,
+                open(target, "wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst)
+    return root
+
+
+def textbook(config: RunConfig, steps: int) -> float:
+    from torchvision import datasets, transforms
+
+    dataset = datasets.FashionMNIST(
+        str(torchvision_root()), train=True, download=False, transform=transforms.ToTensor()
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True)
+    model = build_model(config, torch.device("cpu")).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    autoencoder = config.kind == "autoencoder"
+    start, seen = None, 0
+    for step, (x, y) in enumerate(loader):
+        if step == 5:  # warm-up steps are not timed
+            start, seen = time.perf_counter(), 0
+        output = model(x)
+        loss = F.mse_loss(output, x) if autoencoder else F.cross_entropy(output, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(x)
+        if step == steps + 5:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def engine(config: RunConfig, steps: int) -> float:
+    reports = []
+    subset = (steps + 5) * config.batch_size
+    train(config.replace(train_subset=subset, test_subset=100), on_progress=reports.append)
+    inside = [r for r in reports if not r.epoch_done and r.step > 5]
+    first, last = inside[0], inside[-1]
+    return (last.step - first.step) * config.batch_size / (last.seconds - first.seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args()
+    cases = {
+        "S0 autoencoder p=0.2": RunConfig.for_model("conv_autoencoder", epochs=1),
+        "S0 autoencoder p=0": RunConfig.for_model("conv_autoencoder", {"dropout": 0.0}, epochs=1),
+        "S1 best CNN": RunConfig.for_model("cnn", epochs=1),
+    }
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps x {args.rounds} rounds"
+    )
+    print(f"{'case':24s} {'batch':>5s} {'textbook img/s':>15s} {'engine img/s':>13s} {'ratio':>6s}")
+    ratios = {}
+    for name, config in cases.items():
+        book, ours = [], []
+        for _ in range(args.rounds):
+            book.append(textbook(config, args.steps))
+            ours.append(engine(config, args.steps))
+        b, o = statistics.median(book), statistics.median(ours)
+        ratios[name] = o / b
+        print(f"{name:24s} {config.batch_size:5d} {b:15.0f} {o:13.0f} {o / b:6.2f}")
+    print(f"engine_vs_textbook_s0_p0.2: {ratios['S0 autoencoder p=0.2']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
