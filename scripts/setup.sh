@@ -20,10 +20,12 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=.venv/.requirements.sha256
-wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "setup: installing Python requirements into .venv (torch is large: minutes the first time)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+  # The lab itself, editable: `python -m fmnist_core` and the bench scripts work from any folder.
+  .venv/bin/python -m pip install -q --no-deps -e .
   echo "$wanted" > "$stamp"
 fi
