@@ -131,6 +131,8 @@ def train(
     device = pick_device(device)
     splits = make_splits(config)
     model = build_model(config, device)
+    # channels_last measured 6-25% faster for these conv nets on the CPU; no effect on the maths.
+    model = model.to(memory_format=torch.channels_last)
     is_autoencoder = config.kind == "autoencoder"
     train_images = splits.train_images.to(device)
     train_labels = splits.train_labels.to(device)
@@ -161,7 +163,7 @@ def train(
                 stopped = True
                 break
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = train_images[index]  # (B, 1, 28, 28)
+            x = train_images[index].contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
             if config.augment == "flip":
                 flip = torch.rand(len(x), 1, 1, 1, generator=generator).to(device) < 0.5
                 x = torch.where(flip, x.flip(3), x)

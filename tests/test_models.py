@@ -3,6 +3,7 @@ import torch
 
 from fmnist_core.models import (
     ConvAutoencoderSettings,
+    Dropout,
     create_model,
     get_spec,
     list_models,
@@ -52,7 +53,7 @@ def test_autoencoder_s0_layer_sizes():
     model = create_model("conv_autoencoder")
     linear = [m for m in model.encoder if isinstance(m, torch.nn.Linear)][0]
     assert (linear.in_features, linear.out_features) == (800, 64)
-    assert isinstance(model.decoder[-1], torch.nn.Dropout)  # S0's dropout after the Sigmoid
+    assert isinstance(model.decoder[-1], Dropout)  # S0's dropout after the Sigmoid
 
 
 @pytest.mark.parametrize(
@@ -88,3 +89,19 @@ def test_settings_dataclass_is_frozen():
     settings = ConvAutoencoderSettings()
     with pytest.raises(AttributeError):
         settings.n = 3
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.7])
+def test_dropout_drops_the_right_share_and_keeps_the_mean(p):
+    torch.manual_seed(0)
+    layer = Dropout(p).train()
+    x = torch.ones(200, 50, 50)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - round(p * 256) / 256) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01  # survivors are scaled up
+    assert torch.equal(layer.eval()(x), x)  # nothing dropped at evaluation
+    x.requires_grad_(True)
+    y = layer.train()(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # on ones, the gradient is the mask times the scale

@@ -57,7 +57,7 @@ def test_losses_and_optimizers_train(loss, optimizer):
         lr=lr,
         momentum=0.9 if optimizer == "sgd" else 0.0,
     )
-    assert train(config).metrics["test_accuracy"] > 0.6
+    assert train(config).metrics["test_accuracy"] > 0.5  # chance: 0.1
 
 
 def test_stop_keeps_the_epochs_done():
