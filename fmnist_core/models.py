@@ -294,6 +294,19 @@ def build_encoder_classifier(s: EncoderClassifierSettings) -> nn.Module:
     return EncoderClassifier(ConvAutoencoder(ae_settings).encoder, ae_settings.latent_size, s)
 
 
+class FeaturesAndHead(nn.Module):
+    """A classifier made of a feature extractor (`features`) and a final layer (`head`)."""
+
+    features: nn.Module
+    head: nn.Module
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, feature size): the latent space page maps these
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x))  # (B, 10) logits
+
+
 # ---------------------------------------------------------------- feed-forward network (S3)
 
 
@@ -309,7 +322,7 @@ class MLPSettings:
         check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
 
 
-class MLP(nn.Module):
+class MLP(FeaturesAndHead):
     def __init__(self, s: MLPSettings):
         super().__init__()
         self.features = nn.Sequential(
@@ -322,12 +335,6 @@ class MLP(nn.Module):
             Dropout(s.dropout),
         )
         self.head = nn.Linear(s.n2, NUM_CLASSES)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, n2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode(x))
 
 
 @register_model(
@@ -432,17 +439,11 @@ def build_layer_stack(layers: tuple[str, ...]) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*modules), flat
 
 
-class CNN(nn.Module):
+class CNN(FeaturesAndHead):
     def __init__(self, s: CNNSettings):
         super().__init__()
         self.features, width = build_layer_stack(s.layers)
         self.head = nn.Linear(width, NUM_CLASSES)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode(x))
 
 
 @register_model(
@@ -497,7 +498,7 @@ class ResidualBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(FeaturesAndHead):
     def __init__(self, s: ResNetSettings):
         super().__init__()
         layers: list[nn.Module] = [
@@ -513,12 +514,6 @@ class ResNet(nn.Module):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(Dropout(s.dropout), nn.Linear(c_in, NUM_CLASSES))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, channels[-1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode(x))
 
 
 @register_model(
