@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from fmnist_core.config import RunConfig
 from fmnist_core.data import FILES, find_data_folder
+from fmnist_core.models import Dropout
 from fmnist_core.train import build_model, train
 
 STEPS = 150  # optimizer steps per measurement
@@ -43,6 +44,16 @@ def torchvision_root() -> Path:
     return root
 
 
+def with_stock_dropout(module: torch.nn.Module) -> torch.nn.Module:
+    """The textbook model uses torch's own nn.Dropout where ours has the cheaper one."""
+    for name, child in module.named_children():
+        if isinstance(child, Dropout):
+            setattr(module, name, torch.nn.Dropout(child.p))
+        else:
+            with_stock_dropout(child)
+    return module
+
+
 def textbook(config: RunConfig, steps: int) -> float:
     from torchvision import datasets, transforms
 
@@ -50,7 +61,7 @@ def textbook(config: RunConfig, steps: int) -> float:
         str(torchvision_root()), train=True, download=False, transform=transforms.ToTensor()
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True)
-    model = build_model(config, torch.device("cpu")).train()
+    model = with_stock_dropout(build_model(config, torch.device("cpu"))).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     autoencoder = config.kind == "autoencoder"
     start, seen = None, 0
