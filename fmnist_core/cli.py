@@ -125,6 +125,7 @@ def command_reproduce(args) -> int:
             train_subset=args.subset,
             on_event=lambda message: print(message, file=sys.stderr),
             out_dir=args.out,
+            train=not args.no_train,
         )
         for claim, holds, seen in result.conclusions:
             mark = {True: "holds", False: "does NOT hold", None: "not run"}[holds]
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_parser.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
     reproduce_parser.add_argument("--subset", type=int, default=0, help="train on this many images (0: all)")
     reproduce_parser.add_argument("--out", default="reports", help="folder for NAME.md and NAME.csv")
+    reproduce_parser.add_argument(
+        "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"
+    )
     reproduce_parser.set_defaults(handler=command_reproduce)
     return parser
 

@@ -127,3 +127,15 @@ def test_bad_arguments_name_the_setting():
         reproduce("S3", epochs_scale=0, out_dir=None)
     with pytest.raises(ValueError, match="^backend"):
         reproduce("S3", backend="spark", out_dir=None)
+
+
+def test_no_train_tabulates_the_cache_and_trains_nothing(tmp_path):
+    cache = RunCache(tmp_path / "cache")
+    entry = report_entries("S3", Scale(epochs=0.04, train_subset=500, test_subset=500))[1]
+    cache.get_or_train(entry.config)
+    result = reproduce(
+        "S3", cache=cache, out_dir=tmp_path, train=False, epochs_scale=0.04, train_subset=500, test_subset=500
+    )
+    assert result.table["status"].tolist() == ["missing", "ok", "missing"]
+    assert len(cache.run_ids()) == 1
+    assert "missing" in (tmp_path / "S3.md").read_text()

@@ -192,6 +192,7 @@ def reproduce(
     cache: RunCache | None = None,
     on_event: Callable[[str], None] | None = None,
     out_dir: str | os.PathLike | None = "reports",
+    train: bool = True,
 ) -> ReportResult:
     """Train what report `name` needs and the cache lacks, then tabulate published vs ours."""
     if not (0 < epochs_scale <= 10) or math.isnan(epochs_scale):
@@ -204,6 +205,11 @@ def reproduce(
     scale = Scale(epochs=epochs_scale, train_subset=train_subset, test_subset=test_subset)
     entries = get_report(name).entries(scale)
     client = None
+    if not train:  # tabulate what the cache holds, train nothing
+        result = collect(name, scale, cache)
+        if out_dir is not None:
+            write_report(result, Path(out_dir), scale)
+        return result
     if backend == "dask":
         from distributed import Client
 
