@@ -538,7 +538,7 @@ def build_resnet(s: ResNetSettings) -> nn.Module:
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
-    """Parameter counts for display."""
+    """Parameter counts for display (a frozen encoder's weights are not trained)."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"parameters": total, "trainable_parameters": trainable}

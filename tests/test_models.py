@@ -5,6 +5,7 @@ from fmnist_core.models import (
     ConvAutoencoderSettings,
     Dropout,
     create_model,
+    describe,
     get_spec,
     list_models,
 )
@@ -78,6 +79,9 @@ def test_frozen_encoder_has_no_trainable_encoder_weights():
     assert all(p.requires_grad for p in model.head.parameters())
     model.train()
     assert not model.encoder.training  # dropout off in a frozen feature extractor
+    sizes = describe(model)
+    head = sum(p.numel() for p in model.head.parameters())
+    assert sizes["trainable_parameters"] == head < sizes["parameters"]
 
 
 @pytest.mark.parametrize("head, layers", [("s0", 3), ("fc", 1), ("wide", 4)])

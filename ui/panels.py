@@ -7,6 +7,7 @@ import streamlit as st
 from fmnist_core.cache import TrainedRun
 from fmnist_core.config import RunConfig
 from fmnist_core.jobs import DONE, FAILED, QUEUED, STOPPED
+from fmnist_core.models import describe
 
 from . import plots
 from .state import job_queue, load_run, run_cache
@@ -20,6 +21,8 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
     if cache.exists(config.run_id):
         run = load_run(config.run_id)
         done = f"{run.metrics['epochs_done']} epoch(s) in {run.metrics['train_seconds']:.0f} s on {run.metrics['device']}"
+        sizes = describe(run.model)
+        done += f"; {sizes['parameters']:,} parameters ({sizes['trainable_parameters']:,} trained)"
         if job is not None and job.state == DONE and job.result is not None and not job.result.cached:
             st.success(
                 f"Trained run `{config.run_id}`: {done}. Saved to the cache.", icon=":material/check_circle:"
