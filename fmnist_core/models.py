@@ -462,7 +462,7 @@ def build_cnn(s: CNNSettings) -> nn.Module:
 
 @dataclass(frozen=True)
 class ResNetSettings:
-    channels: tuple[int, ...] = (32, 64, 128)  # per stage; stages after the first halve the size
+    channels: tuple[int, ...] = (16, 32, 64)  # per stage; stages after the first halve the size
     blocks: int = 1  # identity blocks per stage, after the stage's projection block
     dropout: float = 0.2  # before the final Linear
 
@@ -522,8 +522,8 @@ class ResNet(FeaturesAndHead):
     settings=ResNetSettings,
     recipe=dict(
         loss="cross_entropy",
-        epochs=15,
-        batch_size=128,
+        epochs=12,  # 0.9316 test accuracy in 13 min on 2 cores (S1's ResNet: 0.85)
+        batch_size=256,
         lr=3e-3,
         optimizer="adamw",
         weight_decay=5e-4,

@@ -211,7 +211,7 @@ def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[
     elif model == "resnet":
         stages = kept(st.select_slider, "Stages", "resnet:stages", 3, options=(1, 2, 3))
         width = kept(
-            st.select_slider, "Channels of the first stage", "resnet:width", 32, options=(8, 16, 32, 64)
+            st.select_slider, "Channels of the first stage", "resnet:width", 16, options=(8, 16, 32, 64)
         )
         s["channels"] = tuple(width * 2**i for i in range(stages))
         s["blocks"] = kept(
