@@ -7,7 +7,7 @@ from fmnist_core import analysis
 from fmnist_core.train import build_model
 from ui import plots
 from ui.panels import training_panel
-from ui.state import fashion, load_run, stamp
+from ui.state import fashion, stamp, test_errors
 from ui.widgets import autoencoder_settings, build_config, run_settings
 
 with st.sidebar:
@@ -31,11 +31,6 @@ st.session_state["selected_autoencoder"] = run.run_id
 def pca_baseline(k: int) -> float:
     data = fashion()
     return analysis.pca_reconstruction_mse(data.train_images, data.test_images, k)
-
-
-@st.cache_data(max_entries=8, show_spinner="Measuring every test image's error...")
-def test_errors(run_id: str, version: float) -> np.ndarray:
-    return analysis.reconstruction_errors(load_run(run_id).model, fashion().test_images)
 
 
 data = fashion()

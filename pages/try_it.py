@@ -8,7 +8,7 @@ from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_drawing, prepare_upload
 from ui import plots
-from ui.state import fashion, load_run, run_label, runs_table, stamp, test_codes
+from ui.state import fashion, load_run, run_label, runs_table, stamp, test_codes, test_errors
 
 st.title("Try it")
 runs = runs_table()
@@ -96,8 +96,7 @@ if not autoencoders.empty:
     run = load_run(run_id)
     reconstruction = analysis.reconstructions(run.model, batch)[0]
     error = float(((reconstruction - image) ** 2).mean())
-    test_errors = analysis.reconstruction_errors(run.model, fashion().test_images[:2000])
-    limit = float(np.quantile(test_errors, 0.99))
+    limit = float(np.quantile(test_errors(run_id, stamp(run_id)), 0.99))
     left, right = st.columns(2)
     left.image(
         np.kron(reconstruction, np.ones((8, 8))), clamp=True, caption=f"reconstruction (MSE {error:.4f})"

@@ -76,5 +76,11 @@ def projection(run_id: str, method: str, count: int, stamp: float) -> np.ndarray
     return analysis.latent_projection(codes, method)
 
 
+@st.cache_data(max_entries=8, show_spinner="Measuring every test image's reconstruction error...")
+def test_errors(run_id: str, stamp: float) -> np.ndarray:
+    """An autoencoder's per-image error on the whole test set, computed once per run."""
+    return analysis.reconstruction_errors(load_run(run_id).model, fashion().test_images)
+
+
 def stamp(run_id: str) -> float:
     return (run_cache().folder(run_id) / "manifest.json").stat().st_mtime
