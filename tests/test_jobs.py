@@ -1,4 +1,5 @@
 import threading
+import time
 
 from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
@@ -34,7 +35,7 @@ def test_jobs_run_one_at_a_time_in_order_and_report_their_place():
     first.record = hold
     second, third = queue.submit(tiny(seed=2)), queue.submit(tiny(seed=3))
     while first.state != RUNNING:
-        pass
+        time.sleep(0.01)
     assert (second.state, third.state) == (QUEUED, QUEUED)
     assert [queue.position(j.run_id) for j in (first, second, third)] == [0, 1, 2]
     queue.stop(third.run_id)
@@ -50,7 +51,7 @@ def test_stop_keeps_what_was_done_and_caches_nothing():
     config = tiny(seed=4, epochs=50)
     job = queue.submit(config)
     while len(job.epochs) < 1:
-        pass
+        time.sleep(0.01)
     queue.stop(job.run_id)
     queue.wait(job.run_id, timeout=120)
     assert job.state == STOPPED and 1 <= len(job.epochs) < 50
