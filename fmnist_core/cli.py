@@ -10,6 +10,7 @@ import time
 from .cache import RunCache
 from .config import OPTIMIZERS, RunConfig
 from .models import get_spec, list_models
+from .recipes import get_recipe, list_recipes
 from .train import Progress
 
 
@@ -24,16 +25,19 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The run config the command line describes: recipe, then flags, then --set."""
-    spec = get_spec(args.model)
-    model_keys = set(spec.settings_type.__dataclass_fields__)
+    """The run config the command line describes: the model's or a named recipe, then flags, then --set."""
+    recipe = get_recipe(args.model) if args.model in list_recipes() else None
+    model = recipe.model if recipe else args.model
+    model_keys = set(get_spec(model).settings_type.__dataclass_fields__)
     settings, overrides = {}, {}
     for key, value in parse_assignments(args.set).items():
         (settings if key in model_keys else overrides)[key] = value
     for flag in ("epochs", "batch_size", "lr", "optimizer", "seed"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
-    return RunConfig.for_model(args.model, settings, **overrides)
+    if recipe:
+        return recipe.config(settings, **overrides)
+    return RunConfig.for_model(model, settings, **overrides)
 
 
 def print_progress(progress: Progress) -> None:
@@ -77,6 +81,13 @@ def command_models(args) -> int:
     for name in list_models():
         spec = get_spec(name)
         print(f"{name:20s} {spec.kind:12s} {spec.description}")
+    return 0
+
+
+def command_recipes(args) -> int:
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        print(f"{name:20s} {recipe.model:20s} {recipe.description}")
     return 0
 
 
@@ -140,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the registered models").set_defaults(handler=command_models)
 
     train_parser = commands.add_parser("train", help="train a model, or load it from the cache")
-    train_parser.add_argument("model", choices=list_models())
+    train_parser.add_argument(
+        "model", choices=list_models() + list_recipes(), help="a model or a named recipe"
+    )
     train_parser.add_argument("--epochs", type=int)
     train_parser.add_argument("--batch-size", dest="batch_size", type=int)
     train_parser.add_argument("--lr", type=float)
@@ -158,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.set_defaults(handler=command_train)
 
     commands.add_parser("runs", help="the cached runs as a table").set_defaults(handler=command_runs)
+    commands.add_parser("recipes", help="the named fast recipes").set_defaults(handler=command_recipes)
 
     reproduce_parser = commands.add_parser("reproduce", help="re-run a seed report's experiments")
     reproduce_parser.add_argument("report", choices=["S0", "S1", "S2", "S3", "S4", "all"])

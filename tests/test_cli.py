@@ -73,3 +73,23 @@ def test_invalid_setting_is_one_line_naming_it(tmp_path):
     assert out.stderr.strip().splitlines() == ["error: dropout: 1.5 is outside [0.0, 1.0)"]
     out = run_cli("train", "mlp", "--set", "width=3", cwd=tmp_path)
     assert out.returncode != 0 and "width" in out.stderr
+
+
+def test_recipes_are_listed_and_train_by_name(tmp_path):
+    from fmnist_core.recipes import list_recipes
+
+    out = run_cli("recipes", cwd=tmp_path)
+    assert [line.split()[0] for line in out.stdout.splitlines()] == list_recipes()
+    args = (
+        "train",
+        "fast_cnn",
+        "--epochs",
+        "1",
+        "--set",
+        "train_subset=1000",
+        "--set",
+        "test_subset=500",
+        "--json",
+    )
+    result = json.loads(run_cli(*args, "--quiet", cwd=tmp_path).stdout.strip().splitlines()[-1])
+    assert result["model"] == "cnn" and result["epochs"] == 1 and 0.0 < result["test_accuracy"] <= 1.0

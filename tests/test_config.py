@@ -61,3 +61,15 @@ def test_a_new_setting_at_its_default_keeps_old_run_ids():
     config = RunConfig.for_model("mlp")
     assert config.replace(test_subset=0).run_id == config.run_id
     assert config.replace(test_subset=100).run_id != config.run_id
+
+
+def test_every_recipe_is_a_valid_config_of_its_model():
+    from fmnist_core.recipes import RECIPES, get_recipe
+
+    for name, recipe in RECIPES.items():
+        config = recipe.config(epochs=1)
+        assert config.model == recipe.model and config.epochs == 1
+        assert get_recipe(name) is recipe
+    assert RECIPES["fast_cnn"].config().schedule == "onecycle"
+    with pytest.raises(ValueError, match="^recipe"):
+        get_recipe("slow_cnn")

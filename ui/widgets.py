@@ -9,6 +9,7 @@ import streamlit as st
 
 from fmnist_core.config import OPTIMIZERS, RunConfig
 from fmnist_core.models import get_spec
+from fmnist_core.recipes import FAST_CNN_LAYERS
 from fmnist_core.reports.s1 import ROWS as S1_ROWS
 
 LEARNING_RATES = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
@@ -157,7 +158,10 @@ def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
 
 
 def s1_presets() -> dict[str, str]:
-    return {f"S1 row {i}": layers for i, (*_, layers, _accuracy, _minutes) in enumerate(S1_ROWS, start=1)}
+    """Layer lists to start from: S1's nine rows and the lab's fast CNN."""
+    presets = {f"S1 row {i}": layers for i, (*_, layers, _accuracy, _minutes) in enumerate(S1_ROWS, start=1)}
+    presets["fast_cnn (the lab's recipe)"] = ",".join(FAST_CNN_LAYERS)
+    return presets
 
 
 def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[str, Any] | None:

@@ -1,0 +1,83 @@
+"""Named recipes: a model with settings and training chosen for quality per CPU-second."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import RunConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def config(self, settings: dict | None = None, **overrides: Any) -> RunConfig:
+        """The recipe's config, with settings and run settings overridden."""
+        return RunConfig.for_model(
+            self.model, {**self.settings, **(settings or {})}, **{**self.run, **overrides}
+        )
+
+
+FAST_CNN_LAYERS = (
+    "conv:32:3:same:relu",
+    "bn",
+    "maxpool:2",
+    "conv:64:3:same:relu",
+    "bn",
+    "maxpool:2",
+    "conv:128:3:same:relu",
+    "bn",
+    "maxpool:2",
+    "dropout:0.3",
+)
+
+RECIPES = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            "fast_cnn",
+            "cnn",
+            {"layers": FAST_CNN_LAYERS},
+            # BatchNorm lets a large batch take a high peak rate; OneCycle anneals it to zero.
+            dict(
+                epochs=8,
+                batch_size=256,
+                lr=3e-3,
+                optimizer="adamw",
+                weight_decay=5e-4,
+                schedule="onecycle",
+                label_smoothing=0.1,
+                augment="flip",
+            ),
+            "3 conv + BatchNorm stages (32/64/128), AdamW + OneCycle, label smoothing, flips",
+        ),
+        Recipe(
+            "fast_autoencoder",
+            "conv_autoencoder",
+            {
+                "n": 64,
+                "dropout": 0.0,
+                "output_dropout": False,
+                "batchnorm": True,
+                "latent_activation": "none",
+            },
+            dict(epochs=10, batch_size=128, lr=3e-3, schedule="onecycle"),
+            "S0's shape without dropout or the ReLU on the code, BatchNorm, OneCycle 3e-3",
+        ),
+    )
+}
+
+
+def list_recipes() -> list[str]:
+    return list(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"recipe: {name!r} is not one of {', '.join(RECIPES)}")
+    return RECIPES[name]
