@@ -45,14 +45,9 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, l
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str) -> dict:
     """Loss (and accuracy for classifiers) of a model on a data set, in eval mode."""
-    outputs = batched_outputs(model, images)
-    if loss == "mse":
-        return {"loss": F.mse_loss(outputs, images.cpu()).item()}
-    labels = labels.cpu()
-    return {
-        "loss": classification_loss(outputs, labels, loss).item(),
-        "accuracy": (outputs.argmax(1) == labels).float().mean().item(),
-    }
+    metrics = test_metrics(model, images, labels, loss)
+    metrics.pop("confusion", None)
+    return metrics
 
 
 def test_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str) -> dict:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunConfig
+from .models import ONE_CYCLE_TRAINING
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,7 @@ RECIPES = {
             "fast_cnn",
             "cnn",
             {"layers": FAST_CNN_LAYERS},
-            # BatchNorm lets a large batch take a high peak rate; OneCycle anneals it to zero.
-            dict(
-                epochs=8,
-                batch_size=256,
-                lr=3e-3,
-                optimizer="adamw",
-                weight_decay=5e-4,
-                schedule="onecycle",
-                label_smoothing=0.1,
-                augment="flip",
-            ),
+            dict(epochs=8, batch_size=256, **ONE_CYCLE_TRAINING),
             "3 conv + BatchNorm stages (32/64/128), AdamW + OneCycle, label smoothing, flips",
         ),
         Recipe(
