@@ -55,7 +55,10 @@ class Dropout(nn.Module):
         words = torch.empty((count + 6) // 7, dtype=torch.int64, device=x.device).random_()
         random_bytes = words.view(torch.uint8).view(-1, 8)[:, :7].reshape(-1)[:count]
         keep = (random_bytes >= self.threshold).view(x.shape)
-        return x * (keep.to(x.dtype) * (256 / (256 - self.threshold)))
+        # The mask takes x's memory layout (channels_last in training): multiplying tensors of
+        # two layouts was 4x slower than the whole dropout. The numbers are the same either way.
+        mask = torch.empty_like(x).copy_(keep).mul_(256 / (256 - self.threshold))
+        return x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

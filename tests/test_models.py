@@ -109,3 +109,15 @@ def test_dropout_drops_the_right_share_and_keeps_the_mean(p):
     y = layer.train()(x)
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # on ones, the gradient is the mask times the scale
+
+
+def test_dropout_gives_the_same_mask_in_either_memory_layout():
+    x = torch.rand(4, 6, 5, 5) + 0.5  # no zeros, so a zero in the output marks a dropped element
+    layer = Dropout(0.3).train()
+    torch.manual_seed(1)
+    plain = layer(x)
+    torch.manual_seed(1)
+    channels_last = layer(x.contiguous(memory_format=torch.channels_last))
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, channels_last)
+    assert 0.2 < (plain == 0).float().mean().item() < 0.4
