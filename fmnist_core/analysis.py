@@ -32,6 +32,13 @@ def batched_outputs(model: nn.Module, images: torch.Tensor, fn=None) -> torch.Te
     return torch.cat(outputs)
 
 
+def classifier_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Logits (N, 10); with tta="flip", the mean of the logits of each image and its mirror."""
+    if tta == "flip":
+        return batched_outputs(model, images, lambda x: (model(x) + model(x.flip(3))) / 2)
+    return batched_outputs(model, images)
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, label_smoothing=0.0):
     if loss == "cross_entropy":
         return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
@@ -43,18 +50,22 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, l
     raise ValueError(f"loss: {loss!r} is not a classification loss")
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str) -> dict:
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str, tta: str = "none"
+) -> dict:
     """Loss (and accuracy for classifiers) of a model on a data set, in eval mode."""
-    metrics = test_metrics(model, images, labels, loss)
+    metrics = test_metrics(model, images, labels, loss, tta)
     metrics.pop("confusion", None)
     return metrics
 
 
-def test_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str) -> dict:
+def test_metrics(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str, tta: str = "none"
+) -> dict:
     """Final figures of a run: loss, and for classifiers accuracy and the confusion matrix."""
-    outputs = batched_outputs(model, images)
     if loss == "mse":
-        return {"loss": F.mse_loss(outputs, images.cpu()).item()}
+        return {"loss": F.mse_loss(batched_outputs(model, images), images.cpu()).item()}
+    outputs = classifier_logits(model, images, tta)
     labels = labels.cpu()
     predictions = outputs.argmax(1)
     return {
@@ -64,9 +75,9 @@ def test_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, l
     }
 
 
-def predict_proba(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Class probabilities (N, 10) from a classifier."""
-    return torch.softmax(batched_outputs(model, images), dim=1).numpy()
+def predict_proba(model: nn.Module, images: torch.Tensor, tta: str = "none") -> np.ndarray:
+    """Class probabilities (N, 10) from a classifier (tta="flip": averaged with the mirror image)."""
+    return torch.softmax(classifier_logits(model, images, tta), dim=1).numpy()
 
 
 def confusion_matrix(labels, predictions, num_classes: int = 10) -> np.ndarray:

@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from filelock import FileLock
 from torch import nn
 
+from .analysis import predict_proba
 from .config import RunConfig
 from .device import pick_device
 from .models import create_model
@@ -51,6 +53,10 @@ class TrainedRun:
     @property
     def run_id(self) -> str:
         return self.config.run_id
+
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
+        """Class probabilities (N, 10), with the test-time augmentation the run was evaluated with."""
+        return predict_proba(self.model, images, self.config.tta)
 
 
 def _sha256(path: Path) -> str:
@@ -118,7 +124,9 @@ class RunCache:
         except (ValueError, TypeError) as error:
             raise CorruptRunError(f"run {run_id}: config.json is not a valid config ({error})") from None
         if config.run_id != run_id:
-            raise CorruptRunError(f"run {run_id}: its config hashes to {config.run_id}")
+            raise CorruptRunError(
+                f"run {run_id}: its config hashes to {config.run_id} (an older engine made it, or it was edited)"
+            )
         return config
 
     def load_state(self, run_id: str) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ LOSSES = ("mse", "cross_entropy", "mse_onehot", "kl_div")
 CLASSIFIER_LOSSES = ("cross_entropy", "mse_onehot", "kl_div")
 SCHEDULES = ("constant", "onecycle")
 AUGMENTS = ("none", "flip")
+TEST_TIME_AUGMENTS = ("none", "flip")
 VALIDATIONS = ("test", "holdout")
 # Bumped whenever training changes what a config produces, so old cache entries are not reused.
 ENGINE_VERSION = 2  # 2: the cheaper dropout, channels_last
@@ -35,6 +36,7 @@ class RunConfig:
     schedule: str = "constant"
     label_smoothing: float = 0.0  # cross_entropy only
     augment: str = "none"  # flip: random horizontal flips of training images
+    tta: str = "none"  # flip: classifiers are evaluated on each image and its mirror, logits averaged
     seed: int = 0
     validation: str = "test"  # test: validate on the test set, as the seeds did; holdout: on train
     holdout_fraction: float = 0.1  # of train, when validation is holdout
@@ -59,6 +61,9 @@ class RunConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         check_choice("augment", self.augment, AUGMENTS)
+        check_choice("tta", self.tta, TEST_TIME_AUGMENTS)
+        if self.tta != "none" and spec.kind != "classifier":
+            raise ValueError("tta: test-time augmentation is for classifiers only")
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_choice("validation", self.validation, VALIDATIONS)
         check_range("holdout_fraction", self.holdout_fraction, 0.01, 0.5)
@@ -94,10 +99,15 @@ class RunConfig:
         """A hash of the config (and the engine version) that names its cache folder.
 
         Run settings still at their default are left out of the hash, so adding a new setting
-        with a default later keeps every existing run id valid.
+        with a default later keeps every existing run id valid; model settings marked `since`
+        (added after the first release) likewise.
         """
         defaults = {f.name: f.default for f in fields(self) if f.default is not dataclasses.MISSING}
         values = {k: v for k, v in self.to_dict().items() if k == "settings" or v != defaults.get(k)}
+        later = {
+            f.name: f.default for f in fields(get_spec(self.model).settings_type) if "since" in f.metadata
+        }
+        values["settings"] = {k: v for k, v in self.settings.items() if not (k in later and v == later[k])}
         payload = json.dumps({"engine": ENGINE_VERSION, **values}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

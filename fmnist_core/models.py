@@ -7,7 +7,7 @@ Each model has a frozen settings dataclass (validated on construction), a builde
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -118,6 +118,10 @@ class ConvAutoencoderSettings:
     channels: tuple[int, ...] = (16, 32)  # per conv stage (S2: 64, 96)
     linear: bool = True  # the middle Linear(800 -> n) (S4 removes it)
     latent_activation: str = "relu"  # S0's ReLU on the code, or none
+    # A linear path beside the conv one, started at the training set's principal components:
+    # training begins at PCA's reconstruction and the conv path learns what PCA misses.
+    # Settings added after the first release carry `since` and stay out of run ids at their default.
+    pca_path: bool = field(default=False, metadata={"since": 3})
 
     def __post_init__(self):
         check_int("n", self.n, 1, 4096)
@@ -131,7 +135,9 @@ class ConvAutoencoderSettings:
         for count in self.channels:
             check_int("channels", count, 1, 512)
         check_choice("latent_activation", self.latent_activation, ("relu", "none"))
-        for name in ("output_dropout", "batchnorm", "linear"):
+        if self.pca_path and not self.linear:
+            raise ValueError("pca_path: needs the middle linear layer (linear=true)")
+        for name in ("output_dropout", "batchnorm", "linear", "pca_path"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected true or false")
 
@@ -142,6 +148,30 @@ class ConvAutoencoderSettings:
 
 def _pool(kind: str) -> nn.Module:
     return nn.MaxPool2d(2) if kind == "max" else nn.AvgPool2d(2)
+
+
+class PCAPathEncoder(nn.Module):
+    """The conv encoder plus a linear projection of the pixels (started at PCA's)."""
+
+    def __init__(self, conv: nn.Module, n: int):
+        super().__init__()
+        self.conv = conv
+        self.linear = nn.Linear(28 * 28, n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.linear(x.flatten(1))
+
+
+class PCAPathDecoder(nn.Module):
+    """The conv decoder's output added to a linear decoding of the code, clamped to [0, 1]."""
+
+    def __init__(self, conv: nn.Module, n: int):
+        super().__init__()
+        self.conv = conv
+        self.linear = nn.Linear(n, 28 * 28)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.conv(z) + self.linear(z).view(-1, *IMAGE_SHAPE)).clamp(0.0, 1.0)
 
 
 class ConvAutoencoder(nn.Module):
@@ -169,12 +199,16 @@ class ConvAutoencoder(nn.Module):
             nn.ReLU(),
             Dropout(s.dropout),
             nn.ConvTranspose2d(c1, 1, 6, stride=2, padding=1),  # 13 -> 28
-            nn.Sigmoid(),
         ]
-        if s.output_dropout:
-            decoder.append(Dropout(s.dropout))
-        self.encoder = nn.Sequential(*encoder)
-        self.decoder = nn.Sequential(*decoder)
+        if s.pca_path:
+            self.encoder = PCAPathEncoder(nn.Sequential(*encoder), s.n)
+            self.decoder = PCAPathDecoder(nn.Sequential(*decoder), s.n)
+        else:
+            decoder.append(nn.Sigmoid())
+            if s.output_dropout:
+                decoder.append(Dropout(s.dropout))
+            self.encoder = nn.Sequential(*encoder)
+            self.decoder = nn.Sequential(*decoder)
         self.latent_size = s.latent_size
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,12 +221,36 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+@torch.no_grad()
+def start_at_pca(model: ConvAutoencoder, s: ConvAutoencoderSettings) -> None:
+    """Set the linear paths to the training set's top-n principal components, the conv paths' last
+    layers to zero: the untrained model reconstructs exactly as PCA with k=n does."""
+    if not s.pca_path:
+        return
+    from .data import load_data
+
+    images = load_data().train_images.flatten(1).double()
+    mean = images.mean(0)
+    # Right singular vectors of the centred data = principal directions, largest first.
+    _, _, v = torch.linalg.svd(images - mean, full_matrices=False)
+    components = v[: s.n].float()  # (n, 784)
+    encoder, decoder = model.encoder, model.decoder
+    encoder.linear.weight.copy_(components)
+    encoder.linear.bias.copy_(-(components @ mean.float()))
+    decoder.linear.weight.copy_(components.T)
+    decoder.linear.bias.copy_(mean.float())
+    for last in (encoder.conv[-3], decoder.conv[-1]):  # the code's Linear; the last transposed conv
+        last.weight.zero_()
+        last.bias.zero_()
+
+
 @register_model(
     "conv_autoencoder",
     kind="autoencoder",
     settings=ConvAutoencoderSettings,
     recipe=dict(loss="mse", epochs=10, batch_size=100, lr=1e-3, optimizer="adam"),
     description="S0/S2/S4 conv autoencoder: 2 conv stages, linear code of size n, 2 transposed convs",
+    initialise=start_at_pca,
 )
 def build_conv_autoencoder(s: ConvAutoencoderSettings) -> nn.Module:
     return ConvAutoencoder(s)

@@ -24,16 +24,17 @@ class Recipe:
         )
 
 
+# Each stage pools before its BatchNorm, so BatchNorm works on a quarter of the pixels.
 FAST_CNN_LAYERS = (
     "conv:32:3:same:relu",
-    "bn",
     "maxpool:2",
+    "bn",
     "conv:64:3:same:relu",
-    "bn",
     "maxpool:2",
+    "bn",
     "conv:128:3:same:relu",
-    "bn",
     "maxpool:2",
+    "bn",
     "dropout:0.3",
 )
 
@@ -44,8 +45,9 @@ RECIPES = {
             "fast_cnn",
             "cnn",
             {"layers": FAST_CNN_LAYERS},
-            dict(epochs=8, batch_size=256, **ONE_CYCLE_TRAINING),
-            "3 conv + BatchNorm stages (32/64/128), AdamW + OneCycle, label smoothing, flips",
+            dict(epochs=10, batch_size=256, tta="flip", **ONE_CYCLE_TRAINING),
+            "3 conv + BatchNorm stages (32/64/128), AdamW + OneCycle, label smoothing, flips, "
+            "flip test-time augmentation",
         ),
         Recipe(
             "fast_autoencoder",
@@ -56,9 +58,11 @@ RECIPES = {
                 "output_dropout": False,
                 "batchnorm": True,
                 "latent_activation": "none",
+                "pca_path": True,
             },
             dict(epochs=10, batch_size=128, lr=3e-3, schedule="onecycle"),
-            "S0's shape without dropout or the ReLU on the code, BatchNorm, OneCycle 3e-3",
+            "S0's shape without dropout or the ReLU on the code, BatchNorm, OneCycle 3e-3, and a "
+            "linear path started at PCA: it begins at PCA's reconstruction and improves on it",
         ),
     )
 }

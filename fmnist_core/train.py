@@ -189,7 +189,7 @@ def train(
                 )
         if stopped:
             break
-        validation = evaluate(model, splits.val_images, splits.val_labels, config.loss)
+        validation = evaluate(model, splits.val_images, splits.val_labels, config.loss, config.tta)
         history["epoch"].append(epoch)
         history["train_loss"].append(loss_sum.item() / seen)
         history["val_loss"].append(validation["loss"])
@@ -216,7 +216,7 @@ def train(
     if is_autoencoder and config.validation == "test" and history["epoch"] and not stopped:
         test = {"loss": history["val_loss"][-1]}  # the last validation pass was on the test set
     else:
-        test = test_metrics(model, splits.test_images, splits.test_labels, config.loss)
+        test = test_metrics(model, splits.test_images, splits.test_labels, config.loss, config.tta)
     metrics = {
         "epochs_done": len(history["epoch"]),
         "train_seconds": train_seconds,

@@ -8,10 +8,11 @@ from fmnist_core.train import build_model
 from ui import plots
 from ui.panels import training_panel
 from ui.state import fashion, stamp, test_errors
-from ui.widgets import autoencoder_settings, build_config, run_settings
+from ui.widgets import autoencoder_settings, build_config, recipe_button, run_settings
 
 with st.sidebar:
     st.header("Autoencoder")
+    recipe_button("fast_autoencoder", "ae")
     settings = autoencoder_settings()
     run_values = run_settings("conv_autoencoder", "ae")
 config = build_config("conv_autoencoder", settings, run_values)

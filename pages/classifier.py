@@ -10,7 +10,7 @@ from fmnist_core.models import get_spec, list_models
 from ui import plots
 from ui.panels import training_panel
 from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp
-from ui.widgets import build_config, classifier_model_settings, kept, run_settings
+from ui.widgets import build_config, classifier_model_settings, kept, recipe_button, run_settings
 
 runs = runs_table()
 autoencoders = {}
@@ -28,6 +28,8 @@ with st.sidebar:
         options=list_models("classifier"),
         format_func=lambda name: f"{name} — {get_spec(name).description.split(':')[0]}",
     )
+    if model == "cnn":
+        recipe_button("fast_cnn", "cls")
     settings = classifier_model_settings(model, autoencoders)
     if settings is not None:
         run_values = run_settings(model, "cls")
@@ -48,7 +50,7 @@ if run is None:
 
 @st.cache_data(max_entries=8, show_spinner="Classifying the test set...")
 def test_probabilities(run_id: str, version: float) -> np.ndarray:
-    return analysis.predict_proba(load_run(run_id).model, fashion().test_images)
+    return load_run(run_id).predict_proba(fashion().test_images)
 
 
 data = fashion()

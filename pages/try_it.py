@@ -69,13 +69,13 @@ if not classifiers.empty:
     }
     with answer_column:
         chosen = st.selectbox("Classifier", list(labels))
-        probabilities = analysis.predict_proba(load_run(labels[chosen]).model, batch)[0]
+        probabilities = load_run(labels[chosen]).predict_proba(batch)[0]
         top = np.argsort(-probabilities)[:3]
         st.markdown("  \n".join(f"**{CLASS_NAMES[c]}** {probabilities[c]:.1%}" for c in top))
         st.plotly_chart(plots.probability_bars(probabilities), config={"displayModeBar": False})
     others = []
     for label, run_id in labels.items():
-        p = analysis.predict_proba(load_run(run_id).model, batch)[0]
+        p = load_run(run_id).predict_proba(batch)[0]
         others.append(
             {"classifier": label, "answer": CLASS_NAMES[int(p.argmax())], "probability": float(p.max())}
         )

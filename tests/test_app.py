@@ -152,3 +152,20 @@ def test_cached_run_is_shown_at_once_without_training():
     at.selectbox(key="widget:cls:model").set_value("mlp").run()
     set_quick(at, "cls:mlp")
     assert any(config.run_id in s.value for s in at.success), [s.value for s in at.success]
+
+
+def test_recipe_buttons_set_the_widgets_to_the_recipe():
+    at = page(open_app(), "pages/autoencoder.py")
+    assert at.toggle(key="widget:ae:pca").value is False
+    [button for button in at.button if button.label == "Use the fast_autoencoder recipe"][0].click().run()
+    assert at.toggle(key="widget:ae:pca").value is True
+    assert at.toggle(key="widget:ae:bn").value is True
+    assert at.slider(key="widget:ae:dropout").value == 0.0
+    assert at.select_slider(key="widget:ae:conv_autoencoder:lr").value == 3e-3
+    assert not at.exception
+    at = page(at, "pages/classifier.py")
+    at.selectbox(key="widget:cls:model").set_value("cnn").run()
+    [button for button in at.button if button.label == "Use the fast_cnn recipe"][0].click().run()
+    assert at.selectbox(key="widget:cnn:preset").value == "fast_cnn (the lab's recipe)"
+    assert at.radio(key="widget:cls:cnn:tta").value == "flip"
+    assert at.select_slider(key="widget:cls:cnn:batch").value == 256

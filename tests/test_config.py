@@ -73,3 +73,18 @@ def test_every_recipe_is_a_valid_config_of_its_model():
     assert RECIPES["fast_cnn"].config().schedule == "onecycle"
     with pytest.raises(ValueError, match="^recipe"):
         get_recipe("slow_cnn")
+
+
+def test_a_model_setting_added_later_keeps_old_run_ids():
+    default = RunConfig.for_model("conv_autoencoder")
+    assert default.settings["pca_path"] is False
+    assert default.run_id == "93acab5b788efd67"  # the id this config had before pca_path existed
+    assert RunConfig.for_model("conv_autoencoder", {"pca_path": True}).run_id != default.run_id
+
+
+def test_test_time_augmentation_is_for_classifiers_only():
+    assert RunConfig.for_model("cnn", tta="flip").tta == "flip"
+    with pytest.raises(ValueError, match="^tta"):
+        RunConfig.for_model("conv_autoencoder", tta="flip")
+    with pytest.raises(ValueError, match="^tta"):
+        RunConfig.for_model("cnn", tta="rotate")

@@ -155,3 +155,37 @@ def test_pca_baseline_matches_the_reference_figure():
     assert analysis.pca_reconstruction_mse(data.train_images, data.test_images, 16) == pytest.approx(
         0.0205, abs=5e-4
     )
+
+
+def test_pca_path_autoencoder_starts_at_pca_and_improves_on_it():
+    from fmnist_core.train import build_model
+
+    data = load_data()
+    config = RunConfig.for_model(
+        "conv_autoencoder",
+        {"n": 16, "dropout": 0.0, "output_dropout": False, "pca_path": True},
+        epochs=1,
+        lr=3e-4,
+        train_subset=6000,
+        test_subset=2000,
+    )
+    untrained = build_model(config, torch.device("cpu"))
+    test = data.test_images[:2000]
+    start = analysis.reconstruction_errors(untrained, test).mean()
+    pca = analysis.pca_reconstruction_mse(data.train_images, test, 16)
+    # The untrained model reconstructs as PCA does, clamped to [0, 1] (which only helps).
+    assert 0.9 * pca < start <= pca
+    assert train(config).metrics["test_mse"] < 0.98 * start
+
+
+def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror():
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=3000, test_subset=500, tta="flip")
+    result = train(config)
+    data = load_data()
+    images = data.test_images[:50]
+    both = analysis.classifier_logits(result.model, images, "flip")
+    plain = analysis.classifier_logits(result.model, images)
+    mirrored = analysis.classifier_logits(result.model, images.flip(3))
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)
+    assert not torch.allclose(both, plain)
+    assert 0.5 < result.metrics["test_accuracy"] <= 1.0

@@ -9,7 +9,7 @@ import streamlit as st
 
 from fmnist_core.config import OPTIMIZERS, RunConfig
 from fmnist_core.models import get_spec
-from fmnist_core.recipes import FAST_CNN_LAYERS
+from fmnist_core.recipes import FAST_CNN_LAYERS, get_recipe
 from fmnist_core.reports.s1 import ROWS as S1_ROWS
 
 LEARNING_RATES = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
@@ -28,6 +28,46 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
         st.session_state[store] = st.session_state[widget_key]
 
     return widget(label, key=widget_key, on_change=save, **kwargs)
+
+
+# Where run_settings / autoencoder_settings keep each value (the key after the prefix).
+RUN_KEYS = {
+    "epochs": "epochs",
+    "batch_size": "batch",
+    "lr": "lr",
+    "optimizer": "optimizer",
+    "schedule": "schedule",
+    "weight_decay": "wd",
+    "label_smoothing": "ls",
+    "augment": "augment",
+    "tta": "tta",
+}
+AUTOENCODER_KEYS = {
+    "n": "n",
+    "dropout": "dropout",
+    "output_dropout": "outdrop",
+    "batchnorm": "bn",
+    "linear": "linear",
+    "latent_activation": "latact",
+    "pca_path": "pca",
+}
+
+
+def recipe_button(name: str, run_prefix: str, settings_prefix: str = "ae") -> None:
+    """A button that sets the widgets below it to a named fast recipe (call it before them)."""
+    recipe = get_recipe(name)
+    if not st.button(f"Use the {name} recipe", help=recipe.description, width="stretch"):
+        return
+    run_key = f"{run_prefix}:{recipe.model}"
+    for setting, value in recipe.run.items():
+        if setting in RUN_KEYS:
+            st.session_state[f"keep:{run_key}:{RUN_KEYS[setting]}"] = value
+    for setting, value in recipe.settings.items():
+        if setting in AUTOENCODER_KEYS:
+            st.session_state[f"keep:{settings_prefix}:{AUTOENCODER_KEYS[setting]}"] = value
+    if recipe.model == "cnn":
+        st.session_state["keep:cnn:preset"] = "fast_cnn (the lab's recipe)"
+    st.rerun()
 
 
 def nearest(options, value):
@@ -117,6 +157,15 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
                 options=("none", "flip"),
                 horizontal=True,
             )
+            values["tta"] = kept(
+                st.radio,
+                "Test-time augmentation",
+                f"{key}:tta",
+                recipe.get("tta", "none"),
+                options=("none", "flip"),
+                horizontal=True,
+                help="flip: each test image and its mirror are classified, their logits averaged.",
+            )
     return values
 
 
@@ -140,6 +189,18 @@ def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
             "relu",
             options=("relu", "none"),
             horizontal=True,
+        )
+        s["pca_path"] = (
+            kept(
+                st.toggle,
+                "Linear path started at PCA",
+                f"{prefix}:pca",
+                False,
+                disabled=not s["linear"],
+                help="A linear encoder/decoder beside the conv one, set to the top-n principal components: "
+                "training starts at PCA's reconstruction and the conv path learns what PCA misses.",
+            )
+            and s["linear"]
         )
         first, second = st.columns(2)
         with first:
