@@ -15,8 +15,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adamax")
 LOSSES = ("mse", "cross_entropy", "mse_onehot", "kl_div")
 CLASSIFIER_LOSSES = ("cross_entropy", "mse_onehot", "kl_div")
 SCHEDULES = ("constant", "onecycle")
-AUGMENTS = ("none", "flip")
-TEST_TIME_AUGMENTS = ("none", "flip")
+AUGMENTS = ("none", "flip", "flip_shift")
+TEST_TIME_AUGMENTS = ("none", "flip", "flip_shift")
 VALIDATIONS = ("test", "holdout")
 # Bumped whenever training changes what a config produces, so old cache entries are not reused.
 ENGINE_VERSION = 2  # 2: the cheaper dropout, channels_last
@@ -35,7 +35,7 @@ class RunConfig:
     loss: str = ""  # "" -> the model's recipe
     schedule: str = "constant"
     label_smoothing: float = 0.0  # cross_entropy only
-    augment: str = "none"  # flip: random horizontal flips of training images
+    augment: str = "none"  # flip: random horizontal flips; flip_shift: and shifts of up to 2 pixels
     tta: str = "none"  # flip: classifiers are evaluated on each image and its mirror, logits averaged
     seed: int = 0
     validation: str = "test"  # test: validate on the test set, as the seeds did; holdout: on train

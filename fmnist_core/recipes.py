@@ -50,6 +50,13 @@ RECIPES = {
             "flip test-time augmentation",
         ),
         Recipe(
+            "long_cnn",
+            "cnn",
+            {"layers": FAST_CNN_LAYERS},
+            dict(epochs=36, batch_size=256, tta="flip", **{**ONE_CYCLE_TRAINING, "augment": "flip_shift"}),
+            "fast_cnn for about 15 minutes on 2 cores, with shifts of up to 2 pixels added to the flips",
+        ),
+        Recipe(
             "fast_autoencoder",
             "conv_autoencoder",
             {

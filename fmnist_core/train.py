@@ -17,6 +17,7 @@ from .device import describe_device, pick_device
 from .models import create_model, get_spec, make_settings
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress callbacks within an epoch
+SHIFT = 2  # pixels, for augment="flip_shift"
 SPLIT_SEED = 20_240_501  # fixed, so every run of any seed sees the same holdout and subset
 
 
@@ -98,6 +99,17 @@ def make_splits(config: RunConfig) -> Splits:
     )
 
 
+def random_shift(images: torch.Tensor, most: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image moved by its own whole number of pixels (-most..most) each way; zeros come in."""
+    count, _, height, width = images.shape
+    padded = F.pad(images, (most, most, most, most))
+    offsets = torch.randint(0, 2 * most + 1, (2, count), generator=generator).to(images.device)
+    rows = offsets[0, :, None] + torch.arange(height, device=images.device)  # (N, H)
+    cols = offsets[1, :, None] + torch.arange(width, device=images.device)  # (N, W)
+    batch = torch.arange(count, device=images.device)[:, None, None]
+    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
 def make_optimizer(config: RunConfig, parameters) -> torch.optim.Optimizer:
     kwargs = dict(lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
@@ -164,9 +176,11 @@ def train(
                 break
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             x = train_images[index].contiguous(memory_format=torch.channels_last)  # (B, 1, 28, 28)
-            if config.augment == "flip":
+            if config.augment in ("flip", "flip_shift"):
                 flip = torch.rand(len(x), 1, 1, 1, generator=generator).to(device) < 0.5
                 x = torch.where(flip, x.flip(3), x)
+            if config.augment == "flip_shift":
+                x = random_shift(x, SHIFT, generator).contiguous(memory_format=torch.channels_last)
             output = model(x)
             if is_autoencoder:
                 loss = F.mse_loss(output, x)

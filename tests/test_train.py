@@ -109,6 +109,30 @@ def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put(
     assert 0.15 < runs[True].metrics["test_accuracy"] < runs[False].metrics["test_accuracy"]
 
 
+def test_a_classifier_can_start_from_a_pca_path_encoder():
+    cache = RunCache()
+    encoder_run = cache.get_or_train(
+        RunConfig.for_model(
+            "conv_autoencoder",
+            {"n": 16, "dropout": 0.0, "output_dropout": False, "pca_path": True},
+            epochs=1,
+            train_subset=2000,
+            test_subset=500,
+        )
+    )
+    config = RunConfig.for_model(
+        "encoder_classifier",
+        {"encoder_run": encoder_run.run_id, "freeze_encoder": True, "head": "fc"},
+        epochs=1,
+        train_subset=2000,
+        test_subset=500,
+    )
+    run = cache.get_or_train(config)
+    weights = run.model.encoder.linear.weight
+    torch.testing.assert_close(weights, encoder_run.model.encoder.linear.weight)  # PCA path carried over
+    assert run.metrics["test_accuracy"] > 0.5  # 16 principal components already separate classes
+
+
 def test_encoder_run_must_be_an_autoencoder():
     mlp = RunCache().get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=1000))
     with pytest.raises(ValueError, match="encoder_run"):
@@ -189,3 +213,23 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror():
     assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)
     assert not torch.allclose(both, plain)
     assert 0.5 < result.metrics["test_accuracy"] <= 1.0
+
+
+def test_random_shift_moves_each_image_whole_pixels_with_zeros_coming_in():
+    from fmnist_core.train import random_shift
+
+    images = load_data().test_images[:64]
+    moved = random_shift(images, 2, torch.Generator().manual_seed(0))
+    assert moved.shape == images.shape
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(len(images)):
+        matches = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(moved[i, 0], padded[i, 0, dy : dy + 28, dx : dx + 28])
+        ]
+        assert matches, f"image {i} is not a shifted copy"
+        offsets.add(matches[0])
+    assert len(offsets) > 10  # the offsets vary from image to image

@@ -154,8 +154,9 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
                 "Augmentation",
                 f"{key}:augment",
                 recipe.get("augment", "none"),
-                options=("none", "flip"),
+                options=("none", "flip", "flip_shift"),
                 horizontal=True,
+                help="flip: random mirror images; flip_shift: also moved by up to 2 pixels each way.",
             )
             values["tta"] = kept(
                 st.radio,
