@@ -104,12 +104,15 @@ class RunConfig:
         """
         defaults = {f.name: f.default for f in fields(self) if f.default is not dataclasses.MISSING}
         values = {k: v for k, v in self.to_dict().items() if k == "settings" or v != defaults.get(k)}
-        later = {
-            f.name: f.default for f in fields(get_spec(self.model).settings_type) if "since" in f.metadata
-        }
-        values["settings"] = {k: v for k, v in self.settings.items() if not (k in later and v == later[k])}
+        values["settings"] = self.telling_settings()
         payload = json.dumps({"engine": ENGINE_VERSION, **values}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def telling_settings(self) -> dict[str, Any]:
+        """The model settings less those added later (marked `since`) that are at their default."""
+        spec = get_spec(self.model)
+        later = {f.name: f.default for f in fields(spec.settings_type) if "since" in f.metadata}
+        return {k: v for k, v in self.settings.items() if not (k in later and v == later[k])}
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

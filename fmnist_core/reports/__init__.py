@@ -56,7 +56,8 @@ class ReportResult:
 
 def _config_summary(config: RunConfig) -> str:
     settings = ", ".join(
-        f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in config.settings.items()
+        f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+        for k, v in config.telling_settings().items()
     )
     run = f"{config.optimizer} lr={config.lr:g} batch={config.batch_size} epochs={config.epochs} loss={config.loss}"
     return f"{settings}; {run}" + (f"; {config.train_subset} images" if config.train_subset else "")
