@@ -6,9 +6,12 @@ import streamlit as st
 from fmnist_core import analysis
 from fmnist_core.train import build_model
 from ui import plots
+from ui.navigation import enter_through_app
 from ui.panels import training_panel
 from ui.state import fashion, stamp, test_errors
 from ui.widgets import autoencoder_settings, build_config, recipe_button, run_settings
+
+enter_through_app()
 
 with st.sidebar:
     st.header("Autoencoder")

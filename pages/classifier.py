@@ -8,9 +8,12 @@ from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.models import get_spec, list_models
 from ui import plots
+from ui.navigation import enter_through_app
 from ui.panels import training_panel
 from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp
 from ui.widgets import build_config, classifier_model_settings, kept, recipe_button, run_settings
+
+enter_through_app()
 
 runs = runs_table()
 autoencoders = {}

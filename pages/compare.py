@@ -3,8 +3,11 @@
 import plotly.graph_objects as go
 import streamlit as st
 
+from ui.navigation import enter_through_app
 from ui.plots import PALETTE
 from ui.state import run_cache, runs_table
+
+enter_through_app()
 
 st.title("Compare runs")
 runs = runs_table()

@@ -8,7 +8,10 @@ import streamlit as st
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.device import describe_device
 from ui import plots
+from ui.navigation import enter_through_app
 from ui.state import fashion, runs_table
+
+enter_through_app()
 
 st.title("Fashion-MNIST Lab")
 st.markdown(

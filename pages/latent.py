@@ -6,8 +6,11 @@ import streamlit as st
 from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
 from ui import plots
+from ui.navigation import enter_through_app
 from ui.state import fashion, load_run, projection, run_label, runs_table, stamp, test_codes
 from ui.widgets import kept
+
+enter_through_app()
 
 st.title("Latent space")
 runs = runs_table()

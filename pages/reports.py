@@ -3,8 +3,11 @@
 import streamlit as st
 
 from fmnist_core.reports import REPORTS, Scale, collect, report_entries
+from ui.navigation import enter_through_app
 from ui.state import job_queue, run_cache
 from ui.widgets import kept
+
+enter_through_app()
 
 SCALES = {"full (the report's epochs)": 1.0, "quick look (a fifth of the epochs)": 0.2}
 

@@ -8,7 +8,10 @@ from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_drawing, prepare_upload
 from ui import plots
+from ui.navigation import enter_through_app
 from ui.state import fashion, load_run, run_label, runs_table, stamp, test_codes, test_errors
+
+enter_through_app()
 
 st.title("Try it")
 runs = runs_table()

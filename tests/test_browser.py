@@ -114,6 +114,13 @@ def test_a_person_uses_the_lab(app_url):
 
 def use_the_lab(page, app_url):
     if True:
+        # The server's first visitor comes by a bookmark: the page shows with the lab's navigation
+        # (page titles), not Streamlit's own listing of the pages/ folder (file names).
+        page.goto(f"{app_url}/classifier")
+        settle(page)
+        nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+        assert "Latent space" in nav and "try it" not in nav, nav
+        assert page.locator("h1").first.inner_text().strip() == "Classifier"
         errors = []
         for name in PAGES:
             page.goto(f"{app_url}/{name}")

@@ -123,14 +123,15 @@ def test_a_classifier_can_start_from_a_pca_path_encoder():
     config = RunConfig.for_model(
         "encoder_classifier",
         {"encoder_run": encoder_run.run_id, "freeze_encoder": True, "head": "fc"},
-        epochs=1,
+        epochs=3,
+        lr=1e-2,
         train_subset=2000,
         test_subset=500,
     )
     run = cache.get_or_train(config)
     weights = run.model.encoder.linear.weight
     torch.testing.assert_close(weights, encoder_run.model.encoder.linear.weight)  # PCA path carried over
-    assert run.metrics["test_accuracy"] > 0.5  # 16 principal components already separate classes
+    assert run.metrics["test_accuracy"] > 0.6  # 16 principal components already separate classes
 
 
 def test_encoder_run_must_be_an_autoencoder():

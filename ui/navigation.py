@@ -1,0 +1,44 @@
+"""The lab's pages and the one way into them, including a page opened by its own URL first.
+
+Streamlit serves a `pages/` folder on its own (file names in the sidebar, no page config) until
+some session has run app.py's `st.navigation`: the first visit to /autoencoder after a start
+would get that. Each page therefore calls `enter_through_app()` first: outside app.py's
+navigation it runs the navigation itself (which shows the page asked for) and stops.
+"""
+
+import threading
+
+import streamlit as st
+
+_inside = threading.local()  # each script run has its own thread
+
+
+def pages() -> list:
+    return [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/autoencoder.py", title="Autoencoder", icon=":material/compress:"),
+        st.Page("pages/classifier.py", title="Classifier", icon=":material/category:"),
+        st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
+        st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
+        st.Page("pages/reports.py", title="Reports", icon=":material/description:"),
+        st.Page("pages/try_it.py", title="Try it", icon=":material/draw:"),
+    ]
+
+
+def run_app() -> None:
+    """Page config, navigation, and the page the URL names."""
+    st.set_page_config(page_title="Fashion-MNIST Lab", page_icon="👕", layout="wide")
+    navigation = st.navigation(pages())
+    _inside.active = True
+    try:
+        navigation.run()
+    finally:
+        _inside.active = False
+
+
+def enter_through_app() -> None:
+    """Called first by every page: run inside app.py's navigation, or start it and stop here."""
+    if getattr(_inside, "active", False):
+        return
+    run_app()
+    st.stop()
