@@ -54,7 +54,10 @@ def run_label(row) -> str:
     """A short human name for a cached run."""
     model = row["model"]
     if model == "conv_autoencoder":
-        detail = f"n={row.get('n')}, p={row.get('dropout')}"
+        # The table's columns are float where other models leave them empty: n=256.0 reads as 256.
+        detail = f"n={int(row.get('n'))}, p={float(row.get('dropout')):g}"
+        if isinstance(row.get("pca_path"), bool | np.bool_) and row.get("pca_path"):
+            detail += ", PCA path"
         metric = f"test MSE {row.get('test_mse', float('nan')):.4f}"
     else:
         detail = "frozen" if row.get("freeze_encoder") is True else ""
