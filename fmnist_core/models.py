@@ -6,6 +6,7 @@ Each model has a frozen settings dataclass (validated on construction), a builde
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -221,24 +222,32 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-@torch.no_grad()
-def start_at_pca(model: ConvAutoencoder, s: ConvAutoencoderSettings) -> None:
-    """Set the linear paths to the training set's top-n principal components, the conv paths' last
-    layers to zero: the untrained model reconstructs exactly as PCA with k=n does."""
-    if not s.pca_path:
-        return
+@functools.cache
+def _training_set_pca() -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean image (784,) and all principal directions (784, 784) of the training set, largest
+    first; computed once per process, as every PCA-path model starts from them."""
     from .data import load_data
 
     images = load_data().train_images.flatten(1).double()
     mean = images.mean(0)
     # Right singular vectors of the centred data = principal directions, largest first.
     _, _, v = torch.linalg.svd(images - mean, full_matrices=False)
-    components = v[: s.n].float()  # (n, 784)
+    return mean.float(), v.float()
+
+
+@torch.no_grad()
+def start_at_pca(model: ConvAutoencoder, s: ConvAutoencoderSettings) -> None:
+    """Set the linear paths to the training set's top-n principal components, the conv paths' last
+    layers to zero: the untrained model reconstructs exactly as PCA with k=n does."""
+    if not s.pca_path:
+        return
+    mean, directions = _training_set_pca()
+    components = directions[: s.n]  # (n, 784)
     encoder, decoder = model.encoder, model.decoder
     encoder.linear.weight.copy_(components)
-    encoder.linear.bias.copy_(-(components @ mean.float()))
+    encoder.linear.bias.copy_(-(components @ mean))
     decoder.linear.weight.copy_(components.T)
-    decoder.linear.bias.copy_(mean.float())
+    decoder.linear.bias.copy_(mean)
     for last in (encoder.conv[-3], decoder.conv[-1]):  # the code's Linear; the last transposed conv
         last.weight.zero_()
         last.bias.zero_()

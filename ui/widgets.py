@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from fmnist_core.config import OPTIMIZERS, RunConfig
+from fmnist_core.config import AUGMENTS, OPTIMIZERS, TEST_TIME_AUGMENTS, RunConfig
 from fmnist_core.models import get_spec
 from fmnist_core.recipes import FAST_CNN_LAYERS, get_recipe
 from fmnist_core.reports.s1 import ROWS as S1_ROWS
@@ -30,6 +30,7 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
     return widget(label, key=widget_key, on_change=save, **kwargs)
 
 
+FAST_CNN_PRESET = "fast_cnn (the lab's recipe)"
 # Where run_settings / autoencoder_settings keep each value (the key after the prefix).
 RUN_KEYS = {
     "epochs": "epochs",
@@ -66,7 +67,7 @@ def recipe_button(name: str, run_prefix: str, settings_prefix: str = "ae") -> No
         if setting in AUTOENCODER_KEYS:
             st.session_state[f"keep:{settings_prefix}:{AUTOENCODER_KEYS[setting]}"] = value
     if recipe.model == "cnn":
-        st.session_state["keep:cnn:preset"] = "fast_cnn (the lab's recipe)"
+        st.session_state["keep:cnn:preset"] = FAST_CNN_PRESET
     st.rerun()
 
 
@@ -154,7 +155,7 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
                 "Augmentation",
                 f"{key}:augment",
                 recipe.get("augment", "none"),
-                options=("none", "flip", "flip_shift"),
+                options=AUGMENTS,
                 horizontal=True,
                 help="flip: random mirror images; flip_shift: also moved by up to 2 pixels each way.",
             )
@@ -163,7 +164,7 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
                 "Test-time augmentation",
                 f"{key}:tta",
                 recipe.get("tta", "none"),
-                options=("none", "flip"),
+                options=TEST_TIME_AUGMENTS,
                 horizontal=True,
                 help="flip: each test image and its mirror are classified, their logits averaged.",
             )
@@ -222,7 +223,7 @@ def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
 def s1_presets() -> dict[str, str]:
     """Layer lists to start from: S1's nine rows and the lab's fast CNN."""
     presets = {f"S1 row {i}": layers for i, (*_, layers, _accuracy, _minutes) in enumerate(S1_ROWS, start=1)}
-    presets["fast_cnn (the lab's recipe)"] = ",".join(FAST_CNN_LAYERS)
+    presets[FAST_CNN_PRESET] = ",".join(FAST_CNN_LAYERS)
     return presets
 
 
