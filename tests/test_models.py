@@ -121,3 +121,48 @@ def test_dropout_gives_the_same_mask_in_either_memory_layout():
     assert channels_last.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(plain, channels_last)
     assert 0.2 < (plain == 0).float().mean().item() < 0.4
+
+
+def _textbook_order(sequential: torch.nn.Sequential) -> torch.nn.Sequential:
+    """The same modules with each max-pooling moved back after the activation before it."""
+    modules = list(sequential)
+    for i in range(len(modules) - 1):
+        if isinstance(modules[i], torch.nn.MaxPool2d) and isinstance(
+            modules[i + 1], (torch.nn.ReLU, torch.nn.Tanh)
+        ):
+            modules[i], modules[i + 1] = modules[i + 1], modules[i]
+    return torch.nn.Sequential(*modules)
+
+
+@pytest.mark.parametrize(
+    "name, settings, part",
+    [
+        (
+            "cnn",
+            {"layers": ("conv:8:3:same:relu", "maxpool:2", "conv:8:3:same:tanh", "maxpool:2")},
+            "features",
+        ),
+        ("conv_autoencoder", {"dropout": 0.0}, "encoder"),
+    ],
+)
+def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settings, part):
+    model = create_model(name, **settings).train()
+    pooled_first = getattr(model, part)
+    kinds = [type(m).__name__ for m in pooled_first]
+    assert "MaxPool2d" in kinds and kinds.index("MaxPool2d") < max(
+        kinds.index(a) for a in ("ReLU", "Tanh") if a in kinds
+    )
+    textbook = _textbook_order(pooled_first)
+    assert [type(m).__name__ for m in textbook] != kinds
+    x = torch.randn(16, 1, 28, 28)  # negatives too, so the activations clip
+    outputs, gradients = [], []
+    for sequential in (pooled_first, textbook):
+        model.zero_grad()
+        y = sequential(x)
+        y.square().sum().backward()
+        outputs.append(y)
+        gradients.append([p.grad.clone() for p in sequential.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*gradients, strict=True))
+    # Only parameterless modules moved, so weights saved before the change still load.
+    assert list(textbook.state_dict()) == list(pooled_first.state_dict())
