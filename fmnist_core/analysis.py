@@ -10,7 +10,10 @@ from torch import nn
 
 from .data import CLASS_NAMES
 
-EVAL_BATCH = 2000  # large batches: evaluation has no optimizer step to amortise
+# Evaluation batches: on the CPU a batch's activations should stay in cache; batches of 256 ran
+# 1.7-2.7x faster than batches of 2000 (the test set through the S0 autoencoder, S1's CNN, the
+# ResNet, fast_cnn). On a GPU larger batches keep it busy.
+EVAL_BATCH = {"cpu": 256, "cuda": 2000}
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -20,14 +23,13 @@ def _device_of(model: nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def batched_outputs(model: nn.Module, images: torch.Tensor, fn=None) -> torch.Tensor:
-    """Apply `fn` (default: the model) in eval mode over large batches; result on the CPU."""
+    """Apply `fn` (default: the model) in eval mode over batches; result on the CPU."""
     was_training = model.training
     model.eval()
     fn = fn or model
     device = _device_of(model)
-    outputs = [
-        fn(images[i : i + EVAL_BATCH].to(device)).float().cpu() for i in range(0, len(images), EVAL_BATCH)
-    ]
+    size = EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
+    outputs = [fn(images[i : i + size].to(device)).float().cpu() for i in range(0, len(images), size)]
     model.train(was_training)
     return torch.cat(outputs)
 
@@ -48,15 +50,6 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, l
     if loss == "kl_div":
         return F.kl_div(F.log_softmax(logits, dim=1), one_hot, reduction="batchmean")
     raise ValueError(f"loss: {loss!r} is not a classification loss")
-
-
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str, tta: str = "none"
-) -> dict:
-    """Loss (and accuracy for classifiers) of a model on a data set, in eval mode."""
-    metrics = test_metrics(model, images, labels, loss, tta)
-    metrics.pop("confusion", None)
-    return metrics
 
 
 def test_metrics(

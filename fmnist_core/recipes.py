@@ -45,7 +45,8 @@ RECIPES = {
             "fast_cnn",
             "cnn",
             {"layers": FAST_CNN_LAYERS},
-            dict(epochs=10, batch_size=256, tta="flip", **ONE_CYCLE_TRAINING),
+            # 6 epochs at batch 128 measured 0.9303 in 121 s; 10 at batch 256, 0.9345 in 226 s.
+            dict(epochs=6, batch_size=128, tta="flip", **ONE_CYCLE_TRAINING),
             "3 conv + BatchNorm stages (32/64/128), AdamW + OneCycle, label smoothing, flips, "
             "flip test-time augmentation",
         ),

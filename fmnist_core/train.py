@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .analysis import classification_loss, evaluate, test_metrics
+from .analysis import classification_loss, test_metrics
 from .config import RunConfig
 from .data import load_data
 from .device import describe_device, pick_device
@@ -203,7 +203,7 @@ def train(
                 )
         if stopped:
             break
-        validation = evaluate(model, splits.val_images, splits.val_labels, config.loss, config.tta)
+        validation = test_metrics(model, splits.val_images, splits.val_labels, config.loss, config.tta)
         history["epoch"].append(epoch)
         history["train_loss"].append(loss_sum.item() / seen)
         history["val_loss"].append(validation["loss"])
@@ -227,8 +227,8 @@ def train(
             )
     train_seconds = time.perf_counter() - start
 
-    if is_autoencoder and config.validation == "test" and history["epoch"] and not stopped:
-        test = {"loss": history["val_loss"][-1]}  # the last validation pass was on the test set
+    if config.validation == "test" and history["epoch"] and not stopped:
+        test = validation  # the last validation pass was on the test set: no second pass
     else:
         test = test_metrics(model, splits.test_images, splits.test_labels, config.loss, config.tta)
     metrics = {

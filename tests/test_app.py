@@ -168,4 +168,4 @@ def test_recipe_buttons_set_the_widgets_to_the_recipe():
     [button for button in at.button if button.label == "Use the fast_cnn recipe"][0].click().run()
     assert at.selectbox(key="widget:cnn:preset").value == "fast_cnn (the lab's recipe)"
     assert at.radio(key="widget:cls:cnn:tta").value == "flip"
-    assert at.select_slider(key="widget:cls:cnn:batch").value == 256
+    assert at.select_slider(key="widget:cls:cnn:batch").value == 128
