@@ -194,6 +194,24 @@ class RunCache:
     def delete(self, run_id: str) -> None:
         shutil.rmtree(self.folder(run_id), ignore_errors=True)
 
+    def prune(self) -> list[tuple[str, str]]:
+        """Delete every entry that fails its checks (damaged, or made by an older engine).
+
+        Returns (run id, reason) per deleted entry. Each entry is checked under its lock, so a
+        run being retrained into its folder is left alone.
+        """
+        removed = []
+        for run_id in self.run_ids():
+            with self.lock(run_id):
+                try:
+                    self.load_config(run_id)
+                except MissingRunError:
+                    continue
+                except CorruptRunError as error:
+                    self.delete(run_id)
+                    removed.append((run_id, str(error)))
+        return removed
+
     def lock(self, run_id: str) -> FileLock:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f".{run_id}.lock"))

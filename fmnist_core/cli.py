@@ -107,6 +107,12 @@ def command_train(args) -> int:
 
 
 def command_runs(args) -> int:
+    if args.prune:
+        removed = RunCache().prune()
+        for run_id, reason in removed:
+            print(f"removed {run_id}: {reason}")
+        print(f"{len(removed)} entries removed")
+        return 0
     table = RunCache().list_runs()
     if table.empty:
         print("no cached runs")
@@ -170,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     train_parser.set_defaults(handler=command_train)
 
-    commands.add_parser("runs", help="the cached runs as a table").set_defaults(handler=command_runs)
+    runs_parser = commands.add_parser("runs", help="the cached runs as a table")
+    runs_parser.add_argument(
+        "--prune", action="store_true", help="delete the entries that fail their checks (damaged or stale)"
+    )
+    runs_parser.set_defaults(handler=command_runs)
     commands.add_parser("recipes", help="the named fast recipes").set_defaults(handler=command_recipes)
 
     reproduce_parser = commands.add_parser("reproduce", help="re-run a seed report's experiments")

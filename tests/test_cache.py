@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,27 @@ def test_list_runs_has_config_columns_and_metrics(tiny_autoencoder_config):
     assert table.loc["mlp", "test_accuracy"] > 0.5
     assert table.loc["conv_autoencoder", "n"] == 64
     assert (table["status"] == "ok").all()
+
+
+def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_cache, tmp_path):
+    cache = RunCache()
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=2000)
+    good = cache.get_or_train(config).run_id
+    stale, damaged = "0" * 16, "f" * 16
+    shutil.copytree(cache.folder(good), cache.folder(stale))  # its config hashes to another id
+    shutil.copytree(cache.folder(good), cache.folder(damaged))
+    (cache.folder(damaged) / "model.pt").write_bytes(b"not a model")
+    env = {**os.environ, "FMNIST_CACHE": str(isolated_cache), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "fmnist_core", "runs", "--prune"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"removed {stale}: run {stale}: its config hashes to {good}" in out.stdout
+    assert f"removed {damaged}: run {damaged}: model.pt does not match its checksum" in out.stdout
+    assert "2 entries removed" in out.stdout
+    assert cache.run_ids() == [good]
+    assert cache.get_or_train(config).cached
