@@ -486,7 +486,7 @@ def build_layer_stack(layers: tuple[str, ...]) -> tuple[nn.Sequential, int]:
                 if size // pool < 1:
                     raise ValueError("the image shrinks to nothing")
                 size //= pool
-                if kind == "maxpool" and isinstance(modules[-1], (nn.ReLU, nn.Tanh)):
+                if kind == "maxpool" and modules and isinstance(modules[-1], (nn.ReLU, nn.Tanh)):
                     # Both activations increase monotonically, so max-pooling first gives the
                     # same outputs and gradients bit for bit, with the activation on a quarter
                     # of the pixels (12 of fast_cnn's 93 ms per step went to the full-size ReLU).

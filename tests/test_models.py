@@ -166,3 +166,15 @@ def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settin
     assert all(torch.equal(a, b) for a, b in zip(*gradients, strict=True))
     # Only parameterless modules moved, so weights saved before the change still load.
     assert list(textbook.state_dict()) == list(pooled_first.state_dict())
+
+
+def test_a_stack_may_start_with_pooling():
+    model = create_model("cnn", layers=("maxpool:2", "conv:4:3:same:relu", "maxpool:2"))
+    assert [type(m).__name__ for m in model.features] == [
+        "MaxPool2d",
+        "Conv2d",
+        "MaxPool2d",
+        "ReLU",
+        "Flatten",
+    ]
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
