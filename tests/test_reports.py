@@ -65,6 +65,7 @@ def test_report_writer_on_a_hand_made_result(tmp_path):
         [
             {
                 "table": "Models",
+                "run_id": "r1",
                 "label": "a",
                 "published_test_accuracy": 0.81,
                 "test_accuracy": 0.85,
@@ -75,12 +76,29 @@ def test_report_writer_on_a_hand_made_result(tmp_path):
             },
             {
                 "table": "Models",
+                "run_id": "r2",
                 "label": "b",
                 "published_test_accuracy": 0.893,
                 "status": "missing",
                 "config": "y",
             },
-            {"table": "Other", "label": "c", "test_mse": 0.0123, "status": "ok", "config": "z"},
+            {
+                "table": "Other",
+                "run_id": "r3",
+                "label": "c",
+                "test_mse": 0.0123,
+                "minutes": 2.0,
+                "status": "ok",
+                "config": "z",
+            },
+            {
+                "table": "Other",
+                "run_id": "r1",
+                "label": "a again",
+                "minutes": 1.5,
+                "status": "ok",
+                "config": "x",
+            },
         ]
     )
     result = ReportResult(
@@ -95,11 +113,13 @@ def test_report_writer_on_a_hand_made_result(tmp_path):
     )
     assert "| a | 0.8100 | 0.8500 | 0.0400 | 1.5000 | ok | x |" in text
     assert "| b | 0.8930 |  |  |  | missing | y |" in text
-    assert "## Other" in text and "| c | 0.0123 | ok | z |" in text
+    assert "## Other" in text and "| c | 0.0123 | 2.0000 | ok | z |" in text
     assert "- a beats b: **holds** (0.85 vs 0.80)" in text and "- c: **not run**" in text
-    assert "1.5 min" in text
+    # Run r1 shows in two tables and counts once; r2 never ran.
+    assert "Training time of the 2 runs above, each counted once: 3.5 min." in text
+    assert "trained for 1.5 min of it" in text
     assert to_markdown(result) == text
-    assert pd.read_csv(csv)["label"].tolist() == ["a", "b", "c"]
+    assert pd.read_csv(csv)["label"].tolist() == ["a", "b", "c", "a again"]
 
 
 def test_parallel_jobs_through_joblib_and_dask(tmp_path):

@@ -270,7 +270,15 @@ def to_markdown(result: ReportResult, scale: Scale | None = None) -> str:
     marks = {True: "holds", False: "does not hold", None: "not run"}
     for claim, holds, seen in result.conclusions:
         lines.append(f"- {claim}: **{marks[holds]}** ({seen})")
-    lines += ["", f"Training time spent in this run: {result.trained_seconds / 60:.1f} min.", ""]
+    runs = table.drop_duplicates("run_id")
+    done = runs["minutes"].dropna() if "minutes" in runs else pd.Series(dtype=float)
+    lines += [
+        "",
+        f"Training time of the {len(done)} runs above, each counted once: {done.sum():.1f} min. "
+        f"The call that wrote this file trained for {result.trained_seconds / 60:.1f} min of it "
+        "and loaded the rest from the cache.",
+        "",
+    ]
     return "\n".join(lines)
 
 
