@@ -159,3 +159,18 @@ def test_no_train_tabulates_the_cache_and_trains_nothing(tmp_path):
     assert result.table["status"].tolist() == ["missing", "ok", "missing"]
     assert len(cache.run_ids()) == 1
     assert "missing" in (tmp_path / "S3.md").read_text()
+
+
+def test_parallel_waves_start_the_longest_run_first(tmp_path):
+    from fmnist_core.reports import forward_flops, longest_first
+
+    cache = RunCache(tmp_path)
+    small = RunConfig.for_model("conv_autoencoder", {"channels": (8, 8)}, epochs=2)
+    large = RunConfig.for_model("conv_autoencoder", {"channels": (64, 96)}, epochs=2)
+    longer = RunConfig.for_model("conv_autoencoder", {"channels": (8, 8)}, epochs=40)
+    assert forward_flops(large, cache) > 10 * forward_flops(small, cache) > 0
+    assert longest_first([small, large, longer], cache) == [large, longer, small]
+    # A classifier whose encoder is not trained yet cannot be sized; it goes last, nothing raised.
+    waiting = RunConfig.for_model("encoder_classifier", {"encoder_run": small.run_id})
+    assert forward_flops(waiting, cache) == 0
+    assert longest_first([waiting, small], cache) == [small, waiting]

@@ -12,10 +12,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..cache import RunCache
 from ..config import RunConfig
 from ..data import CLASS_NAMES
+from ..models import IMAGE_SHAPE, create_model
 from . import s0, s1, s2, s3, s4
 from .grid import Conclusion, Entry, Scale
 
@@ -113,6 +116,24 @@ def _waves(configs: list[RunConfig]) -> list[list[RunConfig]]:
     return [wave for wave in (first, second) if wave]
 
 
+def forward_flops(config: RunConfig, cache: RunCache) -> int:
+    """FLOPs of one image's forward pass; 0 where the model cannot be built yet (its encoder untrained)."""
+    try:
+        with cache.active():
+            model = create_model(config.model, **config.settings).eval()
+    except LookupError:
+        return 0
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *IMAGE_SHAPE))
+    return counter.get_total_flops()
+
+
+def longest_first(wave: list[RunConfig], cache: RunCache) -> list[RunConfig]:
+    """The wave's runs by estimated work, largest first, so that the last run of a wave is not a long
+    one left alone on a single worker's threads while the other cores idle."""
+    return sorted(wave, key=lambda c: _work(c) * forward_flops(c, cache), reverse=True)
+
+
 def _work(config: RunConfig) -> float:
     images = config.train_subset or 60_000
     return config.epochs * images
@@ -157,6 +178,7 @@ def train_missing(
 
         # Never more threads in total than cores: oversubscribed trainings crawl.
         threads = max(1, cores // jobs)
+        wave = longest_first(wave, cache)
         tasks = (delayed(_train_worker)(c.to_json(), str(cache.root.resolve()), threads) for c in wave)
         by_id = {c.run_id: c for c in wave}
         # joblib's Dask backend returns results as a list; local backends stream them as they finish.
