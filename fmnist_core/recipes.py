@@ -24,7 +24,8 @@ class Recipe:
         )
 
 
-# Each stage pools before its BatchNorm, so BatchNorm works on a quarter of the pixels.
+# Each stage pools before its BatchNorm, so BatchNorm works on a quarter of the pixels. No dropout:
+# in 6 epochs it cost accuracy (0.9303 with dropout 0.3 before the head, 0.9349 without).
 FAST_CNN_LAYERS = (
     "conv:32:3:same:relu",
     "maxpool:2",
@@ -35,7 +36,6 @@ FAST_CNN_LAYERS = (
     "conv:128:3:same:relu",
     "maxpool:2",
     "bn",
-    "dropout:0.3",
 )
 
 RECIPES = {
@@ -45,7 +45,7 @@ RECIPES = {
             "fast_cnn",
             "cnn",
             {"layers": FAST_CNN_LAYERS},
-            # 6 epochs at batch 128 measured 0.9303 in 121 s; 10 at batch 256, 0.9345 in 226 s.
+            # 6 epochs at batch 128 measured 0.9349 in 111 s (0.93 first at 92 s, after epoch 5).
             dict(epochs=6, batch_size=128, tta="flip", **ONE_CYCLE_TRAINING),
             "3 conv + BatchNorm stages (32/64/128), AdamW + OneCycle, label smoothing, flips, "
             "flip test-time augmentation",
@@ -53,7 +53,7 @@ RECIPES = {
         Recipe(
             "long_cnn",
             "cnn",
-            {"layers": FAST_CNN_LAYERS},
+            {"layers": FAST_CNN_LAYERS + ("dropout:0.3",)},
             dict(epochs=36, batch_size=256, tta="flip", **{**ONE_CYCLE_TRAINING, "augment": "flip_shift"}),
             "fast_cnn for about 15 minutes on 2 cores, with shifts of up to 2 pixels added to the flips",
         ),
