@@ -1,7 +1,9 @@
 """Images per second of our engine vs the textbook PyTorch loop, same model, batch and optimizer.
 
-The textbook loop: torchvision's FashionMNIST with ToTensor, a shuffling DataLoader, batch by batch.
-Contenders alternate, three rounds each; medians are quoted. Run: .venv/bin/python bench/train_throughput.py
+The textbook loop: torchvision's FashionMNIST with ToTensor, a shuffling DataLoader, batch by batch,
+torch's own layers. Each measurement runs in a fresh process (the engine tunes the process's memory
+allocator, which must not help the textbook loop); contenders alternate, three rounds each, and
+medians are quoted. Run: .venv/bin/python bench/train_throughput.py
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import gzip
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +23,7 @@ import torch.nn.functional as F
 
 from fmnist_core.config import RunConfig
 from fmnist_core.data import FILES, find_data_folder
-from fmnist_core.models import Dropout
+from fmnist_core.models import Dropout, Flatten
 from fmnist_core.train import build_model, train
 
 STEPS = 150  # optimizer steps per measurement
@@ -44,13 +48,15 @@ def torchvision_root() -> Path:
     return root
 
 
-def with_stock_dropout(module: torch.nn.Module) -> torch.nn.Module:
-    """The textbook model uses torch's own nn.Dropout where ours has the cheaper one."""
+def with_stock_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """The textbook model uses torch's own nn.Dropout and nn.Flatten where ours has its own."""
     for name, child in module.named_children():
         if isinstance(child, Dropout):
             setattr(module, name, torch.nn.Dropout(child.p))
+        elif isinstance(child, Flatten):
+            setattr(module, name, torch.nn.Flatten())
         else:
-            with_stock_dropout(child)
+            with_stock_layers(child)
     return module
 
 
@@ -61,7 +67,7 @@ def textbook(config: RunConfig, steps: int) -> float:
         str(torchvision_root()), train=True, download=False, transform=transforms.ToTensor()
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True)
-    model = with_stock_dropout(build_model(config, torch.device("cpu"))).train()
+    model = with_stock_layers(build_model(config, torch.device("cpu"))).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     autoencoder = config.kind == "autoencoder"
     start, seen = None, 0
@@ -88,26 +94,39 @@ def engine(config: RunConfig, steps: int) -> float:
     return (last.step - first.step) * config.batch_size / (last.seconds - first.seconds)
 
 
+CASES = {
+    "S0 autoencoder p=0.2": RunConfig.for_model("conv_autoencoder", epochs=1),
+    "S0 autoencoder p=0": RunConfig.for_model("conv_autoencoder", {"dropout": 0.0}, epochs=1),
+    "S1 best CNN": RunConfig.for_model("cnn", epochs=1),
+}
+CONTENDERS = {"textbook": textbook, "engine": engine}
+
+
+def measure_in_new_process(contender: str, case: str, steps: int) -> float:
+    command = [sys.executable, __file__, "--measure", contender, "--case", case, "--steps", str(steps)]
+    return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--measure", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cases = {
-        "S0 autoencoder p=0.2": RunConfig.for_model("conv_autoencoder", epochs=1),
-        "S0 autoencoder p=0": RunConfig.for_model("conv_autoencoder", {"dropout": 0.0}, epochs=1),
-        "S1 best CNN": RunConfig.for_model("cnn", epochs=1),
-    }
+    if args.measure:  # one measurement, in this fresh process
+        print(CONTENDERS[args.measure](CASES[args.case], args.steps))
+        return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps x {args.rounds} rounds"
     )
     print(f"{'case':24s} {'batch':>5s} {'textbook img/s':>15s} {'engine img/s':>13s} {'ratio':>6s}")
     ratios = {}
-    for name, config in cases.items():
+    for name, config in CASES.items():
         book, ours = [], []
         for _ in range(args.rounds):
-            book.append(textbook(config, args.steps))
-            ours.append(engine(config, args.steps))
+            book.append(measure_in_new_process("textbook", name, args.steps))
+            ours.append(measure_in_new_process("engine", name, args.steps))
         b, o = statistics.median(book), statistics.median(ours)
         ratios[name] = o / b
         print(f"{name:24s} {config.batch_size:5d} {b:15.0f} {o:13.0f} {o / b:6.2f}")

@@ -13,7 +13,7 @@ from torch import nn
 from .analysis import classification_loss, test_metrics
 from .config import RunConfig
 from .data import load_data
-from .device import describe_device, pick_device
+from .device import describe_device, keep_freed_memory, pick_device
 from .models import create_model, get_spec, make_settings
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress callbacks within an epoch
@@ -141,6 +141,8 @@ def train(
 ) -> TrainResult:
     """Train a model from scratch as `config` says; never prints."""
     device = pick_device(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     splits = make_splits(config)
     model = build_model(config, device)
     # channels_last measured 6-25% faster for these conv nets on the CPU; no effect on the maths.

@@ -4,6 +4,7 @@ import torch
 from fmnist_core.models import (
     ConvAutoencoderSettings,
     Dropout,
+    Flatten,
     create_model,
     describe,
     get_spec,
@@ -178,3 +179,24 @@ def test_a_stack_may_start_with_pooling():
         "Flatten",
     ]
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def _gradient_reaching(flatten: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The gradient that arrives at the layer below `flatten` (a leaf's .grad would be restrided)."""
+    below = x.requires_grad_(True) * 1.0  # keeps x's layout
+    arrived = []
+    below.register_hook(arrived.append)
+    (flatten(below) @ weight).sum().backward()
+    return arrived[0]
+
+
+def test_flatten_sends_the_gradient_back_in_the_input_layout_with_the_same_values():
+    x = torch.randn(3, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(4 * 5 * 5, 2)
+    assert torch.equal(Flatten()(x), torch.nn.Flatten()(x))
+    ours = _gradient_reaching(Flatten(), x, weight)
+    stock = _gradient_reaching(torch.nn.Flatten(), x, weight)
+    assert ours.is_contiguous(memory_format=torch.channels_last) and not ours.is_contiguous()
+    assert stock.is_contiguous()  # what made the layers below convert
+    assert torch.equal(ours, stock)
+    assert _gradient_reaching(Flatten(), torch.randn(3, 4, 5, 5), weight).is_contiguous()

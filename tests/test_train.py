@@ -1,3 +1,6 @@
+import ctypes
+import platform
+
 import numpy as np
 import pytest
 import sklearn.metrics
@@ -243,3 +246,34 @@ def test_random_shift_moves_each_image_whole_pixels_with_zeros_coming_in():
         assert matches, f"image {i} is not a shifted copy"
         offsets.add(matches[0])
     assert len(offsets) > 10  # the offsets vary from image to image
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_the_engine_serves_big_tensors_from_the_reused_heap_not_fresh_mappings():
+    from fmnist_core.device import keep_freed_memory
+
+    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    mallinfo2.restype = _MallInfo2
+    assert keep_freed_memory()
+    before = mallinfo2().hblks  # blocks glibc serves with their own mmap
+    big = torch.empty(40 << 20, dtype=torch.uint8)  # 40 MB, over glibc's largest default threshold
+    assert mallinfo2().hblks == before
+    del big
