@@ -18,6 +18,7 @@ SCHEDULES = ("constant", "onecycle")
 AUGMENTS = ("none", "flip", "flip_shift")
 TEST_TIME_AUGMENTS = ("none", "flip")
 VALIDATIONS = ("test", "holdout")
+PRECISIONS = ("fp32", "bf16")
 # Bumped whenever training changes what a config produces, so old cache entries are not reused.
 ENGINE_VERSION = 2  # 2: the cheaper dropout, channels_last
 
@@ -37,6 +38,9 @@ class RunConfig:
     label_smoothing: float = 0.0  # cross_entropy only
     augment: str = "none"  # flip: random horizontal flips; flip_shift: and shifts of up to 2 pixels
     tta: str = "none"  # flip: classifiers are evaluated on each image and its mirror, logits averaged
+    # bf16: training's convolutions and matrix products run in bfloat16 (autocast; the weights, the
+    # optimizer and evaluation stay fp32). 1.6x faster a step on this CPU's AVX-512 BF16 for conv nets.
+    precision: str = "fp32"
     seed: int = 0
     validation: str = "test"  # test: validate on the test set, as the seeds did; holdout: on train
     holdout_fraction: float = 0.1  # of train, when validation is holdout
@@ -64,6 +68,7 @@ class RunConfig:
         check_choice("tta", self.tta, TEST_TIME_AUGMENTS)
         if self.tta != "none" and spec.kind != "classifier":
             raise ValueError("tta: test-time augmentation is for classifiers only")
+        check_choice("precision", self.precision, PRECISIONS)
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_choice("validation", self.validation, VALIDATIONS)
         check_range("holdout_fraction", self.holdout_fraction, 0.01, 0.5)

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+from pathlib import Path
 
 import torch
 
@@ -50,3 +51,17 @@ def keep_freed_memory() -> bool:
             (m_top_pad, 64 << 20),  # grow it 64 MiB at a time
         )
     )
+
+
+@functools.cache
+def fast_precision(device_type: str | None = None) -> str:
+    """ "bf16" where bfloat16 matrix work runs natively (a CUDA GPU that has it, a CPU with
+    AVX-512 BF16 or AMX), else "fp32": elsewhere bf16 is emulated and slower than fp32."""
+    device_type = device_type or pick_device().type
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return "fp32"
+    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "fp32"

@@ -183,7 +183,9 @@ def train(
                 x = torch.where(flip, x.flip(3), x)
             if config.augment == "flip_shift":
                 x = random_shift(x, SHIFT, generator).contiguous(memory_format=torch.channels_last)
-            output = model(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                output = model(x)
+            output = output.float()  # the loss in fp32
             if is_autoencoder:
                 loss = F.mse_loss(output, x)
             else:

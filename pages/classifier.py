@@ -7,6 +7,7 @@ import streamlit as st
 from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.models import get_spec, list_models
+from fmnist_core.recipes import list_recipes
 from ui import plots
 from ui.navigation import enter_through_app
 from ui.panels import training_panel
@@ -32,7 +33,8 @@ with st.sidebar:
         format_func=lambda name: f"{name} — {get_spec(name).description.split(':')[0]}",
     )
     if model == "cnn":
-        recipe_button("fast_cnn", "cls")
+        for name in list_recipes("cnn"):
+            recipe_button(name, "cls")
     settings = classifier_model_settings(model, autoencoders)
     if settings is not None:
         run_values = run_settings(model, "cls")

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
+from fmnist_core.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -169,3 +170,11 @@ def test_recipe_buttons_set_the_widgets_to_the_recipe():
     assert at.selectbox(key="widget:cnn:preset").value == "fast_cnn (the lab's recipe)"
     assert at.radio(key="widget:cls:cnn:tta").value == "flip"
     assert at.select_slider(key="widget:cls:cnn:batch").value == 128
+    [button for button in at.button if button.label == "Use the long_cnn recipe"][0].click().run()
+    assert at.selectbox(key="widget:cnn:preset").value == "long_cnn (the lab's recipe)"
+    assert at.radio(key="widget:cls:cnn:augment").value == "flip_shift"
+    assert at.slider(key="widget:cls:cnn:epochs").value == get_recipe("long_cnn").run["epochs"]
+    layers = at.text_area(key="cnn:layers:long_cnn (the lab's recipe)").value
+    assert layers.split("\n") == list(get_recipe("long_cnn").settings["layers"])
+    assert at.radio(key="widget:cls:cnn:precision").value == "bf16"
+    assert not at.exception

@@ -50,6 +50,7 @@ def test_strings_are_parsed_like_the_command_line():
         ({"validation": "train"}, "validation"),
         ({"train_subset": 70_000}, "train_subset"),
         ({"warmup": 3}, "warmup"),
+        ({"precision": "fp16"}, "precision"),
     ],
 )
 def test_invalid_run_settings_name_the_setting(overrides, name):

@@ -56,6 +56,23 @@ def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
     assert result.history["val_accuracy"][1] > result.history["val_accuracy"][0]
 
 
+def test_bf16_training_learns_as_fp32_does_keeps_fp32_weights_and_is_repeatable():
+    from fmnist_core.recipes import get_recipe
+
+    config = get_recipe("fast_cnn").config(epochs=2, train_subset=6000, test_subset=1000, precision="fp32")
+    full = train(config)
+    half = train(config.replace(precision="bf16"))
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    assert half.metrics["test_accuracy"] > 0.8  # chance: 0.1
+    assert abs(half.metrics["test_accuracy"] - full.metrics["test_accuracy"]) < 0.04
+    assert half.metrics["test_accuracy"] != full.metrics["test_accuracy"] or (
+        half.history["train_loss"] != full.history["train_loss"]
+    )  # it did train in another precision
+    again = train(config.replace(precision="bf16"))
+    assert again.history["train_loss"] == half.history["train_loss"]
+    assert again.metrics["test_accuracy"] == half.metrics["test_accuracy"]
+
+
 @pytest.mark.parametrize("loss", ["cross_entropy", "kl_div"])
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamax"])
 def test_losses_and_optimizers_train(loss, optimizer):

@@ -63,8 +63,12 @@ def run_label(row) -> str:
         detail = "frozen" if row.get("freeze_encoder") is True else ""
         metric = f"acc {row.get('test_accuracy', float('nan')):.3f}"
     subset = f", {int(row['train_subset'])} imgs" if row.get("train_subset") else ""
+    precision = " · bf16" if row.get("precision") == "bf16" else ""
     name = f"{model} {detail}".strip()
-    return f"{name} · {row['optimizer']} lr={row['lr']:g} · {int(row['epochs'])} ep{subset} · {metric} · {row['run_id'][:8]}"
+    return (
+        f"{name} · {row['optimizer']} lr={row['lr']:g} · {int(row['epochs'])} ep{subset}{precision} · "
+        f"{metric} · {row['run_id'][:8]}"
+    )
 
 
 @st.cache_data(max_entries=8, show_spinner="Encoding the test set...")

@@ -7,9 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from fmnist_core.config import AUGMENTS, OPTIMIZERS, TEST_TIME_AUGMENTS, RunConfig
+from fmnist_core.config import AUGMENTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TEST_TIME_AUGMENTS, RunConfig
 from fmnist_core.models import get_spec
-from fmnist_core.recipes import FAST_CNN_LAYERS, get_recipe
+from fmnist_core.recipes import RECIPES, get_recipe
 from fmnist_core.reports.s1 import ROWS as S1_ROWS
 
 LEARNING_RATES = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
@@ -30,7 +30,16 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
     return widget(label, key=widget_key, on_change=save, **kwargs)
 
 
-FAST_CNN_PRESET = "fast_cnn (the lab's recipe)"
+def radio_row(label: str, key: str, default: str, options, help: str | None = None) -> str:
+    """A kept horizontal radio: a short list of named choices."""
+    return kept(st.radio, label, key, default, options=options, horizontal=True, help=help)
+
+
+def recipe_preset(name: str) -> str:
+    """The name a cnn recipe's layer list has among the layer presets."""
+    return f"{name} (the lab's recipe)"
+
+
 # Where run_settings / autoencoder_settings keep each value (the key after the prefix).
 RUN_KEYS = {
     "epochs": "epochs",
@@ -42,6 +51,7 @@ RUN_KEYS = {
     "label_smoothing": "ls",
     "augment": "augment",
     "tta": "tta",
+    "precision": "precision",
 }
 AUTOENCODER_KEYS = {
     "n": "n",
@@ -67,7 +77,7 @@ def recipe_button(name: str, run_prefix: str, settings_prefix: str = "ae") -> No
         if setting in AUTOENCODER_KEYS:
             st.session_state[f"keep:{settings_prefix}:{AUTOENCODER_KEYS[setting]}"] = value
     if recipe.model == "cnn":
-        st.session_state["keep:cnn:preset"] = FAST_CNN_PRESET
+        st.session_state["keep:cnn:preset"] = recipe_preset(name)
     st.rerun()
 
 
@@ -112,13 +122,8 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
         values["seed"] = kept(
             st.number_input, "Seed", f"{key}:seed", 0, min_value=0, max_value=2**31 - 1, step=1
         )
-        values["schedule"] = kept(
-            st.radio,
-            "Learning-rate schedule",
-            f"{key}:schedule",
-            recipe.get("schedule", "constant"),
-            options=("constant", "onecycle"),
-            horizontal=True,
+        values["schedule"] = radio_row(
+            "Learning-rate schedule", f"{key}:schedule", recipe.get("schedule", "constant"), SCHEDULES
         )
         values["weight_decay"] = kept(
             st.select_slider,
@@ -127,6 +132,14 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
             recipe.get("weight_decay", 0.0),
             options=(0.0, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2),
             format_func=lambda v: f"{v:g}",
+        )
+        values["precision"] = radio_row(
+            "Precision",
+            f"{key}:precision",
+            recipe.get("precision", "fp32"),
+            PRECISIONS,
+            "bf16: convolutions and matrix products in bfloat16 while training (weights and "
+            "evaluation stay fp32); about 1.6x faster for conv nets on a CPU with AVX-512 BF16.",
         )
         if values["optimizer"] == "sgd":
             values["momentum"] = kept(
@@ -150,23 +163,19 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
                     max_value=0.3,
                     step=0.05,
                 )
-            values["augment"] = kept(
-                st.radio,
+            values["augment"] = radio_row(
                 "Augmentation",
                 f"{key}:augment",
                 recipe.get("augment", "none"),
-                options=AUGMENTS,
-                horizontal=True,
-                help="flip: random mirror images; flip_shift: also moved by up to 2 pixels each way.",
+                AUGMENTS,
+                "flip: random mirror images; flip_shift: also moved by up to 2 pixels each way.",
             )
-            values["tta"] = kept(
-                st.radio,
+            values["tta"] = radio_row(
                 "Test-time augmentation",
                 f"{key}:tta",
                 recipe.get("tta", "none"),
-                options=TEST_TIME_AUGMENTS,
-                horizontal=True,
-                help="flip: each test image and its mirror are classified, their logits averaged.",
+                TEST_TIME_AUGMENTS,
+                "flip: each test image and its mirror are classified, their logits averaged.",
             )
     return values
 
@@ -221,9 +230,11 @@ def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
 
 
 def s1_presets() -> dict[str, str]:
-    """Layer lists to start from: S1's nine rows and the lab's fast CNN."""
+    """Layer lists to start from: S1's nine rows and the lab's CNN recipes."""
     presets = {f"S1 row {i}": layers for i, (*_, layers, _accuracy, _minutes) in enumerate(S1_ROWS, start=1)}
-    presets[FAST_CNN_PRESET] = ",".join(FAST_CNN_LAYERS)
+    for name, recipe in RECIPES.items():
+        if recipe.model == "cnn":
+            presets[recipe_preset(name)] = ",".join(recipe.settings["layers"])
     return presets
 
 
