@@ -113,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--only", help="run only the cases whose name contains this text")
     parser.add_argument("--measure", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -124,7 +125,8 @@ def main() -> None:
     )
     print(f"{'case':26s} {'batch':>5s} {'textbook img/s':>15s} {'engine img/s':>13s} {'ratio':>6s}")
     ratios = {}
-    for name, config in CASES.items():
+    cases = {name: config for name, config in CASES.items() if args.only is None or args.only in name}
+    for name, config in cases.items():
         book, ours = [], []
         for _ in range(args.rounds):
             book.append(measure_in_new_process("textbook", name, args.steps))
@@ -132,7 +134,8 @@ def main() -> None:
         b, o = statistics.median(book), statistics.median(ours)
         ratios[name] = o / b
         print(f"{name:26s} {config.batch_size:5d} {b:15.0f} {o:13.0f} {o / b:6.2f}")
-    print(f"engine_vs_textbook_s0_p0.2: {ratios['S0 autoencoder p=0.2']:.2f}")
+    if "S0 autoencoder p=0.2" in ratios:
+        print(f"engine_vs_textbook_s0_p0.2: {ratios['S0 autoencoder p=0.2']:.2f}")
 
 
 if __name__ == "__main__":

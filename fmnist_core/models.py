@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .settings import check_choice, check_int, check_range, coerce
@@ -36,12 +37,14 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 class Dropout(nn.Module):
-    """Dropout whose mask costs one random draw per 7 elements, not one per element.
+    """Dropout whose mask costs one random draw per 8 elements, not one per element.
 
     The stock CPU dropout spends most of its time drawing random numbers: it halved the
-    S0 autoencoder's training speed. Here each 64-bit draw gives 7 random bytes (the top
-    byte of a non-negative int64 is not uniform), and a byte below round(256 p) drops its
-    element; p is thus rounded to a multiple of 1/256.
+    S0 autoencoder's training speed. Here each 64-bit draw gives 8 random bytes, and a byte
+    below round(256 p) drops its element; p is thus rounded to a multiple of 1/256. A 4-D
+    input's mask is drawn in (N, H, W, C) order, the channels_last layout the engine trains in:
+    the mask is then a view of the draw in the input's own layout (converting it cost as much
+    as drawing it), and it is the same mask in either layout.
     """
 
     def __init__(self, p: float):
@@ -53,16 +56,133 @@ class Dropout(nn.Module):
         if not self.training or self.threshold == 0:
             return x
         count = x.numel()
-        words = torch.empty((count + 6) // 7, dtype=torch.int64, device=x.device).random_()
-        random_bytes = words.view(torch.uint8).view(-1, 8)[:, :7].reshape(-1)[:count]
-        keep = (random_bytes >= self.threshold).view(x.shape)
-        # The mask takes x's memory layout (channels_last in training): multiplying tensors of
-        # two layouts was 4x slower than the whole dropout. The numbers are the same either way.
-        mask = torch.empty_like(x).copy_(keep).mul_(256 / (256 - self.threshold))
-        return x * mask
+        words = torch.empty((count + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        mask = torch.empty(count, dtype=x.dtype, device=x.device)
+        # Straight into x's dtype: a bool mask and its conversion were 6x slower than this.
+        torch.ge(words.view(torch.uint8)[:count], self.threshold, out=mask)
+        mask.mul_(256 / (256 - self.threshold))  # survivors scaled by 1 / (1 - p)
+        if x.dim() == 4:
+            n, c, h, w = x.shape
+            return x * mask.view(n, h, w, c).permute(0, 3, 1, 2)
+        return x * mask.view(x.shape)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+@functools.cache
+def _subpixel_plan(kernel: int, stride: int, padding: int) -> tuple[torch.Tensor, int]:
+    """How a transposed convolution splits into `stride` phases per axis, each a plain correlation.
+
+    Output o = stride * a + r gathers input i = a + d - j with tap stride * j + c, where
+    d, c = divmod(r + padding, stride). Returns, per phase r and per tap t of one shared correlation
+    window of `size` inputs starting at offset `first`, the transposed kernel's tap (`kernel` where
+    the phase has none: a zero), and `first`.
+    """
+    phases = []
+    for r in range(stride):
+        d, c = divmod(r + padding, stride)
+        phases.append((d, c, len(range(c, kernel, stride))))
+    first = min(d - taps + 1 for d, _, taps in phases)
+    size = max(d for d, _, _ in phases) - first + 1
+    index = torch.full((stride, size), kernel, dtype=torch.long)
+    for r, (d, c, taps) in enumerate(phases):
+        for t in range(size):
+            j = d - first - t
+            if 0 <= j < taps:
+                index[r, t] = stride * j + c
+    return index, first
+
+
+def _transposed_conv_as_subpixel(x, weight, bias, stride: int, padding: int, out_size: int) -> torch.Tensor:
+    """A transposed convolution as one convolution with stride*stride times the output channels,
+    interleaved by pixel_shuffle: the same sums in another order."""
+    c_in, c_out, kernel, _ = weight.shape
+    index, first = _subpixel_plan(kernel, stride, padding)
+    size = index.shape[1]
+    phases = -(-out_size // stride)  # outputs per phase and axis
+    zero_tap = F.pad(weight, (0, 1, 0, 1))  # tap `kernel` is a zero
+    taps = zero_tap[:, :, index[:, None, :, None], index[None, :, None, :]]  # (in, out, r_y, r_x, t_y, t_x)
+    taps = taps.permute(1, 2, 3, 0, 4, 5).reshape(c_out * stride * stride, c_in, size, size)
+    after = max(0, phases - 1 + first + size - 1 - (x.shape[-1] - 1))
+    y = F.conv2d(F.pad(x, (-first, after, -first, after)), taps)  # (B, out * stride^2, phases, phases)
+    y = F.pixel_shuffle(y, stride)[..., :out_size, :out_size]
+    return y + bias.view(1, -1, 1, 1)
+
+
+class _TransposedConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, out_size):
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        if weight.shape[1] == 1:
+            return _transposed_conv_as_subpixel(x, weight, bias, stride, padding, out_size)
+        # A transposed convolution is the input gradient of the convolution it mirrors; oneDNN
+        # computes that one faster than its own transposed forward, and to the same bits.
+        layout = torch.channels_last if not x.is_contiguous() else torch.contiguous_format
+        like = x.new_empty((len(x), weight.shape[1], out_size, out_size)).contiguous(memory_format=layout)
+        y = torch.ops.aten.convolution_backward(
+            x,
+            like,
+            weight,
+            None,
+            (stride,) * 2,
+            (padding,) * 2,
+            (1, 1),
+            False,
+            (0, 0),
+            1,
+            (True, False, False),
+        )[0]
+        return y + bias.view(1, -1, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        # Exactly what nn.ConvTranspose2d's backward computes.
+        grads = torch.ops.aten.convolution_backward(
+            grad,
+            x,
+            weight,
+            [weight.shape[1]],
+            (ctx.stride,) * 2,
+            (ctx.padding,) * 2,
+            (1, 1),
+            True,
+            (0, 0),
+            1,
+            (need[0], need[1], need[2]),
+        )
+        return (*grads, None, None, None)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d with a faster forward on the CPU: the same weights, the same gradients.
+
+    oneDNN's own transposed forward was the slowest part of S0's decoder (16 -> 1 channels, k6:
+    2.4 ms for 100 images, 4 times its backward). With one output channel the layer runs as a
+    sub-pixel convolution (1.2 ms; the same sums in another order), otherwise as the input
+    gradient of the mirrored convolution (32 -> 16, k5: 1.1 -> 0.6 ms, the same bits).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        square = len(set(self.kernel_size)) == len(set(self.stride)) == len(set(self.padding)) == 1
+        if (
+            x.device.type != "cpu"
+            or x.dim() != 4
+            or torch.is_autocast_enabled("cpu")
+            or not square
+            or x.shape[-1] != x.shape[-2]
+            or self.groups != 1
+            or self.dilation != (1, 1)
+            or self.output_padding != (0, 0)
+            or self.bias is None
+        ):
+            return super().forward(x)
+        (kernel,), (stride,), (padding,) = set(self.kernel_size), set(self.stride), set(self.padding)
+        out_size = (x.shape[-1] - 1) * stride - 2 * padding + kernel
+        return _TransposedConv.apply(x, self.weight, self.bias, stride, padding, out_size)
 
 
 class _FlattenKeepingLayout(torch.autograd.Function):
@@ -179,10 +299,16 @@ def pool_before_activation(modules: list[nn.Module]) -> list[nn.Module]:
 
     Those layers act on each element and never decrease, so max-pooling first gives the same
     outputs and gradients bit for bit, with the activation on a quarter of the pixels (12 of
-    fast_cnn's 93 ms per step went to the full-size ReLU). Only parameterless modules move, so
-    saved weights keep their names.
+    fast_cnn's 93 ms per step went to the full-size ReLU). A dropout that drops stays before
+    the pooling, but a ReLU before it moves after both: ReLU commutes with scaling by the mask's
+    0 or 1 / (1 - p). Only parameterless modules move, so saved weights keep their names.
     """
     modules = list(modules)
+    for i in range(len(modules) - 2):
+        relu, dropout, pool = modules[i : i + 3]
+        dropping = isinstance(dropout, Dropout) and dropout.threshold > 0
+        if isinstance(relu, nn.ReLU) and dropping and isinstance(pool, nn.MaxPool2d):
+            modules[i], modules[i + 1] = dropout, relu
     for i, module in enumerate(modules):
         if not isinstance(module, nn.MaxPool2d):
             continue
@@ -245,10 +371,10 @@ class ConvAutoencoder(nn.Module):
             decoder += [nn.Linear(s.n, c2 * 25), nn.ReLU(), Dropout(s.dropout)]
         decoder += [
             nn.Unflatten(1, (c2, 5, 5)),
-            nn.ConvTranspose2d(c2, c1, 5, stride=2),  # 5 -> 13
+            ConvTranspose2d(c2, c1, 5, stride=2),  # 5 -> 13
             nn.ReLU(),
             Dropout(s.dropout),
-            nn.ConvTranspose2d(c1, 1, 6, stride=2, padding=1),  # 13 -> 28
+            ConvTranspose2d(c1, 1, 6, stride=2, padding=1),  # 13 -> 28
         ]
         if s.pca_path:
             self.encoder = PCAPathEncoder(nn.Sequential(*encoder), s.n)

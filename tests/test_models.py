@@ -3,6 +3,7 @@ import torch
 
 from fmnist_core.models import (
     ConvAutoencoderSettings,
+    ConvTranspose2d,
     Dropout,
     Flatten,
     create_model,
@@ -125,13 +126,15 @@ def test_dropout_gives_the_same_mask_in_either_memory_layout():
 
 
 def _textbook_order(sequential: torch.nn.Sequential) -> torch.nn.Sequential:
-    """The same modules with each max-pooling moved back after the activation before it."""
+    """The same modules with each activation after a max-pooling moved back before it (and before
+    the dropout just before the pooling)."""
     modules = list(sequential)
     for i in range(len(modules) - 1):
         if isinstance(modules[i], torch.nn.MaxPool2d) and isinstance(
             modules[i + 1], (torch.nn.ReLU, torch.nn.Tanh)
         ):
-            modules[i], modules[i + 1] = modules[i + 1], modules[i]
+            start = i - 1 if i > 0 and isinstance(modules[i - 1], Dropout) else i
+            modules.insert(start, modules.pop(i + 1))
     return torch.nn.Sequential(*modules)
 
 
@@ -144,6 +147,7 @@ def _textbook_order(sequential: torch.nn.Sequential) -> torch.nn.Sequential:
             "features",
         ),
         ("conv_autoencoder", {"dropout": 0.0}, "encoder"),
+        ("conv_autoencoder", {"dropout": 0.2}, "encoder"),  # ReLU, Dropout, MaxPool -> Dropout, MaxPool, ReLU
     ],
 )
 def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settings, part):
@@ -159,6 +163,7 @@ def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settin
     outputs, gradients = [], []
     for sequential in (pooled_first, textbook):
         model.zero_grad()
+        torch.manual_seed(3)  # the same dropout masks
         y = sequential(x)
         y.square().sum().backward()
         outputs.append(y)
@@ -167,6 +172,32 @@ def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settin
     assert all(torch.equal(a, b) for a, b in zip(*gradients, strict=True))
     # Only parameterless modules moved, so weights saved before the change still load.
     assert list(textbook.state_dict()) == list(pooled_first.state_dict())
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, kernel, padding, size, same_bits",
+    [(16, 1, 6, 1, 13, False), (32, 16, 5, 0, 5, True), (3, 2, 4, 1, 7, True)],  # S0's two; another
+)
+def test_transposed_conv_matches_torch_and_gives_its_gradients(c_in, c_out, kernel, padding, size, same_bits):
+    torch.manual_seed(0)
+    stock = torch.nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=padding)
+    ours = ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=padding)
+    ours.load_state_dict(stock.state_dict())
+    x = torch.randn(4, c_in, size, size).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    expected, got = stock(x), ours(x)
+    assert got.shape == expected.shape
+    assert torch.equal(got, expected) if same_bits else torch.allclose(got, expected, atol=1e-5)
+    grad = torch.randn_like(expected)
+    wanted = torch.autograd.grad(expected, (x, stock.weight, stock.bias), grad)
+    given = torch.autograd.grad(got, (x, ours.weight, ours.bias), grad)
+    assert all(torch.equal(a, b) for a, b in zip(wanted, given, strict=True))  # the stock backward
+
+
+def test_transposed_conv_runs_under_bf16_autocast():
+    layer = ConvTranspose2d(4, 1, 6, stride=2, padding=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(2, 4, 13, 13))
+    assert y.shape == (2, 1, 28, 28)
 
 
 def test_a_stack_may_start_with_pooling():
