@@ -105,7 +105,10 @@ def _transposed_conv_as_subpixel(x, weight, bias, stride: int, padding: int, out
     taps = zero_tap[:, :, index[:, None, :, None], index[None, :, None, :]]  # (in, out, r_y, r_x, t_y, t_x)
     taps = taps.permute(1, 2, 3, 0, 4, 5).reshape(c_out * stride * stride, c_in, size, size)
     after = max(0, phases - 1 + first + size - 1 - (x.shape[-1] - 1))
-    y = F.conv2d(F.pad(x, (-first, after, -first, after)), taps)  # (B, out * stride^2, phases, phases)
+    if after == -first:  # the convolution pads by itself, without a padded copy of x
+        y = F.conv2d(x, taps, padding=after)  # (B, out * stride^2, phases, phases)
+    else:
+        y = F.conv2d(F.pad(x, (-first, after, -first, after)), taps)
     y = F.pixel_shuffle(y, stride)[..., :out_size, :out_size]
     return y + bias.view(1, -1, 1, 1)
 
