@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
+from fmnist_core.config import ENGINE_VERSION, RunConfig
 from fmnist_core.models import create_model
 from fmnist_core.reports import (
     REPORTS,
@@ -107,6 +107,7 @@ def test_report_writer_on_a_hand_made_result(tmp_path):
     markdown, csv = write_report(result, tmp_path)
     text = markdown.read_text()
     assert "# SX: a test" in text
+    assert f"Trained by engine {ENGINE_VERSION}" in text  # whose run ids the table holds
     assert (
         "| label | published_test_accuracy | test_accuracy | difference_test_accuracy | minutes | status | config |"
         in text

@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..cache import RunCache
-from ..config import RunConfig
+from ..config import ENGINE_VERSION, RunConfig
 from ..data import CLASS_NAMES
 from ..models import IMAGE_SHAPE, create_model
 from . import s0, s1, s2, s3, s4
@@ -269,7 +269,11 @@ def to_markdown(result: ReportResult, scale: Scale | None = None) -> str:
         if scale.test_subset:
             parts.append(f"{scale.test_subset} test images")
         lines += [f"Scaled run: {', '.join(parts)}.", ""]
-    lines += ["Validation is on the test set, as in the report. Minutes are ours on this machine.", ""]
+    lines += [
+        "Validation is on the test set, as in the report. Minutes are ours on this machine. "
+        f"Trained by engine {ENGINE_VERSION}: the run ids are that engine's.",
+        "",
+    ]
     table = result.table
     for name, group in table.groupby("table", sort=False):
         columns = ["label"]
