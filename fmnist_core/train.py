@@ -123,6 +123,42 @@ def make_optimizer(config: RunConfig, parameters) -> torch.optim.Optimizer:
     return optimizers[config.optimizer](parameters, **kwargs)
 
 
+def join_parameters(parameters: list[nn.Parameter]) -> nn.Parameter | None:
+    """Make the parameters views into one buffer, and their gradients views into another; return
+    one parameter over the whole buffer, with that gradient, for the optimizer to step.
+
+    Adam, SGD and the rest work element by element, so one tensor gets the same numbers bit for bit
+    as one per layer, at a fraction of the per-tensor overhead (the S0 autoencoder's Adam step was
+    1.2 of its 13 ms). Autograd adds each step's gradients into the existing views in place, so
+    `.grad.zero_()` on the joined parameter replaces `zero_grad`. None where the dtypes or devices
+    differ (nothing is changed then).
+    """
+    if not parameters or len({(p.dtype, p.device) for p in parameters}) > 1:
+        return None
+    first = parameters[0]
+    values = torch.empty(sum(p.numel() for p in parameters), dtype=first.dtype, device=first.device)
+    grads = torch.zeros_like(values)
+    offset = 0
+    for p in parameters:
+        dense = p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
+        stride = p.stride() if dense else torch.empty(p.shape).stride()
+        view = values.as_strided(p.shape, stride, offset)
+        view.copy_(p.detach())
+        p.data = view  # keeps channels_last strides where the layer has them
+        p.grad = grads.as_strided(p.shape, stride, offset)
+        offset += p.numel()
+    joined = nn.Parameter(values)
+    joined.grad = grads
+    return joined
+
+
+def separate_parameters(parameters: list[nn.Parameter]) -> None:
+    """Undo join_parameters: each parameter gets its own memory again, and no gradient."""
+    for p in parameters:
+        p.data = p.data.clone()  # same strides
+        p.grad = None
+
+
 def build_model(config: RunConfig, device: torch.device) -> nn.Module:
     """A fresh model for the config, seeded, with any pretrained weights it starts from."""
     torch.manual_seed(config.seed)
@@ -151,7 +187,8 @@ def train(
     train_images = splits.train_images.to(device)
     train_labels = splits.train_labels.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(config, trainable)
+    joined = join_parameters(trainable)
+    optimizer = make_optimizer(config, trainable if joined is None else [joined])
     steps = (len(train_images) + config.batch_size - 1) // config.batch_size
     scheduler = None
     if config.schedule == "onecycle":
@@ -192,7 +229,10 @@ def train(
                 y = train_labels[index]
                 loss = classification_loss(output, y, config.loss, config.label_smoothing)
                 correct += (output.argmax(1) == y).sum()
-            optimizer.zero_grad(set_to_none=True)
+            if joined is None:
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                joined.grad.zero_()
             loss.backward()
             optimizer.step()
             if scheduler is not None:
@@ -230,6 +270,8 @@ def train(
                 )
             )
     train_seconds = time.perf_counter() - start
+    if joined is not None:
+        separate_parameters(trainable)
 
     if config.validation == "test" and history["epoch"] and not stopped:
         test = validation  # the last validation pass was on the test set: no second pass

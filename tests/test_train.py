@@ -1,5 +1,6 @@
 import ctypes
 import platform
+import sys
 
 import numpy as np
 import pytest
@@ -294,3 +295,53 @@ def test_the_engine_serves_big_tensors_from_the_reused_heap_not_fresh_mappings()
     big = torch.empty(40 << 20, dtype=torch.uint8)  # 40 MB, over glibc's largest default threshold
     assert mallinfo2().hblks == before
     del big
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        RunConfig.for_model("conv_autoencoder", epochs=2, train_subset=600, test_subset=100),
+        RunConfig.for_model(
+            "cnn", epochs=1, train_subset=256, test_subset=100, optimizer="adamw", weight_decay=0.01
+        ),
+        RunConfig.for_model(
+            "encoder_classifier", {"freeze_encoder": True}, epochs=1, train_subset=500, test_subset=100
+        ),
+        RunConfig.for_model(
+            "mlp", epochs=1, train_subset=500, test_subset=100, optimizer="sgd", momentum=0.9
+        ),
+    ],
+    ids=["autoencoder-adam", "cnn-adamw", "frozen-encoder", "mlp-sgd"],
+)
+def test_joined_parameters_train_to_the_same_weights_bit_for_bit(config, monkeypatch):
+    engine = sys.modules["fmnist_core.train"]  # the package exports the function `train` by that name
+    joined = train(config)
+    monkeypatch.setattr(engine, "join_parameters", lambda parameters: None)  # one tensor per layer
+    separate = train(config)
+    ours, reference = joined.model.state_dict(), separate.model.state_dict()
+    for key, value in reference.items():
+        assert torch.equal(ours[key], value), key
+        assert ours[key].stride() == value.stride(), key  # channels_last weights stay so
+    # Each returned weight owns its memory again, and no gradient is left attached.
+    parameters = list(joined.model.parameters())
+    assert len({p.untyped_storage().data_ptr() for p in parameters}) == len(parameters)
+    assert all(p.grad is None for p in parameters)
+
+
+def test_join_parameters_makes_views_whose_gradients_accumulate_into_one_buffer():
+    from fmnist_core.train import join_parameters
+
+    layer = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    before = layer.weight.detach().clone()
+    joined = join_parameters(list(layer.parameters()))
+    assert joined.numel() == 4 * 3 * 3 * 3 + 4
+    assert torch.equal(layer.weight, before)
+    assert layer.weight.is_contiguous(memory_format=torch.channels_last)
+    layer(torch.ones(2, 3, 5, 5)).sum().backward()
+    assert joined.grad.abs().sum() > 0
+    assert layer.weight.grad.data_ptr() == joined.grad.data_ptr()  # the first view starts the buffer
+    assert torch.equal(joined.grad[-4:], layer.bias.grad)
+    assert (
+        join_parameters([torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2).double())])
+        is None
+    )

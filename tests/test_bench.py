@@ -1,0 +1,53 @@
+"""The throughput bench compares against a real textbook model: check that it is one."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fmnist_core.config import RunConfig
+from fmnist_core.models import ConvTranspose2d, Dropout, Flatten
+from fmnist_core.train import build_model
+
+spec = importlib.util.spec_from_file_location(
+    "train_throughput", Path(__file__).parents[1] / "bench" / "train_throughput.py"
+)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def layer_names(sequential: nn.Sequential) -> list[str]:
+    return [type(layer).__name__ for layer in sequential]
+
+
+def test_the_textbook_autoencoder_is_the_reports_layers_in_the_reports_order():
+    config = bench.CASES["S0 autoencoder p=0.2"]
+    ours = build_model(config, torch.device("cpu")).eval()
+    book = bench.as_textbook(build_model(config, torch.device("cpu"))).eval()
+    # S0: Conv2d, ReLU, Dropout, MaxPool2d per stage (ours pools first: the same numbers).
+    assert layer_names(book.encoder)[:8] == ["Conv2d", "ReLU", "Dropout", "MaxPool2d"] * 2
+    assert layer_names(ours.encoder)[:4] == ["Conv2d", "Dropout", "MaxPool2d", "ReLU"]
+    stock = (nn.Dropout, nn.Flatten, nn.ConvTranspose2d)
+    for module in book.modules():
+        assert not isinstance(module, (Dropout, Flatten, ConvTranspose2d))
+    assert (
+        sum(isinstance(module, stock) for module in book.modules()) == 6 + 1 + 2
+    )  # dropouts, flatten, transposed
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(book(x), ours(x))
+
+
+def test_the_textbook_order_puts_back_what_pooling_first_moved_and_nothing_else():
+    config = RunConfig.for_model(
+        "cnn",
+        {"layers": ("conv:8:3:same:relu", "maxpool:2", "dropout:0.3", "conv:8:3:same:tanh", "maxpool:2")},
+        epochs=1,
+    )
+    ours = build_model(config, torch.device("cpu"))
+    assert layer_names(ours.features)[:4] == ["Conv2d", "MaxPool2d", "ReLU", "Dropout"]
+    book = bench.as_textbook(build_model(config, torch.device("cpu")))
+    assert layer_names(book.features) == [
+        "Conv2d", "ReLU", "MaxPool2d", "Dropout", "Conv2d", "Tanh", "MaxPool2d", "Flatten",
+    ]  # fmt: skip
