@@ -130,7 +130,9 @@ def join_parameters(parameters: list[nn.Parameter]) -> nn.Parameter | None:
     Adam, SGD and the rest work element by element, so one tensor gets the same numbers bit for bit
     as one per layer, at a fraction of the per-tensor overhead (the S0 autoencoder's Adam step was
     1.2 of its 13 ms). Autograd adds each step's gradients into the existing views in place, so
-    `.grad.zero_()` on the joined parameter replaces `zero_grad`. None where the dtypes or devices
+    `.grad.zero_()` on the joined parameter replaces `zero_grad`. Every trainable weight takes part
+    in every step in the registered models; one that did not would get a zero gradient and still be
+    moved by momentum, where the per-layer optimizer skips it. None where the dtypes or devices
     differ (nothing is changed then).
     """
     if not parameters or len({(p.dtype, p.device) for p in parameters}) > 1:
