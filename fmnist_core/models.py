@@ -55,19 +55,89 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.threshold == 0:
             return x
-        count = x.numel()
-        words = torch.empty((count + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
-        mask = torch.empty(count, dtype=x.dtype, device=x.device)
+        mask = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
         # Straight into x's dtype: a bool mask and its conversion were 6x slower than this.
-        torch.ge(words.view(torch.uint8)[:count], self.threshold, out=mask)
-        mask.mul_(256 / (256 - self.threshold))  # survivors scaled by 1 / (1 - p)
+        torch.ge(self.random_bytes(x), self.threshold, out=mask)
+        mask.mul_(self.scale)  # survivors scaled by 1 / (1 - p)
         if x.dim() == 4:
             n, c, h, w = x.shape
             return x * mask.view(n, h, w, c).permute(0, 3, 1, 2)
         return x * mask.view(x.shape)
 
+    @property
+    def scale(self) -> float:
+        return 256 / (256 - self.threshold)
+
+    def random_bytes(self, x: torch.Tensor) -> torch.Tensor:
+        """One fresh random byte per element of x, in (N, H, W, C) order for a 4-D x; an element
+        is kept where its byte is at least `threshold`."""
+        count = x.numel()
+        words = torch.empty((count + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        return words.view(torch.uint8)[:count]
+
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class _PoolReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, keep, threshold, scale):
+        from . import kernels  # here, not at the top: numba's import would slow the app's start
+
+        out, code = kernels.pool_relu_forward(x, keep, threshold, scale)
+        ctx.save_for_backward(code)
+        ctx.scale, ctx.shape = scale, x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        from . import kernels
+
+        (code,) = ctx.saved_tensors
+        return kernels.pool_relu_backward(grad, code, ctx.scale, ctx.shape), None, None, None
+
+
+class PoolReLU(nn.Module):
+    """An optional Dropout, a 2x2 max-pool and a ReLU, trained as one compiled pass each way.
+
+    The same masks, outputs and gradients as the three layers (fmnist_core.kernels): the stock
+    ones made about eight passes over the map, forward and backward, and this makes two, plus a
+    byte per pooled output. Elsewhere (evaluation, a GPU, bf16, a contiguous-format input) the three
+    layers run as they are.
+    """
+
+    def __init__(self, dropout: Dropout | None, pool: nn.MaxPool2d, relu: nn.ReLU):
+        super().__init__()
+        self.dropout, self.pool, self.relu = dropout, pool, relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compiled = (
+            self.training
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.is_autocast_enabled("cpu")
+        )
+        if not compiled:
+            return self.relu(self.pool(x if self.dropout is None else self.dropout(x)))
+        if self.dropout is None or self.dropout.threshold == 0:
+            return _PoolReLU.apply(x, None, 0, 1.0)
+        n, c, h, w = x.shape
+        keep = self.dropout.random_bytes(x).view(n, h, w, c)
+        return _PoolReLU.apply(x, keep, self.dropout.threshold, self.dropout.scale)
+
+
+def _is_plain_2x2_max_pool(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.MaxPool2d)
+        and module.kernel_size in (2, (2, 2))
+        and module.stride in (2, (2, 2))
+        and module.padding in (0, (0, 0))
+        and module.dilation in (1, (1, 1))
+        and not module.ceil_mode
+        and not module.return_indices
+    )
 
 
 @functools.cache
@@ -304,7 +374,9 @@ def pool_before_activation(modules: list[nn.Module]) -> list[nn.Module]:
     outputs and gradients bit for bit, with the activation on a quarter of the pixels (12 of
     fast_cnn's 93 ms per step went to the full-size ReLU). A dropout that drops stays before
     the pooling, but a ReLU before it moves after both: ReLU commutes with scaling by the mask's
-    0 or 1 / (1 - p). Only parameterless modules move, so saved weights keep their names.
+    0 or 1 / (1 - p). Then each 2x2 max-pool and the ReLU after it, with a dropout just before,
+    become one PoolReLU (Identity layers hold the others' places). Only parameterless modules
+    move, so saved weights keep their names.
     """
     modules = list(modules)
     for i in range(len(modules) - 2):
@@ -322,6 +394,15 @@ def pool_before_activation(modules: list[nn.Module]) -> list[nn.Module]:
         ):
             start -= 1
         modules.insert(start, modules.pop(i))
+    for i, module in enumerate(modules):
+        if not (
+            _is_plain_2x2_max_pool(module) and i + 1 < len(modules) and isinstance(modules[i + 1], nn.ReLU)
+        ):
+            continue
+        dropout = modules[i - 1] if i > 0 and isinstance(modules[i - 1], Dropout) else None
+        start = i if dropout is None else i - 1
+        fused = PoolReLU(dropout, module, modules[i + 1])
+        modules[start : i + 2] = [fused] + [nn.Identity() for _ in range(start, i + 1)]
     return modules
 
 

@@ -6,6 +6,7 @@ from fmnist_core.models import (
     ConvTranspose2d,
     Dropout,
     Flatten,
+    PoolReLU,
     create_model,
     describe,
     get_spec,
@@ -126,9 +127,14 @@ def test_dropout_gives_the_same_mask_in_either_memory_layout():
 
 
 def _textbook_order(sequential: torch.nn.Sequential) -> torch.nn.Sequential:
-    """The same modules with each activation after a max-pooling moved back before it (and before
-    the dropout just before the pooling)."""
-    modules = list(sequential)
+    """The same modules with each fused PoolReLU split into its layers, and each activation after a
+    max-pooling moved back before it (and before the dropout just before the pooling)."""
+    modules = []
+    for module in sequential:
+        if isinstance(module, PoolReLU):
+            modules += [m for m in (module.dropout, module.pool, module.relu) if m is not None]
+        elif not isinstance(module, torch.nn.Identity):
+            modules.append(module)
     for i in range(len(modules) - 1):
         if isinstance(modules[i], torch.nn.MaxPool2d) and isinstance(
             modules[i + 1], (torch.nn.ReLU, torch.nn.Tanh)
@@ -147,19 +153,20 @@ def _textbook_order(sequential: torch.nn.Sequential) -> torch.nn.Sequential:
             "features",
         ),
         ("conv_autoencoder", {"dropout": 0.0}, "encoder"),
-        ("conv_autoencoder", {"dropout": 0.2}, "encoder"),  # ReLU, Dropout, MaxPool -> Dropout, MaxPool, ReLU
+        ("conv_autoencoder", {"dropout": 0.2}, "encoder"),  # ReLU, Dropout, MaxPool -> one PoolReLU
+        ("conv_autoencoder", {"dropout": 0.35, "pooling": ("max", "avg")}, "encoder"),
     ],
 )
-def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settings, part):
-    model = create_model(name, **settings).train()
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])  # compiled; stock
+def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settings, part, layout):
+    model = create_model(name, **settings).train().to(memory_format=layout)
     pooled_first = getattr(model, part)
     kinds = [type(m).__name__ for m in pooled_first]
-    assert "MaxPool2d" in kinds and kinds.index("MaxPool2d") < max(
-        kinds.index(a) for a in ("ReLU", "Tanh") if a in kinds
-    )
+    assert "PoolReLU" in kinds
     textbook = _textbook_order(pooled_first)
     assert [type(m).__name__ for m in textbook] != kinds
-    x = torch.randn(16, 1, 28, 28)  # negatives too, so the activations clip
+    x = torch.randn(16, 1, 28, 28).contiguous(memory_format=layout)  # negatives, so activations clip
+    x[:4, :, :10] = 0.0  # flat regions: ties in the pooling windows
     outputs, gradients = [], []
     for sequential in (pooled_first, textbook):
         model.zero_grad()
@@ -172,6 +179,38 @@ def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settin
     assert all(torch.equal(a, b) for a, b in zip(*gradients, strict=True))
     # Only parameterless modules moved, so weights saved before the change still load.
     assert list(textbook.state_dict()) == list(pooled_first.state_dict())
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5])
+@pytest.mark.parametrize("size", [26, 11, 2])  # even; odd (the last row and column are left out)
+def test_pool_relu_matches_dropout_max_pool_and_relu_bit_for_bit(p, size):
+    layers = PoolReLU(Dropout(p) if p else None, torch.nn.MaxPool2d(2), torch.nn.ReLU()).train()
+    stock = torch.nn.Sequential(*[m for m in (layers.dropout, layers.pool, layers.relu) if m is not None])
+    x = torch.randn(6, 5, size, size)
+    x[0] = 0.0  # ties everywhere
+    x[1, 0, 0, 0] = float("nan")
+    x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for module in (layers, stock):
+        torch.manual_seed(11)
+        leaf = x.clone().requires_grad_()
+        y = module(leaf)
+        grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(5))
+        y.backward(grad)
+        results.append((y, leaf.grad))
+    (y, grad_x), (y_stock, grad_x_stock) = results
+    assert type(y.grad_fn).__name__ == "_PoolReLUBackward"  # the compiled kernels ran
+    assert y.shape == (6, 5, size // 2, size // 2) and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(
+        y,
+        y_stock,
+    ) or torch.allclose(y, y_stock, equal_nan=True)
+    assert torch.equal(y.isnan(), y_stock.isnan()) and y.isnan().any()
+    finite = ~y.isnan()
+    assert torch.equal(y[finite], y_stock[finite])
+    assert torch.equal(grad_x, grad_x_stock)
+    if p:  # the masks really drop: some positive maxima were dropped to zero
+        assert (grad_x == 0).float().mean() > 0.75
 
 
 @pytest.mark.parametrize(
@@ -205,10 +244,11 @@ def test_a_stack_may_start_with_pooling():
     assert [type(m).__name__ for m in model.features] == [
         "MaxPool2d",
         "Conv2d",
-        "MaxPool2d",
-        "ReLU",
+        "PoolReLU",
+        "Identity",
         "Flatten",
     ]
+    model.to(memory_format=torch.channels_last)  # the compiled PoolReLU too
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
