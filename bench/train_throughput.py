@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from fmnist_core.config import RunConfig
 from fmnist_core.data import FILES, find_data_folder
-from fmnist_core.models import ConvTranspose2d, Dropout, Flatten, PoolReLU
+from fmnist_core.models import ConvPoolReLU, ConvTranspose2d, Dropout, Flatten, PoolReLU
 from fmnist_core.train import build_model, train
 
 STEPS = 150  # optimizer steps per measurement
@@ -53,13 +53,19 @@ def as_textbook(module: torch.nn.Module) -> torch.nn.Module:
     """The same network, weights and all, as a textbook writes it: torch's own layers in the
     report's order. Our model differs in ways that change no number: its own Dropout, Flatten and
     ConvTranspose2d, max-pooling moved before the activation, and a dropout, max-pool and ReLU
-    fused in one compiled layer (see pool_before_activation)."""
-    if isinstance(module, torch.nn.Sequential):  # a fused PoolReLU: its layers again, in its place
+    (and a first convolution before them) fused in one compiled layer (see pool_before_activation)."""
+    if isinstance(module, torch.nn.Sequential):  # fused layers: their layers again, in their places
         for index, layer in enumerate(list(module)):
+            parts = []
+            if isinstance(layer, ConvPoolReLU):
+                conv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size)
+                conv.load_state_dict(layer.state_dict())
+                parts.append(conv)
+                layer = layer.after
             if isinstance(layer, PoolReLU):
-                parts = [part for part in (layer.dropout, layer.pool, layer.relu) if part is not None]
-                for offset, part in enumerate(parts):
-                    module[index + offset] = part
+                parts += [part for part in (layer.dropout, layer.pool, layer.relu) if part is not None]
+            for offset, part in enumerate(parts):
+                module[index + offset] = part
     for name, child in module.named_children():
         if isinstance(child, Dropout):
             setattr(module, name, torch.nn.Dropout(child.p))

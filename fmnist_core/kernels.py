@@ -30,35 +30,142 @@ def _take_if_greater(value, kept, best, winner, best_kept, k):
     return (value if better else best), (k if better else winner), (kept if better else best_kept)
 
 
+@njit(inline="always")
+def _pooled(v0, v1, v2, v3, keep, n, r, q, c, dropping, threshold, scale):
+    """Dropout, max-pool and ReLU of the window whose top-left element is (r, q): the output and the
+    window's code (the winner 0-3, row by row, or NO_GRADIENT)."""
+    zero = np.float32(0.0)
+    k0 = k1 = k2 = k3 = True
+    if dropping:  # the same for every element: no misprediction
+        k0, k1 = keep[n, r, q, c] >= threshold, keep[n, r, q + 1, c] >= threshold
+        k2, k3 = keep[n, r + 1, q, c] >= threshold, keep[n, r + 1, q + 1, c] >= threshold
+        v0 = v0 * (scale if k0 else zero)
+        v1 = v1 * (scale if k1 else zero)
+        v2 = v2 * (scale if k2 else zero)
+        v3 = v3 * (scale if k3 else zero)
+    best, winner, kept = v0, 0, k0  # scan order: row by row, as max_pool2d
+    best, winner, kept = _take_if_greater(v1, k1, best, winner, kept, 1)
+    best, winner, kept = _take_if_greater(v2, k2, best, winner, kept, 2)
+    best, winner, kept = _take_if_greater(v3, k3, best, winner, kept, 3)
+    on = (best > zero) | (best != best)  # ReLU passes it (and NaN, as torch.relu does)
+    return (best if on else zero), (winner if on & kept else NO_GRADIENT)
+
+
 @njit(parallel=True, cache=True)
 def _pool_relu_forward(x, keep, dropping, threshold, scale, out, code):
     # Straight-line code with selects, no branches on the data: the dropout mask is random, and a
     # branch on it was mispredicted often enough to cost 30x (2.8 vs 0.08 ms on 100 x 16 x 26 x 26).
     images, rows, cols, channels = out.shape
-    zero = np.float32(0.0)
     for n in prange(images):
         for i in range(rows):
             r = 2 * i
             for j in range(cols):
                 q = 2 * j
                 for c in range(channels):
-                    v0, v1 = x[n, r, q, c], x[n, r, q + 1, c]
-                    v2, v3 = x[n, r + 1, q, c], x[n, r + 1, q + 1, c]
-                    k0 = k1 = k2 = k3 = True
-                    if dropping:  # the same for every element: no misprediction
-                        k0, k1 = keep[n, r, q, c] >= threshold, keep[n, r, q + 1, c] >= threshold
-                        k2, k3 = keep[n, r + 1, q, c] >= threshold, keep[n, r + 1, q + 1, c] >= threshold
-                        v0 = v0 * (scale if k0 else zero)
-                        v1 = v1 * (scale if k1 else zero)
-                        v2 = v2 * (scale if k2 else zero)
-                        v3 = v3 * (scale if k3 else zero)
-                    best, winner, kept = v0, 0, k0  # scan order: row by row, as max_pool2d
-                    best, winner, kept = _take_if_greater(v1, k1, best, winner, kept, 1)
-                    best, winner, kept = _take_if_greater(v2, k2, best, winner, kept, 2)
-                    best, winner, kept = _take_if_greater(v3, k3, best, winner, kept, 3)
-                    on = (best > zero) | (best != best)  # ReLU passes it (and NaN, as torch.relu does)
-                    out[n, i, j, c] = best if on else zero
-                    code[n, i, j, c] = winner if on & kept else NO_GRADIENT
+                    out[n, i, j, c], code[n, i, j, c] = _pooled(
+                        x[n, r, q, c],
+                        x[n, r, q + 1, c],
+                        x[n, r + 1, q, c],
+                        x[n, r + 1, q + 1, c],
+                        keep, n, r, q, c, dropping, threshold, scale,
+                    )  # fmt: skip
+
+
+@njit(inline="always")
+def _conv3x3(bias, w, c, a0, a1, a2, a3, a4, a5, a6, a7, a8):
+    """Output channel c of a one-channel 3x3 convolution at one place: bias, then the taps row by row."""
+    return (
+        bias[c] + w[0, c] * a0 + w[1, c] * a1 + w[2, c] * a2 + w[3, c] * a3 + w[4, c] * a4
+        + w[5, c] * a5 + w[6, c] * a6 + w[7, c] * a7 + w[8, c] * a8
+    )  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _conv_pool_relu_forward(x, w, bias, keep, dropping, threshold, scale, out, code):
+    # x: (N, H, W) one-channel images; w: (9, C) taps row by row; out, code: (N, H', W', C).
+    images, rows, cols, channels = out.shape
+    for n in prange(images):
+        for i in range(rows):
+            r = 2 * i
+            for j in range(cols):
+                q = 2 * j
+                # The 4x4 pixels under the window's four 3x3 convolutions, loaded once for all channels.
+                p00, p01, p02, p03 = x[n, r, q], x[n, r, q + 1], x[n, r, q + 2], x[n, r, q + 3]
+                p10, p11, p12, p13 = (
+                    x[n, r + 1, q],
+                    x[n, r + 1, q + 1],
+                    x[n, r + 1, q + 2],
+                    x[n, r + 1, q + 3],
+                )
+                p20, p21, p22, p23 = (
+                    x[n, r + 2, q],
+                    x[n, r + 2, q + 1],
+                    x[n, r + 2, q + 2],
+                    x[n, r + 2, q + 3],
+                )
+                p30, p31, p32, p33 = (
+                    x[n, r + 3, q],
+                    x[n, r + 3, q + 1],
+                    x[n, r + 3, q + 2],
+                    x[n, r + 3, q + 3],
+                )
+                for c in range(channels):
+                    out[n, i, j, c], code[n, i, j, c] = _pooled(
+                        _conv3x3(bias, w, c, p00, p01, p02, p10, p11, p12, p20, p21, p22),
+                        _conv3x3(bias, w, c, p01, p02, p03, p11, p12, p13, p21, p22, p23),
+                        _conv3x3(bias, w, c, p10, p11, p12, p20, p21, p22, p30, p31, p32),
+                        _conv3x3(bias, w, c, p11, p12, p13, p21, p22, p23, p31, p32, p33),
+                        keep, n, r, q, c, dropping, threshold, scale,
+                    )  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _conv_pool_relu_backward(x, grad, code, scale, partial):
+    # partial: (N, 10, C) zeros; gets each image's weight gradient (taps row by row) and bias gradient.
+    # Only the windows' winners have a gradient, so only their 3x3 patches are read.
+    images, rows, cols, channels = grad.shape
+    zero = np.float32(0.0)
+    for n in prange(images):
+        for i in range(rows):
+            r = 2 * i
+            for j in range(cols):
+                q = 2 * j
+                p00, p01, p02, p03 = x[n, r, q], x[n, r, q + 1], x[n, r, q + 2], x[n, r, q + 3]
+                p10, p11, p12, p13 = (
+                    x[n, r + 1, q],
+                    x[n, r + 1, q + 1],
+                    x[n, r + 1, q + 2],
+                    x[n, r + 1, q + 3],
+                )
+                p20, p21, p22, p23 = (
+                    x[n, r + 2, q],
+                    x[n, r + 2, q + 1],
+                    x[n, r + 2, q + 2],
+                    x[n, r + 2, q + 3],
+                )
+                p30, p31, p32, p33 = (
+                    x[n, r + 3, q],
+                    x[n, r + 3, q + 1],
+                    x[n, r + 3, q + 2],
+                    x[n, r + 3, q + 3],
+                )
+                for c in range(channels):
+                    k = code[n, i, j, c]
+                    g = grad[n, i, j, c] * scale
+                    g0 = g if k == 0 else zero
+                    g1 = g if k == 1 else zero
+                    g2 = g if k == 2 else zero
+                    g3 = g if k == 3 else zero
+                    partial[n, 0, c] += g0 * p00 + g1 * p01 + g2 * p10 + g3 * p11
+                    partial[n, 1, c] += g0 * p01 + g1 * p02 + g2 * p11 + g3 * p12
+                    partial[n, 2, c] += g0 * p02 + g1 * p03 + g2 * p12 + g3 * p13
+                    partial[n, 3, c] += g0 * p10 + g1 * p11 + g2 * p20 + g3 * p21
+                    partial[n, 4, c] += g0 * p11 + g1 * p12 + g2 * p21 + g3 * p22
+                    partial[n, 5, c] += g0 * p12 + g1 * p13 + g2 * p22 + g3 * p23
+                    partial[n, 6, c] += g0 * p20 + g1 * p21 + g2 * p30 + g3 * p31
+                    partial[n, 7, c] += g0 * p21 + g1 * p22 + g2 * p31 + g3 * p32
+                    partial[n, 8, c] += g0 * p22 + g1 * p23 + g2 * p32 + g3 * p33
+                    partial[n, 9, c] += g0 + g1 + g2 + g3
 
 
 @njit(parallel=True, cache=True)
@@ -123,3 +230,58 @@ def pool_relu_backward(
         _use_torch_threads()
         _pool_relu_backward(grad.numpy(), code.numpy(), np.float32(scale), grad_x.numpy())
     return grad_x.permute(0, 3, 1, 2)
+
+
+def conv_pool_relu_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    keep: torch.Tensor | None,
+    threshold: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-channel 3x3 convolution without padding, then pool_relu_forward's dropout, 2x2
+    max-pool and ReLU, without the convolution's map ever being written out. x: (N, 1, H, W)."""
+    n, _, h, w = x.shape
+    channels = weight.shape[0]
+    shape = (n, (h - 2) // 2, (w - 2) // 2, channels)
+    out = torch.empty(shape, dtype=x.dtype)
+    code = torch.empty(shape, dtype=torch.uint8)
+    dropping = keep is not None
+    keep_array = keep.numpy() if dropping else np.zeros((1, 1, 1, 1), dtype=np.uint8)
+    taps = weight.detach().reshape(channels, 9).t().contiguous()  # (9, C)
+    with _KERNEL_LOCK:
+        _use_torch_threads()
+        _conv_pool_relu_forward(
+            x.detach().reshape(n, h, w).contiguous().numpy(),
+            taps.numpy(),
+            bias.detach().contiguous().numpy(),
+            keep_array,
+            dropping,
+            np.uint8(threshold),
+            np.float32(scale),
+            out.numpy(),
+            code.numpy(),
+        )
+    return out.permute(0, 3, 1, 2), code
+
+
+def conv_pool_relu_backward(
+    x: torch.Tensor, grad: torch.Tensor, code: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight (C, 1, 3, 3) and bias (C,) gradients of conv_pool_relu_forward."""
+    n, _, h, w = x.shape
+    channels = grad.shape[1]
+    partial = torch.zeros((n, 10, channels), dtype=grad.dtype)
+    grad = grad.permute(0, 2, 3, 1).contiguous()  # (N, H', W', C)
+    with _KERNEL_LOCK:
+        _use_torch_threads()
+        _conv_pool_relu_backward(
+            x.detach().reshape(n, h, w).contiguous().numpy(),
+            grad.numpy(),
+            code.numpy(),
+            np.float32(scale),
+            partial.numpy(),
+        )
+    total = partial.sum(0)  # (10, C), image by image in a fixed order: deterministic
+    return total[:9].t().reshape(channels, 1, 3, 3), total[9]

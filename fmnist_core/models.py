@@ -57,7 +57,7 @@ class Dropout(nn.Module):
             return x
         mask = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
         # Straight into x's dtype: a bool mask and its conversion were 6x slower than this.
-        torch.ge(self.random_bytes(x), self.threshold, out=mask)
+        torch.ge(self.random_bytes(x.numel(), x.device), self.threshold, out=mask)
         mask.mul_(self.scale)  # survivors scaled by 1 / (1 - p)
         if x.dim() == 4:
             n, c, h, w = x.shape
@@ -68,11 +68,10 @@ class Dropout(nn.Module):
     def scale(self) -> float:
         return 256 / (256 - self.threshold)
 
-    def random_bytes(self, x: torch.Tensor) -> torch.Tensor:
-        """One fresh random byte per element of x, in (N, H, W, C) order for a 4-D x; an element
-        is kept where its byte is at least `threshold`."""
-        count = x.numel()
-        words = torch.empty((count + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    def random_bytes(self, count: int, device: torch.device) -> torch.Tensor:
+        """`count` fresh random bytes, one per element (a 4-D map's in (N, H, W, C) order); an
+        element is kept where its byte is at least `threshold`."""
+        words = torch.empty((count + 7) // 8, dtype=torch.int64, device=device).random_(-(2**63), None)
         return words.view(torch.uint8)[:count]
 
     def extra_repr(self) -> str:
@@ -124,8 +123,76 @@ class PoolReLU(nn.Module):
         if self.dropout is None or self.dropout.threshold == 0:
             return _PoolReLU.apply(x, None, 0, 1.0)
         n, c, h, w = x.shape
-        keep = self.dropout.random_bytes(x).view(n, h, w, c)
+        keep = self.dropout.random_bytes(x.numel(), x.device).view(n, h, w, c)
         return _PoolReLU.apply(x, keep, self.dropout.threshold, self.dropout.scale)
+
+
+class _ConvPoolReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, keep, threshold, scale):
+        from . import kernels
+
+        out, code = kernels.conv_pool_relu_forward(x, weight, bias, keep, threshold, scale)
+        ctx.save_for_backward(x, code)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        from . import kernels
+
+        x, code = ctx.saved_tensors
+        grad_weight, grad_bias = kernels.conv_pool_relu_backward(x, grad, code, ctx.scale)
+        return None, grad_weight, grad_bias, None, None, None
+
+
+class ConvPoolReLU(nn.Conv2d):
+    """A first layer's one-channel 3x3 convolution and the PoolReLU after it, trained as one
+    compiled pass each way: the convolution's full-size map (4.3 MB for 100 S0 images) is never
+    written, and backward reads only the pooling winners' patches. The weights keep the
+    convolution's names. The sums run in another order than oneDNN's (ENGINE_VERSION 4); elsewhere
+    (evaluation, a GPU, bf16) the convolution and PoolReLU run as they are.
+    """
+
+    def __init__(self, conv: nn.Conv2d, after: PoolReLU):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size)
+        self.weight, self.bias = conv.weight, conv.bias
+        self.after = after
+
+    @staticmethod
+    def fits(conv: nn.Module) -> bool:
+        return (
+            type(conv) is nn.Conv2d
+            and conv.in_channels == 1
+            and conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1)
+            and conv.padding == (0, 0)
+            and conv.dilation == (1, 1)
+            and conv.groups == 1
+            and conv.bias is not None
+            and conv.padding_mode == "zeros"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compiled = (
+            self.training
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype == torch.float32
+            and x.dim() == 4
+            and not x.requires_grad
+            and not torch.is_autocast_enabled("cpu")
+        )
+        if not compiled:
+            return self.after(super().forward(x))
+        dropout = self.after.dropout
+        if dropout is None or dropout.threshold == 0:
+            return _ConvPoolReLU.apply(x, self.weight, self.bias, None, 0, 1.0)
+        n, _, h, w = x.shape
+        channels = self.out_channels
+        # Drawn for the full-size map, as the dropout layer would: the same random stream.
+        keep = dropout.random_bytes(n * channels * (h - 2) * (w - 2), x.device)
+        keep = keep.view(n, h - 2, w - 2, channels)
+        return _ConvPoolReLU.apply(x, self.weight, self.bias, keep, dropout.threshold, dropout.scale)
 
 
 def _is_plain_2x2_max_pool(module: nn.Module) -> bool:
@@ -403,6 +470,9 @@ def pool_before_activation(modules: list[nn.Module]) -> list[nn.Module]:
         start = i if dropout is None else i - 1
         fused = PoolReLU(dropout, module, modules[i + 1])
         modules[start : i + 2] = [fused] + [nn.Identity() for _ in range(start, i + 1)]
+    for i in range(len(modules) - 1):
+        if ConvPoolReLU.fits(modules[i]) and isinstance(modules[i + 1], PoolReLU):
+            modules[i : i + 2] = [ConvPoolReLU(modules[i], modules[i + 1]), nn.Identity()]
     return modules
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fmnist_core.config import RunConfig
-from fmnist_core.models import ConvTranspose2d, Dropout, Flatten, PoolReLU
+from fmnist_core.models import ConvPoolReLU, ConvTranspose2d, Dropout, Flatten, PoolReLU
 from fmnist_core.train import build_model
 
 spec = importlib.util.spec_from_file_location(
@@ -27,10 +27,12 @@ def test_the_textbook_autoencoder_is_the_reports_layers_in_the_reports_order():
     book = bench.as_textbook(build_model(config, torch.device("cpu"))).eval()
     # S0: Conv2d, ReLU, Dropout, MaxPool2d per stage (ours pools first: the same numbers).
     assert layer_names(book.encoder)[:8] == ["Conv2d", "ReLU", "Dropout", "MaxPool2d"] * 2
-    assert layer_names(ours.encoder)[:4] == ["Conv2d", "PoolReLU", "Identity", "Identity"]
+    assert layer_names(ours.encoder)[:5] == ["ConvPoolReLU", "Identity", "Identity", "Identity", "Conv2d"]
     stock = (nn.Dropout, nn.Flatten, nn.ConvTranspose2d)
     for module in book.modules():
-        assert not isinstance(module, (Dropout, Flatten, ConvTranspose2d, PoolReLU, nn.Identity))
+        assert not isinstance(
+            module, (Dropout, Flatten, ConvTranspose2d, PoolReLU, ConvPoolReLU, nn.Identity)
+        )
     assert (
         sum(isinstance(module, stock) for module in book.modules()) == 6 + 1 + 2
     )  # dropouts, flatten, transposed

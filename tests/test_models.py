@@ -3,6 +3,7 @@ import torch
 
 from fmnist_core.models import (
     ConvAutoencoderSettings,
+    ConvPoolReLU,
     ConvTranspose2d,
     Dropout,
     Flatten,
@@ -131,6 +132,11 @@ def _textbook_order(sequential: torch.nn.Sequential) -> torch.nn.Sequential:
     max-pooling moved back before it (and before the dropout just before the pooling)."""
     modules = []
     for module in sequential:
+        if isinstance(module, ConvPoolReLU):
+            conv = torch.nn.Conv2d(1, module.out_channels, 3)
+            conv.weight, conv.bias = module.weight, module.bias
+            modules.append(conv)
+            module = module.after
         if isinstance(module, PoolReLU):
             modules += [m for m in (module.dropout, module.pool, module.relu) if m is not None]
         elif not isinstance(module, torch.nn.Identity):
@@ -162,7 +168,7 @@ def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settin
     model = create_model(name, **settings).train().to(memory_format=layout)
     pooled_first = getattr(model, part)
     kinds = [type(m).__name__ for m in pooled_first]
-    assert "PoolReLU" in kinds
+    assert "PoolReLU" in kinds or "ConvPoolReLU" in kinds
     textbook = _textbook_order(pooled_first)
     assert [type(m).__name__ for m in textbook] != kinds
     x = torch.randn(16, 1, 28, 28).contiguous(memory_format=layout)  # negatives, so activations clip
@@ -175,8 +181,13 @@ def test_pooling_before_the_activation_changes_nothing_but_the_cost(name, settin
         y.square().sum().backward()
         outputs.append(y)
         gradients.append([p.grad.clone() for p in sequential.parameters()])
-    assert torch.equal(outputs[0], outputs[1])
-    assert all(torch.equal(a, b) for a, b in zip(*gradients, strict=True))
+    if "ConvPoolReLU" in kinds:  # its convolution sums in another order than oneDNN's
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+        for a, b in zip(*gradients, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    else:
+        assert torch.equal(outputs[0], outputs[1])
+        assert all(torch.equal(a, b) for a, b in zip(*gradients, strict=True))
     # Only parameterless modules moved, so weights saved before the change still load.
     assert list(textbook.state_dict()) == list(pooled_first.state_dict())
 
@@ -271,3 +282,30 @@ def test_flatten_sends_the_gradient_back_in_the_input_layout_with_the_same_value
     assert stock.is_contiguous()  # what made the layers below convert
     assert torch.equal(ours, stock)
     assert _gradient_reaching(Flatten(), torch.randn(3, 4, 5, 5), weight).is_contiguous()
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2])
+@pytest.mark.parametrize("size", [28, 13])  # S0's images; an odd map (the last row is left out)
+def test_conv_pool_relu_matches_the_convolution_and_the_layers_after_it(p, size):
+    conv = torch.nn.Conv2d(1, 16, 3)
+    after = PoolReLU(Dropout(p) if p else None, torch.nn.MaxPool2d(2), torch.nn.ReLU())
+    fused = ConvPoolReLU(conv, after).train()
+    assert list(fused.state_dict()) == ["weight", "bias"]  # saved weights keep the conv's names
+    x = torch.rand(12, 1, size, size)
+    x[:3] = 0.0  # blank images: every window a tie
+    results = []
+    for run in (fused, lambda images: after(conv(images).contiguous(memory_format=torch.channels_last))):
+        torch.manual_seed(4)  # the same dropout mask
+        y = run(x)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(2)))
+        results.append((y.detach(), conv.weight.grad.clone(), conv.bias.grad.clone()))
+        conv.weight.grad = conv.bias.grad = None
+    (y, grad_w, grad_b), (y_ref, grad_w_ref, grad_b_ref) = results
+    assert y.shape == (12, 16, (size - 2) // 2, (size - 2) // 2)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(y == 0, y_ref == 0)  # the same windows dropped or cut by the ReLU
+    torch.testing.assert_close(grad_w, grad_w_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad_b, grad_b_ref, rtol=1e-4, atol=1e-4)
+    assert grad_w.abs().sum() > 0
+    fused.eval()  # evaluation: the stock convolution and layers
+    torch.testing.assert_close(fused(x), torch.relu(torch.nn.functional.max_pool2d(conv(x), 2)))

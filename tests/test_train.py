@@ -135,8 +135,10 @@ def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put(
     tuned_state = runs[False].model.encoder.state_dict()
     assert any(not torch.equal(tuned_state[k], v) for k, v in encoder_weights.items())
     # S0 and S4's finding: the frozen encoder learns less than the fine-tuned one.
-    assert runs[False].metrics["test_accuracy"] > 0.6
-    assert 0.15 < runs[True].metrics["test_accuracy"] < runs[False].metrics["test_accuracy"]
+    # One epoch on 5,000 images from a one-epoch encoder: seeds 0-2 gave 0.45-0.64 fine-tuned and
+    # 0.15-0.31 frozen (chance: 0.10), under engines 3 and 4 alike.
+    assert runs[False].metrics["test_accuracy"] > 0.4
+    assert 0.12 < runs[True].metrics["test_accuracy"] < runs[False].metrics["test_accuracy"]
 
 
 def test_a_classifier_can_start_from_a_pca_path_encoder():
