@@ -78,22 +78,41 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+@functools.cache
+def _kernels():
+    """fmnist_core.kernels, imported on first use (numba's import would slow the app's start), or
+    None where numba is missing: the fused layers then run torch's own."""
+    try:
+        from . import kernels
+    except ImportError:
+        return None
+    return kernels
+
+
+def _runs_compiled(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a fused layer trains x with the compiled kernels: fp32 training on the CPU."""
+    return (
+        module.training
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 4
+        and not torch.is_autocast_enabled("cpu")
+        and _kernels() is not None
+    )
+
+
 class _PoolReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, keep, threshold, scale):
-        from . import kernels  # here, not at the top: numba's import would slow the app's start
-
-        out, code = kernels.pool_relu_forward(x, keep, threshold, scale)
+        out, code = _kernels().pool_relu_forward(x, keep, threshold, scale)
         ctx.save_for_backward(code)
         ctx.scale, ctx.shape = scale, x.shape
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        from . import kernels
-
         (code,) = ctx.saved_tensors
-        return kernels.pool_relu_backward(grad, code, ctx.scale, ctx.shape), None, None, None
+        return _kernels().pool_relu_backward(grad, code, ctx.scale, ctx.shape), None, None, None
 
 
 class PoolReLU(nn.Module):
@@ -110,15 +129,7 @@ class PoolReLU(nn.Module):
         self.dropout, self.pool, self.relu = dropout, pool, relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compiled = (
-            self.training
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.is_autocast_enabled("cpu")
-        )
-        if not compiled:
+        if not (_runs_compiled(self, x) and x.is_contiguous(memory_format=torch.channels_last)):
             return self.relu(self.pool(x if self.dropout is None else self.dropout(x)))
         if self.dropout is None or self.dropout.threshold == 0:
             return _PoolReLU.apply(x, None, 0, 1.0)
@@ -130,19 +141,15 @@ class PoolReLU(nn.Module):
 class _ConvPoolReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, keep, threshold, scale):
-        from . import kernels
-
-        out, code = kernels.conv_pool_relu_forward(x, weight, bias, keep, threshold, scale)
+        out, code = _kernels().conv_pool_relu_forward(x, weight, bias, keep, threshold, scale)
         ctx.save_for_backward(x, code)
         ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        from . import kernels
-
         x, code = ctx.saved_tensors
-        grad_weight, grad_bias = kernels.conv_pool_relu_backward(x, grad, code, ctx.scale)
+        grad_weight, grad_bias = _kernels().conv_pool_relu_backward(x, grad, code, ctx.scale)
         return None, grad_weight, grad_bias, None, None, None
 
 
@@ -174,15 +181,7 @@ class ConvPoolReLU(nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compiled = (
-            self.training
-            and x.device.type == "cpu"
-            and x.dtype == self.weight.dtype == torch.float32
-            and x.dim() == 4
-            and not x.requires_grad
-            and not torch.is_autocast_enabled("cpu")
-        )
-        if not compiled:
+        if not (_runs_compiled(self, x) and self.weight.dtype == torch.float32 and not x.requires_grad):
             return self.after(super().forward(x))
         dropout = self.after.dropout
         if dropout is None or dropout.threshold == 0:

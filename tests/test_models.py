@@ -309,3 +309,30 @@ def test_conv_pool_relu_matches_the_convolution_and_the_layers_after_it(p, size)
     assert grad_w.abs().sum() > 0
     fused.eval()  # evaluation: the stock convolution and layers
     torch.testing.assert_close(fused(x), torch.relu(torch.nn.functional.max_pool2d(conv(x), 2)))
+
+
+def test_fused_layers_run_torchs_own_where_numba_is_missing(monkeypatch):
+    import fmnist_core.models as models
+
+    model = create_model("conv_autoencoder").train().to(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 28, 28)
+    torch.manual_seed(0)
+    compiled = model(x)
+    assert type(model.encoder[0].after).__name__ == "PoolReLU"
+    monkeypatch.setattr(models, "_kernels", lambda: None)
+    torch.manual_seed(0)
+    stock = model(x)
+    torch.testing.assert_close(stock, compiled, rtol=1e-5, atol=1e-6)  # the same masks, too
+    assert not {"_PoolReLUBackward", "_ConvPoolReLUBackward"} & _graph_names(stock)
+    assert {"_PoolReLUBackward", "_ConvPoolReLUBackward"} <= _graph_names(compiled)
+
+
+def _graph_names(output: torch.Tensor) -> set[str]:
+    """The names of every backward step in output's autograd graph."""
+    seen, todo = set(), [output.grad_fn]
+    while todo:
+        step = todo.pop()
+        if step is not None and step not in seen:
+            seen.add(step)
+            todo += [following for following, _ in step.next_functions]
+    return {type(step).__name__ for step in seen}
