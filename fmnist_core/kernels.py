@@ -169,6 +169,25 @@ def _conv_pool_relu_backward(x, grad, code, scale, partial):
 
 
 @njit(parallel=True, cache=True)
+def _pool_dropout_forward(x, keep, threshold, scale, out, code):
+    # 2x2 max-pool, then dropout on the pooled map (S1's CNN); backward is _pool_relu_backward's.
+    images, rows, cols, channels = out.shape
+    zero = np.float32(0.0)
+    for n in prange(images):
+        for i in range(rows):
+            r = 2 * i
+            for j in range(cols):
+                q = 2 * j
+                for c in range(channels):
+                    best, winner, _ = _take_if_greater(x[n, r, q + 1, c], True, x[n, r, q, c], 0, True, 1)
+                    best, winner, _ = _take_if_greater(x[n, r + 1, q, c], True, best, winner, True, 2)
+                    best, winner, _ = _take_if_greater(x[n, r + 1, q + 1, c], True, best, winner, True, 3)
+                    kept = keep[n, i, j, c] >= threshold
+                    out[n, i, j, c] = best * (scale if kept else zero)
+                    code[n, i, j, c] = winner if kept else NO_GRADIENT
+
+
+@njit(parallel=True, cache=True)
 def _pool_relu_backward(grad, code, scale, grad_x):
     images, rows, cols, channels = grad_x.shape
     pooled_rows, pooled_cols = grad.shape[1], grad.shape[2]
@@ -215,6 +234,22 @@ def pool_relu_forward(
             np.float32(scale),
             out.numpy(),
             code.numpy(),
+        )
+    return out.permute(0, 3, 1, 2), code
+
+
+def pool_dropout_forward(
+    x: torch.Tensor, keep: torch.Tensor, threshold: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """2x2 max-pool of a channels_last (N, C, H, W) fp32 CPU map, then dropout of the pooled map
+    (keep: its (N, H', W', C) random bytes). Returns the output and the codes for pool_relu_backward."""
+    n, c, h, w = x.shape
+    out = torch.empty((n, h // 2, w // 2, c), dtype=x.dtype)
+    code = torch.empty((n, h // 2, w // 2, c), dtype=torch.uint8)
+    with _KERNEL_LOCK:
+        _use_torch_threads()
+        _pool_dropout_forward(
+            _nhwc(x), keep.numpy(), np.uint8(threshold), np.float32(scale), out.numpy(), code.numpy()
         )
     return out.permute(0, 3, 1, 2), code
 
@@ -285,3 +320,126 @@ def conv_pool_relu_backward(
         )
     total = partial.sum(0)  # (10, C), image by image in a fixed order: deterministic
     return total[:9].t().reshape(channels, 1, 3, 3), total[9]
+
+
+# ---------------------------------------------------------------- ReLU, then BatchNorm (S1's CNN)
+# Sums run image by image into (N, C) float64 rows, added in a fixed order: deterministic.
+
+
+@njit(parallel=True, cache=True)
+def _relu_sums(z, mean, partial):
+    # partial[n, c] = sum over image n of relu(z) (mean is None) or of (relu(z) - mean)^2.
+    images, rows, cols, channels = z.shape
+    zero = np.float32(0.0)
+    for n in prange(images):
+        for r in range(rows):
+            for q in range(cols):
+                for c in range(channels):
+                    v = z[n, r, q, c]
+                    a = np.float64(v if (v > zero) | (v != v) else zero)
+                    if mean is None:
+                        partial[n, c] += a
+                    else:
+                        d = a - mean[c]
+                        partial[n, c] += d * d
+
+
+@njit(parallel=True, cache=True)
+def _relu_scale_shift(z, scale, shift, y):
+    # y = relu(z) * scale + shift, per channel: the normalisation and the affine map in one.
+    images, rows, cols, channels = z.shape
+    zero = np.float32(0.0)
+    for n in prange(images):
+        for r in range(rows):
+            for q in range(cols):
+                for c in range(channels):
+                    v = z[n, r, q, c]
+                    a = v if (v > zero) | (v != v) else zero
+                    y[n, r, q, c] = a * scale[c] + shift[c]
+
+
+@njit(parallel=True, cache=True)
+def _relu_batchnorm_grad_sums(z, dy, mean, partial):
+    # partial[n, 0, c] = sum of dy, partial[n, 1, c] = sum of dy * (relu(z) - mean), over image n.
+    images, rows, cols, channels = z.shape
+    zero = np.float32(0.0)
+    for n in prange(images):
+        for r in range(rows):
+            for q in range(cols):
+                for c in range(channels):
+                    v = z[n, r, q, c]
+                    a = np.float64(v if (v > zero) | (v != v) else zero)
+                    g = np.float64(dy[n, r, q, c])
+                    partial[n, 0, c] += g
+                    partial[n, 1, c] += g * (a - mean[c])
+
+
+@njit(parallel=True, cache=True)
+def _relu_batchnorm_grad(z, dy, k_dy, k_const, k_centred, centre, dz):
+    # dz = (z > 0) * (k_dy * dy - k_const - k_centred * (relu(z) - centre)), per channel.
+    images, rows, cols, channels = z.shape
+    zero = np.float32(0.0)
+    for n in prange(images):
+        for r in range(rows):
+            for q in range(cols):
+                for c in range(channels):
+                    v = z[n, r, q, c]
+                    g = k_dy[c] * dy[n, r, q, c] - k_const[c] - k_centred[c] * (v - centre[c])
+                    dz[n, r, q, c] = g if v > zero else zero
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    return t.detach().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def relu_batchnorm_forward(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):
+    """BatchNorm2d (batch statistics, affine) of relu(z) for a (N, C, H, W) fp32 CPU map.
+    Returns y (channels_last), the batch mean and biased variance (float64, per channel)."""
+    n, c, h, w = z.shape
+    z_nhwc = _nhwc(z)
+    count = n * h * w
+    partial = np.zeros((n, c), dtype=np.float64)
+    with _KERNEL_LOCK:
+        _use_torch_threads()
+        _relu_sums(z_nhwc, None, partial)
+        mean = partial.sum(0) / count
+        partial[:] = 0.0
+        _relu_sums(z_nhwc, mean, partial)
+        variance = partial.sum(0) / count
+        inverse_std = 1.0 / np.sqrt(variance + eps)
+        scale = inverse_std * weight.detach().double().numpy()
+        shift = bias.detach().double().numpy() - mean * scale
+        y = torch.empty((n, h, w, c), dtype=z.dtype)
+        _relu_scale_shift(z_nhwc, scale.astype(np.float32), shift.astype(np.float32), y.numpy())
+    return y.permute(0, 3, 1, 2), mean, variance
+
+
+def relu_batchnorm_backward(z, grad, weight, mean, variance, eps: float):
+    """Gradients of relu_batchnorm_forward: of z, of the weight and of the bias."""
+    n, c, h, w = z.shape
+    z_nhwc, dy = _nhwc(z), _nhwc(grad)
+    count = n * h * w
+    partial = np.zeros((n, 2, c), dtype=np.float64)
+    inverse_std = 1.0 / np.sqrt(variance + eps)
+    gamma = weight.detach().double().numpy()
+    with _KERNEL_LOCK:
+        _use_torch_threads()
+        _relu_batchnorm_grad_sums(z_nhwc, dy, mean, partial)
+        sum_dy, sum_dy_centred = partial.sum(0)
+        k_dy = gamma * inverse_std
+        k_const = k_dy * sum_dy / count
+        k_centred = k_dy * inverse_std**2 * sum_dy_centred / count
+        dz = torch.empty((n, h, w, c), dtype=z.dtype)
+        f32 = np.float32
+        _relu_batchnorm_grad(
+            z_nhwc,
+            dy,
+            k_dy.astype(f32),
+            k_const.astype(f32),
+            k_centred.astype(f32),
+            mean.astype(f32),
+            dz.numpy(),
+        )
+    grad_weight = torch.from_numpy(sum_dy_centred * inverse_std).to(weight.dtype)
+    grad_bias = torch.from_numpy(sum_dy).to(weight.dtype)
+    return dz.permute(0, 3, 1, 2), grad_weight, grad_bias

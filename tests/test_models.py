@@ -7,7 +7,9 @@ from fmnist_core.models import (
     ConvTranspose2d,
     Dropout,
     Flatten,
+    PoolDropout,
     PoolReLU,
+    ReLUBatchNorm,
     create_model,
     describe,
     get_spec,
@@ -336,3 +338,60 @@ def _graph_names(output: torch.Tensor) -> set[str]:
             seen.add(step)
             todo += [following for following, _ in step.next_functions]
     return {type(step).__name__ for step in seen}
+
+
+@pytest.mark.parametrize("size", [24, 11])
+def test_pool_dropout_matches_max_pool_and_dropout_bit_for_bit(size):
+    layers = PoolDropout(torch.nn.MaxPool2d(2), Dropout(0.7)).train()
+    stock = torch.nn.Sequential(layers.pool, layers.dropout)
+    x = torch.randn(6, 5, size, size)
+    x[0] = 0.0  # ties everywhere
+    x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for module in (layers, stock):
+        torch.manual_seed(8)
+        leaf = x.clone().requires_grad_()
+        y = module(leaf)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(5)))
+        results.append((y, leaf.grad))
+    (y, grad_x), (y_stock, grad_x_stock) = results
+    assert type(y.grad_fn).__name__ == "_PoolDropoutBackward"
+    assert torch.equal(y, y_stock) and torch.equal(grad_x, grad_x_stock)
+    assert 0.6 < (y == 0).float().mean() < 0.8  # p = 0.7 of the pooled map dropped
+
+
+def test_relu_batchnorm_matches_relu_then_batchnorm_and_keeps_the_running_statistics():
+    norm = torch.nn.BatchNorm2d(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.2, 0.2)
+    reference = torch.nn.BatchNorm2d(6).double()
+    reference.load_state_dict(norm.state_dict())
+    fused = ReLUBatchNorm(torch.nn.ReLU(), norm).train()
+    assert list(fused.state_dict()) == list(reference.state_dict())  # saved weights keep their names
+    z = torch.randn(8, 6, 9, 9).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
+    for _ in range(2):  # two steps: the running statistics move twice
+        leaf = z.clone().requires_grad_()
+        y = fused(leaf)
+        y.backward(grad)
+        leaf64 = z.double().requires_grad_()
+        y64 = reference(torch.relu(leaf64))
+        y64.backward(grad.double())
+    assert type(y.grad_fn).__name__ == "_ReLUBatchNormBackward"
+    # Against float64 torch: our sums run in float64, so the error is float32 rounding only.
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(leaf.grad.double(), leaf64.grad, rtol=1e-5, atol=1e-5)
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(
+            getattr(fused, name).grad.double(), getattr(reference, name).grad, rtol=1e-5, atol=1e-4
+        )
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(
+            getattr(fused, name).double(), getattr(reference, name), rtol=1e-5, atol=1e-6
+        )
+    assert int(fused.num_batches_tracked) == 2
+    fused.eval()  # evaluation: torch's own layers with the running statistics
+    torch.testing.assert_close(
+        fused(z).double(), reference.eval()(torch.relu(z.double())), rtol=1e-5, atol=1e-5
+    )
