@@ -80,6 +80,18 @@ def _conv3x3(bias, w, c, a0, a1, a2, a3, a4, a5, a6, a7, a8):
     )  # fmt: skip
 
 
+@njit(inline="always")
+def _patch4x4(x, n, r, q):
+    """The 4x4 pixels under a pooling window's four 3x3 convolutions, row by row: loaded once for
+    all channels."""
+    return (
+        x[n, r, q], x[n, r, q + 1], x[n, r, q + 2], x[n, r, q + 3],
+        x[n, r + 1, q], x[n, r + 1, q + 1], x[n, r + 1, q + 2], x[n, r + 1, q + 3],
+        x[n, r + 2, q], x[n, r + 2, q + 1], x[n, r + 2, q + 2], x[n, r + 2, q + 3],
+        x[n, r + 3, q], x[n, r + 3, q + 1], x[n, r + 3, q + 2], x[n, r + 3, q + 3],
+    )  # fmt: skip
+
+
 @njit(parallel=True, cache=True)
 def _conv_pool_relu_forward(x, w, bias, keep, dropping, threshold, scale, out, code):
     # x: (N, H, W) one-channel images; w: (9, C) taps row by row; out, code: (N, H', W', C).
@@ -89,25 +101,8 @@ def _conv_pool_relu_forward(x, w, bias, keep, dropping, threshold, scale, out, c
             r = 2 * i
             for j in range(cols):
                 q = 2 * j
-                # The 4x4 pixels under the window's four 3x3 convolutions, loaded once for all channels.
-                p00, p01, p02, p03 = x[n, r, q], x[n, r, q + 1], x[n, r, q + 2], x[n, r, q + 3]
-                p10, p11, p12, p13 = (
-                    x[n, r + 1, q],
-                    x[n, r + 1, q + 1],
-                    x[n, r + 1, q + 2],
-                    x[n, r + 1, q + 3],
-                )
-                p20, p21, p22, p23 = (
-                    x[n, r + 2, q],
-                    x[n, r + 2, q + 1],
-                    x[n, r + 2, q + 2],
-                    x[n, r + 2, q + 3],
-                )
-                p30, p31, p32, p33 = (
-                    x[n, r + 3, q],
-                    x[n, r + 3, q + 1],
-                    x[n, r + 3, q + 2],
-                    x[n, r + 3, q + 3],
+                p00, p01, p02, p03, p10, p11, p12, p13, p20, p21, p22, p23, p30, p31, p32, p33 = _patch4x4(
+                    x, n, r, q
                 )
                 for c in range(channels):
                     out[n, i, j, c], code[n, i, j, c] = _pooled(
@@ -130,24 +125,8 @@ def _conv_pool_relu_backward(x, grad, code, scale, partial):
             r = 2 * i
             for j in range(cols):
                 q = 2 * j
-                p00, p01, p02, p03 = x[n, r, q], x[n, r, q + 1], x[n, r, q + 2], x[n, r, q + 3]
-                p10, p11, p12, p13 = (
-                    x[n, r + 1, q],
-                    x[n, r + 1, q + 1],
-                    x[n, r + 1, q + 2],
-                    x[n, r + 1, q + 3],
-                )
-                p20, p21, p22, p23 = (
-                    x[n, r + 2, q],
-                    x[n, r + 2, q + 1],
-                    x[n, r + 2, q + 2],
-                    x[n, r + 2, q + 3],
-                )
-                p30, p31, p32, p33 = (
-                    x[n, r + 3, q],
-                    x[n, r + 3, q + 1],
-                    x[n, r + 3, q + 2],
-                    x[n, r + 3, q + 3],
+                p00, p01, p02, p03, p10, p11, p12, p13, p20, p21, p22, p23, p30, p31, p32, p33 = _patch4x4(
+                    x, n, r, q
                 )
                 for c in range(channels):
                     k = code[n, i, j, c]

@@ -101,10 +101,14 @@ def _runs_compiled(module: nn.Module, x: torch.Tensor) -> bool:
     )
 
 
-class _PoolReLU(torch.autograd.Function):
+class _Pooled(torch.autograd.Function):
+    """A compiled 2x2 max-pooling with its neighbours (`kernel`: pool_relu_forward or
+    pool_dropout_forward): forward keeps a byte per output, its winner or no gradient, and
+    backward sends the gradient, times the dropout's scale, to the winners."""
+
     @staticmethod
-    def forward(ctx, x, keep, threshold, scale):
-        out, code = _kernels().pool_relu_forward(x, keep, threshold, scale)
+    def forward(ctx, kernel, x, keep, threshold, scale):
+        out, code = getattr(_kernels(), kernel)(x, keep, threshold, scale)
         ctx.save_for_backward(code)
         ctx.scale, ctx.shape = scale, x.shape
         return out
@@ -112,7 +116,7 @@ class _PoolReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (code,) = ctx.saved_tensors
-        return _kernels().pool_relu_backward(grad, code, ctx.scale, ctx.shape), None, None, None
+        return None, _kernels().pool_relu_backward(grad, code, ctx.scale, ctx.shape), None, None, None
 
 
 class PoolReLU(nn.Module):
@@ -132,21 +136,10 @@ class PoolReLU(nn.Module):
         if not (_runs_compiled(self, x) and x.is_contiguous(memory_format=torch.channels_last)):
             return self.relu(self.pool(x if self.dropout is None else self.dropout(x)))
         if self.dropout is None or self.dropout.threshold == 0:
-            return _PoolReLU.apply(x, None, 0, 1.0)
+            return _Pooled.apply("pool_relu_forward", x, None, 0, 1.0)
         n, c, h, w = x.shape
         keep = self.dropout.random_bytes(x.numel(), x.device).view(n, h, w, c)
-        return _PoolReLU.apply(x, keep, self.dropout.threshold, self.dropout.scale)
-
-
-class _PoolDropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, keep, threshold, scale):
-        out, code = _kernels().pool_dropout_forward(x, keep, threshold, scale)
-        ctx.save_for_backward(code)
-        ctx.scale, ctx.shape = scale, x.shape
-        return out
-
-    backward = staticmethod(_PoolReLU.backward)  # the same codes: the winner, or no gradient
+        return _Pooled.apply("pool_relu_forward", x, keep, self.dropout.threshold, self.dropout.scale)
 
 
 class PoolDropout(nn.Module):
@@ -162,7 +155,7 @@ class PoolDropout(nn.Module):
             return self.dropout(self.pool(x))
         n, c, h, w = x.shape
         keep = self.dropout.random_bytes(n * c * (h // 2) * (w // 2), x.device).view(n, h // 2, w // 2, c)
-        return _PoolDropout.apply(x, keep, self.dropout.threshold, self.dropout.scale)
+        return _Pooled.apply("pool_dropout_forward", x, keep, self.dropout.threshold, self.dropout.scale)
 
 
 class _ConvPoolReLU(torch.autograd.Function):

@@ -212,7 +212,7 @@ def test_pool_relu_matches_dropout_max_pool_and_relu_bit_for_bit(p, size):
         y.backward(grad)
         results.append((y, leaf.grad))
     (y, grad_x), (y_stock, grad_x_stock) = results
-    assert type(y.grad_fn).__name__ == "_PoolReLUBackward"  # the compiled kernels ran
+    assert type(y.grad_fn).__name__ == "_PooledBackward"  # the compiled kernels ran
     assert y.shape == (6, 5, size // 2, size // 2) and y.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(
         y,
@@ -325,8 +325,8 @@ def test_fused_layers_run_torchs_own_where_numba_is_missing(monkeypatch):
     torch.manual_seed(0)
     stock = model(x)
     torch.testing.assert_close(stock, compiled, rtol=1e-5, atol=1e-6)  # the same masks, too
-    assert not {"_PoolReLUBackward", "_ConvPoolReLUBackward"} & _graph_names(stock)
-    assert {"_PoolReLUBackward", "_ConvPoolReLUBackward"} <= _graph_names(compiled)
+    assert not {"_PooledBackward", "_ConvPoolReLUBackward"} & _graph_names(stock)
+    assert {"_PooledBackward", "_ConvPoolReLUBackward"} <= _graph_names(compiled)
 
 
 def _graph_names(output: torch.Tensor) -> set[str]:
@@ -355,7 +355,7 @@ def test_pool_dropout_matches_max_pool_and_dropout_bit_for_bit(size):
         y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(5)))
         results.append((y, leaf.grad))
     (y, grad_x), (y_stock, grad_x_stock) = results
-    assert type(y.grad_fn).__name__ == "_PoolDropoutBackward"
+    assert type(y.grad_fn).__name__ == "_PooledBackward"
     assert torch.equal(y, y_stock) and torch.equal(grad_x, grad_x_stock)
     assert 0.6 < (y == 0).float().mean() < 0.8  # p = 0.7 of the pooled map dropped
 
