@@ -24,7 +24,15 @@ import torch.nn.functional as F
 
 from fmnist_core.config import RunConfig
 from fmnist_core.data import FILES, find_data_folder
-from fmnist_core.models import ConvPoolReLU, ConvTranspose2d, Dropout, Flatten, PoolReLU
+from fmnist_core.models import (
+    ConvPoolReLU,
+    ConvTranspose2d,
+    Dropout,
+    Flatten,
+    PoolDropout,
+    PoolReLU,
+    ReLUBatchNorm,
+)
 from fmnist_core.train import build_model, train
 
 STEPS = 150  # optimizer steps per measurement
@@ -52,8 +60,8 @@ def torchvision_root() -> Path:
 def as_textbook(module: torch.nn.Module) -> torch.nn.Module:
     """The same network, weights and all, as a textbook writes it: torch's own layers in the
     report's order. Our model differs in ways that change no number: its own Dropout, Flatten and
-    ConvTranspose2d, max-pooling moved before the activation, and a dropout, max-pool and ReLU
-    (and a first convolution before them) fused in one compiled layer (see pool_before_activation)."""
+    ConvTranspose2d, max-pooling moved before the activation, and layers fused into compiled ones
+    (PoolReLU, ConvPoolReLU, PoolDropout, ReLUBatchNorm: see pool_before_activation)."""
     if isinstance(module, torch.nn.Sequential):  # fused layers: their layers again, in their places
         for index, layer in enumerate(list(module)):
             parts = []
@@ -64,6 +72,12 @@ def as_textbook(module: torch.nn.Module) -> torch.nn.Module:
                 layer = layer.after
             if isinstance(layer, PoolReLU):
                 parts += [part for part in (layer.dropout, layer.pool, layer.relu) if part is not None]
+            if isinstance(layer, PoolDropout):
+                parts += [layer.pool, layer.dropout]
+            if isinstance(layer, ReLUBatchNorm):  # its ReLU's place is the Identity before it
+                norm = torch.nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum)
+                norm.load_state_dict(layer.state_dict())
+                module[index - 1], parts = layer.relu, [norm]
             for offset, part in enumerate(parts):
                 module[index + offset] = part
     for name, child in module.named_children():

@@ -53,3 +53,19 @@ def test_the_textbook_order_puts_back_what_pooling_first_moved_and_nothing_else(
     assert layer_names(book.features) == [
         "Conv2d", "ReLU", "MaxPool2d", "Dropout", "Conv2d", "Tanh", "MaxPool2d", "Flatten",
     ]  # fmt: skip
+
+
+def test_the_textbook_cnn_is_s1s_row_9_with_torchs_own_layers():
+    config = bench.CASES["S1 best CNN"]
+    ours = build_model(config, torch.device("cpu")).eval()
+    book = bench.as_textbook(build_model(config, torch.device("cpu"))).eval()
+    assert "ReLUBatchNorm" in layer_names(ours.features) and "PoolDropout" in layer_names(ours.features)
+    assert layer_names(book.features) == [
+        "Conv2d", "ReLU", "BatchNorm2d", "Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d", "Dropout",
+        "Flatten", "Linear", "ReLU",
+    ]  # fmt: skip
+    assert all(type(module).__module__.startswith("torch.nn") for module in book.features)
+    assert list(book.state_dict()) == list(ours.state_dict())  # the same weights, the same names
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(book(x), ours(x))
