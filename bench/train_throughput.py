@@ -24,15 +24,7 @@ import torch.nn.functional as F
 
 from fmnist_core.config import RunConfig
 from fmnist_core.data import FILES, find_data_folder
-from fmnist_core.models import (
-    ConvPoolReLU,
-    ConvTranspose2d,
-    Dropout,
-    Flatten,
-    PoolDropout,
-    PoolReLU,
-    ReLUBatchNorm,
-)
+from fmnist_core.models import ConvTranspose2d, Dropout, Flatten, textbook_order
 from fmnist_core.train import build_model, train
 
 STEPS = 150  # optimizer steps per measurement
@@ -61,25 +53,10 @@ def as_textbook(module: torch.nn.Module) -> torch.nn.Module:
     """The same network, weights and all, as a textbook writes it: torch's own layers in the
     report's order. Our model differs in ways that change no number: its own Dropout, Flatten and
     ConvTranspose2d, max-pooling moved before the activation, and layers fused into compiled ones
-    (PoolReLU, ConvPoolReLU, PoolDropout, ReLUBatchNorm: see pool_before_activation)."""
-    if isinstance(module, torch.nn.Sequential):  # fused layers: their layers again, in their places
-        for index, layer in enumerate(list(module)):
-            parts = []
-            if isinstance(layer, ConvPoolReLU):
-                conv = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size)
-                conv.load_state_dict(layer.state_dict())
-                parts.append(conv)
-                layer = layer.after
-            if isinstance(layer, PoolReLU):
-                parts += [part for part in (layer.dropout, layer.pool, layer.relu) if part is not None]
-            if isinstance(layer, PoolDropout):
-                parts += [layer.pool, layer.dropout]
-            if isinstance(layer, ReLUBatchNorm):  # its ReLU's place is the Identity before it
-                norm = torch.nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum)
-                norm.load_state_dict(layer.state_dict())
-                module[index - 1], parts = layer.relu, [norm]
-            for offset, part in enumerate(parts):
-                module[index + offset] = part
+    (see pool_before_activation; textbook_order undoes both)."""
+    if isinstance(module, torch.nn.Sequential):
+        for index, layer in enumerate(textbook_order(list(module))):
+            module[index] = layer
     for name, child in module.named_children():
         if isinstance(child, Dropout):
             setattr(module, name, torch.nn.Dropout(child.p))
@@ -93,30 +70,7 @@ def as_textbook(module: torch.nn.Module) -> torch.nn.Module:
             setattr(module, name, stock)
         else:
             as_textbook(child)
-    if isinstance(module, torch.nn.Sequential):
-        layers = report_order(list(module))
-        for index, layer in enumerate(layers):
-            module[index] = layer
     return module
-
-
-def report_order(layers: list[torch.nn.Module]) -> list[torch.nn.Module]:
-    """Undo pool_before_activation: each max-pool goes back after the activation (and the dropout
-    that drops nothing) it was moved before, and a dropout moved before the activation goes back
-    after it."""
-    layers = list(layers)
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, torch.nn.MaxPool2d):
-            continue
-        end = i + 1
-        while end < len(layers) and (
-            isinstance(layers[end], (torch.nn.ReLU, torch.nn.Tanh))
-            or (isinstance(layers[end], torch.nn.Dropout) and layers[end].p == 0)
-        ):
-            end += 1
-        start = i - 1 if end > i + 1 and i > 0 and isinstance(layers[i - 1], torch.nn.Dropout) else i
-        layers[start:end] = layers[i + 1 : end] + layers[start:i] + [layer]
-    return layers
 
 
 def textbook(config: RunConfig, steps: int) -> float:

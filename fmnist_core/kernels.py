@@ -24,6 +24,12 @@ NO_GRADIENT = 4  # a window's code when no gradient flows back through it (ReLU 
 
 
 @njit(inline="always")
+def _relu(v):
+    # torch.relu's: NaN passes.
+    return v if (v > np.float32(0.0)) | (v != v) else np.float32(0.0)
+
+
+@njit(inline="always")
 def _take_if_greater(value, kept, best, winner, best_kept, k):
     # max_pool2d's tie rule: a later value wins only if greater (or NaN), so the first maximum stays.
     better = (value > best) | (value != value)
@@ -192,6 +198,16 @@ def _use_torch_threads() -> None:
             set_num_threads(wanted)
 
 
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    """A (N, C, H, W) tensor's (N, H, W, C) array: a view when it is channels_last."""
+    return t.detach().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _one_channel(x: torch.Tensor) -> np.ndarray:
+    """(N, 1, H, W) images as an (N, H, W) array."""
+    return x.detach().reshape(x.shape[0], *x.shape[2:]).contiguous().numpy()
+
+
 def pool_relu_forward(
     x: torch.Tensor, keep: torch.Tensor | None, threshold: int, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,7 +222,7 @@ def pool_relu_forward(
     with _KERNEL_LOCK:
         _use_torch_threads()
         _pool_relu_forward(
-            x.detach().permute(0, 2, 3, 1).numpy(),
+            _nhwc(x),
             keep_array,
             dropping,
             np.uint8(threshold),
@@ -239,10 +255,9 @@ def pool_relu_backward(
     """The gradient of pool_relu_forward's input: grad times scale at each window's winner, else 0."""
     n, c, h, w = shape
     grad_x = torch.empty((n, h, w, c), dtype=grad.dtype)
-    grad = grad.permute(0, 2, 3, 1).contiguous()  # (N, H, W, C); a view when grad is channels_last
     with _KERNEL_LOCK:
         _use_torch_threads()
-        _pool_relu_backward(grad.numpy(), code.numpy(), np.float32(scale), grad_x.numpy())
+        _pool_relu_backward(_nhwc(grad), code.numpy(), np.float32(scale), grad_x.numpy())
     return grad_x.permute(0, 3, 1, 2)
 
 
@@ -267,7 +282,7 @@ def conv_pool_relu_forward(
     with _KERNEL_LOCK:
         _use_torch_threads()
         _conv_pool_relu_forward(
-            x.detach().reshape(n, h, w).contiguous().numpy(),
+            _one_channel(x),
             taps.numpy(),
             bias.detach().contiguous().numpy(),
             keep_array,
@@ -287,12 +302,11 @@ def conv_pool_relu_backward(
     n, _, h, w = x.shape
     channels = grad.shape[1]
     partial = torch.zeros((n, 10, channels), dtype=grad.dtype)
-    grad = grad.permute(0, 2, 3, 1).contiguous()  # (N, H', W', C)
     with _KERNEL_LOCK:
         _use_torch_threads()
         _conv_pool_relu_backward(
-            x.detach().reshape(n, h, w).contiguous().numpy(),
-            grad.numpy(),
+            _one_channel(x),
+            _nhwc(grad),
             code.numpy(),
             np.float32(scale),
             partial.numpy(),
@@ -309,13 +323,12 @@ def conv_pool_relu_backward(
 def _relu_sums(z, mean, partial):
     # partial[n, c] = sum over image n of relu(z) (mean is None) or of (relu(z) - mean)^2.
     images, rows, cols, channels = z.shape
-    zero = np.float32(0.0)
     for n in prange(images):
         for r in range(rows):
             for q in range(cols):
                 for c in range(channels):
                     v = z[n, r, q, c]
-                    a = np.float64(v if (v > zero) | (v != v) else zero)
+                    a = np.float64(_relu(v))
                     if mean is None:
                         partial[n, c] += a
                     else:
@@ -327,13 +340,12 @@ def _relu_sums(z, mean, partial):
 def _relu_scale_shift(z, scale, shift, y):
     # y = relu(z) * scale + shift, per channel: the normalisation and the affine map in one.
     images, rows, cols, channels = z.shape
-    zero = np.float32(0.0)
     for n in prange(images):
         for r in range(rows):
             for q in range(cols):
                 for c in range(channels):
                     v = z[n, r, q, c]
-                    a = v if (v > zero) | (v != v) else zero
+                    a = _relu(v)
                     y[n, r, q, c] = a * scale[c] + shift[c]
 
 
@@ -341,13 +353,12 @@ def _relu_scale_shift(z, scale, shift, y):
 def _relu_batchnorm_grad_sums(z, dy, mean, partial):
     # partial[n, 0, c] = sum of dy, partial[n, 1, c] = sum of dy * (relu(z) - mean), over image n.
     images, rows, cols, channels = z.shape
-    zero = np.float32(0.0)
     for n in prange(images):
         for r in range(rows):
             for q in range(cols):
                 for c in range(channels):
                     v = z[n, r, q, c]
-                    a = np.float64(v if (v > zero) | (v != v) else zero)
+                    a = np.float64(_relu(v))
                     g = np.float64(dy[n, r, q, c])
                     partial[n, 0, c] += g
                     partial[n, 1, c] += g * (a - mean[c])
@@ -365,10 +376,6 @@ def _relu_batchnorm_grad(z, dy, k_dy, k_const, k_centred, centre, dz):
                     v = z[n, r, q, c]
                     g = k_dy[c] * dy[n, r, q, c] - k_const[c] - k_centred[c] * (v - centre[c])
                     dz[n, r, q, c] = g if v > zero else zero
-
-
-def _nhwc(t: torch.Tensor) -> np.ndarray:
-    return t.detach().permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def relu_batchnorm_forward(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float):

@@ -74,6 +74,10 @@ class Dropout(nn.Module):
         words = torch.empty((count + 7) // 8, dtype=torch.int64, device=device).random_(-(2**63), None)
         return words.view(torch.uint8)[:count]
 
+    def keep_bytes(self, n: int, c: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """random_bytes for an (n, c, h, w) map, as the (N, H, W, C) array the kernels read."""
+        return self.random_bytes(n * c * h * w, device).view(n, h, w, c)
+
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
@@ -137,8 +141,7 @@ class PoolReLU(nn.Module):
             return self.relu(self.pool(x if self.dropout is None else self.dropout(x)))
         if self.dropout is None or self.dropout.threshold == 0:
             return _Pooled.apply("pool_relu_forward", x, None, 0, 1.0)
-        n, c, h, w = x.shape
-        keep = self.dropout.random_bytes(x.numel(), x.device).view(n, h, w, c)
+        keep = self.dropout.keep_bytes(*x.shape, x.device)
         return _Pooled.apply("pool_relu_forward", x, keep, self.dropout.threshold, self.dropout.scale)
 
 
@@ -154,7 +157,7 @@ class PoolDropout(nn.Module):
         if not (_runs_compiled(self, x) and x.is_contiguous(memory_format=torch.channels_last)):
             return self.dropout(self.pool(x))
         n, c, h, w = x.shape
-        keep = self.dropout.random_bytes(n * c * (h // 2) * (w // 2), x.device).view(n, h // 2, w // 2, c)
+        keep = self.dropout.keep_bytes(n, c, h // 2, w // 2, x.device)  # for the pooled map
         return _Pooled.apply("pool_dropout_forward", x, keep, self.dropout.threshold, self.dropout.scale)
 
 
@@ -207,10 +210,8 @@ class ConvPoolReLU(nn.Conv2d):
         if dropout is None or dropout.threshold == 0:
             return _ConvPoolReLU.apply(x, self.weight, self.bias, None, 0, 1.0)
         n, _, h, w = x.shape
-        channels = self.out_channels
         # Drawn for the full-size map, as the dropout layer would: the same random stream.
-        keep = dropout.random_bytes(n * channels * (h - 2) * (w - 2), x.device)
-        keep = keep.view(n, h - 2, w - 2, channels)
+        keep = dropout.keep_bytes(n, self.out_channels, h - 2, w - 2, x.device)
         return _ConvPoolReLU.apply(x, self.weight, self.bias, keep, dropout.threshold, dropout.scale)
 
 
@@ -225,8 +226,7 @@ class _ReLUBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, _mean_grad, _variance_grad):
         z, weight = ctx.saved_tensors
-        kernels = _kernels()
-        grad_z, grad_weight, grad_bias = kernels.relu_batchnorm_backward(
+        grad_z, grad_weight, grad_bias = _kernels().relu_batchnorm_backward(
             z, grad, weight, ctx.mean, ctx.variance, ctx.eps
         )
         return grad_z, grad_weight, grad_bias, None
@@ -517,9 +517,11 @@ def pool_before_activation(modules: list[nn.Module]) -> list[nn.Module]:
     outputs and gradients bit for bit, with the activation on a quarter of the pixels (12 of
     fast_cnn's 93 ms per step went to the full-size ReLU). A dropout that drops stays before
     the pooling, but a ReLU before it moves after both: ReLU commutes with scaling by the mask's
-    0 or 1 / (1 - p). Then each 2x2 max-pool and the ReLU after it, with a dropout just before,
-    become one PoolReLU (Identity layers hold the others' places). Only parameterless modules
-    move, so saved weights keep their names.
+    0 or 1 / (1 - p). Then layers that compiled kernels train together become one: a 2x2 max-pool
+    and the ReLU after it, with a dropout just before (PoolReLU), and with a first one-channel conv
+    before that (ConvPoolReLU); a max-pool and a dropout after it (PoolDropout); a ReLU and a
+    BatchNorm after it (ReLUBatchNorm). Identity layers hold the others' places. Only
+    parameterless modules move or vanish, so saved weights keep their names.
     """
     modules = list(modules)
     for i in range(len(modules) - 2):
@@ -555,6 +557,44 @@ def pool_before_activation(modules: list[nn.Module]) -> list[nn.Module]:
             modules[i : i + 2] = [ConvPoolReLU(modules[i], modules[i + 1]), nn.Identity()]
         elif ReLUBatchNorm.fits(modules[i], modules[i + 1]):
             modules[i : i + 2] = [nn.Identity(), ReLUBatchNorm(modules[i], modules[i + 1])]
+    return modules
+
+
+def textbook_order(modules: list[nn.Module]) -> list[nn.Module]:
+    """pool_before_activation undone, with the same numbers: each fused layer split back into the
+    layers it trains (sharing their weights, in the places its Identity layers kept), each max-pool
+    back after the activation (and the dropout that drops nothing) it was moved before, and a
+    dropout moved before the activation back after it. The reference for tests and benches."""
+    modules = list(modules)
+    for i, module in enumerate(list(modules)):
+        parts = []
+        if isinstance(module, ConvPoolReLU):
+            conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size)
+            conv.weight, conv.bias = module.weight, module.bias
+            parts, module = [conv], module.after
+        if isinstance(module, PoolReLU):
+            parts += [part for part in (module.dropout, module.pool, module.relu) if part is not None]
+        elif isinstance(module, PoolDropout):
+            parts += [module.pool, module.dropout]
+        elif isinstance(module, ReLUBatchNorm):  # its ReLU's place is the Identity before it
+            norm = nn.BatchNorm2d(module.num_features, module.eps, module.momentum)
+            norm.weight, norm.bias = module.weight, module.bias
+            norm.running_mean, norm.running_var = module.running_mean, module.running_var
+            norm.num_batches_tracked = module.num_batches_tracked
+            modules[i - 1], parts = module.relu, [norm]
+        if parts:
+            modules[i : i + len(parts)] = parts
+    for i, layer in enumerate(modules):
+        if not isinstance(layer, nn.MaxPool2d):
+            continue
+        end = i + 1
+        while end < len(modules) and (
+            isinstance(modules[end], (nn.ReLU, nn.Tanh))
+            or (isinstance(modules[end], Dropout) and modules[end].threshold == 0)
+        ):
+            end += 1
+        start = i - 1 if end > i + 1 and i > 0 and isinstance(modules[i - 1], Dropout) else i
+        modules[start:end] = modules[i + 1 : end] + modules[start:i] + [layer]
     return modules
 
 

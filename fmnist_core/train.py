@@ -143,7 +143,7 @@ def join_parameters(parameters: list[nn.Parameter]) -> nn.Parameter | None:
     offset = 0
     for p in parameters:
         dense = p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
-        stride = p.stride() if dense else torch.empty(p.shape).stride()
+        stride = p.stride() if dense else torch.empty(p.shape, device="meta").stride()  # no memory
         view = values.as_strided(p.shape, stride, offset)
         view.copy_(p.detach())
         p.data = view  # keeps channels_last strides where the layer has them

@@ -14,6 +14,7 @@ from fmnist_core.models import (
     describe,
     get_spec,
     list_models,
+    textbook_order,
 )
 
 
@@ -130,26 +131,7 @@ def test_dropout_gives_the_same_mask_in_either_memory_layout():
 
 
 def _textbook_order(sequential: torch.nn.Sequential) -> torch.nn.Sequential:
-    """The same modules with each fused PoolReLU split into its layers, and each activation after a
-    max-pooling moved back before it (and before the dropout just before the pooling)."""
-    modules = []
-    for module in sequential:
-        if isinstance(module, ConvPoolReLU):
-            conv = torch.nn.Conv2d(1, module.out_channels, 3)
-            conv.weight, conv.bias = module.weight, module.bias
-            modules.append(conv)
-            module = module.after
-        if isinstance(module, PoolReLU):
-            modules += [m for m in (module.dropout, module.pool, module.relu) if m is not None]
-        elif not isinstance(module, torch.nn.Identity):
-            modules.append(module)
-    for i in range(len(modules) - 1):
-        if isinstance(modules[i], torch.nn.MaxPool2d) and isinstance(
-            modules[i + 1], (torch.nn.ReLU, torch.nn.Tanh)
-        ):
-            start = i - 1 if i > 0 and isinstance(modules[i - 1], Dropout) else i
-            modules.insert(start, modules.pop(i + 1))
-    return torch.nn.Sequential(*modules)
+    return torch.nn.Sequential(*textbook_order(list(sequential)))
 
 
 @pytest.mark.parametrize(
