@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from fmnist_core import device
+from fmnist_core.config import RunConfig
 from fmnist_core.recipes import RECIPES
 
 
@@ -30,3 +31,5 @@ def test_no_cpuinfo_means_fp32(monkeypatch):
 def test_the_cnn_recipes_train_in_the_fast_precision_of_this_machine():
     for name in ("fast_cnn", "long_cnn"):
         assert RECIPES[name].config().precision == device.fast_precision()
+    assert RunConfig.for_model("cnn").precision == device.fast_precision()  # S1's row 9 by default
+    assert RunConfig.for_model("cnn", precision="fp32").precision == "fp32"
