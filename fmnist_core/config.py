@@ -20,7 +20,7 @@ TEST_TIME_AUGMENTS = ("none", "flip")
 VALIDATIONS = ("test", "holdout")
 PRECISIONS = ("fp32", "bf16")
 # Bumped whenever training changes what a config produces, so old cache entries are not reused.
-ENGINE_VERSION = 4  # 2: the cheaper dropout, channels_last; 3: dropout masks in (N, H, W, C) order, sub-pixel transposed conv; 4: compiled kernels whose sums run in another order (ConvPoolReLU, ReLUBatchNorm)
+ENGINE_VERSION = 5  # 2: the cheaper dropout, channels_last; 3: dropout masks in (N, H, W, C) order, sub-pixel transposed conv; 4: compiled kernels whose sums run in another order (ConvPoolReLU, ReLUBatchNorm); 5: ReLUBatchNorm and PoolDropout under bf16 autocast too
 
 
 @dataclass(frozen=True)

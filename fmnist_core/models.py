@@ -94,16 +94,29 @@ def _kernels():
     return kernels
 
 
-def _runs_compiled(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether a fused layer trains x with the compiled kernels: fp32 training on the CPU."""
+def _runs_compiled(module: nn.Module, x: torch.Tensor, under_bf16: bool = False) -> bool:
+    """Whether a fused layer trains x with the compiled kernels: fp32 training on the CPU, and
+    for the layers that pass `under_bf16`, bf16 autocast too (see `_widened`)."""
+    if torch.is_autocast_enabled("cpu"):
+        dtypes = (torch.float32, torch.bfloat16) if under_bf16 else ()
+    else:
+        dtypes = (torch.float32,)
     return (
         module.training
         and x.device.type == "cpu"
-        and x.dtype == torch.float32
+        and x.dtype in dtypes
         and x.dim() == 4
-        and not torch.is_autocast_enabled("cpu")
         and _kernels() is not None
     )
+
+
+def _widened(x: torch.Tensor) -> torch.Tensor:
+    """A bf16 map in fp32 for the kernels, and its gradient narrowed back: a pass each way, and
+    the next conv or linear layer narrows the output again. Worth it before S1's BatchNorms and
+    its pooling + dropout (a bf16 step of its CNN 68-70 -> 53-57 ms; torch's bf16 BatchNorm
+    backward took 11 ms a map), not before PoolReLU (fast_cnn 23 -> 24.5 ms: torch's bf16
+    pooling of a conv's output is cheap, widening the full map is not)."""
+    return x.float() if x.dtype == torch.bfloat16 else x
 
 
 class _Pooled(torch.autograd.Function):
@@ -148,15 +161,19 @@ class PoolReLU(nn.Module):
 
 class PoolDropout(nn.Module):
     """A 2x2 max-pool and the dropout after it (S1's CNN), trained as one compiled pass each way,
-    with the same masks, outputs and gradients as the two layers."""
+    with the same masks, outputs and gradients as the two layers (in fp32; under bf16 autocast
+    on the map widened to fp32)."""
 
     def __init__(self, pool: nn.MaxPool2d, dropout: Dropout):
         super().__init__()
         self.pool, self.dropout = pool, dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (_runs_compiled(self, x) and x.is_contiguous(memory_format=torch.channels_last)):
+        if not (
+            _runs_compiled(self, x, under_bf16=True) and x.is_contiguous(memory_format=torch.channels_last)
+        ):
             return self.dropout(self.pool(x))
+        x = _widened(x)
         n, c, h, w = x.shape
         keep = self.dropout.keep_bytes(n, c, h // 2, w // 2, x.device)  # for the pooled map
         return _Pooled.apply("pool_dropout_forward", x, keep, self.dropout.threshold, self.dropout.scale)
@@ -238,7 +255,8 @@ class ReLUBatchNorm(nn.BatchNorm2d):
     kernels: two passes for the batch statistics and one for the output forward, two backward.
     torch's channels_last BatchNorm backward alone took 12 ms a step on S1's 24x24 map. The
     BatchNorm's weights and running statistics keep their names; its sums run in float64, in
-    another order than torch's (ENGINE_VERSION 4). Elsewhere the two layers run as they are.
+    another order than torch's (ENGINE_VERSION 4). Under bf16 autocast it runs on the map widened
+    to fp32 (ENGINE_VERSION 5); elsewhere the two layers run as they are.
     """
 
     def __init__(self, relu: nn.ReLU, norm: nn.BatchNorm2d):
@@ -260,10 +278,12 @@ class ReLUBatchNorm(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (
-            _runs_compiled(self, x) and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] > 1
+            _runs_compiled(self, x, under_bf16=True)
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and x.shape[0] > 1
         ):
             return super().forward(self.relu(x))
-        y, mean, variance = _ReLUBatchNorm.apply(x, self.weight, self.bias, self.eps)
+        y, mean, variance = _ReLUBatchNorm.apply(_widened(x), self.weight, self.bias, self.eps)
         with torch.no_grad():  # as BatchNorm2d does: the unbiased variance in the running one
             count = x.numel() / x.shape[1]
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)

@@ -377,3 +377,27 @@ def test_relu_batchnorm_matches_relu_then_batchnorm_and_keeps_the_running_statis
     torch.testing.assert_close(
         fused(z).double(), reference.eval()(torch.relu(z.double())), rtol=1e-5, atol=1e-5
     )
+
+
+def test_under_bf16_autocast_the_batchnorm_and_pool_dropout_kernels_train_the_widened_map():
+    norm = ReLUBatchNorm(torch.nn.ReLU(), torch.nn.BatchNorm2d(6)).train()
+    pool_dropout = PoolDropout(torch.nn.MaxPool2d(2), Dropout(0.5)).train()
+    z = torch.randn(8, 6, 10, 10).contiguous(memory_format=torch.channels_last).bfloat16()
+    grad = torch.randn(8, 6, 5, 5, generator=torch.Generator().manual_seed(3))
+    results = []
+    for autocast, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        torch.manual_seed(6)  # the same dropout mask
+        leaf = z.to(dtype, copy=True).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = pool_dropout(norm(leaf))
+        y.backward(grad)
+        assert {"_ReLUBatchNormBackward", "_PooledBackward"} <= _graph_names(y)
+        results.append((y, leaf.grad))
+    (y, grad_z), (y_fp32, grad_z_fp32) = results
+    assert y.dtype == torch.float32 and grad_z.dtype == torch.bfloat16  # widened, then narrowed back
+    assert torch.equal(y, y_fp32)  # bf16 -> fp32 is exact, so the kernels saw the same numbers
+    assert torch.equal(grad_z, grad_z_fp32.bfloat16())
+    pool_relu = PoolReLU(None, torch.nn.MaxPool2d(2), torch.nn.ReLU()).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # widening a conv's full map costs more here
+        pooled = pool_relu(z.clone().requires_grad_())
+    assert pooled.dtype == torch.bfloat16 and "_PooledBackward" not in _graph_names(pooled)
