@@ -113,9 +113,10 @@ def _runs_compiled(module: nn.Module, x: torch.Tensor, under_bf16: bool = False)
 def _widened(x: torch.Tensor) -> torch.Tensor:
     """A bf16 map in fp32 for the kernels, and its gradient narrowed back: a pass each way, and
     the next conv or linear layer narrows the output again. Worth it before S1's BatchNorms and
-    its pooling + dropout (a bf16 step of its CNN 68-70 -> 53-57 ms; torch's bf16 BatchNorm
-    backward took 11 ms a map), not before PoolReLU (fast_cnn 23 -> 24.5 ms: torch's bf16
-    pooling of a conv's output is cheap, widening the full map is not)."""
+    its pooling + dropout (a bf16 step of its CNN 68-70 -> 53-57 ms): torch's bf16 channels_last
+    BatchNorm takes 14-15 ms forward and backward on S1's 35- and 50-channel maps, 4 ms on 48 or
+    64 channels, which the widened kernel does not beat. Not before PoolReLU (fast_cnn 23 -> 24.5
+    ms: torch's bf16 pooling of a conv's output is cheap, widening the full map is not)."""
     return x.float() if x.dtype == torch.bfloat16 else x
 
 
@@ -256,7 +257,8 @@ class ReLUBatchNorm(nn.BatchNorm2d):
     torch's channels_last BatchNorm backward alone took 12 ms a step on S1's 24x24 map. The
     BatchNorm's weights and running statistics keep their names; its sums run in float64, in
     another order than torch's (ENGINE_VERSION 4). Under bf16 autocast it runs on the map widened
-    to fp32 (ENGINE_VERSION 5); elsewhere the two layers run as they are.
+    to fp32 where the channel count is not a multiple of 16 (ENGINE_VERSION 5); elsewhere the two
+    layers run as they are.
     """
 
     def __init__(self, relu: nn.ReLU, norm: nn.BatchNorm2d):
@@ -278,7 +280,8 @@ class ReLUBatchNorm(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (
-            _runs_compiled(self, x, under_bf16=True)
+            # torch's bf16 BatchNorm is quick where its channels fill whole 16-lane vectors
+            _runs_compiled(self, x, under_bf16=self.num_features % 16 != 0)
             and x.is_contiguous(memory_format=torch.channels_last)
             and x.shape[0] > 1
         ):

@@ -401,3 +401,7 @@ def test_under_bf16_autocast_the_batchnorm_and_pool_dropout_kernels_train_the_wi
     with torch.autocast("cpu", dtype=torch.bfloat16):  # widening a conv's full map costs more here
         pooled = pool_relu(z.clone().requires_grad_())
     assert pooled.dtype == torch.bfloat16 and "_PooledBackward" not in _graph_names(pooled)
+    sixteen = ReLUBatchNorm(torch.nn.ReLU(), torch.nn.BatchNorm2d(16)).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # torch's own is quick on 16 channels
+        normed = sixteen(torch.randn(4, 16, 6, 6).contiguous(memory_format=torch.channels_last).bfloat16())
+    assert "_ReLUBatchNormBackward" not in _graph_names(normed)
