@@ -996,7 +996,7 @@ class CNN(FeaturesAndHead):
     kind="classifier",
     settings=CNNSettings,
     # bf16 where the hardware does it natively: S1's row 9 over seeds 0-2 reached the same test
-    # accuracy as fp32 (bench/RESULTS.md) in 0.8 of the time.
+    # accuracy as fp32 (bench/RESULTS.md) in two thirds of the time.
     recipe=dict(
         loss="cross_entropy", epochs=12, batch_size=128, lr=5e-4, optimizer="adam", precision=fast_precision()
     ),
