@@ -29,7 +29,7 @@ class ModelSpec:
     kind: str  # "autoencoder" or "classifier"
     settings_type: type
     build: Callable[[Any], nn.Module]
-    recipe: dict[str, Any]  # training defaults from the seed report
+    recipe: dict[str, Any]  # training defaults from the seed report (precision: where bf16 measured equal)
     description: str
     initialise: Callable[[nn.Module, Any], None] | None = None  # e.g. load pretrained weights
 
