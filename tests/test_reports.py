@@ -175,3 +175,22 @@ def test_parallel_waves_start_the_longest_run_first(tmp_path):
     waiting = RunConfig.for_model("encoder_classifier", {"encoder_run": small.run_id})
     assert forward_flops(waiting, cache) == 0
     assert longest_first([waiting, small], cache) == [small, waiting]
+
+
+def test_a_report_row_names_the_run_settings_that_left_their_defaults():
+    from fmnist_core.reports import _config_summary
+
+    plain = _config_summary(RunConfig.for_model("mlp"))
+    assert plain.endswith("adam lr=0.001 batch=100 epochs=30 loss=mse_onehot")
+    tuned = _config_summary(
+        RunConfig.for_model("resnet", precision="bf16", schedule="onecycle", weight_decay=5e-4)
+    )
+    for shown in (
+        "schedule=onecycle",
+        "weight_decay=0.0005",
+        "label_smoothing=0.1",
+        "augment=flip",
+        "precision=bf16",
+    ):
+        assert shown in tuned
+    assert "tta" not in tuned
