@@ -107,11 +107,14 @@ class RunConfig:
         with a default later keeps every existing run id valid; model settings marked `since`
         (added after the first release) likewise.
         """
-        defaults = {f.name: f.default for f in fields(self) if f.default is not dataclasses.MISSING}
-        values = {k: v for k, v in self.to_dict().items() if k == "settings" or v != defaults.get(k)}
-        values["settings"] = self.telling_settings()
+        values = {**self.changed_settings(), "settings": self.telling_settings()}
         payload = json.dumps({"engine": ENGINE_VERSION, **values}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def changed_settings(self) -> dict[str, Any]:
+        """The run settings that differ from their defaults (and those without one: model, settings)."""
+        defaults = {f.name: f.default for f in fields(self) if f.default is not dataclasses.MISSING}
+        return {k: v for k, v in self.to_dict().items() if k not in defaults or v != defaults[k]}
 
     def telling_settings(self) -> dict[str, Any]:
         """The model settings less those added later (marked `since`) that are at their default."""

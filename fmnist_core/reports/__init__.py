@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -63,10 +63,10 @@ def _config_summary(config: RunConfig) -> str:
         for k, v in config.telling_settings().items()
     )
     run = f"{config.optimizer} lr={config.lr:g} batch={config.batch_size} epochs={config.epochs} loss={config.loss}"
-    defaults = {f.name: f.default for f in fields(RunConfig)}
+    changed = config.changed_settings()
     for name in ("weight_decay", "schedule", "label_smoothing", "augment", "tta", "precision"):
-        value = getattr(config, name)
-        if value != defaults[name]:  # the settings a seed's table would not show, where changed
+        if name in changed:  # the settings a seed's table would not show, where changed
+            value = changed[name]
             run += f" {name}={value:g}" if isinstance(value, float) else f" {name}={value}"
     return f"{settings}; {run}" + (f"; {config.train_subset} images" if config.train_subset else "")
 
