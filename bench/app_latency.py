@@ -36,15 +36,18 @@ def main() -> None:
     from fmnist_core.config import RunConfig
     from fmnist_core.data import load_data
     from fmnist_core.preprocess import prepare_drawing
+    from fmnist_core.runs import get_or_train, load_run
 
     start = time.perf_counter()
     AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     first_render = time.perf_counter() - start
 
     cache = RunCache()
-    classifier = cache.get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=5000))
-    autoencoder = cache.get_or_train(RunConfig.for_model("conv_autoencoder", epochs=1, train_subset=5000))
-    load = timed(lambda: cache.load(autoencoder.run_id))
+    classifier = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=5000), cache=cache)
+    autoencoder = get_or_train(
+        RunConfig.for_model("conv_autoencoder", epochs=1, train_subset=5000), cache=cache
+    )
+    load = timed(lambda: load_run(autoencoder.run_id, cache))
 
     drawing = np.zeros((280, 280, 4), dtype=np.uint8)
     drawing[60:220, 100:180] = 255

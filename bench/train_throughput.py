@@ -1,8 +1,8 @@
 """Images per second of our engine vs the textbook PyTorch loop, same model, batch and optimizer.
 
 The textbook loop: torchvision's FashionMNIST with ToTensor, a shuffling DataLoader, batch by batch,
-and the model as a textbook writes it: torch's own layers in the report's order, with our model's
-initial weights (`as_textbook`). Each measurement runs in a fresh process (the engine tunes the process's memory
+and the model as the lab's registry builds it (torch's own layers in the report's order), with the
+run's initial weights; the engine trains its own view of that model. Each measurement runs in a fresh process (the engine tunes the process's memory
 allocator, which must not help the textbook loop); contenders alternate, three rounds each, and
 medians are quoted. Run: .venv/bin/python bench/train_throughput.py
 """
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from fmnist_core.config import RunConfig
 from fmnist_core.data import FILES, find_data_folder
-from fmnist_core.models import ConvTranspose2d, Dropout, Flatten, textbook_order
-from fmnist_core.train import build_model, train
+from fmnist_core.device import resolve_precision
+from fmnist_core.runs import train, untrained_model
 
 STEPS = 150  # optimizer steps per measurement
 ROUNDS = 3
@@ -49,30 +49,6 @@ def torchvision_root() -> Path:
     return root
 
 
-def as_textbook(module: torch.nn.Module) -> torch.nn.Module:
-    """The same network, weights and all, as a textbook writes it: torch's own layers in the
-    report's order. Our model differs in ways that change no number: its own Dropout, Flatten and
-    ConvTranspose2d, max-pooling moved before the activation, and layers fused into compiled ones
-    (see pool_before_activation; textbook_order undoes both)."""
-    if isinstance(module, torch.nn.Sequential):
-        for index, layer in enumerate(textbook_order(list(module))):
-            module[index] = layer
-    for name, child in module.named_children():
-        if isinstance(child, Dropout):
-            setattr(module, name, torch.nn.Dropout(child.p))
-        elif isinstance(child, Flatten):
-            setattr(module, name, torch.nn.Flatten())
-        elif isinstance(child, ConvTranspose2d):
-            stock = torch.nn.ConvTranspose2d(
-                child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding
-            )
-            stock.load_state_dict(child.state_dict())
-            setattr(module, name, stock)
-        else:
-            as_textbook(child)
-    return module
-
-
 def textbook(config: RunConfig, steps: int) -> float:
     from torchvision import datasets, transforms
 
@@ -80,7 +56,7 @@ def textbook(config: RunConfig, steps: int) -> float:
         str(torchvision_root()), train=True, download=False, transform=transforms.ToTensor()
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True)
-    model = as_textbook(build_model(config, torch.device("cpu"))).train()
+    model = untrained_model(config).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     autoencoder = config.kind == "autoencoder"
     start, seen = None, 0
@@ -110,10 +86,10 @@ def engine(config: RunConfig, steps: int) -> float:
 CASES = {
     "S0 autoencoder p=0.2": RunConfig.for_model("conv_autoencoder", epochs=1),
     "S0 autoencoder p=0": RunConfig.for_model("conv_autoencoder", {"dropout": 0.0}, epochs=1),
-    # The engine in its default precision for this model here (bf16 where the CPU does it natively)
-    # and in fp32. The textbook loop ignores `precision` and trains in fp32 either way.
+    # S1's fp32, and the engine in precision auto (bf16 where the CPU does it natively, see the
+    # precision column's resolved value). The textbook loop trains in fp32 either way.
     "S1 best CNN": RunConfig.for_model("cnn", epochs=1),
-    "S1 best CNN, engine fp32": RunConfig.for_model("cnn", epochs=1, precision="fp32"),
+    "S1 best CNN, engine auto": RunConfig.for_model("cnn", epochs=1, precision="auto"),
 }
 CONTENDERS = {"textbook": textbook, "engine": engine}
 
@@ -149,7 +125,8 @@ def main() -> None:
             ours.append(measure_in_new_process("engine", name, args.steps))
         b, o = statistics.median(book), statistics.median(ours)
         ratios[name] = o / b
-        print(f"{name:26s} {config.batch_size:5d} {config.precision:>9s} {b:15.0f} {o:13.0f} {o / b:6.2f}")
+        precision = resolve_precision(config.precision, "cpu")
+        print(f"{name:26s} {config.batch_size:5d} {precision:>9s} {b:15.0f} {o:13.0f} {o / b:6.2f}")
     if "S0 autoencoder p=0.2" in ratios:
         print(f"engine_vs_textbook_s0_p0.2: {ratios['S0 autoencoder p=0.2']:.2f}")
 

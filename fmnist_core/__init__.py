@@ -1,10 +1,11 @@
 """Fashion-MNIST Lab core: real data, models, training, disk cache and analysis (no Streamlit)."""
 
-from .cache import RunCache, TrainedRun
+from .cache import RunCache
 from .config import RunConfig
 from .data import CLASS_NAMES, load_data
 from .models import create_model, get_spec, list_models
-from .train import Progress, train
+from .runs import TrainedRun, get_or_train, load_run, train
+from .training import Progress
 
 __all__ = [
     "CLASS_NAMES",
@@ -13,8 +14,10 @@ __all__ = [
     "RunConfig",
     "TrainedRun",
     "create_model",
+    "get_or_train",
     "get_spec",
     "list_models",
     "load_data",
+    "load_run",
     "train",
 ]

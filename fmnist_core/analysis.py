@@ -156,6 +156,15 @@ def principal_directions(codes: np.ndarray, count: int = 5) -> tuple[np.ndarray,
     return pca.mean_, pca.components_, np.sqrt(pca.explained_variance_)
 
 
+def image_pca(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean image (784,) and every principal direction (784, 784), largest first, in float64 sums."""
+    flat = images.flatten(1).double()
+    mean = flat.mean(0)
+    # Right singular vectors of the centred data = principal directions, largest first.
+    _, _, v = torch.linalg.svd(flat - mean, full_matrices=False)
+    return mean.float(), v.float()
+
+
 def pca_reconstruction_mse(train_images: torch.Tensor, test_images: torch.Tensor, k: int) -> float:
     """The linear baseline: test MSE of PCA with k components fitted on the train set."""
     from sklearn.decomposition import PCA

@@ -1,9 +1,10 @@
-"""The disk cache in models_cache/: one folder per config hash, the source of truth for trained runs."""
+"""The disk cache in models_cache/: one folder per config hash, the source of truth for trained runs.
+
+It stores and loads files; building models from them is fmnist_core.runs' work.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import json
 import logging
@@ -11,21 +12,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from filelock import FileLock
 from torch import nn
 
-from .analysis import predict_proba
 from .config import RunConfig
-from .device import pick_device
-from .models import create_model
-from .train import Progress, train
 
 log = logging.getLogger("fmnist_core")
 FILES = ("config.json", "history.json", "model.pt")
@@ -40,25 +34,6 @@ class CorruptRunError(RuntimeError):
     """A cache entry exists but cannot be trusted (half-written, edited, damaged)."""
 
 
-@dataclass
-class TrainedRun:
-    config: RunConfig
-    model: nn.Module
-    history: dict
-    metrics: dict
-    cached: bool  # True: loaded from disk, not trained now
-    completed: bool = True  # False: stopped early, and so not cached
-    note: str = ""  # e.g. that a corrupted entry was replaced
-
-    @property
-    def run_id(self) -> str:
-        return self.config.run_id
-
-    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
-        """Class probabilities (N, 10), with the test-time augmentation the run was evaluated with."""
-        return predict_proba(self.model, images, self.config.tta)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -71,27 +46,9 @@ def default_root() -> Path:
     return Path(os.environ.get("FMNIST_CACHE") or "models_cache")
 
 
-# The cache a load or a training is working from, so models built inside it (a classifier
-# that starts from a cached encoder) read from the same folder.
-_active_root: contextvars.ContextVar[Path | None] = contextvars.ContextVar("fmnist_cache_root", default=None)
-
-
 class RunCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
-
-    @classmethod
-    def current(cls) -> RunCache:
-        """The cache in use by the load or training in progress, else the default one."""
-        return cls(_active_root.get())
-
-    @contextlib.contextmanager
-    def active(self):
-        token = _active_root.set(self.root)
-        try:
-            yield self
-        finally:
-            _active_root.reset(token)
 
     def folder(self, run_id: str) -> Path:
         return self.root / run_id
@@ -138,19 +95,6 @@ class RunCache:
         self.verify(run_id)
         record = json.loads((self.folder(run_id) / "history.json").read_text())
         return record["history"], record["metrics"]
-
-    def load(self, run_id: str, device: torch.device | str | None = None) -> TrainedRun:
-        """A verified run with its model rebuilt and its weights loaded (eval mode)."""
-        config = self.load_config(run_id)
-        record = json.loads((self.folder(run_id) / "history.json").read_text())
-        with self.active():
-            model = create_model(config.model, **config.settings)
-        try:
-            model.load_state_dict(self.load_state(run_id))
-        except RuntimeError as error:
-            raise CorruptRunError(f"run {run_id}: weights do not fit the model ({error})") from None
-        model.to(pick_device(device)).eval()
-        return TrainedRun(config, model, record["history"], record["metrics"], cached=True)
 
     def exists(self, run_id: str) -> bool:
         try:
@@ -216,44 +160,6 @@ class RunCache:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f".{run_id}.lock"))
 
-    def get_or_train(
-        self,
-        config: RunConfig,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        device: torch.device | str | None = None,
-    ) -> TrainedRun:
-        """Load the run from the cache, or train it once (other processes wait and load)."""
-        run_id = config.run_id
-        note = ""
-        try:
-            return self.load(run_id, device)
-        except MissingRunError:
-            pass
-        except CorruptRunError as error:
-            note = f"{error}; retrained"
-            log.warning("corrupted cache entry: %s", error)
-        with self.lock(run_id):
-            try:
-                return self.load(run_id, device)  # trained by another process while we waited
-            except MissingRunError:
-                pass
-            except CorruptRunError as error:
-                note = f"{error}; retrained"
-            with self.active():
-                result = train(config, on_progress, should_stop, device)
-            if result.completed:
-                self.save(config, result.model, result.history, result.metrics)
-        return TrainedRun(
-            config,
-            result.model,
-            result.history,
-            result.metrics,
-            cached=False,
-            completed=result.completed,
-            note=note,
-        )
-
     # ------------------------------------------------------------------ listing
 
     def list_runs(self) -> pd.DataFrame:
@@ -285,5 +191,8 @@ class RunCache:
             for key in ("test_loss", "test_accuracy", "test_mse", "train_seconds", "epochs_done", "device"):
                 if key in record["metrics"]:
                     row[key] = record["metrics"][key]
+            ran = record["metrics"].get("execution")
+            if isinstance(ran, dict):  # what it computed with: device type, precision, kernels
+                row["execution"] = "/".join(str(ran.get(k, "?")) for k in ("device", "precision", "kernels"))
             rows.append(row)
         return pd.DataFrame(rows)

@@ -11,7 +11,8 @@ from .cache import RunCache
 from .config import OPTIMIZERS, RunConfig
 from .models import get_spec, list_models
 from .recipes import get_recipe, list_recipes
-from .train import Progress
+from .runs import get_or_train
+from .training import Progress
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
@@ -94,7 +95,7 @@ def command_recipes(args) -> int:
 def command_train(args) -> int:
     config = config_from_args(args)
     print(f"run {config.run_id}: {config.model} {json.dumps(config.settings)}", file=sys.stderr)
-    run = RunCache().get_or_train(config, on_progress=None if args.quiet else print_progress)
+    run = get_or_train(config, on_progress=None if args.quiet else print_progress, cache=RunCache())
     if run.note:
         print(f"note: {run.note}", file=sys.stderr)
     result = summary(run)
@@ -119,7 +120,16 @@ def command_runs(args) -> int:
         return 0
     columns = [
         c
-        for c in ("run_id", "model", "epochs", "test_accuracy", "test_mse", "train_seconds", "status")
+        for c in (
+            "run_id",
+            "model",
+            "epochs",
+            "test_accuracy",
+            "test_mse",
+            "train_seconds",
+            "execution",
+            "status",
+        )
         if c in table
     ]
     print(table[columns].to_string(index=False))

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .device import PRECISIONS
 from .models import get_spec, make_settings, settings_dict
 from .settings import check_choice, check_int, check_range, coerce
 
@@ -18,9 +19,12 @@ SCHEDULES = ("constant", "onecycle")
 AUGMENTS = ("none", "flip", "flip_shift")
 TEST_TIME_AUGMENTS = ("none", "flip")
 VALIDATIONS = ("test", "holdout")
-PRECISIONS = ("fp32", "bf16")
 # Bumped whenever training changes what a config produces, so old cache entries are not reused.
-ENGINE_VERSION = 5  # 2: the cheaper dropout, channels_last; 3: dropout masks in (N, H, W, C) order, sub-pixel transposed conv; 4: compiled kernels whose sums run in another order (ConvPoolReLU, ReLUBatchNorm); 5: ReLUBatchNorm and PoolDropout under bf16 autocast too
+# 2: the cheaper dropout, channels_last; 3: dropout masks in (N, H, W, C) order, sub-pixel transposed
+# conv; 4: compiled kernels whose sums run in another order (ConvPoolReLU, ReLUBatchNorm); 5:
+# ReLUBatchNorm and PoolDropout under bf16 autocast too; 6: every draw from the run's own generators
+# (weights, order, augmentation, dropout), PCA starts fitted on the run's own training images.
+ENGINE_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class RunConfig:
     augment: str = "none"  # flip: random horizontal flips; flip_shift: and shifts of up to 2 pixels
     tta: str = "none"  # flip: classifiers are evaluated on each image and its mirror, logits averaged
     # bf16: training's convolutions and matrix products run in bfloat16 (autocast; the weights, the
-    # optimizer and evaluation stay fp32). 1.6x faster a step on this CPU's AVX-512 BF16 for conv nets.
+    # optimizer and evaluation stay fp32), 1.6x faster a step for conv nets on AVX-512 BF16. auto:
+    # bf16 where the hardware does it natively, else fp32, decided when the run trains and recorded.
     precision: str = "fp32"
     seed: int = 0
     validation: str = "test"  # test: validate on the test set, as the seeds did; holdout: on train
@@ -56,7 +61,7 @@ class RunConfig:
             object.__setattr__(self, "loss", spec.recipe["loss"])
         check_int("epochs", self.epochs, 1, 1000)
         check_int("batch_size", self.batch_size, 1, 60_000)
-        check_range("lr", self.lr, 1e-7, 10.0)
+        check_range("lr", self.lr, 1e-7, 10.0)  # finite numbers only, here and below
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)

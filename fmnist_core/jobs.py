@@ -13,9 +13,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from .cache import RunCache, TrainedRun
+from .cache import RunCache
 from .config import RunConfig
-from .train import Progress
+from .runs import TrainedRun, get_or_train
+from .training import Progress
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 
@@ -111,8 +112,11 @@ class JobQueue:
                 continue
             job.state = RUNNING
             try:
-                run = self.cache.get_or_train(
-                    job.config, on_progress=job.record, should_stop=job.stop_requested.is_set
+                run = get_or_train(
+                    job.config,
+                    on_progress=job.record,
+                    should_stop=job.stop_requested.is_set,
+                    cache=self.cache,
                 )
                 if run.cached and not job.epochs:
                     job.epochs = [

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunConfig
-from .device import fast_precision
 from .models import ONE_CYCLE_TRAINING
 
 
@@ -66,8 +65,8 @@ RECIPES = {
             "cnn",
             {"layers": FAST_CNN_LAYERS},
             # 6 epochs at batch 128: 0.9327 test accuracy in 80 s in bf16 (fp32: 0.9335 in 113 s).
-            # bf16 only where the hardware does it natively: emulated, it is slower than fp32.
-            dict(epochs=6, batch_size=128, tta="flip", precision=fast_precision(), **ONE_CYCLE_TRAINING),
+            # auto: bf16 only where the hardware does it natively (emulated, it is slower than fp32).
+            dict(epochs=6, batch_size=128, tta="flip", precision="auto", **ONE_CYCLE_TRAINING),
             "3 conv + BatchNorm stages (32/64/128), AdamW + OneCycle, label smoothing, flips, "
             "flip test-time augmentation, bf16 training where the hardware has it",
         ),
@@ -82,7 +81,7 @@ RECIPES = {
                 epochs=20,
                 batch_size=128,
                 tta="flip",
-                precision=fast_precision(),
+                precision="auto",
                 **{**ONE_CYCLE_TRAINING, "augment": "flip_shift"},
             ),
             "fast_cnn with a second, wider conv in its last two stages (32 / 80+80 / 160+160), trained "

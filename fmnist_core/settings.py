@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
@@ -16,10 +17,20 @@ def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
 def check_range(name: str, value: float, low: float, high: float, *, high_open=False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: {value!r} is not a finite number")
     above = value >= high if high_open else value > high
     if value < low or above:
         bracket = ")" if high_open else "]"
         raise ValueError(f"{name}: {value!r} is outside [{low}, {high}{bracket}")
+
+
+MAX_DROPOUT = 0.99  # the engine's dropout draws bytes: p is rounded to 1/256, and must keep some
+
+
+def check_dropout(name: str, value: float) -> None:
+    """A dropout probability in [0, MAX_DROPOUT]."""
+    check_range(name, value, 0.0, MAX_DROPOUT)
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> None:

@@ -3,8 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from fmnist_core import analysis
-from fmnist_core.train import build_model
+from fmnist_core import analysis, views
 from ui import plots
 from ui.navigation import enter_through_app
 from ui.panels import training_panel
@@ -62,13 +61,7 @@ with curves_tab:
 with recon_tab:
     seed = st.number_input("Which test images (a seed)", min_value=0, value=0, step=1)
     index = np.random.default_rng(int(seed)).choice(len(data.test_images), size=10, replace=False)
-    images = data.test_images[index]
-    untrained = build_model(run.config, "cpu")
-    rows = {
-        "original": images[:, 0].numpy(),
-        "untrained": analysis.reconstructions(untrained, images),
-        "trained": analysis.reconstructions(run.model, images),
-    }
+    rows = views.reconstruction_rows(run, index)
     captions = [data.class_names[int(label)] for label in data.test_labels[index]]
     st.plotly_chart(plots.image_rows(rows, captions), config={"displayModeBar": False})
 with error_tab:
@@ -84,12 +77,11 @@ with error_tab:
         ("Worst reconstructed", order[-10:][::-1].copy()),
     ):
         st.markdown(f"**{title}**")
-        chosen = data.test_images[picked]
         st.plotly_chart(
             plots.image_rows(
                 {
-                    "original": chosen[:, 0].numpy(),
-                    "reconstruction": analysis.reconstructions(run.model, chosen),
+                    "original": data.test_images[picked, 0].numpy(),
+                    "reconstruction": views.test_reconstructions(run, picked),
                 },
                 [f"{errors[i]:.3f}" for i in picked],
             ),

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fmnist_core import analysis
+from fmnist_core import views
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_drawing, prepare_upload
 from ui import plots
@@ -60,11 +60,6 @@ seen_column, answer_column = st.columns([1, 2])
 with seen_column:
     st.markdown("**What the model sees** (28×28)")
     st.image(np.kron(image, np.ones((8, 8))), clamp=True)
-tensor = np.asarray(image, dtype=np.float32)[None, None]
-
-import torch  # noqa: E402  (only once there is an image to classify)
-
-batch = torch.from_numpy(tensor)
 if not classifiers.empty:
     labels = {
         run_label(row): row["run_id"]
@@ -72,13 +67,13 @@ if not classifiers.empty:
     }
     with answer_column:
         chosen = st.selectbox("Classifier", list(labels))
-        probabilities = load_run(labels[chosen]).predict_proba(batch)[0]
+        probabilities = views.classify(load_run(labels[chosen]), image)
         top = np.argsort(-probabilities)[:3]
         st.markdown("  \n".join(f"**{CLASS_NAMES[c]}** {probabilities[c]:.1%}" for c in top))
         st.plotly_chart(plots.probability_bars(probabilities), config={"displayModeBar": False})
     others = []
     for label, run_id in labels.items():
-        p = load_run(run_id).predict_proba(batch)[0]
+        p = views.classify(load_run(run_id), image)
         others.append(
             {"classifier": label, "answer": CLASS_NAMES[int(p.argmax())], "probability": float(p.max())}
         )
@@ -97,8 +92,8 @@ if not autoencoders.empty:
     chosen = st.selectbox("Autoencoder", list(labels))
     run_id = labels[chosen]
     run = load_run(run_id)
-    reconstruction = analysis.reconstructions(run.model, batch)[0]
-    error = float(((reconstruction - image) ** 2).mean())
+    seen = views.reconstruct(run, image)
+    reconstruction, error = seen.image, seen.error
     limit = float(np.quantile(test_errors(run_id, stamp(run_id)), 0.99))
     left, right = st.columns(2)
     left.image(
@@ -113,8 +108,7 @@ if not autoencoders.empty:
             f"Reconstruction error {error:.4f}: within the range of real test images (99% below {limit:.4f})."
         )
     codes = test_codes(run_id, stamp(run_id))
-    code = analysis.latent_codes(run.model, batch)[0]
-    nearest = np.argsort(((codes - code) ** 2).sum(1))[:8]
+    nearest = views.nearest(codes, seen.code)
     st.markdown("**Nearest test images in latent space**")
     data = fashion()
     st.plotly_chart(

@@ -18,6 +18,7 @@ from PIL import Image
 from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
+from fmnist_core.runs import get_or_train
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test_artifacts"
@@ -37,9 +38,10 @@ def free_port() -> int:
 def app_url(isolated_cache):
     # A classifier and an autoencoder already in the cache, as after a person's first minutes.
     cache = RunCache(isolated_cache)
-    cache.get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000))
-    cache.get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 16, "dropout": 0.0}, epochs=1, train_subset=5000)
+    get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000), cache=cache)
+    get_or_train(
+        RunConfig.for_model("conv_autoencoder", {"n": 16, "dropout": 0.0}, epochs=1, train_subset=5000),
+        cache=cache,
     )
     port = free_port()
     env = {**os.environ, "FMNIST_CACHE": str(isolated_cache)}

@@ -10,13 +10,14 @@ import torch
 
 from fmnist_core.cache import CorruptRunError, MissingRunError, RunCache
 from fmnist_core.config import RunConfig
+from fmnist_core.runs import get_or_train, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_round_trip_gives_the_same_model(tiny_autoencoder_config):
     cache = RunCache()
-    trained = cache.get_or_train(tiny_autoencoder_config)
+    trained = get_or_train(tiny_autoencoder_config, cache=cache)
     assert not trained.cached and trained.completed
     folder = cache.folder(trained.run_id)
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -25,17 +26,17 @@ def test_round_trip_gives_the_same_model(tiny_autoencoder_config):
         "manifest.json",
         "model.pt",
     ]
-    loaded = cache.get_or_train(tiny_autoencoder_config)
+    loaded = get_or_train(tiny_autoencoder_config, cache=cache)
     assert loaded.cached
     assert loaded.metrics == trained.metrics and loaded.history == trained.history
-    x = torch.rand(5, 1, 28, 28)
+    x = torch.rand(5, 1, 28, 28, device=next(trained.model.parameters()).device)  # CPU or GPU alike
     torch.testing.assert_close(loaded.model(x), trained.model.eval()(x))
     assert json.loads((folder / "config.json").read_text())["model"] == "conv_autoencoder"
 
 
 def test_missing_run_raises():
     with pytest.raises(MissingRunError):
-        RunCache().load("0123456789abcdef")
+        load_run("0123456789abcdef")
 
 
 def test_failed_write_leaves_no_entry_and_no_temporary_files(tiny_autoencoder_config, monkeypatch):
@@ -55,7 +56,7 @@ def test_failed_write_leaves_no_entry_and_no_temporary_files(tiny_autoencoder_co
 @pytest.mark.parametrize("damage", ["flip_weights", "truncate_weights", "drop_manifest", "edit_config"])
 def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, damage):
     cache = RunCache()
-    first = cache.get_or_train(tiny_autoencoder_config)
+    first = get_or_train(tiny_autoencoder_config, cache=cache)
     folder = cache.folder(first.run_id)
     weights = folder / "model.pt"
     if damage == "flip_weights":
@@ -69,19 +70,19 @@ def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, dama
     else:
         (folder / "config.json").write_text('{"model": "mlp"}')
     with pytest.raises(CorruptRunError):
-        cache.load(first.run_id)
+        load_run(first.run_id, cache)
     assert "corrupt" in cache.list_runs().loc[0, "status"]
-    again = cache.get_or_train(tiny_autoencoder_config)
+    again = get_or_train(tiny_autoencoder_config, cache=cache)
     assert not again.cached and "retrained" in again.note
     assert again.metrics["test_mse"] == pytest.approx(first.metrics["test_mse"])
-    assert cache.get_or_train(tiny_autoencoder_config).cached
+    assert get_or_train(tiny_autoencoder_config, cache=cache).cached
 
 
 def test_two_processes_train_the_same_config_once(tmp_path, isolated_cache):
     script = (
-        "import json; from fmnist_core import RunCache, RunConfig;"
+        "import json; from fmnist_core import RunConfig, get_or_train;"
         "c = RunConfig.for_model('mlp', epochs=1, train_subset=20000);"
-        "print(json.dumps(RunCache().get_or_train(c).cached))"
+        "print(json.dumps(get_or_train(c).cached))"
     )
     env = {**os.environ, "FMNIST_CACHE": str(isolated_cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     processes = [
@@ -97,8 +98,8 @@ def test_two_processes_train_the_same_config_once(tmp_path, isolated_cache):
 
 def test_list_runs_has_config_columns_and_metrics(tiny_autoencoder_config):
     cache = RunCache()
-    cache.get_or_train(tiny_autoencoder_config)
-    cache.get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000))
+    get_or_train(tiny_autoencoder_config, cache=cache)
+    get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)
     table = cache.list_runs().set_index("model")
     assert set(table.index) == {"conv_autoencoder", "mlp"}
     assert table.loc["mlp", "test_accuracy"] > 0.5
@@ -109,7 +110,7 @@ def test_list_runs_has_config_columns_and_metrics(tiny_autoencoder_config):
 def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_cache, tmp_path):
     cache = RunCache()
     config = RunConfig.for_model("mlp", epochs=1, train_subset=2000)
-    good = cache.get_or_train(config).run_id
+    good = get_or_train(config, cache=cache).run_id
     stale, damaged = "0" * 16, "f" * 16
     shutil.copytree(cache.folder(good), cache.folder(stale))  # its config hashes to another id
     shutil.copytree(cache.folder(good), cache.folder(damaged))
@@ -127,4 +128,4 @@ def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_ca
     assert f"removed {damaged}: run {damaged}: model.pt does not match its checksum" in out.stdout
     assert "2 entries removed" in out.stdout
     assert cache.run_ids() == [good]
-    assert cache.get_or_train(config).cached
+    assert get_or_train(config, cache=cache).cached

@@ -70,7 +70,7 @@ def test_autoencoder_json_reports_test_mse(tmp_path):
 def test_invalid_setting_is_one_line_naming_it(tmp_path):
     out = run_cli("train", "conv_autoencoder", "--set", "dropout=1.5", cwd=tmp_path)
     assert out.returncode != 0
-    assert out.stderr.strip().splitlines() == ["error: dropout: 1.5 is outside [0.0, 1.0)"]
+    assert out.stderr.strip().splitlines() == ["error: dropout: 1.5 is outside [0.0, 0.99]"]
     out = run_cli("train", "mlp", "--set", "width=3", cwd=tmp_path)
     assert out.returncode != 0 and "width" in out.stderr
 

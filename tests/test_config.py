@@ -81,8 +81,8 @@ def test_a_model_setting_added_later_keeps_old_run_ids():
     assert default.settings["pca_path"] is False
     assert "pca_path" not in default.telling_settings()  # so the id is the one it had before pca_path
     # Pinned: a change orphans every cached run, which only an ENGINE_VERSION bump may do (engine 2's id
-    # for this config was 93acab5b788efd67, before and after pca_path was added; engine 3's 88370e9af0ccbc90, engine 4's eefe6a1c415307cf).
-    assert default.run_id == "bf0f9e225c170888"
+    # for this config was 93acab5b788efd67, before and after pca_path was added; engine 3's 88370e9af0ccbc90, engine 4's eefe6a1c415307cf, engine 5's bf0f9e225c170888).
+    assert default.run_id == "08014069e69df38f"
     assert RunConfig.for_model("conv_autoencoder", {"pca_path": True}).run_id != default.run_id
 
 

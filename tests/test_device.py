@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -5,31 +8,68 @@ import pytest
 from fmnist_core import device
 from fmnist_core.config import RunConfig
 from fmnist_core.recipes import RECIPES
+from fmnist_core.training import execution
+
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.mark.parametrize(
     "flags, expected",
     [
-        ("fpu sse2 avx512f avx512bw", "fp32"),  # AVX-512 alone: oneDNN would emulate bf16
-        ("fpu sse2 avx512f avx512_bf16", "bf16"),
-        ("fpu sse2 amx_bf16 amx_tile", "bf16"),
+        ("fpu sse2 avx512f avx512bw", False),  # AVX-512 alone: oneDNN would emulate bf16
+        ("fpu sse2 avx512f avx512_bf16", True),
+        ("fpu sse2 amx_bf16 amx_tile", True),
     ],
 )
-def test_bf16_is_chosen_only_where_the_cpu_does_it_natively(monkeypatch, flags, expected):
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, flags, expected):
+    monkeypatch.delenv("FMNIST_BF16", raising=False)
     monkeypatch.setattr(Path, "read_text", lambda self: f"processor : 0\nflags : {flags}\n")
-    assert device.fast_precision.__wrapped__("cpu") == expected
+    assert device._cpu_has_bf16.__wrapped__() is expected
 
 
-def test_no_cpuinfo_means_fp32(monkeypatch):
-    def missing(self):
-        raise FileNotFoundError(self)
+def test_no_cpuinfo_means_no_native_bf16(monkeypatch):
+    def unreadable(self):
+        raise OSError("no /proc here")
 
-    monkeypatch.setattr(Path, "read_text", missing)
-    assert device.fast_precision.__wrapped__("cpu") == "fp32"
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert device._cpu_has_bf16.__wrapped__() is False
 
 
-def test_the_cnn_recipes_train_in_the_fast_precision_of_this_machine():
+@pytest.mark.parametrize("override, resolved", [("0", "fp32"), ("1", "bf16")])
+def test_auto_precision_follows_the_machine_fp32_and_bf16_do_not(monkeypatch, override, resolved):
+    monkeypatch.setenv("FMNIST_BF16", override)
+    assert device.resolve_precision("auto", "cpu") == resolved
+    assert device.resolve_precision("fp32", "cpu") == "fp32"
+    assert device.resolve_precision("bf16", "cpu") == "bf16"
+    config = RECIPES["fast_cnn"].config()
+    assert config.precision == "auto"  # the config itself never depends on the machine
+    assert execution(config, device.pick_device("cpu"))["precision"] == resolved
+
+
+def test_a_bad_override_names_the_variable(monkeypatch):
+    monkeypatch.setenv("FMNIST_BF16", "yes")
+    with pytest.raises(ValueError, match="FMNIST_BF16"):
+        device.resolve_precision("auto", "cpu")
+
+
+def test_the_seed_models_train_in_fp32_as_published():
+    for model in ("conv_autoencoder", "encoder_classifier", "mlp", "cnn", "resnet"):
+        assert RunConfig.for_model(model).precision == "fp32"
     for name in ("fast_cnn", "long_cnn"):
-        assert RECIPES[name].config().precision == device.fast_precision()
-    assert RunConfig.for_model("cnn").precision == device.fast_precision()  # S1's row 9 by default
-    assert RunConfig.for_model("cnn", precision="fp32").precision == "fp32"
+        assert RECIPES[name].config().precision == "auto"
+
+
+def test_run_ids_are_the_same_whatever_the_cpu_says():
+    code = (
+        "import fmnist_core as f; from fmnist_core.recipes import RECIPES;"
+        "print(f.RunConfig.for_model('cnn').run_id, RECIPES['fast_cnn'].config().run_id)"
+    )
+    ids = set()
+    for override in ("0", "1"):
+        env = {**os.environ, "FMNIST_BF16": override, "PYTHONPATH": str(ROOT)}
+        ids.add(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+    assert len(ids) == 1 and len(ids.pop().split()) == 2

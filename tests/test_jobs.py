@@ -10,6 +10,14 @@ def tiny(seed=0, epochs=1):
     return RunConfig.for_model("mlp", epochs=epochs, train_subset=2000, seed=seed)
 
 
+def wait_until(condition, timeout: float = 120.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
 def test_a_job_trains_in_the_background_and_lands_in_the_cache():
     queue = JobQueue(RunCache())
     job = queue.submit(tiny())
@@ -34,8 +42,7 @@ def test_jobs_run_one_at_a_time_in_order_and_report_their_place():
 
     first.record = hold
     second, third = queue.submit(tiny(seed=2)), queue.submit(tiny(seed=3))
-    while first.state != RUNNING:
-        time.sleep(0.01)
+    wait_until(lambda: first.state == RUNNING)
     assert (second.state, third.state) == (QUEUED, QUEUED)
     assert [queue.position(j.run_id) for j in (first, second, third)] == [0, 1, 2]
     queue.stop(third.run_id)
@@ -50,8 +57,7 @@ def test_stop_keeps_what_was_done_and_caches_nothing():
     queue = JobQueue(RunCache())
     config = tiny(seed=4, epochs=50)
     job = queue.submit(config)
-    while len(job.epochs) < 1:
-        time.sleep(0.01)
+    wait_until(lambda: len(job.epochs) >= 1)
     queue.stop(job.run_id)
     queue.wait(job.run_id, timeout=120)
     assert job.state == STOPPED and 1 <= len(job.epochs) < 50

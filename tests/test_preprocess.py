@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 
 from fmnist_core import analysis
-from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
 from fmnist_core.preprocess import ImageError, fashion_style, prepare_drawing, prepare_upload
+from fmnist_core.runs import get_or_train
 
 
 def png_bytes(image: Image.Image, fmt="PNG") -> bytes:
@@ -33,8 +33,8 @@ def test_a_real_test_image_photographed_dark_on_light_comes_back_as_it_was():
 
 def test_classifier_reads_uploaded_test_images_like_the_originals():
     data = load_data()
-    run = RunCache().get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000))
-    images = data.test_images[:40]
+    run = get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000))
+    images = data.test_images[:400]  # 40 gave 0.875-0.95 across seeds: too few to judge by
     direct = analysis.predict_proba(run.model, images).argmax(1)
     uploaded = np.stack(
         [
@@ -43,7 +43,7 @@ def test_classifier_reads_uploaded_test_images_like_the_originals():
         ]
     )
     via_upload = analysis.predict_proba(run.model, torch.from_numpy(uploaded)[:, None]).argmax(1)
-    assert (direct == via_upload).mean() >= 0.9
+    assert (direct == via_upload).mean() >= 0.9  # 0.93 and 0.94 measured for seeds 0 and 1
 
 
 def test_rgba_is_composited_and_16_bit_is_scaled_not_clipped():

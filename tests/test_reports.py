@@ -14,6 +14,7 @@ from fmnist_core.reports import (
     to_markdown,
     write_report,
 )
+from fmnist_core.runs import get_or_train
 
 TINY = dict(epochs_scale=0.01, train_subset=400, test_subset=500)
 
@@ -153,7 +154,7 @@ def test_bad_arguments_name_the_setting():
 def test_no_train_tabulates_the_cache_and_trains_nothing(tmp_path):
     cache = RunCache(tmp_path / "cache")
     entry = report_entries("S3", Scale(epochs=0.04, train_subset=500, test_subset=500))[1]
-    cache.get_or_train(entry.config)
+    get_or_train(entry.config, cache=cache)
     result = reproduce(
         "S3", cache=cache, out_dir=tmp_path, train=False, epochs_scale=0.04, train_subset=500, test_subset=500
     )

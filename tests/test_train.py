@@ -1,17 +1,17 @@
 import ctypes
 import platform
-import sys
+import threading
 
 import numpy as np
 import pytest
 import sklearn.metrics
 import torch
 
-from fmnist_core import analysis
+from fmnist_core import analysis, engine
 from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
-from fmnist_core.train import train
+from fmnist_core.runs import get_or_train, train, untrained_model
 
 
 def test_same_config_and_seed_give_the_same_metrics(tiny_autoencoder_config):
@@ -101,7 +101,7 @@ def test_stop_keeps_the_epochs_done():
     result = train(config, on_progress=on_progress, should_stop=lambda: len(epochs_seen) >= 2)
     assert not result.completed
     assert result.history["epoch"] == [1, 2]
-    assert not RunCache().get_or_train(config, should_stop=lambda: True).completed
+    assert not get_or_train(config, should_stop=lambda: True).completed
     assert RunCache().run_ids() == []  # a stopped run is never cached as if complete
 
 
@@ -114,10 +114,11 @@ def test_holdout_validation_is_separate_from_test():
 
 def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put():
     cache = RunCache()
-    encoder_run = cache.get_or_train(
+    encoder_run = get_or_train(
         RunConfig.for_model(
             "conv_autoencoder", {"dropout": 0.0, "output_dropout": False}, epochs=1, train_subset=5000
-        )
+        ),
+        cache=cache,
     )
     encoder_weights = {k: v.clone() for k, v in encoder_run.model.encoder.state_dict().items()}
     runs = {}
@@ -128,7 +129,7 @@ def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put(
             epochs=1,
             train_subset=5000,
         )
-        runs[frozen] = cache.get_or_train(config)
+        runs[frozen] = get_or_train(config, cache=cache)
     frozen_state = runs[True].model.encoder.state_dict()
     for key, value in encoder_weights.items():
         torch.testing.assert_close(frozen_state[key], value)
@@ -143,14 +144,15 @@ def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put(
 
 def test_a_classifier_can_start_from_a_pca_path_encoder():
     cache = RunCache()
-    encoder_run = cache.get_or_train(
+    encoder_run = get_or_train(
         RunConfig.for_model(
             "conv_autoencoder",
             {"n": 16, "dropout": 0.0, "output_dropout": False, "pca_path": True},
             epochs=1,
             train_subset=2000,
             test_subset=500,
-        )
+        ),
+        cache=cache,
     )
     config = RunConfig.for_model(
         "encoder_classifier",
@@ -160,14 +162,14 @@ def test_a_classifier_can_start_from_a_pca_path_encoder():
         train_subset=2000,
         test_subset=500,
     )
-    run = cache.get_or_train(config)
+    run = get_or_train(config, cache=cache)
     weights = run.model.encoder.linear.weight
     torch.testing.assert_close(weights, encoder_run.model.encoder.linear.weight)  # PCA path carried over
     assert run.metrics["test_accuracy"] > 0.6  # 16 principal components already separate classes
 
 
 def test_encoder_run_must_be_an_autoencoder():
-    mlp = RunCache().get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=1000))
+    mlp = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=1000))
     with pytest.raises(ValueError, match="encoder_run"):
         train(RunConfig.for_model("encoder_classifier", {"encoder_run": mlp.run_id}, epochs=1))
 
@@ -191,7 +193,7 @@ def test_confusion_matrix_and_report_match_scikit_learn():
 
 
 def test_analysis_shapes_on_a_trained_autoencoder(tiny_autoencoder_config):
-    run = RunCache().get_or_train(tiny_autoencoder_config)
+    run = get_or_train(tiny_autoencoder_config)
     images = load_data().test_images[:50]
     assert analysis.reconstructions(run.model, images).shape == (50, 28, 28)
     errors = analysis.reconstruction_errors(run.model, images)
@@ -215,8 +217,6 @@ def test_pca_baseline_matches_the_reference_figure():
 
 
 def test_pca_path_autoencoder_starts_at_pca_and_improves_on_it():
-    from fmnist_core.train import build_model
-
     data = load_data()
     config = RunConfig.for_model(
         "conv_autoencoder",
@@ -226,7 +226,7 @@ def test_pca_path_autoencoder_starts_at_pca_and_improves_on_it():
         train_subset=6000,
         test_subset=2000,
     )
-    untrained = build_model(config, torch.device("cpu"))
+    untrained = untrained_model(config)
     test = data.test_images[:2000]
     start = analysis.reconstruction_errors(untrained, test).mean()
     pca = analysis.pca_reconstruction_mse(data.train_images, test, 16)
@@ -249,7 +249,7 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror():
 
 
 def test_random_shift_moves_each_image_whole_pixels_with_zeros_coming_in():
-    from fmnist_core.train import random_shift
+    from fmnist_core.training import random_shift
 
     images = load_data().test_images[:64]
     moved = random_shift(images, 2, torch.Generator().manual_seed(0))
@@ -288,11 +288,9 @@ class _MallInfo2(ctypes.Structure):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_the_engine_serves_big_tensors_from_the_reused_heap_not_fresh_mappings():
-    from fmnist_core.device import keep_freed_memory
-
     mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
     mallinfo2.restype = _MallInfo2
-    assert keep_freed_memory()
+    assert engine.keep_freed_memory()
     before = mallinfo2().hblks  # blocks glibc serves with their own mmap
     big = torch.empty(40 << 20, dtype=torch.uint8)  # 40 MB, over glibc's largest default threshold
     assert mallinfo2().hblks == before
@@ -316,7 +314,6 @@ def test_the_engine_serves_big_tensors_from_the_reused_heap_not_fresh_mappings()
     ids=["autoencoder-adam", "cnn-adamw", "frozen-encoder", "mlp-sgd"],
 )
 def test_joined_parameters_train_to_the_same_weights_bit_for_bit(config, monkeypatch):
-    engine = sys.modules["fmnist_core.train"]  # the package exports the function `train` by that name
     joined = train(config)
     monkeypatch.setattr(engine, "join_parameters", lambda parameters: None)  # one tensor per layer
     separate = train(config)
@@ -331,8 +328,7 @@ def test_joined_parameters_train_to_the_same_weights_bit_for_bit(config, monkeyp
 
 
 def test_join_parameters_makes_views_whose_gradients_accumulate_into_one_buffer():
-    from fmnist_core.train import join_parameters
-
+    join_parameters = engine.join_parameters
     layer = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
     before = layer.weight.detach().clone()
     joined = join_parameters(list(layer.parameters()))
@@ -347,3 +343,73 @@ def test_join_parameters_makes_views_whose_gradients_accumulate_into_one_buffer(
         join_parameters([torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2).double())])
         is None
     )
+
+
+def test_a_run_trained_beside_another_thread_reseeding_torch_gives_the_same_weights(tiny_autoencoder_config):
+    config = tiny_autoencoder_config.replace(settings={**tiny_autoencoder_config.settings, "dropout": 0.2})
+    alone = train(config).model.state_dict()
+    stop = threading.Event()
+
+    def meddle():  # what the app's page thread used to do while a job trained
+        k = 0
+        while not stop.is_set():
+            torch.manual_seed(k)
+            torch.rand(1000)
+            k += 1
+
+    other = threading.Thread(target=meddle)
+    other.start()
+    try:
+        beside = train(config).model.state_dict()
+    finally:
+        stop.set()
+        other.join(timeout=30)
+    for key, value in alone.items():
+        assert torch.equal(value, beside[key]), key
+
+
+def test_training_neither_reads_nor_reseeds_torchs_global_generator(tiny_autoencoder_config):
+    torch.manual_seed(42)
+    state = torch.get_rng_state()
+    train(tiny_autoencoder_config.replace(settings={**tiny_autoencoder_config.settings, "dropout": 0.3}))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_with_holdout_validation_pca_never_sees_the_held_out_images(monkeypatch):
+    from fmnist_core import runs
+    from fmnist_core.training import make_splits
+
+    seen = []
+    real = analysis.image_pca
+    monkeypatch.setattr(analysis, "image_pca", lambda images: seen.append(images) or real(images))
+    config = RunConfig.for_model(
+        "conv_autoencoder",
+        {"n": 8, "dropout": 0.0, "output_dropout": False, "pca_path": True},
+        epochs=1,
+        validation="holdout",
+        train_subset=3000,
+        test_subset=200,
+    )
+    train(config)
+    splits = make_splits(config)
+    (fitted,) = seen
+    assert torch.equal(fitted, splits.train_images) and len(fitted) == 3000
+    held_out = {bytes(image.numpy()) for image in (splits.val_images * 255).round().byte()}
+    assert len(held_out) > 5000
+    assert not held_out & {bytes(image.numpy()) for image in (fitted * 255).round().byte()}
+    assert runs.training_set_pca(config) is runs.training_set_pca(config)  # fitted once
+
+
+def test_a_cached_run_made_in_another_precision_is_not_served_as_this_machines(monkeypatch):
+    config = RunConfig.for_model(
+        "cnn", {"layers": ("conv:8:3:same:relu", "maxpool:2")}, epochs=1, train_subset=512, precision="auto"
+    )
+    monkeypatch.setenv("FMNIST_BF16", "1")
+    first = get_or_train(config)
+    assert first.metrics["execution"]["precision"] == "bf16"
+    assert get_or_train(config).cached
+    monkeypatch.setenv("FMNIST_BF16", "0")  # as a CPU without native bf16 sees it
+    again = get_or_train(config)
+    assert not again.cached and "bf16" in again.note
+    assert again.metrics["execution"]["precision"] == "fp32"
+    assert get_or_train(config).cached and again.run_id == first.run_id

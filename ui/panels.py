@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fmnist_core.cache import TrainedRun
 from fmnist_core.config import RunConfig
 from fmnist_core.jobs import DONE, FAILED, QUEUED, STOPPED
 from fmnist_core.models import describe
+from fmnist_core.runs import TrainedRun
 
 from . import plots
 from .state import job_queue, load_run, run_cache

@@ -7,9 +7,11 @@ import pandas as pd
 import streamlit as st
 
 from fmnist_core import analysis
-from fmnist_core.cache import RunCache, TrainedRun, default_root
+from fmnist_core.cache import RunCache, default_root
 from fmnist_core.data import FashionMNIST, load_data
 from fmnist_core.jobs import JobQueue
+from fmnist_core.runs import TrainedRun
+from fmnist_core.runs import load_run as load_cached_run
 
 
 def run_cache() -> RunCache:
@@ -33,7 +35,7 @@ def job_queue() -> JobQueue:
 
 @st.cache_resource(max_entries=24, show_spinner="Loading the model...")
 def _load_run(run_id: str, root: str, stamp: float) -> TrainedRun:
-    return RunCache(root).load(run_id)
+    return load_cached_run(run_id, RunCache(root))
 
 
 def load_run(run_id: str) -> TrainedRun:

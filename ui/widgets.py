@@ -8,7 +8,13 @@ from typing import Any
 import streamlit as st
 
 from fmnist_core.config import AUGMENTS, OPTIMIZERS, PRECISIONS, SCHEDULES, TEST_TIME_AUGMENTS, RunConfig
-from fmnist_core.models import get_spec
+from fmnist_core.models import (
+    ConvAutoencoderSettings,
+    EncoderClassifierSettings,
+    MLPSettings,
+    ResNetSettings,
+    get_spec,
+)
 from fmnist_core.recipes import RECIPES, get_recipe
 from fmnist_core.reports.s1 import ROWS as S1_ROWS
 
@@ -87,7 +93,7 @@ def nearest(options, value):
 
 def run_settings(model: str, prefix: str) -> dict[str, Any]:
     """Optimisation and data settings, starting from the model's seed recipe."""
-    recipe = get_spec(model).recipe
+    recipe = RunConfig.for_model(model).to_dict()
     key = f"{prefix}:{model}"
     values: dict[str, Any] = {}
     values["epochs"] = kept(st.slider, "Epochs", f"{key}:epochs", recipe["epochs"], min_value=1, max_value=60)
@@ -123,29 +129,35 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
             st.number_input, "Seed", f"{key}:seed", 0, min_value=0, max_value=2**31 - 1, step=1
         )
         values["schedule"] = radio_row(
-            "Learning-rate schedule", f"{key}:schedule", recipe.get("schedule", "constant"), SCHEDULES
+            "Learning-rate schedule", f"{key}:schedule", recipe["schedule"], SCHEDULES
         )
         values["weight_decay"] = kept(
             st.select_slider,
             "Weight decay",
             f"{key}:wd",
-            recipe.get("weight_decay", 0.0),
+            recipe["weight_decay"],
             options=(0.0, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2),
             format_func=lambda v: f"{v:g}",
         )
         values["precision"] = radio_row(
             "Precision",
             f"{key}:precision",
-            recipe.get("precision", "fp32"),
+            recipe["precision"],
             PRECISIONS,
-            "bf16: convolutions and matrix products in bfloat16 while training (weights and "
-            "evaluation stay fp32); about 1.5x faster for conv nets on a CPU with AVX-512 BF16, at "
-            "the same accuracy, so CNNs start in bf16 where the hardware has it. fp32: as the "
-            "seed reports trained.",
+            "fp32: as the seed reports trained. bf16: convolutions and matrix products in bfloat16 "
+            "while training (weights and evaluation stay fp32); about 1.5x faster for conv nets on a "
+            "CPU with AVX-512 BF16 at the same accuracy, slower where bf16 is emulated. auto: bf16 "
+            "where the hardware does it natively, else fp32; the run records which it was.",
         )
         if values["optimizer"] == "sgd":
             values["momentum"] = kept(
-                st.slider, "SGD momentum", f"{key}:momentum", 0.0, min_value=0.0, max_value=0.99, step=0.01
+                st.slider,
+                "SGD momentum",
+                f"{key}:momentum",
+                recipe["momentum"],
+                min_value=0.0,
+                max_value=0.99,
+                step=0.01,
             )
         if get_spec(model).kind == "classifier":
             values["loss"] = kept(
@@ -160,7 +172,7 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
                     st.slider,
                     "Label smoothing",
                     f"{key}:ls",
-                    recipe.get("label_smoothing", 0.0),
+                    recipe["label_smoothing"],
                     min_value=0.0,
                     max_value=0.3,
                     step=0.05,
@@ -168,14 +180,14 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
             values["augment"] = radio_row(
                 "Augmentation",
                 f"{key}:augment",
-                recipe.get("augment", "none"),
+                recipe["augment"],
                 AUGMENTS,
                 "flip: random mirror images; flip_shift: also moved by up to 2 pixels each way.",
             )
             values["tta"] = radio_row(
                 "Test-time augmentation",
                 f"{key}:tta",
-                recipe.get("tta", "none"),
+                recipe["tta"],
                 TEST_TIME_AUGMENTS,
                 "flip: each test image and its mirror are classified, their logits averaged.",
             )
@@ -183,23 +195,24 @@ def run_settings(model: str, prefix: str) -> dict[str, Any]:
 
 
 def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
-    """Every knob of the S0/S2/S4 autoencoder."""
+    """Every knob of the S0/S2/S4 autoencoder, starting at S0's."""
+    d = ConvAutoencoderSettings()
     s: dict[str, Any] = {}
-    s["n"] = kept(st.slider, "Latent size n", f"{prefix}:n", 64, min_value=2, max_value=512)
+    s["n"] = kept(st.slider, "Latent size n", f"{prefix}:n", d.n, min_value=2, max_value=512)
     s["dropout"] = kept(
-        st.slider, "Dropout p", f"{prefix}:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05
+        st.slider, "Dropout p", f"{prefix}:dropout", d.dropout, min_value=0.0, max_value=0.7, step=0.05
     )
     with st.expander("Architecture", expanded=False):
         s["output_dropout"] = kept(
-            st.toggle, "Dropout after the output Sigmoid (S0)", f"{prefix}:outdrop", True
+            st.toggle, "Dropout after the output Sigmoid (S0)", f"{prefix}:outdrop", d.output_dropout
         )
-        s["batchnorm"] = kept(st.toggle, "BatchNorm before pooling (S2)", f"{prefix}:bn", False)
-        s["linear"] = kept(st.toggle, "Middle linear layer (S4 removes it)", f"{prefix}:linear", True)
+        s["batchnorm"] = kept(st.toggle, "BatchNorm before pooling (S2)", f"{prefix}:bn", d.batchnorm)
+        s["linear"] = kept(st.toggle, "Middle linear layer (S4 removes it)", f"{prefix}:linear", d.linear)
         s["latent_activation"] = kept(
             st.radio,
             "Activation on the code",
             f"{prefix}:latact",
-            "relu",
+            d.latent_activation,
             options=("relu", "none"),
             horizontal=True,
         )
@@ -208,7 +221,7 @@ def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
                 st.toggle,
                 "Linear path started at PCA",
                 f"{prefix}:pca",
-                False,
+                d.pca_path,
                 disabled=not s["linear"],
                 help="A linear encoder/decoder beside the conv one, set to the top-n principal components: "
                 "training starts at PCA's reconstruction and the conv path learns what PCA misses.",
@@ -217,14 +230,22 @@ def autoencoder_settings(prefix: str = "ae") -> dict[str, Any]:
         )
         first, second = st.columns(2)
         with first:
-            pool_1 = kept(st.selectbox, "Pooling 1", f"{prefix}:pool1", "max", options=("max", "avg"))
+            pool_1 = kept(st.selectbox, "Pooling 1", f"{prefix}:pool1", d.pooling[0], options=("max", "avg"))
             channels_1 = kept(
-                st.select_slider, "Channels 1", f"{prefix}:ch1", 16, options=(8, 16, 32, 64, 96, 128)
+                st.select_slider,
+                "Channels 1",
+                f"{prefix}:ch1",
+                d.channels[0],
+                options=(8, 16, 32, 64, 96, 128),
             )
         with second:
-            pool_2 = kept(st.selectbox, "Pooling 2", f"{prefix}:pool2", "max", options=("max", "avg"))
+            pool_2 = kept(st.selectbox, "Pooling 2", f"{prefix}:pool2", d.pooling[1], options=("max", "avg"))
             channels_2 = kept(
-                st.select_slider, "Channels 2", f"{prefix}:ch2", 32, options=(8, 16, 32, 64, 96, 128)
+                st.select_slider,
+                "Channels 2",
+                f"{prefix}:ch2",
+                d.channels[1],
+                options=(8, 16, 32, 64, 96, 128),
             )
         s["pooling"] = (pool_1, pool_2)
         s["channels"] = (channels_1, channels_2)
@@ -244,6 +265,7 @@ def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[
     """Settings of the chosen classifier; None when an encoder is needed but none is cached."""
     s: dict[str, Any] = {}
     if model == "encoder_classifier":
+        d = EncoderClassifierSettings()
         if not autoencoders:
             return None
         labels = list(autoencoders)
@@ -253,7 +275,9 @@ def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[
         if choice not in autoencoders:
             choice = labels[0]
         s["encoder_run"] = autoencoders[choice]
-        s["freeze_encoder"] = kept(st.toggle, "Freeze the encoder (train the head only)", "cls:frozen", False)
+        s["freeze_encoder"] = kept(
+            st.toggle, "Freeze the encoder (train the head only)", "cls:frozen", d.freeze_encoder
+        )
         # S0's head puts a ReLU and a dropout on the logits: measured on a p=0 encoder it learns poorly
         # (0.39 test accuracy after 10 epochs), so the page starts from S2's wide head.
         s["head"] = kept(
@@ -268,15 +292,22 @@ def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[
         )
         if s["head"] == "wide":
             s["head_hidden"] = kept(
-                st.select_slider, "Hidden units", "cls:hidden", 256, options=(64, 128, 256, 512, 1024)
+                st.select_slider,
+                "Hidden units",
+                "cls:hidden",
+                d.head_hidden,
+                options=(64, 128, 256, 512, 1024),
             )
         s["dropout"] = kept(
-            st.slider, "Head dropout", "cls:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05
+            st.slider, "Head dropout", "cls:dropout", d.dropout, min_value=0.0, max_value=0.7, step=0.05
         )
     elif model == "mlp":
-        s["n1"] = kept(st.select_slider, "n1", "mlp:n1", 128, options=(32, 64, 128, 256, 512, 1024))
-        s["n2"] = kept(st.select_slider, "n2", "mlp:n2", 64, options=(16, 32, 64, 128, 256, 512))
-        s["dropout"] = kept(st.slider, "Dropout", "mlp:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05)
+        d = MLPSettings()
+        s["n1"] = kept(st.select_slider, "n1", "mlp:n1", d.n1, options=(32, 64, 128, 256, 512, 1024))
+        s["n2"] = kept(st.select_slider, "n2", "mlp:n2", d.n2, options=(16, 32, 64, 128, 256, 512))
+        s["dropout"] = kept(
+            st.slider, "Dropout", "mlp:dropout", d.dropout, min_value=0.0, max_value=0.7, step=0.05
+        )
     elif model == "cnn":
         presets = s1_presets()
         preset = kept(st.selectbox, "Start from", "cnn:preset", "S1 row 9", options=list(presets))
@@ -289,16 +320,21 @@ def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[
         )
         s["layers"] = tuple(line.strip() for line in text.splitlines() if line.strip())
     elif model == "resnet":
-        stages = kept(st.select_slider, "Stages", "resnet:stages", 3, options=(1, 2, 3))
+        d = ResNetSettings()
+        stages = kept(st.select_slider, "Stages", "resnet:stages", len(d.channels), options=(1, 2, 3))
         width = kept(
-            st.select_slider, "Channels of the first stage", "resnet:width", 16, options=(8, 16, 32, 64)
+            st.select_slider,
+            "Channels of the first stage",
+            "resnet:width",
+            d.channels[0],
+            options=(8, 16, 32, 64),
         )
         s["channels"] = tuple(width * 2**i for i in range(stages))
         s["blocks"] = kept(
-            st.slider, "Identity blocks per stage", "resnet:blocks", 1, min_value=0, max_value=3
+            st.slider, "Identity blocks per stage", "resnet:blocks", d.blocks, min_value=0, max_value=3
         )
         s["dropout"] = kept(
-            st.slider, "Dropout", "resnet:dropout", 0.2, min_value=0.0, max_value=0.7, step=0.05
+            st.slider, "Dropout", "resnet:dropout", d.dropout, min_value=0.0, max_value=0.7, step=0.05
         )
     return s
 

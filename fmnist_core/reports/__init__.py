@@ -18,7 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..cache import RunCache
 from ..config import ENGINE_VERSION, RunConfig
 from ..data import CLASS_NAMES
-from ..models import IMAGE_SHAPE, create_model
+from ..models import IMAGE_SHAPE, build_skeleton, make_settings
+from ..runs import get_or_train, resolve_encoder
 from . import s0, s1, s2, s3, s4
 from .grid import Conclusion, Entry, Scale
 
@@ -108,9 +109,8 @@ def _train_worker(config_json: str, cache_root: str, threads: int) -> tuple[str,
     """Runs in a joblib worker: train one config with a fixed share of the CPU threads."""
     import torch
 
-    os.environ["FMNIST_CACHE"] = cache_root  # encoder_classifier reads its encoder from here
     torch.set_num_threads(threads)
-    run = RunCache(cache_root).get_or_train(RunConfig.from_dict(json.loads(config_json)))
+    run = get_or_train(RunConfig.from_dict(json.loads(config_json)), cache=RunCache(cache_root))
     return run.run_id, run.metrics["train_seconds"], run.cached
 
 
@@ -124,12 +124,14 @@ def _waves(configs: list[RunConfig]) -> list[list[RunConfig]]:
 def forward_flops(config: RunConfig, cache: RunCache) -> int:
     """FLOPs of one image's forward pass; 0 where the model cannot be built yet (its encoder untrained)."""
     try:
-        with cache.active():
-            model = create_model(config.model, **config.settings).eval()
-    except LookupError:
+        encoder = resolve_encoder(config, cache, weights=False)
+    except ValueError:
         return 0
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, *IMAGE_SHAPE))
+    model = build_skeleton(
+        config.model, make_settings(config.model, config.settings), encoder and encoder.settings
+    )
+    with FlopCounterMode(display=False) as counter, torch.no_grad():  # on the meta device: no memory
+        model.eval()(torch.zeros(1, *IMAGE_SHAPE, device="meta"))
     return counter.get_total_flops()
 
 
@@ -175,7 +177,7 @@ def train_missing(
     for wave in _waves(unique):
         if jobs <= 1:
             for config in wave:
-                run = cache.get_or_train(config)
+                run = get_or_train(config, cache=cache)
                 index += 1
                 finished(config, run.metrics["train_seconds"], index)
             continue

@@ -1,4 +1,8 @@
-"""The training engine: preloaded tensors, index batches, progress callbacks, a cooperative stop."""
+"""The training loop: preloaded tensors, index batches, progress callbacks, a cooperative stop.
+
+`fit` trains a model that fmnist_core.runs has built; every random draw of the run comes from
+its own generators (`RunGenerators`), never from torch's global one.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import engine
 from .analysis import classification_loss, test_metrics
 from .config import RunConfig
 from .data import load_data
-from .device import describe_device, keep_freed_memory, pick_device
-from .models import create_model, get_spec, make_settings
+from .device import describe_device, pick_device, resolve_precision
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress callbacks within an epoch
 SHIFT = 2  # pixels, for augment="flip_shift"
@@ -123,73 +128,64 @@ def make_optimizer(config: RunConfig, parameters) -> torch.optim.Optimizer:
     return optimizers[config.optimizer](parameters, **kwargs)
 
 
-def join_parameters(parameters: list[nn.Parameter]) -> nn.Parameter | None:
-    """Make the parameters views into one buffer, and their gradients views into another; return
-    one parameter over the whole buffer, with that gradient, for the optimizer to step.
+@dataclass(frozen=True)
+class RunGenerators:
+    """A run's own random streams, all from its seed: the initial weights, the data's order and
+    augmentation, the dropout masks (on the training device)."""
 
-    Adam, SGD and the rest work element by element, so one tensor gets the same numbers bit for bit
-    as one per layer, at a fraction of the per-tensor overhead (the S0 autoencoder's Adam step was
-    1.2 of its 13 ms). Autograd adds each step's gradients into the existing views in place, so
-    `.grad.zero_()` on the joined parameter replaces `zero_grad`. Every trainable weight takes part
-    in every step in the registered models; one that did not would get a zero gradient and still be
-    moved by momentum, where the per-layer optimizer skips it. None where the dtypes or devices
-    differ (nothing is changed then).
-    """
-    if not parameters or len({(p.dtype, p.device) for p in parameters}) > 1:
-        return None
-    first = parameters[0]
-    values = torch.empty(sum(p.numel() for p in parameters), dtype=first.dtype, device=first.device)
-    grads = torch.zeros_like(values)
-    offset = 0
-    for p in parameters:
-        dense = p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
-        stride = p.stride() if dense else torch.empty(p.shape, device="meta").stride()  # no memory
-        view = values.as_strided(p.shape, stride, offset)
-        view.copy_(p.detach())
-        p.data = view  # keeps channels_last strides where the layer has them
-        p.grad = grads.as_strided(p.shape, stride, offset)
-        offset += p.numel()
-    joined = nn.Parameter(values)
-    joined.grad = grads
-    return joined
+    weights: torch.Generator
+    data: torch.Generator
+    dropout: torch.Generator
+
+    @classmethod
+    def from_seed(cls, seed: int, device: torch.device | str = "cpu") -> RunGenerators:
+        # Independent streams: three generators seeded alike would draw the same numbers.
+        weights, data, dropout = (int(s) for s in np.random.SeedSequence(seed).generate_state(3))
+        return cls(
+            torch.Generator().manual_seed(weights),
+            torch.Generator().manual_seed(data),
+            torch.Generator(device=torch.device(device)).manual_seed(dropout),
+        )
 
 
-def separate_parameters(parameters: list[nn.Parameter]) -> None:
-    """Undo join_parameters: each parameter gets its own memory again, and no gradient."""
-    for p in parameters:
-        p.data = p.data.clone()  # same strides
-        p.grad = None
+def execution(config: RunConfig, device: torch.device) -> dict[str, str]:
+    """What a run of `config` computes with on `device`: what changes its numbers beyond the
+    config. Recorded in every run's metrics; a cached run is served only where this matches."""
+    kernels = "compiled" if device.type == "cpu" and engine.compiled_kernels_available() else "torch"
+    return {
+        "device": device.type,
+        "precision": resolve_precision(config.precision, device.type),
+        "kernels": kernels,
+    }
 
 
-def build_model(config: RunConfig, device: torch.device) -> nn.Module:
-    """A fresh model for the config, seeded, with any pretrained weights it starts from."""
-    torch.manual_seed(config.seed)
-    model = create_model(config.model, **config.settings)
-    spec = get_spec(config.model)
-    if spec.initialise is not None:
-        spec.initialise(model, make_settings(config.model, config.settings))
-    return model.to(device)
-
-
-def train(
+def fit(
     config: RunConfig,
+    model: nn.Module,
+    splits: Splits,
+    generators: RunGenerators,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     device: torch.device | str | None = None,
 ) -> TrainResult:
-    """Train a model from scratch as `config` says; never prints."""
+    """Train `model` (freshly built for `config` by fmnist_core.runs) on `splits`; never prints.
+
+    The engine's view of the model (fmnist_core.engine.accelerate) trains; the model as written
+    is what validation, the test and the caller see.
+    """
     device = pick_device(device)
+    ran = execution(config, device)
     if device.type == "cpu":
-        keep_freed_memory()
-    splits = make_splits(config)
-    model = build_model(config, device)
+        engine.keep_freed_memory()
     # channels_last measured 6-25% faster for these conv nets on the CPU; no effect on the maths.
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    view = engine.accelerate(model, device, generators.dropout)
     is_autoencoder = config.kind == "autoencoder"
+    bf16 = ran["precision"] == "bf16"
     train_images = splits.train_images.to(device)
     train_labels = splits.train_labels.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    joined = join_parameters(trainable)
+    joined = engine.join_parameters(trainable)
     optimizer = make_optimizer(config, trainable if joined is None else [joined])
     steps = (len(train_images) + config.batch_size - 1) // config.batch_size
     scheduler = None
@@ -197,7 +193,7 @@ def train(
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, total_steps=config.epochs * steps
         )
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = generators.data
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
     if not is_autoencoder:
         history.update(train_accuracy=[], val_accuracy=[])
@@ -206,7 +202,7 @@ def train(
     last_report = start
     stopped = False
     for epoch in range(1, config.epochs + 1):
-        model.train()
+        view.train()
         order = torch.randperm(len(train_images), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -222,8 +218,8 @@ def train(
                 x = torch.where(flip, x.flip(3), x)
             if config.augment == "flip_shift":
                 x = random_shift(x, SHIFT, generator).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                output = model(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                output = view(x)
             output = output.float()  # the loss in fp32
             if is_autoencoder:
                 loss = F.mse_loss(output, x)
@@ -273,7 +269,7 @@ def train(
             )
     train_seconds = time.perf_counter() - start
     if joined is not None:
-        separate_parameters(trainable)
+        engine.separate_parameters(trainable)
 
     if config.validation == "test" and history["epoch"] and not stopped:
         test = validation  # the last validation pass was on the test set: no second pass
@@ -287,6 +283,7 @@ def train(
         "validation": splits.validation_note,
         "train_images": len(train_images),
         "torch": torch.__version__,
+        "execution": ran,
     }
     if is_autoencoder:
         metrics["test_mse"] = test["loss"]

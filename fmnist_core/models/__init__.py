@@ -1,0 +1,56 @@
+"""The registry and the architectures of the seed reports, each in torch's own layers as its
+report wrote it. Importing this package registers every model."""
+
+from .autoencoder import ConvAutoencoder, ConvAutoencoderSettings, start_at_pca
+from .classifiers import (
+    LAYER_HELP,
+    ONE_CYCLE_TRAINING,
+    S1_BEST_LAYERS,
+    CNNSettings,
+    EncoderClassifier,
+    EncoderClassifierSettings,
+    MLPSettings,
+    ResNetSettings,
+    plan_layers,
+)
+from .registry import (
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    ModelSpec,
+    build_skeleton,
+    create_model,
+    describe,
+    get_spec,
+    initialise_weights,
+    list_models,
+    make_settings,
+    register_model,
+    settings_dict,
+)
+
+__all__ = [
+    "CNNSettings",
+    "ConvAutoencoder",
+    "ConvAutoencoderSettings",
+    "EncoderClassifier",
+    "EncoderClassifierSettings",
+    "IMAGE_SHAPE",
+    "LAYER_HELP",
+    "MLPSettings",
+    "ModelSpec",
+    "NUM_CLASSES",
+    "ONE_CYCLE_TRAINING",
+    "ResNetSettings",
+    "S1_BEST_LAYERS",
+    "build_skeleton",
+    "create_model",
+    "describe",
+    "get_spec",
+    "initialise_weights",
+    "list_models",
+    "make_settings",
+    "plan_layers",
+    "register_model",
+    "settings_dict",
+    "start_at_pca",
+]

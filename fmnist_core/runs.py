@@ -1,0 +1,185 @@
+"""Runs: a config resolved into a model (its encoder's settings and weights, its PCA start),
+trained, or found in the cache. The layer between the registry, the training loop and the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import analysis
+from .cache import CorruptRunError, MissingRunError, RunCache
+from .config import RunConfig
+from .data import load_data
+from .device import pick_device
+from .models import ConvAutoencoderSettings, create_model, get_spec, make_settings, start_at_pca
+from .training import Progress, RunGenerators, Splits, execution, fit, make_splits
+
+log = logging.getLogger("fmnist_core")
+
+
+class ForeignRunError(CorruptRunError):
+    """A cached run computed with another precision, device or kernels than this machine would use."""
+
+
+@dataclass
+class TrainedRun:
+    config: RunConfig
+    model: nn.Module
+    history: dict
+    metrics: dict
+    cached: bool  # True: loaded from disk, not trained now
+    completed: bool = True  # False: stopped early, and so not cached
+    note: str = ""  # e.g. that a corrupted entry was replaced
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    def predict_proba(self, images: torch.Tensor) -> np.ndarray:
+        """Class probabilities (N, 10), with the test-time augmentation the run was evaluated with."""
+        return analysis.predict_proba(self.model, images, self.config.tta)
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """What an encoder classifier starts from: the autoencoder run's settings and weights."""
+
+    run_id: str
+    settings: ConvAutoencoderSettings
+    state: dict[str, torch.Tensor] | None  # None: the architecture only (loading a classifier)
+
+
+def resolve_encoder(config: RunConfig, cache: RunCache, weights: bool = True) -> Encoder | None:
+    """The encoder a config builds on (None where it names none); its weights too if `weights`."""
+    if not get_spec(config.model).needs_encoder or not config.settings.get("encoder_run"):
+        return None
+    run_id = config.settings["encoder_run"]
+    try:
+        encoder_config = cache.load_config(run_id)
+    except MissingRunError:
+        raise ValueError(f"encoder_run: no cached run {run_id} in {cache.root}") from None
+    if encoder_config.model != "conv_autoencoder":
+        raise ValueError(f"encoder_run: run {run_id} is a {encoder_config.model}, not a conv_autoencoder")
+    settings = make_settings("conv_autoencoder", encoder_config.settings)
+    return Encoder(run_id, settings, cache.load_state(run_id) if weights else None)
+
+
+_PCA: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def training_set_pca(config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean image and principal directions of the run's own training images (never its holdout),
+    computed once per split per process (an SVD of up to 60,000 x 784: seconds)."""
+    key = (load_data().folder, config.validation, config.holdout_fraction, config.train_subset)
+    if key not in _PCA:
+        _PCA[key] = analysis.image_pca(make_splits(config).train_images)
+    return _PCA[key]
+
+
+def initial_model(config: RunConfig, generator: torch.Generator, encoder: Encoder | None = None) -> nn.Module:
+    """The model a run of `config` starts from: weights drawn from `generator`, then the encoder's
+    weights (encoder classifiers) or PCA of the run's training images (the PCA path)."""
+    model = create_model(
+        config.model, encoder=encoder.settings if encoder else None, generator=generator, **config.settings
+    )
+    if encoder is not None and encoder.state is not None:
+        prefix = "encoder."
+        model.encoder.load_state_dict(
+            {key[len(prefix) :]: value for key, value in encoder.state.items() if key.startswith(prefix)}
+        )
+    if config.settings.get("pca_path"):
+        start_at_pca(model, *training_set_pca(config))
+    return model
+
+
+def untrained_model(config: RunConfig, cache: RunCache | None = None) -> nn.Module:
+    """The model exactly as a run of `config` starts training (eval mode)."""
+    encoder = resolve_encoder(config, cache or RunCache())
+    return initial_model(config, RunGenerators.from_seed(config.seed).weights, encoder).eval()
+
+
+def train(
+    config: RunConfig,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: torch.device | str | None = None,
+    cache: RunCache | None = None,
+) -> TrainedRun:
+    """Train a run from scratch as `config` says (its encoder read from `cache`); never prints,
+    caches nothing (`get_or_train` does)."""
+    device = pick_device(device)
+    encoder = resolve_encoder(config, cache or RunCache())
+    generators = RunGenerators.from_seed(config.seed, device)
+    splits: Splits = make_splits(config)
+    model = initial_model(config, generators.weights, encoder)
+    result = fit(config, model, splits, generators, on_progress, should_stop, device)
+    return TrainedRun(config, result.model, result.history, result.metrics, False, result.completed)
+
+
+def load_run(
+    run_id: str, cache: RunCache | None = None, device: torch.device | str | None = None
+) -> TrainedRun:
+    """A verified cached run with its model rebuilt and its weights loaded (eval mode)."""
+    cache = cache or RunCache()
+    config = cache.load_config(run_id)
+    history, metrics = cache.load_record(run_id)
+    try:
+        encoder = resolve_encoder(config, cache, weights=False)
+    except ValueError as error:
+        raise CorruptRunError(f"run {run_id}: its encoder cannot be used ({error})") from None
+    model = create_model(config.model, encoder=encoder.settings if encoder else None, **config.settings)
+    try:
+        model.load_state_dict(cache.load_state(run_id))
+    except RuntimeError as error:
+        raise CorruptRunError(f"run {run_id}: weights do not fit the model ({error})") from None
+    model.to(pick_device(device)).eval()
+    return TrainedRun(config, model, history, metrics, cached=True)
+
+
+def _served(config: RunConfig, cache: RunCache, device: torch.device) -> TrainedRun:
+    """The cached run of `config`, if it computed what a run here would (else ForeignRunError)."""
+    run = load_run(config.run_id, cache, device)
+    expected = execution(config, device)
+    if run.metrics.get("execution") != expected:
+        raise ForeignRunError(
+            f"run {config.run_id} was trained with {run.metrics.get('execution')}, here it would be {expected}"
+        )
+    return run
+
+
+def get_or_train(
+    config: RunConfig,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: torch.device | str | None = None,
+    cache: RunCache | None = None,
+) -> TrainedRun:
+    """Load the run from the cache, or train it once (other processes wait and load)."""
+    cache = cache or RunCache()
+    device = pick_device(device)
+    note = ""
+    try:
+        return _served(config, cache, device)
+    except MissingRunError:
+        pass
+    except CorruptRunError as error:
+        note = f"{error}; retrained"
+        log.warning("cache entry not served: %s", error)
+    with cache.lock(config.run_id):
+        try:
+            return _served(config, cache, device)  # trained by another process while we waited
+        except MissingRunError:
+            pass
+        except CorruptRunError as error:
+            note = f"{error}; retrained"
+        run = train(config, on_progress, should_stop, device, cache)
+        if run.completed:
+            cache.save(config, run.model, run.history, run.metrics)
+    run.note = note
+    return run
