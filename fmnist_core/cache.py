@@ -5,6 +5,7 @@ It stores and loads files; building models from them is fmnist_core.runs' work.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from torch import nn
 
 from .config import RunConfig
@@ -24,6 +25,7 @@ from .config import RunConfig
 log = logging.getLogger("fmnist_core")
 FILES = ("config.json", "history.json", "model.pt")
 MANIFEST = "manifest.json"
+STALE_SECONDS = 24 * 3600  # staging folders and locks untouched this long belong to runs that died
 
 
 class MissingRunError(LookupError):
@@ -42,6 +44,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would, for a moment, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def default_root() -> Path:
     return Path(os.environ.get("FMNIST_CACHE") or "models_cache")
 
@@ -49,6 +62,8 @@ def default_root() -> Path:
 class RunCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
+        self._verified: dict[str, tuple[tuple, dict]] = {}  # run id -> (file stamps, manifest)
+        self._loadable: dict[str, tuple] = {}  # run id -> file stamps when its weights last loaded
 
     def folder(self, run_id: str) -> Path:
         return self.root / run_id
@@ -61,18 +76,41 @@ class RunCache:
         manifest_path = folder / MANIFEST
         if not folder.is_dir():
             raise MissingRunError(run_id)
+        stamps = self._stamps(folder)
+        known = self._verified.get(run_id)
+        if known is not None and known[0] == stamps:
+            return known[1]  # the same files as when last hashed: no need to read them again
         try:
             manifest = json.loads(manifest_path.read_text())
             checksums = manifest["sha256"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            if not all(isinstance(checksums.get(name), str) for name in FILES):
+                raise TypeError("sha256 is not a checksum per file")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise CorruptRunError(f"run {run_id}: manifest unreadable ({error})") from None
         for name in FILES:
             path = folder / name
             if not path.is_file():
                 raise CorruptRunError(f"run {run_id}: {name} is missing")
-            if _sha256(path) != checksums.get(name):
+            try:
+                digest = _sha256(path)
+            except OSError as error:
+                raise CorruptRunError(f"run {run_id}: {name} unreadable ({error})") from None
+            if digest != checksums[name]:
                 raise CorruptRunError(f"run {run_id}: {name} does not match its checksum")
+        self._verified[run_id] = (stamps, manifest)
         return manifest
+
+    @staticmethod
+    def _stamps(folder: Path) -> tuple:
+        """Size and modification time of each file of an entry (None where one is missing)."""
+        stamps = []
+        for name in (*FILES, MANIFEST):
+            try:
+                info = (folder / name).stat()
+                stamps.append((info.st_size, info.st_mtime_ns, info.st_ino))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
 
     def load_config(self, run_id: str) -> RunConfig:
         self.verify(run_id)
@@ -88,13 +126,68 @@ class RunCache:
 
     def load_state(self, run_id: str) -> dict[str, torch.Tensor]:
         self.verify(run_id)
-        return torch.load(self.folder(run_id) / "model.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.folder(run_id) / "model.pt", map_location="cpu", weights_only=True)
+        except Exception as error:  # refused by weights_only, not a zip, truncated: damaged either way
+            raise CorruptRunError(
+                f"run {run_id}: model.pt cannot be loaded ({type(error).__name__})"
+            ) from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CorruptRunError(f"run {run_id}: model.pt is not a state dict of tensors")
+        self._loadable[run_id] = self._stamps(self.folder(run_id))
+        return state
+
+    def usable(self, run_id: str) -> bool:
+        """Whether the entry and the encoder it builds on load in full (weights read once per change
+        of their files, so listings stay cheap)."""
+        try:
+            config = self.load_config(run_id)
+            self.load_record(run_id)
+            if self._loadable.get(run_id) != self._stamps(self.folder(run_id)):
+                self.load_state(run_id)
+        except (MissingRunError, CorruptRunError):
+            return False
+        encoder_run = config.settings.get("encoder_run")
+        return not encoder_run or self.usable(encoder_run)
 
     def load_record(self, run_id: str) -> tuple[dict, dict]:
         """History and metrics of a verified run, without building its model."""
         self.verify(run_id)
-        record = json.loads((self.folder(run_id) / "history.json").read_text())
-        return record["history"], record["metrics"]
+        try:
+            record = json.loads((self.folder(run_id) / "history.json").read_text())
+            history, metrics = record["history"], record["metrics"]
+            if not isinstance(history, dict) or not isinstance(metrics, dict):
+                raise TypeError("history and metrics must be objects")
+            if not all(isinstance(values, list) for values in history.values()):
+                raise TypeError("every history entry must be a list")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CorruptRunError(f"run {run_id}: history.json unreadable ({error})") from None
+        return history, metrics
+
+    def recover_config(self, run_id: str) -> RunConfig | None:
+        """A damaged entry's config, where its config.json still reads and hashes to the run id
+        (so it says truly what to retrain); else None."""
+        try:
+            config = RunConfig.from_dict(json.loads((self.folder(run_id) / "config.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        return config if config.run_id == run_id else None
+
+    def check(self, run_id: str) -> RunConfig:
+        """Every file of the entry read as a load would (config, record, weights), and its encoder's
+        entry too; raises CorruptRunError where any of it fails."""
+        config = self.load_config(run_id)
+        self.load_record(run_id)
+        self.load_state(run_id)
+        encoder_run = config.settings.get("encoder_run")
+        if encoder_run:
+            try:
+                self.check(encoder_run)
+            except (MissingRunError, CorruptRunError) as error:
+                raise CorruptRunError(
+                    f"run {run_id}: its encoder {encoder_run} is gone or damaged ({error})"
+                ) from None
+        return config
 
     def exists(self, run_id: str) -> bool:
         try:
@@ -115,6 +208,7 @@ class RunCache:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{config.run_id}-", dir=self.root))
         try:
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from a shared group
             (staging / "config.json").write_text(json.dumps(config.to_dict(), indent=1, sort_keys=True))
             record = {"history": history, "metrics": metrics}
             (staging / "history.json").write_text(json.dumps(record, indent=1))
@@ -139,22 +233,48 @@ class RunCache:
         shutil.rmtree(self.folder(run_id), ignore_errors=True)
 
     def prune(self) -> list[tuple[str, str]]:
-        """Delete every entry that fails its checks (damaged, or made by an older engine).
+        """Delete every entry that fails its checks (damaged, made by an older engine, or built on
+        an encoder that is), and staging folders and locks left by runs that died.
 
         Returns (run id, reason) per deleted entry. Each entry is checked under its lock, so a
         run being retrained into its folder is left alone.
         """
         removed = []
-        for run_id in self.run_ids():
+        # Encoders first, so that a classifier whose encoder goes is found orphaned in this pass.
+        for run_id in sorted(self.run_ids(), key=self._has_encoder):
             with self.lock(run_id):
                 try:
-                    self.load_config(run_id)
+                    self.check(run_id)
                 except MissingRunError:
                     continue
                 except CorruptRunError as error:
                     self.delete(run_id)
                     removed.append((run_id, str(error)))
+        self.clean_stale()
         return removed
+
+    def _has_encoder(self, run_id: str) -> bool:
+        try:
+            return bool(
+                json.loads((self.folder(run_id) / "config.json").read_text())["settings"]["encoder_run"]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def clean_stale(self, older_than: float = STALE_SECONDS) -> None:
+        """Remove staging folders and unheld lock files older than `older_than` seconds."""
+        if not self.root.is_dir():
+            return
+        limit = time.time() - older_than
+        for path in self.root.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < limit:
+                    shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.glob(".*.lock"):
+            with contextlib.suppress(OSError, Timeout):
+                if path.stat().st_mtime < limit:
+                    with FileLock(str(path), timeout=0):
+                        path.unlink()
 
     def lock(self, run_id: str) -> FileLock:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -170,9 +290,14 @@ class RunCache:
             try:
                 manifest = self.verify(run_id)
                 config = self.load_config(run_id)
-                record = json.loads((self.folder(run_id) / "history.json").read_text())
+                history, metrics = self.load_record(run_id)
+                if self._loadable.get(run_id) != self._stamps(self.folder(run_id)):
+                    self.load_state(run_id)
+                encoder_run = config.settings.get("encoder_run")
+                if encoder_run and not self.usable(encoder_run):
+                    raise CorruptRunError(f"run {run_id}: its encoder {encoder_run} is gone or damaged")
             except (MissingRunError, CorruptRunError) as error:
-                rows.append({**row, "status": f"corrupt: {error}"})
+                rows.append({**row, "status": f"damaged: {error}"})
                 continue
             row.update(status="ok", created=manifest.get("created", ""))
             values = config.to_dict()
@@ -184,14 +309,13 @@ class RunCache:
                     for key, v in settings.items()
                 }
             )
-            history = record["history"]
             for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
                 if history.get(key):
                     row[f"final_{key}"] = history[key][-1]
             for key in ("test_loss", "test_accuracy", "test_mse", "train_seconds", "epochs_done", "device"):
-                if key in record["metrics"]:
-                    row[key] = record["metrics"][key]
-            ran = record["metrics"].get("execution")
+                if key in metrics:
+                    row[key] = metrics[key]
+            ran = metrics.get("execution")
             if isinstance(ran, dict):  # what it computed with: device type, precision, kernels
                 row["execution"] = "/".join(str(ran.get(k, "?")) for k in ("device", "precision", "kernels"))
             rows.append(row)

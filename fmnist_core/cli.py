@@ -7,8 +7,9 @@ import json
 import sys
 import time
 
-from .cache import RunCache
+from .cache import CorruptRunError, MissingRunError, RunCache
 from .config import OPTIMIZERS, RunConfig
+from .data import DataError
 from .models import get_spec, list_models
 from .recipes import get_recipe, list_recipes
 from .runs import get_or_train
@@ -32,9 +33,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     model_keys = set(get_spec(model).settings_type.__dataclass_fields__)
     settings, overrides = {}, {}
     for key, value in parse_assignments(args.set).items():
+        if key in ("model", "settings"):
+            raise ValueError(f"--set: {key} is not a setting (name the model as the first argument)")
         (settings if key in model_keys else overrides)[key] = value
     for flag in ("epochs", "batch_size", "lr", "optimizer", "seed"):
         if getattr(args, flag) is not None:
+            if flag in overrides:
+                raise ValueError(f"{flag}: given both as --{flag.replace('_', '-')} and --set {flag}=")
             overrides[flag] = getattr(args, flag)
     if recipe:
         return recipe.config(settings, **overrides)
@@ -163,6 +168,7 @@ def command_reproduce(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fmnist_core", description="Fashion-MNIST Lab")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the registered models").set_defaults(handler=command_models)
 
@@ -215,6 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except EXPECTED_FAILURES as error:
+        if args.debug:
+            raise
+        print(f"error: {describe_failure(error)}", file=sys.stderr)
         return 2
+
+
+# Bad settings, bad or missing data, a missing or damaged run, a cache folder that cannot be
+# written: one line each. Anything else is a bug and keeps its traceback.
+EXPECTED_FAILURES = (ValueError, DataError, MissingRunError, CorruptRunError, OSError)
+
+
+def describe_failure(error: Exception) -> str:
+    if isinstance(error, MissingRunError):
+        return f"no cached run {error}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if not isinstance(error, OSError) or str(error) else f"{type(error).__name__}"

@@ -65,10 +65,14 @@ class JobQueue:
         """Queue a training, or return the job already queued, running or done for this config."""
         with self._lock:
             job = self._jobs.get(config.run_id)
-            if job is not None and job.state in (QUEUED, RUNNING, DONE):
+            if job is not None and job.active:
                 return job
+            if job is not None and job.state == DONE and self.cache.exists(config.run_id):
+                return job  # a finished job whose entry is gone is forgotten: it trains again
             job = Job(config)
             self._jobs[config.run_id] = job
+            if config.run_id in self._order:  # a failed or stopped job, tried again: listed once
+                self._order.remove(config.run_id)
             self._order.append(config.run_id)
             self._pending.put(config.run_id)
             return job

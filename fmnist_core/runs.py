@@ -62,12 +62,20 @@ def resolve_encoder(config: RunConfig, cache: RunCache, weights: bool = True) ->
     run_id = config.settings["encoder_run"]
     try:
         encoder_config = cache.load_config(run_id)
+        state = cache.load_state(run_id) if weights else None
     except MissingRunError:
         raise ValueError(f"encoder_run: no cached run {run_id} in {cache.root}") from None
+    except CorruptRunError as error:
+        # Its config.json may still say truly what it was: then train it again, as asked for.
+        encoder_config = cache.recover_config(run_id)
+        if encoder_config is None:
+            raise ValueError(f"encoder_run: run {run_id} is damaged beyond retraining ({error})") from None
+        log.warning("encoder %s damaged (%s): retrained", run_id, error)
+        state = get_or_train(encoder_config, cache=cache).model.state_dict() if weights else None
     if encoder_config.model != "conv_autoencoder":
         raise ValueError(f"encoder_run: run {run_id} is a {encoder_config.model}, not a conv_autoencoder")
     settings = make_settings("conv_autoencoder", encoder_config.settings)
-    return Encoder(run_id, settings, cache.load_state(run_id) if weights else None)
+    return Encoder(run_id, settings, state)
 
 
 _PCA: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -144,6 +152,9 @@ def load_run(
 
 def _served(config: RunConfig, cache: RunCache, device: torch.device) -> TrainedRun:
     """The cached run of `config`, if it computed what a run here would (else ForeignRunError)."""
+    encoder_run = config.settings.get("encoder_run")
+    if encoder_run and cache.folder(config.run_id).is_dir() and not cache.usable(encoder_run):
+        raise CorruptRunError(f"run {config.run_id}: its encoder {encoder_run} is gone or damaged")
     run = load_run(config.run_id, cache, device)
     expected = execution(config, device)
     if run.metrics.get("execution") != expected:
@@ -180,6 +191,18 @@ def get_or_train(
             note = f"{error}; retrained"
         run = train(config, on_progress, should_stop, device, cache)
         if run.completed:
-            cache.save(config, run.model, run.history, run.metrics)
+            note = "; ".join(filter(None, [note, _save(cache, run)]))
     run.note = note
     return run
+
+
+def _save(cache: RunCache, run: TrainedRun) -> str:
+    """Save a finished run, trying twice; a save that fails leaves the run in memory and says why."""
+    for attempt in (1, 2):
+        try:
+            cache.save(run.config, run.model, run.history, run.metrics)
+            return ""
+        except OSError as error:
+            failure = f"not saved to {cache.folder(run.run_id)} ({type(error).__name__}: {error})"
+            log.warning("save %d of run %s failed: %s", attempt, run.run_id, failure)
+    return f"trained, but {failure}"

@@ -156,6 +156,7 @@ def execution(config: RunConfig, device: torch.device) -> dict[str, str]:
         "device": device.type,
         "precision": resolve_precision(config.precision, device.type),
         "kernels": kernels,
+        "data": load_data().fingerprint,  # a run on other files is never served for the real ones
     }
 
 

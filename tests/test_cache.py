@@ -1,8 +1,11 @@
+import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +74,7 @@ def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, dama
         (folder / "config.json").write_text('{"model": "mlp"}')
     with pytest.raises(CorruptRunError):
         load_run(first.run_id, cache)
-    assert "corrupt" in cache.list_runs().loc[0, "status"]
+    assert "damaged" in cache.list_runs().loc[0, "status"]
     again = get_or_train(tiny_autoencoder_config, cache=cache)
     assert not again.cached and "retrained" in again.note
     assert again.metrics["test_mse"] == pytest.approx(first.metrics["test_mse"])
@@ -129,3 +132,94 @@ def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_ca
     assert "2 entries removed" in out.stdout
     assert cache.run_ids() == [good]
     assert get_or_train(config, cache=cache).cached
+
+
+def rewrite_with_checksum(cache: RunCache, run_id: str, name: str, content: bytes) -> None:
+    """Replace one file of an entry and make its manifest agree: damage a checksum cannot see."""
+    folder = cache.folder(run_id)
+    (folder / name).write_bytes(content)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"][name] = hashlib.sha256(content).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+class Payload:  # what weights_only refuses to unpickle
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize("damage", ["refused payload", "sha256 not a dict", "history malformed"])
+def test_an_entry_that_cannot_load_is_damaged_listed_so_pruned_and_retrained(tiny_autoencoder_config, damage):
+    cache = RunCache()
+    good = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=500), cache=cache)
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    folder = cache.folder(run.run_id)
+    if damage == "refused payload":
+        buffer = io.BytesIO()
+        torch.save({"weight": Payload()}, buffer)
+        rewrite_with_checksum(cache, run.run_id, "model.pt", buffer.getvalue())
+    elif damage == "sha256 not a dict":
+        (folder / "manifest.json").write_text(json.dumps({"sha256": 7}))
+    else:
+        rewrite_with_checksum(cache, run.run_id, "history.json", b'{"history": [1], "metrics": {}}')
+    cache = RunCache()  # a fresh process's view, nothing remembered
+    table = cache.list_runs().set_index("run_id")
+    assert table.loc[run.run_id, "status"].startswith("damaged")
+    assert table.loc[good.run_id, "status"] == "ok"  # one bad entry does not break the listing
+    again = get_or_train(tiny_autoencoder_config, cache=cache)
+    assert not again.cached and "retrained" in again.note
+    assert get_or_train(tiny_autoencoder_config, cache=cache).cached
+    (cache.folder(run.run_id) / "manifest.json").write_text(json.dumps({"sha256": 7}))
+    assert [run_id for run_id, _ in RunCache().prune()] == [run.run_id]
+
+
+def test_an_encoders_damage_marks_its_classifiers_prune_takes_both_and_training_retrains_both():
+    cache = RunCache()
+    encoder = get_or_train(
+        RunConfig.for_model("conv_autoencoder", {"dropout": 0.0}, epochs=1, train_subset=500), cache=cache
+    )
+    config = RunConfig.for_model(
+        "encoder_classifier", {"encoder_run": encoder.run_id, "head": "fc"}, epochs=1, train_subset=500
+    )
+    classifier = get_or_train(config, cache=cache)
+    rewrite_with_checksum(cache, encoder.run_id, "model.pt", b"not a zip file")
+    statuses = RunCache().list_runs().set_index("run_id")["status"]
+    assert statuses[encoder.run_id].startswith("damaged") and statuses[classifier.run_id].startswith(
+        "damaged"
+    )
+    again = get_or_train(config, cache=RunCache())  # the encoder's config.json still says what it was
+    assert not again.cached
+    assert set(RunCache().list_runs()["status"]) == {"ok"}
+    rewrite_with_checksum(cache, encoder.run_id, "model.pt", b"not a zip file")
+    removed = dict(RunCache().prune())
+    assert set(removed) == {encoder.run_id, classifier.run_id}
+    assert "encoder" in removed[classifier.run_id]
+    assert RunCache().run_ids() == []
+
+
+def test_a_failed_save_keeps_the_trained_run_and_says_where(tiny_autoencoder_config, monkeypatch):
+    cache = RunCache()
+    calls = []
+
+    def full_disk(*args):
+        calls.append(args)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "save", full_disk)
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    assert run.completed and run.model is not None and "test_mse" in run.metrics
+    assert len(calls) == 2 and "not saved" in run.note and "No space left" in run.note
+
+
+def test_entries_are_group_readable_and_stale_staging_is_cleaned(tiny_autoencoder_config):
+    cache = RunCache()
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    assert cache.folder(run.run_id).stat().st_mode & 0o050 == 0o050
+    stale = cache.root / ".tmp-0123456789abcdef-xyz"
+    stale.mkdir()
+    old = time.time() - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    fresh = cache.root / ".tmp-fedcba9876543210-abc"
+    fresh.mkdir()
+    cache.prune()
+    assert not stale.exists() and fresh.exists()  # a staging folder of a run in progress stays

@@ -4,13 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fmnist_core.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_cli(*args, cwd, env=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "fmnist_core", *args], capture_output=True, text=True, env=env, cwd=cwd
     )
@@ -93,3 +95,31 @@ def test_recipes_are_listed_and_train_by_name(tmp_path):
     )
     result = json.loads(run_cli(*args, "--quiet", cwd=tmp_path).stdout.strip().splitlines()[-1])
     assert result["model"] == "cnn" and result["epochs"] == 1 and 0.0 < result["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "arguments, environment, says",
+    [
+        (["train", "mlp", "--epochs", "1", "--set", "epochs=2"], {}, "epochs: given both"),
+        (["train", "mlp", "--set", "model=cnn"], {}, "--set: model is not a setting"),
+        (["train", "mlp", "--set", "lr=nan"], {}, "lr: nan is not a finite number"),
+        (["train", "mlp", "--set", "dropout=0.999"], {}, "dropout: 0.999 is outside"),
+        (
+            ["train", "encoder_classifier", "--set", "encoder_run=feedfacefeedface"],
+            {},
+            "no cached run feedface",
+        ),
+        (["train", "mlp"], {"FMNIST_DATA": "/nonexistent/folder"}, "FMNIST_DATA: /nonexistent/folder"),
+        (
+            ["train", "cnn", "--set", "layers=conv:1024:3:same:relu,dense:16384:relu"],
+            {},
+            "limit of 25,000,000",
+        ),
+    ],
+)
+def test_every_expected_failure_is_one_line_and_exit_code_2(tmp_path, arguments, environment, says):
+    out = run_cli(*arguments, cwd=tmp_path, env=environment)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if not line.startswith("run ")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
+    assert "Traceback" not in out.stderr

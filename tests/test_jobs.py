@@ -79,3 +79,16 @@ def test_a_failing_job_reports_its_error_and_the_worker_survives():
     healthy = queue.submit(tiny(seed=5))
     queue.wait(healthy.run_id, timeout=120)
     assert healthy.state == DONE
+
+
+def test_a_done_job_whose_entry_is_gone_trains_again_and_a_retried_job_is_listed_once():
+    cache = RunCache()
+    queue = JobQueue(cache)
+    job = queue.submit(tiny(seed=6))
+    queue.wait(job.run_id, timeout=120)
+    cache.delete(job.run_id)
+    again = queue.submit(tiny(seed=6))
+    assert again is not job
+    queue.wait(again.run_id, timeout=120)
+    assert again.state == DONE and cache.exists(again.run_id)
+    assert [j.run_id for j in queue.jobs()].count(job.run_id) == 1
