@@ -26,6 +26,10 @@ log = logging.getLogger("fmnist_core")
 FILES = ("config.json", "history.json", "model.pt")
 MANIFEST = "manifest.json"
 STALE_SECONDS = 24 * 3600  # staging folders and locks untouched this long belong to runs that died
+# What this process has checked, per entry folder, with the files' stamps (size, mtime, inode) then:
+# shared by every RunCache (the app makes one per call), and void as soon as a file changes.
+_VERIFIED: dict[Path, tuple[tuple, dict]] = {}  # folder -> (stamps, manifest)
+_LOADABLE: dict[Path, tuple] = {}  # folder -> stamps when its weights last loaded
 
 
 class MissingRunError(LookupError):
@@ -62,8 +66,6 @@ def default_root() -> Path:
 class RunCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
-        self._verified: dict[str, tuple[tuple, dict]] = {}  # run id -> (file stamps, manifest)
-        self._loadable: dict[str, tuple] = {}  # run id -> file stamps when its weights last loaded
 
     def folder(self, run_id: str) -> Path:
         return self.root / run_id
@@ -77,7 +79,7 @@ class RunCache:
         if not folder.is_dir():
             raise MissingRunError(run_id)
         stamps = self._stamps(folder)
-        known = self._verified.get(run_id)
+        known = _VERIFIED.get(folder)
         if known is not None and known[0] == stamps:
             return known[1]  # the same files as when last hashed: no need to read them again
         try:
@@ -97,7 +99,7 @@ class RunCache:
                 raise CorruptRunError(f"run {run_id}: {name} unreadable ({error})") from None
             if digest != checksums[name]:
                 raise CorruptRunError(f"run {run_id}: {name} does not match its checksum")
-        self._verified[run_id] = (stamps, manifest)
+        _VERIFIED[folder] = (stamps, manifest)
         return manifest
 
     @staticmethod
@@ -134,21 +136,8 @@ class RunCache:
             ) from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CorruptRunError(f"run {run_id}: model.pt is not a state dict of tensors")
-        self._loadable[run_id] = self._stamps(self.folder(run_id))
+        _LOADABLE[self.folder(run_id)] = self._stamps(self.folder(run_id))
         return state
-
-    def usable(self, run_id: str) -> bool:
-        """Whether the entry and the encoder it builds on load in full (weights read once per change
-        of their files, so listings stay cheap)."""
-        try:
-            config = self.load_config(run_id)
-            self.load_record(run_id)
-            if self._loadable.get(run_id) != self._stamps(self.folder(run_id)):
-                self.load_state(run_id)
-        except (MissingRunError, CorruptRunError):
-            return False
-        encoder_run = config.settings.get("encoder_run")
-        return not encoder_run or self.usable(encoder_run)
 
     def load_record(self, run_id: str) -> tuple[dict, dict]:
         """History and metrics of a verified run, without building its model."""
@@ -175,10 +164,12 @@ class RunCache:
 
     def check(self, run_id: str) -> RunConfig:
         """Every file of the entry read as a load would (config, record, weights), and its encoder's
-        entry too; raises CorruptRunError where any of it fails."""
+        entry too; raises CorruptRunError where any of it fails. The weights are read once per
+        change of their files, so listings stay cheap."""
         config = self.load_config(run_id)
         self.load_record(run_id)
-        self.load_state(run_id)
+        if _LOADABLE.get(self.folder(run_id)) != self._stamps(self.folder(run_id)):
+            self.load_state(run_id)
         encoder_run = config.settings.get("encoder_run")
         if encoder_run:
             try:
@@ -188,6 +179,14 @@ class RunCache:
                     f"run {run_id}: its encoder {encoder_run} is gone or damaged ({error})"
                 ) from None
         return config
+
+    def usable(self, run_id: str) -> bool:
+        """Whether `check` passes: the entry and the encoder it builds on load in full."""
+        try:
+            self.check(run_id)
+        except (MissingRunError, CorruptRunError):
+            return False
+        return True
 
     def exists(self, run_id: str) -> bool:
         try:
@@ -254,12 +253,8 @@ class RunCache:
         return removed
 
     def _has_encoder(self, run_id: str) -> bool:
-        try:
-            return bool(
-                json.loads((self.folder(run_id) / "config.json").read_text())["settings"]["encoder_run"]
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+        config = self.recover_config(run_id)
+        return config is not None and bool(config.settings.get("encoder_run"))
 
     def clean_stale(self, older_than: float = STALE_SECONDS) -> None:
         """Remove staging folders and unheld lock files older than `older_than` seconds."""
@@ -288,14 +283,9 @@ class RunCache:
         for run_id in self.run_ids():
             row: dict = {"run_id": run_id}
             try:
+                config = self.check(run_id)
                 manifest = self.verify(run_id)
-                config = self.load_config(run_id)
                 history, metrics = self.load_record(run_id)
-                if self._loadable.get(run_id) != self._stamps(self.folder(run_id)):
-                    self.load_state(run_id)
-                encoder_run = config.settings.get("encoder_run")
-                if encoder_run and not self.usable(encoder_run):
-                    raise CorruptRunError(f"run {run_id}: its encoder {encoder_run} is gone or damaged")
             except (MissingRunError, CorruptRunError) as error:
                 rows.append({**row, "status": f"damaged: {error}"})
                 continue

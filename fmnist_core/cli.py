@@ -236,5 +236,4 @@ EXPECTED_FAILURES = (ValueError, DataError, MissingRunError, CorruptRunError, OS
 def describe_failure(error: Exception) -> str:
     if isinstance(error, MissingRunError):
         return f"no cached run {error}"
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if not isinstance(error, OSError) or str(error) else f"{type(error).__name__}"
+    return " ".join(str(error).split()) or type(error).__name__

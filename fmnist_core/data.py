@@ -179,7 +179,7 @@ def load_from_folder(folder: Path, allow_other: bool | None = None) -> FashionMN
         path = _file_in(folder, stem)
         if path is None:
             raise DataError(f"{folder}: missing {stem}(.gz)")
-        raw = read_raw(path)
+        raw = read_raw(path, limit=ORIGINAL[stem][1])  # never decompressed past the original's size
         digest = hashlib.sha256(raw).hexdigest()
         if digest != ORIGINAL[stem][0] and not allow_other:
             raise DataError(

@@ -17,7 +17,14 @@ from .cache import CorruptRunError, MissingRunError, RunCache
 from .config import RunConfig
 from .data import load_data
 from .device import pick_device
-from .models import ConvAutoencoderSettings, create_model, get_spec, make_settings, start_at_pca
+from .models import (
+    ConvAutoencoderSettings,
+    build_skeleton,
+    create_model,
+    get_spec,
+    make_settings,
+    start_at_pca,
+)
 from .training import Progress, RunGenerators, Splits, execution, fit, make_splits
 
 log = logging.getLogger("fmnist_core")
@@ -84,7 +91,7 @@ _PCA: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 def training_set_pca(config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean image and principal directions of the run's own training images (never its holdout),
     computed once per split per process (an SVD of up to 60,000 x 784: seconds)."""
-    key = (load_data().folder, config.validation, config.holdout_fraction, config.train_subset)
+    key = (load_data().fingerprint, config.validation, config.holdout_fraction, config.train_subset)
     if key not in _PCA:
         _PCA[key] = analysis.image_pca(make_splits(config).train_images)
     return _PCA[key]
@@ -141,7 +148,9 @@ def load_run(
         encoder = resolve_encoder(config, cache, weights=False)
     except ValueError as error:
         raise CorruptRunError(f"run {run_id}: its encoder cannot be used ({error})") from None
-    model = create_model(config.model, encoder=encoder.settings if encoder else None, **config.settings)
+    # Uninitialised memory, not drawn weights: a strict load_state_dict fills every tensor.
+    settings = make_settings(config.model, config.settings)
+    model = build_skeleton(config.model, settings, encoder and encoder.settings).to_empty(device="cpu")
     try:
         model.load_state_dict(cache.load_state(run_id))
     except RuntimeError as error:

@@ -145,7 +145,7 @@ def start_at_pca(model: ConvAutoencoder, mean: torch.Tensor, directions: torch.T
     "conv_autoencoder",
     kind="autoencoder",
     settings=ConvAutoencoderSettings,
-    recipe=dict(loss="mse", epochs=10, batch_size=100, lr=1e-3, optimizer="adam", precision="fp32"),
+    recipe=dict(loss="mse", epochs=10, batch_size=100, lr=1e-3, optimizer="adam"),
     description="S0/S2/S4 conv autoencoder: 2 conv stages, linear code of size n, 2 transposed convs",
 )
 def build_conv_autoencoder(s: ConvAutoencoderSettings) -> nn.Module:

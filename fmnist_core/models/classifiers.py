@@ -80,7 +80,7 @@ class EncoderClassifier(nn.Module):
     "encoder_classifier",
     kind="classifier",
     settings=EncoderClassifierSettings,
-    recipe=dict(loss="cross_entropy", epochs=10, batch_size=100, lr=1e-3, optimizer="adam", precision="fp32"),
+    recipe=dict(loss="cross_entropy", epochs=10, batch_size=100, lr=1e-3, optimizer="adam"),
     description="S0/S2/S4 classifier: a trained autoencoder's encoder (frozen or fine-tuned) + head",
     needs_encoder=True,
 )
@@ -143,7 +143,7 @@ class MLP(FeaturesAndHead):
     "mlp",
     kind="classifier",
     settings=MLPSettings,
-    recipe=dict(loss="mse_onehot", epochs=30, batch_size=100, lr=1e-3, optimizer="adam", precision="fp32"),
+    recipe=dict(loss="mse_onehot", epochs=30, batch_size=100, lr=1e-3, optimizer="adam"),
     description="S3 feed-forward network 784 -> n1 -> n2 -> 10 with dropout, MSE on one-hot",
 )
 def build_mlp(s: MLPSettings) -> nn.Module:
@@ -317,8 +317,8 @@ class CNN(FeaturesAndHead):
     "cnn",
     kind="classifier",
     settings=CNNSettings,
-    # fp32 as S1 trained; `precision=auto` (or bf16) trains in bf16 where the hardware has it.
-    recipe=dict(loss="cross_entropy", epochs=12, batch_size=128, lr=5e-4, optimizer="adam", precision="fp32"),
+    # fp32 (RunConfig's default), as S1 trained; `precision=auto` trains in bf16 where the hardware has it.
+    recipe=dict(loss="cross_entropy", epochs=12, batch_size=128, lr=5e-4, optimizer="adam"),
     description="S1 CNN built from a list of layers (default: S1's best row, 0.9252 published)",
 )
 def build_cnn(s: CNNSettings) -> nn.Module:
@@ -398,7 +398,6 @@ ONE_CYCLE_TRAINING = dict(
         loss="cross_entropy",
         epochs=12,  # 0.9316 test accuracy in 13 min on 2 cores (S1's ResNet: 0.85)
         batch_size=256,
-        precision="fp32",
         **ONE_CYCLE_TRAINING,
     ),
     description="S1 residual network: identity and projection blocks, BatchNorm, zero padding",
