@@ -220,7 +220,9 @@ class RunCache:
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
             target = self.folder(config.run_id)
-            if target.exists():
+            if target.is_symlink() or target.is_file():
+                target.unlink()  # not an entry of ours: a link (perhaps to another entry) or a file
+            elif target.exists():
                 shutil.rmtree(target)  # a corrupted entry, under the run's lock
             os.replace(staging, target)
         finally:
@@ -274,6 +276,22 @@ class RunCache:
     def lock(self, run_id: str) -> FileLock:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f".{run_id}.lock"))
+
+    @contextlib.contextmanager
+    def lock_if_writable(self, run_id: str):
+        """The run's lock; where the cache cannot hold a lock (read-only, a file, a lock path that
+        is a folder) nothing is locked, and the caller learns why (None: locked)."""
+        try:
+            lock = self.lock(run_id)
+            lock.acquire()
+        except OSError as error:
+            log.warning("run %s trains unlocked: cache %s not writable (%s)", run_id, self.root, error)
+            yield f"{type(error).__name__}: {error}"
+            return
+        try:
+            yield None
+        finally:
+            lock.release()
 
     # ------------------------------------------------------------------ listing
 

@@ -191,7 +191,7 @@ def get_or_train(
     except CorruptRunError as error:
         note = f"{error}; retrained"
         log.warning("cache entry not served: %s", error)
-    with cache.lock(config.run_id):
+    with cache.lock_if_writable(config.run_id):
         try:
             return _served(config, cache, device)  # trained by another process while we waited
         except MissingRunError:

@@ -19,9 +19,7 @@ if runs.empty:
     st.page_link("pages/autoencoder.py", label="Go to the Autoencoder page", icon=":material/compress:")
     st.stop()
 # Autoencoders first: only they can decode, which the walks and sliders below need.
-ordered = runs.assign(decoder=runs["model"] != "conv_autoencoder").sort_values(
-    ["decoder", "created"], ascending=[True, False]
-)
+ordered = runs.assign(decoder=runs["model"] != "conv_autoencoder").sort_values("decoder", kind="stable")
 choices = {run_label(row): row["run_id"] for _, row in ordered.iterrows()}
 preferred = st.session_state.get("selected_autoencoder")
 labels = list(choices)

@@ -2,7 +2,15 @@
 
 import streamlit as st
 
-from fmnist_core.reports import REPORTS, Scale, collect, report_entries
+from fmnist_core.reports import (
+    REPORTS,
+    Scale,
+    check_conclusions,
+    collect,
+    fill_from_committed,
+    load_committed,
+    report_entries,
+)
 from ui.navigation import enter_through_app
 from ui.state import job_queue, run_cache
 from ui.widgets import kept
@@ -25,11 +33,14 @@ with st.sidebar:
 scale = Scale(epochs=SCALES[scale_label])
 module = REPORTS[name]
 st.title(module.TITLE)
-st.caption(f"Source: `shared/seeds/{module.SOURCE}`. Validation on the test set, as the report did.")
+st.markdown(module.SUMMARY)
+st.caption(f"The report's file: `{module.SOURCE}`. Validation on the test set, as the report did.")
 
 result = collect(name, scale, run_cache())
-table = result.table
+committed = load_committed(name, scale)
+table = fill_from_committed(result.table, committed)
 missing = table[table["status"] != "ok"].drop_duplicates("run_id")  # rows may share one run
+from_repository = table["source"].str.startswith("repository")
 queue = job_queue()
 active = [job for job in queue.jobs() if job.active]
 
@@ -50,7 +61,16 @@ def queue_status() -> None:
 if active:
     queue_status()
 elif len(missing):
-    st.warning(f"{len(missing)} of {table['run_id'].nunique()} runs of this report are not in the cache yet.")
+    text = (
+        f"{len(missing)} of {table['run_id'].nunique()} runs of this report are not in this machine's cache."
+    )
+    if from_repository.any():
+        text += (
+            f" Rows whose source is *{committed.source}* show the reproduction committed in the repository "
+            f"(`{committed.shown_path}`); train them to "
+            "get this machine's own figures."
+        )
+    st.warning(text)
     if st.button(f"Train the {len(missing)} missing runs", type="primary", icon=":material/play_arrow:"):
         # Queued in grid order: autoencoders come before the classifiers built on their encoders.
         wanted = set(missing["run_id"])
@@ -71,18 +91,20 @@ for group_name, group in table.groupby("table", sort=False):
             if (c.startswith(("published_", "final_", "test_", "difference_")) or c == "minutes")
             and group[c].notna().any()
         ]
-        + ["status"]
+        + ["source"]
     )
     st.dataframe(
         group[columns],
         hide_index=True,
         column_config={
-            c: st.column_config.NumberColumn(format="%.4f") for c in columns if c not in ("label", "status")
+            c: st.column_config.NumberColumn(format="%.4f") for c in columns if c not in ("label", "source")
         },
     )
 
 st.subheader("The report's conclusions, checked against ours")
-for claim, holds, seen in result.conclusions:
+if from_repository.any():
+    st.caption("Checked on this machine's runs where it has them, on the repository's figures elsewhere.")
+for claim, holds, seen in check_conclusions(name, table):
     icon = {True: ":material/check_circle:", False: ":material/cancel:", None: ":material/hourglass_empty:"}[
         holds
     ]

@@ -63,7 +63,7 @@ with seen_column:
 if not classifiers.empty:
     labels = {
         run_label(row): row["run_id"]
-        for _, row in classifiers.sort_values("test_accuracy", ascending=False).iterrows()
+        for _, row in classifiers.iterrows()  # best first (runs_table's order)
     }
     with answer_column:
         chosen = st.selectbox("Classifier", list(labels))

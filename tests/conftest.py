@@ -8,6 +8,7 @@ def isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own empty models_cache."""
     root = tmp_path / "models_cache"
     monkeypatch.setenv("FMNIST_CACHE", str(root))
+    monkeypatch.setenv("FMNIST_DEBUG", "1")  # a page's failure is a test's exception, not a message
     return root
 
 

@@ -89,6 +89,22 @@ def test_invalid_setting_is_a_message_not_a_traceback():
     assert any("layers" in e.value for e in at.error)
 
 
+def test_a_page_that_fails_shows_one_line_not_a_traceback(monkeypatch):
+    import ui.state
+
+    def broken():
+        raise RuntimeError("the listing broke")
+
+    monkeypatch.setattr(ui.state, "runs_table", broken)
+    at = page(open_app(), "pages/try_it.py")
+    # Under FMNIST_DEBUG=1 (the tests' setting) the failure surfaces as itself.
+    assert at.exception and "the listing broke" in at.exception[0].value
+    monkeypatch.delenv("FMNIST_DEBUG")
+    at = page(open_app(), "pages/try_it.py")
+    assert not at.exception
+    assert any("the listing broke" in e.value and "untouched" in e.value for e in at.error)
+
+
 def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     at = page(open_app(), "pages/autoencoder.py")
     at.slider(key="widget:ae:n").set_value(16).run()
@@ -128,7 +144,9 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
 
     at = page(at, "pages/reports.py")
     assert not at.exception
-    assert any("not in the cache" in w.value for w in at.warning)
+    assert any("not in this machine's cache" in w.value and "reports/S0.csv" in w.value for w in at.warning)
+    sources = set(at.dataframe[0].value["source"])  # a fresh cache: the committed reproduction's figures
+    assert len(sources) == 1 and sources.pop().startswith("repository, engine")
 
     # Try it: the canvas is a component, so its answer is patched in: a real test image, drawn big.
     data = load_data()
@@ -178,3 +196,20 @@ def test_recipe_buttons_set_the_widgets_to_the_recipe():
     assert layers.split("\n") == list(get_recipe("long_cnn").settings["layers"])
     assert at.radio(key="widget:cls:cnn:precision").value == "auto"  # resolved when it trains
     assert not at.exception
+
+
+def test_pickers_tell_runs_apart_and_put_the_best_first():
+    from ui.state import run_label, runs_table
+
+    configs = [
+        RunConfig.for_model("conv_autoencoder", {"n": n}, epochs=1, train_subset=subset, test_subset=500)
+        for n, subset in [(8, 300), (8, 1000), (64, 1000)]
+    ]
+    runs = [get_or_train(config) for config in configs]
+    table = runs_table()
+    assert table["test_mse"].is_monotonic_increasing  # the best autoencoder first
+    assert table["test_mse"].iloc[0] == min(run.metrics["test_mse"] for run in runs)
+    labels = [run_label(row) for _, row in table.iterrows()]
+    assert len({label[:40] for label in labels}) == 3  # even cut short, the labels differ
+    assert all(label.startswith("MSE 0.") for label in labels)
+    assert any("300 imgs" in label for label in labels) and any("1k imgs" in label for label in labels)

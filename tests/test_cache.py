@@ -223,3 +223,35 @@ def test_entries_are_group_readable_and_stale_staging_is_cleaned(tiny_autoencode
     fresh.mkdir()
     cache.prune()
     assert not stale.exists() and fresh.exists()  # a staging folder of a run in progress stays
+
+
+@pytest.mark.parametrize("root_kind", ["a file", "under a file", "its lock a folder"])
+def test_a_cache_that_cannot_be_written_still_returns_the_run(tiny_autoencoder_config, tmp_path, root_kind):
+    root = tmp_path / "cache"
+    if root_kind == "a file":
+        root.write_text("not a folder")
+    elif root_kind == "under a file":
+        (tmp_path / "file").write_text("x")
+        root = tmp_path / "file" / "cache"
+    else:
+        (root / f".{tiny_autoencoder_config.run_id}.lock").mkdir(parents=True)
+    run = get_or_train(tiny_autoencoder_config, cache=RunCache(root))
+    assert run.completed and not run.cached and run.metrics["test_mse"] > 0
+    if root_kind != "its lock a folder":  # there the entry itself saves: only the lock could not be taken
+        assert "not saved" in run.note
+    assert RunCache(root).list_runs().shape[0] == (1 if root_kind == "its lock a folder" else 0)
+
+
+@pytest.mark.parametrize("link_to", ["another run's entry", "nowhere"])
+def test_an_entry_that_is_a_symlink_is_not_served_and_is_replaced(tiny_autoencoder_config, link_to):
+    cache = RunCache()
+    other = get_or_train(tiny_autoencoder_config.replace(seed=1), cache=cache)
+    reference = get_or_train(tiny_autoencoder_config, cache=RunCache(cache.root.parent / "reference"))
+    target = cache.folder(other.run_id) if link_to != "nowhere" else cache.root / "nowhere"
+    cache.folder(reference.run_id).symlink_to(target.resolve())
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    assert not run.cached and run.metrics["test_mse"] == reference.metrics["test_mse"]
+    folder = cache.folder(reference.run_id)
+    assert folder.is_dir() and not folder.is_symlink() and "not saved" not in run.note
+    assert load_run(reference.run_id, cache).metrics["test_mse"] == reference.metrics["test_mse"]
+    assert cache.usable(other.run_id)  # the linked entry was left alone

@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -8,6 +11,10 @@ from fmnist_core.reports import (
     REPORTS,
     ReportResult,
     Scale,
+    check_conclusions,
+    collect,
+    fill_from_committed,
+    load_committed,
     report_entries,
     reproduce,
     s1,
@@ -16,6 +23,7 @@ from fmnist_core.reports import (
 )
 from fmnist_core.runs import get_or_train
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(epochs_scale=0.01, train_subset=400, test_subset=500)
 
 
@@ -195,3 +203,34 @@ def test_a_report_row_names_the_run_settings_that_left_their_defaults():
     ):
         assert shown in tuned
     assert "tta" not in tuned
+
+
+@pytest.mark.parametrize("name", ["S0", "S1", "S2", "S3", "S4"])
+def test_a_fresh_clone_shows_the_committed_figures_for_every_run(name):
+    """An empty cache: every row takes the committed reproduction's figures, marked as such."""
+    result = collect(name, Scale(), RunCache())
+    assert (result.table["status"] == "missing").all()
+    committed = load_committed(name, Scale())
+    assert committed is not None and committed.shown_path == f"reports/{name}.csv"
+    assert re.fullmatch(r"repository, engine \d+", committed.source)
+    shown = fill_from_committed(result.table, committed)
+    assert (shown["source"] == committed.source).all()
+    csv = pd.read_csv(ROOT / "reports" / f"{name}.csv").set_index(["table", "label"])
+    for row in shown.to_dict("records"):  # every run, autoencoder or classifier, has a test loss
+        assert row["test_loss"] == csv.loc[(row["table"], row["label"]), "test_loss"] > 0
+    # Its conclusions are checked on those figures, not left "not run".
+    assert all(holds is not None for _, holds, _ in check_conclusions(name, shown))
+
+
+def test_the_cache_wins_over_the_committed_figures_and_other_scales_have_none(tmp_path):
+    result = collect("S3", Scale(), RunCache())
+    committed = load_committed("S3", Scale())
+    table = result.table.copy()
+    table.loc[0, ["status", "test_accuracy"]] = ["ok", 0.5]  # as if this machine had trained row 0
+    shown = fill_from_committed(table, committed)
+    assert shown.loc[0, "source"] == "this machine" and shown.loc[0, "test_accuracy"] == 0.5
+    assert shown.loc[1, "source"] == committed.source
+    assert load_committed("S3", Scale(train_subset=300)) is None  # no committed table at that scale
+    assert load_committed("S3", Scale(), root=tmp_path) is None  # a clone without reports/
+    (tmp_path / "S3.csv").write_text("not,a\nreport,table\n")
+    assert load_committed("S3", Scale(), root=tmp_path) is None

@@ -6,9 +6,13 @@ would get that. Each page therefore calls `enter_through_app()` first: outside a
 navigation it runs the navigation itself (which shows the page asked for) and stops.
 """
 
+import logging
+import os
 import threading
 
 import streamlit as st
+
+log = logging.getLogger("fmnist_lab")
 
 _inside = threading.local()  # each script run has its own thread
 
@@ -32,6 +36,14 @@ def run_app() -> None:
     _inside.active = True
     try:
         navigation.run()
+    except Exception as error:  # st.stop / st.rerun are BaseExceptions and pass through
+        if os.environ.get("FMNIST_DEBUG") == "1":  # the tests and developers see the traceback
+            raise
+        log.exception("page %s failed", navigation.title)
+        st.error(
+            f"This page could not finish: {' '.join(str(error).split()) or type(error).__name__}. "
+            "Your runs and any training in progress are untouched; the details are in the server's log."
+        )
     finally:
         _inside.active = False
 

@@ -46,30 +46,45 @@ def load_run(run_id: str) -> TrainedRun:
 
 
 def runs_table() -> pd.DataFrame:
+    """The usable cached runs, best first within each model (so every picker defaults to the best
+    run of its kind): autoencoders by test MSE, classifiers by test accuracy, then newest first."""
     table = run_cache().list_runs()
     if table.empty:
         return table
-    return table[table["status"] == "ok"].reset_index(drop=True)
+    table = table[table["status"] == "ok"]
+    score = table["test_mse"] if "test_mse" in table else pd.Series(np.nan, index=table.index)
+    if "test_accuracy" in table:
+        score = score.fillna(-table["test_accuracy"])
+    return (
+        table.assign(_score=score)
+        .sort_values(["_score", "created"], ascending=[True, False], na_position="last")
+        .drop(columns="_score")
+        .reset_index(drop=True)
+    )
 
 
 def run_label(row) -> str:
-    """A short human name for a cached run."""
+    """A run's name in pickers, most telling first (a select box cuts the end off): its test
+    figure, the model and its settings, the data and epochs, when it was made, and its id."""
     model = row["model"]
     if model == "conv_autoencoder":
         # The table's columns are float where other models leave them empty: n=256.0 reads as 256.
         detail = f"n={int(row.get('n'))}, p={float(row.get('dropout')):g}"
         if isinstance(row.get("pca_path"), bool | np.bool_) and row.get("pca_path"):
             detail += ", PCA path"
-        metric = f"test MSE {row.get('test_mse', float('nan')):.4f}"
+        metric = f"MSE {row.get('test_mse', float('nan')):.4f}"
     else:
         detail = "frozen" if row.get("freeze_encoder") is True else ""
         metric = f"acc {row.get('test_accuracy', float('nan')):.3f}"
-    subset = f", {int(row['train_subset'])} imgs" if row.get("train_subset") else ""
-    precision = " · bf16" if row.get("precision") == "bf16" else ""
+    images = int(row["train_subset"]) if row.get("train_subset") else 60_000
+    size = f"{images // 1000}k imgs" if images % 1000 == 0 else f"{images:,} imgs"
+    precision = " bf16" if row.get("precision") == "bf16" else ""
+    made = pd.to_datetime(row.get("created"), errors="coerce")
+    when = f" · {made:%d %b %H:%M}" if not pd.isna(made) else ""
     name = f"{model} {detail}".strip()
     return (
-        f"{name} · {row['optimizer']} lr={row['lr']:g} · {int(row['epochs'])} ep{subset}{precision} · "
-        f"{metric} · {row['run_id'][:8]}"
+        f"{metric} · {name} · {size}, {int(row['epochs'])} ep, {row['optimizer']} lr={row['lr']:g}{precision}"
+        f"{when} · {row['run_id'][:6]}"
     )
 
 

@@ -21,6 +21,7 @@ from ..data import CLASS_NAMES
 from ..models import IMAGE_SHAPE, build_skeleton, make_settings
 from ..runs import get_or_train, resolve_encoder
 from . import s0, s1, s2, s3, s4
+from .committed import Committed, fill_from_committed, load_committed
 from .grid import Conclusion, Entry, Scale
 
 REPORTS: dict[str, ModuleType] = {"S0": s0, "S1": s1, "S2": s2, "S3": s3, "S4": s4}
@@ -203,12 +204,17 @@ def collect(name: str, scale: Scale, cache: RunCache, trained_seconds: float = 0
     module = get_report(name)
     entries = module.entries(scale)
     table = pd.DataFrame([results_row(entry, cache) for entry in entries])
-    rows = {row["label"]: row for row in table.to_dict("records") if row.get("status") == "ok"}
-    conclusions = []
-    for conclusion in module.CONCLUSIONS:
-        holds, seen = conclusion.evaluate(rows)
-        conclusions.append((conclusion.claim, holds, seen))
-    return ReportResult(name, module.TITLE, table, conclusions, trained_seconds)
+    return ReportResult(name, module.TITLE, table, check_conclusions(name, table), trained_seconds)
+
+
+def check_conclusions(name: str, table: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
+    """Each of the report's claims against the table's rows that have figures: (claim, holds, seen)."""
+    rows = {
+        row["label"]: row
+        for row in table.to_dict("records")
+        if row.get("status") == "ok" or str(row.get("source", "")).startswith("repository")
+    }
+    return [(c.claim, *c.evaluate(rows)) for c in get_report(name).CONCLUSIONS]
 
 
 def reproduce(
@@ -328,12 +334,16 @@ def write_report(result: ReportResult, out_dir: Path, scale: Scale | None = None
 
 
 __all__ = [
+    "Committed",
     "Conclusion",
     "Entry",
     "REPORTS",
     "ReportResult",
     "Scale",
+    "check_conclusions",
     "collect",
+    "fill_from_committed",
+    "load_committed",
     "reproduce",
     "report_entries",
     "to_markdown",

@@ -4,6 +4,13 @@ from .grid import Conclusion, Entry, Scale, close, higher, lower
 
 TITLE = "S0: conv autoencoder, then a classifier on its encoder"
 SOURCE = "000_fc2bb07330d388ef.txt"
+SUMMARY = (  # the report in our words, so the lab needs nothing outside the repository
+    "A student report (in Spanish) that trains a two-convolution autoencoder with a latent layer of n "
+    "units and dropout p, sweeps n (64 to 512), p (0.1 to 0.5) and SGD against Adam, then puts a "
+    "small head on its encoder to classify, once fine-tuning the encoder and once keeping it frozen. "
+    "Its figures: MSE near 0.052 for n=64, p=0.2; about 0.91-0.92 accuracy; the frozen encoder "
+    "clearly worse; Shirt the hardest class."
+)
 EPOCHS = 10  # the report plots 10-odd epochs; its loss settles by epoch 5
 
 

@@ -4,6 +4,12 @@ from .grid import Conclusion, Entry, Scale, higher
 
 TITLE = "S1: CNN (Keras) vs residual network"
 SOURCE = "001_71d0cd6a152e3df8.txt"
+SUMMARY = (  # the report in our words, so the lab needs nothing outside the repository
+    "A student report (Keras) that builds CNNs from a list of layers and tabulates nine variants "
+    "(epochs, batch, optimizer, filters, kernels, pooling, dense units); the best, two 3x3 "
+    "convolutions of 35 and 50 filters with batch norm, max-pooling, dropout 0.7 and 256 dense units, "
+    "reaches 0.9252 test accuracy in 12 epochs. A residual network overfits and stays near 0.85."
+)
 
 # (epochs, batch, optimizer, lr, layers, published accuracy, published minutes), one per table row.
 # Keras' default learning rate (1e-3) wherever the report names none.

@@ -4,6 +4,11 @@ from .grid import Conclusion, Entry, Scale, close, higher
 
 TITLE = "S3: feed-forward network"
 SOURCE = "003_5791b663d090fe8c.txt"
+SUMMARY = (  # the report in our words, so the lab needs nothing outside the repository
+    "A student report on a feed-forward network: 784 inputs, two hidden layers of 128 and 64 units "
+    "with dropout 0.2, MSE on one-hot targets; SGD reaches 81.0% in 30 epochs, Adam 89.3% (and 89.1% "
+    "in 60 epochs)."
+)
 
 
 def entries(scale: Scale) -> list[Entry]:
