@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -25,6 +26,7 @@ from .config import RunConfig
 log = logging.getLogger("fmnist_core")
 FILES = ("config.json", "history.json", "model.pt")
 MANIFEST = "manifest.json"
+REMOVED = ".removed"  # configs of deleted entries: {run_id}.json
 STALE_SECONDS = 24 * 3600  # staging folders and locks untouched this long belong to runs that died
 # What this process has checked, per entry folder, with the files' stamps (size, mtime, inode) then:
 # shared by every RunCache (the app makes one per call), and void as soon as a file changes.
@@ -38,6 +40,11 @@ class MissingRunError(LookupError):
 
 class CorruptRunError(RuntimeError):
     """A cache entry exists but cannot be trusted (half-written, edited, damaged)."""
+
+
+def is_run_id(name: str) -> bool:
+    """Whether `name` has a run id's form (RunConfig.run_id: 16 hexadecimal digits)."""
+    return isinstance(name, str) and re.fullmatch(r"[0-9a-f]{16}", name) is not None
 
 
 def _sha256(path: Path) -> str:
@@ -68,6 +75,8 @@ class RunCache:
         self.root = Path(root) if root is not None else default_root()
 
     def folder(self, run_id: str) -> Path:
+        if not is_run_id(run_id):  # never a path: "../x" or "/tmp" would leave the cache
+            raise MissingRunError(run_id)
         return self.root / run_id
 
     # ------------------------------------------------------------------ reading
@@ -154,13 +163,16 @@ class RunCache:
         return history, metrics
 
     def recover_config(self, run_id: str) -> RunConfig | None:
-        """A damaged entry's config, where its config.json still reads and hashes to the run id
-        (so it says truly what to retrain); else None."""
-        try:
-            config = RunConfig.from_dict(json.loads((self.folder(run_id) / "config.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-        return config if config.run_id == run_id else None
+        """A damaged or removed entry's config, where its config.json (or the copy that removing
+        it kept) still reads and hashes to the run id, so it says truly what to retrain; else None."""
+        for path in (self.folder(run_id) / "config.json", self.root / REMOVED / f"{run_id}.json"):
+            try:
+                config = RunConfig.from_dict(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError, MissingRunError):
+                continue
+            if config.run_id == run_id:
+                return config
+        return None
 
     def check(self, run_id: str) -> RunConfig:
         """Every file of the entry read as a load would (config, record, weights), and its encoder's
@@ -198,7 +210,7 @@ class RunCache:
     def run_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.root.iterdir() if is_run_id(p.name) and p.is_dir())
 
     # ------------------------------------------------------------------ writing
 
@@ -231,7 +243,21 @@ class RunCache:
         return target
 
     def delete(self, run_id: str) -> None:
-        shutil.rmtree(self.folder(run_id), ignore_errors=True)
+        """Remove the entry; its config, where it still reads true, is kept in .removed/ so that a
+        classifier built on this run can train it again (resolve_encoder)."""
+        config = self.recover_config(run_id)
+        if config is not None:
+            with contextlib.suppress(OSError):
+                kept = self.root / REMOVED / f"{run_id}.json"
+                kept.parent.mkdir(exist_ok=True)
+                temporary = kept.with_suffix(".tmp")
+                temporary.write_text(json.dumps(config.to_dict(), sort_keys=True))
+                os.replace(temporary, kept)
+        folder = self.folder(run_id)
+        if folder.is_symlink() or folder.is_file():
+            folder.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def prune(self) -> list[tuple[str, str]]:
         """Delete every entry that fails its checks (damaged, made by an older engine, or built on

@@ -20,9 +20,12 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set: {pair!r} is not KEY=VALUE")
-        values[key.strip()] = value
+        if key in values and values[key] != value:
+            raise ValueError(f"{key}: given twice with --set ({values[key]!r} and {value!r})")
+        values[key] = value
     return values
 
 

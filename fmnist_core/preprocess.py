@@ -86,10 +86,14 @@ def prepare_upload(data: bytes) -> np.ndarray:
 
 def prepare_drawing(rgba: np.ndarray) -> np.ndarray:
     """A canvas' RGBA array (white strokes on black) to the (28, 28) float image."""
-    rgba = np.asarray(rgba)
+    try:
+        rgba = np.asarray(rgba, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ImageError("the drawing is not an array of pixels") from None
     if rgba.ndim != 3 or rgba.shape[2] != 4:
         raise ImageError("the drawing is not an RGBA image")
-    image = Image.fromarray(rgba.astype(np.uint8), "RGBA")
+    rgba = np.clip(np.nan_to_num(rgba, nan=0.0), 0, 255).astype(np.uint8)  # a canvas' bytes, whatever came
+    image = Image.fromarray(rgba)
     # Strokes drawn over a transparent canvas: composite on black, the canvas' own colour.
     background = Image.new("RGBA", image.size, (0, 0, 0, 255))
     grey = np.asarray(Image.alpha_composite(background, image).convert("L"), dtype=np.float32) / 255.0

@@ -70,14 +70,16 @@ def resolve_encoder(config: RunConfig, cache: RunCache, weights: bool = True) ->
     try:
         encoder_config = cache.load_config(run_id)
         state = cache.load_state(run_id) if weights else None
-    except MissingRunError:
-        raise ValueError(f"encoder_run: no cached run {run_id} in {cache.root}") from None
-    except CorruptRunError as error:
-        # Its config.json may still say truly what it was: then train it again, as asked for.
+    except (MissingRunError, CorruptRunError) as error:
+        # A damaged or pruned entry's config may still say truly what it was: then train it again.
         encoder_config = cache.recover_config(run_id)
+        if encoder_config is None and isinstance(error, MissingRunError):
+            raise ValueError(f"encoder_run: no cached run {run_id} in {cache.root}") from None
         if encoder_config is None:
             raise ValueError(f"encoder_run: run {run_id} is damaged beyond retraining ({error})") from None
-        log.warning("encoder %s damaged (%s): retrained", run_id, error)
+        log.warning(
+            "encoder %s %s: retrained", run_id, "removed" if isinstance(error, MissingRunError) else error
+        )
         state = get_or_train(encoder_config, cache=cache).model.state_dict() if weights else None
     if encoder_config.model != "conv_autoencoder":
         raise ValueError(f"encoder_run: run {run_id} is a {encoder_config.model}, not a conv_autoencoder")

@@ -195,6 +195,11 @@ def test_an_encoders_damage_marks_its_classifiers_prune_takes_both_and_training_
     assert set(removed) == {encoder.run_id, classifier.run_id}
     assert "encoder" in removed[classifier.run_id]
     assert RunCache().run_ids() == []
+    # Pruned, the two train again on demand: the encoder from the config its removal kept.
+    after = get_or_train(config, cache=RunCache())
+    assert not after.cached and after.metrics["test_accuracy"] == again.metrics["test_accuracy"]
+    assert set(RunCache().run_ids()) == {encoder.run_id, classifier.run_id}
+    assert set(RunCache().list_runs()["status"]) == {"ok"}
 
 
 def test_a_failed_save_keeps_the_trained_run_and_says_where(tiny_autoencoder_config, monkeypatch):
@@ -255,3 +260,14 @@ def test_an_entry_that_is_a_symlink_is_not_served_and_is_replaced(tiny_autoencod
     assert folder.is_dir() and not folder.is_symlink() and "not saved" not in run.note
     assert load_run(reference.run_id, cache).metrics["test_mse"] == reference.metrics["test_mse"]
     assert cache.usable(other.run_id)  # the linked entry was left alone
+
+
+def test_run_ids_are_names_in_the_cache_never_paths(tiny_autoencoder_config):
+    cache = RunCache()
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    (cache.root / "notes").mkdir()  # a folder a user left there is not a run
+    assert cache.run_ids() == [run.run_id] and len(cache.list_runs()) == 1
+    for name in ("../" + run.run_id, "/tmp", "notes", run.run_id.upper()):
+        with pytest.raises(MissingRunError):
+            cache.folder(name)
+        assert not cache.exists(name) and not cache.usable(name)

@@ -123,3 +123,18 @@ def test_every_expected_failure_is_one_line_and_exit_code_2(tmp_path, arguments,
     lines = [line for line in out.stderr.splitlines() if not line.startswith("run ")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--set", "lr=0.1", "--set", "lr=0.2"], "lr: given twice"),
+        (["--set", "encoder_run=../../etc"], "encoder_run"),
+        (["--set", "encoder_run=/tmp"], "encoder_run"),
+    ],
+)
+def test_repeated_settings_and_run_ids_that_are_paths_are_refused_in_one_line(tmp_path, args, named):
+    model = "encoder_classifier" if "encoder_run" in named else "mlp"
+    out = run_cli("train", model, *args, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert named in out.stderr and len(out.stderr.strip().splitlines()) == 1

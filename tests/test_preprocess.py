@@ -92,3 +92,20 @@ def test_a_drawing_is_cropped_centred_and_scaled():
     with pytest.raises(ImageError):
         prepare_drawing(np.zeros((10, 10)))
     assert fashion_style(np.zeros((50, 50))).max() == 0.0  # an empty canvas stays empty
+
+
+@pytest.mark.parametrize(
+    "drawing, message",
+    [([[1, 2], [3]], "not an array"), (np.zeros((50, 50, 3)), "not an RGBA"), ("text", "not an array")],
+)
+def test_a_malformed_drawing_is_refused_with_a_reason(drawing, message):
+    with pytest.raises(ImageError, match=message):
+        prepare_drawing(drawing)
+
+
+def test_a_drawing_with_nan_or_huge_values_is_clipped_not_wrapped():
+    stroke = np.zeros((100, 100, 4))
+    stroke[40:60, 20:80] = 1e9  # far past 255: clipped to white, not wrapped around to dark
+    stroke[0, 0] = np.nan
+    image = prepare_drawing(stroke)
+    assert image.shape == (28, 28) and np.isfinite(image).all() and image.max() == pytest.approx(1.0)

@@ -3,6 +3,7 @@ network (S3), a CNN from a list of layers and a residual network (S1)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +29,11 @@ class EncoderClassifierSettings:
     dropout: float = 0.2  # the head's dropout
 
     def __post_init__(self):
-        if not isinstance(self.encoder_run, str):
-            raise ValueError("encoder_run: expected a run id")
+        if not isinstance(self.encoder_run, str) or not (
+            self.encoder_run == "" or re.fullmatch(r"[0-9a-f]{16}", self.encoder_run)
+        ):
+            shown = repr(self.encoder_run)[:40]
+            raise ValueError(f"encoder_run: {shown} is not a run id (16 hexadecimal digits, as `runs` lists)")
         if not isinstance(self.freeze_encoder, bool):
             raise ValueError("freeze_encoder: expected true or false")
         check_choice("head", self.head, ("s0", "fc", "wide"))
