@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .data import REAL_DATA
 from .device import PRECISIONS
 from .models import get_spec, make_settings, settings_dict
 from .settings import check_choice, check_int, check_range, coerce
@@ -51,6 +53,10 @@ class RunConfig:
     holdout_fraction: float = 0.1  # of train, when validation is holdout
     train_subset: int = 0  # 0: all 60,000 training images; else a fixed random subset
     test_subset: int = 0  # 0: all 10,000 test images; else a fixed subset (quick looks only)
+    # The data it trains on: the original files, or another data set's fingerprint (only with
+    # FMNIST_OTHER_DATA=1; fmnist_core.runs sets it from the files loaded), so that a run id never
+    # names runs on two data sets.
+    data: str = REAL_DATA
 
     def __post_init__(self):
         spec = get_spec(self.model)
@@ -79,6 +85,12 @@ class RunConfig:
         check_range("holdout_fraction", self.holdout_fraction, 0.01, 0.5)
         check_int("train_subset", self.train_subset, 0, 60_000)
         check_int("test_subset", self.test_subset, 0, 10_000)
+        if not isinstance(self.data, str) or not (
+            self.data == REAL_DATA or re.fullmatch(r"other-[0-9a-f]{16}", self.data)
+        ):
+            raise ValueError(
+                f"data: {str(self.data)[:40]!r} is not {REAL_DATA} or another data set's fingerprint"
+            )
 
     @classmethod
     def for_model(cls, model: str, settings: dict | None = None, **overrides: Any) -> RunConfig:

@@ -121,6 +121,13 @@ def untrained_model(config: RunConfig, cache: RunCache | None = None) -> nn.Modu
     return initial_model(config, RunGenerators.from_seed(config.seed).weights, encoder).eval()
 
 
+def on_loaded_data(config: RunConfig) -> RunConfig:
+    """`config` naming the data this process loads: the original files, or (FMNIST_OTHER_DATA=1)
+    another data set's fingerprint, so that its run id never names runs on two data sets."""
+    fingerprint = load_data().fingerprint
+    return config if config.data == fingerprint else config.replace(data=fingerprint)
+
+
 def train(
     config: RunConfig,
     on_progress: Callable[[Progress], None] | None = None,
@@ -131,6 +138,7 @@ def train(
     """Train a run from scratch as `config` says (its encoder read from `cache`); never prints,
     caches nothing (`get_or_train` does)."""
     device = pick_device(device)
+    config = on_loaded_data(config)
     encoder = resolve_encoder(config, cache or RunCache())
     generators = RunGenerators.from_seed(config.seed, device)
     splits: Splits = make_splits(config)
@@ -185,6 +193,7 @@ def get_or_train(
     """Load the run from the cache, or train it once (other processes wait and load)."""
     cache = cache or RunCache()
     device = pick_device(device)
+    config = on_loaded_data(config)
     note = ""
     try:
         return _served(config, cache, device)

@@ -9,7 +9,7 @@ from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_drawing, prepare_upload
 from ui import plots
 from ui.navigation import enter_through_app
-from ui.state import fashion, load_run, run_label, runs_table, stamp, test_codes, test_errors
+from ui.state import fashion, garment_check, load_run, run_label, runs_table, stamp, test_codes
 
 enter_through_app()
 
@@ -60,6 +60,22 @@ seen_column, answer_column = st.columns([1, 2])
 with seen_column:
     st.markdown("**What the model sees** (28×28)")
     st.image(np.kron(image, np.ones((8, 8))), clamp=True)
+if not autoencoders.empty:  # the garment check, on the best autoencoder (runs_table puts it first)
+    checker = autoencoders.iloc[0]["run_id"]
+    verdict = garment_check(checker, stamp(checker)).check(image)
+    with answer_column:
+        if verdict.flagged:
+            st.warning(
+                "This does not look like a Fashion-MNIST garment: "
+                + "; ".join(verdict.reasons[:3])
+                + ". The classifiers still answer below, but they only know ten kinds of clothes.",
+                icon=":material/help:",
+            )
+        else:
+            st.caption(
+                "Garment check passed: its reconstruction, latent code, texture, ink and shape are all "
+                f"within the range of real images (autoencoder `{checker[:6]}`)."
+            )
 if not classifiers.empty:
     labels = {
         run_label(row): row["run_id"]
@@ -94,19 +110,12 @@ if not autoencoders.empty:
     run = load_run(run_id)
     seen = views.reconstruct(run, image)
     reconstruction, error = seen.image, seen.error
-    limit = float(np.quantile(test_errors(run_id, stamp(run_id)), 0.99))
-    left, right = st.columns(2)
-    left.image(
-        np.kron(reconstruction, np.ones((8, 8))), clamp=True, caption=f"reconstruction (MSE {error:.4f})"
+    st.image(
+        np.kron(reconstruction, np.ones((8, 8))),
+        clamp=True,
+        caption=f"reconstruction (MSE {error:.4f})",
+        width=224,
     )
-    if error > limit:
-        right.warning(
-            f"This picture looks nothing like Fashion-MNIST: its reconstruction error {error:.4f} is above 99% of the test set's ({limit:.4f})."
-        )
-    else:
-        right.success(
-            f"Reconstruction error {error:.4f}: within the range of real test images (99% below {limit:.4f})."
-        )
     codes = test_codes(run_id, stamp(run_id))
     nearest = views.nearest(codes, seen.code)
     st.markdown("**Nearest test images in latent space**")

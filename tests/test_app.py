@@ -162,6 +162,14 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     assert not at.exception, at.exception[0].value if at.exception else ""
     answers = at.dataframe[0].value
     assert len(answers) == 1 and answers["answer"].iloc[0] in ("Trouser", "Dress")
+    assert any("Garment check passed" in c.value for c in at.caption)  # a real test image
+    assert not [w for w in at.warning if "does not look like" in w.value]
+    y, x = np.indices((280, 280))
+    board = np.zeros((280, 280, 4), dtype=np.uint8)
+    board[(x // 14 + y // 14) % 2 == 1] = 255  # a checkerboard drawn instead: no garment
+    fake_canvas.st_canvas = lambda **kwargs: SimpleNamespace(image_data=board)
+    at = page(at, "pages/try_it.py")
+    assert any("does not look like a Fashion-MNIST garment" in w.value for w in at.warning)
 
 
 def test_cached_run_is_shown_at_once_without_training():

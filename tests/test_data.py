@@ -164,3 +164,23 @@ def test_random_corruptions_of_the_real_files_are_all_data_errors_naming_the_fil
         assert hashlib.sha256(gzip.decompress(bytes(raw))).hexdigest() != data.ORIGINAL[stem][0]
         assert parsed.dtype == np.uint8
     assert all(count > 10 for count in kinds.values()), kinds
+
+
+def test_a_run_on_other_data_has_its_own_run_id_and_never_replaces_the_real_ones(tmp_path, monkeypatch):
+    from fmnist_core.config import RunConfig
+    from fmnist_core.runs import get_or_train
+
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300)
+    real = get_or_train(config)
+    assert real.run_id == config.run_id and real.config.data == data.REAL_DATA
+    monkeypatch.setenv(
+        "FMNIST_DATA", str(copy_real_files(tmp_path / "shifted", lambda labels: (labels + 1) % 10))
+    )
+    monkeypatch.setenv("FMNIST_OTHER_DATA", "1")
+    other = get_or_train(config)
+    assert other.run_id != real.run_id and other.config.data.startswith("other-") and not other.cached
+    assert other.metrics["test_accuracy"] != real.metrics["test_accuracy"]
+    monkeypatch.delenv("FMNIST_DATA")
+    monkeypatch.delenv("FMNIST_OTHER_DATA")
+    again = get_or_train(config)  # the real run is still there, untouched
+    assert again.cached and again.metrics["test_accuracy"] == real.metrics["test_accuracy"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fmnist_core import analysis
+from fmnist_core import analysis, ood
 from fmnist_core.cache import RunCache, default_root
 from fmnist_core.data import FashionMNIST, load_data
 from fmnist_core.jobs import JobQueue
@@ -104,6 +104,15 @@ def projection(run_id: str, method: str, count: int, stamp: float) -> np.ndarray
 def test_errors(run_id: str, stamp: float) -> np.ndarray:
     """An autoencoder's per-image error on the whole test set, computed once per run."""
     return analysis.reconstruction_errors(load_run(run_id).model, fashion().test_images)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Calibrating the garment check on 5,000 training images...")
+def garment_check(run_id: str, stamp: float) -> ood.Detector:
+    """The out-of-distribution check built on one autoencoder, calibrated once per run."""
+    return ood.fit_detector(load_run(run_id), fashion().train_images[-CALIBRATION:, 0].numpy())
+
+
+CALIBRATION = 5000
 
 
 def stamp(run_id: str) -> float:

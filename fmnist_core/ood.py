@@ -1,0 +1,183 @@
+"""Is a picture a Fashion-MNIST garment at all? Several scores, each calibrated on real images.
+
+One weak autoencoder's reconstruction error misses obvious non-garments (random noise and text
+reconstruct "well enough" through a blurry decoder). Each score below looks at another side of an
+image, and the scores are judged together:
+  reconstruction  the autoencoder's squared error relative to the image's own energy (what it
+                  cannot redraw);
+  code distance   the cosine distance from its latent code to the 5th nearest real image's code
+                  (a code no garment has, even if the decoder blurs it into something plausible);
+  roughness       mean absolute difference between neighbouring pixels (noise, text, checkerboards);
+  ink             the share of pixels lit, on both sides (empty or filled-square images);
+  pieces          how many separate blobs of ink it has (text and textures are many);
+  thinness        the share of its ink on the ink's edge (strokes and noise are all edge);
+  corners         how lit its least-lit corner is (a rectangle of texture fills all four).
+Each score is compared with a calibration set of real training images (Detector says how); the
+test set, never used to calibrate, measures the share of real images flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from . import analysis
+from .runs import TrainedRun
+
+NEIGHBOUR = 5  # the k in the k-th nearest code
+INK = 0.1  # a pixel brighter than this counts as lit
+COMBINED = 0.005  # the share of real images the combined test may flag
+SINGLE = 0.005  # and the share the single-score tests may flag, all together
+TRUNCATE = 0.05  # p-values above this count for nothing in the combined test
+
+
+@dataclass(frozen=True)
+class Verdict:
+    flagged: bool
+    scores: dict[str, float]
+    reasons: list[str]  # one line per score out of range, for the page
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One autoencoder run and the scores of real calibration images (see fit_detector).
+
+    Each score of a new image becomes a p-value: the share of calibration images scoring at least
+    as high (ink: as far out on either side). The image is flagged when the p-values together are
+    unlike real images' (Fisher's sum of -2 log p above the calibration's 99.5th percentile), or
+    when one alone is (below 0.005 / the number of scores): together at most about 1% of real images.
+    """
+
+    run: TrainedRun
+    reference_codes: np.ndarray  # (M, n) codes of the calibration images, for the code distance
+    calibration: dict[str, np.ndarray]  # score -> the calibration images' scores, sorted
+    combined_limit: float  # Fisher's statistic that 99.5% of calibration images stay under
+
+    def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return image_scores(self.run, images, self.reference_codes)
+
+    def p_values(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return p_values(scores, self.calibration)
+
+    def flagged(self, images: np.ndarray) -> np.ndarray:
+        """Whether each of (N, 28, 28) images is flagged."""
+        p = self.p_values(self.scores(images))
+        return (fisher(p) > self.combined_limit) | (
+            np.min(np.stack(list(p.values())), axis=0) < SINGLE / len(p)
+        )
+
+    def check(self, image: np.ndarray) -> Verdict:
+        scores = {name: values for name, values in self.scores(image[None]).items()}
+        p = self.p_values(scores)
+        reasons = [
+            f"its {name} ({float(scores[name][0]):.3g}) is matched by only {float(p[name][0]):.1%} of real images"
+            for name in sorted(p, key=lambda n: float(p[n][0]))
+            if float(p[name][0]) < 0.01
+        ]
+        combined = float(fisher(p)[0])
+        flagged = combined > self.combined_limit or min(float(v[0]) for v in p.values()) < SINGLE / len(p)
+        if flagged and not reasons:
+            reasons = ["several of its scores are unusual together"]
+        return Verdict(flagged, {name: float(v[0]) for name, v in scores.items()}, reasons if flagged else [])
+
+
+def p_values(scores: dict[str, np.ndarray], calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, values in scores.items():
+        reference = calibration[name]
+        n = len(reference)
+        upper = (n - np.searchsorted(reference, values, side="left") + 1) / (n + 1)
+        if name == "ink":  # too little ink and too much are both unlike a garment
+            lower = (np.searchsorted(reference, values, side="right") + 1) / (n + 1)
+            upper = np.minimum(1.0, 2 * np.minimum(upper, lower))
+        out[name] = upper
+    return out
+
+
+def fisher(p: dict[str, np.ndarray]) -> np.ndarray:
+    """Fisher's -2 sum(log p), over the p-values below TRUNCATE only (Zaykin's truncated product):
+    the scores that see nothing unusual in an image do not dilute the ones that do."""
+    values = np.stack(list(p.values()))
+    return -2 * np.sum(np.where(values < TRUNCATE, np.log(values), 0.0), axis=0)
+
+
+def roughness(images: np.ndarray) -> np.ndarray:
+    dx = np.abs(np.diff(images, axis=2)).mean(axis=(1, 2))
+    dy = np.abs(np.diff(images, axis=1)).mean(axis=(1, 2))
+    return dx + dy
+
+
+def code_distance(codes: np.ndarray, reference: np.ndarray, skip_self: bool = False) -> np.ndarray:
+    """Cosine distance from each code to its NEIGHBOUR-th nearest reference code (itself not counted
+    when the codes are the reference's own). Cosine, not Euclidean: a code's length mostly says how
+    much ink the image has; its direction says what the image is."""
+    a = torch.nn.functional.normalize(torch.from_numpy(np.asarray(codes, dtype=np.float32)), dim=1)
+    b = torch.nn.functional.normalize(torch.from_numpy(np.asarray(reference, dtype=np.float32)), dim=1)
+    k = NEIGHBOUR + (1 if skip_self else 0)
+    out = [1 - (block @ b.T).topk(k).values[:, -1] for block in torch.split(a, 1024)]
+    return torch.cat(out).numpy()
+
+
+def image_scores(
+    run: TrainedRun, images: np.ndarray, reference_codes: np.ndarray, skip_self: bool = False
+) -> dict[str, np.ndarray]:
+    """Every score for (N, 28, 28) images in [0, 1]."""
+    images = np.asarray(images, dtype=np.float32)
+    batch = torch.from_numpy(images).unsqueeze(1)
+    rebuilt = analysis.reconstructions(run.model, batch)
+    codes = analysis.latent_codes(run.model, batch)
+    energy = (images**2).sum(axis=(1, 2))
+    return {
+        # relative: a faint image's small error counts as much as a bright one's large one
+        "reconstruction error": ((rebuilt - images) ** 2).sum(axis=(1, 2)) / np.maximum(energy, 1e-6),
+        "code distance": code_distance(codes, reference_codes, skip_self),
+        "roughness": roughness(images),
+        "ink": (images > INK).mean(axis=(1, 2)),
+        "pieces": pieces(images),
+        "thinness": thinness(images),
+        "corners": corners(images),
+    }
+
+
+def corners(images: np.ndarray, size: int = 5) -> np.ndarray:
+    """The least-lit of the four corner patches' ink shares: a rectangle of texture (noise, a
+    photo's crop) fills all four corners, a garment's outline leaves at least one dark."""
+    lit = images > INK
+    patches = [lit[:, :size, :size], lit[:, :size, -size:], lit[:, -size:, :size], lit[:, -size:, -size:]]
+    return np.min(np.stack([p.mean(axis=(1, 2)) for p in patches]), axis=0)
+
+
+def thinness(images: np.ndarray) -> np.ndarray:
+    """The share of lit pixels on the ink's edge (a neighbour up, down, left or right unlit): near 1
+    for strokes and noise, lower for a garment's filled shape."""
+    lit = np.pad(images > INK, ((0, 0), (1, 1), (1, 1)))
+    inner = lit[:, 1:-1, 1:-1] & lit[:, :-2, 1:-1] & lit[:, 2:, 1:-1] & lit[:, 1:-1, :-2] & lit[:, 1:-1, 2:]
+    count = lit.sum(axis=(1, 2))
+    return np.where(count > 0, 1 - inner.sum(axis=(1, 2)) / np.maximum(count, 1), 1.0)
+
+
+def pieces(images: np.ndarray) -> np.ndarray:
+    """How many separate blobs of ink each image has (8-connected, 3 pixels or more): a garment is
+    one piece, a sandal a few; text, noise and textures are many."""
+    structure = np.ones((3, 3), dtype=bool)
+    out = np.zeros(len(images))
+    for i, image in enumerate(images):
+        labels, count = ndimage.label(image > INK, structure=structure)
+        sizes = np.bincount(labels.ravel())[1:]
+        out[i] = int((sizes >= 3).sum())
+    return out
+
+
+def fit_detector(run: TrainedRun, calibration: np.ndarray) -> Detector:
+    """Calibrate on (N, 28, 28) real images (training images: the test set stays for measuring)."""
+    if run.config.model != "conv_autoencoder":
+        raise ValueError(f"run {run.run_id}: the check needs a conv_autoencoder, not a {run.config.model}")
+    images = np.asarray(calibration, np.float32)
+    codes = analysis.latent_codes(run.model, torch.from_numpy(images).unsqueeze(1))
+    scores = image_scores(run, images, codes, skip_self=True)
+    sorted_scores = {name: np.sort(values) for name, values in scores.items()}
+    combined = fisher(p_values(scores, sorted_scores))
+    return Detector(run, codes, sorted_scores, float(np.quantile(combined, 1 - COMBINED)))
