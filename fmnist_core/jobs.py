@@ -1,22 +1,34 @@
-"""A queue of training jobs run one after another by a background thread.
+"""A queue of training jobs, each trained in a child process, one after another.
 
-The app keeps one JobQueue per process: jobs outlive page reruns and browser sessions, two
+The app keeps one JobQueue per server: jobs outlive page reruns and browser sessions, two
 sessions asking for the same config share one job, and the cores never run two trainings at
-once (two at a time ran about 24x slower each on 2 cores).
+once (two at a time ran about 24x slower each on 2 cores). A job trains in its own process, with
+its own torch threads: the server's pages keep answering while it runs (the server's own torch
+work is held to one thread meanwhile), and a job that crashes or runs out of memory is a failed
+job with a message, not a dead server. Progress comes back through a pipe; the weights through
+the cache (or, where the cache could not hold them, the pipe).
 """
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import multiprocessing
+import os
 import queue
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
+
+import torch
 
 from .cache import RunCache
 from .config import RunConfig
-from .runs import TrainedRun, get_or_train
+from .runs import TrainedRun, get_or_train, load_run, model_with_weights
 from .training import Progress
+
+log = logging.getLogger("fmnist_core")
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 
@@ -115,21 +127,104 @@ class JobQueue:
                 job.state = STOPPED
                 continue
             job.state = RUNNING
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # the server's own torch work yields the cores to the job
             try:
-                run = get_or_train(
-                    job.config,
-                    on_progress=job.record,
-                    should_stop=job.stop_requested.is_set,
-                    cache=self.cache,
-                )
-                if run.cached and not job.epochs:
-                    job.epochs = [
-                        {key: values[i] for key, values in run.history.items()}
-                        for i in range(len(run.history["epoch"]))
-                    ]
-                job.result = run
-                job.state = DONE if run.completed else STOPPED
+                self._run_in_child(job)
             except Exception as error:  # a failed job must not kill the worker thread
+                log.exception("job %s failed", run_id)
                 job.error = f"{type(error).__name__}: {error}"
                 job.state = FAILED
-                traceback.print_exc()
+            finally:
+                torch.set_num_threads(threads)
+
+    def _run_in_child(self, job: Job) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied threads or locks
+        messages = context.Queue()
+        stop = context.Event()
+        child = context.Process(
+            target=train_in_child,
+            args=(job.config.to_json(), str(self.cache.root.resolve()), messages, stop),
+            name=f"fmnist-job-{job.run_id}",
+            daemon=True,
+        )
+        child.start()
+        outcome = None
+        while outcome is None:
+            if job.stop_requested.is_set():
+                stop.set()
+            try:
+                kind, payload = messages.get(timeout=0.2)
+            except queue.Empty:
+                if not child.is_alive() and messages.empty():
+                    break
+                continue
+            if kind == "progress":
+                job.record(payload)
+            else:
+                outcome = (kind, payload)
+        child.join(timeout=30)
+        if outcome is None:
+            code = child.exitcode
+            why = ", killed: out of memory?" if code in (-9, 137) else ""
+            raise RuntimeError(f"the training process died (exit code {code}{why}); the server is fine")
+        kind, payload = outcome
+        if kind == "error":
+            job.error = payload
+            job.state = FAILED
+            return
+        job.result = self._result(job.config, payload)
+        if job.result.cached and not job.epochs:
+            history = job.result.history
+            job.epochs = [
+                {key: values[i] for key, values in history.items()} for i in range(len(history["epoch"]))
+            ]
+        job.state = DONE if job.result.completed else STOPPED
+
+    def _result(self, config: RunConfig, summary: dict) -> TrainedRun:
+        """The run the child trained: from the cache where it saved it, else from the weights it sent."""
+        config = RunConfig.from_dict(summary["config"])
+        if summary["state"] is None:
+            run = load_run(config.run_id, self.cache)
+        else:
+            state = torch.load(io.BytesIO(summary["state"]), weights_only=True)
+            model = model_with_weights(config, state, self.cache)
+            run = TrainedRun(config, model, summary["history"], summary["metrics"], False)
+        run.cached, run.completed, run.note = summary["cached"], summary["completed"], summary["note"]
+        return run
+
+
+def train_in_child(config_json: str, cache_root: str, messages, stop) -> None:
+    """A job's process: train (or load) the run, sending progress, then one last message:
+    ("done", summary) or ("error", one line). The weights travel only where the cache lacks them."""
+    try:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        config = RunConfig.from_dict(json.loads(config_json))
+        run = get_or_train(
+            config,
+            on_progress=lambda progress: messages.put(("progress", progress)),
+            should_stop=stop.is_set,
+            cache=RunCache(cache_root),
+        )
+        saved = run.completed and RunCache(cache_root).exists(run.run_id)
+        state = None
+        if not saved:  # as bytes: torch's own tensor pickling shares memory that dies with this process
+            buffer = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, buffer)
+            state = buffer.getvalue()
+        summary = {
+            "config": run.config.to_dict(),
+            "state": state,
+            "history": run.history,
+            "metrics": run.metrics,
+            "cached": run.cached,
+            "completed": run.completed,
+            "note": run.note,
+        }
+        messages.put(("done", summary))
+    except Exception as error:  # expected (bad data, a missing encoder) or not: one line for the page
+        log.exception("training %s failed", config_json[:80])
+        messages.put(("error", f"{type(error).__name__}: {' '.join(str(error).split())}"))
+    finally:
+        messages.close()
+        messages.join_thread()  # everything sent is in the pipe before the process ends

@@ -154,19 +154,29 @@ def load_run(
     cache = cache or RunCache()
     config = cache.load_config(run_id)
     history, metrics = cache.load_record(run_id)
+    model = model_with_weights(config, cache.load_state(run_id), cache, device)
+    return TrainedRun(config, model, history, metrics, cached=True)
+
+
+def model_with_weights(
+    config: RunConfig,
+    state: dict[str, torch.Tensor],
+    cache: RunCache,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """`config`'s model holding `state` (eval mode); CorruptRunError where they do not fit."""
     try:
         encoder = resolve_encoder(config, cache, weights=False)
     except ValueError as error:
-        raise CorruptRunError(f"run {run_id}: its encoder cannot be used ({error})") from None
+        raise CorruptRunError(f"run {config.run_id}: its encoder cannot be used ({error})") from None
     # Uninitialised memory, not drawn weights: a strict load_state_dict fills every tensor.
     settings = make_settings(config.model, config.settings)
     model = build_skeleton(config.model, settings, encoder and encoder.settings).to_empty(device="cpu")
     try:
-        model.load_state_dict(cache.load_state(run_id))
+        model.load_state_dict(state)
     except RuntimeError as error:
-        raise CorruptRunError(f"run {run_id}: weights do not fit the model ({error})") from None
-    model.to(pick_device(device)).eval()
-    return TrainedRun(config, model, history, metrics, cached=True)
+        raise CorruptRunError(f"run {config.run_id}: weights do not fit the model ({error})") from None
+    return model.to(pick_device(device)).eval()
 
 
 def _served(config: RunConfig, cache: RunCache, device: torch.device) -> TrainedRun:

@@ -8,7 +8,7 @@ from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.models import get_spec, list_models
 from fmnist_core.recipes import list_recipes
-from ui import plots
+from ui import events, plots
 from ui.navigation import enter_through_app
 from ui.panels import training_panel
 from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp
@@ -78,18 +78,21 @@ with curves_tab:
     st.plotly_chart(plots.curves(run.history))
 with confusion_tab:
     percent = st.segmented_control("Show", ["counts", "row percent"], default="counts") == "row percent"
-    event = st.plotly_chart(
-        plots.confusion(matrix, percent), on_select="rerun", selection_mode="points", key="confusion"
-    )
-    points = event.selection.points if event and event.selection else []
+    event = st.altair_chart(plots.confusion(matrix, percent), on_select="rerun", key="confusion")
+    clicked = events.confusion_cell(event.selection if event else None)
+    if clicked is not None and clicked != st.session_state.get("confusion:clicked"):
+        # A new click moves the pickers below; picking there afterwards is not undone by the click.
+        st.session_state["confusion:clicked"] = clicked
+        st.session_state["confusion:true"], st.session_state["confusion:predicted"] = clicked
     st.caption("Click a cell to see its test images, most confident first — or pick one here:")
+    st.session_state.setdefault("confusion:true", 6)  # Shirt, the hardest class in every report
+    st.session_state.setdefault("confusion:predicted", 0)
     left, right = st.columns(2)
-    default_true, default_pred = points[0]["customdata"] if points else (6, 0)
     true_class = left.selectbox(
-        "True class", range(10), index=int(default_true), format_func=CLASS_NAMES.__getitem__
+        "True class", range(10), format_func=CLASS_NAMES.__getitem__, key="confusion:true"
     )
     predicted = right.selectbox(
-        "Predicted class", range(10), index=int(default_pred), format_func=CLASS_NAMES.__getitem__
+        "Predicted class", range(10), format_func=CLASS_NAMES.__getitem__, key="confusion:predicted"
     )
     cell = np.flatnonzero((labels == true_class) & (predictions == predicted))
     cell = cell[np.argsort(-probabilities[cell, predicted])][:24]

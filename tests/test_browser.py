@@ -186,3 +186,48 @@ def use_the_lab(page, app_url):
         )
         page.get_by_text("Cannot use this file").wait_for(timeout=30_000)
         assert page.locator("[data-testid='stException']").count() == 0
+
+        # A classifier on that encoder, trained from its page; then a click on a confusion cell
+        # shows that cell's images (the tooltip under the pointer names the cell independently).
+        page.goto(f"{app_url}/classifier")
+        settle(page)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        sidebar.get_by_text("More training settings").click()
+        page.wait_for_timeout(1000)
+        images = sidebar.get_by_role("combobox", name="Training images")
+        images.click()
+        page.wait_for_timeout(500)
+        if page.get_by_role("listbox").count() == 0:
+            images.press("ArrowDown")
+        page.get_by_role("option").filter(has_text=re.compile(r"^2,000$")).click()
+        settle(page)
+        epochs = sidebar.locator("[aria-label='Epochs'] input[type='range']")
+        epochs.focus()
+        epochs.press("Home")
+        settle(page)
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_text("Trained run").wait_for(timeout=180_000)
+        settle(page)
+        page.get_by_role("tab", name="Confusion matrix").click()
+        page.wait_for_timeout(1500)
+        chart = page.locator("[data-testid='stVegaLiteChart']").first
+        chart.scroll_into_view_if_needed()
+        box = chart.bounding_box()
+        for fx, fy in [(0.62, 0.55), (0.8, 0.85), (0.5, 0.4)]:
+            x, y = box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+            page.mouse.move(x, y)
+            page.wait_for_timeout(700)
+            tooltip = page.locator("#vg-tooltip-element")
+            if tooltip.count() and tooltip.is_visible():
+                break
+        text = tooltip.inner_text()
+        true_name = re.search(r"true\s+(.+)", text).group(1).strip()
+        predicted_name = re.search(r"predicted\s+(.+)", text).group(1).strip()
+        page.mouse.click(x, y)
+        settle(page)
+        header = page.get_by_text(re.compile(r"test images that are")).first.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "classifier_confusion_click.png"), full_page=True)
+        assert f"that are {true_name} and were predicted {predicted_name}" in " ".join(header.split()), (
+            text,
+            header,
+        )

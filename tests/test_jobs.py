@@ -92,3 +92,20 @@ def test_a_done_job_whose_entry_is_gone_trains_again_and_a_retried_job_is_listed
     queue.wait(again.run_id, timeout=120)
     assert again.state == DONE and cache.exists(again.run_id)
     assert [j.run_id for j in queue.jobs()].count(job.run_id) == 1
+
+
+def test_a_job_trains_in_its_own_process_whose_death_is_a_message_not_a_dead_server():
+    import multiprocessing
+    import os
+
+    queue = JobQueue(RunCache())
+    job = queue.submit(tiny(seed=7, epochs=50))
+    wait_until(lambda: job.latest is not None)  # it reports progress from the child
+    children = [p for p in multiprocessing.active_children() if p.name == f"fmnist-job-{job.run_id}"]
+    assert len(children) == 1 and children[0].pid != os.getpid()
+    children[0].kill()  # as the kernel's out-of-memory killer would
+    queue.wait(job.run_id, timeout=60)
+    assert job.state == FAILED and "training process died" in job.error and "-9" in job.error
+    healthy = queue.submit(tiny(seed=8))  # the queue lives on
+    queue.wait(healthy.run_id, timeout=120)
+    assert healthy.state == DONE and RunCache().exists(healthy.run_id)

@@ -1,13 +1,16 @@
-"""Plotly figures for the pages (the core returns numbers; the pictures are drawn here)."""
+"""Figures for the pages, Plotly and Altair (the core returns numbers; the pictures are drawn here)."""
 
 from __future__ import annotations
 
+import altair as alt
 import numpy as np
+import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fmnist_core.data import CLASS_NAMES
+from ui import events
 
 PALETTE = px.colors.qualitative.T10
 
@@ -64,37 +67,45 @@ def image_rows(rows: dict[str, np.ndarray], captions: list[str] | None = None) -
     return figure
 
 
-def confusion(matrix: np.ndarray, percent: bool = False) -> go.Figure:
-    """The confusion matrix as a grid of square markers, so a click selects a cell (heatmaps cannot)."""
+def confusion(matrix: np.ndarray, percent: bool = False) -> alt.LayerChart:
+    """The confusion matrix as a heatmap (Altair) whose cells can be clicked: the point selection
+    `events.CELL` carries the cell's true and predicted class indices (events.confusion_cell)."""
     values = 100.0 * matrix / np.maximum(matrix.sum(1, keepdims=True), 1) if percent else matrix.astype(float)
     true_index, predicted_index = np.meshgrid(range(10), range(10), indexing="ij")
-    text = [f"{v:.1f}" if percent else f"{int(v)}" for v in values.ravel()]
-    figure = go.Figure(
-        go.Scatter(
-            x=[CLASS_NAMES[i] for i in predicted_index.ravel()],
-            y=[CLASS_NAMES[i] for i in true_index.ravel()],
-            mode="markers+text",
-            marker=dict(
-                symbol="square",
-                size=44,
-                color=np.log1p(values.ravel()),
-                colorscale="Blues",
-                line=dict(width=0),
-            ),
-            text=text,
-            textfont=dict(color=["white" if v > values.max() * 0.5 else "black" for v in values.ravel()]),
-            customdata=np.stack([true_index.ravel(), predicted_index.ravel()], axis=1),
-            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
-        )
+    table = pd.DataFrame(
+        {
+            "true_index": true_index.ravel(),
+            "predicted_index": predicted_index.ravel(),
+            "true": [CLASS_NAMES[i] for i in true_index.ravel()],
+            "predicted": [CLASS_NAMES[i] for i in predicted_index.ravel()],
+            "value": values.ravel(),
+            "shade": np.log1p(values.ravel()),
+            "label": [f"{v:.1f}" if percent else f"{int(v)}" for v in values.ravel()],
+            "dark": values.ravel() > values.max() * 0.5,
+        }
     )
-    figure.update_yaxes(
-        autorange="reversed", title="true class", categoryorder="array", categoryarray=list(CLASS_NAMES)
+    cell = alt.selection_point(name=events.CELL, fields=["true_index", "predicted_index"], on="click")
+    order = list(CLASS_NAMES)
+    base = alt.Chart(table).encode(
+        x=alt.X(
+            "predicted:N", sort=order, title="predicted class", axis=alt.Axis(orient="top", labelAngle=-40)
+        ),
+        y=alt.Y("true:N", sort=order, title="true class"),
     )
-    figure.update_xaxes(
-        title="predicted class", categoryorder="array", categoryarray=list(CLASS_NAMES), side="top"
+    tiles = base.mark_rect(stroke="white", strokeWidth=1, cursor="pointer").encode(
+        color=alt.Color("shade:Q", scale=alt.Scale(scheme="blues"), legend=None),
+        opacity=alt.when(cell).then(alt.value(1.0)).otherwise(alt.value(0.55)),
+        tooltip=[
+            alt.Tooltip("true:N", title="true"),
+            alt.Tooltip("predicted:N", title="predicted"),
+            alt.Tooltip("label:N", title="row %" if percent else "test images"),
+        ],
     )
-    figure.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white")
-    return figure
+    numbers = base.mark_text(fontSize=12).encode(
+        text="label:N",
+        color=alt.when(alt.datum.dark).then(alt.value("white")).otherwise(alt.value("black")),
+    )
+    return (tiles.add_params(cell) + numbers).properties(height=520)
 
 
 def latent_map(points: np.ndarray, labels: np.ndarray) -> go.Figure:
