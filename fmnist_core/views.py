@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import analysis
@@ -56,3 +57,40 @@ def reconstruct(run: TrainedRun, image: np.ndarray) -> Reconstruction:
 def nearest(codes: np.ndarray, code: np.ndarray, count: int = 8) -> np.ndarray:
     """Indices of the `count` codes closest to `code` (Euclidean), nearest first."""
     return np.argsort(((codes - code) ** 2).sum(1))[:count]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    basis: str  # what it was measured on, for the page
+
+
+def estimate_seconds(config, runs: pd.DataFrame) -> Estimate | None:
+    """How long `config` should train here: the seconds per image and epoch that cached runs of
+    the same model (the same batch size where there are some) took on this machine; None where
+    no such run has been timed."""
+    if runs.empty or "train_seconds" not in runs:
+        return None
+    same = runs[(runs["model"] == config.model) & runs["train_seconds"].notna()]
+    if "epochs_done" in same:
+        same = same[same["epochs_done"] > 0]
+    if same.empty:
+        return None
+    if "batch_size" in same and (same["batch_size"] == config.batch_size).any():
+        same = same[same["batch_size"] == config.batch_size]
+    images = (
+        same["train_subset"].where(same["train_subset"] > 0, 60_000) if "train_subset" in same else 60_000
+    )
+    epochs = same["epochs_done"] if "epochs_done" in same else same["epochs"]
+    rate = float(np.median(same["train_seconds"] / (epochs * images)))
+    wanted = config.epochs * (config.train_subset or 60_000)
+    count = len(same)
+    return Estimate(rate * wanted, f"{count} {config.model} run{'s' if count > 1 else ''} on this machine")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

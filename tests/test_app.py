@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -222,3 +223,43 @@ def test_pickers_tell_runs_apart_and_put_the_best_first():
     assert len({label[:40] for label in labels}) == 3  # even cut short, the labels differ
     assert all(label.startswith("MSE 0.") for label in labels)
     assert any("300 imgs" in label for label in labels) and any("1k imgs" in label for label in labels)
+
+
+def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_it():
+    at = page(open_app(), "pages/autoencoder.py")
+    [button for button in at.button if button.label == "Train"][0].click().run()  # 10 epochs x 60,000
+    assert any("Training queue" in m.value for m in at.sidebar.markdown)
+    at.slider(key="widget:ae:dropout").set_value(0.35).run()  # another config now
+    assert any("Not trained yet" in i.value for i in at.info)
+    assert any("Training now, with other settings" in m.value for m in at.markdown)
+    at = page(at, "pages/home.py")  # and from any other page
+    assert any("Training queue" in m.value for m in at.sidebar.markdown)
+    [button for button in at.sidebar.button if button.label in ("Stop", "Cancel")][0].click().run()
+    deadline = time.monotonic() + 120
+    while any("Training queue" in m.value for m in at.sidebar.markdown):
+        assert time.monotonic() < deadline, "the job did not stop"
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception
+
+
+def test_a_train_button_states_the_time_measured_on_this_machine():
+    from fmnist_core import views
+
+    runs = pd.DataFrame(
+        {
+            "model": ["mlp", "mlp", "cnn"],
+            "train_seconds": [10.0, 30.0, 500.0],
+            "epochs_done": [1, 3, 1],
+            "train_subset": [10_000, 0, 0],
+            "batch_size": [100, 100, 128],
+        }
+    )
+    # mlp: 1e-3 s per image and epoch in the first run, 1/6000 in the second; the median of the two
+    estimate = views.estimate_seconds(RunConfig.for_model("mlp", epochs=2), runs)
+    assert estimate.seconds == pytest.approx(2 * 60_000 * np.median([1e-3, 30 / 180_000]))
+    assert "2 mlp runs" in estimate.basis
+    assert views.estimate_seconds(RunConfig.for_model("resnet"), runs) is None  # never timed here
+    assert (
+        views.duration(42) == "42 s" and views.duration(600) == "10 min" and views.duration(7200) == "2.0 h"
+    )

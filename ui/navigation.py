@@ -12,6 +12,8 @@ import threading
 
 import streamlit as st
 
+from ui.panels import queue_sidebar
+
 log = logging.getLogger("fmnist_lab")
 
 _inside = threading.local()  # each script run has its own thread
@@ -35,6 +37,8 @@ def run_app() -> None:
     navigation = st.navigation(pages())
     _inside.active = True
     try:
+        with st.sidebar:
+            queue_sidebar()
         navigation.run()
     except Exception as error:  # st.stop / st.rerun are BaseExceptions and pass through
         if os.environ.get("FMNIST_DEBUG") == "1":  # the tests and developers see the traceback

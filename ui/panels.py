@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from fmnist_core import views
 from fmnist_core.config import RunConfig
-from fmnist_core.jobs import DONE, FAILED, QUEUED, STOPPED
+from fmnist_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED
 from fmnist_core.models import describe
 from fmnist_core.runs import TrainedRun
 
 from . import plots
-from .state import job_queue, load_run, run_cache
+from .state import job_queue, load_run, run_cache, runs_table
 
 
 def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:
@@ -43,9 +44,24 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
             f"Stopped after {len(job.epochs)} epoch(s); a stopped run is not cached. Train again to restart it."
         )
     images = config.train_subset or 60_000
-    st.info(
-        f"Not trained yet: {config.epochs} epochs over {images:,} images. Training runs in the background; you can leave the page."
+    estimate = views.estimate_seconds(config, runs_table())
+    expected = (
+        f", about {views.duration(estimate.seconds)} here (from {estimate.basis})"
+        if estimate is not None
+        else " (no run of this model has trained on this machine yet to time it by)"
     )
+    st.info(
+        f"Not trained yet: {config.epochs} epochs over {images:,} images{expected}. "
+        "Training runs in its own process; you can leave the page."
+    )
+    other = next(
+        (j for j in queue.jobs() if j.active and j.run_id != config.run_id and j.config.kind == config.kind),
+        None,
+    )
+    if other is not None:  # the settings moved during a training: it stays in view
+        with st.container(border=True):
+            st.markdown(f"**Training now, with other settings:** {describe_job(other)}")
+            live_job(other.run_id, published)
     if st.button("Train", type="primary", icon=":material/play_arrow:", key=f"train:{config.run_id}"):
         queue.submit(config)
         st.rerun()
@@ -81,3 +97,42 @@ def live_job(run_id: str, published: dict | None = None) -> None:
         st.plotly_chart(plots.curves(history, published=published), key=f"live:{run_id}")
     else:
         st.caption("Curves appear after the first epoch.")
+
+
+def describe_job(job) -> str:
+    """One line for a job: model, short id, where it is."""
+    name = f"{job.config.model} · `{job.run_id[:6]}`"
+    progress = job.latest
+    if job.state == QUEUED:
+        return f"{name} · queued"
+    if progress is None:
+        return f"{name} · starting"
+    return f"{name} · epoch {progress.epoch}/{progress.epochs} · ETA {progress.eta_seconds:.0f} s"
+
+
+@st.fragment(run_every=2.0)
+def queue_sidebar() -> None:
+    """Every page's sidebar: what trains and waits (with its progress, Stop and Cancel), and the
+    last failure, so a job is in view whatever page or settings a person is on."""
+    queue = job_queue()
+    jobs = queue.jobs()
+    active = [job for job in jobs if job.active]
+    failed = [job for job in jobs if job.state == FAILED][-1:]
+    if not active and not failed:
+        return
+    st.markdown("**Training queue**")
+    for job in active:
+        if job.state == RUNNING:
+            fraction = min(job.latest.fraction, 1.0) if job.latest else 0.0
+            st.progress(fraction, text=describe_job(job))
+            label, icon = "Stop", ":material/stop:"
+        else:
+            st.caption(describe_job(job))
+            label, icon = "Cancel", ":material/close:"
+        if st.button(
+            label, icon=icon, key=f"queue:{label}:{job.run_id}", disabled=job.stop_requested.is_set()
+        ):
+            queue.stop(job.run_id)
+            st.rerun(scope="fragment")
+    for job in failed:
+        st.caption(f":red[Failed: {job.config.model} `{job.run_id[:6]}`: {job.error[:120]}]")
