@@ -68,12 +68,12 @@ def render(page, url: str) -> float:
     return time.perf_counter() - start
 
 
-def train_seconds(cache: str) -> float:
+def train_seconds(cache: str, threads: int | None = None) -> float:
     """Wall time of one training in its own process (the interpreter's start excluded: the JSON's own figure)."""
     done = subprocess.run(
         [sys.executable, "-m", "fmnist_core", *TRAINING, "--seed", str(time.time_ns() % 10**6)],
         cwd=ROOT,
-        env={**os.environ, "FMNIST_CACHE": cache},
+        env={**os.environ, "FMNIST_CACHE": cache, **({"OMP_NUM_THREADS": str(threads)} if threads else {})},
         capture_output=True,
         text=True,
         check=True,
@@ -87,6 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--page", default="try_it", help="the page rendered again and again")
     parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument(
+        "--every",
+        type=float,
+        default=3.0,
+        help="seconds from one page load to the next while training (0: back to back)",
+    )
+    parser.add_argument(
+        "--train-threads", type=int, help="torch threads of the training (default: every core)"
+    )
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_latency_")
     # Something for the pages to show: a classifier and an autoencoder.
@@ -118,13 +127,17 @@ def main() -> None:
             target = f"{url}/{args.page}"
             render(page, target)  # its caches warm
             alone = [render(page, target) for _ in range(args.loads)]
-            training_alone = train_seconds(cache)
+            training_alone = train_seconds(cache, args.train_threads)
             together, result = [], {}
-            trainer = threading.Thread(target=lambda: result.setdefault("seconds", train_seconds(cache)))
+            trainer = threading.Thread(
+                target=lambda: result.setdefault("seconds", train_seconds(cache, args.train_threads))
+            )
             trainer.start()
             time.sleep(4)  # past the interpreter's start: the training is in its steps
             while trainer.is_alive():
+                began = time.perf_counter()
                 together.append(render(page, target))
+                time.sleep(max(0.0, args.every - (time.perf_counter() - began)))  # a person reading
             trainer.join()
             browser.close()
     finally:
@@ -141,7 +154,7 @@ def main() -> None:
     print(
         f"{'training, S0 autoencoder 1 epoch x 20,000 images (s)':52s} {training_alone:8.1f} {seconds:9.1f} {seconds / training_alone:6.2f}"
     )
-    print(f"renders while training: {len(together)}")
+    print(f"renders while training: {len(together)}, one every {args.every:g} s at most")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,31 @@
-"""Fashion-MNIST Lab core: real data, models, training, disk cache and analysis (no Streamlit)."""
+"""Fashion-MNIST Lab core: real data, models, training, disk cache and analysis (no Streamlit).
 
-from .cache import RunCache
-from .config import RunConfig
-from .data import CLASS_NAMES, load_data
-from .models import create_model, get_spec, list_models
-from .runs import TrainedRun, get_or_train, load_run, train
-from .training import Progress
+The names below load on first use (PEP 562), so that `import fmnist_core.labels` and the app's
+first page do not wait for torch.
+"""
 
-__all__ = [
-    "CLASS_NAMES",
-    "Progress",
-    "RunCache",
-    "RunConfig",
-    "TrainedRun",
-    "create_model",
-    "get_or_train",
-    "get_spec",
-    "list_models",
-    "load_data",
-    "load_run",
-    "train",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "CLASS_NAMES": "labels",
+    "Progress": "training",
+    "RunCache": "cache",
+    "RunConfig": "config",
+    "TrainedRun": "runs",
+    "create_model": "models",
+    "get_or_train": "runs",
+    "get_spec": "models",
+    "list_models": "models",
+    "load_data": "data",
+    "load_run": "runs",
+    "train": "runs",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'fmnist_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -13,18 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+from .labels import CLASS_NAMES
+
 SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_FOLDER = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmnist_lab"
 FILES = {

@@ -1,15 +1,17 @@
-"""Home: what the lab is, the data set at a glance, the device, the cache."""
+"""Home: what the lab is, the data set at a glance, the device, the cache.
+
+It imports no torch: on a server's first visit it shows at once, with a placeholder until the
+background warm-up (ui/warmup.py) has loaded torch and the data set.
+"""
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from fmnist_core.data import CLASS_NAMES
-from fmnist_core.device import describe_device
-from ui import plots
+from fmnist_core.labels import CLASS_NAMES
+from ui import warmup
 from ui.navigation import enter_through_app
-from ui.state import fashion, runs_table
 
 enter_through_app()
 
@@ -20,36 +22,59 @@ st.markdown(
     "student reports, watch them learn, and see their published numbers beside ours."
 )
 
-data = fashion()
-runs = runs_table()
-left, middle, right = st.columns(3)
-left.metric("Images", f"{len(data.train_labels):,} train · {len(data.test_labels):,} test")
-middle.metric("Device", describe_device().split(":")[0], help=describe_device())
-right.metric("Cached runs", len(runs))
 
-st.subheader("The data set at a glance")
-rng = np.random.default_rng(0)
-examples = {}
-for cls, name in enumerate(CLASS_NAMES):
-    index = rng.choice(np.flatnonzero(data.train_labels.numpy() == cls), size=10, replace=False)
-    examples[name] = data.train_images[index, 0].numpy()
-st.plotly_chart(plots.image_rows(examples), config={"displayModeBar": False})
+@st.fragment(run_every=0.5)
+def wait_for_warmup() -> None:
+    if warmup.ready():
+        st.rerun()  # the whole page, now with the data
+    st.info(
+        "Loading PyTorch and the 70,000 images (once per server start, a few seconds)...",
+        icon=":material/hourglass_top:",
+    )
 
-counts = pd.DataFrame(
-    {
-        "class": list(CLASS_NAMES) * 2,
-        "split": ["train"] * 10 + ["test"] * 10,
-        "images": np.concatenate(
-            [np.bincount(data.train_labels.numpy()), np.bincount(data.test_labels.numpy())]
-        ),
-    }
-)
-figure = px.bar(counts, x="class", y="images", color="split", barmode="group", height=280)
-figure.update_layout(margin=dict(l=10, r=10, t=10, b=10))
-st.plotly_chart(figure)
-st.caption(
-    f"Loaded from {data.folder}: the original IDX files, checked to hold 6,000 / 1,000 images per class."
-)
+
+def data_at_a_glance() -> None:
+    from fmnist_core.device import describe_device
+    from ui import plots
+    from ui.state import fashion, runs_table
+
+    data = fashion()
+    runs = runs_table()
+    left, middle, right = st.columns(3)
+    left.metric("Images", f"{len(data.train_labels):,} train · {len(data.test_labels):,} test")
+    middle.metric("Device", describe_device().split(":")[0], help=describe_device())
+    right.metric("Cached runs", len(runs))
+
+    st.subheader("The data set at a glance")
+    rng = np.random.default_rng(0)
+    examples = {}
+    for cls, name in enumerate(CLASS_NAMES):
+        index = rng.choice(np.flatnonzero(data.train_labels.numpy() == cls), size=10, replace=False)
+        examples[name] = data.train_images[index, 0].numpy()
+    st.plotly_chart(plots.image_rows(examples), config={"displayModeBar": False})
+
+    counts = pd.DataFrame(
+        {
+            "class": list(CLASS_NAMES) * 2,
+            "split": ["train"] * 10 + ["test"] * 10,
+            "images": np.concatenate(
+                [np.bincount(data.train_labels.numpy()), np.bincount(data.test_labels.numpy())]
+            ),
+        }
+    )
+    figure = px.bar(counts, x="class", y="images", color="split", barmode="group", height=280)
+    figure.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(figure)
+    st.caption(
+        f"Loaded from {data.folder}: the original IDX files, checked to hold 6,000 / 1,000 images per class."
+    )
+
+
+warmup.start()
+if warmup.ready():  # any visit after the server's first seconds
+    data_at_a_glance()
+else:
+    wait_for_warmup()
 
 st.subheader("Where to go")
 st.page_link(

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
 from fmnist_core.recipes import get_recipe
 from fmnist_core.runs import get_or_train
+from ui import warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -29,6 +31,7 @@ PAGES = [
 
 
 def open_app() -> AppTest:
+    warmup.wait()  # as on any visit after a server's first: torch and the data already loaded
     return AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
 
 
@@ -263,3 +266,23 @@ def test_a_train_button_states_the_time_measured_on_this_machine():
     assert (
         views.duration(42) == "42 s" and views.duration(600) == "10 min" and views.duration(7200) == "2.0 h"
     )
+
+
+def test_the_first_page_shows_before_torch_and_the_data_have_loaded():
+    """On a cold server Home draws without torch (a placeholder where the data will be)."""
+    script = f"""
+import subprocess
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from ui import warmup
+warmup.start = lambda: None  # never warms here: what a visitor sees in the first seconds
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout=60).run()
+assert not at.exception, at.exception
+assert at.title[0].value == "Fashion-MNIST Lab"
+assert any("Loading PyTorch" in i.value for i in at.info), [i.value for i in at.info]
+print("torch loaded:", "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "torch loaded: False" in done.stdout

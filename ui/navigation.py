@@ -12,7 +12,7 @@ import threading
 
 import streamlit as st
 
-from ui.panels import queue_sidebar
+from ui import warmup
 
 log = logging.getLogger("fmnist_lab")
 
@@ -37,8 +37,12 @@ def run_app() -> None:
     navigation = st.navigation(pages())
     _inside.active = True
     try:
-        with st.sidebar:
-            queue_sidebar()
+        warmup.start()
+        if warmup.ready():  # before that no job can run: nothing to list
+            from ui.panels import queue_sidebar
+
+            with st.sidebar:
+                queue_sidebar()
         navigation.run()
     except Exception as error:  # st.stop / st.rerun are BaseExceptions and pass through
         if os.environ.get("FMNIST_DEBUG") == "1":  # the tests and developers see the traceback
