@@ -36,7 +36,10 @@ def wait_for_warmup() -> None:
 def data_at_a_glance() -> None:
     from fmnist_core.device import describe_device
     from ui import plots
+    from ui.panels import starter_panel
     from ui.state import fashion, runs_table
+
+    starter_panel()
 
     data = fashion()
     runs = runs_table()

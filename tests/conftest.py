@@ -9,6 +9,7 @@ def isolated_cache(tmp_path, monkeypatch):
     root = tmp_path / "models_cache"
     monkeypatch.setenv("FMNIST_CACHE", str(root))
     monkeypatch.setenv("FMNIST_DEBUG", "1")  # a page's failure is a test's exception, not a message
+    monkeypatch.setenv("FMNIST_STARTER", "0")  # no starter set training behind the tests' backs
     return root
 
 

@@ -286,3 +286,22 @@ print("torch loaded:", "torch" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "torch loaded: False" in done.stdout
+
+
+def test_home_shows_the_starter_set_training_on_an_empty_cache(monkeypatch):
+    monkeypatch.setenv("FMNIST_STARTER", "1")
+    at = open_app()
+    try:
+        assert any("starter set is training" in h.value for h in at.subheader)
+        table = at.dataframe[0].value
+        assert table["run"].tolist()[0].startswith("MLP") and len(table) == 5
+        assert set(table["state"]) <= {"queued", "running"}
+        assert any("Training queue" in m.value for m in at.sidebar.markdown)
+    finally:
+        from ui.state import job_queue
+
+        queue = job_queue()
+        for job in queue.jobs():
+            queue.stop(job.run_id)
+        for job in queue.jobs():
+            queue.wait(job.run_id, timeout=120)

@@ -4,6 +4,7 @@ import time
 from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue
+from fmnist_core.runs import get_or_train
 
 
 def tiny(seed=0, epochs=1):
@@ -109,3 +110,30 @@ def test_a_job_trains_in_its_own_process_whose_death_is_a_message_not_a_dead_ser
     healthy = queue.submit(tiny(seed=8))  # the queue lives on
     queue.wait(healthy.run_id, timeout=120)
     assert healthy.state == DONE and RunCache().exists(healthy.run_id)
+
+
+def test_an_empty_cache_queues_the_starter_set_once_in_the_order_pages_need_it(monkeypatch):
+    from fmnist_core import starter
+
+    class Recorder:
+        def __init__(self):
+            self.submitted = []
+
+        def jobs(self):
+            return self.submitted
+
+        def submit(self, config):
+            self.submitted.append(config)
+
+    queue = Recorder()
+    assert starter.start_if_empty(queue, RunCache()) == []  # FMNIST_STARTER=0 (the tests' setting)
+    monkeypatch.setenv("FMNIST_STARTER", "1")
+    chosen = starter.start_if_empty(queue, RunCache())
+    models = [c.model for c in queue.submitted]
+    assert models == ["mlp", "conv_autoencoder", "encoder_classifier", "encoder_classifier", "cnn"]
+    encoder = queue.submitted[1].run_id  # the classifiers build on the starter's own autoencoder
+    assert [c.settings["encoder_run"] for c in queue.submitted[2:4]] == [encoder, encoder]
+    assert {c.settings["freeze_encoder"] for c in queue.submitted[2:4]} == {True, False}
+    assert len(chosen) == 5 and starter.start_if_empty(queue, RunCache()) == []  # once
+    get_or_train(tiny(seed=11))
+    assert starter.start_if_empty(Recorder(), RunCache()) == []  # a cache with a run: nothing

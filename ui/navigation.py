@@ -39,8 +39,11 @@ def run_app() -> None:
     try:
         warmup.start()
         if warmup.ready():  # before that no job can run: nothing to list
+            from fmnist_core import starter
             from ui.panels import queue_sidebar
+            from ui.state import job_queue, run_cache
 
+            starter.start_if_empty(job_queue(), run_cache())  # an empty cache trains the starter set
             with st.sidebar:
                 queue_sidebar()
         navigation.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from fmnist_core import views
@@ -136,3 +137,39 @@ def queue_sidebar() -> None:
             st.rerun(scope="fragment")
     for job in failed:
         st.caption(f":red[Failed: {job.config.model} `{job.run_id[:6]}`: {job.error[:120]}]")
+
+
+@st.fragment(run_every=2.0)
+def starter_panel() -> None:
+    """Home: the starter set's progress while any of it is missing from the cache."""
+    from fmnist_core.starter import enabled, starter_set
+
+    cache, queue = run_cache(), job_queue()
+    rows = []
+    for starter in starter_set():
+        job = queue.get(starter.config.run_id)
+        progress, state = 0.0, "not queued"
+        if cache.exists(starter.config.run_id):
+            progress, state = 1.0, "ready"
+        elif job is not None:
+            state = job.state if job.state != FAILED else f"failed: {job.error[:80]}"
+            progress = job.latest.fraction if job.latest else 0.0
+        rows.append(
+            {"run": starter.name, "makes useful": starter.serves, "state": state, "progress": progress}
+        )
+    if all(row["state"] == "ready" for row in rows) or not any(row["state"] != "not queued" for row in rows):
+        if not enabled() and not any(row["state"] == "ready" for row in rows):
+            st.caption("The starter set is off (FMNIST_STARTER=0): train a model on any page to begin.")
+        return
+    st.subheader("Getting started: the starter set is training")
+    st.caption(
+        "An empty cache trains these small models by itself, one after another; each page becomes "
+        "useful as soon as the run it needs is ready. Set FMNIST_STARTER=0 to turn this off."
+    )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={
+            "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
+        },
+    )

@@ -1,0 +1,58 @@
+"""The starter set: what trains by itself when the cache is empty, so every page has something to
+show within minutes of a first start. FMNIST_STARTER=0 turns it off."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .cache import RunCache
+from .config import RunConfig
+from .recipes import get_recipe
+
+SWITCH = "FMNIST_STARTER"
+
+
+@dataclass(frozen=True)
+class Starter:
+    name: str  # what a person reads
+    config: RunConfig
+    serves: str  # the pages it makes useful
+
+
+def starter_set() -> list[Starter]:
+    """The fastest runs that make every page useful, in the order the pages need them."""
+    encoder = get_recipe("fast_autoencoder").config()
+    on_encoder = {"encoder_run": encoder.run_id}
+    return [
+        Starter(
+            "MLP (S3's shape), 5 epochs", RunConfig.for_model("mlp", epochs=5), "Classifier, Try it, Compare"
+        ),
+        Starter("fast autoencoder", encoder, "Autoencoder, Latent space, the garment check"),
+        Starter(
+            "classifier on its encoder, frozen",
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": True}, epochs=3),
+            "Frozen vs fine-tuned",
+        ),
+        Starter(
+            "classifier on its encoder, fine-tuned",
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": False}, epochs=3),
+            "Frozen vs fine-tuned",
+        ),
+        Starter("fast CNN", get_recipe("fast_cnn").config(), "the best classifier, Try it"),
+    ]
+
+
+def enabled() -> bool:
+    return os.environ.get(SWITCH, "1") != "0"
+
+
+def start_if_empty(queue, cache: RunCache) -> list[Starter]:
+    """Queue the starter set where the cache holds no run and the queue has had no job; returns
+    what it queued (nothing where the switch is off)."""
+    if not enabled() or cache.run_ids() or queue.jobs():
+        return []
+    chosen = starter_set()
+    for starter in chosen:
+        queue.submit(starter.config)
+    return chosen
