@@ -46,6 +46,10 @@ preferred = [
     "created",
 ]
 columns = [c for c in preferred if c in shown] + [c for c in shown if c not in preferred and c != "status"]
+cache = run_cache()
+# A validation-loss sparkline per run, beside its figures (autoencoders' MSE, classifiers' loss).
+shown = shown.assign(curve=[cache.load_record(run_id)[0].get("val_loss", []) for run_id in shown["run_id"]])
+columns.insert(2, "curve")
 st.caption(
     f"{len(shown)} of {len(runs)} runs. Click column headers to sort; tick rows to overlay their curves."
 )
@@ -58,12 +62,13 @@ event = st.dataframe(
         "test_accuracy": st.column_config.NumberColumn("test accuracy", format="%.4f"),
         "test_mse": st.column_config.NumberColumn("test MSE", format="%.4f"),
         "train_seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
+        "curve": st.column_config.LineChartColumn("validation loss", width="small"),
     },
     key="runs_table",
 )
 st.download_button(
     "Download the table (CSV)",
-    shown[columns].to_csv(index=False),
+    shown[[c for c in columns if c != "curve"]].to_csv(index=False),
     "fmnist_runs.csv",
     "text/csv",
     icon=":material/download:",
@@ -72,11 +77,21 @@ st.download_button(
 chosen = (
     shown.iloc[event.selection.rows] if event and event.selection and event.selection.rows else shown.head(0)
 )
+LOSS_NAMES = {
+    "mse": "MSE",
+    "cross_entropy": "cross-entropy",
+    "mse_onehot": "MSE on one-hot",
+    "kl_div": "KL divergence",
+}
 if not chosen.empty:
-    cache = run_cache()
-    for metric in ("val_loss", "val_accuracy", "train_loss"):
+    # One chart per metric and loss function: an MSE and a cross-entropy never share an axis.
+    panels = [("val_accuracy", None)] + [
+        (metric, loss) for metric in ("val_loss", "train_loss") for loss in chosen["loss"].unique()
+    ]
+    for metric, loss in panels:
         figure = go.Figure()
-        for number, (_, row) in enumerate(chosen.iterrows()):
+        rows = chosen if loss is None else chosen[chosen["loss"] == loss]
+        for number, (_, row) in enumerate(rows.iterrows()):
             history, _ = cache.load_record(row["run_id"])
             if history.get(metric):
                 figure.add_trace(
@@ -90,12 +105,12 @@ if not chosen.empty:
                 )
         if figure.data:
             figure.update_layout(
-                title=metric.replace("_", " "),
+                title=metric.replace("_", " ") + (f" ({LOSS_NAMES.get(loss, loss)})" if loss else ""),
                 height=300,
                 margin=dict(l=10, r=10, t=40, b=10),
                 xaxis_title="epoch",
             )
-            st.plotly_chart(figure, key=f"overlay:{metric}")
+            st.plotly_chart(figure, key=f"overlay:{metric}:{loss}")
     st.subheader("Weights")
     run_id = st.selectbox("Run", chosen["run_id"].tolist())
     weights = cache.folder(run_id) / "model.pt"

@@ -33,7 +33,11 @@ if source == "Upload":
 else:
     from streamlit_drawable_canvas import st_canvas  # a component: imported only where it is drawn
 
-    st.caption("Draw a garment in white on the black square.")
+    st.caption(
+        "Draw one garment in white on the black square and **fill it in**: the models learnt from photos "
+        "of solid garments, so an outline reads as something else. It is cropped, scaled with its "
+        "proportions kept and centred, as Fashion-MNIST's own images were."
+    )
     canvas = st_canvas(
         stroke_width=18,
         stroke_color="#FFFFFF",

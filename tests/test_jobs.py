@@ -137,3 +137,14 @@ def test_an_empty_cache_queues_the_starter_set_once_in_the_order_pages_need_it(m
     assert len(chosen) == 5 and starter.start_if_empty(queue, RunCache()) == []  # once
     get_or_train(tiny(seed=11))
     assert starter.start_if_empty(Recorder(), RunCache()) == []  # a cache with a run: nothing
+
+
+def test_a_job_sees_the_lab_settings_of_its_submission_not_of_the_fork_server(monkeypatch, tmp_path):
+    queue = JobQueue(RunCache())
+    first = queue.submit(tiny(seed=12))  # the fork server starts here, with the real data
+    queue.wait(first.run_id, timeout=120)
+    assert first.state == DONE
+    monkeypatch.setenv("FMNIST_DATA", str(tmp_path / "nowhere"))
+    second = queue.submit(tiny(seed=13))
+    queue.wait(second.run_id, timeout=120)
+    assert second.state == FAILED and "FMNIST_DATA" in second.error and "nowhere" in second.error
