@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -271,3 +272,32 @@ def test_run_ids_are_names_in_the_cache_never_paths(tiny_autoencoder_config):
         with pytest.raises(MissingRunError):
             cache.folder(name)
         assert not cache.exists(name) and not cache.usable(name)
+
+
+def test_random_damage_to_an_entrys_files_is_always_caught_and_retrained():
+    """A fuzz test: bytes flipped, cut or inserted in any of an entry's four files (without
+    forging the manifest) never serve anything but the config's own result, and never break a listing."""
+    cache = RunCache()
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300)
+    reference = get_or_train(config, cache=cache)
+    folder = cache.folder(config.run_id)
+    rng = np.random.default_rng(0)
+    names = ["model.pt", "config.json", "history.json", "manifest.json"]
+    for trial in range(16):
+        path = folder / names[trial % 4]
+        data = bytearray(path.read_bytes())
+        position = int(rng.integers(0, len(data)))
+        kind = trial // 4 % 3
+        if kind == 0:
+            data[position] ^= 1 << int(rng.integers(8))
+        elif kind == 1:
+            del data[position:]
+        else:
+            data[position:position] = rng.bytes(int(rng.integers(1, 16)))
+        path.write_bytes(bytes(data))
+        assert len(cache.list_runs()) == 1  # listed (ok or damaged), never an exception
+        run = get_or_train(config, cache=cache)
+        assert run.metrics["test_accuracy"] == reference.metrics["test_accuracy"]
+        weights, expected = run.model.state_dict(), reference.model.state_dict()
+        assert all(torch.equal(weights[key], expected[key]) for key in expected)
+        assert cache.usable(config.run_id)
