@@ -39,6 +39,8 @@ class Job:
     state: str = QUEUED
     latest: Progress | None = None  # the last progress report
     epochs: list[dict] = field(default_factory=list)  # one metrics dict per finished epoch
+    # (epochs done as a fraction, the epoch's running training loss) at every progress report
+    trace: list[tuple[float, float]] = field(default_factory=list)
     error: str = ""
     result: TrainedRun | None = None
     submitted: float = field(default_factory=time.time)
@@ -56,6 +58,10 @@ class Job:
         self.latest = progress
         if progress.epoch_done:
             self.epochs.append(dict(progress.metrics))
+        else:  # x as the per-epoch points have it: epoch k's mean sits at k
+            self.trace.append(
+                (progress.epoch - 1 + progress.step / max(progress.steps, 1), progress.train_loss)
+            )
 
     def history(self) -> dict[str, list]:
         """The finished epochs as history lists (the same shape as a cached run's)."""

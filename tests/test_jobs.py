@@ -148,3 +148,18 @@ def test_a_job_sees_the_lab_settings_of_its_submission_not_of_the_fork_server(mo
     second = queue.submit(tiny(seed=13))
     queue.wait(second.run_id, timeout=120)
     assert second.state == FAILED and "FMNIST_DATA" in second.error and "nowhere" in second.error
+
+
+def test_a_job_traces_its_running_loss_within_each_epoch_for_the_live_curve():
+    from ui import plots
+
+    queue = JobQueue(RunCache())
+    job = queue.submit(RunConfig.for_model("mlp", epochs=2, train_subset=30_000, seed=14))
+    queue.wait(job.run_id, timeout=180)
+    assert job.state == DONE and len(job.trace) >= 2  # reports every quarter second within epochs
+    positions = [position for position, _ in job.trace]
+    assert positions == sorted(positions) and 0 < positions[0] and positions[-1] <= 2
+    assert all(0 < loss < 5 for _, loss in job.trace)
+    figure = plots.curves(job.history(), trace=job.trace)
+    running = [t for t in figure.data if t.name.startswith("train loss, running")]
+    assert len(running) == 1 and len(running[0].x) == len(job.trace)

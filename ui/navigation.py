@@ -37,7 +37,10 @@ def run_app() -> None:
     navigation = st.navigation(pages())
     _inside.active = True
     try:
-        warmup.start()
+        if navigation.url_path:  # every page but Home imports torch and the data anyway: wait for them
+            warmup.wait()
+        else:
+            warmup.start()
         if warmup.ready():  # before that no job can run: nothing to list
             from fmnist_core import starter
             from ui.panels import queue_sidebar

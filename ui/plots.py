@@ -15,8 +15,14 @@ from ui import events
 PALETTE = px.colors.qualitative.T10
 
 
-def curves(history: dict, title: str = "", published: dict | None = None) -> go.Figure:
-    """Train and validation loss (and accuracy, when present) per epoch."""
+def curves(
+    history: dict,
+    title: str = "",
+    published: dict | None = None,
+    trace: list[tuple[float, float]] | None = None,
+) -> go.Figure:
+    """Train and validation loss (and accuracy, when present) per epoch; while a run trains, `trace`
+    adds the running training loss within each epoch, (epochs done as a fraction, loss), as a thin line."""
     has_accuracy = bool(history.get("val_accuracy"))
     figure = make_subplots(
         rows=1,
@@ -39,6 +45,20 @@ def curves(history: dict, title: str = "", published: dict | None = None) -> go.
                     row=1,
                     col=column,
                 )
+        if metric == "loss" and trace:
+            position, loss = zip(*trace[:: max(1, len(trace) // 400)], strict=True)  # 400 points at most
+            figure.add_trace(
+                go.Scatter(
+                    x=position,
+                    y=loss,
+                    name="train loss, running mean within the epoch",
+                    mode="lines",
+                    line=dict(color=PALETTE[0], width=1),
+                    opacity=0.5,
+                ),
+                row=1,
+                col=column,
+            )
         if published and published.get(metric) is not None:
             figure.add_hline(
                 y=published[metric], line_dash="dot", annotation_text="published", row=1, col=column
