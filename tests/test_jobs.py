@@ -158,7 +158,7 @@ def test_a_job_traces_its_running_loss_within_each_epoch_for_the_live_curve():
     queue.wait(job.run_id, timeout=180)
     assert job.state == DONE and len(job.trace) >= 2  # reports every quarter second within epochs
     positions = [position for position, _ in job.trace]
-    assert positions == sorted(positions) and 0 < positions[0] and positions[-1] <= 2
+    assert positions == sorted(positions) and positions[0] > 0 and positions[-1] <= 2
     assert all(0 < loss < 5 for _, loss in job.trace)
     figure = plots.curves(job.history(), trace=job.trace)
     running = [t for t in figure.data if t.name.startswith("train loss, running")]

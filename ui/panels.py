@@ -125,18 +125,23 @@ def queue_sidebar() -> None:
     if not active and not failed:
         return
     st.markdown("**Training queue**")
-    for job in active:
-        if job.state == RUNNING:
-            fraction = min(job.latest.fraction, 1.0) if job.latest else 0.0
-            st.progress(fraction, text=describe_job(job))
-            label, icon = "Stop", ":material/stop:"
-        else:
-            st.caption(describe_job(job))
-            label, icon = "Cancel", ":material/close:"
+    running = [job for job in active if job.state == RUNNING]
+    waiting = [job for job in active if job.state != RUNNING]
+    for job in running:
+        st.progress(min(job.latest.fraction, 1.0) if job.latest else 0.0, text=describe_job(job))
         if st.button(
-            label, icon=icon, key=f"queue:{label}:{job.run_id}", disabled=job.stop_requested.is_set()
+            "Stop",
+            icon=":material/stop:",
+            key=f"queue:stop:{job.run_id}",
+            disabled=job.stop_requested.is_set(),
         ):
             queue.stop(job.run_id)
+            st.rerun(scope="fragment")
+    if waiting:  # one line each and one button: a queue of five must not push the page's own widgets away
+        st.caption("Then: " + " · ".join(f"{job.config.model} `{job.run_id[:6]}`" for job in waiting))
+        if st.button(f"Cancel the {len(waiting)} queued", icon=":material/close:", key="queue:cancel"):
+            for job in waiting:
+                queue.stop(job.run_id)
             st.rerun(scope="fragment")
     for job in failed:
         st.caption(f":red[Failed: {job.config.model} `{job.run_id[:6]}`: {job.error[:120]}]")
