@@ -7,6 +7,10 @@ its own torch threads: the server's pages keep answering while it runs (the serv
 work is held to one thread meanwhile), and a job that crashes or runs out of memory is a failed
 job with a message, not a dead server. Progress comes back through a pipe; the weights through
 the cache (or, where the cache could not hold them, the pipe).
+
+A script of your own that uses JobQueue needs Python's `if __name__ == "__main__":` guard around
+its work, as any code starting processes by fork server or spawn does: the job's process imports
+the script's main module.
 """
 
 from __future__ import annotations
