@@ -66,6 +66,15 @@ def _umask() -> int:
     return 0o022
 
 
+def _remove(path: Path, strict: bool = False) -> None:
+    """Remove an entry's path whatever it is: a link (never followed, it may point at another
+    entry) or a file is unlinked, a folder removed with its files. `strict`: failures raise."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=not strict)
+
+
 def default_root() -> Path:
     return Path(os.environ.get("FMNIST_CACHE") or "models_cache")
 
@@ -122,6 +131,10 @@ class RunCache:
             except OSError:
                 stamps.append(None)
         return tuple(stamps)
+
+    def stamp(self) -> tuple:
+        """Changes whenever any entry's files change: the key of a listing kept in memory."""
+        return tuple((run_id, self._stamps(self.folder(run_id))) for run_id in self.run_ids())
 
     def load_config(self, run_id: str) -> RunConfig:
         self.verify(run_id)
@@ -232,10 +245,7 @@ class RunCache:
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
             target = self.folder(config.run_id)
-            if target.is_symlink() or target.is_file():
-                target.unlink()  # not an entry of ours: a link (perhaps to another entry) or a file
-            elif target.exists():
-                shutil.rmtree(target)  # a corrupted entry, under the run's lock
+            _remove(target, strict=True)  # a corrupted entry (under the run's lock), a link or a file
             os.replace(staging, target)
         finally:
             if staging.exists():
@@ -253,11 +263,7 @@ class RunCache:
                 temporary = kept.with_suffix(".tmp")
                 temporary.write_text(json.dumps(config.to_dict(), sort_keys=True))
                 os.replace(temporary, kept)
-        folder = self.folder(run_id)
-        if folder.is_symlink() or folder.is_file():
-            folder.unlink()
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        _remove(self.folder(run_id))
 
     def prune(self) -> list[tuple[str, str]]:
         """Delete every entry that fails its checks (damaged, made by an older engine, or built on

@@ -64,10 +64,7 @@ class Detector:
 
     def flagged(self, images: np.ndarray) -> np.ndarray:
         """Whether each of (N, 28, 28) images is flagged."""
-        p = self.p_values(self.scores(images))
-        return (fisher(p) > self.combined_limit) | (
-            np.min(np.stack(list(p.values())), axis=0) < SINGLE / len(p)
-        )
+        return flagged(self.p_values(self.scores(images)), self.combined_limit)
 
     def check(self, image: np.ndarray) -> Verdict:
         scores = {name: values for name, values in self.scores(image[None]).items()}
@@ -77,11 +74,15 @@ class Detector:
             for name in sorted(p, key=lambda n: float(p[n][0]))
             if float(p[name][0]) < 0.01
         ]
-        combined = float(fisher(p)[0])
-        flagged = combined > self.combined_limit or min(float(v[0]) for v in p.values()) < SINGLE / len(p)
-        if flagged and not reasons:
+        out = bool(flagged(p, self.combined_limit)[0])
+        if out and not reasons:
             reasons = ["several of its scores are unusual together"]
-        return Verdict(flagged, {name: float(v[0]) for name, v in scores.items()}, reasons if flagged else [])
+        return Verdict(out, {name: float(v[0]) for name, v in scores.items()}, reasons if out else [])
+
+
+def flagged(p: dict[str, np.ndarray], combined_limit: float) -> np.ndarray:
+    """The rule (see Detector): the p-values together, or any one alone, unlike real images'."""
+    return (fisher(p) > combined_limit) | (np.min(np.stack(list(p.values())), axis=0) < SINGLE / len(p))
 
 
 def p_values(scores: dict[str, np.ndarray], calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -122,13 +123,17 @@ def code_distance(codes: np.ndarray, reference: np.ndarray, skip_self: bool = Fa
 
 
 def image_scores(
-    run: TrainedRun, images: np.ndarray, reference_codes: np.ndarray, skip_self: bool = False
+    run: TrainedRun,
+    images: np.ndarray,
+    reference_codes: np.ndarray,
+    skip_self: bool = False,
+    codes: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every score for (N, 28, 28) images in [0, 1]."""
+    """Every score for (N, 28, 28) images in [0, 1] (`codes`: theirs, where already encoded)."""
     images = np.asarray(images, dtype=np.float32)
     batch = torch.from_numpy(images).unsqueeze(1)
     rebuilt = analysis.reconstructions(run.model, batch)
-    codes = analysis.latent_codes(run.model, batch)
+    codes = analysis.latent_codes(run.model, batch) if codes is None else codes
     energy = (images**2).sum(axis=(1, 2))
     return {
         # relative: a faint image's small error counts as much as a bright one's large one
@@ -177,7 +182,7 @@ def fit_detector(run: TrainedRun, calibration: np.ndarray) -> Detector:
         raise ValueError(f"run {run.run_id}: the check needs a conv_autoencoder, not a {run.config.model}")
     images = np.asarray(calibration, np.float32)
     codes = analysis.latent_codes(run.model, torch.from_numpy(images).unsqueeze(1))
-    scores = image_scores(run, images, codes, skip_self=True)
+    scores = image_scores(run, images, codes, skip_self=True, codes=codes)  # encoded once
     sorted_scores = {name: np.sort(values) for name, values in scores.items()}
     combined = fisher(p_values(scores, sorted_scores))
     return Detector(run, codes, sorted_scores, float(np.quantile(combined, 1 - COMBINED)))

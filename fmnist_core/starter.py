@@ -50,7 +50,7 @@ def enabled() -> bool:
 def start_if_empty(queue, cache: RunCache) -> list[Starter]:
     """Queue the starter set where the cache holds no run and the queue has had no job; returns
     what it queued (nothing where the switch is off)."""
-    if not enabled() or cache.run_ids() or queue.jobs():
+    if not enabled() or queue.jobs() or cache.run_ids():  # the queue first: no disk read once it ran
         return []
     chosen = starter_set()
     for starter in chosen:

@@ -73,8 +73,7 @@ def data_at_a_glance() -> None:
     )
 
 
-warmup.start()
-if warmup.ready():  # any visit after the server's first seconds
+if warmup.ready():  # any visit after the server's first seconds (app.py's navigation started it)
     data_at_a_glance()
 else:
     wait_for_warmup()

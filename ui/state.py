@@ -47,8 +47,16 @@ def load_run(run_id: str) -> TrainedRun:
 
 def runs_table() -> pd.DataFrame:
     """The usable cached runs, best first within each model (so every picker defaults to the best
-    run of its kind): autoencoders by test MSE, classifiers by test accuracy, then newest first."""
-    table = run_cache().list_runs()
+    run of its kind): autoencoders by test MSE, classifiers by test accuracy, then newest first.
+    Listed again only when a file of some entry changes: a page and its training panel, or a
+    fragment's rerun, share one listing."""
+    cache = run_cache()
+    return _runs_table(str(cache.root.resolve()), cache.stamp())
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _runs_table(root: str, stamp: tuple) -> pd.DataFrame:
+    table = RunCache(root).list_runs()
     if table.empty:
         return table
     table = table[table["status"] == "ok"]
