@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 
 import numpy as np
@@ -84,17 +86,15 @@ def prepare_upload(data: bytes) -> np.ndarray:
     return fashion_style(to_grey(image))
 
 
-def prepare_drawing(rgba: np.ndarray) -> np.ndarray:
-    """A canvas' RGBA array (white strokes on black) to the (28, 28) float image."""
+def prepare_data_url(url: str) -> np.ndarray:
+    """A drawing sent by the browser as a `data:image/png;base64,...` URL to the (28, 28) float image."""
+    prefix = "data:image/png;base64,"
+    if not isinstance(url, str) or not url.startswith(prefix):
+        raise ImageError("the drawing did not arrive as a PNG")
+    if len(url) > 4 * MAX_PIXELS:  # base64 of far more than a 280x280 canvas: not a drawing
+        raise ImageError("the drawing is far too large")
     try:
-        rgba = np.asarray(rgba, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ImageError("the drawing is not an array of pixels") from None
-    if rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ImageError("the drawing is not an RGBA image")
-    rgba = np.clip(np.nan_to_num(rgba, nan=0.0), 0, 255).astype(np.uint8)  # a canvas' bytes, whatever came
-    image = Image.fromarray(rgba)
-    # Strokes drawn over a transparent canvas: composite on black, the canvas' own colour.
-    background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-    grey = np.asarray(Image.alpha_composite(background, image).convert("L"), dtype=np.float32) / 255.0
-    return fashion_style(grey)
+        data = base64.b64decode(url[len(prefix) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError("the drawing's PNG is damaged") from None
+    return prepare_upload(data)

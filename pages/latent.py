@@ -1,13 +1,23 @@
 """Latent space: the test set's codes in 2-D, walks between two images, sliders along the main directions."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
-from ui import plots
+from ui import events, plots
 from ui.navigation import enter_through_app
-from ui.state import fashion, load_run, projection, run_label, runs_table, stamp, test_codes
+from ui.state import (
+    fashion,
+    load_run,
+    projection,
+    run_label,
+    runs_table,
+    stamp,
+    test_codes,
+    test_image_urls,
+)
 from ui.widgets import kept
 
 enter_through_app()
@@ -57,24 +67,33 @@ st.caption(
 points = projection(run_id, {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[method], count, version)
 map_column, detail_column = st.columns([3, 1])
 with map_column:
-    event = st.plotly_chart(
-        plots.latent_map(points, data.test_labels.numpy()[:count]),
+    event = st.echarts_chart(
+        plots.latent_map(points, data.test_labels.numpy()[:count], test_image_urls(count)),
+        key=f"latent_map:{run_id}:{method}:{count}",  # a new map starts with no selection
         on_select="rerun",
-        selection_mode=("points", "lasso", "box"),
-        key="latent_map",
+        height=560,
+        alt=f"{method} map of {count:,} test images' codes, coloured by class",
     )
-selected = [
-    int(point["customdata"])
-    for point in (event.selection.points if event and event.selection else [])
-    if "customdata" in point
-]
+selected = events.selected_rows(event, count)
 with detail_column:
-    st.markdown("**Selected images**" if selected else "Click or lasso points to see their images.")
-    for index in selected[:12]:
+    st.markdown(
+        f"**{len(selected)} selected image{'s' if len(selected) > 1 else ''}**"
+        if selected
+        else "Hover a point to see its garment; click points, or lasso them with the tools above the "
+        "map, to list their images here (double-click the map to clear)."
+    )
+    if selected:
+        classes = pd.Series([CLASS_NAMES[int(data.test_labels[i])] for i in selected]).value_counts()
+        st.caption(", ".join(f"{name} {n}" for name, n in classes.items()))
+        shown = selected[:48]
         st.image(
-            np.kron(data.test_images[index, 0].numpy(), np.ones((3, 3))),
+            plots.mosaic(data.test_images[shown, 0].numpy(), columns=min(6, len(shown))),
             clamp=True,
-            caption=f"#{index} {CLASS_NAMES[int(data.test_labels[index])]}",
+            width="stretch",
+        )
+        st.caption(
+            f"Test images {', '.join(f'#{i}' for i in shown[:6])}{' …' if len(selected) > 6 else ''}"
+            + (f" (the first 48 of {len(selected)})" if len(selected) > 48 else "")
         )
 
 if run.config.kind != "autoencoder":

@@ -6,8 +6,8 @@ import streamlit as st
 
 from fmnist_core import views
 from fmnist_core.data import CLASS_NAMES
-from fmnist_core.preprocess import ImageError, prepare_drawing, prepare_upload
-from ui import plots
+from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload
+from ui import canvas, plots
 from ui.navigation import enter_through_app
 from ui.state import fashion, garment_check, load_run, run_label, runs_table, stamp, test_codes
 
@@ -31,30 +31,15 @@ if source == "Upload":
         except ImageError as error:
             st.error(f"Cannot use this file: {error}.")
 else:
-    from streamlit_drawable_canvas import st_canvas  # a component: imported only where it is drawn
-
     st.caption(
         "Draw one garment in white on the black square and **fill it in**: the models learnt from photos "
-        "of solid garments, so an outline reads as something else. It is cropped, scaled with its "
-        "proportions kept and centred, as Fashion-MNIST's own images were."
+        "of solid garments, so an outline reads as something else. Each stroke updates the answer; it is "
+        "cropped, scaled with its proportions kept and centred, as Fashion-MNIST's own images were."
     )
-    canvas = st_canvas(
-        stroke_width=18,
-        stroke_color="#FFFFFF",
-        background_color="#000000",
-        height=280,
-        width=280,
-        drawing_mode="freedraw",
-        return_image_data=True,
-        key="canvas",
-    )
-    if (
-        canvas is not None
-        and canvas.image_data is not None
-        and np.asarray(canvas.image_data)[..., :3].max() > 0
-    ):
+    drawing = canvas.draw("try:canvas")
+    if drawing is not None:
         try:
-            image = prepare_drawing(canvas.image_data)
+            image = prepare_data_url(drawing)
         except ImageError as error:
             st.error(f"Cannot use this drawing: {error}.")
 if image is None:

@@ -17,6 +17,7 @@ Goal: 0 traceback, 0 lost, 0 wrong, 0 code run. Takes ~10 minutes on 2 cores:
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
 import gzip
@@ -40,7 +41,7 @@ from fmnist_core import cli  # noqa: E402
 from fmnist_core.cache import RunCache  # noqa: E402
 from fmnist_core.config import RunConfig  # noqa: E402
 from fmnist_core.data import FILES, DataError, find_data_folder, load_from_folder  # noqa: E402
-from fmnist_core.preprocess import ImageError, prepare_drawing, prepare_upload  # noqa: E402
+from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload  # noqa: E402
 from fmnist_core.runs import get_or_train  # noqa: E402
 
 SMALL = ["--epochs", "1", "--set", "train_subset=300", "--set", "test_subset=300", "--quiet"]
@@ -673,20 +674,32 @@ def upload_probes() -> None:
             return "accepted", f"28x28 in {time.perf_counter() - start:.2f} s"
 
         probe("upload", name, check)
-    drawings = {
-        "empty canvas": np.zeros((280, 280, 4), np.uint8),
-        "wrong shape": np.zeros((280, 280), np.uint8),
-        "three channels": np.zeros((280, 280, 3), np.uint8),
-        "float values out of range": np.full((50, 50, 4), 1e9),
-        "NaN values": np.full((50, 50, 4), np.nan),
-        "one pixel": np.pad(np.full((1, 1, 4), 255, np.uint8), ((100, 100), (100, 100), (0, 0))),
-        "a list, not an array": [[1, 2], [3]],
+
+    def url(grey, fmt="PNG"):
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(grey).save(buffer, format=fmt)
+        return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    blank, dot = np.zeros((280, 280), np.uint8), np.zeros((280, 280), np.uint8)
+    dot[140, 140] = 255
+    whole = url(dot)
+    drawings = {  # what the canvas component could send instead of its PNG data URL
+        "empty canvas": url(blank),
+        "one pixel": whole,
+        "a JPEG data URL": url(dot, "JPEG"),
+        "not a data URL": "https://example.com/x.png",
+        "broken base64": whole[:-7] + "!!!" + whole[-4:],
+        "truncated PNG": whole[: len(whole) // 2],
+        "a huge string": "data:image/png;base64," + "A" * 20_000_000,
+        "a dict, not a string": {"png": whole},
     }
     for name, data in drawings.items():
 
         def check(data=data):
             try:
-                image = prepare_drawing(data)
+                image = prepare_data_url(data)
             except ImageError as error:
                 return "refused", str(error)
             if image.shape != (28, 28) or not np.isfinite(image).all():

@@ -1,23 +1,24 @@
 """Every page through Streamlit's AppTest, with short real trainings on a subset of the real data."""
 
 import base64
+import io
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
 from fmnist_core.recipes import get_recipe
 from fmnist_core.runs import get_or_train
-from ui import warmup
+from ui import canvas, warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -63,6 +64,13 @@ def array(field) -> np.ndarray:
     if isinstance(field, dict) and "bdata" in field:
         return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"])
     return np.asarray(field)
+
+
+def png_url(grey: np.ndarray) -> str:
+    """A (H, W) image in [0, 1] as the canvas sends it: a PNG data URL."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def plotly_specs(at: AppTest) -> list[dict]:
@@ -140,8 +148,10 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
 
     at = page(at, "pages/latent.py")
     assert not at.exception
-    scatter = [s for s in plotly_specs(at) if s["data"][0]["type"] == "scattergl"]
-    assert len(scatter[0]["data"]) == 10  # one trace per class
+    [latent_map] = at.get("echarts_chart")  # the map: ECharts, with each garment's image on hover
+    spec = json.loads(latent_map.proto.spec)
+    assert "{@image}" in spec["tooltip"]["formatter"] and spec["series"][0]["selectedMode"] == "multiple"
+    assert spec["visualMap"]["categories"][1] == "Trouser"
 
     at = page(at, "pages/compare.py")
     assert not at.exception
@@ -153,16 +163,12 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     sources = set(at.dataframe[0].value["source"])  # a fresh cache: the committed reproduction's figures
     assert len(sources) == 1 and sources.pop().startswith("repository, engine")
 
-    # Try it: the canvas is a component, so its answer is patched in: a real test image, drawn big.
+    # Try it: the canvas is a browser component (tests/test_browser.py draws on it with the mouse);
+    # here its answer is patched in: a real test image, drawn big.
     data = load_data()
     index = int(np.flatnonzero(data.test_labels.numpy() == 1)[0])  # a trouser
     big = np.kron(data.test_images[index, 0].numpy(), np.ones((10, 10)))
-    rgba = np.zeros((280, 280, 4), dtype=np.uint8)
-    rgba[..., :3] = (big * 255).astype(np.uint8)[..., None]
-    rgba[..., 3] = 255
-    fake_canvas = ModuleType("streamlit_drawable_canvas")
-    fake_canvas.st_canvas = lambda **kwargs: SimpleNamespace(image_data=rgba)
-    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", fake_canvas)
+    monkeypatch.setattr(canvas, "draw", lambda key: png_url(big))
     at = page(at, "pages/try_it.py")
     assert not at.exception, at.exception[0].value if at.exception else ""
     answers = at.dataframe[0].value
@@ -170,9 +176,8 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     assert any("Garment check passed" in c.value for c in at.caption)  # a real test image
     assert not [w for w in at.warning if "does not look like" in w.value]
     y, x = np.indices((280, 280))
-    board = np.zeros((280, 280, 4), dtype=np.uint8)
-    board[(x // 14 + y // 14) % 2 == 1] = 255  # a checkerboard drawn instead: no garment
-    fake_canvas.st_canvas = lambda **kwargs: SimpleNamespace(image_data=board)
+    board = ((x // 14 + y // 14) % 2).astype(np.float32)  # a checkerboard drawn instead: no garment
+    monkeypatch.setattr(canvas, "draw", lambda key: png_url(board))
     at = page(at, "pages/try_it.py")
     assert any("does not look like a Fashion-MNIST garment" in w.value for w in at.warning)
 
@@ -274,8 +279,9 @@ def test_the_first_page_shows_before_torch_and_the_data_have_loaded():
 import subprocess
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from ui import warmup
+from ui import canvas, warmup
 warmup.start = lambda: None  # never warms here: what a visitor sees in the first seconds
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout=60).run()
 assert not at.exception, at.exception

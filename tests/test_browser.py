@@ -91,6 +91,15 @@ def settle(page, timeout=90_000):
     page.wait_for_timeout(1000)  # plotly draws after the script ends
 
 
+def stroke(page, box, points):
+    """Draw one stroke with the mouse through `points`, in pixels from the canvas' corner."""
+    page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=4)
+    page.mouse.up()
+
+
 def test_a_person_uses_the_lab(app_url):
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
@@ -136,6 +145,27 @@ def use_the_lab(page, app_url):
         settle(page)
         assert page.get_by_role("heading", name="Fashion-MNIST Lab").count() == 1
 
+        # The latent map: hovering a point shows its garment; clicking it lists that image.
+        page.goto(f"{app_url}/latent")
+        settle(page)
+        chart = page.locator("[data-testid='stEChartsChart']").first
+        chart.scroll_into_view_if_needed()
+        box = chart.bounding_box()
+        tooltip = page.locator("img[src^='data:image/png']")
+        for fx, fy in [(fx / 10, fy / 10) for fx in range(3, 8) for fy in range(3, 8)]:
+            x, y = box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+            page.mouse.move(x, y)
+            page.wait_for_timeout(300)
+            if tooltip.count() and tooltip.first.is_visible():
+                break
+        assert tooltip.first.is_visible(), "no garment shown on hover"
+        hovered = re.search(r"test image #(\d+)", tooltip.first.locator("xpath=..").inner_text()).group(1)
+        page.mouse.click(x, y)
+        settle(page)
+        page.screenshot(path=str(ARTIFACTS / "latent_click.png"), full_page=True)
+        assert page.get_by_text("1 selected image", exact=True).count() == 1
+        assert page.get_by_text(f"Test images #{hovered}").count() == 1
+
         # Train a small autoencoder from the page: 1 epoch on 2,000 images.
         page.goto(f"{app_url}/autoencoder")
         settle(page)
@@ -179,6 +209,30 @@ def use_the_lab(page, app_url):
         page.screenshot(path=str(ARTIFACTS / "try_it_upload.png"), full_page=True)
         top_answer = page.locator("[data-testid='stMarkdownContainer'] strong").filter(has_text="Trouser")
         assert top_answer.count() >= 1
+
+        # A garment drawn with the mouse on the lab's canvas: a pair of trousers, filled in.
+        page.get_by_text("Draw", exact=True).click()
+        settle(page)
+        canvas = page.locator("[data-testid='stBidiComponentIsolated'] canvas").first
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        stroke(page, box, [(95, 45), (185, 45)])  # the waistband
+        for x in (100, 112, 124):  # each leg three strokes wide
+            stroke(page, box, [(x + 8, 50), (x, 250)])
+        for x in (156, 168, 180):
+            stroke(page, box, [(x - 8, 50), (x, 250)])
+        settle(page)
+        page.screenshot(path=str(ARTIFACTS / "try_it_drawing.png"), full_page=True)
+        answers = page.locator("[data-testid='stMarkdownContainer'] strong").all_inner_texts()
+        assert answers[answers.index("What the model sees") + 1] == "Trouser", answers
+        page.get_by_role("button", name="Undo").click()  # one leg stroke less: still an answer
+        settle(page)
+        assert page.get_by_text("What the model sees").count() == 1
+        page.get_by_role("button", name="Clear").click()
+        settle(page)
+        assert page.get_by_text("What the model sees").count() == 0  # an empty canvas asks nothing
+        page.get_by_text("Upload", exact=True).click()
+        settle(page)
 
         # A file that is not an image gets a message, not a traceback.
         page.locator("input[type='file']").set_input_files(

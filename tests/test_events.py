@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fmnist_core.data import CLASS_NAMES
+from fmnist_core.preprocess import prepare_data_url
 from ui import events, plots
 
 
@@ -51,3 +52,49 @@ def test_the_heatmap_selects_by_the_same_fields_the_mapping_reads():
             CLASS_NAMES[row["predicted_index"]],
         )
     assert len(rows) == 100 and json.dumps(spec)
+
+
+def group(indices):
+    return {"series_index": 0, "data_type": "main", "data_indices": indices}
+
+
+@pytest.mark.parametrize(
+    "state, rows",
+    [
+        ({"selection": {"selected": [group([1217])], "areas": []}}, [1217]),  # a click
+        ({"selection": {"selected": [group([5, 3, 5]), group([3, 9])]}}, [5, 3, 9]),  # click + brush
+        ({"selection": {"selected": [group([2999, 3000, -1])]}}, [2999]),  # outside the map: dropped
+        ({"selection": {"selected": [group([1.5, "7", True, None])]}}, []),  # not row numbers
+        ({"selection": {"selected": []}}, []),  # cleared by a double-click
+        ({"selection": {"selected": "x"}}, []),
+        ({"selection": None}, []),
+        ({}, []),
+        (None, []),
+        ({"selection": {"selected": [None, {"data_indices": "12"}]}}, []),
+    ],
+)
+def test_a_latent_selection_lists_the_rows_chosen_once_each(state, rows):
+    assert events.selected_rows(state, 3000) == rows
+
+
+def test_the_latent_map_row_is_the_test_image_and_its_tooltip_shows_it():
+    points = np.random.default_rng(0).normal(size=(30, 2))
+    labels = np.arange(30) % 10
+    images = np.random.default_rng(1).random((30, 28, 28)).astype(np.float32)
+    spec = plots.latent_map(points, labels, plots.image_urls(images))
+    frame = spec["dataset"]["source"]
+    assert list(frame["index"]) == list(range(30))  # row i is test image i: selected_rows' indices
+    assert list(frame["class"]) == [CLASS_NAMES[c] for c in labels]
+    assert np.allclose(frame[["x", "y"]].to_numpy(), points)
+    assert "{@image}" in spec["tooltip"]["formatter"] and spec["series"][0]["selectedMode"]
+    decoded = prepare_data_url(frame["image"].iloc[7])  # the tooltip's picture is that image
+    assert decoded.shape == (28, 28)
+    assert spec["visualMap"]["categories"] == list(CLASS_NAMES) and spec["brush"]
+
+
+def test_a_mosaic_tiles_images_in_rows():
+    images = np.stack([np.full((28, 28), i / 10, dtype=np.float32) for i in range(8)])
+    sheet = plots.mosaic(images, columns=3, scale=1)
+    assert sheet.shape == (3 * 29 + 1, 3 * 29 + 1)
+    assert sheet[1 + 29 + 5, 1 + 2 * 29 + 5] == pytest.approx(0.5)  # image 5: row 1, column 2
+    assert sheet[0, 0] == pytest.approx(0.35)  # the grid line

@@ -1,3 +1,4 @@
+import base64
 import io
 
 import numpy as np
@@ -8,7 +9,7 @@ from PIL import Image
 from fmnist_core import analysis
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
-from fmnist_core.preprocess import ImageError, fashion_style, prepare_drawing, prepare_upload
+from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload
 from fmnist_core.runs import get_or_train
 
 
@@ -83,29 +84,36 @@ def test_truncated_and_huge_images_are_refused():
         prepare_upload(huge)
 
 
+def data_url(grey: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(Image.fromarray(grey))).decode()
+
+
 def test_a_drawing_is_cropped_centred_and_scaled():
-    canvas = np.zeros((280, 280, 4), dtype=np.uint8)
+    canvas = np.zeros((280, 280), dtype=np.uint8)
     canvas[100:140, 20:60] = 255  # a small white square off to the side
-    seen = prepare_drawing(canvas)
+    seen = prepare_data_url(data_url(canvas))
     rows, cols = np.nonzero(seen > 0.5)
     assert rows.min() <= 1 and rows.max() >= 26 and abs(cols.mean() - 13.5) < 1.5
-    with pytest.raises(ImageError):
-        prepare_drawing(np.zeros((10, 10)))
-    assert fashion_style(np.zeros((50, 50))).max() == 0.0  # an empty canvas stays empty
+    assert prepare_data_url(data_url(np.zeros((280, 280), np.uint8))).max() == 0.0  # empty stays empty
+
+
+def test_a_real_test_image_drawn_on_the_canvas_comes_back_as_it_was():
+    original = load_data().test_images[0, 0].numpy()
+    drawn = np.kron((original * 255).astype(np.uint8), np.ones((10, 10), np.uint8))  # 280x280
+    seen = prepare_data_url(data_url(drawn))
+    assert np.abs(seen - original).mean() < 0.08  # as an upload of the same image
 
 
 @pytest.mark.parametrize(
     "drawing, message",
-    [([[1, 2], [3]], "not an array"), (np.zeros((50, 50, 3)), "not an RGBA"), ("text", "not an array")],
+    [
+        ("https://example.com/x.png", "did not arrive as a PNG"),
+        ({"png": "data:image/png;base64,"}, "did not arrive as a PNG"),
+        ("data:image/png;base64,@@@@", "PNG is damaged"),
+        ("data:image/png;base64,iVBORw0KGgo=", "truncated or damaged|not a PNG"),
+        ("data:image/png;base64," + "A" * 20_000_000, "far too large"),
+    ],
 )
 def test_a_malformed_drawing_is_refused_with_a_reason(drawing, message):
     with pytest.raises(ImageError, match=message):
-        prepare_drawing(drawing)
-
-
-def test_a_drawing_with_nan_or_huge_values_is_clipped_not_wrapped():
-    stroke = np.zeros((100, 100, 4))
-    stroke[40:60, 20:80] = 1e9  # far past 255: clipped to white, not wrapped around to dark
-    stroke[0, 0] = np.nan
-    image = prepare_drawing(stroke)
-    assert image.shape == (28, 28) and np.isfinite(image).all() and image.max() == pytest.approx(1.0)
+        prepare_data_url(drawing)

@@ -32,3 +32,21 @@ def confusion_cell(selection: Mapping | None, classes: int = 10) -> tuple[int, i
         if 0 <= true < classes and 0 <= predicted < classes:
             return true, predicted
     return None
+
+
+def selected_rows(state: Mapping | None, rows: int) -> list[int]:
+    """The dataset rows an ECharts selection holds (clicked points, then brushed ones), in order, once
+    each; rows outside [0, rows) (a selection left from a larger chart) are dropped."""
+    if not isinstance(state, Mapping):
+        return []
+    selection = state.get("selection")
+    groups = selection.get("selected") if isinstance(selection, Mapping) else None
+    if not isinstance(groups, list):
+        return []
+    chosen: dict[int, None] = {}
+    for group in groups:
+        indices = group.get("data_indices") if isinstance(group, Mapping) else None
+        for index in indices if isinstance(indices, list) else []:
+            if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < rows:
+                chosen[index] = None
+    return list(chosen)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import altair as alt
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from fmnist_core.data import CLASS_NAMES
@@ -128,26 +132,72 @@ def confusion(matrix: np.ndarray, percent: bool = False) -> alt.LayerChart:
     return (tiles.add_params(cell) + numbers).properties(height=520)
 
 
-def latent_map(points: np.ndarray, labels: np.ndarray) -> go.Figure:
-    """2-D codes coloured by class; each point's customdata is its test-set index."""
-    figure = go.Figure()
-    for cls, name in enumerate(CLASS_NAMES):
-        index = np.flatnonzero(labels == cls)
-        figure.add_trace(
-            go.Scattergl(
-                x=points[index, 0],
-                y=points[index, 1],
-                mode="markers",
-                name=name,
-                marker=dict(size=4, color=PALETTE[cls % len(PALETTE)], opacity=0.7),
-                customdata=index,
-                hovertemplate=f"{name}<br>test image %{{customdata}}<extra></extra>",
-            )
+def mosaic(images: np.ndarray, columns: int = 6, scale: int = 2) -> np.ndarray:
+    """(N, 28, 28) images tiled row by row into one picture, one grey pixel between them."""
+    rows = -(-len(images) // columns)
+    size = images.shape[1] * scale + 1
+    sheet = np.full((rows * size + 1, columns * size + 1), 0.35, dtype=np.float32)
+    for i, image in enumerate(images):
+        top, left = 1 + (i // columns) * size, 1 + (i % columns) * size
+        sheet[top : top + size - 1, left : left + size - 1] = np.kron(image, np.ones((scale, scale)))
+    return sheet
+
+
+def image_urls(images: np.ndarray) -> list[str]:
+    """(N, 28, 28) images in [0, 1] as PNG data URLs (about 450 characters each), for tooltips."""
+    urls = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(
+            buffer, format="PNG", optimize=True
         )
-    figure.update_layout(
-        height=560, margin=dict(l=10, r=10, t=10, b=10), legend=dict(itemsizing="constant"), dragmode="lasso"
+        urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return urls
+
+
+def latent_map(points: np.ndarray, labels: np.ndarray, urls: list[str]) -> dict:
+    """An ECharts scatter of 2-D codes coloured by class: the hovered garment's image in the tooltip,
+    click and lasso (brush) select points; row i of the dataset is test image i."""
+    frame = pd.DataFrame(
+        {
+            "x": points[:, 0].astype(float),
+            "y": points[:, 1].astype(float),
+            "class": [CLASS_NAMES[int(c)] for c in labels],
+            "index": np.arange(len(points)),
+            "image": urls,
+        }
     )
-    return figure
+    return {
+        "dataset": {"source": frame},
+        "grid": {"left": 40, "right": 120, "top": 40, "bottom": 30},
+        "xAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}},
+        "yAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}},
+        "tooltip": {
+            "trigger": "item",
+            "formatter": "<img src='{@image}' width='84' height='84' style='image-rendering:pixelated'/>"
+            "<br/>{@class} · test image #{@index}",
+        },
+        "visualMap": {
+            "type": "piecewise",
+            "dimension": "class",
+            "categories": list(CLASS_NAMES),
+            "inRange": {"color": [PALETTE[c % len(PALETTE)] for c in range(len(CLASS_NAMES))]},
+            "right": 0,
+            "top": "middle",
+        },
+        "brush": {"toolbox": ["polygon", "rect", "clear"], "xAxisIndex": 0, "yAxisIndex": 0},
+        "toolbox": {"left": 0, "top": 0},
+        "series": [
+            {
+                "type": "scatter",
+                "encode": {"x": "x", "y": "y"},
+                "symbolSize": 5,
+                "itemStyle": {"opacity": 0.75},
+                "selectedMode": "multiple",
+                "select": {"itemStyle": {"borderColor": "#000", "borderWidth": 2, "opacity": 1}},
+            }
+        ],
+    }
 
 
 def probability_bars(probabilities: np.ndarray) -> go.Figure:

@@ -108,6 +108,14 @@ def projection(run_id: str, method: str, count: int, stamp: float) -> np.ndarray
     return analysis.latent_projection(codes, method)
 
 
+@st.cache_data(max_entries=2, show_spinner="Preparing the test images' thumbnails...")
+def test_image_urls(count: int) -> list[str]:
+    """The first `count` test images as PNG data URLs, for the latent map's tooltips."""
+    from ui import plots  # plotly: imported by the pages that draw, not by the first page
+
+    return plots.image_urls(fashion().test_images[:count, 0].numpy())
+
+
 @st.cache_data(max_entries=8, show_spinner="Measuring every test image's reconstruction error...")
 def test_errors(run_id: str, stamp: float) -> np.ndarray:
     """An autoencoder's per-image error on the whole test set, computed once per run."""
