@@ -18,7 +18,7 @@ from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
 from fmnist_core.recipes import get_recipe
 from fmnist_core.runs import get_or_train
-from ui import canvas, warmup
+from ui import canvas, navigation, warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
@@ -279,7 +279,7 @@ def test_the_first_page_shows_before_torch_and_the_data_have_loaded():
 import subprocess
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from ui import canvas, warmup
+from ui import canvas, navigation, warmup
 warmup.start = lambda: None  # never warms here: what a visitor sees in the first seconds
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -311,3 +311,20 @@ def test_home_shows_the_starter_set_training_on_an_empty_cache(monkeypatch):
             queue.stop(job.run_id)
         for job in queue.jobs():
             queue.wait(job.run_id, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "url, base, wrong",
+    [
+        ("http://localhost:8501/", "", None),
+        ("http://localhost:8501", "", None),
+        ("http://localhost:8501/classifier", "", None),
+        ("http://localhost:8501/classifer", "", "classifer"),  # a typo
+        ("http://localhost:8501/lab/latent", "lab", None),  # served under a base path
+        ("http://localhost:8501/lab/", "/lab/", None),
+        ("http://localhost:8501/lab/nothing/here", "lab", "nothing/here"),
+        ("http://localhost:8501/labs", "lab", "labs"),
+    ],
+)
+def test_an_unknown_page_path_is_named_and_a_known_one_is_not(url, base, wrong):
+    assert navigation.unknown_path(url, base, {"classifier", "latent"}) == wrong

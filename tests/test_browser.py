@@ -145,6 +145,12 @@ def use_the_lab(page, app_url):
         settle(page)
         assert page.get_by_role("heading", name="Fashion-MNIST Lab").count() == 1
 
+        # A mistyped address names itself above Home (Streamlit's own "Page not found" box closes).
+        page.goto(f"{app_url}/no-such-page")
+        settle(page)
+        page.keyboard.press("Escape")
+        assert page.get_by_text("There is no page at /no-such-page").count() == 1
+
         # The latent map: hovering a point shows its garment; clicking it lists that image.
         page.goto(f"{app_url}/latent")
         settle(page)

@@ -9,6 +9,7 @@ navigation it runs the navigation itself (which shows the page asked for) and st
 import logging
 import os
 import threading
+from urllib.parse import urlsplit
 
 import streamlit as st
 
@@ -31,6 +32,15 @@ def pages() -> list:
     ]
 
 
+def unknown_path(url: str, base: str, known: set[str]) -> str | None:
+    """The page path a URL asks for when no page has it (None for a known page or the root)."""
+    path = urlsplit(url).path.strip("/")
+    base = base.strip("/")
+    if base and (path == base or path.startswith(base + "/")):
+        path = path[len(base) :].strip("/")
+    return path if path and path not in known else None
+
+
 def run_app() -> None:
     """Page config, navigation, and the page the URL names."""
     st.set_page_config(page_title="Fashion-MNIST Lab", page_icon="👕", layout="wide")
@@ -49,6 +59,13 @@ def run_app() -> None:
             starter.start_if_empty(job_queue(), run_cache())  # an empty cache trains the starter set
             with st.sidebar:
                 queue_sidebar()
+        if not navigation.url_path and not st.session_state.get("nav:checked_url"):
+            st.session_state["nav:checked_url"] = True  # the URL a session opened with: once
+            wrong = unknown_path(
+                st.context.url or "", st.get_option("server.baseUrlPath") or "", {p.url_path for p in pages()}
+            )
+            if wrong:
+                st.warning(f"There is no page at /{wrong}: here is Home. The lab's pages are in the sidebar.")
         navigation.run()
     except Exception as error:  # st.stop / st.rerun are BaseExceptions and pass through
         if os.environ.get("FMNIST_DEBUG") == "1":  # the tests and developers see the traceback
