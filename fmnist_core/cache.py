@@ -27,6 +27,7 @@ log = logging.getLogger("fmnist_core")
 FILES = ("config.json", "history.json", "model.pt")
 MANIFEST = "manifest.json"
 REMOVED = ".removed"  # configs of deleted entries: {run_id}.json
+PARTIAL = ".partial"  # runs stopped before their last epoch: {run_id}.pt (resumable) + {run_id}.json
 STALE_SECONDS = 24 * 3600  # staging folders and locks untouched this long belong to runs that died
 # What this process has checked, per entry folder, with the files' stamps (size, mtime, inode) then:
 # shared by every RunCache (the app makes one per call), and void as soon as a file changes.
@@ -251,6 +252,59 @@ class RunCache:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         return target
+
+    # ------------------------------------------------------------------ stopped runs
+
+    def _partial(self, run_id: str) -> tuple[Path, Path]:
+        if not is_run_id(run_id):
+            raise MissingRunError(f"{run_id!r} is not a run id")
+        folder = self.root / PARTIAL
+        return folder / f"{run_id}.pt", folder / f"{run_id}.json"
+
+    def save_partial(self, run_id: str, checkpoint: dict, summary: dict) -> None:
+        """Keep a stopped run's state at its last finished epoch, so that it can be continued:
+        `checkpoint` (tensors, as fmnist_core.training makes it) and a JSON `summary` (its curves)."""
+        weights, record = self._partial(run_id)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        temporary = weights.with_suffix(".pt.tmp")
+        torch.save(checkpoint, temporary)
+        digest = _sha256(temporary)
+        os.replace(temporary, weights)
+        temporary = record.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps({**summary, "run_id": run_id, "sha256": digest}, indent=1))
+        os.replace(temporary, record)
+
+    def partial_summary(self, run_id: str) -> dict | None:
+        """A stopped run's summary (epochs done, its curves), or None when there is none to read."""
+        try:
+            summary = json.loads(self._partial(run_id)[1].read_text())
+        except (OSError, ValueError, MissingRunError):
+            return None
+        return summary if isinstance(summary, dict) and summary.get("run_id") == run_id else None
+
+    def load_partial(self, run_id: str) -> dict | None:
+        """A stopped run's checkpoint, verified against its checksum; None when there is none.
+        CorruptRunError where its files are damaged (the caller starts the run afresh)."""
+        weights, _ = self._partial(run_id)
+        summary = self.partial_summary(run_id)
+        if summary is None and not weights.exists():
+            return None
+        try:
+            if summary is None or _sha256(weights) != summary.get("sha256"):
+                raise CorruptRunError(f"the stopped run {run_id}'s checkpoint is damaged")
+            checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+        except CorruptRunError:
+            raise
+        except Exception as error:  # unreadable, unzippable, a pickle that is not plain tensors
+            raise CorruptRunError(f"the stopped run {run_id}'s checkpoint is damaged ({error})") from None
+        if not isinstance(checkpoint, dict) or checkpoint.get("run_id") != run_id:
+            raise CorruptRunError(f"the stopped run {run_id}'s checkpoint belongs to another run")
+        return checkpoint
+
+    def discard_partial(self, run_id: str) -> None:
+        for path in self._partial(run_id):
+            with contextlib.suppress(OSError):
+                _remove(path)
 
     def delete(self, run_id: str) -> None:
         """Remove the entry; its config, where it still reads true, is kept in .removed/ so that a

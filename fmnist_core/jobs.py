@@ -8,21 +8,23 @@ work is held to one thread meanwhile), and a job that crashes or runs out of mem
 job with a message, not a dead server. Progress comes back through a pipe; the weights through
 the cache (or, where the cache could not hold them, the pipe).
 
-A script of your own that uses JobQueue needs Python's `if __name__ == "__main__":` guard around
-its work, as any code starting processes by fork server or spawn does: the job's process imports
-the script's main module.
+A job's process does not import the main module (the page script Streamlit runs, a user's
+script): it needs only fmnist_core, and re-running a page there would start the app a second time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -158,7 +160,8 @@ class JobQueue:
             name=f"fmnist-job-{job.run_id}",
             daemon=True,
         )
-        child.start()
+        with _main_module_hidden():
+            child.start()
         outcome = None
         while outcome is None:
             if job.stop_requested.is_set():
@@ -205,6 +208,22 @@ class JobQueue:
 
 
 _CONTEXT = None
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """While a job's process starts, `__main__` is an empty module: multiprocessing would otherwise
+    have the child import the parent's main script (under Streamlit, the page being run)."""
+    with _MAIN_LOCK:
+        saved = sys.modules.get("__main__")
+        empty = types.ModuleType("__main__")
+        sys.modules["__main__"] = empty
+        try:
+            yield
+        finally:
+            if sys.modules.get("__main__") is empty:  # a script run may have set its own meanwhile
+                sys.modules["__main__"] = saved
 
 
 def job_context():

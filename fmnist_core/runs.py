@@ -41,8 +41,9 @@ class TrainedRun:
     history: dict
     metrics: dict
     cached: bool  # True: loaded from disk, not trained now
-    completed: bool = True  # False: stopped early, and so not cached
+    completed: bool = True  # False: stopped early, and so not cached (its last epoch kept apart)
     note: str = ""  # e.g. that a corrupted entry was replaced
+    checkpoint: dict | None = None  # stopped: the state at its last finished epoch, to continue from
 
     @property
     def run_id(self) -> str:
@@ -134,17 +135,20 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     device: torch.device | str | None = None,
     cache: RunCache | None = None,
+    resume: dict | None = None,
 ) -> TrainedRun:
-    """Train a run from scratch as `config` says (its encoder read from `cache`); never prints,
-    caches nothing (`get_or_train` does)."""
+    """Train a run as `config` says (its encoder read from `cache`), from scratch or from a stopped
+    run's checkpoint (`resume`); never prints, caches nothing (`get_or_train` does)."""
     device = pick_device(device)
     config = on_loaded_data(config)
     encoder = resolve_encoder(config, cache or RunCache())
     generators = RunGenerators.from_seed(config.seed, device)
     splits: Splits = make_splits(config)
     model = initial_model(config, generators.weights, encoder)
-    result = fit(config, model, splits, generators, on_progress, should_stop, device)
-    return TrainedRun(config, result.model, result.history, result.metrics, False, result.completed)
+    result = fit(config, model, splits, generators, on_progress, should_stop, device, resume)
+    run = TrainedRun(config, result.model, result.history, result.metrics, False, result.completed)
+    run.checkpoint = result.checkpoint
+    return run
 
 
 def load_run(
@@ -219,11 +223,43 @@ def get_or_train(
             pass
         except CorruptRunError as error:
             note = f"{error}; retrained"
-        run = train(config, on_progress, should_stop, device, cache)
+        resume = _stopped_run(config, cache, device)
+        run = train(config, on_progress, should_stop, device, cache, resume)
         if run.completed:
             note = "; ".join(filter(None, [note, _save(cache, run)]))
+            cache.discard_partial(config.run_id)
+        elif run.checkpoint is not None:  # kept to continue from: a Train of this config goes on
+            note = "; ".join(filter(None, [note, _keep_stopped(cache, run)]))
+    if resume is not None:
+        note = "; ".join(filter(None, [f"continued from epoch {resume['epoch']}", note]))
     run.note = note
     return run
+
+
+def _stopped_run(config: RunConfig, cache: RunCache, device: torch.device) -> dict | None:
+    """The checkpoint of `config`'s stopped run, where one was kept and computes as a run here would."""
+    try:
+        checkpoint = cache.load_partial(config.run_id)
+    except CorruptRunError as error:
+        log.warning("%s: the run starts afresh", error)
+        cache.discard_partial(config.run_id)
+        return None
+    if checkpoint is not None and checkpoint.get("execution") != execution(config, device):
+        log.warning("stopped run %s was trained with other settings of this machine: afresh", config.run_id)
+        return None
+    return checkpoint
+
+
+def _keep_stopped(cache: RunCache, run: TrainedRun) -> str:
+    """Save a stopped run's last finished epoch; a failure to write says why and loses nothing else."""
+    epochs = run.checkpoint["epoch"]
+    history = {key: values[:epochs] for key, values in run.history.items()}
+    summary = {"epochs_done": epochs, "epochs": run.config.epochs, "history": history}
+    try:
+        cache.save_partial(run.run_id, run.checkpoint, summary)
+    except OSError as error:
+        return f"stopped; its {epochs} finished epoch(s) could not be kept ({type(error).__name__}: {error})"
+    return f"stopped after {epochs} of {run.config.epochs} epochs, kept: training this run again continues it"
 
 
 def _save(cache: RunCache, run: TrainedRun) -> str:

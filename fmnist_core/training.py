@@ -55,6 +55,7 @@ class TrainResult:
     history: dict  # per-epoch lists: epoch, train_loss, val_loss, (train_/val_accuracy), seconds
     metrics: dict  # final test metrics and run facts
     completed: bool  # False when stopped early
+    checkpoint: dict | None = None  # stopped: the state at the last finished epoch (None: none finished)
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,10 @@ def fit(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     device: torch.device | str | None = None,
+    resume: dict | None = None,
 ) -> TrainResult:
     """Train `model` (freshly built for `config` by fmnist_core.runs) on `splits`; never prints.
+    `resume`: a stopped run's checkpoint (make_checkpoint) to go on from, to the same result.
 
     The engine's view of the model (fmnist_core.engine.accelerate) trains; the model as written
     is what validation, the test and the caller see.
@@ -180,6 +183,10 @@ def fit(
         engine.keep_freed_memory()
     # channels_last measured 6-25% faster for these conv nets on the CPU; no effect on the maths.
     model = model.to(device).to(memory_format=torch.channels_last)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        generators.data.set_state(resume["data_generator"])
+        generators.dropout.set_state(resume["dropout_generator"])
     view = engine.accelerate(model, device, generators.dropout)
     is_autoencoder = config.kind == "autoencoder"
     bf16 = ran["precision"] == "bf16"
@@ -198,11 +205,19 @@ def fit(
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
     if not is_autoencoder:
         history.update(train_accuracy=[], val_accuracy=[])
+    first_epoch = 1
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        history = {key: list(values) for key, values in resume["history"].items()}
+        first_epoch = resume["epoch"] + 1
 
-    start = time.perf_counter()
+    start = time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0)
     last_report = start
     stopped = False
-    for epoch in range(1, config.epochs + 1):
+    checkpoint = None
+    for epoch in range(first_epoch, config.epochs + 1):
         view.train()
         order = torch.randperm(len(train_images), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
@@ -254,6 +269,8 @@ def fit(
         if not is_autoencoder:
             history["train_accuracy"].append(correct.item() / seen)
             history["val_accuracy"].append(validation["accuracy"])
+        if epoch < config.epochs:  # what a Stop in the next epoch keeps, to continue from
+            checkpoint = make_checkpoint(config, epoch, model, optimizer, scheduler, generators, history, ran)
         if on_progress is not None:
             metrics = {key: values[-1] for key, values in history.items()}
             on_progress(
@@ -292,4 +309,45 @@ def fit(
         metrics["test_accuracy"] = test["accuracy"]
         metrics["test_confusion"] = test["confusion"]
     model.eval()
-    return TrainResult(model=model, history=history, metrics=metrics, completed=not stopped)
+    return TrainResult(
+        model=model,
+        history=history,
+        metrics=metrics,
+        completed=not stopped,
+        checkpoint=checkpoint if stopped else None,
+    )
+
+
+def make_checkpoint(
+    config: RunConfig,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    generators: RunGenerators,
+    history: dict,
+    ran: dict,
+) -> dict:
+    """Everything a run needs to go on after `epoch` exactly as if it had never stopped: weights,
+    optimizer and schedule state, the data and dropout streams (copies, on the CPU)."""
+
+    def copied(value):
+        if isinstance(value, torch.Tensor):
+            return value.detach().to("cpu", copy=True)
+        if isinstance(value, dict):
+            return {key: copied(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(copied(item) for item in value)
+        return value
+
+    return {
+        "run_id": config.run_id,
+        "epoch": epoch,
+        "execution": dict(ran),
+        "model": copied(model.state_dict()),
+        "optimizer": copied(optimizer.state_dict()),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "data_generator": generators.data.get_state(),
+        "dropout_generator": generators.dropout.get_state().cpu(),
+        "history": copied(history),
+    }

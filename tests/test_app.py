@@ -251,6 +251,39 @@ def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_i
     assert not at.exception
 
 
+def test_stop_keeps_the_finished_epochs_in_view_and_continue_ends_the_run():
+    from ui.state import job_queue
+
+    at = page(open_app(), "pages/autoencoder.py")
+    at.slider(key="widget:ae:conv_autoencoder:epochs").set_value(4).run()
+    at.selectbox(key="widget:ae:conv_autoencoder:images").set_value("2,000").run()
+    [button for button in at.button if button.label == "Train"][0].click().run()
+    [job] = job_queue().jobs()
+    deadline = time.monotonic() + 120
+    while len(job.epochs) < 1:
+        assert time.monotonic() < deadline and job.active, "no epoch finished"
+        time.sleep(0.1)
+    at.button(key=f"stop:{job.run_id}").click().run()
+    while job.active:
+        assert time.monotonic() < deadline, "the job did not stop"
+        time.sleep(0.2)
+    at.run()
+    [warning] = [w.value for w in at.warning if "Stopped after" in w.value]
+    done = int(warning.split("Stopped after ")[1].split()[0])
+    assert 1 <= done < 4 and "of 4 epochs" in warning
+    assert any(f"To continue: {4 - done} epochs" in i.value for i in at.info)
+    assert plotly_specs(at)  # the stopped run's curves
+    [button for button in at.button if button.label == "Continue"][0].click().run()
+    deadline = time.monotonic() + 120
+    while not any("Trained run" in s.value for s in at.success):
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.5)
+        at.run()
+    run = job_queue().get(job.run_id).result
+    assert run.completed and run.note.startswith(f"continued from epoch {done}")
+    assert run.history["epoch"] == [1, 2, 3, 4]
+
+
 def test_a_train_button_states_the_time_measured_on_this_machine():
     from fmnist_core import views
 
@@ -279,9 +312,8 @@ def test_the_first_page_shows_before_torch_and_the_data_have_loaded():
 import subprocess
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from ui import canvas, navigation, warmup
+from ui import warmup
 warmup.start = lambda: None  # never warms here: what a visitor sees in the first seconds
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout=60).run()
 assert not at.exception, at.exception

@@ -8,7 +8,7 @@ import sklearn.metrics
 import torch
 
 from fmnist_core import analysis, engine
-from fmnist_core.cache import RunCache
+from fmnist_core.cache import CorruptRunError, RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
 from fmnist_core.runs import get_or_train, train, untrained_model
@@ -100,9 +100,64 @@ def test_stop_keeps_the_epochs_done():
 
     result = train(config, on_progress=on_progress, should_stop=lambda: len(epochs_seen) >= 2)
     assert not result.completed
-    assert result.history["epoch"] == [1, 2]
-    assert not get_or_train(config, should_stop=lambda: True).completed
+    assert result.history["epoch"] == [1, 2] and result.checkpoint["epoch"] == 2
+    stopped = get_or_train(config, should_stop=lambda: True)
+    assert not stopped.completed and stopped.checkpoint is None  # stopped inside epoch 1: nothing to keep
     assert RunCache().run_ids() == []  # a stopped run is never cached as if complete
+    assert RunCache().partial_summary(config.run_id) is None
+
+
+def stop_after(epochs: int):
+    """A progress callback and a stop test that asks to stop once epoch `epochs` is done."""
+    done = [0]
+    return (lambda progress: progress.epoch_done and done.append(progress.epoch)), lambda: done[-1] >= epochs
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        RunConfig.for_model("mlp", {"dropout": 0.3}, epochs=3, train_subset=3000, schedule="onecycle"),
+        RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.2}, epochs=3, train_subset=1500),
+    ],
+    ids=["mlp-dropout-onecycle", "autoencoder-dropout"],
+)
+def test_a_stopped_run_is_kept_and_continues_to_the_same_weights_as_one_never_stopped(config, tmp_path):
+    whole = get_or_train(config, cache=RunCache(tmp_path / "whole"))
+    cache = RunCache(tmp_path / "stopped")
+    on_progress, should_stop = stop_after(1)
+    stopped = get_or_train(config, on_progress=on_progress, should_stop=should_stop, cache=cache)
+    assert not stopped.completed and "stopped after 1 of 3 epochs, kept" in stopped.note
+    summary = cache.partial_summary(config.run_id)
+    assert summary["epochs_done"] == 1 and summary["history"]["val_loss"] == whole.history["val_loss"][:1]
+    assert cache.run_ids() == []
+    on_progress, should_stop = stop_after(2)  # continued, stopped again after its next epoch
+    again = get_or_train(config, on_progress=on_progress, should_stop=should_stop, cache=cache)
+    assert cache.partial_summary(config.run_id)["epochs_done"] == 2 and not again.completed
+    continued = get_or_train(config, cache=cache)
+    assert continued.completed and continued.note == "continued from epoch 2"
+    assert continued.history["val_loss"] == whole.history["val_loss"]
+    assert continued.metrics["test_loss"] == whole.metrics["test_loss"]
+    expected = whole.model.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in continued.model.state_dict().items())
+    assert cache.run_ids() == [config.run_id] and cache.partial_summary(config.run_id) is None
+
+
+def test_a_damaged_stopped_run_is_not_trusted_the_run_starts_afresh(tmp_path):
+    config = RunConfig.for_model("mlp", epochs=2, train_subset=2000)
+    whole = get_or_train(config, cache=RunCache(tmp_path / "whole"))
+    cache = RunCache(tmp_path / "stopped")
+    on_progress, should_stop = stop_after(1)
+    get_or_train(config, on_progress=on_progress, should_stop=should_stop, cache=cache)
+    weights = cache.root / ".partial" / f"{config.run_id}.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CorruptRunError, match="damaged"):
+        cache.load_partial(config.run_id)
+    fresh = get_or_train(config, cache=cache)
+    assert fresh.completed and "continued" not in fresh.note
+    assert fresh.metrics["test_loss"] == whole.metrics["test_loss"]
+    assert not weights.exists()
 
 
 def test_holdout_validation_is_separate_from_test():

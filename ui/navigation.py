@@ -9,6 +9,7 @@ navigation it runs the navigation itself (which shows the page asked for) and st
 import logging
 import os
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import streamlit as st
@@ -20,16 +21,19 @@ log = logging.getLogger("fmnist_lab")
 _inside = threading.local()  # each script run has its own thread
 
 
+PAGES = [  # file, title, icon; a page's URL path is its file's name
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/autoencoder.py", "Autoencoder", ":material/compress:"),
+    ("pages/classifier.py", "Classifier", ":material/category:"),
+    ("pages/latent.py", "Latent space", ":material/scatter_plot:"),
+    ("pages/compare.py", "Compare runs", ":material/compare_arrows:"),
+    ("pages/reports.py", "Reports", ":material/description:"),
+    ("pages/try_it.py", "Try it", ":material/draw:"),
+]
+
+
 def pages() -> list:
-    return [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/autoencoder.py", title="Autoencoder", icon=":material/compress:"),
-        st.Page("pages/classifier.py", title="Classifier", icon=":material/category:"),
-        st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
-        st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
-        st.Page("pages/reports.py", title="Reports", icon=":material/description:"),
-        st.Page("pages/try_it.py", title="Try it", icon=":material/draw:"),
-    ]
+    return [st.Page(file, title=title, icon=icon, default=file == PAGES[0][0]) for file, title, icon in PAGES]
 
 
 def unknown_path(url: str, base: str, known: set[str]) -> str | None:
@@ -62,7 +66,9 @@ def run_app() -> None:
         if not navigation.url_path and not st.session_state.get("nav:checked_url"):
             st.session_state["nav:checked_url"] = True  # the URL a session opened with: once
             wrong = unknown_path(
-                st.context.url or "", st.get_option("server.baseUrlPath") or "", {p.url_path for p in pages()}
+                st.context.url or "",
+                st.get_option("server.baseUrlPath") or "",
+                {Path(file).stem for file, _, _ in PAGES},
             )
             if wrong:
                 st.warning(f"There is no page at /{wrong}: here is Home. The lab's pages are in the sidebar.")

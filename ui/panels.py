@@ -40,19 +40,27 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
         return None
     if job is not None and job.state == FAILED:
         st.error(f"Training failed: {job.error}")
-    if job is not None and job.state == STOPPED:
+    stopped = cache.partial_summary(config.run_id)
+    left = config.epochs - (stopped["epochs_done"] if stopped else 0)
+    if stopped:
         st.warning(
-            f"Stopped after {len(job.epochs)} epoch(s); a stopped run is not cached. Train again to restart it."
+            f"Stopped after {stopped['epochs_done']} of {config.epochs} epochs: its curves are below and "
+            f"its state is kept. **Continue** trains the {left} epoch(s) left and ends exactly where a "
+            "run never stopped would.",
+            icon=":material/pause_circle:",
         )
+        st.plotly_chart(plots.curves(stopped["history"], published=published), key=f"stopped:{config.run_id}")
+    elif job is not None and job.state == STOPPED:
+        st.warning("Stopped in its first epoch: no epoch had finished, so there is nothing to keep.")
     images = config.train_subset or 60_000
     estimate = views.estimate_seconds(config, runs_table())
     expected = (
-        f", about {views.duration(estimate.seconds)} here (from {estimate.basis})"
+        f", about {views.duration(estimate.seconds * left / config.epochs)} here (from {estimate.basis})"
         if estimate is not None
         else " (no run of this model has trained on this machine yet to time it by)"
     )
     st.info(
-        f"Not trained yet: {config.epochs} epochs over {images:,} images{expected}. "
+        f"{'To continue' if stopped else 'Not trained yet'}: {left} epochs over {images:,} images{expected}. "
         "Training runs in its own process; you can leave the page."
     )
     other = next(
@@ -63,7 +71,12 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
         with st.container(border=True):
             st.markdown(f"**Training now, with other settings:** {describe_job(other)}")
             live_job(other.run_id, published)
-    if st.button("Train", type="primary", icon=":material/play_arrow:", key=f"train:{config.run_id}"):
+    if st.button(
+        "Continue" if stopped else "Train",
+        type="primary",
+        icon=":material/play_arrow:",
+        key=f"train:{config.run_id}",
+    ):
         queue.submit(config)
         st.rerun()
     return None
