@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 
 from .cache import CorruptRunError, MissingRunError, RunCache
@@ -103,7 +105,24 @@ def command_recipes(args) -> int:
 def command_train(args) -> int:
     config = config_from_args(args)
     print(f"run {config.run_id}: {config.model} {json.dumps(config.settings)}", file=sys.stderr)
-    run = get_or_train(config, on_progress=None if args.quiet else print_progress, cache=RunCache())
+    stop = threading.Event()
+
+    def interrupted(signum, frame):
+        if stop.is_set():  # a second Ctrl-C: quit at once
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping: the finished epochs are kept (Ctrl-C again quits at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        run = get_or_train(
+            config,
+            on_progress=None if args.quiet else print_progress,
+            should_stop=stop.is_set,
+            cache=RunCache(),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if run.note:
         print(f"note: {run.note}", file=sys.stderr)
     result = summary(run)
@@ -112,7 +131,7 @@ def command_train(args) -> int:
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
-    return 0
+    return 0 if run.completed else 130  # 130: the shell's code for a run ended by Ctrl-C
 
 
 def command_runs(args) -> int:

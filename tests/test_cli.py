@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,30 @@ def test_repeated_settings_and_run_ids_that_are_paths_are_refused_in_one_line(tm
     out = run_cli("train", model, *args, cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert named in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
+    args = ["train", "conv_autoencoder", "--epochs", "4", "--set", "n=8", "--set", "train_subset=2000"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FMNIST_CACHE": str(tmp_path / "cache")}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "fmnist_core", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    for line in child.stderr:  # epoch lines go to stderr
+        if line.startswith("epoch 1/4"):
+            child.send_signal(signal.SIGINT)
+            break
+    rest = child.stderr.read()
+    assert child.wait(timeout=120) == 130, rest
+    assert "stopping: the finished epochs are kept" in rest
+    done = int(rest.split("stopped after ")[1].split()[0])
+    assert 1 <= done < 4 and "kept: training this run again continues it" in rest
+    again = run_cli(*args, "--json", cwd=tmp_path, env={"FMNIST_CACHE": str(tmp_path / "cache")})
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["completed"] and result["epochs"] == 4
+    assert result["note"] == f"continued from epoch {done}"
