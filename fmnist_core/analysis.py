@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pandas as pd
 import torch
@@ -174,3 +176,24 @@ def pca_reconstruction_mse(train_images: torch.Tensor, test_images: torch.Tensor
     pca = PCA(n_components=k, svd_solver="randomized", random_state=0).fit(train)
     recon = pca.inverse_transform(pca.transform(test))
     return float(np.mean((recon - test) ** 2))
+
+
+# ---------------------------------------------------------------- per-epoch snapshots
+
+
+def snapshot_indices(labels: torch.Tensor | np.ndarray, classes: int = 10) -> np.ndarray:
+    """The test images a run's per-epoch snapshots show: the first of each class."""
+    labels = np.asarray(labels)
+    return np.array([np.flatnonzero(labels == c)[0] for c in range(classes)])
+
+
+def pack_images(images: np.ndarray) -> str:
+    """(N, 28, 28) images in [0, 1] as base64 of their bytes (uint8): ~1 KB an image in JSON."""
+    pixels = np.clip(np.round(np.asarray(images, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+    return base64.b64encode(pixels.tobytes()).decode("ascii")
+
+
+def unpack_images(text: str, size: int = 28) -> np.ndarray:
+    """pack_images undone: (N, size, size) floats in [0, 1]."""
+    pixels = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    return pixels.reshape(-1, size, size).astype(np.float32) / 255.0

@@ -54,7 +54,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def print_progress(progress: Progress) -> None:
     if progress.epoch_done:
         shown = ", ".join(
-            f"{key} {value:.4f}" for key, value in progress.metrics.items() if key not in ("epoch", "seconds")
+            f"{key} {value:.4f}"
+            for key, value in progress.metrics.items()
+            if key not in ("epoch", "seconds") and isinstance(value, float)  # not the snapshots
         )
         clear = "\r\033[K" if sys.stderr.isatty() else ""
         print(

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import engine
+from . import analysis, engine
 from .analysis import classification_loss, test_metrics
 from .config import RunConfig
 from .data import load_data
@@ -204,7 +204,10 @@ def fit(
     generator = generators.data
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
     if not is_autoencoder:
-        history.update(train_accuracy=[], val_accuracy=[])
+        history.update(train_accuracy=[], val_accuracy=[], val_confusion=[])
+    else:  # what the model makes of one test image per class, after each epoch (small: ~10 KB)
+        history["reconstructions"] = []
+        shown = load_data().test_images[analysis.snapshot_indices(load_data().test_labels)]
     first_epoch = 1
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
@@ -269,6 +272,9 @@ def fit(
         if not is_autoencoder:
             history["train_accuracy"].append(correct.item() / seen)
             history["val_accuracy"].append(validation["accuracy"])
+            history["val_confusion"].append(validation["confusion"])
+        else:
+            history["reconstructions"].append(analysis.pack_images(analysis.reconstructions(model, shown)))
         if epoch < config.epochs:  # what a Stop in the next epoch keeps, to continue from
             checkpoint = make_checkpoint(config, epoch, model, optimizer, scheduler, generators, history, ran)
         if on_progress is not None:

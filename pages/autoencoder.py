@@ -6,7 +6,7 @@ import streamlit as st
 from fmnist_core import analysis, views
 from ui import plots
 from ui.navigation import enter_through_app
-from ui.panels import training_panel
+from ui.panels import epoch_scrubber, training_panel
 from ui.state import fashion, stamp, test_errors
 from ui.widgets import autoencoder_settings, build_config, recipe_button, run_settings
 
@@ -64,6 +64,8 @@ with recon_tab:
     rows = views.reconstruction_rows(run, index)
     captions = [data.class_names[int(label)] for label in data.test_labels[index]]
     st.plotly_chart(plots.image_rows(rows, captions), config={"displayModeBar": False})
+    st.markdown("##### During training")
+    epoch_scrubber(run.history, key=run.run_id)
 with error_tab:
     errors = test_errors(run.run_id, stamp(run.run_id))
     st.plotly_chart(plots.histogram(errors, "Reconstruction error of each test image"))

@@ -10,7 +10,7 @@ from fmnist_core.models import get_spec, list_models
 from fmnist_core.recipes import list_recipes
 from ui import events, plots
 from ui.navigation import enter_through_app
-from ui.panels import training_panel
+from ui.panels import epoch_scrubber, training_panel
 from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp
 from ui.widgets import build_config, classifier_model_settings, kept, recipe_button, run_settings
 
@@ -105,6 +105,9 @@ with confusion_tab:
             st.image(np.kron(data.test_images[index, 0].numpy(), np.ones((4, 4))), clamp=True)
             top = np.argsort(-probabilities[index])[:3]
             st.caption(" · ".join(f"{CLASS_NAMES[c]} {probabilities[index, c]:.2f}" for c in top))
+    with st.expander("The confusion matrix during training", icon=":material/history:"):
+        st.caption("On the validation images after each epoch (the test set, where the run validates on it).")
+        epoch_scrubber(run.history, key=run.run_id)
 with class_tab:
     st.dataframe(
         report.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}), hide_index=True

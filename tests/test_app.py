@@ -132,6 +132,7 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     curve = [s for s in specs if any(trace.get("name") == "validation loss" for trace in s["data"])]
     assert curve and len(array(curve[0]["data"][0]["x"])) == 1
     assert any(s["data"][0]["type"] == "image" for s in specs)  # reconstructions
+    assert any("Reconstructions after epoch 1" in m.value for m in at.markdown)  # the epoch's snapshot
 
     at = page(at, "pages/classifier.py")
     at.radio(key="widget:cls:head").set_value("fc").run()
@@ -145,6 +146,8 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     cells = [p for spec in heatmaps for p in spec.get("params", []) if p["name"] == "cell"]
     assert cells and cells[0]["select"]["fields"] == ["true_index", "predicted_index"]
     assert at.dataframe[0].value["class"].tolist()[6] == "Shirt"
+    assert any("Validation confusion after epoch 1" in m.value for m in at.markdown)
+    assert len(heatmaps) == 2  # the test matrix, clickable, and epoch 1's in the expander
 
     at = page(at, "pages/latent.py")
     assert not at.exception

@@ -34,6 +34,14 @@ def test_autoencoder_loss_falls_and_beats_the_mean_image():
     data = load_data()
     mean_image_mse = ((data.test_images - data.train_images.mean(0)) ** 2).mean().item()
     assert result.metrics["test_mse"] < 0.5 * mean_image_mse
+    # Each epoch's snapshot: one test image per class as the model made it then; the last is the final model's.
+    shown = analysis.snapshot_indices(data.test_labels)
+    assert sorted(data.test_labels[shown].tolist()) == list(range(10))
+    first, last = (analysis.unpack_images(text) for text in result.history["reconstructions"])
+    final = analysis.reconstructions(result.model, data.test_images[shown])
+    assert last.shape == (10, 28, 28) and np.abs(last - final).max() <= 0.5 / 255 + 1e-6
+    target = data.test_images[shown, 0].numpy()
+    assert ((last - target) ** 2).mean() < ((first - target) ** 2).mean()  # it got better
 
 
 def test_mlp_reaches_far_above_chance_with_progress_reports():
@@ -45,6 +53,9 @@ def test_mlp_reaches_far_above_chance_with_progress_reports():
     finished = [r for r in reports if r.epoch_done]
     assert [r.epoch for r in finished] == [1, 2]
     assert finished[-1].metrics["val_accuracy"] == result.history["val_accuracy"][-1]
+    confusion = np.asarray(result.history["val_confusion"][-1])  # validation is the test set here
+    assert confusion.shape == (10, 10) and confusion.sum() == 10_000
+    assert np.trace(confusion) / 10_000 == pytest.approx(result.metrics["test_accuracy"])
     assert all(r.step <= r.steps == 200 for r in reports)
 
 

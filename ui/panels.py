@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fmnist_core import views
+from fmnist_core import analysis, views
 from fmnist_core.config import RunConfig
 from fmnist_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED
 from fmnist_core.models import describe
 from fmnist_core.runs import TrainedRun
 
 from . import plots
-from .state import job_queue, load_run, run_cache, runs_table
+from .state import fashion, job_queue, load_run, run_cache, runs_table
 
 
 def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:
@@ -114,6 +115,50 @@ def live_job(run_id: str, published: dict | None = None) -> None:
             st.caption("The running loss of the first epoch; validation points come at each epoch's end.")
     else:
         st.caption("The curve starts with the first steps.")
+    epoch_snapshot(history, len(history.get("epoch", [])), key=f"live:{run_id}")
+
+
+def epoch_snapshot(history: dict, epoch: int, key: str) -> None:
+    """What a run made of the test set after `epoch` (1-based): an autoencoder's reconstructions of
+    one test image per class, a classifier's validation confusion matrix. Nothing for older runs."""
+    if epoch < 1:
+        return
+    if history.get("reconstructions"):
+        data = fashion()
+        shown = analysis.snapshot_indices(data.test_labels)
+        st.markdown(f"**Reconstructions after epoch {epoch}** (one test image per class)")
+        st.image(
+            plots.mosaic(
+                np.concatenate(
+                    [
+                        data.test_images[shown, 0].numpy(),
+                        analysis.unpack_images(history["reconstructions"][epoch - 1]),
+                    ]
+                ),
+                columns=len(shown),
+            ),
+            clamp=True,
+            width="stretch",
+        )
+    elif history.get("val_confusion"):
+        matrix = np.asarray(history["val_confusion"][epoch - 1])
+        st.markdown(
+            f"**Validation confusion after epoch {epoch}** "
+            f"(accuracy {history['val_accuracy'][epoch - 1]:.4f})"
+        )
+        st.altair_chart(plots.confusion(matrix).properties(height=360), key=f"confusion:{key}:{epoch}")
+
+
+def epoch_scrubber(history: dict, key: str) -> None:
+    """After training: a slider through the epochs, showing each epoch's snapshot."""
+    epochs = len(history.get("reconstructions") or history.get("val_confusion") or [])
+    if epochs == 0:
+        st.caption("This run was trained before the lab kept per-epoch snapshots.")
+        return
+    epoch = epochs
+    if epochs > 1:
+        epoch = st.slider("Epoch", 1, epochs, epochs, key=f"scrub:{key}", help="Scrub through training")
+    epoch_snapshot(history, epoch, key=f"scrub:{key}")
 
 
 def describe_job(job) -> str:
