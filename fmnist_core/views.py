@@ -94,3 +94,75 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{round(seconds / 60)} min"
     return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class BoundaryWalk:
+    """Two images' path in code space (decoded) and in pixel space (blended), each step classified."""
+
+    weights: np.ndarray  # (S,): 0 at the first image, 1 at the second
+    decoded: np.ndarray  # (S, 28, 28): the decoder's image of each point on the straight code path
+    blended: np.ndarray  # (S, 28, 28): the plain pixel blend (1 - w) * first + w * second
+    decoded_probabilities: dict[str, np.ndarray]  # classifier name -> (S, 10)
+    blended_probabilities: dict[str, np.ndarray]
+
+
+def boundary_walk(
+    autoencoder: TrainedRun,
+    first: np.ndarray,
+    second: np.ndarray,
+    classifiers: dict[str, TrainedRun],
+    steps: int = 13,
+) -> BoundaryWalk:
+    """Walk from image `first` to `second` (28x28 each) through the autoencoder's code space and
+    through pixel space, and ask each classifier what every step is."""
+    if steps < 2:
+        raise ValueError(f"steps: {steps} is fewer than the walk's two ends")
+    images = torch.from_numpy(np.stack([first, second]).astype(np.float32)[:, None])
+    codes = analysis.latent_codes(autoencoder.model, images)
+    decoded = analysis.decode(autoencoder.model, analysis.interpolate(codes[0], codes[1], steps))
+    weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)
+    blended = (1 - weights[:, None, None]) * images[0, 0].numpy() + weights[:, None, None] * images[
+        1, 0
+    ].numpy()
+
+    def classify_all(batch: np.ndarray) -> dict[str, np.ndarray]:
+        tensor = torch.from_numpy(batch[:, None].astype(np.float32))
+        return {name: run.predict_proba(tensor) for name, run in classifiers.items()}
+
+    return BoundaryWalk(weights, decoded, blended, classify_all(decoded), classify_all(blended))
+
+
+def flip_point(weights: np.ndarray, probabilities: np.ndarray) -> tuple[float, int] | None:
+    """Where along a walk the answer first changes from the one at its start: the weight at which
+    the new class overtakes the old (linear between the two steps), and the new class; None if never."""
+    answers = probabilities.argmax(1)
+    changed = np.flatnonzero(answers != answers[0])
+    if len(changed) == 0:
+        return None
+    step, old = int(changed[0]), int(answers[0])
+    new = int(answers[step])
+    before = probabilities[step - 1, new] - probabilities[step - 1, old]  # < 0: the old class led
+    after = probabilities[step, new] - probabilities[step, old]  # > 0: the new one leads
+    share = float(-before / (after - before)) if after != before else 1.0
+    return float(weights[step - 1] + share * (weights[step] - weights[step - 1])), new
+
+
+def confusion_pair(
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    confidence: np.ndarray,
+    codes: np.ndarray,
+    true: int,
+    predicted: int,
+) -> tuple[int, int] | None:
+    """Two test images for a walk across a confusion cell: the `true` image most confidently taken
+    for `predicted`, and the nearest (in code space) `predicted` image classified right; None
+    where the cell is empty."""
+    wrong = np.flatnonzero((labels == true) & (predictions == predicted))
+    right = np.flatnonzero((labels == predicted) & (predictions == predicted))
+    if len(wrong) == 0 or len(right) == 0 or true == predicted:
+        return None
+    start = int(wrong[np.argmax(confidence[wrong])])
+    end = int(right[np.argmin(((codes[right] - codes[start]) ** 2).sum(1))])
+    return start, end

@@ -11,7 +11,7 @@ from fmnist_core.recipes import list_recipes
 from ui import events, plots
 from ui.navigation import enter_through_app
 from ui.panels import epoch_scrubber, training_panel
-from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp
+from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp, test_probabilities
 from ui.widgets import build_config, classifier_model_settings, kept, recipe_button, run_settings
 
 enter_through_app()
@@ -51,11 +51,6 @@ config = build_config(model, settings, run_values)
 run = training_panel(config)
 if run is None:
     st.stop()
-
-
-@st.cache_data(max_entries=8, show_spinner="Classifying the test set...")
-def test_probabilities(run_id: str, version: float) -> np.ndarray:
-    return load_run(run_id).predict_proba(fashion().test_images)
 
 
 data = fashion()

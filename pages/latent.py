@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fmnist_core import analysis
+from fmnist_core import analysis, views
 from fmnist_core.data import CLASS_NAMES
 from ui import events, plots
 from ui.navigation import enter_through_app
@@ -17,6 +17,7 @@ from ui.state import (
     stamp,
     test_codes,
     test_image_urls,
+    test_probabilities,
 )
 from ui.widgets import kept
 
@@ -100,22 +101,83 @@ if run.config.kind != "autoencoder":
     st.info("Walking between images and decoding codes needs a decoder: pick an autoencoder to use them.")
     st.stop()
 
-st.subheader("Walk between two images")
+st.subheader("Walk across a class boundary")
+classifiers = runs[runs["model"] != "conv_autoencoder"].head(4)  # the best four (runs_table's order)
+labels = data.test_labels.numpy()
+cells = {"two test images of my choice": None}
+if not classifiers.empty:
+    judge = classifiers.iloc[0]["run_id"]
+    probabilities = test_probabilities(judge, stamp(judge))
+    predictions = probabilities.argmax(1)
+    matrix = analysis.confusion_matrix(labels, predictions)
+    np.fill_diagonal(matrix, 0)
+    for flat in np.argsort(-matrix, axis=None)[:8]:  # the eight commonest mistakes
+        true, predicted = divmod(int(flat), 10)
+        cells[
+            f"{CLASS_NAMES[true]} taken for {CLASS_NAMES[predicted]} ({matrix[true, predicted]} images)"
+        ] = (
+            true,
+            predicted,
+        )
+chosen = st.selectbox(
+    "Start from",
+    list(cells),
+    index=1 if len(cells) > 1 and not selected else 0,
+    help="A confusion cell of the best classifier: its surest mistake, walked to the nearest image "
+    "it gets right of the class it chose.",
+)
+pair = None
+if cells[chosen] is not None:
+    pair = views.confusion_pair(labels, predictions, probabilities.max(1), codes, *cells[chosen])
 left, middle, right = st.columns(3)
+default_first, default_second = pair or (
+    selected[0] if selected else 0,
+    selected[1] if len(selected) > 1 else 1,
+)
 first = left.number_input(
-    "From test image", 0, len(data.test_images) - 1, value=selected[0] if selected else 0
+    "From test image", 0, len(data.test_images) - 1, value=default_first, key=f"walk:from:{chosen}"
 )
 second = middle.number_input(
-    "To test image", 0, len(data.test_images) - 1, value=selected[1] if len(selected) > 1 else 1
+    "To test image", 0, len(data.test_images) - 1, value=default_second, key=f"walk:to:{chosen}"
 )
-steps = right.slider("Steps", 3, 12, 8)
-path = analysis.interpolate(codes[first], codes[second], steps)
+steps = right.slider("Steps", 3, 16, 11)
+walk = views.boundary_walk(
+    run,
+    data.test_images[first, 0].numpy(),
+    data.test_images[second, 0].numpy(),
+    {run_label(row): load_run(row["run_id"]) for _, row in classifiers.iterrows()},
+    steps,
+)
+st.caption(
+    f"From #{first} ({CLASS_NAMES[labels[first]]}) to #{second} ({CLASS_NAMES[labels[second]]}). "
+    "Top: the straight line between their codes, decoded; below: the plain blend of their pixels."
+)
 st.plotly_chart(
     plots.image_rows(
-        {"decoded": analysis.decode(run.model, path)}, [f"{w:.2f}" for w in np.linspace(0, 1, steps)]
+        {"code path": walk.decoded, "pixel blend": walk.blended}, [f"{w:.2f}" for w in walk.weights]
     ),
     config={"displayModeBar": False},
 )
+if walk.decoded_probabilities:
+    st.plotly_chart(plots.walk_probabilities(walk), config={"displayModeBar": False})
+    flips = []
+    for name in walk.decoded_probabilities:
+        row = {"classifier": name}
+        for path, probabilities_on_path in (
+            ("code path", walk.decoded_probabilities[name]),
+            ("pixel blend", walk.blended_probabilities[name]),
+        ):
+            flip = views.flip_point(walk.weights, probabilities_on_path)
+            row[path] = f"at {flip[0]:.2f} → {CLASS_NAMES[flip[1]]}" if flip else "no flip"
+        flips.append(row)
+    st.dataframe(pd.DataFrame(flips), hide_index=True)
+    st.caption(
+        "Where each classifier's answer first changes along each path (the weight at which the new "
+        "class overtakes the one it gave at the start). Decoded images stay garment-like, so the code "
+        "path asks where the *model's* boundary lies; the pixel blend passes through double exposures."
+    )
+else:
+    st.info("Train a classifier to see where along the walk its answer flips.")
 
 st.subheader("Move along the main directions of the code")
 mean, directions, spread = analysis.principal_directions(codes, 5)

@@ -155,6 +155,11 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     spec = json.loads(latent_map.proto.spec)
     assert "{@image}" in spec["tooltip"]["formatter"] and spec["series"][0]["selectedMode"] == "multiple"
     assert spec["visualMap"]["categories"][1] == "Trouser"
+    assert any(h.value == "Walk across a class boundary" for h in at.subheader)
+    [flips] = [d.value for d in at.dataframe if "code path" in d.value.columns]
+    assert len(flips) == 1 and flips["pixel blend"].iloc[0].startswith(("at ", "no flip"))
+    [start] = [box for box in at.selectbox if box.label == "Start from"]
+    assert " taken for " in start.value  # by default, the best classifier's commonest mistake
 
     at = page(at, "pages/compare.py")
     assert not at.exception

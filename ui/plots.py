@@ -200,6 +200,38 @@ def latent_map(points: np.ndarray, labels: np.ndarray, urls: list[str]) -> dict:
     }
 
 
+def walk_probabilities(walk) -> go.Figure:
+    """Along a boundary walk (fmnist_core.views.BoundaryWalk), each classifier's probability of the
+    class it gives at the start (solid) and at the end (dotted): code path left, pixel blend right."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("code path", "pixel blend"), shared_yaxes=True)
+    for number, name in enumerate(walk.decoded_probabilities):
+        colour = PALETTE[number % len(PALETTE)]
+        for column, probabilities in enumerate(
+            (walk.decoded_probabilities[name], walk.blended_probabilities[name]), start=1
+        ):
+            start, end = int(probabilities[0].argmax()), int(probabilities[-1].argmax())
+            for cls, dash in ((start, "solid"), (end, "dot")) if start != end else ((start, "solid"),):
+                figure.add_trace(
+                    go.Scatter(
+                        x=walk.weights,
+                        y=probabilities[:, cls],
+                        mode="lines+markers",
+                        line=dict(color=colour, dash=dash),
+                        name=f"{name[:28]}: p({CLASS_NAMES[cls]})",
+                        legendgroup=name,
+                        showlegend=column == 1,
+                    ),
+                    row=1,
+                    col=column,
+                )
+    figure.update_yaxes(range=[0, 1], title_text="probability", row=1, col=1)
+    figure.update_xaxes(title_text="0 = first image, 1 = second")
+    figure.update_layout(
+        height=340, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.3)
+    )
+    return figure
+
+
 def probability_bars(probabilities: np.ndarray) -> go.Figure:
     order = np.argsort(probabilities)
     figure = go.Figure(

@@ -108,6 +108,12 @@ def projection(run_id: str, method: str, count: int, stamp: float) -> np.ndarray
     return analysis.latent_projection(codes, method)
 
 
+@st.cache_data(max_entries=8, show_spinner="Classifying the test set...")
+def test_probabilities(run_id: str, stamp: float) -> np.ndarray:
+    """A classifier's class probabilities (10,000, 10) on the test set, computed once per run."""
+    return load_run(run_id).predict_proba(fashion().test_images)
+
+
 @st.cache_data(max_entries=2, show_spinner="Preparing the test images' thumbnails...")
 def test_image_urls(count: int) -> list[str]:
     """The first `count` test images as PNG data URLs, for the latent map's tooltips."""

@@ -1,0 +1,55 @@
+"""What the pages ask of trained runs: the boundary walk and its flip points, the confusion pair."""
+
+import numpy as np
+import pytest
+
+from fmnist_core import analysis, views
+from fmnist_core.config import RunConfig
+from fmnist_core.data import load_data
+from fmnist_core.runs import get_or_train
+
+
+def test_a_flip_point_is_where_the_new_class_overtakes_the_old():
+    weights = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    probabilities = np.zeros((5, 10))
+    probabilities[:, 0] = [0.9, 0.7, 0.4, 0.2, 0.1]  # class 0 fades
+    probabilities[:, 3] = [0.05, 0.2, 0.5, 0.7, 0.85]  # class 3 grows: it leads from step 2
+    weight, new = views.flip_point(weights, probabilities)
+    # Between steps 1 and 2 the gap p3 - p0 goes from -0.5 to +0.1: zero at 5/6 of the way.
+    assert new == 3 and weight == pytest.approx(0.25 + 0.25 * 5 / 6)
+    steady = np.tile(np.eye(10)[4], (5, 1))
+    assert views.flip_point(weights, steady) is None
+
+
+def test_a_confusion_pair_is_the_surest_mistake_and_the_nearest_right_answer():
+    labels = np.array([6, 6, 6, 0, 0, 0])
+    predictions = np.array([0, 0, 6, 0, 0, 6])
+    confidence = np.array([0.6, 0.9, 0.8, 0.9, 0.9, 0.5])
+    codes = np.array([[0.0], [5.0], [1.0], [9.0], [4.0], [5.0]])
+    # Shirts taken for T-shirts: image 1 (0.9); the T-shirts classified right: 3 and 4; 4 is nearer.
+    assert views.confusion_pair(labels, predictions, confidence, codes, 6, 0) == (1, 4)
+    assert views.confusion_pair(labels, predictions, confidence, codes, 0, 6) == (5, 2)
+    assert views.confusion_pair(labels, predictions, confidence, codes, 0, 3) is None  # an empty cell
+    assert views.confusion_pair(labels, predictions, confidence, codes, 6, 6) is None  # not a mistake
+
+
+def test_a_boundary_walk_on_real_models_goes_from_one_image_to_the_other():
+    autoencoder = get_or_train(
+        RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=3000)
+    )
+    classifier = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=5000))
+    data = load_data()
+    first, second = (int(np.flatnonzero(data.test_labels == c)[0]) for c in (6, 0))  # a shirt, a T-shirt
+    shirt, tshirt = data.test_images[first, 0].numpy(), data.test_images[second, 0].numpy()
+    walk = views.boundary_walk(autoencoder, shirt, tshirt, {"mlp": classifier}, steps=9)
+    assert walk.decoded.shape == walk.blended.shape == (9, 28, 28)
+    assert np.allclose(walk.blended[0], shirt) and np.allclose(walk.blended[-1], tshirt)
+    # The code path starts and ends at the two images' codes: its ends are their reconstructions.
+    ends = analysis.reconstructions(autoencoder.model, data.test_images[[first, second]])
+    assert np.allclose(walk.decoded[[0, -1]], ends, atol=1e-5)
+    for probabilities in (walk.decoded_probabilities["mlp"], walk.blended_probabilities["mlp"]):
+        assert probabilities.shape == (9, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    own = classifier.predict_proba(data.test_images[[first]])[0]
+    assert np.allclose(walk.blended_probabilities["mlp"][0], own, atol=1e-5)  # step 0 is the shirt itself
+    with pytest.raises(ValueError, match="steps"):
+        views.boundary_walk(autoencoder, shirt, tshirt, {}, steps=1)
