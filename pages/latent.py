@@ -113,12 +113,8 @@ if not classifiers.empty:
     np.fill_diagonal(matrix, 0)
     for flat in np.argsort(-matrix, axis=None)[:8]:  # the eight commonest mistakes
         true, predicted = divmod(int(flat), 10)
-        cells[
-            f"{CLASS_NAMES[true]} taken for {CLASS_NAMES[predicted]} ({matrix[true, predicted]} images)"
-        ] = (
-            true,
-            predicted,
-        )
+        label = f"{CLASS_NAMES[true]} taken for {CLASS_NAMES[predicted]} ({matrix[true, predicted]} images)"
+        cells[label] = (true, predicted)
 chosen = st.selectbox(
     "Start from",
     list(cells),
@@ -135,10 +131,18 @@ default_first, default_second = pair or (
     selected[1] if len(selected) > 1 else 1,
 )
 first = left.number_input(
-    "From test image", 0, len(data.test_images) - 1, value=default_first, key=f"walk:from:{chosen}"
+    "From test image",
+    0,
+    len(data.test_images) - 1,
+    value=default_first,
+    key=f"walk:from:{chosen}:{default_first}",
 )
 second = middle.number_input(
-    "To test image", 0, len(data.test_images) - 1, value=default_second, key=f"walk:to:{chosen}"
+    "To test image",
+    0,
+    len(data.test_images) - 1,
+    value=default_second,
+    key=f"walk:to:{chosen}:{default_second}",
 )
 steps = right.slider("Steps", 3, 16, 11)
 walk = views.boundary_walk(
