@@ -51,7 +51,7 @@ class TrainedRun:
 
     def predict_proba(self, images: torch.Tensor) -> np.ndarray:
         """Class probabilities (N, 10), with the test-time augmentation the run was evaluated with."""
-        return analysis.predict_proba(self.model, images, self.config.tta)
+        return analysis.predict_proba(self.model, images, self.config.tta, self.config.loss)
 
 
 @dataclass(frozen=True)

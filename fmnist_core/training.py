@@ -208,6 +208,12 @@ def fit(
     else:  # what the model makes of one test image per class, after each epoch (small: ~10 KB)
         history["reconstructions"] = []
         shown = load_data().test_images[analysis.snapshot_indices(load_data().test_labels)]
+    # The latent time-lapse: codes of fixed test images after each epoch, and in epoch 1 also at
+    # its start and at a quarter and a half of it (the map changes most then).
+    history["latent_maps"] = []
+    sample = load_data().test_images[: analysis.TIMELAPSE_IMAGES]
+    sample_labels = load_data().test_labels[: analysis.TIMELAPSE_IMAGES]
+    early = {max(1, steps // 4): 0.25, max(1, steps // 2): 0.5} if steps >= 4 else {}
     first_epoch = 1
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
@@ -221,6 +227,9 @@ def fit(
     stopped = False
     checkpoint = None
     for epoch in range(first_epoch, config.epochs + 1):
+        moments = []  # this epoch's latent snapshots
+        if epoch == 1:
+            moments.append(analysis.latent_snapshot(model, sample, sample_labels, 0.0))
         view.train()
         order = torch.randperm(len(train_images), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
@@ -256,6 +265,9 @@ def fit(
                 scheduler.step()
             loss_sum += loss.detach() * len(x)
             seen += len(x)
+            if epoch == 1 and step + 1 in early:
+                moments.append(analysis.latent_snapshot(model, sample, sample_labels, early[step + 1]))
+                view.train()
             now = time.perf_counter()
             if on_progress is not None and now - last_report >= PROGRESS_INTERVAL:
                 last_report = now
@@ -275,6 +287,8 @@ def fit(
             history["val_confusion"].append(validation["confusion"])
         else:
             history["reconstructions"].append(analysis.pack_images(analysis.reconstructions(model, shown)))
+        moments.append(analysis.latent_snapshot(model, sample, sample_labels, float(epoch)))
+        history["latent_maps"].append(moments)
         if epoch < config.epochs:  # what a Stop in the next epoch keeps, to continue from
             checkpoint = make_checkpoint(config, epoch, model, optimizer, scheduler, generators, history, ran)
         if on_progress is not None:

@@ -166,3 +166,77 @@ def confusion_pair(
     start = int(wrong[np.argmax(confidence[wrong])])
     end = int(right[np.argmin(((codes[right] - codes[start]) ** 2).sum(1))])
     return start, end
+
+
+@dataclass(frozen=True)
+class Timelapse:
+    """A run's latent snapshots in order, their maps aligned to the last one."""
+
+    at: list[float]  # epochs done at each frame (0 = before training)
+    maps: list[np.ndarray]  # (N, 2) each, centred, unit spread, turned to match the last frame
+    knn: list[float]  # kNN accuracy of the codes at each frame
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """x min, x max, y min, y max over every frame (the 0.5 and 99.5 percentiles: a stray point
+        does not shrink the picture): axes that hold still while scrubbing."""
+        every = np.concatenate(self.maps)
+        low, high = np.percentile(every, [0.5, 99.5], axis=0)
+        return float(low[0]), float(high[0]), float(low[1]), float(high[1])
+
+
+def timelapse(history: dict) -> Timelapse | None:
+    """The time-lapse a run's history holds (None for runs trained before the lab kept one)."""
+    moments = [moment for epoch in history.get("latent_maps") or [] for moment in epoch]
+    if not moments:
+        return None
+    maps = analysis.align_maps([analysis.unpack_points(moment["map"]) for moment in moments])
+    return Timelapse([float(m["at"]) for m in moments], maps, [float(m["knn"]) for m in moments])
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """A grid laid over a 2-D latent map: per occupied cell, its test images, the decoder's image of
+    their mean code, and what a classifier makes of that image."""
+
+    cells: pd.DataFrame  # row, column, x, y (the cell's centre), count, class, confidence (-1/NaN: none)
+    images: np.ndarray  # (cells, 28, 28): the decoded mean code of each cell
+    members: list[np.ndarray]  # per cell: the indices (into the map's points) of its images
+
+
+def latent_atlas(
+    autoencoder: TrainedRun,
+    points: np.ndarray,
+    codes: np.ndarray,
+    size: int = 12,
+    classifier: TrainedRun | None = None,
+) -> Atlas:
+    """Cut the map of `points` (N, 2) into size x size cells; decode each occupied cell's mean code
+    (`codes`, (N, n), the autoencoder's codes of the same images) and classify it."""
+    if not 2 <= size <= 40:
+        raise ValueError(f"size: {size} cells a side is outside 2..40")
+    low, high = points.min(0), points.max(0)
+    width = np.where(high > low, (high - low) / size, 1.0)
+    grid = np.clip(((points - low) / width).astype(int), 0, size - 1)  # (N, 2): column, row
+    flat = grid[:, 1] * size + grid[:, 0]
+    occupied = np.unique(flat)
+    members = [np.flatnonzero(flat == cell) for cell in occupied]
+    means = np.stack([codes[m].mean(0) for m in members])
+    images = analysis.decode(autoencoder.model, means)
+    rows, columns = np.divmod(occupied, size)
+    cells = pd.DataFrame(
+        {
+            "row": rows,
+            "column": columns,
+            "x": low[0] + (columns + 0.5) * width[0],
+            "y": low[1] + (rows + 0.5) * width[1],
+            "count": [len(m) for m in members],
+        }
+    )
+    if classifier is not None:
+        probabilities = classifier.predict_proba(torch.from_numpy(images[:, None].astype(np.float32)))
+        cells["class"] = probabilities.argmax(1)
+        cells["confidence"] = probabilities.max(1)
+    else:
+        cells["class"], cells["confidence"] = -1, np.nan
+    return Atlas(cells, images, members)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from fmnist_core import analysis, views
 from fmnist_core.data import CLASS_NAMES
-from ui import events, plots
+from ui import events, panels, plots
 from ui.navigation import enter_through_app
 from ui.state import (
     fashion,
@@ -33,13 +33,13 @@ if runs.empty:
 ordered = runs.assign(decoder=runs["model"] != "conv_autoencoder").sort_values("decoder", kind="stable")
 choices = {run_label(row): row["run_id"] for _, row in ordered.iterrows()}
 preferred = st.session_state.get("selected_autoencoder")
-labels = list(choices)
-start = next((label for label, rid in choices.items() if rid == preferred), labels[0])
+names = list(choices)
+start = next((label for label, rid in choices.items() if rid == preferred), names[0])
 with st.sidebar:
     st.header("Latent space")
-    label = kept(st.selectbox, "Model", "latent:run", start, options=labels)
+    label = kept(st.selectbox, "Model", "latent:run", start, options=names)
     if label not in choices:
-        label = labels[0]
+        label = names[0]
     methods = ["PCA", "t-SNE"]
     try:
         import umap  # noqa: F401
@@ -59,6 +59,7 @@ with st.sidebar:
 run_id = choices[label]
 run = load_run(run_id)
 data = fashion()
+labels = data.test_labels.numpy()
 version = stamp(run_id)
 codes = test_codes(run_id, version)
 st.caption(
@@ -69,7 +70,7 @@ points = projection(run_id, {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[meth
 map_column, detail_column = st.columns([3, 1])
 with map_column:
     event = st.echarts_chart(
-        plots.latent_map(points, data.test_labels.numpy()[:count], test_image_urls(count)),
+        plots.latent_map(points, labels[:count], test_image_urls(count)),
         key=f"latent_map:{run_id}:{method}:{count}",  # a new map starts with no selection
         on_select="rerun",
         height=560,
@@ -97,13 +98,110 @@ with detail_column:
             + (f" (the first 48 of {len(selected)})" if len(selected) > 48 else "")
         )
 
+st.subheader("Training time-lapse")
+frames = views.timelapse(run.history)
+if frames is None:
+    st.caption("This run was trained before the lab kept time-lapse snapshots: train it again to see one.")
+else:
+    # An encoder classifier plays beside its sibling (the same encoder frozen / fine-tuned), if cached.
+    players = {run_label(runs[runs["run_id"] == run_id].iloc[0]): frames}
+    if run.config.model == "encoder_classifier":
+        frozen = run.config.settings["freeze_encoder"]
+        sibling = run.config.replace(settings={**run.config.settings, "freeze_encoder": not frozen})
+        if sibling.run_id in set(runs["run_id"]):
+            other = views.timelapse(load_run(sibling.run_id).history)
+            if other is not None and len(other.at) == len(frames.at):
+                players = {
+                    ("frozen encoder" if frozen else "fine-tuned encoder"): frames,
+                    ("fine-tuned encoder" if frozen else "frozen encoder"): other,
+                }
+    frame = st.select_slider(
+        "Moment of training",
+        options=list(range(len(frames.at))),
+        value=len(frames.at) - 1,
+        format_func=lambda i: "before training" if frames.at[i] == 0 else f"epoch {frames.at[i]:g}",
+        key=f"timelapse:{run_id}",
+    )
+    sample = analysis.TIMELAPSE_IMAGES
+    for column, (name, player) in zip(st.columns(len(players)), players.items(), strict=True):
+        with column:
+            if len(players) > 1:
+                st.markdown(f"**{name}**")
+            st.echarts_chart(
+                plots.latent_map(
+                    player.maps[frame],
+                    labels[:sample],
+                    test_image_urls(sample),
+                    bounds=player.bounds,
+                    selectable=False,
+                ),
+                height=420,
+                key=f"timelapse_map:{name}",
+                alt=f"the codes of {sample:,} test images at this moment of training",
+            )
+            st.plotly_chart(plots.timelapse_knn(player.at, player.knn, frame), key=f"knn:{name}")
+    epoch = int(frames.at[frame])
+    if run.history.get("reconstructions") and epoch >= 1:
+        panels.epoch_snapshot(run.history, epoch, key=f"timelapse:{run_id}")
+    st.caption(
+        f"PCA maps of the codes of the first {sample:,} test images, each turned to match the last "
+        "(orthogonal Procrustes) so the picture does not spin; the curve is how well 5 nearest "
+        "neighbours in code space tell the classes apart."
+    )
+
 if run.config.kind != "autoencoder":
     st.info("Walking between images and decoding codes needs a decoder: pick an autoencoder to use them.")
     st.stop()
 
+st.subheader("Latent atlas")
+atlas_columns = st.columns([3, 1])
+with atlas_columns[1]:
+    size = st.slider("Cells a side", 6, 24, 12, key="atlas:size")
+    judges = {"no classifier": None} | {
+        run_label(row): row["run_id"] for _, row in runs[runs["model"] != "conv_autoencoder"].iterrows()
+    }
+    judge_label = st.selectbox(
+        "Tint by the class", list(judges), index=min(1, len(judges) - 1), key="atlas:judge"
+    )
+atlas = views.latent_atlas(
+    run,
+    points,
+    codes[:count],
+    size,
+    load_run(judges[judge_label]) if judges[judge_label] else None,
+)
+bounds = (
+    *(float(v) for v in (points[:, 0].min(), points[:, 0].max(), points[:, 1].min(), points[:, 1].max())),
+)
+with atlas_columns[0]:
+    picked = st.echarts_chart(
+        plots.atlas(atlas, bounds, size),
+        height=600,
+        key=f"atlas:{run_id}:{method}:{count}:{size}:{judge_label}",
+        on_select="rerun",
+        alt="the latent map cut into cells, each drawn as the decoder's image of its mean code",
+    )
+with atlas_columns[1]:
+    clicked = events.selected_rows(picked, len(atlas.cells), series=1)
+    if clicked:
+        cell = atlas.cells.iloc[clicked[0]]
+        members = atlas.members[clicked[0]]
+        st.markdown(f"**{int(cell['count'])} test images in this cell**")
+        kinds = pd.Series([CLASS_NAMES[labels[i]] for i in members]).value_counts()
+        st.caption(", ".join(f"{name} {n}" for name, n in kinds.items()))
+        st.image(
+            plots.mosaic(data.test_images[members[:36], 0].numpy(), columns=6), clamp=True, width="stretch"
+        )
+    else:
+        st.caption(
+            "Each cell of the map drawn as the decoder's image of its images' mean code, on a square "
+            "tinted by the class the chosen classifier gives that image and sized by how many test "
+            "images fall there. Click a cell to see its images: T-shirts, shirts and pullovers blur "
+            "into each other where their cells meet."
+        )
+
 st.subheader("Walk across a class boundary")
 classifiers = runs[runs["model"] != "conv_autoencoder"].head(4)  # the best four (runs_table's order)
-labels = data.test_labels.numpy()
 cells = {"two test images of my choice": None}
 if not classifiers.empty:
     judge = classifiers.iloc[0]["run_id"]

@@ -151,11 +151,15 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
 
     at = page(at, "pages/latent.py")
     assert not at.exception
-    [latent_map] = at.get("echarts_chart")  # the map: ECharts, with each garment's image on hover
+    latent_map, timelapse_map, _ = at.get("echarts_chart")  # ECharts, each garment's image on hover
+    [moment] = [s for s in at.select_slider if s.label == "Moment of training"]
+    assert moment.options == ["before training", "epoch 0.25", "epoch 0.5", "epoch 1"]
+    assert json.loads(timelapse_map.proto.spec)["xAxis"]["min"] < 0  # fixed axes around the centred map
     spec = json.loads(latent_map.proto.spec)
     assert "{@image}" in spec["tooltip"]["formatter"] and spec["series"][0]["selectedMode"] == "multiple"
     assert spec["visualMap"]["categories"][1] == "Trouser"
     assert any(h.value == "Walk across a class boundary" for h in at.subheader)
+    assert any(h.value == "Latent atlas" for h in at.subheader) and len(at.get("echarts_chart")) == 3
     [flips] = [d.value for d in at.dataframe if "code path" in d.value.columns]
     assert len(flips) == 1 and flips["pixel blend"].iloc[0].startswith(("at ", "no flip"))
     [start] = [box for box in at.selectbox if box.label == "Start from"]

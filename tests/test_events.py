@@ -98,3 +98,36 @@ def test_a_mosaic_tiles_images_in_rows():
     assert sheet.shape == (3 * 29 + 1, 3 * 29 + 1)
     assert sheet[1 + 29 + 5, 1 + 2 * 29 + 5] == pytest.approx(0.5)  # image 5: row 1, column 2
     assert sheet[0, 0] == pytest.approx(0.35)  # the grid line
+
+
+def test_a_selection_can_be_read_for_one_series_only():
+    state = {"selection": {"selected": [{"series_index": 0, "data_indices": [4]}, group([7, 2])]}}
+    state["selection"]["selected"][1]["series_index"] = 1
+    assert events.selected_rows(state, 10, series=1) == [7, 2]
+    assert events.selected_rows(state, 10, series=0) == [4]
+    assert events.selected_rows(state, 10) == [4, 7, 2]
+
+
+def test_the_atlas_draws_each_cell_as_its_decoded_image_sized_by_its_count():
+    import pandas as pd
+
+    from fmnist_core.views import Atlas
+
+    cells = pd.DataFrame(
+        {
+            "row": [0, 1],
+            "column": [0, 1],
+            "x": [0.25, 0.75],
+            "y": [0.25, 0.75],
+            "count": [1, 9],
+            "class": [3, -1],
+        }
+    )
+    atlas = Atlas(cells, np.zeros((2, 28, 28), np.float32), [np.array([0]), np.arange(1, 10)])
+    spec = plots.atlas(atlas, (0.0, 1.0, 0.0, 1.0), size=2)
+    tiles, pictures = spec["series"][0]["data"], spec["series"][1]["data"]
+    assert [p["symbol"].startswith("image://data:image/png;base64,") for p in pictures] == [True, True]
+    assert pictures[1]["symbolSize"] > pictures[0]["symbolSize"]  # nine images against one
+    assert [t["name"] for t in tiles] == ["Dress", "cell"]  # the classifier's class; none: a plain cell
+    assert spec["series"][1]["selectedMode"] == "single" and spec["series"][0]["silent"]
+    assert spec["xAxis"]["min"] < 0 < 1 < spec["xAxis"]["max"]

@@ -53,7 +53,25 @@ def test_mlp_reaches_far_above_chance_with_progress_reports():
     finished = [r for r in reports if r.epoch_done]
     assert [r.epoch for r in finished] == [1, 2]
     assert finished[-1].metrics["val_accuracy"] == result.history["val_accuracy"][-1]
+    # The latent time-lapse: epoch 1 at its start, a quarter, a half and its end; then each epoch's end.
+    moments = [[m["at"] for m in epoch] for epoch in result.history["latent_maps"]]
+    assert moments == [[0.0, 0.25, 0.5, 1.0], [2.0]]
+    first, last = result.history["latent_maps"][0][0], result.history["latent_maps"][-1][-1]
+    assert analysis.unpack_points(last["map"]).shape == (analysis.TIMELAPSE_IMAGES, 2)
+    assert last["knn"] > first["knn"] + 0.05  # training separates the classes in the codes
     confusion = np.asarray(result.history["val_confusion"][-1])  # validation is the test set here
+    # S3's MLP regresses one-hot targets (mse_onehot): its probabilities are its clipped, normalised
+    # scores, not a softmax of numbers in [0, 1] that made every answer look 10-25% sure.
+    assert config.loss == "mse_onehot"
+    data = load_data()
+    probabilities = result.predict_proba(data.test_images[:1000])
+    assert (probabilities >= 0).all() and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    outputs = analysis.classifier_logits(result.model, data.test_images[:1000]).numpy()
+    assert (probabilities.argmax(1) == outputs.argmax(1)).all() and probabilities.max(1).mean() > 0.5
+    negative = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    torch.nn.init.zeros_(negative[1].weight)
+    torch.nn.init.constant_(negative[1].bias, -1.0)  # every score below zero: no class preferred
+    assert np.allclose(analysis.predict_proba(negative, torch.zeros(2, 1, 28, 28), loss="mse_onehot"), 0.1)
     assert confusion.shape == (10, 10) and confusion.sum() == 10_000
     assert np.trace(confusion) / 10_000 == pytest.approx(result.metrics["test_accuracy"])
     assert all(r.step <= r.steps == 200 for r in reports)

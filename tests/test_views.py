@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from fmnist_core import analysis, views
+from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
 from fmnist_core.runs import get_or_train
@@ -33,11 +35,19 @@ def test_a_confusion_pair_is_the_surest_mistake_and_the_nearest_right_answer():
     assert views.confusion_pair(labels, predictions, confidence, codes, 6, 6) is None  # not a mistake
 
 
-def test_a_boundary_walk_on_real_models_goes_from_one_image_to_the_other():
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A small autoencoder and an MLP, trained once for this file's tests."""
+    cache = RunCache(tmp_path_factory.mktemp("views_cache"))
     autoencoder = get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=3000)
+        RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=3000),
+        cache=cache,
     )
-    classifier = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=5000))
+    return autoencoder, get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=5000), cache=cache)
+
+
+def test_a_boundary_walk_on_real_models_goes_from_one_image_to_the_other(models):
+    autoencoder, classifier = models
     data = load_data()
     first, second = (int(np.flatnonzero(data.test_labels == c)[0]) for c in (6, 0))  # a shirt, a T-shirt
     shirt, tshirt = data.test_images[first, 0].numpy(), data.test_images[second, 0].numpy()
@@ -53,3 +63,43 @@ def test_a_boundary_walk_on_real_models_goes_from_one_image_to_the_other():
     assert np.allclose(walk.blended_probabilities["mlp"][0], own, atol=1e-5)  # step 0 is the shirt itself
     with pytest.raises(ValueError, match="steps"):
         views.boundary_walk(autoencoder, shirt, tshirt, {}, steps=1)
+
+
+def test_aligned_maps_neither_spin_nor_flip_nor_drift():
+    points = np.random.default_rng(0).normal(size=(200, 2))
+    turn = np.array([[np.cos(1.0), -np.sin(1.0)], [np.sin(1.0), np.cos(1.0)]])
+    frames = [3 * points @ turn + 5, points * [1, -1], points]  # turned, scaled, moved; mirrored; as is
+    aligned = analysis.align_maps(frames)
+    expected = (points - points.mean(0)) / np.sqrt(((points - points.mean(0)) ** 2).sum(1).mean())
+    for frame in aligned:
+        assert np.allclose(frame, expected, atol=1e-9)
+    packed = analysis.unpack_points(analysis.pack_points(points))
+    assert packed.shape == (200, 2) and np.allclose(packed, points, atol=2e-3)  # float16
+
+
+def test_knn_accuracy_is_high_for_separated_codes_and_chance_for_noise():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 100)
+    separated = np.eye(10)[labels] * 10 + rng.normal(size=(1000, 10))
+    assert analysis.knn_accuracy(separated, labels) > 0.99
+    assert analysis.knn_accuracy(rng.normal(size=(1000, 10)), labels) < 0.2
+
+
+def test_an_atlas_cell_holds_its_images_and_shows_their_mean_code_decoded(models):
+    autoencoder, classifier = models
+    images = load_data().test_images[:4]
+    codes = analysis.latent_codes(autoencoder.model, images)
+    points = np.array([[0.0, 0.0], [0.0, 0.1], [1.0, 1.0], [0.5, 0.5]])  # two cells of a 2x2 grid
+    atlas = views.latent_atlas(autoencoder, points, codes, size=2, classifier=classifier)
+    assert atlas.cells[["row", "column", "count"]].values.tolist() == [[0, 0, 2], [1, 1, 2]]
+    assert [m.tolist() for m in atlas.members] == [[0, 1], [2, 3]]
+    assert np.allclose(atlas.cells[["x", "y"]].values, [[0.25, 0.25], [0.75, 0.75]])
+    expected = analysis.decode(autoencoder.model, np.stack([codes[:2].mean(0), codes[2:].mean(0)]))
+    assert np.allclose(atlas.images, expected, atol=1e-6)
+    answers = classifier.predict_proba(torch.from_numpy(expected[:, None]))
+    assert atlas.cells["class"].tolist() == answers.argmax(1).tolist()
+    assert np.allclose(atlas.cells["confidence"], answers.max(1))
+    bare = views.latent_atlas(autoencoder, points, codes, size=2)
+    assert (bare.cells["class"] == -1).all()
+    with pytest.raises(ValueError, match="size"):
+        views.latent_atlas(autoencoder, points, codes, size=1)

@@ -34,9 +34,10 @@ def confusion_cell(selection: Mapping | None, classes: int = 10) -> tuple[int, i
     return None
 
 
-def selected_rows(state: Mapping | None, rows: int) -> list[int]:
+def selected_rows(state: Mapping | None, rows: int, series: int | None = None) -> list[int]:
     """The dataset rows an ECharts selection holds (clicked points, then brushed ones), in order, once
-    each; rows outside [0, rows) (a selection left from a larger chart) are dropped."""
+    each; rows outside [0, rows) (a selection left from a larger chart) are dropped. `series`: only
+    that series' selection."""
     if not isinstance(state, Mapping):
         return []
     selection = state.get("selection")
@@ -45,6 +46,8 @@ def selected_rows(state: Mapping | None, rows: int) -> list[int]:
         return []
     chosen: dict[int, None] = {}
     for group in groups:
+        if series is not None and isinstance(group, Mapping) and group.get("series_index") != series:
+            continue
         indices = group.get("data_indices") if isinstance(group, Mapping) else None
         for index in indices if isinstance(indices, list) else []:
             if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < rows:

@@ -143,6 +143,76 @@ def mosaic(images: np.ndarray, columns: int = 6, scale: int = 2) -> np.ndarray:
     return sheet
 
 
+def _limits(bounds: tuple | None, first: int) -> dict:
+    """Fixed axis limits (a margin of 5%) from (x min, x max, y min, y max); none without bounds."""
+    if bounds is None:
+        return {}
+    low, high = bounds[first], bounds[first + 1]
+    margin = 0.05 * (high - low)
+    return {"min": round(low - margin, 3), "max": round(high + margin, 3)}
+
+
+def atlas(atlas, bounds: tuple, size: int) -> dict:
+    """An ECharts atlas (fmnist_core.views.Atlas): per occupied cell, its decoded mean code as the
+    marker, on a square tinted by the class a classifier gives it, both sized by the cell's count.
+    Clicking a cell selects it (series 1, data index = the cell's row in atlas.cells)."""
+    cell = 520 / size  # pixels per cell, roughly: the chart is 600 high
+    largest = max(int(atlas.cells["count"].max()), 1)
+    tiles, pictures = [], []
+    for (_, row), url in zip(atlas.cells.iterrows(), image_urls(atlas.images), strict=True):
+        side = round(cell * (0.35 + 0.65 * np.sqrt(row["count"] / largest)), 1)
+        known = int(row["class"]) >= 0
+        name = CLASS_NAMES[int(row["class"])] if known else "cell"
+        colour = PALETTE[int(row["class"]) % len(PALETTE)] if known else "#999999"
+        value = [float(row["x"]), float(row["y"]), int(row["count"])]
+        tiles.append({"value": value, "name": name, "symbolSize": side, "itemStyle": {"color": colour}})
+        pictures.append({"value": value, "name": name, "symbol": f"image://{url}", "symbolSize": side * 0.8})
+    axis = {
+        "type": "value",
+        "axisLabel": {"show": False},
+        "splitLine": {"show": False},
+        "axisLine": {"show": False},
+        "axisTick": {"show": False},
+    }
+    return {
+        "grid": {"left": 20, "right": 20, "top": 20, "bottom": 20},
+        "xAxis": {**axis, **_limits(bounds, 0)},
+        "yAxis": {**axis, **_limits(bounds, 2)},
+        "tooltip": {"trigger": "item", "formatter": "{b} · {@[2]} test images"},
+        "series": [
+            {
+                "type": "scatter",
+                "symbol": "roundRect",
+                "data": tiles,
+                "itemStyle": {"opacity": 0.45},
+                "silent": True,
+            },
+            {
+                "type": "scatter",
+                "data": pictures,
+                "selectedMode": "single",
+                "select": {"itemStyle": {"borderColor": "#000", "borderWidth": 3}},
+            },
+        ],
+    }
+
+
+def timelapse_knn(at: list[float], knn: list[float], current: int) -> go.Figure:
+    """The codes' kNN accuracy over training, the frame shown marked."""
+    figure = go.Figure(go.Scatter(x=at, y=knn, mode="lines+markers", line=dict(color=PALETTE[0])))
+    figure.add_trace(
+        go.Scatter(x=[at[current]], y=[knn[current]], mode="markers", marker=dict(size=14, color=PALETTE[1]))
+    )
+    figure.update_layout(
+        height=260,
+        margin=dict(l=10, r=10, t=30, b=10),
+        title="class separation (5-NN accuracy on the codes)",
+        xaxis_title="epoch",
+        showlegend=False,
+    )
+    return figure
+
+
 def image_urls(images: np.ndarray) -> list[str]:
     """(N, 28, 28) images in [0, 1] as PNG data URLs (about 450 characters each), for tooltips."""
     urls = []
@@ -155,9 +225,15 @@ def image_urls(images: np.ndarray) -> list[str]:
     return urls
 
 
-def latent_map(points: np.ndarray, labels: np.ndarray, urls: list[str]) -> dict:
-    """An ECharts scatter of 2-D codes coloured by class: the hovered garment's image in the tooltip,
-    click and lasso (brush) select points; row i of the dataset is test image i."""
+def latent_map(
+    points: np.ndarray,
+    labels: np.ndarray,
+    urls: list[str],
+    bounds: tuple | None = None,
+    selectable: bool = True,
+) -> dict:
+    """An ECharts scatter of 2-D codes coloured by class: the hovered garment's image in the tooltip;
+    `selectable`: click and lasso (brush) select points; row i of the dataset is test image i."""
     frame = pd.DataFrame(
         {
             "x": points[:, 0].astype(float),
@@ -167,11 +243,11 @@ def latent_map(points: np.ndarray, labels: np.ndarray, urls: list[str]) -> dict:
             "image": urls,
         }
     )
-    return {
+    spec = {
         "dataset": {"source": frame},
         "grid": {"left": 40, "right": 120, "top": 40, "bottom": 30},
-        "xAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}},
-        "yAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}},
+        "xAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}, **_limits(bounds, 0)},
+        "yAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}, **_limits(bounds, 2)},
         "tooltip": {
             "trigger": "item",
             "formatter": "<img src='{@image}' width='84' height='84' style='image-rendering:pixelated'/>"
@@ -185,19 +261,21 @@ def latent_map(points: np.ndarray, labels: np.ndarray, urls: list[str]) -> dict:
             "right": 0,
             "top": "middle",
         },
-        "brush": {"toolbox": ["polygon", "rect", "clear"], "xAxisIndex": 0, "yAxisIndex": 0},
-        "toolbox": {"left": 0, "top": 0},
         "series": [
             {
                 "type": "scatter",
                 "encode": {"x": "x", "y": "y"},
                 "symbolSize": 5,
                 "itemStyle": {"opacity": 0.75},
-                "selectedMode": "multiple",
-                "select": {"itemStyle": {"borderColor": "#000", "borderWidth": 2, "opacity": 1}},
             }
         ],
     }
+    if selectable:
+        spec["brush"] = {"toolbox": ["polygon", "rect", "clear"], "xAxisIndex": 0, "yAxisIndex": 0}
+        spec["toolbox"] = {"left": 0, "top": 0}
+        spec["series"][0]["selectedMode"] = "multiple"
+        spec["series"][0]["select"] = {"itemStyle": {"borderColor": "#000", "borderWidth": 2, "opacity": 1}}
+    return spec
 
 
 def walk_probabilities(walk) -> go.Figure:
