@@ -190,6 +190,36 @@ def pca_reconstruction_mse(train_images: torch.Tensor, test_images: torch.Tensor
     return float(np.mean((recon - test) ** 2))
 
 
+def pca_mse_curve(train_images: torch.Tensor, test_images: torch.Tensor, ks) -> dict[int, float]:
+    """PCA's test MSE at each k in `ks`, from one eigendecomposition of the training set's
+    covariance (784 x 784: a second, where a fit per k would take one each)."""
+    train = train_images.flatten(1).float()
+    mean = train.double().mean(0)
+    centred = train - mean.float()
+    _, vectors = torch.linalg.eigh((centred.T @ centred).double())  # the product in fp32: 5x faster
+    vectors = vectors.flip(1)  # largest variance first
+    original = test_images.flatten(1).double()
+    test = original - mean
+    curve = {}
+    for k in ks:
+        basis = vectors[:, : int(k)]  # (784, k)
+        reconstruction = (test @ basis) @ basis.T + mean
+        curve[int(k)] = float(((reconstruction - original) ** 2).mean())
+    return curve
+
+
+def linear_probe(train_codes: np.ndarray, train_labels, test_codes: np.ndarray, test_labels) -> float:
+    """Test accuracy of a logistic regression on standardised codes: what a linear read-out of the
+    code knows about the class."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+    model.fit(train_codes, np.asarray(train_labels))
+    return float(model.score(test_codes, np.asarray(test_labels)))
+
+
 # ---------------------------------------------------------------- per-epoch snapshots
 
 

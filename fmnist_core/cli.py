@@ -172,6 +172,23 @@ def command_reproduce(args) -> int:
     started = time.perf_counter()
     for name in names:
         print(f"== {name}", file=sys.stderr)
+        if args.seeds > 1:
+            from .reports import Scale
+            from .reports.seeds import reproduce_seeds
+
+            seeded = reproduce_seeds(
+                name,
+                args.seeds,
+                Scale(epochs=args.epochs_scale, train_subset=args.subset),
+                jobs=args.jobs,
+                backend=args.backend,
+                on_event=lambda message: print(message, file=sys.stderr),
+                out_dir=args.out,
+                train=not args.no_train,
+            )
+            for claim, verdict, detail in seeded.verdicts:
+                print(f"{name}: {claim}: {verdict} ({detail})")
+            continue
         result = reproduce(
             name,
             epochs_scale=args.epochs_scale,
@@ -235,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_parser.add_argument("--out", default="reports", help="folder for NAME.md and NAME.csv")
     reproduce_parser.add_argument(
         "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"
+    )
+    reproduce_parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run the grid with this many seeds: mean ± std and verdicts in NAME-seedsN.md",
     )
     reproduce_parser.set_defaults(handler=command_reproduce)
     return parser

@@ -1,5 +1,6 @@
 """Reports: each seed report's experiments, the published figures beside ours, and what is still missing."""
 
+import pandas as pd
 import streamlit as st
 
 from fmnist_core.reports import (
@@ -11,12 +12,14 @@ from fmnist_core.reports import (
     load_committed,
     report_entries,
 )
+from fmnist_core.reports.seeds import claim_configs, collect_seeds, load_committed_seeds
 from ui.navigation import enter_through_app
 from ui.state import job_queue, run_cache
 from ui.widgets import kept
 
 enter_through_app()
 
+SEEDS = 3  # the claims are judged over this many seeds
 SCALES = {"full (the report's epochs)": 1.0, "quick look (a fifth of the epochs)": 0.2}
 
 with st.sidebar:
@@ -101,13 +104,65 @@ for group_name, group in table.groupby("table", sort=False):
         },
     )
 
-st.subheader("The report's conclusions, checked against ours")
-if from_repository.any():
-    st.caption("Checked on this machine's runs where it has them, on the repository's figures elsewhere.")
-for claim, holds, seen in check_conclusions(name, table):
-    icon = {True: ":material/check_circle:", False: ":material/cancel:", None: ":material/hourglass_empty:"}[
-        holds
-    ]
-    verdict = {True: "holds", False: "does not hold", None: "not run yet"}[holds]
-    st.markdown(f"{icon} **{claim}** — {verdict} ({seen})")
+st.subheader("The report's claims: guess, then see")
+st.caption(
+    f"Each claim over {SEEDS} seeds: our mean ± std beside the published figure, and a verdict that "
+    "weighs the difference against the seeds' own spread (holds, fails, or within seed noise: the "
+    "margin against twice the standard error of the difference of the means)."
+)
+seeded = collect_seeds(name, scale, run_cache(), SEEDS)
+seeds_source = "this machine's runs"
+if all(verdict == "not run" for _, verdict, _ in seeded.verdicts) and scale == Scale():
+    repository = load_committed_seeds(name, SEEDS)  # a fresh clone: the repository's own runs
+    if repository is not None:
+        seeded, seeds_source = repository, f"the repository's runs (`reports/{name}-seeds{SEEDS}.csv`)"
+single = check_conclusions(name, table)
+by_label = seeded.table.set_index("label") if len(seeded.table) else None
+for index, (conclusion, (claim, verdict, detail), (_, holds, seen)) in enumerate(
+    zip(module.CONCLUSIONS, seeded.verdicts, single, strict=True)
+):
+    with st.container(border=True):
+        st.markdown(f"**{claim}**")
+        guess = st.segmented_control(
+            "Your guess first", ["holds", "fails", "can't tell"], key=f"guess:{name}:{scale.epochs}:{index}"
+        )
+        if guess is None:
+            st.caption("Guess, then the runs answer.")
+            continue
+        if verdict == "not run":
+            one = {True: "holds", False: "does not hold", None: "not run yet"}[holds]
+            st.info(f"One run each: {one} ({seen}). Over {SEEDS} seeds: not run yet ({detail}).")
+            wanted = [
+                c
+                for c in claim_configs(name, scale, SEEDS, conclusion.needs)
+                if not run_cache().exists(c.run_id)
+            ]
+            if wanted and st.button(
+                f"Train the {len(wanted)} runs this claim needs", key=f"seeds:{name}:{index}"
+            ):
+                for config in wanted:
+                    queue.submit(config)
+                st.rerun()
+            continue
+        icon = {"holds": ":material/check_circle:", "fails": ":material/cancel:"}.get(
+            verdict, ":material/blur_on:"
+        )
+        right = guess == verdict or (guess == "can't tell" and verdict == "within seed noise")
+        st.markdown(f"{icon} Over {SEEDS} seeds it **{verdict}** ({detail}); from {seeds_source}.")
+        st.caption("Your guess matches." if right else f"You guessed *{guess}*.")
+        if by_label is not None:
+            rows = []
+            for label in conclusion.needs:
+                if label in by_label.index:
+                    row = by_label.loc[label]
+                    figures = {"run": label}
+                    for metric in ("test_accuracy", "test_mse", "final_train_loss", "final_val_accuracy"):
+                        if f"{metric}_mean" in row and row[f"{metric}_mean"] == row[f"{metric}_mean"]:
+                            figures[metric] = f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}"
+                            published = row.get(f"published_{metric}")
+                            if published == published and published is not None:
+                                figures[f"published {metric}"] = f"{published:.4f}"
+                    rows.append(figures)
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+
 st.caption("The same tables come from the command line: `python -m fmnist_core reproduce " + name + "`.")

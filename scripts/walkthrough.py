@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-PAGES = ["", "autoencoder", "classifier", "latent", "compare", "reports", "try_it"]
+PAGES = ["", "autoencoder", "classifier", "latent", "sweep", "compare", "reports", "try_it"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SETTLED = """() => {
   const app = document.querySelector("[data-testid='stApp']");

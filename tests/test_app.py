@@ -25,6 +25,7 @@ PAGES = [
     "pages/autoencoder.py",
     "pages/classifier.py",
     "pages/latent.py",
+    "pages/sweep.py",
     "pages/compare.py",
     "pages/reports.py",
     "pages/try_it.py",
@@ -91,6 +92,49 @@ def test_home_renders_the_data_set_and_links():
 def test_every_page_renders_on_an_empty_cache(path):
     at = page(open_app(), path)
     assert not at.exception, at.exception[0].value if at.exception else ""
+
+
+def test_a_claim_card_asks_for_a_guess_then_shows_the_verdict_over_seeds():
+    at = page(open_app(), "pages/reports.py")
+    at.radio(key="widget:reports:name").set_value("S3").run()
+    guesses = [c for c in at.get("button_group") if "guess:S3" in str(c.proto.id)]
+    assert len(guesses) == 2  # S3's two claims
+    assert not any("Over 3 seeds" in m.value for m in at.markdown)  # nothing shown before a guess
+    at.session_state["guess:S3:1.0:0"] = "holds"
+    at.run()
+    [verdict] = [m.value for m in at.markdown if "Over 3 seeds it" in m.value]
+    # An empty cache: the repository's own runs over three seeds answer, with their mean ± std.
+    assert "reports/S3-seeds3.csv" in verdict and " ± " in verdict
+    assert any(v in verdict for v in ("**holds**", "**fails**", "**within seed noise**"))
+    shown = [d.value for d in at.dataframe if "run" in d.value.columns]
+    assert shown and shown[0]["run"].tolist() == ["model 2: Adam, 30 epochs", "model 1: SGD, 30 epochs"]
+    assert shown[0]["test_accuracy"].str.contains(" ± ").all()
+
+
+def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
+    from ui.state import job_queue
+
+    at = page(open_app(), "pages/sweep.py")
+    assert any("27 of 27 runs are not in the cache" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert table["n"].tolist() == [2, 4, 8, 16, 32, 64, 128, 256, 512]
+    assert table["pca_mse"].is_monotonic_decreasing and table["test_mse"].isna().all()
+    [button for button in at.button if button.label == "Queue the 27 missing runs"][0].click().run()
+    queue = job_queue()
+    jobs = queue.jobs()
+    try:
+        assert len(jobs) == 27 and [j.config.model for j in jobs[:3]] == [
+            "conv_autoencoder",
+            "encoder_classifier",
+            "encoder_classifier",
+        ]
+        assert jobs[1].config.settings["encoder_run"] == jobs[0].run_id
+        assert any("(27 queued)" in w.value for w in at.warning)
+    finally:
+        for job in jobs:
+            queue.stop(job.run_id)
+        for job in jobs:
+            queue.wait(job.run_id, timeout=120)
 
 
 def test_invalid_setting_is_a_message_not_a_traceback():

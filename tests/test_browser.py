@@ -25,7 +25,7 @@ ARTIFACTS = ROOT / "test_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-PAGES = ["", "autoencoder", "classifier", "latent", "compare", "reports", "try_it"]
+PAGES = ["", "autoencoder", "classifier", "latent", "sweep", "compare", "reports", "try_it"]
 
 
 def free_port() -> int:

@@ -131,3 +131,20 @@ def test_the_atlas_draws_each_cell_as_its_decoded_image_sized_by_its_count():
     assert [t["name"] for t in tiles] == ["Dress", "cell"]  # the classifier's class; none: a plain cell
     assert spec["series"][1]["selectedMode"] == "single" and spec["series"][0]["silent"]
     assert spec["xAxis"]["min"] < 0 < 1 < spec["xAxis"]["max"]
+
+
+@pytest.mark.parametrize(
+    "selection, x",
+    [
+        ({"points": [{"x": 64, "y": 0.01, "curve_number": 0}]}, 64),
+        ({"points": [{"x": 2.0}, {"x": 512}]}, 512),  # the latest click
+        ({"points": []}, None),
+        ({"points": [{"y": 3}]}, None),
+        ({"points": [{"x": "64"}]}, None),
+        ({"points": [{"x": float("nan")}]}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_a_sweep_click_names_the_latent_size_or_nothing(selection, x):
+    assert events.clicked_x(selection) == x

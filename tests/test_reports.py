@@ -166,7 +166,7 @@ def test_no_train_tabulates_the_cache_and_trains_nothing(tmp_path):
     result = reproduce(
         "S3", cache=cache, out_dir=tmp_path, train=False, epochs_scale=0.04, train_subset=500, test_subset=500
     )
-    assert result.table["status"].tolist() == ["missing", "ok", "missing"]
+    assert result.table["status"].tolist() == ["missing", "ok", "missing", "missing", "missing"]
     assert len(cache.run_ids()) == 1
     assert "missing" in (tmp_path / "S3.md").read_text()
 
@@ -234,3 +234,67 @@ def test_the_cache_wins_over_the_committed_figures_and_other_scales_have_none(tm
     assert load_committed("S3", Scale(), root=tmp_path) is None  # a clone without reports/
     (tmp_path / "S3.csv").write_text("not,a\nreport,table\n")
     assert load_committed("S3", Scale(), root=tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "kind, firsts, seconds, options, verdict",
+    [
+        ("higher", [0.90, 0.91, 0.89], [0.80, 0.81, 0.79], {}, "holds"),  # margin 0.10, noise 0.016
+        ("higher", [0.85, 0.86, 0.84], [0.845, 0.855, 0.835], {}, "within seed noise"),  # 0.005 < 0.016
+        ("higher", [0.80, 0.81, 0.79], [0.90, 0.91, 0.89], {}, "fails"),
+        ("lower", [0.02, 0.02, 0.02], [0.05, 0.05, 0.05], {"factor": 0.5}, "holds"),  # 0.025 - 0.02 > 0
+        ("lower", [0.03, 0.03, 0.03], [0.05, 0.05, 0.05], {"factor": 0.5}, "fails"),
+        ("close", [0.890, 0.890, 0.890], [0.893, 0.893, 0.893], {"tolerance": 0.01}, "holds"),
+        ("close", [0.80, 0.80, 0.80], [0.893, 0.893, 0.893], {"tolerance": 0.01}, "fails"),
+        ("higher", [0.90], [0.80], {}, "holds"),  # one seed: the single comparison decides
+    ],
+)
+def test_a_claim_over_seeds_holds_fails_or_is_within_noise(kind, firsts, seconds, options, verdict):
+    from fmnist_core.reports.grid import seeds_verdict
+
+    found, detail = seeds_verdict(kind, firsts, seconds, **options)
+    assert found == verdict, detail
+    assert f"over {len(firsts)} seed" in detail
+
+
+def test_the_verdicts_noise_is_twice_the_standard_error_of_the_difference():
+    from fmnist_core.reports.grid import seeds_verdict
+
+    # stds 0.01 each over 3 seeds: noise 2 * sqrt((1e-4 + 1e-4) / 3) = 0.01633
+    _, detail = seeds_verdict("higher", [0.90, 0.91, 0.89], [0.80, 0.81, 0.79])
+    assert "margin +0.1000 against noise 0.0163" in detail and "0.9000 ± 0.0100" in detail
+    with pytest.raises(ValueError, match="seeds"):
+        seeds_verdict("higher", [0.9, 0.8], [0.7])
+    with pytest.raises(ValueError, match="kind"):
+        seeds_verdict("bigger", [0.9], [0.7])
+
+
+def test_a_grid_seed_reaches_every_run_and_the_encoder_it_builds_on():
+    plain = report_entries("S0", Scale())
+    second = report_entries("S0", Scale(seed=1))
+    assert all(e.config.seed == 0 for e in plain) and all(e.config.seed == 1 for e in second)
+    assert [e.config.run_id for e in plain] == [e.config.run_id for e in report_entries("S0")]
+    by_id = {e.config.run_id: e.config for e in second}
+    classifiers = [e.config for e in second if e.config.model == "encoder_classifier"]
+    assert classifiers and all(by_id[c.settings["encoder_run"]].seed == 1 for c in classifiers)
+
+
+def test_reproduce_over_seeds_writes_mean_and_std_and_judges_each_claim(tmp_path):
+    from fmnist_core.reports.seeds import reproduce_seeds
+
+    cache = RunCache(tmp_path / "cache")
+    scale = Scale(epochs=0.04, train_subset=500, test_subset=500)
+    result = reproduce_seeds("S3", 2, scale, cache=cache, out_dir=tmp_path)
+    assert len(cache.run_ids()) == 10  # five rows, two seeds
+    row = result.table.set_index("label").loc["model 2: Adam, 30 epochs"]
+    assert row["seeds_done"] == 2 and 0 < row["test_accuracy_mean"] < 1 and row["test_accuracy_std"] >= 0
+    runs = [float(v) for v in row["test_accuracy_runs"].split()]
+    assert row["test_accuracy_mean"] == pytest.approx(sum(runs) / 2)
+    assert [v for _, v, _ in result.verdicts] and all(
+        v in ("holds", "fails", "within seed noise") for _, v, _ in result.verdicts
+    )
+    text = (tmp_path / "S3-seeds2.md").read_text()
+    assert " ± " in text and "over 2 seeds" in text and "cross-entropy" in text  # the note on model 1
+    assert pd.read_csv(tmp_path / "S3-seeds2.csv")["seeds_done"].tolist() == [2] * 5
+    partial = reproduce_seeds("S3", 3, scale, cache=cache, out_dir=None, train=False)
+    assert {v for _, v, _ in partial.verdicts} == {"not run"}  # the third seed is not cached

@@ -53,3 +53,17 @@ def selected_rows(state: Mapping | None, rows: int, series: int | None = None) -
             if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < rows:
                 chosen[index] = None
     return list(chosen)
+
+
+def clicked_x(selection: Mapping | None) -> int | None:
+    """The x of the point last clicked on a plotly chart (as an int: the sweep's latent size), or None."""
+    if not isinstance(selection, Mapping):
+        return None
+    points = selection.get("points")
+    if not isinstance(points, list):
+        return None
+    for point in reversed(points):
+        x = point.get("x") if isinstance(point, Mapping) else None
+        if isinstance(x, int | float) and not isinstance(x, bool) and x == x:
+            return int(x)
+    return None

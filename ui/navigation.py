@@ -26,6 +26,7 @@ PAGES = [  # file, title, icon; a page's URL path is its file's name
     ("pages/autoencoder.py", "Autoencoder", ":material/compress:"),
     ("pages/classifier.py", "Classifier", ":material/category:"),
     ("pages/latent.py", "Latent space", ":material/scatter_plot:"),
+    ("pages/sweep.py", "Latent size sweep", ":material/stacked_line_chart:"),
     ("pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("pages/reports.py", "Reports", ":material/description:"),
     ("pages/try_it.py", "Try it", ":material/draw:"),

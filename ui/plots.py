@@ -310,6 +310,39 @@ def walk_probabilities(walk) -> go.Figure:
     return figure
 
 
+def sweep(table: pd.DataFrame) -> go.Figure:
+    """The latent size sweep: errors (the autoencoder's and PCA's at k=n) and accuracies (the linear
+    read-out, frozen and fine-tuned classifiers) against n, on a log-2 axis."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("test MSE", "test accuracy"))
+    lines = [
+        (1, "test_mse", "autoencoder"),
+        (1, "pca_mse", "PCA, k=n"),
+        (2, "probe_accuracy", "linear read-out of the code"),
+        (2, "frozen_accuracy", "classifier, frozen encoder"),
+        (2, "fine_tuned_accuracy", "classifier, fine-tuned"),
+    ]
+    for colour, (column, key, name) in enumerate(lines):
+        figure.add_trace(
+            go.Scatter(
+                x=table["n"],
+                y=table[key],
+                mode="lines+markers",
+                name=name,
+                line=dict(color=PALETTE[colour], dash="dot" if key == "pca_mse" else "solid"),
+            ),
+            row=1,
+            col=column,
+        )
+    figure.update_xaxes(
+        type="log", tickvals=list(table["n"]), ticktext=[str(n) for n in table["n"]], title_text="n"
+    )
+    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_layout(
+        height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25)
+    )
+    return figure
+
+
 def probability_bars(probabilities: np.ndarray) -> go.Figure:
     order = np.argsort(probabilities)
     figure = go.Figure(

@@ -1,0 +1,79 @@
+"""S0's question taken to its end: one autoencoder per latent size n (2 to 512), each with a
+classifier on its encoder, frozen and fine-tuned, measured side by side against PCA at k=n and a
+linear read-out of the codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import analysis
+from .cache import RunCache
+from .config import RunConfig
+from .data import load_data
+from .reports.grid import Scale
+
+SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+PROBE_IMAGES = 10_000  # training images the linear read-out is fitted on
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    n: int
+    autoencoder: RunConfig
+    frozen: RunConfig
+    fine_tuned: RunConfig
+
+
+def latent_sweep(scale: Scale, sizes=SIZES) -> list[SweepPoint]:
+    """S0's autoencoder (p=0.2, Adam) at each latent size, and S0's classifier on each encoder."""
+    if not sizes or any(not 1 <= n <= 4096 for n in sizes):
+        raise ValueError(f"sizes: {sizes} must be latent sizes from 1 to 4096")
+    points = []
+    for n in sizes:
+        autoencoder = scale.config("conv_autoencoder", {"n": n})
+        classifiers = [
+            scale.config("encoder_classifier", {"encoder_run": autoencoder.run_id, "freeze_encoder": frozen})
+            for frozen in (True, False)
+        ]
+        points.append(SweepPoint(n, autoencoder, *classifiers))
+    return points
+
+
+def sweep_configs(points: list[SweepPoint]) -> list[RunConfig]:
+    """Every run of the sweep, each autoencoder before its classifiers (the order to queue them)."""
+    return [config for p in points for config in (p.autoencoder, p.frozen, p.fine_tuned)]
+
+
+def sweep_table(points: list[SweepPoint], cache: RunCache, probe=None) -> pd.DataFrame:
+    """One row per n: test MSE, PCA's at k=n, the linear read-out's accuracy on the codes (`probe`,
+    a function of an autoencoder run id, where given: it is the slow column), and the frozen and
+    fine-tuned classifiers' test accuracy; NaN where a run is not cached."""
+    data = load_data()
+    pca = analysis.pca_mse_curve(data.train_images, data.test_images, [min(p.n, 784) for p in points])
+    rows = []
+    for point in points:
+        row = {"n": point.n, "pca_mse": pca[min(point.n, 784)], "autoencoder_run": point.autoencoder.run_id}
+        for column, config, metric in (
+            ("test_mse", point.autoencoder, "test_mse"),
+            ("frozen_accuracy", point.frozen, "test_accuracy"),
+            ("fine_tuned_accuracy", point.fine_tuned, "test_accuracy"),
+        ):
+            row[column] = (
+                cache.load_record(config.run_id)[1][metric] if cache.exists(config.run_id) else np.nan
+            )
+        cached = cache.exists(point.autoencoder.run_id)
+        row["probe_accuracy"] = probe(point.autoencoder.run_id) if probe is not None and cached else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def probe_accuracy(autoencoder, images: int = PROBE_IMAGES) -> float:
+    """The linear read-out of a trained autoencoder's codes: fitted on the first `images` training
+    images' codes, scored on the whole test set."""
+    data = load_data()
+    train = analysis.latent_codes(autoencoder.model, data.train_images[:images])
+    test = analysis.latent_codes(autoencoder.model, data.test_images)
+    return analysis.linear_probe(train, data.train_labels[:images].numpy(), test, data.test_labels.numpy())
