@@ -157,14 +157,15 @@ def confusion_pair(
     predicted: int,
 ) -> tuple[int, int] | None:
     """Two test images for a walk across a confusion cell: the `true` image most confidently taken
-    for `predicted`, and the nearest (in code space) `predicted` image classified right; None
-    where the cell is empty."""
+    for `predicted`, and the `predicted` image most confidently classified right (its nearest in
+    code space among equally sure ones); None where the cell is empty."""
     wrong = np.flatnonzero((labels == true) & (predictions == predicted))
     right = np.flatnonzero((labels == predicted) & (predictions == predicted))
     if len(wrong) == 0 or len(right) == 0 or true == predicted:
         return None
     start = int(wrong[np.argmax(confidence[wrong])])
-    end = int(right[np.argmin(((codes[right] - codes[start]) ** 2).sum(1))])
+    surest = right[confidence[right] >= confidence[right].max() - 1e-6]
+    end = int(surest[np.argmin(((codes[surest] - codes[start]) ** 2).sum(1))])
     return start, end
 
 

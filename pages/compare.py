@@ -3,6 +3,8 @@
 import plotly.graph_objects as go
 import streamlit as st
 
+from fmnist_core import bundle
+from fmnist_core.cache import RunCache
 from ui.navigation import enter_through_app
 from ui.plots import PALETTE
 from ui.state import run_cache, runs_table
@@ -10,6 +12,19 @@ from ui.state import run_cache, runs_table
 enter_through_app()
 
 st.title("Compare runs")
+with st.expander("Bring a run in from another lab (a bundle .zip)", icon=":material/upload:"):
+    upload = st.file_uploader("A bundle made by Take a run away", type=["zip"], key="compare:bundle")
+    if upload is not None and st.session_state.get("compare:imported", (None,))[0] != upload.file_id:
+        try:  # once per uploaded file: a rerun does not write the entries again
+            message = (
+                f"Added {', '.join(f'`{r}`' for r in bundle.import_bundle(upload.getvalue(), run_cache()))}."
+            )
+        except bundle.BundleError as error:
+            message = f"Cannot bring this bundle in: {error}."
+        st.session_state["compare:imported"] = (upload.file_id, message)
+    if upload is not None:
+        message = st.session_state["compare:imported"][1]
+        (st.error if message.startswith("Cannot") else st.success)(message)
 runs = runs_table()
 if runs.empty:
     st.info("No cached runs yet. Train a model and it appears here.")
@@ -111,17 +126,31 @@ if not chosen.empty:
                 xaxis_title="epoch",
             )
             st.plotly_chart(figure, key=f"overlay:{metric}:{loss}")
-    st.subheader("Weights")
+    st.subheader("Take a run away")
     run_id = st.selectbox("Run", chosen["run_id"].tolist())
-    weights = cache.folder(run_id) / "model.pt"
-    st.download_button(
-        "Download model.pt (state_dict)", weights.read_bytes(), f"{run_id}.pt", icon=":material/download:"
+    root = str(cache.root)
+    columns = st.columns(3)
+    columns[0].download_button(
+        "Bundle (.zip: safetensors + JSON)",
+        lambda: bundle.export_bundle(run_id, RunCache(root)),  # made on click, off the page's thread
+        f"fmnist-lab-{run_id}.zip",
+        icon=":material/download:",
+        help="Weights in safetensors, config, history and metrics (and the encoder it builds on): "
+        "another lab brings it in on this page, with no pickle on the way.",
     )
-    st.download_button(
-        "Download config.json",
+    if cache.load_config(run_id).kind != "autoencoder":
+        columns[1].download_button(
+            "ONNX model",
+            lambda: bundle.export_onnx(run_id, RunCache(root)),
+            f"fmnist-lab-{run_id}.onnx",
+            icon=":material/download:",
+            help="Input `images` (N, 1, 28, 28) in [0, 1], output `logits` (N, 10).",
+        )
+    columns[2].download_button(
+        "config.json",
         (cache.folder(run_id) / "config.json").read_text(),
         f"{run_id}.json",
         icon=":material/download:",
     )
 else:
-    st.caption("Select rows to overlay their validation curves and download their weights.")
+    st.caption("Select rows to overlay their validation curves and take runs away.")

@@ -217,8 +217,8 @@ chosen = st.selectbox(
     "Start from",
     list(cells),
     index=1 if len(cells) > 1 and not selected else 0,
-    help="A confusion cell of the best classifier: its surest mistake, walked to the nearest image "
-    "it gets right of the class it chose.",
+    help="A confusion cell of the best classifier: its surest mistake, walked to the image of the "
+    "class it chose that it is surest of.",
 )
 pair = None
 if cells[chosen] is not None:
@@ -261,7 +261,10 @@ st.plotly_chart(
     config={"displayModeBar": False},
 )
 if walk.decoded_probabilities:
-    st.plotly_chart(plots.walk_probabilities(walk), config={"displayModeBar": False})
+    st.plotly_chart(
+        plots.walk_probabilities(walk, int(labels[first]), int(labels[second])),
+        config={"displayModeBar": False},
+    )
     flips = []
     for name in walk.decoded_probabilities:
         row = {"classifier": name}

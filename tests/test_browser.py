@@ -195,6 +195,23 @@ def use_the_lab(page, app_url):
         settle(page)
         page.screenshot(path=str(ARTIFACTS / "autoencoder_trained.png"), full_page=True)
 
+        # A long training, then a setting moved while it runs: the job stays in view beside the new
+        # config, and the sidebar's Stop ends it.
+        epochs.focus()
+        epochs.press("End")
+        settle(page)
+        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_text(re.compile(r"^Epoch \d+/\d+ · step")).first.wait_for(timeout=60_000)
+        dropout = sidebar.locator("[aria-label='Dropout p'] input[type='range']")
+        dropout.focus()
+        dropout.press("ArrowRight")
+        settle(page)
+        page.get_by_text("Training now, with other settings").wait_for(timeout=30_000)
+        assert page.get_by_text(re.compile(r"^Epoch \d+/\d+ · step")).count() >= 1  # its progress, live
+        page.screenshot(path=str(ARTIFACTS / "autoencoder_setting_moved.png"), full_page=True)
+        sidebar.get_by_role("button", name="Stop").click()
+        page.get_by_text("Training queue").wait_for(state="detached", timeout=60_000)
+
         # Upload a real Fashion-MNIST test image (a trouser) saved as a PNG.
         data = load_data()
         index = int(np.flatnonzero(data.test_labels.numpy() == 1)[0])

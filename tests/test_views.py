@@ -28,8 +28,11 @@ def test_a_confusion_pair_is_the_surest_mistake_and_the_nearest_right_answer():
     predictions = np.array([0, 0, 6, 0, 0, 6])
     confidence = np.array([0.6, 0.9, 0.8, 0.9, 0.9, 0.5])
     codes = np.array([[0.0], [5.0], [1.0], [9.0], [4.0], [5.0]])
-    # Shirts taken for T-shirts: image 1 (0.9); the T-shirts classified right: 3 and 4; 4 is nearer.
+    # Shirts taken for T-shirts: image 1 (0.9); the surest right T-shirts: 3 and 4 (0.9); 4 is nearer.
     assert views.confusion_pair(labels, predictions, confidence, codes, 6, 0) == (1, 4)
+    surer = confidence.copy()
+    surer[3] = 0.99  # a surer right answer wins over a nearer one
+    assert views.confusion_pair(labels, predictions, surer, codes, 6, 0) == (1, 3)
     assert views.confusion_pair(labels, predictions, confidence, codes, 0, 6) == (5, 2)
     assert views.confusion_pair(labels, predictions, confidence, codes, 0, 3) is None  # an empty cell
     assert views.confusion_pair(labels, predictions, confidence, codes, 6, 6) is None  # not a mistake

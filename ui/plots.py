@@ -278,17 +278,17 @@ def latent_map(
     return spec
 
 
-def walk_probabilities(walk) -> go.Figure:
+def walk_probabilities(walk, first_class: int, second_class: int) -> go.Figure:
     """Along a boundary walk (fmnist_core.views.BoundaryWalk), each classifier's probability of the
-    class it gives at the start (solid) and at the end (dotted): code path left, pixel blend right."""
+    first image's class (solid) and of the second's (dotted): code path left, pixel blend right."""
     figure = make_subplots(rows=1, cols=2, subplot_titles=("code path", "pixel blend"), shared_yaxes=True)
+    classes = [(first_class, "solid")] + ([(second_class, "dot")] if second_class != first_class else [])
     for number, name in enumerate(walk.decoded_probabilities):
         colour = PALETTE[number % len(PALETTE)]
         for column, probabilities in enumerate(
             (walk.decoded_probabilities[name], walk.blended_probabilities[name]), start=1
         ):
-            start, end = int(probabilities[0].argmax()), int(probabilities[-1].argmax())
-            for cls, dash in ((start, "solid"), (end, "dot")) if start != end else ((start, "solid"),):
+            for cls, dash in classes:
                 figure.add_trace(
                     go.Scatter(
                         x=walk.weights,
@@ -296,7 +296,7 @@ def walk_probabilities(walk) -> go.Figure:
                         mode="lines+markers",
                         line=dict(color=colour, dash=dash),
                         name=f"{name[:28]}: p({CLASS_NAMES[cls]})",
-                        legendgroup=name,
+                        legendgroup=f"{name}:{cls}",
                         showlegend=column == 1,
                     ),
                     row=1,
