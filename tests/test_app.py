@@ -416,3 +416,34 @@ def test_home_shows_the_starter_set_training_on_an_empty_cache(monkeypatch):
 )
 def test_an_unknown_page_path_is_named_and_a_known_one_is_not(url, base, wrong):
     assert navigation.unknown_path(url, base, {"classifier", "latent"}) == wrong
+
+
+@pytest.mark.parametrize(
+    "text, default, limits, value",
+    [
+        ("S3", "S0", {"options": ["S0", "S3"]}, "S3"),
+        ("S9", "S0", {"options": ["S0", "S3"]}, "S0"),  # not an option: the default
+        ("0.35", 0.2, {"min_value": 0.0, "max_value": 0.7}, 0.35),
+        ("9", 0.2, {"min_value": 0.0, "max_value": 0.7}, 0.2),  # out of range
+        ("nan", 0.2, {}, 0.2),
+        ("12", 10, {}, 12),
+        ("twelve", 10, {}, 10),
+        ("true", False, {}, True),
+        (None, "S0", {}, "S0"),
+    ],
+)
+def test_a_value_from_the_url_is_used_only_where_the_widget_could_hold_it(text, default, limits, value):
+    from ui.widgets import from_url
+
+    assert from_url(text, default, limits) == value
+
+
+def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["reports:name"] = "S3"
+    at.switch_page("pages/reports.py")
+    at.run()
+    assert at.title[0].value == "S3: feed-forward network"
+    at.radio(key="widget:reports:name").set_value("S1").run()
+    assert at.query_params["reports:name"] == "S1"  # the URL follows the view

@@ -145,6 +145,14 @@ def use_the_lab(page, app_url):
         settle(page)
         assert page.get_by_role("heading", name="Fashion-MNIST Lab").count() == 1
 
+        # A link reopens a view: the Reports page on S3, as the URL says; the URL follows the view.
+        page.goto(f"{app_url}/reports?reports:name=S3")
+        settle(page)
+        assert page.locator("h1").first.inner_text().strip() == "S3: feed-forward network"
+        page.get_by_text("S1: CNN (Keras) vs residual network").click()
+        settle(page)
+        assert "reports%3Aname=S1" in page.url or "reports:name=S1" in page.url, page.url
+
         # A mistyped address names itself above Home (Streamlit's own "Page not found" box closes).
         page.goto(f"{app_url}/no-such-page")
         settle(page)

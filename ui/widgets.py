@@ -24,16 +24,45 @@ TRAINING_IMAGES = {"all 60,000": 0, "20,000": 20_000, "10,000": 10_000, "5,000":
 
 
 def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
-    """A widget whose value survives page switches: stored under a key no widget owns."""
+    """A widget whose value survives page switches (stored under a key no widget owns) and lives in
+    the page's URL too (?key=value), so that a link reopens the same view."""
     store, widget_key = f"keep:{key}", f"widget:{key}"
-    if store not in st.session_state:
-        st.session_state[store] = default
+    if store not in st.session_state:  # a new session: the link's value, where it is a valid one
+        st.session_state[store] = from_url(st.query_params.get(key), default, kwargs)
     st.session_state[widget_key] = st.session_state[store]
 
     def save() -> None:
         st.session_state[store] = st.session_state[widget_key]
 
-    return widget(label, key=widget_key, on_change=save, **kwargs)
+    value = widget(label, key=widget_key, on_change=save, **kwargs)
+    if isinstance(value, str | int | float) and st.query_params.get(key) != str(value):
+        st.query_params[key] = str(value)
+    return value
+
+
+def from_url(text: str | None, default: Any, limits: dict) -> Any:
+    """A widget value read from the URL, of the default's type and within the widget's options or
+    range; the default where the text is absent, malformed or out of bounds."""
+    if text is None or not isinstance(default, str | int | float):
+        return default
+    try:
+        if isinstance(default, bool):
+            value = {"true": True, "false": False}[text.lower()]
+        elif isinstance(default, int):
+            value = int(text)
+        elif isinstance(default, float):
+            value = float(text)
+        else:
+            value = text
+    except (KeyError, ValueError):
+        return default
+    options = limits.get("options")
+    if options is not None and value not in list(options):
+        return default
+    low, high = limits.get("min_value"), limits.get("max_value")
+    if (low is not None and value < low) or (high is not None and value > high) or value != value:
+        return default
+    return value
 
 
 def radio_row(label: str, key: str, default: str, options, help: str | None = None) -> str:
