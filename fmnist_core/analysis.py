@@ -208,6 +208,37 @@ def pca_mse_curve(train_images: torch.Tensor, test_images: torch.Tensor, ks) -> 
     return curve
 
 
+def calibration(probabilities: np.ndarray, labels, bins: int = 10) -> tuple[pd.DataFrame, float]:
+    """A reliability table of a classifier's answers: per confidence bin (equal widths over [0, 1]),
+    how many answers fall there, their mean confidence and how many are right; and the expected
+    calibration error, the bins' |accuracy - confidence| weighted by their share of answers."""
+    if not 2 <= bins <= 100:
+        raise ValueError(f"bins: {bins} is outside 2..100")
+    confidence = probabilities.max(1)
+    right = probabilities.argmax(1) == np.asarray(labels)
+    # Bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of exactly 0 goes to bin 0.
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        count = int(inside.sum())
+        rows.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "count": count,
+                "confidence": float(confidence[inside].mean()) if count else np.nan,
+                "accuracy": float(right[inside].mean()) if count else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    filled = table[table["count"] > 0]
+    error = float(
+        (filled["count"] * (filled["accuracy"] - filled["confidence"]).abs()).sum() / len(confidence)
+    )
+    return table, error
+
+
 def linear_probe(train_codes: np.ndarray, train_labels, test_codes: np.ndarray, test_labels) -> float:
     """Test accuracy of a logistic regression on standardised codes: what a linear read-out of the
     code knows about the class."""

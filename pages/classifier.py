@@ -11,7 +11,16 @@ from fmnist_core.recipes import list_recipes
 from ui import events, plots
 from ui.navigation import enter_through_app
 from ui.panels import epoch_scrubber, training_panel
-from ui.state import fashion, load_run, run_cache, run_label, runs_table, stamp, test_probabilities
+from ui.state import (
+    calibration,
+    fashion,
+    load_run,
+    run_cache,
+    run_label,
+    runs_table,
+    stamp,
+    test_probabilities,
+)
 from ui.widgets import build_config, classifier_model_settings, kept, recipe_button, run_settings
 
 enter_through_app()
@@ -66,8 +75,8 @@ second.metric("Test loss", f"{run.metrics['test_loss']:.4f}")
 hardest = report.sort_values("recall").iloc[0]
 third.metric("Hardest class", hardest["class"], help=f"recall {hardest['recall']:.3f}")
 
-curves_tab, confusion_tab, class_tab, compare_tab = st.tabs(
-    ["Curves", "Confusion matrix", "Per class", "Frozen vs fine-tuned"]
+curves_tab, confusion_tab, class_tab, calibration_tab, compare_tab = st.tabs(
+    ["Curves", "Confusion matrix", "Per class", "Calibration", "Frozen vs fine-tuned"]
 )
 with curves_tab:
     st.plotly_chart(plots.curves(run.history))
@@ -106,6 +115,36 @@ with confusion_tab:
 with class_tab:
     st.dataframe(
         report.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}), hide_index=True
+    )
+with calibration_tab:
+    table, error = calibration(run.run_id, stamp(run.run_id))
+    st.metric(
+        "Expected calibration error",
+        f"{error:.4f}",
+        help="Over 15 confidence bins: the gap between how sure the model is and how often it is right, "
+        "weighted by the bins' sizes (0: perfectly calibrated).",
+    )
+    confidence = probabilities.max(1)
+    st.plotly_chart(plots.reliability(table, confidence, predictions == labels))
+    sized = table[table["count"] >= 20]
+    over = sized[sized["accuracy"] < sized["confidence"] - 0.1]
+    under = sized[sized["accuracy"] > sized["confidence"] + 0.1]
+    found = [
+        f"surer than right (over-confident) between {part['low'].min():.2f} and {part['high'].max():.2f}"
+        if part is over
+        else f"right more often than it claims (under-confident) between {part['low'].min():.2f} and "
+        f"{part['high'].max():.2f}"
+        for part in (over, under)
+        if not part.empty
+    ]
+    st.caption(
+        "Bars under the diagonal: the model is surer than it is right; above it: right more often than "
+        "it says. "
+        + (
+            "Here it is " + "; and ".join(found) + " (bins of 20 images or more, off by over 0.1)."
+            if found
+            else "No bin of 20 images or more is off by over 0.1 here."
+        )
     )
 with compare_tab:
     if model != "encoder_classifier":

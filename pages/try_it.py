@@ -9,7 +9,16 @@ from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload
 from ui import canvas, plots
 from ui.navigation import enter_through_app
-from ui.state import fashion, garment_check, load_run, run_label, runs_table, stamp, test_codes
+from ui.state import (
+    calibration,
+    fashion,
+    garment_check,
+    load_run,
+    run_label,
+    runs_table,
+    stamp,
+    test_codes,
+)
 
 enter_through_app()
 
@@ -75,6 +84,15 @@ if not classifiers.empty:
         probabilities = views.classify(load_run(labels[chosen]), image)
         top = np.argsort(-probabilities)[:3]
         st.markdown("  \n".join(f"**{CLASS_NAMES[c]}** {probabilities[c]:.1%}" for c in top))
+        table, _ = calibration(labels[chosen], stamp(labels[chosen]))
+        at = table[(table["low"] < probabilities.max()) & (probabilities.max() <= table["high"])]
+        if not at.empty and at["count"].iloc[0] >= 20 and at["accuracy"].iloc[0] < 0.6:
+            st.warning(
+                f"At {probabilities.max():.0%} confidence this model is right on only "
+                f"{at['accuracy'].iloc[0]:.0%} of the {int(at['count'].iloc[0])} test images it is as sure "
+                "of: an answer in the range where it is usually wrong.",
+                icon=":material/warning:",
+            )
         st.plotly_chart(plots.probability_bars(probabilities), config={"displayModeBar": False})
     others = []
     for label, run_id in labels.items():

@@ -191,6 +191,8 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     assert cells and cells[0]["select"]["fields"] == ["true_index", "predicted_index"]
     assert at.dataframe[0].value["class"].tolist()[6] == "Shirt"
     assert any("Validation confusion after epoch 1" in m.value for m in at.markdown)
+    error = float({m.label: m.value for m in at.metric}["Expected calibration error"])
+    assert 0 <= error < 0.5
     assert len(heatmaps) == 2  # the test matrix, clickable, and epoch 1's in the expander
 
     at = page(at, "pages/latent.py")

@@ -106,3 +106,37 @@ def test_an_atlas_cell_holds_its_images_and_shows_their_mean_code_decoded(models
     assert (bare.cells["class"] == -1).all()
     with pytest.raises(ValueError, match="size"):
         views.latent_atlas(autoencoder, points, codes, size=1)
+
+
+def test_calibration_bins_and_error_match_a_hand_computation():
+    # Four answers: confidences 0.95 (right), 0.92 (wrong), 0.55 (right), 0.35 (wrong); 5 bins of 0.2.
+    probabilities = np.zeros((4, 10))
+    probabilities[0, 1], probabilities[1, 2], probabilities[2, 3], probabilities[3, 4] = (
+        0.95,
+        0.92,
+        0.55,
+        0.35,
+    )
+    labels = np.array([1, 7, 3, 0])
+    table, error = analysis.calibration(probabilities, labels, bins=5)
+    assert table["count"].tolist() == [0, 1, 1, 0, 2]
+    top = table.iloc[4]
+    assert top["confidence"] == pytest.approx(0.935) and top["accuracy"] == pytest.approx(0.5)
+    # ECE: (2 * |0.5 - 0.935| + 1 * |1 - 0.55| + 1 * |0 - 0.35|) / 4
+    assert error == pytest.approx((2 * 0.435 + 0.45 + 0.35) / 4)
+    with pytest.raises(ValueError, match="bins"):
+        analysis.calibration(probabilities, labels, bins=1)
+
+
+def test_calibration_of_a_real_classifier_against_torchmetrics(models):
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    _, classifier = models
+    data = load_data()
+    probabilities = classifier.predict_proba(data.test_images[:3000])
+    labels = data.test_labels[:3000]
+    table, error = analysis.calibration(probabilities, labels.numpy(), bins=15)
+    expected = multiclass_calibration_error(
+        torch.from_numpy(probabilities), labels, num_classes=10, n_bins=15
+    )
+    assert error == pytest.approx(float(expected), abs=1e-4) and table["count"].sum() == 3000

@@ -343,6 +343,44 @@ def sweep(table: pd.DataFrame) -> go.Figure:
     return figure
 
 
+def reliability(table: pd.DataFrame, confidence: np.ndarray, right: np.ndarray) -> go.Figure:
+    """Left: accuracy per confidence bin against the diagonal a calibrated model would follow, the
+    bins' sizes on hover; right: how sure the model is when right and when wrong."""
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=("reliability", "confidence of right and wrong answers")
+    )
+    filled = table[table["count"] > 0]
+    figure.add_trace(
+        go.Bar(
+            x=(filled["low"] + filled["high"]) / 2,
+            y=filled["accuracy"],
+            width=filled["high"] - filled["low"],
+            marker_color=PALETTE[0],
+            name="accuracy in the bin",
+            customdata=filled["count"],
+            hovertemplate="confidence %{x:.2f}: accuracy %{y:.3f} over %{customdata} images<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="calibrated"),
+        row=1,
+        col=1,
+    )
+    for mask, name, colour in ((right, "right", PALETTE[4]), (~right, "wrong", PALETTE[2])):
+        figure.add_trace(
+            go.Histogram(x=confidence[mask], nbinsx=30, name=name, marker_color=colour, opacity=0.7),
+            row=1,
+            col=2,
+        )
+    figure.update_xaxes(range=[0, 1], title_text="confidence")
+    figure.update_yaxes(range=[0, 1], title_text="accuracy", row=1, col=1)
+    figure.update_yaxes(type="log", title_text="test images", row=1, col=2)
+    figure.update_layout(barmode="overlay", height=360, margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
 def probability_bars(probabilities: np.ndarray) -> go.Figure:
     order = np.argsort(probabilities)
     figure = go.Figure(

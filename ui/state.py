@@ -114,6 +114,12 @@ def test_probabilities(run_id: str, stamp: float) -> np.ndarray:
     return load_run(run_id).predict_proba(fashion().test_images)
 
 
+@st.cache_data(max_entries=8)
+def calibration(run_id: str, stamp: float) -> tuple[pd.DataFrame, float]:
+    """A classifier's reliability table and calibration error on the test set (15 bins)."""
+    return analysis.calibration(test_probabilities(run_id, stamp), fashion().test_labels.numpy(), bins=15)
+
+
 @st.cache_data(max_entries=2, show_spinner="Preparing the test images' thumbnails...")
 def test_image_urls(count: int) -> list[str]:
     """The first `count` test images as PNG data URLs, for the latent map's tooltips."""
