@@ -241,3 +241,44 @@ def latent_atlas(
     else:
         cells["class"], cells["confidence"] = -1, np.nan
     return Atlas(cells, images, members)
+
+
+HUMAN_ACCURACY = 0.835  # people labelling Fashion-MNIST, as Zalando's README reports it
+
+
+def quiz_images(labels: np.ndarray, per_class: int = 3, seed: int = 0) -> np.ndarray:
+    """Test images for you-against-the-model: `per_class` of every class drawn with `seed` (the
+    same for everyone with that seed), in a shuffled order."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    picked = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False) for c in range(10)]
+    )
+    return rng.permutation(picked)
+
+
+@dataclass(frozen=True)
+class QuizResult:
+    yours: float  # your accuracy on the quiz images
+    model: float  # the model's, on the same images
+    your_confusion: np.ndarray  # (10, 10), true rows
+    model_confusion: np.ndarray
+    both_wrong: np.ndarray  # indices (into the test set) that you and the model both got wrong
+
+
+def quiz_result(
+    indices: np.ndarray, answers: list[int], predictions: np.ndarray, labels: np.ndarray
+) -> QuizResult:
+    """Your answers and a model's predictions on the quiz's test images, side by side."""
+    if len(answers) != len(indices):
+        raise ValueError(f"answers: {len(answers)} given for {len(indices)} images")
+    truth = np.asarray(labels)[indices]
+    yours = np.asarray(answers)
+    theirs = np.asarray(predictions)[indices]
+    return QuizResult(
+        float((yours == truth).mean()),
+        float((theirs == truth).mean()),
+        analysis.confusion_matrix(truth, yours),
+        analysis.confusion_matrix(truth, theirs),
+        np.asarray(indices)[(yours != truth) & (theirs != truth)],
+    )

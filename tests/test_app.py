@@ -29,6 +29,7 @@ PAGES = [
     "pages/compare.py",
     "pages/reports.py",
     "pages/try_it.py",
+    "pages/quiz.py",
 ]
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fmnist_core import views
 from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
+from fmnist_core.data import CLASS_NAMES, load_data
 from fmnist_core.runs import get_or_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,3 +317,20 @@ def use_the_lab(page, app_url):
             text,
             header,
         )
+
+        # You vs the model: 30 images labelled with the mouse, three of them wrongly on purpose.
+        labels = load_data().test_labels.numpy()
+        quiz = views.quiz_images(labels, per_class=3, seed=0)
+        page.goto(f"{app_url}/quiz")
+        settle(page)
+        for number, index in enumerate(quiz):
+            answer = (labels[index] + 1) % 10 if number < 3 else labels[index]
+            page.get_by_role("button", name=CLASS_NAMES[answer], exact=True).click()
+            if number + 1 < len(quiz):
+                page.get_by_text(f"Image {number + 2} of 30").wait_for(timeout=30_000)
+        page.get_by_text("Your confusion matrix").wait_for(timeout=60_000)
+        settle(page)
+        page.screenshot(path=str(ARTIFACTS / "quiz_result.png"), full_page=True)
+        metrics = page.locator("[data-testid='stMetric']").all_inner_texts()
+        assert any("You" in m and "90.0%" in m for m in metrics), metrics
+        assert any("83.5%" in m for m in metrics), metrics

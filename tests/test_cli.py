@@ -142,7 +142,7 @@ def test_repeated_settings_and_run_ids_that_are_paths_are_refused_in_one_line(tm
 
 
 def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
-    args = ["train", "conv_autoencoder", "--epochs", "4", "--set", "n=8", "--set", "train_subset=2000"]
+    args = ["train", "mlp", "--epochs", "20", "--set", "train_subset=3000"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FMNIST_CACHE": str(tmp_path / "cache")}
     child = subprocess.Popen(
         [sys.executable, "-m", "fmnist_core", *args],
@@ -153,16 +153,16 @@ def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
         cwd=tmp_path,
     )
     for line in child.stderr:  # epoch lines go to stderr
-        if line.startswith("epoch 1/4"):
+        if line.startswith("epoch 1/20"):
             child.send_signal(signal.SIGINT)
             break
     rest = child.stderr.read()
     assert child.wait(timeout=120) == 130, rest
     assert "stopping: the finished epochs are kept" in rest
     done = int(rest.split("stopped after ")[1].split()[0])
-    assert 1 <= done < 4 and "kept: training this run again continues it" in rest
+    assert 1 <= done < 20 and "kept: training this run again continues it" in rest
     again = run_cli(*args, "--json", cwd=tmp_path, env={"FMNIST_CACHE": str(tmp_path / "cache")})
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
-    assert result["completed"] and result["epochs"] == 4
+    assert result["completed"] and result["epochs"] == 20
     assert result["note"] == f"continued from epoch {done}"

@@ -34,7 +34,7 @@ def test_a_sweep_builds_each_classifier_on_the_encoder_of_its_size():
 
 def test_a_small_sweep_trained_gives_a_full_table(tmp_path):
     cache = RunCache(tmp_path / "cache")
-    points = sweep.latent_sweep(Scale(epochs=0.1, train_subset=2000, test_subset=1000), (2, 16))
+    points = sweep.latent_sweep(Scale(epochs=0.1, train_subset=1500, test_subset=500), (2, 16))
     table = sweep.sweep_table(points, cache)
     assert table["test_mse"].isna().all() and table["pca_mse"].notna().all()  # nothing trained yet
     train_missing(sweep.sweep_configs(points), cache)

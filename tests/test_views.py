@@ -140,3 +140,26 @@ def test_calibration_of_a_real_classifier_against_torchmetrics(models):
         torch.from_numpy(probabilities), labels, num_classes=10, n_bins=15
     )
     assert error == pytest.approx(float(expected), abs=1e-4) and table["count"].sum() == 3000
+
+
+def test_the_quiz_draws_three_of_each_class_the_same_for_everyone():
+    labels = load_data().test_labels.numpy()
+    quiz = views.quiz_images(labels, per_class=3, seed=0)
+    assert len(quiz) == 30 and len(set(quiz.tolist())) == 30
+    assert np.bincount(labels[quiz], minlength=10).tolist() == [3] * 10
+    assert np.array_equal(quiz, views.quiz_images(labels, per_class=3, seed=0))  # the same for everyone
+    assert not np.array_equal(quiz, views.quiz_images(labels, per_class=3, seed=1))
+
+
+def test_a_quiz_result_scores_you_and_the_model_on_the_same_images():
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    indices = np.array([0, 1, 2, 3])
+    answers = [0, 1, 6, 6]  # right, right, wrong, wrong
+    predictions = np.array([0, 7, 6, 3, 9, 9])  # right, wrong, wrong (as you), right
+    result = views.quiz_result(indices, answers, predictions, labels)
+    assert result.yours == 0.5 and result.model == 0.5
+    assert result.both_wrong.tolist() == [2]
+    assert result.your_confusion[2, 6] == 1 and result.model_confusion[1, 7] == 1
+    assert result.your_confusion.sum() == result.model_confusion.sum() == 4
+    with pytest.raises(ValueError, match="answers"):
+        views.quiz_result(indices, [0], predictions, labels)

@@ -30,6 +30,7 @@ PAGES = [  # file, title, icon; a page's URL path is its file's name
     ("pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("pages/reports.py", "Reports", ":material/description:"),
     ("pages/try_it.py", "Try it", ":material/draw:"),
+    ("pages/quiz.py", "You vs the model", ":material/sports_score:"),
 ]
 
 
