@@ -10,7 +10,7 @@ from fmnist_core.models import get_spec, list_models
 from fmnist_core.recipes import list_recipes
 from ui import events, plots
 from ui.navigation import enter_through_app
-from ui.panels import epoch_scrubber, training_panel
+from ui.panels import epoch_scrubber, training_panel, why_panel
 from ui.state import (
     calibration,
     fashion,
@@ -112,6 +112,17 @@ with confusion_tab:
     with st.expander("The confusion matrix during training", icon=":material/history:"):
         st.caption("On the validation images after each epoch (the test set, where the run validates on it).")
         epoch_scrubber(run.history, key=run.run_id)
+    if len(cell):
+        picked = st.selectbox(
+            "Why this answer, for the image",
+            cell.tolist(),
+            format_func=lambda i: (
+                f"#{i}: {CLASS_NAMES[labels[i]]}, taken for {CLASS_NAMES[predictions[i]]}"
+                f" ({probabilities[i, predictions[i]]:.0%})"
+            ),
+            key="why:image",
+        )
+        why_panel(run, data.test_images[picked, 0].numpy(), key=f"cell:{picked}")
 with class_tab:
     st.dataframe(
         report.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}"}), hide_index=True

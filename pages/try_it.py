@@ -9,6 +9,7 @@ from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload
 from ui import canvas, plots
 from ui.navigation import enter_through_app
+from ui.panels import why_panel
 from ui.state import (
     calibration,
     fashion,
@@ -94,6 +95,8 @@ if not classifiers.empty:
                 icon=":material/warning:",
             )
         st.plotly_chart(plots.probability_bars(probabilities), config={"displayModeBar": False})
+    st.markdown("**Why this answer**")
+    why_panel(load_run(labels[chosen]), image, key="try")
     others = []
     for label, run_id in labels.items():
         p = views.classify(load_run(run_id), image)

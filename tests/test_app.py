@@ -233,6 +233,11 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     answers = at.dataframe[0].value
     assert len(answers) == 1 and answers["answer"].iloc[0] in ("Trouser", "Dress")
     assert any("Garment check passed" in c.value for c in at.caption)  # a real test image
+    assert any("Red pixels push the model towards the class" in c.value for c in at.caption)  # why: occlusion
+    [button for button in at.button if button.label.startswith("Sanity check")][0].click().run()
+    assert any(
+        "weights are random" in m.value or "random weights" in m.value for m in [*at.success, *at.warning]
+    )
     assert not [w for w in at.warning if "does not look like" in w.value]
     y, x = np.indices((280, 280))
     board = ((x // 14 + y // 14) % 2).astype(np.float32)  # a checkerboard drawn instead: no garment

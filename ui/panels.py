@@ -239,3 +239,42 @@ def starter_panel() -> None:
             "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
         },
     )
+
+
+def why_panel(run: TrainedRun, image: np.ndarray, key: str) -> None:
+    """Why `run` answers as it does for `image`: attribution maps for its answer and its runner-up,
+    and the randomised-weights sanity check a click away."""
+    from fmnist_core import explain
+    from fmnist_core.data import CLASS_NAMES
+
+    method = st.segmented_control(
+        "Attribution",
+        list(explain.METHODS),
+        default="occlusion",
+        format_func=lambda m: m.replace("_", " "),
+        key=f"why:method:{key}",
+    )
+    if method is None:
+        return
+    probabilities = views.classify(run, image)
+    first, second = (int(c) for c in np.argsort(-probabilities)[:2])
+    with st.spinner("Computing the maps..."):
+        maps = {
+            f"{CLASS_NAMES[c]} ({probabilities[c]:.0%})": explain.attribution(run.model, image, c, method)
+            for c in (first, second)
+        }
+    st.plotly_chart(plots.attributions(image, maps), config={"displayModeBar": False}, key=f"why:{key}")
+    st.caption("Red pixels push the model towards the class, blue ones away from it.")
+    if st.button("Sanity check: the same map with the weights randomised", key=f"why:sanity:{key}"):
+        with st.spinner("Randomising the weights and recomputing..."):
+            check = explain.sanity_check(run.model, image, first, method)
+        if check.trustworthy:
+            st.success(
+                f"The map changes when the weights are random (rank correlation {check.similarity:.2f}): "
+                "it shows what this model learnt."
+            )
+        else:
+            st.warning(
+                f"The map barely changes with random weights (rank correlation {check.similarity:.2f}): "
+                "it shows the image more than the model. Do not read much into it."
+            )

@@ -381,6 +381,25 @@ def reliability(table: pd.DataFrame, confidence: np.ndarray, right: np.ndarray) 
     return figure
 
 
+def attributions(image: np.ndarray, maps: dict[str, np.ndarray]) -> go.Figure:
+    """The image, then each attribution map (red: pushes towards the class, blue: away), one scale."""
+    figure = make_subplots(rows=1, cols=1 + len(maps), subplot_titles=["the image", *maps])
+    figure.add_trace(go.Heatmap(z=image[::-1], colorscale="gray", showscale=False), row=1, col=1)
+    top = max(float(np.abs(m).max()) for m in maps.values()) or 1.0
+    for column, values in enumerate(maps.values(), start=2):
+        figure.add_trace(
+            go.Heatmap(
+                z=values[::-1], colorscale="RdBu_r", zmin=-top, zmax=top, showscale=column == 1 + len(maps)
+            ),
+            row=1,
+            col=column,
+        )
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False, scaleanchor="x")
+    figure.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
 def probability_bars(probabilities: np.ndarray) -> go.Figure:
     order = np.argsort(probabilities)
     figure = go.Figure(
