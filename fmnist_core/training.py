@@ -209,11 +209,11 @@ def fit(
         history["reconstructions"] = []
         shown = load_data().test_images[analysis.snapshot_indices(load_data().test_labels)]
     # The latent time-lapse: codes of fixed test images after each epoch, and in epoch 1 also at
-    # its start and at a quarter and a half of it (the map changes most then).
+    # its start and half-way (the map changes most then).
     history["latent_maps"] = []
     sample = load_data().test_images[: analysis.TIMELAPSE_IMAGES]
     sample_labels = load_data().test_labels[: analysis.TIMELAPSE_IMAGES]
-    early = {max(1, steps // 4): 0.25, max(1, steps // 2): 0.5} if steps >= 4 else {}
+    early = {max(1, steps // 2): 0.5} if steps >= 2 else {}
     first_epoch = 1
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
