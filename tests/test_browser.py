@@ -79,17 +79,17 @@ def app_url(isolated_cache):
     server.wait(timeout=20)
 
 
-def settle(page, timeout=90_000):
-    """Wait until Streamlit has finished running the script and drawn the page."""
+def settle(page, timeout=90_000, drawn=1000):
+    """Wait until Streamlit has finished running the script and, `drawn` ms more, drawn the page."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
-    page.wait_for_timeout(500)  # let the rerun begin before asking whether it has ended
+    page.wait_for_timeout(400)  # let the rerun begin before asking whether it has ended
     page.wait_for_function(
         """() => document.querySelector("[data-testid='stApp']").getAttribute("data-test-script-state") === "notRunning"
               && !document.querySelector("[data-testid='stSkeleton']")
               && document.querySelector("h1")""",
         timeout=timeout,
     )
-    page.wait_for_timeout(1000)  # plotly draws after the script ends
+    page.wait_for_timeout(drawn)  # charts draw after the script ends
 
 
 def stroke(page, box, points):
@@ -193,11 +193,11 @@ def use_the_lab(page, app_url):
         if page.get_by_role("listbox").count() == 0:
             images.press("ArrowDown")  # opens the list from the keyboard
         page.get_by_role("option").filter(has_text=re.compile(r"^2,000$")).click()
-        settle(page)
+        settle(page, drawn=200)
         epochs = sidebar.locator("[aria-label='Epochs'] input[type='range']")
         epochs.focus()
         epochs.press("Home")  # the slider's minimum: one epoch
-        settle(page)
+        settle(page, drawn=200)
         assert page.get_by_text("Not trained yet: 1 epochs over 2,000 images").count() == 1
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Trained run").wait_for(timeout=180_000)
@@ -208,13 +208,13 @@ def use_the_lab(page, app_url):
         # config, and the sidebar's Stop ends it.
         epochs.focus()
         epochs.press("End")
-        settle(page)
+        settle(page, drawn=200)
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text(re.compile(r"^Epoch \d+/\d+ · step")).first.wait_for(timeout=60_000)
         dropout = sidebar.locator("[aria-label='Dropout p'] input[type='range']")
         dropout.focus()
         dropout.press("ArrowRight")
-        settle(page)
+        settle(page, drawn=200)
         page.get_by_text("Training now, with other settings").wait_for(timeout=30_000)
         assert page.get_by_text(re.compile(r"^Epoch \d+/\d+ · step")).count() >= 1  # its progress, live
         page.screenshot(path=str(ARTIFACTS / "autoencoder_setting_moved.png"), full_page=True)
@@ -232,7 +232,7 @@ def use_the_lab(page, app_url):
         page.goto(f"{app_url}/try_it")
         settle(page)
         page.get_by_text("Upload", exact=True).click()
-        settle(page)
+        settle(page, drawn=200)
         page.locator("input[type='file']").set_input_files(
             files=[{"name": "trouser.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
         )
@@ -258,13 +258,13 @@ def use_the_lab(page, app_url):
         answers = page.locator("[data-testid='stMarkdownContainer'] strong").all_inner_texts()
         assert answers[answers.index("What the model sees") + 1] == "Trouser", answers
         page.get_by_role("button", name="Undo").click()  # one leg stroke less: still an answer
-        settle(page)
+        settle(page, drawn=200)
         assert page.get_by_text("What the model sees").count() == 1
         page.get_by_role("button", name="Clear").click()
-        settle(page)
+        settle(page, drawn=200)
         assert page.get_by_text("What the model sees").count() == 0  # an empty canvas asks nothing
         page.get_by_text("Upload", exact=True).click()
-        settle(page)
+        settle(page, drawn=200)
 
         # A file that is not an image gets a message, not a traceback.
         page.locator("input[type='file']").set_input_files(
@@ -286,11 +286,11 @@ def use_the_lab(page, app_url):
         if page.get_by_role("listbox").count() == 0:
             images.press("ArrowDown")
         page.get_by_role("option").filter(has_text=re.compile(r"^2,000$")).click()
-        settle(page)
+        settle(page, drawn=200)
         epochs = sidebar.locator("[aria-label='Epochs'] input[type='range']")
         epochs.focus()
         epochs.press("Home")
-        settle(page)
+        settle(page, drawn=200)
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Trained run").wait_for(timeout=180_000)
         settle(page)
@@ -322,7 +322,7 @@ def use_the_lab(page, app_url):
         labels = load_data().test_labels.numpy()
         quiz = views.quiz_images(labels, per_class=3, seed=0)
         page.goto(f"{app_url}/quiz")
-        settle(page)
+        settle(page, drawn=200)
         for number, index in enumerate(quiz):
             answer = (labels[index] + 1) % 10 if number < 3 else labels[index]
             page.get_by_role("button", name=CLASS_NAMES[answer], exact=True).click()
