@@ -172,33 +172,23 @@ def command_reproduce(args) -> int:
     started = time.perf_counter()
     for name in names:
         print(f"== {name}", file=sys.stderr)
+        common = dict(
+            jobs=args.jobs,
+            backend=args.backend,
+            on_event=lambda message: print(message, file=sys.stderr),
+            out_dir=args.out,
+            train=not args.no_train,
+        )
         if args.seeds > 1:
             from .reports import Scale
             from .reports.seeds import reproduce_seeds
 
-            seeded = reproduce_seeds(
-                name,
-                args.seeds,
-                Scale(epochs=args.epochs_scale, train_subset=args.subset),
-                jobs=args.jobs,
-                backend=args.backend,
-                on_event=lambda message: print(message, file=sys.stderr),
-                out_dir=args.out,
-                train=not args.no_train,
-            )
-            for claim, verdict, detail in seeded.verdicts:
+            scale = Scale(epochs=args.epochs_scale, train_subset=args.subset)
+            for claim, verdict, detail in reproduce_seeds(name, args.seeds, scale, **common).verdicts:
                 print(f"{name}: {claim}: {verdict} ({detail})")
             continue
         result = reproduce(
-            name,
-            epochs_scale=args.epochs_scale,
-            jobs=args.jobs,
-            backend=args.backend,
-            scheduler=args.scheduler,
-            train_subset=args.subset,
-            on_event=lambda message: print(message, file=sys.stderr),
-            out_dir=args.out,
-            train=not args.no_train,
+            name, epochs_scale=args.epochs_scale, scheduler=args.scheduler, train_subset=args.subset, **common
         )
         for claim, holds, seen in result.conclusions:
             mark = {True: "holds", False: "does NOT hold", None: "not run"}[holds]

@@ -203,16 +203,17 @@ def fit(
         )
     generator = generators.data
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
+    data = load_data()  # the test images the per-epoch snapshots show
     if not is_autoencoder:
         history.update(train_accuracy=[], val_accuracy=[], val_confusion=[])
     else:  # what the model makes of one test image per class, after each epoch (small: ~10 KB)
         history["reconstructions"] = []
-        shown = load_data().test_images[analysis.snapshot_indices(load_data().test_labels)]
+        shown = data.test_images[analysis.snapshot_indices(data.test_labels)]
     # The latent time-lapse: codes of fixed test images after each epoch, and in epoch 1 also at
     # its start and half-way (the map changes most then).
     history["latent_maps"] = []
-    sample = load_data().test_images[: analysis.TIMELAPSE_IMAGES]
-    sample_labels = load_data().test_labels[: analysis.TIMELAPSE_IMAGES]
+    sample = data.test_images[: analysis.TIMELAPSE_IMAGES]
+    sample_labels = data.test_labels[: analysis.TIMELAPSE_IMAGES]
     early = {max(1, steps // 2): 0.5} if steps >= 2 else {}
     first_epoch = 1
     if resume is not None:

@@ -12,9 +12,9 @@ from fmnist_core.reports import (
     load_committed,
     report_entries,
 )
-from fmnist_core.reports.seeds import claim_configs, collect_seeds, load_committed_seeds
+from fmnist_core.reports.seeds import claim_configs, load_committed_seeds
 from ui.navigation import enter_through_app
-from ui.state import job_queue, run_cache
+from ui.state import job_queue, run_cache, seeds_result
 from ui.widgets import kept
 
 enter_through_app()
@@ -110,7 +110,7 @@ st.caption(
     "weighs the difference against the seeds' own spread (holds, fails, or within seed noise: the "
     "margin against twice the standard error of the difference of the means)."
 )
-seeded = collect_seeds(name, scale, run_cache(), SEEDS)
+seeded = seeds_result(name, scale, SEEDS)
 seeds_source = "this machine's runs"
 if all(verdict == "not run" for _, verdict, _ in seeded.verdicts) and scale == Scale():
     repository = load_committed_seeds(name, SEEDS)  # a fresh clone: the repository's own runs

@@ -71,6 +71,20 @@ def _runs_table(root: str, stamp: tuple) -> pd.DataFrame:
     )
 
 
+def seeds_result(name: str, scale, seeds: int):
+    """A report's runs over seeds and its claims' verdicts (fmnist_core.reports.seeds), read from
+    the cache again only when some entry's files change."""
+    cache = run_cache()
+    return _seeds_result(name, scale, seeds, str(cache.root.resolve()), cache.stamp())
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _seeds_result(name: str, scale, seeds: int, root: str, stamp: tuple):
+    from fmnist_core.reports.seeds import collect_seeds
+
+    return collect_seeds(name, scale, RunCache(root), seeds)
+
+
 def run_label(row) -> str:
     """A run's name in pickers, most telling first (a select box cuts the end off): its test
     figure, the model and its settings, the data and epochs, when it was made, and its id."""
