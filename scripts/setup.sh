@@ -22,6 +22,13 @@ fi
 stamp=.venv/.requirements.sha256
 wanted=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  # torch's CUDA build and its libraries fill about 7 GB; say so before pip fails half-way.
+  free_kb=$(df -Pk .venv | awk 'NR==2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ] && [ ! -d .venv/lib/python3*/site-packages/torch ]; then
+    echo "setup: only $((free_kb / 1024)) MB free on $(df -P .venv | awk 'NR==2 {print $6}');" \
+      "the requirements need about 8 GB (torch with its CUDA libraries). Free some space and run again." >&2
+    exit 1
+  fi
   echo "setup: installing Python requirements into .venv (torch is large: minutes the first time)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt -r requirements-dev.txt
