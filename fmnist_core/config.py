@@ -53,6 +53,12 @@ class RunConfig:
     holdout_fraction: float = 0.1  # of train, when validation is holdout
     train_subset: int = 0  # 0: all 60,000 training images; else a fixed random subset
     test_subset: int = 0  # 0: all 10,000 test images; else a fixed subset (quick looks only)
+    # A list of training images left out (fmnist_core.suspects.save_exclusion's digest), e.g. the
+    # images the lab flagged as mislabelled or duplicated; "": none.
+    exclude: str = ""
+    # Keep each training image's confidence in its label after every epoch (dataset cartography):
+    # one extra pass over the training images an epoch; the weights come out the same.
+    cartography: bool = False
     # The data it trains on: the original files, or another data set's fingerprint (only with
     # FMNIST_OTHER_DATA=1; fmnist_core.runs sets it from the files loaded), so that a run id never
     # names runs on two data sets.
@@ -85,6 +91,12 @@ class RunConfig:
         check_range("holdout_fraction", self.holdout_fraction, 0.01, 0.5)
         check_int("train_subset", self.train_subset, 0, 60_000)
         check_int("test_subset", self.test_subset, 0, 10_000)
+        if not isinstance(self.exclude, str) or not re.fullmatch(r"([0-9a-f]{16})?", self.exclude):
+            raise ValueError(f"exclude: {str(self.exclude)[:40]!r} is not a list digest (16 hex digits)")
+        if not isinstance(self.cartography, bool):
+            raise ValueError(f"cartography: {self.cartography!r} is not true or false")
+        if self.cartography and spec.kind == "autoencoder":
+            raise ValueError("cartography: it follows a classifier's answers; autoencoders give none")
         if not isinstance(self.data, str) or not (
             self.data == REAL_DATA or re.fullmatch(r"other-[0-9a-f]{16}", self.data)
         ):

@@ -91,12 +91,18 @@ def resolve_encoder(config: RunConfig, cache: RunCache, weights: bool = True) ->
 _PCA: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def training_set_pca(config: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def training_set_pca(config: RunConfig, exclusions_root=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean image and principal directions of the run's own training images (never its holdout),
     computed once per split per process (an SVD of up to 60,000 x 784: seconds)."""
-    key = (load_data().fingerprint, config.validation, config.holdout_fraction, config.train_subset)
+    key = (
+        load_data().fingerprint,
+        config.validation,
+        config.holdout_fraction,
+        config.train_subset,
+        config.exclude,
+    )
     if key not in _PCA:
-        _PCA[key] = analysis.image_pca(make_splits(config).train_images)
+        _PCA[key] = analysis.image_pca(make_splits(config, exclusions_root).train_images)
     return _PCA[key]
 
 
@@ -143,7 +149,7 @@ def train(
     config = on_loaded_data(config)
     encoder = resolve_encoder(config, cache or RunCache())
     generators = RunGenerators.from_seed(config.seed, device)
-    splits: Splits = make_splits(config)
+    splits: Splits = make_splits(config, (cache or RunCache()).root)
     model = initial_model(config, generators.weights, encoder)
     result = fit(config, model, splits, generators, on_progress, should_stop, device, resume)
     run = TrainedRun(config, result.model, result.history, result.metrics, False, result.completed)

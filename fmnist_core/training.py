@@ -6,6 +6,7 @@ its own generators (`RunGenerators`), never from torch's global one.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import analysis, engine
+from . import analysis, engine, suspects
 from .analysis import classification_loss, test_metrics
+from .cache import default_root
 from .config import RunConfig
 from .data import load_data
 from .device import describe_device, pick_device, resolve_precision
@@ -67,10 +69,12 @@ class Splits:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     validation_note: str
+    train_index: torch.Tensor | None = None  # the training images' indices among the 60,000
 
 
-def make_splits(config: RunConfig) -> Splits:
-    """Train / validation / test tensors as the config asks (holdout, subset)."""
+def make_splits(config: RunConfig, exclusions_root: str | os.PathLike | None = None) -> Splits:
+    """Train / validation / test tensors as the config asks (holdout, left-out images, subset);
+    a config's `exclude` list is read from `exclusions_root` (default: the cache's folder)."""
     data = load_data()
     images, labels = data.train_images, data.train_labels
     generator = torch.Generator().manual_seed(SPLIT_SEED)
@@ -84,6 +88,11 @@ def make_splits(config: RunConfig) -> Splits:
         train_index = order
         val_images, val_labels = data.test_images, data.test_labels
         note = "test set (the seed reports' practice)"
+    if config.exclude:
+        left_out = suspects.load_exclusion(exclusions_root or default_root(), config.exclude)
+        kept = ~torch.isin(train_index, torch.from_numpy(left_out))
+        note += f"; {int((~kept).sum())} flagged training images left out"
+        train_index = train_index[kept]
     if config.train_subset:
         train_index = train_index[: config.train_subset]
     train_index = train_index.sort().values
@@ -102,6 +111,7 @@ def make_splits(config: RunConfig) -> Splits:
         test_images,
         test_labels,
         note,
+        train_index,
     )
 
 
@@ -212,6 +222,8 @@ def fit(
     # The latent time-lapse: codes of fixed test images after each epoch, and in epoch 1 also at
     # its start and half-way (the map changes most then).
     history["latent_maps"] = []
+    if config.cartography:  # each training image's confidence in its label, after each epoch
+        history["train_dynamics"] = []
     sample = data.test_images[: analysis.TIMELAPSE_IMAGES]
     sample_labels = data.test_labels[: analysis.TIMELAPSE_IMAGES]
     early = {max(1, steps // 2): 0.5} if steps >= 2 else {}
@@ -290,10 +302,13 @@ def fit(
             history["reconstructions"].append(analysis.pack_images(analysis.reconstructions(model, shown)))
         moments.append(analysis.latent_snapshot(model, sample, sample_labels, float(epoch)))
         history["latent_maps"].append(moments)
+        if config.cartography:
+            confidence, correct = suspects.label_confidence(model, train_images, train_labels, config.loss)
+            history["train_dynamics"].append(suspects.pack_epoch(confidence, correct))
         if epoch < config.epochs:  # what a Stop in the next epoch keeps, to continue from
             checkpoint = make_checkpoint(config, epoch, model, optimizer, scheduler, generators, history, ran)
         if on_progress is not None:
-            metrics = {key: values[-1] for key, values in history.items()}
+            metrics = {key: values[-1] for key, values in history.items() if key != "train_dynamics"}
             on_progress(
                 Progress(
                     epoch,

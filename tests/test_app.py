@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from fmnist_core import suspects
+from fmnist_core.cache import RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
 from fmnist_core.recipes import get_recipe
@@ -30,6 +32,7 @@ PAGES = [
     "pages/reports.py",
     "pages/try_it.py",
     "pages/quiz.py",
+    "pages/suspects.py",
 ]
 
 
@@ -455,3 +458,25 @@ def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():
     assert at.title[0].value == "S3: feed-forward network"
     at.radio(key="widget:reports:name").set_value("S1").run()
     assert at.query_params["reports:name"] == "S1"  # the URL follows the view
+
+
+def test_the_suspect_data_page_counts_duplicates_and_mislabels_and_maps_a_run():
+    at = page(open_app(), "pages/suspects.py")
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pairs within test"] == "1" and metrics["Byte-identical"] == "0"
+    assert int(metrics["Labels doubted out of fold"]) > 1000
+    assert metrics["Flagged as mislabels"] == metrics["Labels doubted out of fold"]  # no map yet
+    assert [b for b in at.button if b.label == "Train it"]
+    assert "6 of 6 runs to go" in " ".join(c.value for c in at.caption)
+
+    # A small run that kept its training dynamics: its map of 3,000 images, and only the doubted
+    # labels it never learnt stay flagged.
+    small = suspects.retrain_base(0, cartography=True).replace(epochs=2, train_subset=3000)
+    get_or_train(small, cache=RunCache())
+    at.run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert sum(int(metrics[r]) for r in ("Easy to learn", "Ambiguous", "Hard to learn")) == 3000
+    assert int(metrics["Flagged as mislabels"]) < int(metrics["Labels doubted out of fold"])
+    assert "of the 3,000 images it trained on" in " ".join(c.value for c in at.caption)

@@ -31,6 +31,7 @@ PAGES = [  # file, title, icon; a page's URL path is its file's name
     ("pages/reports.py", "Reports", ":material/description:"),
     ("pages/try_it.py", "Try it", ":material/draw:"),
     ("pages/quiz.py", "You vs the model", ":material/sports_score:"),
+    ("pages/suspects.py", "Suspect data", ":material/report:"),
 ]
 
 

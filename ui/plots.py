@@ -231,27 +231,44 @@ def latent_map(
     urls: list[str],
     bounds: tuple | None = None,
     selectable: bool = True,
+    numbers: np.ndarray | None = None,
+    what: str = "test image",
+    axes: tuple[str, str] | None = None,
 ) -> dict:
-    """An ECharts scatter of 2-D codes coloured by class: the hovered garment's image in the tooltip;
-    `selectable`: click and lasso (brush) select points; row i of the dataset is test image i."""
+    """An ECharts scatter of 2-D points coloured by class: the hovered garment's image in the
+    tooltip; `selectable`: click and lasso (brush) select points. Row i of the dataset is image
+    `numbers[i]` (default i) of the split `what` names; `axes`: titled, numbered axes (a map of
+    codes has neither: its directions mean nothing)."""
     frame = pd.DataFrame(
         {
             "x": points[:, 0].astype(float),
             "y": points[:, 1].astype(float),
             "class": [CLASS_NAMES[int(c)] for c in labels],
-            "index": np.arange(len(points)),
+            "index": np.arange(len(points)) if numbers is None else np.asarray(numbers),
             "image": urls,
         }
     )
+
+    def axis(number: int) -> dict:
+        shown = {"axisLabel": {"show": axes is not None}}
+        if axes is not None:
+            shown.update(name=axes[number], nameLocation="middle", nameGap=28)
+        return {"type": "value", "scale": True, **shown, **_limits(bounds, 2 * number)}
+
     spec = {
         "dataset": {"source": frame},
-        "grid": {"left": 40, "right": 120, "top": 40, "bottom": 30},
-        "xAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}, **_limits(bounds, 0)},
-        "yAxis": {"type": "value", "scale": True, "axisLabel": {"show": False}, **_limits(bounds, 2)},
+        "grid": {
+            "left": 40 if axes is None else 60,
+            "right": 120,
+            "top": 40,
+            "bottom": 30 if axes is None else 50,
+        },
+        "xAxis": axis(0),
+        "yAxis": axis(1),
         "tooltip": {
             "trigger": "item",
             "formatter": "<img src='{@image}' width='84' height='84' style='image-rendering:pixelated'/>"
-            "<br/>{@class} · test image #{@index}",
+            f"<br/>{{@class}} · {what} #{{@index}}",
         },
         "visualMap": {
             "type": "piecewise",

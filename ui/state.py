@@ -159,3 +159,42 @@ CALIBRATION = 5000
 
 def stamp(run_id: str) -> float:
     return (run_cache().folder(run_id) / "manifest.json").stat().st_mtime
+
+
+@st.cache_data(max_entries=4, show_spinner="Comparing every image with every other (about 12 s)...")
+def duplicates(threshold: float) -> pd.DataFrame:
+    """Near-duplicate pairs within and across the splits, computed once per threshold."""
+    from fmnist_core import suspects
+
+    return suspects.dataset_duplicates(threshold)
+
+
+@st.cache_data(
+    max_entries=4,
+    show_spinner="Predicting every training image's class without its label (5 folds, ~25 s)...",
+)
+def label_issues(run_id: str, stamp: float) -> pd.DataFrame:
+    """Likely mislabels from out-of-fold predictions on an autoencoder's codes ("": on pixels)."""
+    from fmnist_core import suspects
+
+    if not run_id:
+        return suspects.pixel_label_issues()
+    images, labels = fashion().train_images, fashion().train_labels.numpy()
+    features = suspects.encoder_features(load_run(run_id).model, images)
+    return suspects.label_issues(suspects.out_of_fold_probabilities(features, labels), labels)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the training dynamics...")
+def training_dynamics(run_id: str, stamp: float):
+    """A cartography run's map (fmnist_core.suspects.Cartography)."""
+    from fmnist_core import suspects
+
+    return suspects.cartography(load_run(run_id).history)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def training_positions(run_id: str, stamp: float) -> np.ndarray:
+    """The training images (indices among the 60,000) a run trained on, in its order."""
+    from fmnist_core.training import make_splits
+
+    return make_splits(run_cache().load_config(run_id), run_cache().root).train_index.numpy()

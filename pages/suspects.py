@@ -1,0 +1,249 @@
+"""Suspect data: near-duplicates, likely mislabels, how each training image was learnt, and what
+training without the flagged images changes."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fmnist_core import suspects
+from fmnist_core.data import CLASS_NAMES
+from ui import events, plots
+from ui.navigation import enter_through_app
+from ui.state import (
+    duplicates,
+    fashion,
+    job_queue,
+    label_issues,
+    run_cache,
+    run_label,
+    runs_table,
+    stamp,
+    training_dynamics,
+    training_positions,
+)
+from ui.widgets import kept
+
+enter_through_app()
+
+PIXELS = "Pixels (their first 64 principal components)"
+MAP_POINTS = 3000  # the map's points: every flagged image it trained on, then a random sample
+
+
+def pair_images(pairs: pd.DataFrame, data) -> tuple[np.ndarray, list[str]]:
+    """The images of each pair side by side (first, second, ...) and a caption per pair."""
+    images, captions = [], []
+    for _, pair in pairs.iterrows():
+        splits = ("test", "train") if pair["splits"] == "test-train" else (pair["splits"],) * 2
+        for split, column in zip(splits, ("first", "second"), strict=True):
+            source = data.test_images if split == "test" else data.train_images
+            images.append(source[int(pair[column]), 0].numpy())
+        captions.append(
+            f"{splits[0]} #{pair['first']} / {splits[1]} #{pair['second']} "
+            f"({CLASS_NAMES[pair['first_label']]}, rms {pair['rms']:.4f})"
+        )
+    return np.stack(images), captions
+
+
+st.title("Suspect data")
+st.caption(
+    "Fashion-MNIST was labelled by people from a shop's catalogue: some images are there twice, "
+    "some carry the wrong label. The lab looks for both itself, maps how a classifier learnt each "
+    "training image, and trains again without the flagged images to see what they cost."
+)
+data = fashion()
+train_labels = data.train_labels.numpy()
+runs = runs_table()
+cache = run_cache()
+queue = job_queue()
+autoencoders = runs[runs["model"] == "conv_autoencoder"] if not runs.empty else runs
+sources = {PIXELS: ""} | {run_label(row): row["run_id"] for _, row in autoencoders.iterrows()}
+mapped_runs = runs[runs["cartography"] == True] if "cartography" in runs else runs.iloc[:0]  # noqa: E712
+maps = {run_label(row): row["run_id"] for _, row in mapped_runs.iterrows()}
+with st.sidebar:
+    st.header("Suspect data")
+    source = kept(
+        st.selectbox,
+        "Features for the mislabel search",
+        "suspects:source",
+        PIXELS,
+        options=list(sources),
+        help="A logistic regression on these features predicts each training image's class from "
+        "models that never saw its label (5 folds); cleanlab compares those predictions with the labels.",
+    )
+    threshold = kept(
+        st.slider,
+        "Near-duplicate distance (pixel RMS)",
+        "suspects:rms",
+        suspects.NEAR_DUPLICATE_RMS,
+        min_value=0.005,
+        max_value=0.05,
+        step=0.005,
+        format="%.3f",
+    )
+    mapped_label = st.selectbox("Training map of", list(maps)) if maps else None
+
+pairs = duplicates(threshold)
+issues = label_issues(sources[source], stamp(sources[source]) if sources[source] else 0.0)
+map_, positions, hard = None, None, None
+if mapped_label is not None:
+    mapped_run = maps[mapped_label]
+    map_ = training_dynamics(mapped_run, stamp(mapped_run))
+    positions = training_positions(mapped_run, stamp(mapped_run))  # map row -> training image
+    hard = suspects.hard_images(map_, positions)
+mislabels = suspects.likely_mislabels(issues, hard)
+flagged = suspects.flagged_images(pairs, mislabels)
+
+# --- Near-duplicates ----------------------------------------------------------------------------
+st.subheader("Near-duplicates")
+counts = pairs.groupby("splits").size()
+columns = st.columns(4)
+for column, (split, title) in zip(
+    columns,
+    [("train", "within train"), ("test", "within test"), ("test-train", "test ↔ train")],
+    strict=False,
+):
+    chosen = pairs[pairs["splits"] == split]
+    column.metric(
+        f"Pairs {title}",
+        int(counts.get(split, 0)),
+        help=f"{int(chosen['identical'].sum())} byte-identical; {int((~chosen['same_label']).sum())} with two labels",
+    )
+columns[3].metric("Byte-identical", int(pairs["identical"].sum()))
+st.caption(
+    f"Two images count as one when their pixels differ by less than {threshold:.3f} (root mean "
+    "square, pixels in 0..1). Every such pair is found: candidates are pruned in a 32-dimensional "
+    "PCA space, where no distance is longer than in pixels, then measured in pixels. "
+    "zalandoresearch/fashion-mnist#44 counted 43 duplicate pairs in train, 1 in test and 10 "
+    "train-test overlaps."
+)
+if not pairs.empty:
+    images, captions = pair_images(pairs.head(24), data)
+    st.image(plots.mosaic(images, columns=12, scale=2), clamp=True)
+    st.caption("Closest pairs first, side by side: " + " · ".join(captions[:12]))
+
+# --- Likely mislabels -----------------------------------------------------------------------------
+st.subheader("Likely mislabels")
+first, second = st.columns(2)
+first.metric(
+    "Labels doubted out of fold", len(issues), help="cleanlab's confident learning on out-of-fold predictions"
+)
+second.metric(
+    "Flagged as mislabels",
+    len(mislabels),
+    help="Doubted out of fold and never learnt by the mapped classifier"
+    if hard is not None
+    else "Train the map's classifier to keep only those it never learnt either",
+)
+if len(issues):
+    shown = issues[issues["index"].isin(mislabels)].head(40)
+    st.image(
+        plots.mosaic(data.train_images[np.array(shown["index"]), 0].numpy(), columns=10, scale=2), clamp=True
+    )
+    st.caption(
+        "The surest 40, worst first: "
+        + " · ".join(
+            f"#{row.index} labelled {CLASS_NAMES[row.label]}, looks like {CLASS_NAMES[row.suggested]}"
+            for row in shown.head(12).itertuples(index=False)
+        )
+    )
+    with st.expander("Where the doubted labels sit: labelled (rows) and looks like (columns)"):
+        names = list(CLASS_NAMES)
+        table = pd.crosstab(
+            issues["label"].map(names.__getitem__), issues["suggested"].map(names.__getitem__)
+        ).reindex(index=names, columns=names, fill_value=0)
+        st.dataframe(table.rename_axis(index="labelled", columns="looks like"))
+
+# --- Training dynamics ----------------------------------------------------------------------------
+st.subheader("How a classifier learnt each training image")
+if map_ is None:
+    mapped = suspects.retrain_base(0, cartography=True)
+    st.info(
+        "The map needs a classifier that kept its confidence in every training image's label after "
+        "each epoch: S3's network with cross-entropy and Adam, 15 epochs (about 40 s here)."
+    )
+    if any(job.run_id == mapped.run_id and job.active for job in queue.jobs()):
+        st.caption("It is in the training queue; the map appears when it is done.")
+    elif st.button("Train it", type="primary", icon=":material/play_arrow:"):
+        queue.submit(mapped)
+        st.rerun()
+else:
+    regions = map_.regions
+    columns = st.columns(3)
+    for column, region in zip(columns, ("easy to learn", "ambiguous", "hard to learn"), strict=True):
+        column.metric(region.capitalize(), int((regions == region).sum()))
+    flagged_rows = np.flatnonzero(np.isin(positions, flagged))
+    rest = np.setdiff1d(np.arange(len(positions)), flagged_rows)
+    extra = np.random.default_rng(0).choice(
+        rest, max(0, min(len(rest), MAP_POINTS - len(flagged_rows))), replace=False
+    )
+    rows_shown = np.sort(np.concatenate([flagged_rows, extra]))
+    images_shown = positions[rows_shown]
+    state = st.echarts_chart(
+        plots.latent_map(
+            np.stack([map_.variability[rows_shown], map_.confidence[rows_shown]], 1),
+            train_labels[images_shown],
+            plots.image_urls(data.train_images[images_shown, 0].numpy()),
+            numbers=images_shown,
+            what="training image",
+            axes=("variability (std of the confidence over epochs)", "confidence in the label (mean)"),
+        ),
+        key=f"suspects:map:{mapped_label}",
+        on_select="rerun",
+        height=520,
+        alt="Each training image's mean confidence in its label against its variability over the epochs",
+    )
+    st.caption(
+        f"{len(rows_shown):,} of the {len(positions):,} images it trained on ({len(flagged_rows)} flagged "
+        f"ones among them), over {map_.epochs} epochs. Bottom: images the model never believed (hard to "
+        "learn, where mislabels gather); right: images it changed its mind about (ambiguous); top "
+        "left: easy. Click or lasso points to list them."
+    )
+    picked_rows = rows_shown[events.selected_rows(state, len(rows_shown))]
+    if len(picked_rows):
+        picked = positions[picked_rows]
+        flagged_set = set(flagged.tolist())
+        st.markdown(f"**{len(picked)} selected training image{'s' if len(picked) > 1 else ''}**")
+        st.image(plots.mosaic(data.train_images[picked[:48], 0].numpy(), columns=12, scale=2), clamp=True)
+        st.caption(
+            " · ".join(
+                f"#{i} {CLASS_NAMES[train_labels[i]]}, confidence {map_.confidence[r]:.2f}"
+                + (" (flagged)" if i in flagged_set else "")
+                for i, r in zip(picked[:12], picked_rows[:12], strict=True)
+            )
+        )
+
+# --- Training without them ------------------------------------------------------------------------
+st.subheader("Training without the flagged images")
+if len(flagged) == 0:
+    st.info("Nothing is flagged: there is nothing to leave out.")
+    st.stop()
+digest = suspects.save_exclusion(cache.root, flagged)
+result = suspects.retrain_result(cache, digest)
+st.caption(
+    f"{len(flagged)} training images flagged: {len(mislabels)} likely mislabels and the near-duplicates "
+    "(the later copy of each pair within train, and every training image that repeats a test image). "
+    f"The same classifier trained over {suspects.RETRAIN_SEEDS} seeds on all 60,000 images and "
+    "without the flagged ones; test accuracy on all 10,000 test images."
+)
+st.dataframe(
+    result.table,
+    hide_index=True,
+    column_config={
+        "with_all": st.column_config.NumberColumn("all images", format="%.4f"),
+        "without_flagged": st.column_config.NumberColumn("without the flagged", format="%.4f"),
+    },
+)
+if result.verdict is not None:
+    st.markdown(f"**Leaving them out raises test accuracy: {result.verdict}** ({result.detail})")
+else:
+    missing = [c for pair in suspects.retrain_configs(digest) for c in pair if not cache.exists(c.run_id)]
+    active = {job.run_id for job in queue.jobs() if job.active}
+    waiting = [c for c in missing if c.run_id in active]
+    st.caption(f"{len(missing)} of {2 * suspects.RETRAIN_SEEDS} runs to go ({len(waiting)} queued).")
+    if len(waiting) < len(missing) and st.button(
+        f"Queue the {len(missing) - len(waiting)} runs", type="primary", icon=":material/play_arrow:"
+    ):
+        for config in missing:
+            if config.run_id not in active:
+                queue.submit(config)
+        st.rerun()
