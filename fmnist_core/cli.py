@@ -197,6 +197,20 @@ def command_reproduce(args) -> int:
     return 0
 
 
+def command_suspects(args) -> int:
+    from .suspects import study, write_study
+
+    found = study(
+        RunCache(),
+        seeds=args.seeds,
+        train=not args.no_train,
+        on_event=lambda message: print(message, file=sys.stderr),
+    )
+    path = write_study(found, args.out)
+    print(path.read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fmnist_core", description="Fashion-MNIST Lab")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
@@ -250,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the grid with this many seeds: mean ± std and verdicts in NAME-seedsN.md",
     )
     reproduce_parser.set_defaults(handler=command_reproduce)
+
+    suspects_parser = commands.add_parser(
+        "suspects", help="near-duplicates, likely mislabels, and training without them over seeds"
+    )
+    suspects_parser.add_argument("--seeds", type=int, default=3)
+    suspects_parser.add_argument("--out", default="reports", help="folder for suspects.md")
+    suspects_parser.add_argument(
+        "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"
+    )
+    suspects_parser.set_defaults(handler=command_suspects)
     return parser
 
 
