@@ -26,7 +26,7 @@ from ui.widgets import kept
 enter_through_app()
 
 PIXELS = "Pixels (their first 64 principal components)"
-MAP_POINTS = 3000  # the map's points: every flagged image it trained on, then a random sample
+MAP_POINTS = 3000  # the map's points: a random sample of the images the run trained on
 
 
 def pair_images(pairs: pd.DataFrame, data) -> tuple[np.ndarray, list[str]]:
@@ -171,12 +171,9 @@ else:
     columns = st.columns(3)
     for column, region in zip(columns, ("easy to learn", "ambiguous", "hard to learn"), strict=True):
         column.metric(region.capitalize(), int((regions == region).sum()))
-    flagged_rows = np.flatnonzero(np.isin(positions, flagged))
-    rest = np.setdiff1d(np.arange(len(positions)), flagged_rows)
-    extra = np.random.default_rng(0).choice(
-        rest, max(0, min(len(rest), MAP_POINTS - len(flagged_rows))), replace=False
-    )
-    rows_shown = np.sort(np.concatenate([flagged_rows, extra]))
+    count = min(MAP_POINTS, len(positions))  # a uniform sample: the map keeps the set's proportions
+    rows_shown = np.sort(np.random.default_rng(0).choice(len(positions), count, replace=False))
+    flagged_shown = int(np.isin(positions[rows_shown], flagged).sum())
     images_shown = positions[rows_shown]
     state = st.echarts_chart(
         plots.latent_map(
@@ -193,8 +190,8 @@ else:
         alt="Each training image's mean confidence in its label against its variability over the epochs",
     )
     st.caption(
-        f"{len(rows_shown):,} of the {len(positions):,} images it trained on ({len(flagged_rows)} flagged "
-        f"ones among them), over {map_.epochs} epochs. Bottom: images the model never believed (hard to "
+        f"{len(rows_shown):,} of the {len(positions):,} images it trained on (a random sample; {flagged_shown} "
+        f"flagged ones among them), over {map_.epochs} epochs. Bottom: images the model never believed (hard to "
         "learn, where mislabels gather); right: images it changed its mind about (ambiguous); top "
         "left: easy. Click or lasso points to list them."
     )
