@@ -198,7 +198,7 @@ def command_reproduce(args) -> int:
 
 
 def command_suspects(args) -> int:
-    from .suspects import study, write_study
+    from .suspect_study import study, write_study
 
     found = study(
         RunCache(),

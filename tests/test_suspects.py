@@ -201,3 +201,15 @@ def test_the_retrain_verdict_weighs_the_gain_against_seed_noise():
     partial = RecordedAccuracies({pairs[0][0].run_id: 0.88})
     result = suspects.retrain_result(partial, digest)
     assert result.verdict is None and result.table["with_all"].notna().sum() == 1
+
+
+def test_the_command_line_writes_the_study_and_trains_nothing_when_told(isolated_cache, tmp_path, capsys):
+    from fmnist_core.cli import main
+
+    assert main(["suspects", "--no-train", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "suspects.md").read_text()
+    assert "1 within test" in text and "not trained" in text
+    assert "| 0 | not run | not run |" in text and "**" not in text  # no verdict without runs
+    assert len(list((isolated_cache / suspects.EXCLUSIONS).glob("*.json"))) == 1
+    assert not any(isolated_cache.glob("[0-9a-f]" * 16))  # nothing trained
+    assert text in capsys.readouterr().out

@@ -1,0 +1,113 @@
+"""The suspect-data study end to end, as `python -m fmnist_core suspects` runs it: it trains, so
+it lives apart from fmnist_core.suspects (which fmnist_core.training itself uses)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .runs import get_or_train
+from .suspects import (
+    EXCLUSIONS,
+    NEAR_DUPLICATE_RMS,
+    RETRAIN_SEEDS,
+    RetrainResult,
+    cartography,
+    dataset_duplicates,
+    flagged_images,
+    hard_images,
+    likely_mislabels,
+    pixel_label_issues,
+    retrain_base,
+    retrain_configs,
+    retrain_result,
+    save_exclusion,
+)
+from .training import make_splits
+
+
+@dataclass(frozen=True)
+class Study:
+    duplicates: pd.DataFrame
+    issues: pd.DataFrame  # doubted out of fold
+    mislabels: np.ndarray  # doubted and never learnt by the mapped run
+    flagged: np.ndarray
+    digest: str
+    regions: dict[str, int]  # the map's counts
+    result: RetrainResult
+
+
+def study(cache, seeds: int = RETRAIN_SEEDS, train: bool = True, on_event=None) -> Study:
+    """The whole of it, as the page shows it with its defaults: duplicates, pixel-based doubts,
+    the map run (trained if missing), the flagged list, and the runs with and without it over
+    `seeds` (trained where missing, unless train=False)."""
+    say = on_event or (lambda message: None)
+    say("near-duplicates...")
+    pairs = dataset_duplicates()
+    say("out-of-fold predictions and cleanlab...")
+    issues = pixel_label_issues()
+    hard, regions = None, {}
+    mapped_config = retrain_base(0, cartography=True)
+    if train or cache.exists(mapped_config.run_id):
+        say("the training map (a 15-epoch classifier that keeps its training dynamics)...")
+        mapped = get_or_train(mapped_config, cache=cache)
+        map_ = cartography(mapped.history)
+        hard = hard_images(map_, make_splits(mapped.config, cache.root).train_index.numpy())
+        regions = {
+            name: int((map_.regions == name).sum())
+            for name in ("easy to learn", "ambiguous", "hard to learn")
+        }
+    mislabels = likely_mislabels(issues, hard)
+    flagged = flagged_images(pairs, mislabels)
+    digest = save_exclusion(cache.root, flagged)
+    if train:
+        for everything, without in retrain_configs(digest, seeds):
+            for config in (everything, without):
+                say(f"seed {config.seed}, {'without the flagged' if config.exclude else 'all images'}...")
+                get_or_train(config, cache=cache)
+    return Study(pairs, issues, mislabels, flagged, digest, regions, retrain_result(cache, digest, seeds))
+
+
+def write_study(found: Study, out_dir: str | os.PathLike) -> Path:
+    """reports/suspects.md: the counts, the flagged list's digest and the runs' table."""
+    counts = found.duplicates.groupby("splits").size()
+    lines = [
+        "# Suspect data",
+        "",
+        "Written by `python -m fmnist_core suspects`; the Suspect data page shows the same with images.",
+        "",
+        f"- Near-duplicates (pixel RMS < {NEAR_DUPLICATE_RMS}): {int(counts.get('train', 0))} pairs within "
+        f"train, {int(counts.get('test', 0))} within test, {int(counts.get('test-train', 0))} test-train; "
+        f"{int(found.duplicates['identical'].sum())} byte-identical, "
+        f"{int((~found.duplicates['same_label']).sum())} with two labels.",
+        f"- Labels doubted out of fold (cleanlab, logistic regression on 64 principal components, "
+        f"5 folds): {len(found.issues)}.",
+        f"- The map's classifier ({retrain_base(0, cartography=True).run_id}): "
+        + (", ".join(f"{count} {name}" for name, count in found.regions.items()) or "not trained")
+        + ".",
+        f"- Flagged as mislabels (doubted{' and hard to learn' if found.regions else ''}): "
+        f"{len(found.mislabels)}; flagged in all: "
+        f"{len(found.flagged)} (list {found.digest} in models_cache/{EXCLUSIONS}/).",
+        "",
+        "| seed | all images | without the flagged |",
+        "|---:|---:|---:|",
+    ]
+    for row in found.result.table.itertuples(index=False):
+        lines.append(
+            f"| {row.seed} | {row.with_all:.4f} | {row.without_flagged:.4f} |".replace("nan", "not run")
+        )
+    if found.result.verdict is not None:
+        lines += [
+            "",
+            f"Leaving them out raises test accuracy: **{found.result.verdict}** ({found.result.detail}).",
+        ]
+    path = Path(out_dir) / "suspects.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".md.tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+    return path
