@@ -19,8 +19,20 @@ def run_cli(*args, cwd, env=None):
     )
 
 
-def test_models_lists_the_registry(tmp_path):
-    out = run_cli("models", cwd=tmp_path)
+def run_main(*args, capsys, env=None, monkeypatch=None):
+    """The command line in this process (no interpreter to start: ~3 s a call saved), for what
+    needs no process of its own; the subprocess tests cover the real entry point."""
+    from fmnist_core.cli import main
+
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def test_models_lists_the_registry(capsys):
+    out = run_main("models", capsys=capsys)
     assert out.returncode == 0
     assert [line.split()[0] for line in out.stdout.splitlines()] == list_models()
 
@@ -70,18 +82,18 @@ def test_autoencoder_json_reports_test_mse(tmp_path):
     assert 0 < result["test_mse"] < 0.2 and "test_accuracy" not in result
 
 
-def test_invalid_setting_is_one_line_naming_it(tmp_path):
+def test_invalid_setting_is_one_line_naming_it(tmp_path, capsys):
     out = run_cli("train", "conv_autoencoder", "--set", "dropout=1.5", cwd=tmp_path)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == ["error: dropout: 1.5 is outside [0.0, 0.99]"]
-    out = run_cli("train", "mlp", "--set", "width=3", cwd=tmp_path)
+    out = run_main("train", "mlp", "--set", "width=3", capsys=capsys)
     assert out.returncode != 0 and "width" in out.stderr
 
 
-def test_recipes_are_listed_and_train_by_name(tmp_path):
+def test_recipes_are_listed_and_train_by_name(tmp_path, capsys):
     from fmnist_core.recipes import list_recipes
 
-    out = run_cli("recipes", cwd=tmp_path)
+    out = run_main("recipes", capsys=capsys)
     assert [line.split()[0] for line in out.stdout.splitlines()] == list_recipes()
     args = (
         "train",
@@ -118,8 +130,10 @@ def test_recipes_are_listed_and_train_by_name(tmp_path):
         ),
     ],
 )
-def test_every_expected_failure_is_one_line_and_exit_code_2(tmp_path, arguments, environment, says):
-    out = run_cli(*arguments, cwd=tmp_path, env=environment)
+def test_every_expected_failure_is_one_line_and_exit_code_2(
+    arguments, environment, says, capsys, monkeypatch
+):
+    out = run_main(*arguments, capsys=capsys, env=environment, monkeypatch=monkeypatch)
     assert out.returncode == 2, out.stderr
     lines = [line for line in out.stderr.splitlines() if not line.startswith("run ")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
@@ -134,9 +148,9 @@ def test_every_expected_failure_is_one_line_and_exit_code_2(tmp_path, arguments,
         (["--set", "encoder_run=/tmp"], "encoder_run"),
     ],
 )
-def test_repeated_settings_and_run_ids_that_are_paths_are_refused_in_one_line(tmp_path, args, named):
+def test_repeated_settings_and_run_ids_that_are_paths_are_refused_in_one_line(args, named, capsys):
     model = "encoder_classifier" if "encoder_run" in named else "mlp"
-    out = run_cli("train", model, *args, cwd=tmp_path)
+    out = run_main("train", model, *args, capsys=capsys)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert named in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
