@@ -15,6 +15,11 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_autoencoder_config():
+    # Scored on 1,000 test images: on all 10,000, scoring took 60% of such a run (1.0 of 1.7 s).
     return RunConfig.for_model(
-        "conv_autoencoder", {"dropout": 0.0, "output_dropout": False}, epochs=1, train_subset=2000
+        "conv_autoencoder",
+        {"dropout": 0.0, "output_dropout": False},
+        epochs=1,
+        train_subset=2000,
+        test_subset=1000,
     )
