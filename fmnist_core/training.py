@@ -227,6 +227,15 @@ def fit(
     sample = data.test_images[: analysis.TIMELAPSE_IMAGES]
     sample_labels = data.test_labels[: analysis.TIMELAPSE_IMAGES]
     early = {max(1, steps // 2): 0.5} if steps >= 2 else {}
+
+    def early_snapshot(at: float) -> dict:
+        """A moment inside epoch 1; an autoencoder's also holds its reconstructions then (each
+        epoch's end has them in history["reconstructions"])."""
+        moment = analysis.latent_snapshot(model, sample, sample_labels, at)
+        if is_autoencoder:
+            moment["reconstructions"] = analysis.pack_images(analysis.reconstructions(model, shown))
+        return moment
+
     first_epoch = 1
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
@@ -242,7 +251,7 @@ def fit(
     for epoch in range(first_epoch, config.epochs + 1):
         moments = []  # this epoch's latent snapshots
         if epoch == 1:
-            moments.append(analysis.latent_snapshot(model, sample, sample_labels, 0.0))
+            moments.append(early_snapshot(0.0))
         view.train()
         order = torch.randperm(len(train_images), generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
@@ -279,7 +288,7 @@ def fit(
             loss_sum += loss.detach() * len(x)
             seen += len(x)
             if epoch == 1 and step + 1 in early:
-                moments.append(analysis.latent_snapshot(model, sample, sample_labels, early[step + 1]))
+                moments.append(early_snapshot(early[step + 1]))
                 view.train()
             now = time.perf_counter()
             if on_progress is not None and now - last_report >= PROGRESS_INTERVAL:

@@ -176,6 +176,7 @@ class Timelapse:
     at: list[float]  # epochs done at each frame (0 = before training)
     maps: list[np.ndarray]  # (N, 2) each, centred, unit spread, turned to match the last frame
     knn: list[float]  # kNN accuracy of the codes at each frame
+    reconstructions: list[str | None]  # an autoencoder's packed reconstructions at each frame (None: none)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -192,7 +193,20 @@ def timelapse(history: dict) -> Timelapse | None:
     if not moments:
         return None
     maps = analysis.align_maps([analysis.unpack_points(moment["map"]) for moment in moments])
-    return Timelapse([float(m["at"]) for m in moments], maps, [float(m["knn"]) for m in moments])
+    ends = history.get("reconstructions") or []
+
+    def reconstructions(moment: dict) -> str | None:
+        at = float(moment["at"])
+        if "reconstructions" in moment:
+            return moment["reconstructions"]
+        return ends[int(at) - 1] if at.is_integer() and 1 <= at <= len(ends) else None
+
+    return Timelapse(
+        [float(m["at"]) for m in moments],
+        maps,
+        [float(m["knn"]) for m in moments],
+        [reconstructions(m) for m in moments],
+    )
 
 
 @dataclass(frozen=True)

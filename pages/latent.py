@@ -140,9 +140,25 @@ else:
                 alt=f"the codes of {sample:,} test images at this moment of training",
             )
             st.plotly_chart(plots.timelapse_knn(player.at, player.knn, frame), key=f"knn:{name}")
-    epoch = int(frames.at[frame])
-    if run.history.get("reconstructions") and epoch >= 1:
-        panels.epoch_snapshot(run.history, epoch, key=f"timelapse:{run_id}")
+    if frames.reconstructions[frame] is not None:
+        moment = "before training" if frames.at[frame] == 0 else f"at epoch {frames.at[frame]:g}"
+        per_class = analysis.snapshot_indices(labels)
+        st.markdown(f"**Reconstructions {moment}** (one test image per class)")
+        st.image(
+            plots.mosaic(
+                np.concatenate(
+                    [
+                        data.test_images[per_class, 0].numpy(),
+                        analysis.unpack_images(frames.reconstructions[frame]),
+                    ]
+                ),
+                columns=len(per_class),
+            ),
+            clamp=True,
+            width="stretch",
+        )
+    elif frames.at[frame] >= 1:  # a classifier: its validation confusion after that epoch
+        panels.epoch_snapshot(run.history, int(frames.at[frame]), key=f"timelapse:{run_id}")
     st.caption(
         f"PCA maps of the codes of the first {sample:,} test images, each turned to match the last "
         "(orthogonal Procrustes) so the picture does not spin; the curve is how well 5 nearest "

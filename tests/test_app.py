@@ -205,6 +205,9 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     [moment] = [s for s in at.select_slider if s.label == "Moment of training"]
     assert moment.options == ["before training", "epoch 0.5", "epoch 1"]
     assert json.loads(timelapse_map.proto.spec)["xAxis"]["min"] < 0  # fixed axes around the centred map
+    assert any("Reconstructions at epoch 1" in m.value for m in at.markdown)
+    moment.set_value(1).run()  # the options are frame numbers, shown as moments
+    assert any("Reconstructions at epoch 0.5" in m.value for m in at.markdown)
     spec = json.loads(latent_map.proto.spec)
     assert "{@image}" in spec["tooltip"]["formatter"] and spec["series"][0]["selectedMode"] == "multiple"
     assert spec["visualMap"]["categories"][1] == "Trouser"

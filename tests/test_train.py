@@ -7,7 +7,7 @@ import pytest
 import sklearn.metrics
 import torch
 
-from fmnist_core import analysis, engine
+from fmnist_core import analysis, engine, views
 from fmnist_core.cache import CorruptRunError, RunCache
 from fmnist_core.config import RunConfig
 from fmnist_core.data import load_data
@@ -42,6 +42,12 @@ def test_autoencoder_loss_falls_and_beats_the_mean_image():
     assert last.shape == (10, 28, 28) and np.abs(last - final).max() <= 0.5 / 255 + 1e-6
     target = data.test_images[shown, 0].numpy()
     assert ((last - target) ** 2).mean() < ((first - target) ** 2).mean()  # it got better
+    # The time-lapse has them at every moment, before training and half-way through epoch 1 too.
+    frames = views.timelapse(result.history)
+    assert frames.at == [0.0, 0.5, 1.0, 2.0] and None not in frames.reconstructions
+    assert frames.reconstructions[2:] == result.history["reconstructions"]
+    before, half = (analysis.unpack_images(text) for text in frames.reconstructions[:2])
+    assert ((half - target) ** 2).mean() < ((before - target) ** 2).mean()
 
 
 def test_mlp_reaches_far_above_chance_with_progress_reports():
@@ -59,6 +65,7 @@ def test_mlp_reaches_far_above_chance_with_progress_reports():
     first, last = result.history["latent_maps"][0][0], result.history["latent_maps"][-1][-1]
     assert analysis.unpack_points(last["map"]).shape == (analysis.TIMELAPSE_IMAGES, 2)
     assert last["knn"] > first["knn"] + 0.05  # training separates the classes in the codes
+    assert views.timelapse(result.history).reconstructions == [None] * 4  # a classifier makes no images
     confusion = np.asarray(result.history["val_confusion"][-1])  # validation is the test set here
     # S3's MLP regresses one-hot targets (mse_onehot): its probabilities are its clipped, normalised
     # scores, not a softmax of numbers in [0, 1] that made every answer look 10-25% sure.
