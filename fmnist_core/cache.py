@@ -76,6 +76,19 @@ def _remove(path: Path, strict: bool = False) -> None:
         shutil.rmtree(path, ignore_errors=not strict)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` in one step: a temporary file beside it, then os.replace (a reader
+    never sees half a file; two writers never share a temporary)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def default_root() -> Path:
     return Path(os.environ.get("FMNIST_CACHE") or "models_cache")
 

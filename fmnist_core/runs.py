@@ -135,6 +135,11 @@ def on_loaded_data(config: RunConfig) -> RunConfig:
     return config if config.data == fingerprint else config.replace(data=fingerprint)
 
 
+def training_indices(config: RunConfig, cache: RunCache | None = None) -> np.ndarray:
+    """The training images (indices among the 60,000) a run of `config` trains on, in its order."""
+    return make_splits(config, (cache or RunCache()).root).train_index.numpy()
+
+
 def train(
     config: RunConfig,
     on_progress: Callable[[Progress], None] | None = None,

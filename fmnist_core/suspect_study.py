@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .runs import get_or_train
+from .cache import write_text_atomic
+from .runs import get_or_train, training_indices
 from .suspects import (
     EXCLUSIONS,
     NEAR_DUPLICATE_RMS,
@@ -27,7 +28,6 @@ from .suspects import (
     retrain_result,
     save_exclusion,
 )
-from .training import make_splits
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,8 @@ def study(cache, seeds: int = RETRAIN_SEEDS, train: bool = True, on_event=None) 
         say("the training map (a 15-epoch classifier that keeps its training dynamics)...")
         mapped = get_or_train(mapped_config, cache=cache)
         map_ = cartography(mapped.history)
-        hard = hard_images(map_, make_splits(mapped.config, cache.root).train_index.numpy())
-        regions = {
-            name: int((map_.regions == name).sum())
-            for name in ("easy to learn", "ambiguous", "hard to learn")
-        }
+        hard = hard_images(map_, training_indices(mapped.config, cache))
+        regions = map_.region_counts()
     mislabels = likely_mislabels(issues, hard)
     flagged = flagged_images(pairs, mislabels)
     digest = save_exclusion(cache.root, flagged)
@@ -107,7 +104,5 @@ def write_study(found: Study, out_dir: str | os.PathLike) -> Path:
         ]
     path = Path(out_dir) / "suspects.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".md.tmp")
-    temporary.write_text("\n".join(lines) + "\n")
-    os.replace(temporary, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import analysis
 from .analysis import predict_proba
+from .cache import write_text_atomic
 from .config import RunConfig
 from .data import load_data
 
@@ -31,6 +32,7 @@ SEARCH_DIMENSIONS = 32  # the PCA space the duplicate search prunes candidates i
 SEARCH_BLOCK = 1024  # images compared with all others at a time (a 1024 x 60,000 float block)
 HARD_CONFIDENCE = 0.25  # mean confidence in the label under which an image is "hard to learn"
 AMBIGUOUS_VARIABILITY = 0.3  # variability over which an image is "ambiguous"
+REGIONS = ("easy to learn", "ambiguous", "hard to learn")
 EXCLUSIONS = "exclusions"  # models_cache/exclusions/{digest}.json: training images a run leaves out
 
 
@@ -79,6 +81,11 @@ class Cartography:
         region[self.variability >= AMBIGUOUS_VARIABILITY] = "ambiguous"
         region[self.confidence < HARD_CONFIDENCE] = "hard to learn"
         return region
+
+    def region_counts(self) -> dict[str, int]:
+        """How many images each region holds, in REGIONS' order."""
+        regions = self.regions
+        return {name: int((regions == name).sum()) for name in REGIONS}
 
 
 def cartography(history: dict) -> Cartography | None:
@@ -243,9 +250,7 @@ def save_exclusion(cache_root: str | os.PathLike, indices) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.json"
     if not path.exists():
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        temporary.write_text(payload)
-        os.replace(temporary, path)
+        write_text_atomic(path, payload)
     return digest
 
 
@@ -351,10 +356,15 @@ def dataset_duplicates(threshold: float = NEAR_DUPLICATE_RMS) -> pd.DataFrame:
     )
 
 
+def issues_from_features(features: np.ndarray, labels) -> pd.DataFrame:
+    """label_issues from out-of-fold predictions on `features` (pixels' components or codes)."""
+    return label_issues(out_of_fold_probabilities(features, labels), labels)
+
+
 @functools.lru_cache(maxsize=2)
 def pixel_label_issues() -> pd.DataFrame:
     """label_issues of the whole training set from out-of-fold predictions on its pixels (PCA),
     computed once per process (about 25 s on 2 CPU cores)."""
     data = load_data()
     labels = data.train_labels.numpy()
-    return label_issues(out_of_fold_probabilities(pixel_features(data.train_images), labels), labels)
+    return issues_from_features(pixel_features(data.train_images), labels)

@@ -142,21 +142,7 @@ else:
             st.plotly_chart(plots.timelapse_knn(player.at, player.knn, frame), key=f"knn:{name}")
     if frames.reconstructions[frame] is not None:
         moment = "before training" if frames.at[frame] == 0 else f"at epoch {frames.at[frame]:g}"
-        per_class = analysis.snapshot_indices(labels)
-        st.markdown(f"**Reconstructions {moment}** (one test image per class)")
-        st.image(
-            plots.mosaic(
-                np.concatenate(
-                    [
-                        data.test_images[per_class, 0].numpy(),
-                        analysis.unpack_images(frames.reconstructions[frame]),
-                    ]
-                ),
-                columns=len(per_class),
-            ),
-            clamp=True,
-            width="stretch",
-        )
+        panels.snapshot_reconstructions(frames.reconstructions[frame], moment)
     elif frames.at[frame] >= 1:  # a classifier: its validation confusion after that epoch
         panels.epoch_snapshot(run.history, int(frames.at[frame]), key=f"timelapse:{run_id}")
     st.caption(

@@ -167,10 +167,8 @@ if map_ is None:
         queue.submit(mapped)
         st.rerun()
 else:
-    regions = map_.regions
-    columns = st.columns(3)
-    for column, region in zip(columns, ("easy to learn", "ambiguous", "hard to learn"), strict=True):
-        column.metric(region.capitalize(), int((regions == region).sum()))
+    for column, (region, count) in zip(st.columns(3), map_.region_counts().items(), strict=True):
+        column.metric(region.capitalize(), count)
     count = min(MAP_POINTS, len(positions))  # a uniform sample: the map keeps the set's proportions
     rows_shown = np.sort(np.random.default_rng(0).choice(len(positions), count, replace=False))
     flagged_shown = int(np.isin(positions[rows_shown], flagged).sum())

@@ -1,6 +1,7 @@
 import pytest
 
 from fmnist_core.config import RunConfig
+from fmnist_core.runs import get_or_train
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +24,17 @@ def tiny_autoencoder_config():
         train_subset=2000,
         test_subset=1000,
     )
+
+
+@pytest.fixture(scope="session")
+def small_autoencoder():
+    """Train (or find) a small autoencoder (n=8, one epoch) in a cache: the shared start of the
+    module fixtures that need a trained encoder."""
+
+    def trained(cache, train_subset: int):
+        config = RunConfig.for_model(
+            "conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=train_subset
+        )
+        return get_or_train(config, cache=cache)
+
+    return trained

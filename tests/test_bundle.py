@@ -18,13 +18,10 @@ from fmnist_core.runs import get_or_train, load_run
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, small_autoencoder):
     """A small autoencoder and a classifier on its encoder, in a cache of their own."""
     cache = RunCache(tmp_path_factory.mktemp("bundle_cache"))
-    encoder = get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=1000),
-        cache=cache,
-    )
+    encoder = small_autoencoder(cache, train_subset=1000)
     classifier = get_or_train(
         RunConfig.for_model(
             "encoder_classifier", {"encoder_run": encoder.run_id}, epochs=1, train_subset=1000

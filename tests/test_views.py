@@ -39,13 +39,10 @@ def test_a_confusion_pair_is_the_surest_mistake_and_the_nearest_right_answer():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, small_autoencoder):
     """A small autoencoder and an MLP, trained once for this file's tests."""
     cache = RunCache(tmp_path_factory.mktemp("views_cache"))
-    autoencoder = get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=3000),
-        cache=cache,
-    )
+    autoencoder = small_autoencoder(cache, train_subset=3000)
     return autoencoder, get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=5000), cache=cache)
 
 

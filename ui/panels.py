@@ -118,28 +118,29 @@ def live_job(run_id: str, published: dict | None = None) -> None:
     epoch_snapshot(history, len(history.get("epoch", [])), key=f"live:{run_id}")
 
 
+def snapshot_reconstructions(packed: str, moment: str) -> None:
+    """One test image per class above an autoencoder's reconstructions of them (analysis.pack_images)
+    at some `moment` of its training ("after epoch 3")."""
+    data = fashion()
+    shown = analysis.snapshot_indices(data.test_labels)
+    st.markdown(f"**Reconstructions {moment}** (one test image per class)")
+    st.image(
+        plots.mosaic(
+            np.concatenate([data.test_images[shown, 0].numpy(), analysis.unpack_images(packed)]),
+            columns=len(shown),
+        ),
+        clamp=True,
+        width="stretch",
+    )
+
+
 def epoch_snapshot(history: dict, epoch: int, key: str) -> None:
     """What a run made of the test set after `epoch` (1-based): an autoencoder's reconstructions of
     one test image per class, a classifier's validation confusion matrix. Nothing for older runs."""
     if epoch < 1:
         return
     if history.get("reconstructions"):
-        data = fashion()
-        shown = analysis.snapshot_indices(data.test_labels)
-        st.markdown(f"**Reconstructions after epoch {epoch}** (one test image per class)")
-        st.image(
-            plots.mosaic(
-                np.concatenate(
-                    [
-                        data.test_images[shown, 0].numpy(),
-                        analysis.unpack_images(history["reconstructions"][epoch - 1]),
-                    ]
-                ),
-                columns=len(shown),
-            ),
-            clamp=True,
-            width="stretch",
-        )
+        snapshot_reconstructions(history["reconstructions"][epoch - 1], f"after epoch {epoch}")
     elif history.get("val_confusion"):
         matrix = np.asarray(history["val_confusion"][epoch - 1])
         st.markdown(

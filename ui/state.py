@@ -181,7 +181,7 @@ def label_issues(run_id: str, stamp: float) -> pd.DataFrame:
         return suspects.pixel_label_issues()
     images, labels = fashion().train_images, fashion().train_labels.numpy()
     features = suspects.encoder_features(load_run(run_id).model, images)
-    return suspects.label_issues(suspects.out_of_fold_probabilities(features, labels), labels)
+    return suspects.issues_from_features(features, labels)
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the training dynamics...")
@@ -195,6 +195,6 @@ def training_dynamics(run_id: str, stamp: float):
 @st.cache_data(max_entries=4, show_spinner=False)
 def training_positions(run_id: str, stamp: float) -> np.ndarray:
     """The training images (indices among the 60,000) a run trained on, in its order."""
-    from fmnist_core.training import make_splits
+    from fmnist_core.runs import training_indices
 
-    return make_splits(run_cache().load_config(run_id), run_cache().root).train_index.numpy()
+    return training_indices(run_cache().load_config(run_id), run_cache())

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..cache import RunCache
+from ..cache import RunCache, write_text_atomic
 from ..config import ENGINE_VERSION, RunConfig
 from ..data import CLASS_NAMES
 from ..models import IMAGE_SHAPE, build_skeleton, make_settings
@@ -327,9 +327,7 @@ def write_report(result: ReportResult, out_dir: Path, scale: Scale | None = None
     paths = (out_dir / f"{result.name}.md", out_dir / f"{result.name}.csv")
     contents = (to_markdown(result, scale), result.table.to_csv(index=False))
     for path, text in zip(paths, contents, strict=True):
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, path)
+        write_text_atomic(path, text)
     return paths
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cache import RunCache
+from ..cache import RunCache, write_text_atomic
 from ..config import ENGINE_VERSION
 from .grid import Comparison, Scale
 
@@ -159,9 +159,7 @@ def write_seeds(result: SeedsResult, out_dir: Path) -> tuple[Path, Path, Path]:
     verdicts = pd.DataFrame(result.verdicts, columns=["claim", "verdict", "detail"])
     texts = (seeds_markdown(result), result.table.to_csv(index=False), verdicts.to_csv(index=False))
     for path, text in zip(paths, texts, strict=True):
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, path)
+        write_text_atomic(path, text)
     return paths
 
 
