@@ -1,6 +1,7 @@
 """A run as a file to take away and bring back: a zip of its config, history and metrics (JSON) and
-its weights in safetensors (no pickle anywhere), an encoder classifier's encoder inside it; and a
-classifier exported to ONNX."""
+its weights in safetensors (no pickle anywhere), an encoder classifier's encoder inside it, and the
+list of training images a run left out (so that another lab can train it again); and a classifier
+exported to ONNX."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import torch
 from .cache import CorruptRunError, RunCache
 from .config import ENGINE_VERSION, RunConfig
 from .runs import load_run, model_with_weights
+from .suspects import exclusion_digest, load_exclusion, save_exclusion
 
 FORMAT = "fmnist-lab-bundle/1"
 MAX_BYTES = 400_000_000  # uncompressed: the largest model the lab allows is ~100 MB of weights
 FILES = ("config.json", "record.json", "model.safetensors")
+EXCLUDED = "exclude.json"  # a part's list of left-out training images, when its config names one
 
 
 class BundleError(ValueError):
@@ -33,11 +36,14 @@ def _run_files(run_id: str, cache: RunCache) -> dict[str, bytes]:
 
     run = load_run(run_id, cache)
     state = {key: value.detach().cpu().contiguous() for key, value in run.model.state_dict().items()}
-    return {
+    files = {
         "config.json": json.dumps(run.config.to_dict(), sort_keys=True).encode(),
         "record.json": json.dumps({"history": run.history, "metrics": run.metrics}).encode(),
         "model.safetensors": save(state),
     }
+    if run.config.exclude:
+        files[EXCLUDED] = json.dumps(load_exclusion(cache.root, run.config.exclude).tolist()).encode()
+    return files
 
 
 def export_bundle(run_id: str, cache: RunCache | None = None) -> bytes:
@@ -74,6 +80,7 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[str]:
         if f"{part}/config.json" not in files:
             continue
         config, state, record = _check_run(files, part)
+        _check_exclusion(files, part, config)
         if part == "run" and config.run_id != manifest.get("run_id"):
             raise BundleError(f"the bundle names run {manifest.get('run_id')} but holds {config.run_id}")
         if part == "run" and config.settings.get("encoder_run") not in (
@@ -86,6 +93,8 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[str]:
             model = model_with_weights(config, state, cache)
         except CorruptRunError as error:
             raise BundleError(f"{part}: {error}") from None
+        if config.exclude:
+            save_exclusion(cache.root, json.loads(files[f"{part}/{EXCLUDED}"]))
         cache.save(config, model, record["history"], record["metrics"])
         saved.append(config.run_id)
     if not saved:
@@ -99,7 +108,9 @@ def _read(data: bytes) -> tuple[dict[str, bytes], dict]:
         entries = archive.infolist()
     except (zipfile.BadZipFile, ValueError, OSError):
         raise BundleError("this is not a lab bundle (not a .zip file)") from None
-    allowed = {"manifest.json"} | {f"{part}/{name}" for part in ("run", "encoder") for name in FILES}
+    allowed = {"manifest.json"} | {
+        f"{part}/{name}" for part in ("run", "encoder") for name in (*FILES, EXCLUDED)
+    }
     if any(entry.filename not in allowed for entry in entries):
         strange = next(entry.filename for entry in entries if entry.filename not in allowed)
         raise BundleError(f"the bundle holds a file a lab bundle does not have: {strange[:60]!r}")
@@ -150,6 +161,27 @@ def _check_run(files: dict[str, bytes], part: str) -> tuple[RunConfig, dict, dic
     except (SafetensorError, ValueError, OSError) as error:
         raise BundleError(f"{part}: the weights do not read as safetensors ({error})") from None
     return config, state, record
+
+
+def _check_exclusion(files: dict[str, bytes], part: str, config: RunConfig) -> None:
+    """A part whose config leaves images out carries that list, and the list is the one named."""
+    name = f"{part}/{EXCLUDED}"
+    if not config.exclude:
+        if name in files:
+            raise BundleError(f"{part}: {EXCLUDED} is there but the config leaves no image out")
+        return
+    if name not in files:
+        raise BundleError(
+            f"{part}: the run left out the training images {config.exclude}, and their list is missing"
+        )
+    try:
+        indices = json.loads(files[name])
+        named = isinstance(indices, list) and all(type(i) is int for i in indices)
+        named = named and exclusion_digest(indices) == config.exclude
+    except ValueError:  # not JSON, or indices out of range
+        named = False
+    if not named:
+        raise BundleError(f"{part}: {EXCLUDED} is not the list {config.exclude} the run names")
 
 
 def export_onnx(run_id: str, cache: RunCache | None = None) -> bytes:

@@ -334,7 +334,8 @@ class RunCache:
 
     def prune(self) -> list[tuple[str, str]]:
         """Delete every entry that fails its checks (damaged, made by an older engine, or built on
-        an encoder that is), and staging folders and locks left by runs that died.
+        an encoder that is), stopped runs' checkpoints that are damaged or whose run has finished,
+        and staging folders and locks left by runs that died.
 
         Returns (run id, reason) per deleted entry. Each entry is checked under its lock, so a
         run being retrained into its folder is left alone.
@@ -350,7 +351,35 @@ class RunCache:
                 except CorruptRunError as error:
                     self.delete(run_id)
                     removed.append((run_id, str(error)))
+        removed += self._prune_partials()
         self.clean_stale()
+        return removed
+
+    def _prune_partials(self) -> list[tuple[str, str]]:
+        """Stopped runs' checkpoints that are damaged, or whose run has since finished."""
+        folder = self.root / PARTIAL
+        if not folder.is_dir():
+            return []
+        removed = []
+        stopped = {path.name.split(".")[0] for path in folder.iterdir()}
+        for run_id in sorted(stopped):
+            if not is_run_id(run_id):
+                continue
+            with self.lock(run_id):
+                reason = None
+                if self.exists(run_id):
+                    reason = "a stopped run's checkpoint, its run since finished"
+                else:
+                    try:
+                        if self.load_partial(run_id) is None:
+                            continue
+                    except CorruptRunError as error:
+                        reason = str(error)
+                if reason:
+                    self.discard_partial(run_id)
+                    for leftover in folder.glob(f"{run_id}.*.tmp"):
+                        _remove(leftover)
+                    removed.append((run_id, reason))
         return removed
 
     def _has_encoder(self, run_id: str) -> bool:

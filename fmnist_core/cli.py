@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs_parser = commands.add_parser("runs", help="the cached runs as a table")
     runs_parser.add_argument(
-        "--prune", action="store_true", help="delete the entries that fail their checks (damaged or stale)"
+        "--prune",
+        action="store_true",
+        help="delete the entries that fail their checks (damaged or stale) and stopped runs whose checkpoint is damaged or whose run has finished",
     )
     runs_parser.set_defaults(handler=command_runs)
     commands.add_parser("recipes", help="the named fast recipes").set_defaults(handler=command_recipes)

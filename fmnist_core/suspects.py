@@ -236,16 +236,26 @@ def exclusion_folder(cache_root: str | os.PathLike) -> Path:
     return Path(cache_root) / EXCLUSIONS
 
 
-def save_exclusion(cache_root: str | os.PathLike, indices) -> str:
-    """Keep a list of training-image indices to leave out; returns its digest, which a config's
-    `exclude` names (so a run id says exactly which images it did without)."""
+def _exclusion_payload(indices) -> tuple[str, str]:
+    """A list of training-image indices as the text kept on disk, and that text's digest."""
     indices = sorted({int(i) for i in indices})
     if not indices:
         raise ValueError("exclude: the list of training images to leave out is empty")
     if indices[0] < 0 or indices[-1] >= 60_000:
         raise ValueError("exclude: training image indices run from 0 to 59,999")
     payload = json.dumps(indices)
-    digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return payload, hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def exclusion_digest(indices) -> str:
+    """The digest a config's `exclude` gives for this list of indices (ValueError if it is no list)."""
+    return _exclusion_payload(indices)[1]
+
+
+def save_exclusion(cache_root: str | os.PathLike, indices) -> str:
+    """Keep a list of training-image indices to leave out; returns its digest, which a config's
+    `exclude` names (so a run id says exactly which images it did without)."""
+    payload, digest = _exclusion_payload(indices)
     folder = exclusion_folder(cache_root)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.json"

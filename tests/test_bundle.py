@@ -116,3 +116,45 @@ def test_a_classifier_exported_to_onnx_answers_as_torch_does(runs):
     assert logits.shape == (5, 10) and np.allclose(logits, expected, atol=1e-4)
     with pytest.raises(ValueError, match="run_id"):
         bundle.export_onnx(encoder.run_id, cache)
+
+
+def test_a_run_that_left_images_out_carries_their_list_and_trains_again_elsewhere(tmp_path):
+    from fmnist_core.suspects import save_exclusion
+    from fmnist_core.training import make_splits
+
+    cache = RunCache(tmp_path / "here")
+    digest = save_exclusion(cache.root, [3, 14, 15, 92, 653])
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=500, test_subset=500, exclude=digest)
+    run = get_or_train(config, cache=cache)
+    data = bundle.export_bundle(run.run_id, cache)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert json.loads(archive.read("run/exclude.json")) == [3, 14, 15, 92, 653]
+
+    other = RunCache(tmp_path / "other")
+    assert bundle.import_bundle(data, other) == [run.run_id]
+    splits = make_splits(config, other.root)  # the other lab can train the run again
+    assert len(splits.train_images) == 500
+    assert not set(splits.train_index.tolist()) & {3, 14, 15, 92, 653}
+
+    def listed(indices):
+        def change(files, manifest):
+            files["run/exclude.json"] = json.dumps(indices).encode()
+            manifest["sha256"]["run/exclude.json"] = hashlib.sha256(files["run/exclude.json"]).hexdigest()
+
+        return change
+
+    def dropped(files, manifest):
+        del files["run/exclude.json"]
+        del manifest["sha256"]["run/exclude.json"]
+
+    cases = {
+        rezip(data, dropped): "their list is missing",
+        rezip(data, listed([3, 14, 15, 92])): "is not the list",
+        rezip(data, listed([3, 14, 15, 92, 60_000])): "is not the list",
+        rezip(data, listed("3,14")): "is not the list",
+    }
+    third = RunCache(tmp_path / "third")
+    for bad, reason in cases.items():
+        with pytest.raises(bundle.BundleError, match=reason):
+            bundle.import_bundle(bad, third)
+    assert third.run_ids() == [] and not (third.root / "exclusions").exists()

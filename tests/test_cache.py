@@ -119,6 +119,11 @@ def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_ca
     shutil.copytree(cache.folder(good), cache.folder(stale))  # its config hashes to another id
     shutil.copytree(cache.folder(good), cache.folder(damaged))
     (cache.folder(damaged) / "model.pt").write_bytes(b"not a model")
+    # Stopped runs' checkpoints: one whose run has since finished, one damaged, one to continue.
+    resumable, broken = "1" * 16, "2" * 16
+    for run_id in (good, resumable, broken):
+        cache.save_partial(run_id, {"run_id": run_id, "weights": torch.zeros(3)}, {"epochs_done": 1})
+    (cache.root / ".partial" / f"{broken}.pt").write_bytes(b"cut short")
     env = {**os.environ, "FMNIST_CACHE": str(isolated_cache), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-m", "fmnist_core", "runs", "--prune"],
@@ -130,8 +135,15 @@ def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_ca
     assert out.returncode == 0, out.stderr
     assert f"removed {stale}: run {stale}: its config hashes to {good}" in out.stdout
     assert f"removed {damaged}: run {damaged}: model.pt does not match its checksum" in out.stdout
-    assert "2 entries removed" in out.stdout
+    assert f"removed {good}: a stopped run's checkpoint, its run since finished" in out.stdout
+    assert f"removed {broken}: the stopped run {broken}'s checkpoint is damaged" in out.stdout
+    assert "4 entries removed" in out.stdout
     assert cache.run_ids() == [good]
+    assert sorted(p.name for p in (cache.root / ".partial").iterdir()) == [
+        f"{resumable}.json",
+        f"{resumable}.pt",
+    ]
+    assert cache.load_partial(resumable)["weights"].shape == (3,)
     assert get_or_train(config, cache=cache).cached
 
 
