@@ -124,6 +124,29 @@ def reconstruction_errors(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     return ((recon - images.cpu()) ** 2).flatten(1).mean(1).numpy()
 
 
+@torch.inference_mode()
+def mse_with_dropout_on(model: nn.Module, images: torch.Tensor, seed: int = 0) -> float:
+    """An autoencoder's mean squared error with its dropout layers left on (every other layer in
+    eval mode): the loss as a training loop reports it, and as a validation pass that forgets
+    model.eval() would. Dropout draws from a generator forked from `seed`, so the figure repeats
+    and the process's own random state is left as it was."""
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    was_training = model.training
+    model.eval()
+    for layer in dropouts:
+        layer.train()
+    device = _device_of(model)
+    size = EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
+    total = 0.0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, len(images), size):
+            batch = images[i : i + size].to(device)
+            total += F.mse_loss(model(batch).float(), batch.float(), reduction="sum").item()
+    model.train(was_training)
+    return total / images.numel()
+
+
 def latent_codes(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     """Codes (N, d): an autoencoder's latent vectors, a classifier's penultimate features."""
     return batched_outputs(model, images, fn=model.encode).flatten(1).numpy()

@@ -84,6 +84,7 @@ elif len(missing):
 else:
     st.success("Every experiment of this report is cached.")
 
+notes = {(e.table, e.label): e.note for e in report_entries(name, scale) if e.note}
 for group_name, group in table.groupby("table", sort=False):
     st.subheader(group_name)
     columns = (
@@ -103,6 +104,9 @@ for group_name, group in table.groupby("table", sort=False):
             c: st.column_config.NumberColumn(format="%.4f") for c in columns if c not in ("label", "source")
         },
     )
+    for label in group["label"]:
+        if (group_name, label) in notes:
+            st.caption(f"**{label}**: {notes[group_name, label]}")
 
 st.subheader("The report's claims: guess, then see")
 st.caption(

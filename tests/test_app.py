@@ -103,6 +103,9 @@ def test_a_claim_card_asks_for_a_guess_then_shows_the_verdict_over_seeds():
     at.radio(key="widget:reports:name").set_value("S3").run()
     guesses = [c for c in at.get("button_group") if "guess:S3" in str(c.proto.id)]
     assert len(guesses) == 2  # S3's two claims
+    # The rows that look for a cause say what they test, under their table.
+    [note] = [c.value for c in at.caption if c.value.startswith("**model 1 with cross-entropy")]
+    assert "quickstart" in note
     assert not any("Over 3 seeds" in m.value for m in at.markdown)  # nothing shown before a guess
     at.session_state["guess:S3:1.0:0"] = "holds"
     at.run()

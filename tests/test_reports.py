@@ -3,9 +3,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from fmnist_core.cache import RunCache
 from fmnist_core.config import ENGINE_VERSION, RunConfig
+from fmnist_core.data import load_data
 from fmnist_core.models import create_model
 from fmnist_core.reports import (
     REPORTS,
@@ -298,3 +300,26 @@ def test_reproduce_over_seeds_writes_mean_and_std_and_judges_each_claim(tmp_path
     assert pd.read_csv(tmp_path / "S3-seeds2.csv")["seeds_done"].tolist() == [2] * 5
     partial = reproduce_seeds("S3", 3, scale, cache=cache, out_dir=None, train=False)
     assert {v for _, v, _ in partial.verdicts} == {"not run"}  # the third seed is not cached
+
+
+def test_mse_with_dropout_on_repeats_leaves_the_random_state_and_batch_norm_alone():
+    from fmnist_core.analysis import mse_with_dropout_on
+
+    torch.manual_seed(5)
+    model = create_model("conv_autoencoder", n=16, dropout=0.2, batchnorm=True).eval()
+    images = load_data().test_images[:300]
+    with torch.no_grad():
+        eval_mse = torch.mean((model(images) - images) ** 2).item()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    means = [m.running_mean.clone() for m in norms]
+    state = torch.random.get_rng_state()
+    first = mse_with_dropout_on(model, images)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the process's draws are untouched
+    assert mse_with_dropout_on(model, images) == first != mse_with_dropout_on(model, images, seed=1)
+    assert first > 1.1 * eval_mse  # a fifth of the output zeroed, the rest scaled up
+    assert all(torch.equal(m.running_mean, mean) for m, mean in zip(norms, means, strict=True))
+    assert not model.training and not any(m.training for m in model.modules())
+    without = create_model("conv_autoencoder", n=16, dropout=0.0).eval()
+    with torch.no_grad():
+        plain = torch.mean((without(images) - images) ** 2).item()
+    assert mse_with_dropout_on(without, images) == pytest.approx(plain, rel=1e-5)

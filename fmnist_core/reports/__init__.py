@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -87,6 +88,13 @@ def results_row(entry: Entry, cache: RunCache) -> dict:
     if not cache.exists(entry.config.run_id):
         row["status"] = "missing"
         return row
+    if entry.measure:
+        row["test_mse"] = _measured(entry.measure, str(cache.root), entry.config.run_id)
+        for key, value in entry.published.items():
+            if key in row:
+                row[f"difference_{key}"] = row[key] - value
+        row["status"] = "ok"
+        return row
     history, metrics = cache.load_record(entry.config.run_id)
     for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
         if history.get(key):
@@ -104,6 +112,19 @@ def results_row(entry: Entry, cache: RunCache) -> dict:
             row[f"difference_{key}"] = row[key] - value
     row["status"] = "ok"
     return row
+
+
+@functools.lru_cache(maxsize=64)
+def _measured(measure: str, cache_root: str, run_id: str) -> float:
+    """A figure measured on a cached run (a run id names one set of weights, so it is kept)."""
+    from ..analysis import mse_with_dropout_on
+    from ..data import load_data
+    from ..runs import load_run
+
+    if measure != "dropout_on":
+        raise ValueError(f"measure: {measure!r} is not a measure the reports know (dropout_on)")
+    run = load_run(run_id, RunCache(cache_root))
+    return mse_with_dropout_on(run.model, load_data().test_images)
 
 
 def _train_worker(config_json: str, cache_root: str, threads: int) -> tuple[str, float, bool]:
