@@ -69,6 +69,10 @@ def test_every_grid_trains_at_a_tiny_scale(name, tmp_path):
     assert len(pd.read_csv(tmp_path / "reports" / f"{name}.csv")) == len(result.table)
     again = reproduce(name, cache=RunCache(tmp_path / "cache"), out_dir=None, **TINY)
     assert again.trained_seconds == 0.0  # everything came from the cache
+    if name == "S0":  # the same run measured with its dropout on: the loss a training loop reports
+        mse = result.table.set_index("label")["test_mse"]
+        assert mse["n=64 p=0.2, dropout left on"] > 1.2 * mse["n=64 p=0.2, dropout off (model.eval())"]
+        assert mse["n=64 p=0.2, dropout off (model.eval())"] == mse["n=64"]
 
 
 def test_report_writer_on_a_hand_made_result(tmp_path):

@@ -34,6 +34,7 @@ OUR_COLUMNS = (
     "test_loss",
     "test_accuracy",
     "test_mse",
+    "test_classes_never_predicted",
 )
 
 
@@ -89,7 +90,7 @@ def results_row(entry: Entry, cache: RunCache) -> dict:
         row["status"] = "missing"
         return row
     if entry.measure:
-        row["test_mse"] = _measured(entry.measure, str(cache.root), entry.config.run_id)
+        row["test_mse"] = row["test_loss"] = _measured(entry.measure, str(cache.root), entry.config.run_id)
         for key, value in entry.published.items():
             if key in row:
                 row[f"difference_{key}"] = row[key] - value
@@ -106,6 +107,11 @@ def results_row(entry: Entry, cache: RunCache) -> dict:
         confusion = metrics["test_confusion"]
         recall = [confusion[i][i] / max(sum(confusion[i]), 1) for i in range(len(confusion))]
         row["worst_class"] = CLASS_NAMES[min(range(len(recall)), key=recall.__getitem__)]
+        # A class whose logit never wins on any test image: S0's head (a ReLU on the logits) can
+        # leave a class's output at 0 for every image, where no gradient brings it back.
+        row["test_classes_never_predicted"] = sum(
+            1 for j in range(len(confusion)) if sum(confusion[i][j] for i in range(len(confusion))) == 0
+        )
     row["minutes"] = metrics["train_seconds"] / 60
     for key, value in entry.published.items():
         if key in row:
@@ -118,13 +124,14 @@ def results_row(entry: Entry, cache: RunCache) -> dict:
 def _measured(measure: str, cache_root: str, run_id: str) -> float:
     """A figure measured on a cached run (a run id names one set of weights, so it is kept)."""
     from ..analysis import mse_with_dropout_on
-    from ..data import load_data
     from ..runs import load_run
+    from ..training import make_splits
 
     if measure != "dropout_on":
         raise ValueError(f"measure: {measure!r} is not a measure the reports know (dropout_on)")
     run = load_run(run_id, RunCache(cache_root))
-    return mse_with_dropout_on(run.model, load_data().test_images)
+    # The test images the run was scored on (a scaled-down grid scores on a subset).
+    return mse_with_dropout_on(run.model, make_splits(run.config, cache_root).test_images)
 
 
 def _train_worker(config_json: str, cache_root: str, threads: int) -> tuple[str, float, bool]:

@@ -38,7 +38,7 @@ class Entry:
     published: dict[str, float] = field(default_factory=dict)  # keys as in the results table
     published_minutes: float | None = None  # the report's training time, where it gave one
     note: str = ""
-    # "dropout_on": the row's test_mse is its run's test MSE measured with dropout left on (as a
+    # "dropout_on": the row's test_mse (and test_loss) is its run's test MSE with dropout left on (as a
     # training loop reports its loss), not the run's own eval-mode figure; the row trains nothing.
     measure: str = ""
 

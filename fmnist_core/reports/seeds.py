@@ -22,6 +22,7 @@ METRICS = (
     "test_loss",
     "test_accuracy",
     "test_mse",
+    "test_classes_never_predicted",
 )
 
 
