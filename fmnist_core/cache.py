@@ -81,6 +81,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     never sees half a file; two writers never share a temporary)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); a report or list is as readable as a plain write
+        # would leave it: the mode of the file it replaces, else rw-r--r--.
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mode = 0o644
+        os.fchmod(handle, mode)
         with os.fdopen(handle, "w") as file:
             file.write(text)
         os.replace(temporary, path)

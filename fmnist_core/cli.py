@@ -197,6 +197,25 @@ def command_reproduce(args) -> int:
     return 0
 
 
+def command_sweep(args) -> int:
+    from .reports import Scale, train_missing
+    from .runs import load_run
+    from .sweep import latent_sweep, probe_accuracy, sweep_configs, sweep_table, write_sweep
+
+    if not 0 < args.epochs_scale <= 10:
+        raise ValueError(f"epochs-scale: {args.epochs_scale} is outside (0, 10]")
+    scale = Scale(epochs=args.epochs_scale)
+    points = latent_sweep(scale)
+    cache = RunCache()
+    if not args.no_train:
+        train_missing(sweep_configs(points), cache, on_event=lambda message: print(message, file=sys.stderr))
+    probe = None if args.no_probe else (lambda run_id: probe_accuracy(load_run(run_id, cache)))
+    table = sweep_table(points, cache, probe)
+    path = write_sweep(table, scale, args.out)
+    print(path.read_text())
+    return 0
+
+
 def command_suspects(args) -> int:
     from .suspect_study import study, write_study
 
@@ -266,6 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the grid with this many seeds: mean ± std and verdicts in NAME-seedsN.md",
     )
     reproduce_parser.set_defaults(handler=command_reproduce)
+
+    sweep_parser = commands.add_parser(
+        "sweep", help="S0's autoencoder and its classifiers at every latent size from 2 to 512"
+    )
+    sweep_parser.add_argument("--epochs-scale", dest="epochs_scale", type=float, default=1.0)
+    sweep_parser.add_argument("--out", default="reports", help="folder for latent_sweep.md and .csv")
+    sweep_parser.add_argument(
+        "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"
+    )
+    sweep_parser.add_argument(
+        "--no-probe", dest="no_probe", action="store_true", help="skip the linear read-out of the codes"
+    )
+    sweep_parser.set_defaults(handler=command_sweep)
 
     suspects_parser = commands.add_parser(
         "suspects", help="near-duplicates, likely mislabels, and training without them over seeds"

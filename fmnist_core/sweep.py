@@ -5,6 +5,7 @@ linear read-out of the codes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,3 +78,71 @@ def probe_accuracy(autoencoder, images: int = PROBE_IMAGES) -> float:
     train = analysis.latent_codes(autoencoder.model, data.train_images[:images])
     test = analysis.latent_codes(autoencoder.model, data.test_images)
     return analysis.linear_probe(train, data.train_labels[:images].numpy(), test, data.test_labels.numpy())
+
+
+def sweep_findings(table: pd.DataFrame) -> list[str]:
+    """What the sweep's table says, in sentences, from the rows that have figures."""
+    findings = []
+    trained = table.dropna(subset=["test_mse"])
+    if len(trained):
+        beats = trained[trained["test_mse"] < trained["pca_mse"]]["n"].tolist()
+        loses = trained[trained["test_mse"] >= trained["pca_mse"]]["n"].tolist()
+        findings.append(
+            f"The autoencoder reconstructs better than PCA with as many components at n = "
+            f"{', '.join(map(str, beats)) or 'none'}; PCA is better at n = {', '.join(map(str, loses)) or 'none'}."
+        )
+        best = trained.loc[trained["test_mse"].idxmin()]
+        findings.append(f"Lowest test MSE: {best['test_mse']:.4f} at n={int(best['n'])}.")
+    for column, name in (
+        ("probe_accuracy", "A linear read-out of the codes"),
+        ("frozen_accuracy", "The classifier on the frozen encoder"),
+        ("fine_tuned_accuracy", "The classifier with its encoder fine-tuned"),
+    ):
+        rows = table.dropna(subset=[column])
+        if len(rows):
+            best = rows.loc[rows[column].idxmax()]
+            findings.append(
+                f"{name}: {rows[column].min():.3f} to {rows[column].max():.3f}, best at n={int(best['n'])}."
+            )
+    return findings
+
+
+def sweep_markdown(table: pd.DataFrame, scale: Scale) -> str:
+    """The sweep as a page of text: the table and its findings."""
+    from .config import ENGINE_VERSION
+
+    columns = ["n", "test_mse", "pca_mse", "probe_accuracy", "frozen_accuracy", "fine_tuned_accuracy"]
+    lines = [
+        "# Latent size sweep: S0's autoencoder from n=2 to n=512",
+        "",
+        f"S0's autoencoder (p=0.2, Adam) at each latent size n, epochs x {scale.epochs:g} of the report's "
+        "10, and S0's classifier on each encoder, frozen and fine-tuned; PCA with k=n components fitted "
+        "on the training images; a linear read-out (logistic regression) of the codes of "
+        f"{PROBE_IMAGES:,} training images. Test figures on all 10,000 test images. Trained by engine "
+        f"{ENGINE_VERSION}.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for record in table[columns].to_dict("records"):
+        cells = [str(int(record["n"]))] + [
+            "" if record[c] != record[c] else f"{record[c]:.4f}" for c in columns[1:]
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## What it shows", ""] + [f"- {finding}" for finding in sweep_findings(table)]
+    missing = int(table["test_mse"].isna().sum())
+    if missing:
+        lines += ["", f"{missing} of {len(table)} autoencoders are not trained yet."]
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep(table: pd.DataFrame, scale: Scale, out_dir) -> Path:
+    """latent_sweep.md and latent_sweep.csv in `out_dir`; returns the .md's path."""
+    from .cache import write_text_atomic
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "latent_sweep.csv", table.to_csv(index=False))
+    path = folder / "latent_sweep.md"
+    write_text_atomic(path, sweep_markdown(table, scale))
+    return path

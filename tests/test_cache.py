@@ -313,3 +313,15 @@ def test_random_damage_to_an_entrys_files_is_always_caught_and_retrained():
         weights, expected = run.model.state_dict(), reference.model.state_dict()
         assert all(torch.equal(weights[key], expected[key]) for key in expected)
         assert cache.usable(config.run_id)
+
+
+def test_an_atomic_text_write_is_whole_readable_and_keeps_the_mode_it_replaces(tmp_path):
+    from fmnist_core.cache import write_text_atomic
+
+    path = tmp_path / "report.md"
+    write_text_atomic(path, "first")
+    assert path.read_text() == "first" and path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o600)
+    write_text_atomic(path, "second")
+    assert path.read_text() == "second" and path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary left beside it

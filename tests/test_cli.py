@@ -37,7 +37,7 @@ def test_models_lists_the_registry(capsys):
     assert [line.split()[0] for line in out.stdout.splitlines()] == list_models()
 
 
-def test_train_json_then_cached(tmp_path):
+def test_train_json_then_cached(tmp_path, capsys):
     args = (
         "train",
         "mlp",
@@ -57,15 +57,15 @@ def test_train_json_then_cached(tmp_path):
     assert result["cached"] is False and result["epochs"] == 1
     assert {"run_id", "train_seconds", "test_loss", "test_accuracy"} <= set(result)
     assert "epoch 1/1" in first.stderr
-    second = json.loads(run_cli(*args, cwd=tmp_path).stdout.strip().splitlines()[-1])
+    second = json.loads(run_main(*args, capsys=capsys).stdout.strip().splitlines()[-1])
     assert second["cached"] is True and second["run_id"] == result["run_id"]
     assert second["test_accuracy"] == result["test_accuracy"]
-    table = run_cli("runs", cwd=tmp_path)
+    table = run_main("runs", capsys=capsys)
     assert result["run_id"] in table.stdout
 
 
-def test_autoencoder_json_reports_test_mse(tmp_path):
-    out = run_cli(
+def test_autoencoder_json_reports_test_mse(capsys):
+    out = run_main(
         "train",
         "conv_autoencoder",
         "--epochs",
@@ -73,10 +73,12 @@ def test_autoencoder_json_reports_test_mse(tmp_path):
         "--set",
         "train_subset=1000",
         "--set",
+        "test_subset=1000",
+        "--set",
         "n=8",
         "--json",
         "--quiet",
-        cwd=tmp_path,
+        capsys=capsys,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert 0 < result["test_mse"] < 0.2 and "test_accuracy" not in result
@@ -90,7 +92,7 @@ def test_invalid_setting_is_one_line_naming_it(tmp_path, capsys):
     assert out.returncode != 0 and "width" in out.stderr
 
 
-def test_recipes_are_listed_and_train_by_name(tmp_path, capsys):
+def test_recipes_are_listed_and_train_by_name(capsys):
     from fmnist_core.recipes import list_recipes
 
     out = run_main("recipes", capsys=capsys)
@@ -106,7 +108,7 @@ def test_recipes_are_listed_and_train_by_name(tmp_path, capsys):
         "test_subset=500",
         "--json",
     )
-    result = json.loads(run_cli(*args, "--quiet", cwd=tmp_path).stdout.strip().splitlines()[-1])
+    result = json.loads(run_main(*args, "--quiet", capsys=capsys).stdout.strip().splitlines()[-1])
     assert result["model"] == "cnn" and result["epochs"] == 1 and 0.0 < result["test_accuracy"] <= 1.0
 
 
@@ -156,7 +158,7 @@ def test_repeated_settings_and_run_ids_that_are_paths_are_refused_in_one_line(ar
 
 
 def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
-    args = ["train", "mlp", "--epochs", "20", "--set", "train_subset=3000"]
+    args = ["train", "mlp", "--epochs", "20", "--set", "train_subset=3000", "--set", "test_subset=1000"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FMNIST_CACHE": str(tmp_path / "cache")}
     child = subprocess.Popen(
         [sys.executable, "-m", "fmnist_core", *args],

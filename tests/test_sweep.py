@@ -1,6 +1,7 @@
 """The latent size sweep: its runs, its table, and the PCA curve it is measured against."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fmnist_core import analysis, sweep
@@ -50,3 +51,40 @@ def test_a_small_sweep_trained_gives_a_full_table(tmp_path):
     # (At n=2 S0's ReLU on the code can leave both units dead after one short epoch: a constant
     # code, and the read-out at chance. The sweep shows such things as they are.)
     assert np.isfinite(table.drop(columns="autoencoder_run").to_numpy(dtype=float)).all()
+
+
+def test_the_sweeps_findings_read_its_table():
+
+    table = pd.DataFrame(
+        {
+            "n": [2, 64, 512],
+            "pca_mse": [0.046, 0.010, 0.001],
+            "test_mse": [0.040, 0.030, np.nan],
+            "probe_accuracy": [0.50, 0.80, np.nan],
+            "frozen_accuracy": [0.30, 0.75, np.nan],
+            "fine_tuned_accuracy": [0.70, 0.90, np.nan],
+        }
+    )
+    findings = sweep.sweep_findings(table)
+    assert findings[0] == (
+        "The autoencoder reconstructs better than PCA with as many components at n = 2; "
+        "PCA is better at n = 64."
+    )
+    assert findings[1] == "Lowest test MSE: 0.0300 at n=64."
+    assert "0.700 to 0.900, best at n=64" in findings[-1]
+    text = sweep.sweep_markdown(table, Scale(epochs=0.2))
+    assert (
+        "| 512 | | 0.0010 |" in text.replace("  ", " ") and "1 of 3 autoencoders are not trained yet" in text
+    )
+
+
+def test_the_sweep_from_the_command_line_without_training(tmp_path, capsys):
+    from fmnist_core.cli import main
+
+    assert main(["sweep", "--no-train", "--no-probe", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "9 of 9 autoencoders are not trained yet" in printed
+    table = pd.read_csv(tmp_path / "latent_sweep.csv")
+    assert table["n"].tolist() == list(sweep.SIZES) and table["pca_mse"].is_monotonic_decreasing
+    assert main(["sweep", "--epochs-scale", "0", "--no-train"]) == 2  # one line, naming the setting
+    assert capsys.readouterr().err.strip() == "error: epochs-scale: 0.0 is outside (0, 10]"
