@@ -85,6 +85,7 @@ else:
     st.success("Every experiment of this report is cached.")
 
 notes = {(e.table, e.label): e.note for e in report_entries(name, scale) if e.note}
+shown_notes = set()
 for group_name, group in table.groupby("table", sort=False):
     st.subheader(group_name)
     columns = (
@@ -105,8 +106,10 @@ for group_name, group in table.groupby("table", sort=False):
         },
     )
     for label in group["label"]:
-        if (group_name, label) in notes:
-            st.caption(f"**{label}**: {notes[group_name, label]}")
+        note = notes.pop((group_name, label), None)
+        if note and note not in shown_notes:  # rows that share a note show it once
+            shown_notes.add(note)
+            st.caption(f"**{label}**: {note}")
 
 st.subheader("The report's claims: guess, then see")
 st.caption(
@@ -152,7 +155,8 @@ for index, (conclusion, (claim, verdict, detail), (_, holds, seen)) in enumerate
             verdict, ":material/blur_on:"
         )
         right = guess == verdict or (guess == "can't tell" and verdict == "within seed noise")
-        st.markdown(f"{icon} Over {SEEDS} seeds it **{verdict}** ({detail}); from {seeds_source}.")
+        verb = "is " if verdict == "within seed noise" else ""
+        st.markdown(f"{icon} Over {SEEDS} seeds it {verb}**{verdict}** ({detail}); from {seeds_source}.")
         st.caption("Your guess matches." if right else f"You guessed *{guess}*.")
         if by_label is not None:
             rows = []

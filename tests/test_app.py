@@ -116,6 +116,9 @@ def test_a_claim_card_asks_for_a_guess_then_shows_the_verdict_over_seeds():
     shown = [d.value for d in at.dataframe if "run" in d.value.columns]
     assert shown and shown[0]["run"].tolist() == ["model 2: Adam, 30 epochs", "model 1: SGD, 30 epochs"]
     assert shown[0]["test_accuracy"].str.contains(" ± ").all()
+    at.radio(key="widget:reports:name").set_value("S0").run()
+    notes = [c.value for c in at.caption if "head without the ReLU on the logits**" in c.value]
+    assert len(notes) == 1 and "never predicted again" in notes[0]  # two rows, one note
 
 
 def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
