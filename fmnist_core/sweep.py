@@ -18,6 +18,7 @@ from .reports.grid import Scale
 
 SIZES = (2, 4, 8, 16, 32, 64, 128, 256, 512)
 PROBE_IMAGES = 10_000  # training images the linear read-out is fitted on
+CHANCE = 0.1  # accuracy of a guess among 10 balanced classes
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,14 @@ def sweep_findings(table: pd.DataFrame) -> list[str]:
         )
         best = trained.loc[trained["test_mse"].idxmin()]
         findings.append(f"Lowest test MSE: {best['test_mse']:.4f} at n={int(best['n'])}.")
+    probed = table.dropna(subset=["probe_accuracy"])
+    silent = probed[probed["probe_accuracy"] <= CHANCE + 0.01]["n"].tolist()
+    if silent:
+        findings.append(
+            f"At n = {', '.join(map(str, silent))} a linear read-out of the codes is at chance: the code "
+            "carries nothing (S0's ReLU on the code can leave every unit at 0 for every image, and a "
+            "unit at 0 gets no gradient to leave it)."
+        )
     for column, name in (
         ("probe_accuracy", "A linear read-out of the codes"),
         ("frozen_accuracy", "The classifier on the frozen encoder"),

@@ -90,6 +90,12 @@ if 2 in set(trained["n"].astype(int)):
     two = load_run(trained[trained["n"] == 2]["autoencoder_run"].iloc[0])
     codes = analysis.latent_codes(two.model, data.test_images[:2000])
     low, high = np.percentile(codes, [2, 98], axis=0)
+    if np.allclose(low, high):
+        st.warning(
+            "At n=2 this autoencoder's code is the same for every test image (S0's ReLU on the code "
+            "left both units at 0 during training): its decoder draws one image, whatever the input."
+        )
+        st.stop()
     grid = np.stack(np.meshgrid(np.linspace(low[0], high[0], 12), np.linspace(high[1], low[1], 12)), -1)
     images = analysis.decode(two.model, grid.reshape(-1, 2).astype(np.float32))
     st.image(plots.mosaic(images, columns=12, scale=2), clamp=True, width="stretch")

@@ -60,7 +60,7 @@ def test_the_sweeps_findings_read_its_table():
             "n": [2, 64, 512],
             "pca_mse": [0.046, 0.010, 0.001],
             "test_mse": [0.040, 0.030, np.nan],
-            "probe_accuracy": [0.50, 0.80, np.nan],
+            "probe_accuracy": [0.10, 0.80, np.nan],
             "frozen_accuracy": [0.30, 0.75, np.nan],
             "fine_tuned_accuracy": [0.70, 0.90, np.nan],
         }
@@ -71,6 +71,7 @@ def test_the_sweeps_findings_read_its_table():
         "PCA is better at n = 64."
     )
     assert findings[1] == "Lowest test MSE: 0.0300 at n=64."
+    assert findings[2].startswith("At n = 2 a linear read-out of the codes is at chance")
     assert "0.700 to 0.900, best at n=64" in findings[-1]
     text = sweep.sweep_markdown(table, Scale(epochs=0.2))
     assert (
