@@ -119,6 +119,7 @@ def sweep_findings(table: pd.DataFrame) -> list[str]:
 def sweep_markdown(table: pd.DataFrame, scale: Scale) -> str:
     """The sweep as a page of text: the table and its findings."""
     from .config import ENGINE_VERSION
+    from .reports import _cell
 
     columns = ["n", "test_mse", "pca_mse", "probe_accuracy", "frozen_accuracy", "fine_tuned_accuracy"]
     lines = [
@@ -134,9 +135,7 @@ def sweep_markdown(table: pd.DataFrame, scale: Scale) -> str:
         "|" + "---|" * len(columns),
     ]
     for record in table[columns].to_dict("records"):
-        cells = [str(int(record["n"]))] + [
-            "" if record[c] != record[c] else f"{record[c]:.4f}" for c in columns[1:]
-        ]
+        cells = [str(int(record["n"]))] + [_cell(record[c]) for c in columns[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## What it shows", ""] + [f"- {finding}" for finding in sweep_findings(table)]
     missing = int(table["test_mse"].isna().sum())

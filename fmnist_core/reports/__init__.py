@@ -110,7 +110,7 @@ def results_row(entry: Entry, cache: RunCache) -> dict:
         # A class whose logit never wins on any test image: S0's head (a ReLU on the logits) can
         # leave a class's output at 0 for every image, where no gradient brings it back.
         row["test_classes_never_predicted"] = sum(
-            1 for j in range(len(confusion)) if sum(confusion[i][j] for i in range(len(confusion))) == 0
+            1 for predicted in zip(*confusion, strict=True) if sum(predicted) == 0
         )
     row["minutes"] = metrics["train_seconds"] / 60
     for key, value in entry.published.items():

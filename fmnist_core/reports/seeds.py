@@ -105,8 +105,11 @@ def collect_seeds(name: str, scale: Scale, cache: RunCache, seeds: int = 3) -> S
             held = [conclusion.check(r)[0] for r in complete]
             verdict = "holds" if all(held) else "fails" if not any(held) else "within seed noise"
             verdicts.append((conclusion.claim, verdict, f"holds in {sum(held)} of {seeds} seeds"))
-    notes = [(e.label, e.note) for e in entries if e.note]
-    notes = [(label, note) for i, (label, note) in enumerate(notes) if note not in [n for _, n in notes[:i]]]
+    first_label: dict[str, str] = {}  # rows that share a note: it is listed once, under the first
+    for entry in entries:
+        if entry.note:
+            first_label.setdefault(entry.note, entry.label)
+    notes = [(label, note) for note, label in first_label.items()]
     return SeedsResult(
         name, module.TITLE, [s.seed for s in seed_scales(scale, seeds)], pd.DataFrame(rows), verdicts, notes
     )
