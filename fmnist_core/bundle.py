@@ -9,17 +9,30 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
+from dataclasses import dataclass
 
 import torch
 
-from .cache import CorruptRunError, RunCache
+from .analysis import test_metrics
+from .cache import RunCache, check_record, config_from_json, parse_json
 from .config import ENGINE_VERSION, RunConfig
-from .runs import load_run, model_with_weights
+from .data import load_data
+from .models import build_skeleton, make_settings
+from .runs import load_run
 from .suspects import exclusion_digest, load_exclusion, save_exclusion
+from .training import make_splits
 
 FORMAT = "fmnist-lab-bundle/1"
 MAX_BYTES = 400_000_000  # uncompressed: the largest model the lab allows is ~100 MB of weights
 FILES = ("config.json", "record.json", "model.safetensors")
+# The most each file may unpack to, whatever its entry declares.
+LIMITS = {
+    "manifest.json": 1_000_000,
+    "config.json": 1_000_000,
+    "record.json": 256_000_000,
+    "exclude.json": 2_000_000,
+}
 EXCLUDED = "exclude.json"  # a part's list of left-out training images, when its config names one
 
 
@@ -69,65 +82,170 @@ def export_bundle(run_id: str, cache: RunCache | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def import_bundle(data: bytes, cache: RunCache | None = None) -> list[str]:
-    """Check a bundle and add its runs to the cache (an encoder first); returns their run ids.
-    BundleError names what is wrong: not a bundle, damaged, another engine's, a config that does
-    not validate or does not hash to its id, weights that do not fit the model."""
+@dataclass(frozen=True)
+class Imported:
+    """One run a bundle brought: `added` False where the lab had it already, with the same weights."""
+
+    run_id: str
+    added: bool
+
+
+def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
+    """Check a bundle and add its runs to the cache (an encoder first). BundleError, in one line,
+    names what is wrong: not a bundle, damaged, another engine's, a config that does not validate
+    or hash to its id, weights that do not fit the model or do not score what the bundle claims.
+
+    A run the lab has already is never replaced: the same weights are a no-op, other weights are
+    refused. Every run's test metrics are measured here before it is kept."""
     cache = cache or RunCache()
     files, manifest = _read(data)
-    saved = []
+    parts = {}
     for part in ("encoder", "run"):
-        if f"{part}/config.json" not in files:
-            continue
-        config, state, record = _check_run(files, part)
-        _check_exclusion(files, part, config)
-        if part == "run" and config.run_id != manifest.get("run_id"):
-            raise BundleError(f"the bundle names run {manifest.get('run_id')} but holds {config.run_id}")
-        if part == "run" and config.settings.get("encoder_run") not in (
-            None,
-            "",
-            manifest.get("encoder_run"),
-        ):
-            raise BundleError("the classifier's encoder is not the one in the bundle")
-        try:
-            model = model_with_weights(config, state, cache)
-        except CorruptRunError as error:
-            raise BundleError(f"{part}: {error}") from None
-        if config.exclude:
-            save_exclusion(cache.root, json.loads(files[f"{part}/{EXCLUDED}"]))
-        cache.save(config, model, record["history"], record["metrics"])
-        saved.append(config.run_id)
-    if not saved:
+        if f"{part}/config.json" in files:
+            parts[part] = _check_run(files, part)
+    if "run" not in parts:
         raise BundleError("the bundle holds no run")
-    return saved
+    config = parts["run"][0]
+    if config.run_id != manifest.get("run_id"):
+        raise BundleError(
+            f"the bundle names run {str(manifest.get('run_id'))[:20]} but holds {config.run_id}"
+        )
+    encoder_run = config.settings.get("encoder_run") or None
+    if encoder_run not in (None, manifest.get("encoder_run")):
+        raise BundleError("the classifier's encoder is not the one in the bundle")
+    brought = "encoder" in parts and parts["encoder"][0].run_id == encoder_run
+    if encoder_run and not brought and ("encoder" in parts or not cache.usable(encoder_run)):
+        raise BundleError(f"the classifier's encoder {encoder_run} is neither in the bundle nor here")
+    encoder_config = parts["encoder"][0] if "encoder" in parts else None
+    imported = []
+    for part, (config, state, record) in parts.items():
+        _check_exclusion(files, part, config)
+        model = _model_holding(config, state, encoder_config if part == "run" else None, cache, part)
+        try:
+            if config.exclude:
+                save_exclusion(cache.root, parse_json(files[f"{part}/{EXCLUDED}"]))
+            with cache.lock_if_writable(config.run_id):
+                imported.append(_keep(cache, config, model, record, part))
+        except OSError as error:
+            raise BundleError(
+                f"cannot write into the cache {cache.root} ({error.strerror or error})"
+            ) from None
+    return imported
+
+
+def import_summary(imported: list[Imported]) -> str:
+    """What an import did, in a sentence: runs added, and runs the lab had already."""
+    added = [f"`{run.run_id}`" for run in imported if run.added]
+    here = [f"`{run.run_id}`" for run in imported if not run.added]
+    words = [f"Added {', '.join(added)} (test metrics measured here)" if added else ""]
+    words.append(
+        f"{', '.join(here)} {'was' if len(here) == 1 else 'were'} here already, same weights" if here else ""
+    )
+    return "; ".join(filter(None, words)) + "."
+
+
+def _model_holding(config: RunConfig, state: dict, encoder: RunConfig | None, cache: RunCache, part: str):
+    """`config`'s model holding `state`, each tensor checked by name, shape and dtype first."""
+    encoder_settings = None
+    if config.settings.get("encoder_run"):
+        encoder = encoder or cache.load_config(config.settings["encoder_run"])
+        encoder_settings = make_settings(encoder.model, encoder.settings)
+    skeleton = build_skeleton(config.model, make_settings(config.model, config.settings), encoder_settings)
+    expected = skeleton.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        which = f"{missing[0]} is missing" if missing else f"{extra[0]} is not part of the model"
+        raise BundleError(f"{part}: the weights do not fit a {config.model}: {which}")
+    for name, tensor in expected.items():
+        if state[name].dtype != tensor.dtype or state[name].shape != tensor.shape:
+            raise BundleError(
+                f"{part}: the weights do not fit a {config.model}: {name} is "
+                f"{state[name].dtype} {tuple(state[name].shape)}, the model's is {tensor.dtype} {tuple(tensor.shape)}"
+            )
+    model = skeleton.to_empty(device="cpu")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _keep(cache: RunCache, config: RunConfig, model, record: dict, part: str) -> Imported:
+    """Save a checked run, unless the lab has it: same weights, nothing to do; others, refused."""
+    if cache.usable(config.run_id):
+        here = cache.load_state(config.run_id)
+        same = here.keys() == model.state_dict().keys() and all(
+            torch.equal(value, here[name]) for name, value in model.state_dict().items()
+        )
+        if same:
+            return Imported(config.run_id, added=False)
+        raise BundleError(
+            f"{part}: run {config.run_id} is already in this lab with other weights; the lab's own is kept"
+        )
+    metrics = dict(record["metrics"])
+    measured = _measure(config, model, cache)
+    for key, value in measured.items():
+        claimed = metrics[key]
+        tolerance = 0.005 if key == "test_accuracy" else 1e-3 + 1e-2 * abs(claimed)
+        if not abs(value - claimed) <= tolerance:  # NaN claims fail too
+            raise BundleError(
+                f"{part}: the bundle claims {key} {claimed:.4g}, its weights score {value:.4g} here"
+            )
+    metrics["measured_on_import"] = measured
+    cache.save(config, model, record["history"], metrics)
+    return Imported(config.run_id, added=True)
+
+
+def _measure(config: RunConfig, model, cache: RunCache) -> dict[str, float]:
+    """The run's test metrics, measured on this lab's data as training measured them."""
+    fingerprint = load_data().fingerprint
+    if config.data != fingerprint:
+        raise BundleError(f"the run was trained on other data ({config.data}); this lab has {fingerprint}")
+    splits = make_splits(config, cache.root)
+    measured = test_metrics(model, splits.test_images, splits.test_labels, config.loss, config.tta)
+    if config.kind == "autoencoder":
+        return {"test_mse": measured["loss"], "test_loss": measured["loss"]}
+    return {"test_accuracy": measured["accuracy"], "test_loss": measured["loss"]}
+
+
+ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    ValueError,
+)
 
 
 def _read(data: bytes) -> tuple[dict[str, bytes], dict]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError):
+    except ARCHIVE_ERRORS:
         raise BundleError("this is not a lab bundle (not a .zip file)") from None
     allowed = {"manifest.json"} | {
         f"{part}/{name}" for part in ("run", "encoder") for name in (*FILES, EXCLUDED)
     }
-    if any(entry.filename not in allowed for entry in entries):
-        strange = next(entry.filename for entry in entries if entry.filename not in allowed)
+    names = [entry.filename for entry in entries]
+    strange = next((name for name in names if name not in allowed), None)
+    if strange is not None:
         raise BundleError(f"the bundle holds a file a lab bundle does not have: {strange[:60]!r}")
+    if len(set(names)) != len(names):
+        raise BundleError("the bundle holds a file twice")
     if sum(entry.file_size for entry in entries) > MAX_BYTES:
         raise BundleError(f"the bundle unpacks to more than {MAX_BYTES // 1_000_000} MB")
-    try:
-        files = {entry.filename: archive.read(entry) for entry in entries}
-        manifest = json.loads(files.pop("manifest.json"))
-    except KeyError:
-        raise BundleError("the bundle has no manifest.json") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        raise BundleError("the bundle is damaged (a file does not unpack)") from None
+    files = {entry.filename: _unpack(archive, entry) for entry in entries}
+    if "manifest.json" not in files:
+        raise BundleError("the bundle has no manifest.json")
+    manifest = _json(files.pop("manifest.json"), "manifest.json")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"the manifest is not a {FORMAT} manifest")
-    if manifest.get("engine") != ENGINE_VERSION:
+    engine = manifest.get("engine")
+    if type(engine) is not int:
+        raise BundleError(f"the manifest's engine {str(engine)[:20]!r} is not an engine number")
+    if engine != ENGINE_VERSION:
         raise BundleError(
-            f"the bundle was made by engine {manifest.get('engine')}; this lab is engine {ENGINE_VERSION}, "
+            f"the bundle was made by engine {engine}; this lab is engine {ENGINE_VERSION}, "
             "whose run ids differ: train the run here instead"
         )
     digests = manifest.get("sha256") if isinstance(manifest.get("sha256"), dict) else {}
@@ -137,29 +255,63 @@ def _read(data: bytes) -> tuple[dict[str, bytes], dict]:
     return files, manifest
 
 
+def _unpack(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bytes:
+    """One entry's bytes, decompressed in bounded steps and never past its declared size (a zip
+    bomb declares a small size: counting what actually comes out is what stops it)."""
+    name = entry.filename
+    if entry.flag_bits & 0x1:
+        raise BundleError(f"{name} is encrypted; a lab bundle is not")
+    if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # bzip2 and lzma entries decompress a whole input block at once, unbounded: never opened.
+        raise BundleError(
+            f"{name} is compressed with method {entry.compress_type}; a lab bundle uses deflate"
+        )
+    limit = LIMITS.get(name.rsplit("/", 1)[-1], MAX_BYTES)
+    if entry.file_size > limit:
+        raise BundleError(f"{name} unpacks to {entry.file_size:,} bytes, more than {limit:,}")
+    chunks, size = [], 0
+    try:
+        with archive.open(entry) as stream:
+            while chunk := stream.read(1 << 20):
+                size += len(chunk)
+                if size > entry.file_size:
+                    raise BundleError(f"{name} unpacks to more than its declared size (damaged or hostile)")
+                chunks.append(chunk)
+    except ARCHIVE_ERRORS:
+        raise BundleError(f"the bundle is damaged ({name} does not unpack)") from None
+    return b"".join(chunks)
+
+
+def _json(content: bytes, name: str):
+    try:
+        return parse_json(content)
+    except ValueError as error:
+        raise BundleError(f"{name}: {error}") from None
+
+
 def _check_run(files: dict[str, bytes], part: str) -> tuple[RunConfig, dict, dict]:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    for name in FILES:
+        if f"{part}/{name}" not in files:
+            raise BundleError(f"{part}: {name} is missing")
     try:
-        config = RunConfig.from_dict(json.loads(files[f"{part}/config.json"]))
-        record = json.loads(files[f"{part}/record.json"])
-    except KeyError as error:
-        raise BundleError(f"{part}: {error.args[0]} is missing") from None
-    except ValueError as error:  # JSON or a setting that does not validate: the message names it
-        raise BundleError(f"{part}: {' '.join(str(error).split())}") from None
-    if (
-        not isinstance(record, dict)
-        or not isinstance(record.get("history"), dict)
-        or not isinstance(record.get("metrics"), dict)
-    ):
-        raise BundleError(f"{part}: record.json is not a history and metrics")
+        config = config_from_json(_json(files[f"{part}/config.json"], f"{part}/config.json"))
+    except ValueError as error:  # a setting that does not validate: the message names it
+        raise BundleError(f"{part}/config.json: {' '.join(str(error).split())}") from None
+    record = _json(files[f"{part}/record.json"], f"{part}/record.json")
+    try:
+        if not isinstance(record, dict):
+            raise TypeError("not a history and metrics")
+        check_record(config, record.get("history"), record.get("metrics"))
+    except TypeError as error:
+        raise BundleError(f"{part}/record.json: {error}") from None
     try:
         state = load(files[f"{part}/model.safetensors"])
-    except KeyError:
-        raise BundleError(f"{part}: model.safetensors is missing") from None
-    except (SafetensorError, ValueError, OSError) as error:
-        raise BundleError(f"{part}: the weights do not read as safetensors ({error})") from None
+    except (SafetensorError, ValueError, OSError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:80]
+        raise BundleError(f"{part}: the weights do not read as safetensors ({reason})") from None
     return config, state, record
 
 
@@ -175,7 +327,7 @@ def _check_exclusion(files: dict[str, bytes], part: str, config: RunConfig) -> N
             f"{part}: the run left out the training images {config.exclude}, and their list is missing"
         )
     try:
-        indices = json.loads(files[name])
+        indices = parse_json(files[name])
         named = isinstance(indices, list) and all(type(i) is int for i in indices)
         named = named and exclusion_digest(indices) == config.exclude
     except ValueError:  # not JSON, or indices out of range

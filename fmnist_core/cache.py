@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from filelock import FileLock, Timeout
@@ -96,6 +97,105 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+MAX_JSON_DEPTH = 32  # the lab's own files nest 6 deep at most; json itself recurses past ~1,000
+MAX_JSON_BYTES = 256_000_000  # a history with cartography: ~88 KB an epoch, 1,000 epochs at most
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text (brackets inside strings do not
+    count), found without parsing it: vectorised over the positions of quotes and brackets."""
+    codes = np.frombuffer(data, dtype=np.uint8)
+    backslashes = np.flatnonzero(codes == ord("\\"))
+    quotes = np.flatnonzero(codes == ord('"'))
+    if backslashes.size and quotes.size:
+        # A quote after an odd run of backslashes is escaped: runs are found by their last position.
+        ends = np.flatnonzero(np.diff(backslashes, append=-2) != 1)
+        run_end = backslashes[ends]
+        run_length = np.diff(ends, prepend=-1)
+        at = np.minimum(np.searchsorted(run_end, quotes - 1), run_end.size - 1)
+        escaped = (run_end[at] == quotes - 1) & (run_length[at] % 2 == 1)
+        quotes = quotes[~escaped]
+    opening = np.flatnonzero((codes == ord("[")) | (codes == ord("{")))
+    closing = np.flatnonzero((codes == ord("]")) | (codes == ord("}")))
+    brackets = np.concatenate([opening, closing])
+    steps = np.concatenate([np.ones(opening.size, np.int64), -np.ones(closing.size, np.int64)])
+    outside = np.searchsorted(quotes, brackets) % 2 == 0  # an even number of quotes before it
+    order = np.argsort(brackets[outside], kind="stable")
+    return int(np.cumsum(steps[outside][order]).max(initial=0))
+
+
+def parse_json(data: bytes | str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
+    """JSON text parsed with bounded size and depth; ValueError (one line) where it is not JSON,
+    too large or nested too deeply (json itself would die with RecursionError on `[` x 100,000)."""
+    if isinstance(data, str):
+        data = data.encode()
+    if len(data) > max_bytes:
+        raise ValueError(f"{len(data):,} bytes, more than the {max_bytes:,} a lab file may have")
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise ValueError(f"nested {depth} deep, more than the {max_depth} a lab file may be")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"not JSON ({' '.join(str(error).split())[:80]})") from None
+
+
+def read_json(path: Path, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
+    """A JSON file read with bounded size and depth (see parse_json); OSError where it cannot be read."""
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path.name} is larger than the {max_bytes:,} bytes a lab file may have")
+    return parse_json(path.read_bytes(), max_depth, max_bytes)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_record(config: RunConfig, history, metrics) -> None:
+    """The fields the lab reads from a run's history and metrics, with their types: a TypeError
+    naming the first that is missing or wrong (a record from a damaged file or a bundle)."""
+    if not isinstance(history, dict) or not isinstance(metrics, dict):
+        raise TypeError("history and metrics must be objects")
+    if not all(isinstance(values, list) for values in history.values()):
+        raise TypeError("every history entry must be a list")
+    done = metrics.get("epochs_done")
+    if not isinstance(done, int) or isinstance(done, bool) or not 1 <= done <= config.epochs:
+        raise TypeError(f"epochs_done is {str(done)[:20]!r}, not a number of epochs in 1..{config.epochs}")
+    for key in ("epoch", "train_loss", "val_loss", "seconds"):
+        values = history.get(key)
+        if not isinstance(values, list) or len(values) != done or not all(map(_is_number, values)):
+            raise TypeError(f"history {key} is not {done} numbers")
+    needed = ["train_seconds", "test_loss"]
+    needed.append("test_mse" if config.kind == "autoencoder" else "test_accuracy")
+    for key in needed:
+        if not _is_number(metrics.get(key)):
+            raise TypeError(f"{key} is {str(metrics.get(key))[:20]!r}, not a number")
+    if config.kind != "autoencoder":
+        confusion = metrics.get("test_confusion")
+        square = isinstance(confusion, list) and len(confusion) == 10
+        if not square or not all(
+            isinstance(row, list) and len(row) == 10 and all(isinstance(c, int) and c >= 0 for c in row)
+            for row in confusion
+        ):
+            raise TypeError("test_confusion is not a 10 x 10 table of counts")
+        if not 0 <= metrics["test_accuracy"] <= 1:
+            raise TypeError(f"test_accuracy {metrics['test_accuracy']} is not in [0, 1]")
+
+
+def config_from_json(values) -> RunConfig:
+    """A RunConfig from parsed JSON; ValueError (naming the setting) where it is not one."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a config is a mapping of settings, not {type(values).__name__}")
+    if not isinstance(values.get("settings", {}), dict):
+        raise ValueError("settings: a mapping of the model's settings is expected")
+    try:
+        return RunConfig.from_dict(values)
+    except TypeError as error:  # e.g. the model's name missing
+        raise ValueError(" ".join(str(error).split())) from None
+
+
 def default_root() -> Path:
     return Path(os.environ.get("FMNIST_CACHE") or "models_cache")
 
@@ -122,7 +222,7 @@ class RunCache:
         if known is not None and known[0] == stamps:
             return known[1]  # the same files as when last hashed: no need to read them again
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = read_json(manifest_path)
             checksums = manifest["sha256"]
             if not all(isinstance(checksums.get(name), str) for name in FILES):
                 raise TypeError("sha256 is not a checksum per file")
@@ -160,8 +260,8 @@ class RunCache:
     def load_config(self, run_id: str) -> RunConfig:
         self.verify(run_id)
         try:
-            config = RunConfig.from_dict(json.loads((self.folder(run_id) / "config.json").read_text()))
-        except (ValueError, TypeError) as error:
+            config = config_from_json(read_json(self.folder(run_id) / "config.json"))
+        except (OSError, ValueError, TypeError) as error:
             raise CorruptRunError(f"run {run_id}: config.json is not a valid config ({error})") from None
         if config.run_id != run_id:
             raise CorruptRunError(
@@ -186,12 +286,9 @@ class RunCache:
         """History and metrics of a verified run, without building its model."""
         self.verify(run_id)
         try:
-            record = json.loads((self.folder(run_id) / "history.json").read_text())
+            record = read_json(self.folder(run_id) / "history.json")
             history, metrics = record["history"], record["metrics"]
-            if not isinstance(history, dict) or not isinstance(metrics, dict):
-                raise TypeError("history and metrics must be objects")
-            if not all(isinstance(values, list) for values in history.values()):
-                raise TypeError("every history entry must be a list")
+            check_record(self.load_config(run_id), history, metrics)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CorruptRunError(f"run {run_id}: history.json unreadable ({error})") from None
         return history, metrics
@@ -201,7 +298,7 @@ class RunCache:
         it kept) still reads and hashes to the run id, so it says truly what to retrain; else None."""
         for path in (self.folder(run_id) / "config.json", self.root / REMOVED / f"{run_id}.json"):
             try:
-                config = RunConfig.from_dict(json.loads(path.read_text()))
+                config = config_from_json(read_json(path))
             except (OSError, ValueError, TypeError, MissingRunError):
                 continue
             if config.run_id == run_id:
@@ -297,7 +394,7 @@ class RunCache:
     def partial_summary(self, run_id: str) -> dict | None:
         """A stopped run's summary (epochs done, its curves), or None when there is none to read."""
         try:
-            summary = json.loads(self._partial(run_id)[1].read_text())
+            summary = read_json(self._partial(run_id)[1])
         except (OSError, ValueError, MissingRunError):
             return None
         return summary if isinstance(summary, dict) and summary.get("run_id") == run_id else None

@@ -13,12 +13,16 @@ enter_through_app()
 
 st.title("Compare runs")
 with st.expander("Bring a run in from another lab (a bundle .zip)", icon=":material/upload:"):
-    upload = st.file_uploader("A bundle made by Take a run away", type=["zip"], key="compare:bundle")
+    limit = st.get_option("server.maxUploadSize")
+    upload = st.file_uploader(
+        f"A bundle made by Take a run away (at most {limit} MB; larger files are refused before reading)",
+        type=["zip"],
+        key="compare:bundle",
+    )
     if upload is not None and st.session_state.get("compare:imported", (None,))[0] != upload.file_id:
         try:  # once per uploaded file: a rerun does not write the entries again
-            message = (
-                f"Added {', '.join(f'`{r}`' for r in bundle.import_bundle(upload.getvalue(), run_cache()))}."
-            )
+            with st.spinner("Checking the bundle and measuring its runs on the test set..."):
+                message = bundle.import_summary(bundle.import_bundle(upload.getvalue(), run_cache()))
         except bundle.BundleError as error:
             message = f"Cannot bring this bundle in: {error}."
         st.session_state["compare:imported"] = (upload.file_id, message)

@@ -1,10 +1,14 @@
 """Runs taken away and brought back: bundles (safetensors, no pickle) and ONNX export."""
 
+import bz2
 import hashlib
 import io
 import json
 import pickle
+import struct
+import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -52,9 +56,15 @@ def test_a_bundle_brings_a_classifier_and_its_encoder_into_another_lab(runs, tmp
         names = archive.namelist()
     assert not any(name.endswith((".pt", ".pkl")) for name in names) and "run/model.safetensors" in names
     other = RunCache(tmp_path / "other")
-    assert bundle.import_bundle(data, other) == [encoder.run_id, classifier.run_id]
+    assert bundle.import_bundle(data, other) == [
+        bundle.Imported(encoder.run_id, added=True),
+        bundle.Imported(classifier.run_id, added=True),
+    ]
     brought = load_run(classifier.run_id, other)
-    assert brought.history == classifier.history and brought.metrics == classifier.metrics
+    assert brought.history == classifier.history
+    measured = brought.metrics.pop("measured_on_import")
+    assert brought.metrics == classifier.metrics
+    assert measured == {k: classifier.metrics[k] for k in ("test_accuracy", "test_loss")}
     original = load_run(classifier.run_id, cache).model.state_dict()
     assert all(torch.equal(value, original[key]) for key, value in brought.model.state_dict().items())
     images = load_data().test_images[:50]
@@ -95,6 +105,7 @@ def test_a_bad_bundle_is_refused_with_a_reason_and_leaves_the_cache_alone(runs, 
         rezip(good, lambda f, m: m.update(format="other")): "manifest is not",
         rezip(good, edited_config): "names run",
         rezip(good, pickled_weights): "do not read as safetensors",
+        rezip(good, lambda f, m: m.update(engine="6")): "engine '6' is not an engine number",
         rezip(good, wrong_shapes): "weights do not fit",
     }
     other = RunCache(tmp_path / "other")
@@ -131,7 +142,7 @@ def test_a_run_that_left_images_out_carries_their_list_and_trains_again_elsewher
         assert json.loads(archive.read("run/exclude.json")) == [3, 14, 15, 92, 653]
 
     other = RunCache(tmp_path / "other")
-    assert bundle.import_bundle(data, other) == [run.run_id]
+    assert bundle.import_bundle(data, other) == [bundle.Imported(run.run_id, added=True)]
     splits = make_splits(config, other.root)  # the other lab can train the run again
     assert len(splits.train_images) == 500
     assert not set(splits.train_index.tolist()) & {3, 14, 15, 92, 653}
@@ -158,3 +169,157 @@ def test_a_run_that_left_images_out_carries_their_list_and_trains_again_elsewher
         with pytest.raises(bundle.BundleError, match=reason):
             bundle.import_bundle(bad, third)
     assert third.run_ids() == [] and not (third.root / "exclusions").exists()
+
+
+def forged_zip(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:
+    """A zip written by hand, each entry (name, method, data, declared size, flags) declaring what
+    it likes: what an attacker's zip can say and zipfile would never write."""
+    out, central = io.BytesIO(), []
+    for name, method, data, size, flags in entries:
+        offset = out.tell()
+        head = (20, flags, method, 0, 0, 0, len(data), size, len(name))
+        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", *head, 0) + name.encode() + data)
+        record = struct.pack("<4sH5H3L5H2L", b"PK\x01\x02", 20, *head, 0, 0, 0, 0, 0, offset)
+        central.append(record + name.encode())
+    start = out.tell()
+    out.write(b"".join(central))
+    size = out.tell() - start
+    out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), size, start, 0))
+    return out.getvalue()
+
+
+def zeros_compressed(compressor, mebibytes: int) -> bytes:
+    block = bytes(1 << 20)
+    return b"".join(compressor.compress(block) for _ in range(mebibytes)) + compressor.flush()
+
+
+def test_a_zip_bomb_is_refused_without_unpacking_it(runs):
+    cache, encoder, classifier = runs
+    manifest = json.dumps({"format": bundle.FORMAT, "engine": 6, "run_id": "0" * 16, "sha256": {}}).encode()
+    bzip2 = zeros_compressed(bz2.BZ2Compressor(9), 256)  # 256 MiB of zeros in ~300 bytes
+    deflate = zeros_compressed(zlib.compressobj(9, zlib.DEFLATED, -15), 256)
+    cases = {
+        "compressed with method 12": forged_zip([("run/model.safetensors", 12, bzip2, 1000, 0)]),
+        "does not unpack": forged_zip([("run/model.safetensors", 8, deflate, 1000, 0)]),
+        "more than 1,000,000": forged_zip([("run/config.json", 8, deflate, 256 << 20, 0)]),
+        "encrypted": forged_zip([("manifest.json", 0, manifest, len(manifest), 1)]),
+        "compressed with method 99": forged_zip([("manifest.json", 99, manifest, len(manifest), 0)]),
+        "holds a file twice": forged_zip([("manifest.json", 0, manifest, len(manifest), 0)] * 2),
+    }
+    for reason, data in cases.items():
+        tracemalloc.start()
+        with pytest.raises(bundle.BundleError, match=reason):
+            bundle.import_bundle(data, RunCache(cache.root / "never"))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 20_000_000, f"{reason}: {peak:,} bytes at the peak"
+    assert not (cache.root / "never").exists()
+
+
+def resum(files, manifest, name):
+    manifest["sha256"][name] = hashlib.sha256(files[name]).hexdigest()
+
+
+def zeroed_weights(files, manifest):
+    from safetensors.torch import load, save
+
+    state = load(files["run/model.safetensors"])
+    files["run/model.safetensors"] = save({key: torch.zeros_like(value) for key, value in state.items()})
+    resum(files, manifest, "run/model.safetensors")
+
+
+def test_an_import_never_replaces_a_run_and_its_claims_are_measured(tmp_path):
+    cache = RunCache(tmp_path / "here")
+    run = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300), cache=cache)
+    weights = (cache.folder(run.run_id) / "model.pt").read_bytes()
+    created = cache.verify(run.run_id)["created"]
+    good = bundle.export_bundle(run.run_id, cache)
+    zeroed = rezip(good, zeroed_weights)
+
+    with pytest.raises(bundle.BundleError, match="already in this lab with other weights"):
+        bundle.import_bundle(zeroed, cache)
+    assert (cache.folder(run.run_id) / "model.pt").read_bytes() == weights
+    assert get_or_train(run.config, cache=cache).metrics["test_accuracy"] == run.metrics["test_accuracy"]
+    assert bundle.import_bundle(good, cache) == [bundle.Imported(run.run_id, added=False)]
+    assert cache.verify(run.run_id)["created"] == created  # the same bundle again changes nothing
+
+    elsewhere = RunCache(tmp_path / "other")
+    with pytest.raises(bundle.BundleError, match=r"claims test_accuracy 0\.\d+, its weights score 0\.\d+"):
+        bundle.import_bundle(zeroed, elsewhere)
+
+    def claims(value):
+        def change(files, manifest):
+            record = json.loads(files["run/record.json"])
+            record["metrics"]["test_accuracy"] = value
+            files["run/record.json"] = json.dumps(record).encode()
+            resum(files, manifest, "run/record.json")
+
+        return change
+
+    with pytest.raises(bundle.BundleError, match="claims test_accuracy 0.99"):
+        bundle.import_bundle(rezip(good, claims(0.99)), elsewhere)
+    assert elsewhere.run_ids() == []
+
+
+def test_every_malformed_bundle_is_one_line_and_writes_nothing(runs, tmp_path):
+    cache, encoder, classifier = runs
+    good = bundle.export_bundle(encoder.run_id, cache)
+
+    def replaced(name, content):
+        def change(files, manifest):
+            files[name] = content if isinstance(content, bytes) else json.dumps(content).encode()
+            resum(files, manifest, name)
+
+        return change
+
+    def record_without(key, value=None):
+        def change(files, manifest):
+            record = json.loads(files["run/record.json"])
+            if value is None:
+                del record["metrics"][key]
+            else:
+                record["metrics"][key] = value
+            replaced("run/record.json", record)(files, manifest)
+
+        return change
+
+    def weights(change_state):
+        def change(files, manifest):
+            from safetensors.torch import load, save
+
+            state = load(files["run/model.safetensors"])
+            change_state(state)
+            replaced("run/model.safetensors", save(state))(files, manifest)
+
+        return change
+
+    first = next(iter(encoder.model.state_dict()))
+    matrix = next(k for k, v in encoder.model.state_dict().items() if v.ndim == 2)
+    cases = {
+        replaced("run/config.json", b"[" * 100_000): "nested 100000 deep",
+        replaced("run/record.json", b"{" * 50_000): "nested 50000 deep",
+        replaced("run/config.json", []): "a config is a mapping of settings, not list",
+        replaced("run/config.json", None): "not NoneType",
+        replaced("run/config.json", {"model": "mlp", "settings": [1]}): "settings: a mapping",
+        record_without("epochs_done"): "epochs_done is 'None'",
+        record_without("train_seconds", "3"): "train_seconds is '3', not a number",
+        weights(lambda s: s.update({first: s[first].to(torch.int8)})): "is torch.int8",
+        weights(lambda s: s.update({first: s[first].bool()})): "is torch.bool",
+        weights(lambda s: s.pop(first)): f"{first} is missing",
+        weights(lambda s: s.update(extra=torch.zeros(1))): "extra is not part of the model",
+        weights(lambda s: s.update({matrix: s[matrix].T.contiguous()})): "the model's is torch.float32",
+    }
+    other = RunCache(tmp_path / "other")
+    for change, reason in cases.items():
+        with pytest.raises(bundle.BundleError, match=reason) as refused:
+            bundle.import_bundle(rezip(good, change), other)
+        assert "\n" not in str(refused.value)
+    assert other.run_ids() == []
+
+
+def test_a_cache_that_cannot_be_written_refuses_the_bundle_in_one_line(runs, tmp_path):
+    cache, encoder, classifier = runs
+    good = bundle.export_bundle(encoder.run_id, cache)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(bundle.BundleError, match="cannot write into the cache"):
+        bundle.import_bundle(good, RunCache(tmp_path / "a-file"))
