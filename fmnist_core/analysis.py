@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import CLASS_NAMES
+from .resources import eval_batch
 
 # Evaluation batches: on the CPU a batch's activations should stay in cache; batches of 256 ran
 # 1.7-2.7x faster than batches of 2000 (the test set through the S0 autoencoder, S1's CNN, the
@@ -30,7 +31,7 @@ def batched_outputs(model: nn.Module, images: torch.Tensor, fn=None) -> torch.Te
     model.eval()
     fn = fn or model
     device = _device_of(model)
-    size = EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
+    size = eval_batch(model, EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"]))
     outputs = [fn(images[i : i + size].to(device)).float().cpu() for i in range(0, len(images), size)]
     model.train(was_training)
     return torch.cat(outputs)

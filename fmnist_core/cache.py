@@ -40,6 +40,25 @@ class MissingRunError(LookupError):
     """No cache entry for this run id."""
 
 
+class LockedRunError(TimeoutError):
+    """A run's lock held by a process that has been stopped (kill -STOP, a debugger) too long."""
+
+
+LOCK_POLL = 2.0  # seconds between looks at a lock's holder while waiting for it
+LOCK_PATIENCE = float(os.environ.get("FMNIST_LOCK_PATIENCE", 120))  # seconds a stopped holder is waited for
+
+
+def process_state(pid: int) -> str:
+    """ "running", "stopped" (SIGSTOP, a debugger), "gone", or "unknown" (no /proc to ask)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return "gone"
+    except (OSError, IndexError):
+        return "unknown"
+    return "stopped" if fields and fields[0] in ("T", "t") else "running"
+
+
 class CorruptRunError(RuntimeError):
     """A cache entry exists but cannot be trusted (half-written, edited, damaged)."""
 
@@ -194,6 +213,15 @@ def config_from_json(values) -> RunConfig:
         return RunConfig.from_dict(values)
     except TypeError as error:  # e.g. the model's name missing
         raise ValueError(" ".join(str(error).split())) from None
+
+
+def save_tensors(value, path: Path) -> None:
+    """torch.save, whose writer reports a full disk as a RuntimeError ("enforce fail at
+    inline_container.cc"), as the OSError every caller of the cache handles."""
+    try:
+        torch.save(value, path)
+    except RuntimeError as error:
+        raise OSError(f"{path.name} could not be written ({' '.join(str(error).split())[:120]})") from None
 
 
 def default_root() -> Path:
@@ -355,7 +383,7 @@ class RunCache:
             record = {"history": history, "metrics": metrics}
             (staging / "history.json").write_text(json.dumps(record, indent=1))
             state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-            torch.save(state, staging / "model.pt")
+            save_tensors(state, staging / "model.pt")
             manifest = {
                 "run_id": config.run_id,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -384,7 +412,11 @@ class RunCache:
         weights, record = self._partial(run_id)
         weights.parent.mkdir(parents=True, exist_ok=True)
         temporary = weights.with_suffix(".pt.tmp")
-        torch.save(checkpoint, temporary)
+        try:
+            save_tensors(checkpoint, temporary)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
         digest = _sha256(temporary)
         os.replace(temporary, weights)
         temporary = record.with_suffix(".json.tmp")
@@ -499,6 +531,10 @@ class RunCache:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < limit:
                     shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.glob(".*.owner"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < limit:
+                    path.unlink()
         for path in self.root.glob(".*.lock"):
             with contextlib.suppress(OSError, Timeout):
                 if path.stat().st_mtime < limit:
@@ -510,20 +546,69 @@ class RunCache:
         return FileLock(str(self.root / f".{run_id}.lock"))
 
     @contextlib.contextmanager
-    def lock_if_writable(self, run_id: str):
+    def lock_if_writable(self, run_id: str, on_wait=None):
         """The run's lock; where the cache cannot hold a lock (read-only, a file, a lock path that
-        is a folder) nothing is locked, and the caller learns why (None: locked)."""
+        is a folder) nothing is locked, and the caller learns why (None: locked). Waiting for
+        another process is said at once (`on_wait` and the log), and so is a holder that is
+        stopped; one stopped past LOCK_PATIENCE seconds ends the wait with a LockedRunError."""
         try:
             lock = self.lock(run_id)
-            lock.acquire()
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                self._wait(lock, run_id, on_wait or (lambda message: None))
         except OSError as error:
+            if isinstance(error, LockedRunError):
+                raise
             log.warning("run %s trains unlocked: cache %s not writable (%s)", run_id, self.root, error)
             yield f"{type(error).__name__}: {error}"
             return
+        owner = self.root / f".{run_id}.owner"
+        with contextlib.suppress(OSError):
+            write_text_atomic(owner, str(os.getpid()))
         try:
             yield None
         finally:
+            with contextlib.suppress(OSError):
+                owner.unlink()
             lock.release()
+
+    def lock_holder(self, run_id: str) -> int | None:
+        """The process id that holds the run's lock (as it wrote it), or None where unknown."""
+        try:
+            return int((self.root / f".{run_id}.owner").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _wait(self, lock: FileLock, run_id: str, say) -> None:
+        holder = self.lock_holder(run_id)
+        who = f"process {holder}" if holder else "another process"
+        message = f"run {run_id} is being trained by {who}; waiting for it"
+        log.warning(message)
+        say(message)
+        stopped_since = None
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_POLL)
+                return
+            except Timeout:
+                holder = self.lock_holder(run_id)
+                if holder is None or process_state(holder) != "stopped":
+                    stopped_since = None
+                    continue
+                if stopped_since is None:
+                    stopped_since = time.monotonic()
+                    message = (
+                        f"process {holder}, which holds run {run_id}'s lock, is stopped: `kill -CONT {holder}` "
+                        f"lets it go on, `kill {holder}` ends it and frees the run"
+                    )
+                    log.warning(message)
+                    say(message)
+                elif time.monotonic() - stopped_since > LOCK_PATIENCE:
+                    raise LockedRunError(
+                        f"run {run_id} is locked by process {holder}, stopped for over {LOCK_PATIENCE:.0f} s: "
+                        f"`kill -CONT {holder}` lets it go on, `kill {holder}` frees the run"
+                    ) from None
 
     # ------------------------------------------------------------------ listing
 

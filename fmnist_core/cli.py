@@ -230,8 +230,23 @@ def command_suspects(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusals are one line naming the option (its usage stays under --help)."""
+
+    def error(self, message: str):
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def count(text: str) -> int:
+    """An option that counts something (seeds, jobs): a whole number, at least 1."""
+    if not text.strip().isdigit() or len(text.strip()) > 6 or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number from 1 to 999999")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fmnist_core", description="Fashion-MNIST Lab")
+    parser = OneLineParser(prog="python -m fmnist_core", description="Fashion-MNIST Lab")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the registered models").set_defaults(handler=command_models)
@@ -269,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_parser.add_argument("report", choices=["S0", "S1", "S2", "S3", "S4", "all"])
     reproduce_parser.add_argument("--epochs-scale", dest="epochs_scale", type=float, default=1.0)
     reproduce_parser.add_argument(
-        "--jobs", type=int, default=1, help="runs trained at once (threads are split)"
+        "--jobs", type=count, default=1, help="runs trained at once (threads are split)"
     )
     reproduce_parser.add_argument("--backend", default="loky", help="joblib backend: loky, threading, dask")
     reproduce_parser.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
@@ -280,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce_parser.add_argument(
         "--seeds",
-        type=int,
+        type=count,
         default=1,
         help="run the grid with this many seeds: mean ± std and verdicts in NAME-seedsN.md",
     )
@@ -302,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     suspects_parser = commands.add_parser(
         "suspects", help="near-duplicates, likely mislabels, and training without them over seeds"
     )
-    suspects_parser.add_argument("--seeds", type=int, default=3)
+    suspects_parser.add_argument("--seeds", type=count, default=3)
     suspects_parser.add_argument("--out", default="reports", help="folder for suspects.md")
     suspects_parser.add_argument(
         "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"

@@ -25,6 +25,7 @@ from .models import (
     make_settings,
     start_at_pca,
 )
+from .resources import check_memory, takes_single_images
 from .training import Progress, RunGenerators, Splits, execution, fit, make_splits
 
 log = logging.getLogger("fmnist_core")
@@ -140,6 +141,21 @@ def training_indices(config: RunConfig, cache: RunCache | None = None) -> np.nda
     return make_splits(config, (cache or RunCache()).root).train_index.numpy()
 
 
+def check_resources(config: RunConfig, cache: RunCache | None = None, device=None) -> int:
+    """Refuse, before any work, a run that cannot train here: its estimated peak memory over the
+    lab's limit (ValueError naming batch_size, with the estimate). Returns the estimate in bytes."""
+    encoder = resolve_encoder(config, cache or RunCache(), weights=False)
+    settings = make_settings(config.model, config.settings)
+    skeleton = build_skeleton(config.model, settings, encoder and encoder.settings)
+    images = config.train_subset or 60_000
+    if (config.batch_size == 1 or images == 1) and not takes_single_images(skeleton):
+        raise ValueError(
+            "batch_size: a batch of 1 image cannot train this model: its batch norm needs at least "
+            "2 values per channel (after a dense layer, or on a 1x1 map); use batches of 2 or more"
+        )
+    return check_memory(skeleton, config.batch_size, config.optimizer, images, pick_device(device))
+
+
 def train(
     config: RunConfig,
     on_progress: Callable[[Progress], None] | None = None,
@@ -152,6 +168,7 @@ def train(
     run's checkpoint (`resume`); never prints, caches nothing (`get_or_train` does)."""
     device = pick_device(device)
     config = on_loaded_data(config)
+    check_resources(config, cache, device)
     encoder = resolve_encoder(config, cache or RunCache())
     generators = RunGenerators.from_seed(config.seed, device)
     splits: Splits = make_splits(config, (cache or RunCache()).root)
@@ -235,7 +252,13 @@ def get_or_train(
         except CorruptRunError as error:
             note = f"{error}; retrained"
         resume = _stopped_run(config, cache, device)
-        run = train(config, on_progress, should_stop, device, cache, resume)
+        try:
+            run = train(config, on_progress, should_stop, device, cache, resume)
+        except CorruptRunError as error:  # only a checkpoint that does not load raises it here
+            log.warning("%s: the run starts afresh", error)
+            cache.discard_partial(config.run_id)
+            resume = None
+            run = train(config, on_progress, should_stop, device, cache)
         if run.completed:
             note = "; ".join(filter(None, [note, _save(cache, run)]))
             cache.discard_partial(config.run_id)
@@ -255,10 +278,36 @@ def _stopped_run(config: RunConfig, cache: RunCache, device: torch.device) -> di
         log.warning("%s: the run starts afresh", error)
         cache.discard_partial(config.run_id)
         return None
-    if checkpoint is not None and checkpoint.get("execution") != execution(config, device):
+    if checkpoint is None:
+        return None
+    if checkpoint.get("execution") != execution(config, device):
         log.warning("stopped run %s was trained with other settings of this machine: afresh", config.run_id)
         return None
+    problem = checkpoint_problem(config, checkpoint)
+    if problem:
+        log.warning("stopped run %s: %s; the run starts afresh", config.run_id, problem)
+        cache.discard_partial(config.run_id)
+        return None
     return checkpoint
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "data_generator", "dropout_generator", "history")
+
+
+def checkpoint_problem(config: RunConfig, checkpoint: dict) -> str:
+    """What makes a stopped run's checkpoint unusable for `config` ("" when nothing does)."""
+    epoch = checkpoint.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch < config.epochs:
+        return f"its checkpoint says epoch {str(epoch)[:20]} of {config.epochs}"
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        return f"its checkpoint has no {missing[0]}"
+    history = checkpoint["history"]
+    if not isinstance(history, dict) or any(
+        not isinstance(values, list) or len(values) != epoch for values in history.values()
+    ):
+        return f"its checkpoint's history is not {epoch} epochs long"
+    return ""
 
 
 def _keep_stopped(cache: RunCache, run: TrainedRun) -> str:

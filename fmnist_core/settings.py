@@ -17,6 +17,11 @@ def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
 def check_range(name: str, value: float, low: float, high: float, *, high_open=False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name}: expected a number, got {value!r}")
+    if isinstance(value, int):  # compared as an integer: a 400-digit one overflows a float
+        if not low <= value <= high or (high_open and value == high):
+            shown = str(value) if len(str(value)) <= 20 else f"a {len(str(value))}-digit number"
+            raise ValueError(f"{name}: {shown} is outside [{low}, {high}{')' if high_open else ']'}")
+        return
     if not math.isfinite(value):
         raise ValueError(f"{name}: {value!r} is not a finite number")
     above = value >= high if high_open else value > high

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .cache import write_text_atomic
 from .runs import get_or_train, training_indices
+from .settings import check_int
 from .suspects import (
     EXCLUSIONS,
     NEAR_DUPLICATE_RMS,
@@ -45,6 +46,7 @@ def study(cache, seeds: int = RETRAIN_SEEDS, train: bool = True, on_event=None) 
     """The whole of it, as the page shows it with its defaults: duplicates, pixel-based doubts,
     the map run (trained if missing), the flagged list, and the runs with and without it over
     `seeds` (trained where missing, unless train=False)."""
+    check_int("seeds", seeds, 1, 10)  # before a minute of work, not after
     say = on_event or (lambda message: None)
     say("near-duplicates...")
     pairs = dataset_duplicates()

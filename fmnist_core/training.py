@@ -6,6 +6,7 @@ its own generators (`RunGenerators`), never from torch's global one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -18,10 +19,11 @@ from torch import nn
 
 from . import analysis, engine, suspects
 from .analysis import classification_loss, test_metrics
-from .cache import default_root
+from .cache import CorruptRunError, default_root
 from .config import RunConfig
 from .data import load_data
 from .device import describe_device, pick_device, resolve_precision
+from .resources import takes_single_images
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress callbacks within an epoch
 SHIFT = 2  # pixels, for augment="flip_shift"
@@ -93,6 +95,11 @@ def make_splits(config: RunConfig, exclusions_root: str | os.PathLike | None = N
         kept = ~torch.isin(train_index, torch.from_numpy(left_out))
         note += f"; {int((~kept).sum())} flagged training images left out"
         train_index = train_index[kept]
+        if len(train_index) < config.batch_size:
+            raise ValueError(
+                f"exclude: the list {config.exclude} leaves {len(train_index)} training images, "
+                f"fewer than one batch of {config.batch_size}"
+            )
     if config.train_subset:
         train_index = train_index[: config.train_subset]
     train_index = train_index.sort().values
@@ -194,9 +201,10 @@ def fit(
     # channels_last measured 6-25% faster for these conv nets on the CPU; no effect on the maths.
     model = model.to(device).to(memory_format=torch.channels_last)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        generators.data.set_state(resume["data_generator"])
-        generators.dropout.set_state(resume["dropout_generator"])
+        with unusable_checkpoint(config):
+            model.load_state_dict(resume["model"])
+            generators.data.set_state(resume["data_generator"])
+            generators.dropout.set_state(resume["dropout_generator"])
     view = engine.accelerate(model, device, generators.dropout)
     is_autoencoder = config.kind == "autoencoder"
     bf16 = ran["precision"] == "bf16"
@@ -206,6 +214,8 @@ def fit(
     joined = engine.join_parameters(trainable)
     optimizer = make_optimizer(config, trainable if joined is None else [joined])
     steps = (len(train_images) + config.batch_size - 1) // config.batch_size
+    if len(train_images) % config.batch_size == 1 and steps > 1 and not takes_single_images(model):
+        steps -= 1  # a last batch of one image would stop batch norm: that image sits the epoch out
     scheduler = None
     if config.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -238,9 +248,10 @@ def fit(
 
     first_epoch = 1
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(resume["scheduler"])
+        with unusable_checkpoint(config):
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resume["scheduler"])
         history = {key: list(values) for key, values in resume["history"].items()}
         first_epoch = resume["epoch"] + 1
 
@@ -361,6 +372,19 @@ def fit(
         completed=not stopped,
         checkpoint=checkpoint if stopped else None,
     )
+
+
+@contextlib.contextmanager
+def unusable_checkpoint(config: RunConfig):
+    """A stopped run's checkpoint that does not load into its run is a CorruptRunError (the
+    caller starts afresh), not torch's multi-line text."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        reason = " ".join(str(error).split())[:120]
+        raise CorruptRunError(
+            f"the stopped run {config.run_id}'s checkpoint does not fit it ({reason})"
+        ) from None
 
 
 def make_checkpoint(

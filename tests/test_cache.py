@@ -325,3 +325,117 @@ def test_an_atomic_text_write_is_whole_readable_and_keeps_the_mode_it_replaces(t
     write_text_atomic(path, "second")
     assert path.read_text() == "second" and path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary left beside it
+
+
+def test_a_full_disk_in_torchs_writer_keeps_the_run_and_leaves_nothing_behind(
+    tiny_autoencoder_config, monkeypatch
+):
+    """torch.save reports a full disk as RuntimeError (inline_container.cc), not OSError."""
+    cache = RunCache()
+    real_save = torch.save
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    assert run.completed and "test_mse" in run.metrics
+    assert "not saved" in run.note and "model.pt could not be written" in run.note
+    assert "\n" not in run.note
+    assert [p.name for p in cache.root.iterdir() if p.is_dir()] == []  # no staging folder, no entry
+    with cache.lock(run.run_id).acquire(timeout=0):  # the lock was released
+        pass
+    monkeypatch.setattr(torch, "save", real_save)
+    again = get_or_train(tiny_autoencoder_config, cache=cache)  # the next call works
+    assert not again.cached and cache.exists(run.run_id) and not again.note
+
+
+def test_a_second_process_says_at_once_that_it_waits_and_names_a_stopped_holder(tmp_path, monkeypatch):
+    import signal
+
+    from fmnist_core import cache as cache_module
+
+    cache = RunCache(tmp_path / "cache")
+    run_id = "0123456789abcdef"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from fmnist_core.cache import RunCache\n"
+            f"with RunCache({str(cache.root)!r}).lock_if_writable({run_id!r}):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        monkeypatch.setattr(cache_module, "LOCK_POLL", 0.1)
+        monkeypatch.setattr(cache_module, "LOCK_PATIENCE", 0.5)
+        said = []
+        stopped = pytest.raises(cache_module.LockedRunError, match=f"kill -CONT {holder.pid}")
+        with stopped, cache.lock_if_writable(run_id, on_wait=said.append):
+            pass
+        assert said[0] == f"run {run_id} is being trained by process {holder.pid}; waiting for it"
+        assert said[1].startswith(f"process {holder.pid}, which holds run {run_id}'s lock, is stopped")
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with cache.lock_if_writable(run_id) as unlocked:  # its holder gone, the lock is free again
+        assert unlocked is None
+
+
+def test_links_in_an_entry_and_a_linked_lock_leave_their_targets_alone(tiny_autoencoder_config, tmp_path):
+    cache = RunCache()
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    decoys = {name: tmp_path / f"decoy-{name}" for name in ("model.pt", "history.json", "lock")}
+    for decoy in decoys.values():
+        decoy.write_bytes(b"outside the cache: must stay as it is")
+    folder = cache.folder(run.run_id)
+    for name in ("model.pt", "history.json"):
+        (folder / name).unlink()
+        (folder / name).symlink_to(decoys[name])
+    (cache.root / f".{run.run_id}.lock").unlink(missing_ok=True)
+    (cache.root / f".{run.run_id}.lock").symlink_to(decoys["lock"])
+    again = get_or_train(tiny_autoencoder_config, cache=cache)  # damaged: retrained, unlocked
+    assert not again.cached and cache.exists(run.run_id)
+    assert not (folder / "model.pt").is_symlink() and not (folder / "history.json").is_symlink()
+    for decoy in decoys.values():
+        assert decoy.read_bytes() == b"outside the cache: must stay as it is"
+
+
+@pytest.mark.parametrize("name", ["config.json", "history.json", "manifest.json"])
+def test_deeply_nested_json_in_an_entry_is_damage_not_a_traceback(tiny_autoencoder_config, name):
+    from fmnist_core import cli
+
+    cache = RunCache()
+    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    folder = cache.folder(run.run_id)
+    (folder / name).write_text("[" * 100_000)
+    if name != "manifest.json":  # the checksum made to match: only the parser stands in the way
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["sha256"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    listed = cache.list_runs()
+    assert (
+        listed["status"].iloc[0].startswith("damaged: ") and "nested 100000 deep" in listed["status"].iloc[0]
+    )
+    assert cli.main(["runs", "--prune"]) == 0
+    assert cache.run_ids() == []
+    assert not get_or_train(tiny_autoencoder_config, cache=cache).cached
+
+
+def test_a_stopped_runs_checkpoint_past_its_last_epoch_is_not_used(tiny_autoencoder_config):
+    cache = RunCache()
+    config = tiny_autoencoder_config.replace(epochs=2)
+    stop_after_one = iter([False] * 20 + [True] * 10_000)
+    stopped = get_or_train(config, cache=cache, should_stop=lambda: next(stop_after_one))
+    assert not stopped.completed and cache.load_partial(config.run_id)["epoch"] == 1
+    weights, _ = cache._partial(config.run_id)
+    checkpoint = torch.load(weights, weights_only=True)
+    checkpoint["epoch"] = 999
+    summary = cache.partial_summary(config.run_id)
+    cache.save_partial(config.run_id, checkpoint, {k: v for k, v in summary.items() if k != "sha256"})
+    run = get_or_train(config, cache=cache)
+    assert run.completed and "continued" not in run.note and run.metrics["epochs_done"] == 2
