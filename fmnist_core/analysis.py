@@ -88,6 +88,13 @@ def predict_proba(
     return torch.where(total > 0, scores / total.clamp(min=1e-12), uniform).numpy()
 
 
+def classes_never_predicted(confusion) -> list[str]:
+    """The classes a classifier never answered on its test images (a column of zeros): S0's ReLU
+    on the logits can leave a class's score at 0 for every image, where no gradient reaches it."""
+    columns = np.asarray(confusion).sum(axis=0)
+    return [CLASS_NAMES[i] for i in np.flatnonzero(columns == 0)]
+
+
 def confusion_matrix(labels, predictions, num_classes: int = 10) -> np.ndarray:
     """Counts (true class rows, predicted class columns)."""
     labels = np.asarray(labels, dtype=np.int64)

@@ -22,6 +22,7 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
+from .analysis import classes_never_predicted
 from .config import RunConfig
 
 log = logging.getLogger("fmnist_core")
@@ -640,6 +641,8 @@ class RunCache:
             for key in ("test_loss", "test_accuracy", "test_mse", "train_seconds", "epochs_done", "device"):
                 if key in metrics:
                     row[key] = metrics[key]
+            if "test_confusion" in metrics:
+                row["never_predicted"] = ", ".join(classes_never_predicted(metrics["test_confusion"]))
             ran = metrics.get("execution")
             if isinstance(ran, dict):  # what it computed with: device type, precision, kernels
                 row["execution"] = "/".join(str(ran.get(k, "?")) for k in ("device", "precision", "kernels"))

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from .analysis import classes_never_predicted
 from .cache import CorruptRunError, MissingRunError, RunCache
 from .config import OPTIMIZERS, RunConfig
 from .data import DataError
@@ -85,6 +86,10 @@ def summary(run) -> dict:
     for key in ("test_accuracy", "test_mse"):
         if key in run.metrics:
             out[key] = run.metrics[key]
+    if "test_confusion" in run.metrics:
+        never = classes_never_predicted(run.metrics["test_confusion"])
+        if never:
+            out["classes_never_predicted"] = never
     if run.note:
         out["note"] = run.note
     return out
@@ -128,6 +133,12 @@ def command_train(args) -> int:
     if run.note:
         print(f"note: {run.note}", file=sys.stderr)
     result = summary(run)
+    if result.get("classes_never_predicted"):
+        print(
+            f"warning: this classifier never answers {', '.join(result['classes_never_predicted'])} "
+            "on the test images (a dead class: its score is 0 for every image)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(result))
     else:

@@ -31,7 +31,7 @@ import torch
 
 from .cache import RunCache
 from .config import RunConfig
-from .runs import TrainedRun, get_or_train, load_run, model_with_weights
+from .runs import TrainedRun, check_resources, get_or_train, load_run, model_with_weights
 from .training import Progress
 
 log = logging.getLogger("fmnist_core")
@@ -85,8 +85,19 @@ class JobQueue:
         self._worker = threading.Thread(target=self._work, name="fmnist-trainer", daemon=True)
         self._worker.start()
 
+    def refusal(self, config: RunConfig) -> str:
+        """Why `config` cannot train here (its memory estimate over the limit, a batch norm fed a
+        batch of one), in one line; "" when it can."""
+        try:
+            check_resources(config, self.cache)
+        except ValueError as error:
+            return " ".join(str(error).split())
+        return ""
+
     def submit(self, config: RunConfig) -> Job:
-        """Queue a training, or return the job already queued, running or done for this config."""
+        """Queue a training, or return the job already queued, running or done for this config.
+        A config that cannot train here is refused before it queues (ValueError, see `refusal`)."""
+        check_resources(config, self.cache)
         with self._lock:
             job = self._jobs.get(config.run_id)
             if job is not None and job.active:

@@ -7,7 +7,7 @@ import binascii
 import io
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_PIXELS = 4_000_000  # far below Pillow's ~89 MP default: a decompression bomb is refused
@@ -26,8 +26,8 @@ def decode_upload(data: bytes) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
         raise ImageError("the image is far too large") from None
-    except (OSError, SyntaxError, ValueError):
-        raise ImageError("this is not a PNG, JPEG or WebP image") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(_inflating(error) or "this is not a PNG, JPEG or WebP image") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(
@@ -35,9 +35,19 @@ def decode_upload(data: bytes) -> Image.Image:
         )
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError):
-        raise ImageError("the image file is truncated or damaged") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(_inflating(error) or "the image file is truncated or damaged") from None
     return image
+
+
+def _inflating(error: Exception) -> str:
+    """The words for Pillow's guard on compressed metadata (zTXt, iTXt, iCCP chunks), or ""."""
+    if "decompressed data too large" not in str(error).lower():
+        return ""
+    return (
+        "its metadata (a compressed text or colour-profile chunk) would inflate to more than "
+        f"{PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB: a hostile or broken PNG"
+    )
 
 
 def to_grey(image: Image.Image) -> np.ndarray:

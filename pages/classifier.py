@@ -74,6 +74,14 @@ first.metric("Test accuracy", f"{run.metrics['test_accuracy']:.4f}")
 second.metric("Test loss", f"{run.metrics['test_loss']:.4f}")
 hardest = report.sort_values("recall").iloc[0]
 third.metric("Hardest class", hardest["class"], help=f"recall {hardest['recall']:.3f}")
+never = analysis.classes_never_predicted(matrix)
+if never:
+    st.warning(
+        f"This classifier never answers **{', '.join(never)}** on the 10,000 test images: those classes "
+        "are dead (their score is 0 for every image, and no gradient brings them back). A head without "
+        "a ReLU on its logits (e.g. `fc` or `wide`) does not lose classes.",
+        icon=":material/warning:",
+    )
 
 curves_tab, confusion_tab, class_tab, calibration_tab, compare_tab = st.tabs(
     ["Curves", "Confusion matrix", "Per class", "Calibration", "Frozen vs fine-tuned"]

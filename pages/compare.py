@@ -29,7 +29,7 @@ with st.expander("Bring a run in from another lab (a bundle .zip)", icon=":mater
     if upload is not None:
         message = st.session_state["compare:imported"][1]
         (st.error if message.startswith("Cannot") else st.success)(message)
-runs = runs_table()
+runs = runs_table(all_data=True)
 if runs.empty:
     st.info("No cached runs yet. Train a model and it appears here.")
     st.stop()
@@ -48,6 +48,8 @@ preferred = [
     "model",
     "test_accuracy",
     "test_mse",
+    "never_predicted",
+    "data",
     "epochs",
     "batch_size",
     "lr",
@@ -80,6 +82,12 @@ event = st.dataframe(
     column_config={
         "test_accuracy": st.column_config.NumberColumn("test accuracy", format="%.4f"),
         "test_mse": st.column_config.NumberColumn("test MSE", format="%.4f"),
+        "never_predicted": st.column_config.TextColumn(
+            "classes never predicted", help="Classes the model never answers on the test images"
+        ),
+        "data": st.column_config.TextColumn(
+            "data set", help="fashion-mnist, or another data set's fingerprint"
+        ),
         "train_seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
         "curve": st.column_config.LineChartColumn("validation loss", width="small"),
     },

@@ -1,5 +1,7 @@
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -82,6 +84,18 @@ def test_truncated_and_huge_images_are_refused():
     assert len(huge) < 2_000_000
     with pytest.raises(ImageError, match="20000x20000|too large"):
         prepare_upload(huge)
+
+
+@pytest.mark.parametrize("kind, header", [(b"zTXt", b"Comment\x00\x00"), (b"iCCP", b"profile\x00\x00")])
+def test_a_png_whose_metadata_would_inflate_is_refused_for_that_reason(kind, header):
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    plain = png_bytes(Image.fromarray(np.zeros((28, 28), np.uint8)))
+    hostile = plain[:33] + chunk(kind, header + zlib.compress(bytes(100 << 20), 9)) + plain[33:]
+    assert len(hostile) < 200_000  # 100 MB of metadata in a small file
+    with pytest.raises(ImageError, match="its metadata .* would inflate to more than 1 MB"):
+        prepare_upload(hostile)
 
 
 def data_url(grey: np.ndarray) -> str:

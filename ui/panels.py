@@ -60,6 +60,10 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
         if estimate is not None
         else " (no run of this model has trained on this machine yet to time it by)"
     )
+    refusal = queue.refusal(config)
+    if refusal:
+        st.error(f"These settings cannot train here: {refusal}.", icon=":material/memory:")
+        return None
     st.info(
         f"{'To continue' if stopped else 'Not trained yet'}: {left} epochs over {images:,} images{expected}. "
         "Training runs in its own process; you can leave the page."

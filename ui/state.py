@@ -45,27 +45,33 @@ def load_run(run_id: str) -> TrainedRun:
     return _load_run(run_id, str(cache.root.resolve()), manifest.stat().st_mtime)
 
 
-def runs_table() -> pd.DataFrame:
-    """The usable cached runs, best first within each model (so every picker defaults to the best
-    run of its kind): autoencoders by test MSE, classifiers by test accuracy, then newest first.
-    Listed again only when a file of some entry changes: a page and its training panel, or a
-    fragment's rerun, share one listing."""
+def runs_table(all_data: bool = False) -> pd.DataFrame:
+    """The usable cached runs on the data this lab has loaded, best first within each model (so
+    every picker defaults to the best run of its kind): autoencoders by test MSE, classifiers by
+    test accuracy, then newest first. `all_data`: runs on other data sets too, after them (their
+    figures were measured on their own test set). Listed again only when a file of some entry
+    changes: a page and its training panel, or a fragment's rerun, share one listing."""
     cache = run_cache()
-    return _runs_table(str(cache.root.resolve()), cache.stamp())
+    table = _runs_table(str(cache.root.resolve()), cache.stamp(), fashion().fingerprint)
+    if all_data or table.empty:
+        return table
+    return table[~table["other_data"]].reset_index(drop=True)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _runs_table(root: str, stamp: tuple) -> pd.DataFrame:
+def _runs_table(root: str, stamp: tuple, loaded: str) -> pd.DataFrame:
     table = RunCache(root).list_runs()
     if table.empty:
         return table
     table = table[table["status"] == "ok"]
+    if table.empty:
+        return table.assign(other_data=pd.Series(dtype=bool))
     score = table["test_mse"] if "test_mse" in table else pd.Series(np.nan, index=table.index)
     if "test_accuracy" in table:
         score = score.fillna(-table["test_accuracy"])
     return (
-        table.assign(_score=score)
-        .sort_values(["_score", "created"], ascending=[True, False], na_position="last")
+        table.assign(_score=score, other_data=table["data"] != loaded)
+        .sort_values(["other_data", "_score", "created"], ascending=[True, True, False], na_position="last")
         .drop(columns="_score")
         .reset_index(drop=True)
     )
@@ -104,6 +110,10 @@ def run_label(row) -> str:
     made = pd.to_datetime(row.get("created"), errors="coerce")
     when = f" · {made:%d %b %H:%M}" if not pd.isna(made) else ""
     name = f"{model} {detail}".strip()
+    if isinstance(row.get("never_predicted"), str) and row["never_predicted"]:
+        metric += f" (never answers {row['never_predicted']})"
+    if row.get("other_data") is True or row.get("other_data") is np.True_:
+        metric = f"[other data {row['data']}] {metric}"
     return (
         f"{metric} · {name} · {size}, {int(row['epochs'])} ep, {row['optimizer']} lr={row['lr']:g}{precision}"
         f"{when} · {row['run_id'][:6]}"

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..analysis import classes_never_predicted
 from ..cache import RunCache, write_text_atomic
 from ..config import ENGINE_VERSION, RunConfig
 from ..data import CLASS_NAMES
@@ -109,9 +110,7 @@ def results_row(entry: Entry, cache: RunCache) -> dict:
         row["worst_class"] = CLASS_NAMES[min(range(len(recall)), key=recall.__getitem__)]
         # A class whose logit never wins on any test image: S0's head (a ReLU on the logits) can
         # leave a class's output at 0 for every image, where no gradient brings it back.
-        row["test_classes_never_predicted"] = sum(
-            1 for predicted in zip(*confusion, strict=True) if sum(predicted) == 0
-        )
+        row["test_classes_never_predicted"] = len(classes_never_predicted(confusion))
     row["minutes"] = metrics["train_seconds"] / 60
     for key, value in entry.published.items():
         if key in row:
