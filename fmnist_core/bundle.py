@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from .analysis import test_metrics
-from .cache import RunCache, check_record, config_from_json, parse_json
-from .config import ENGINE_VERSION, RunConfig
+from .cache import RunCache
+from .config import ENGINE_VERSION, RunConfig, check_record, config_from_json
 from .data import load_data
+from .files import parse_json
 from .models import build_skeleton, make_settings
 from .runs import load_run
 from .suspects import exclusion_digest, load_exclusion, save_exclusion

@@ -6,7 +6,6 @@ It stores and loads files; building models from them is fmnist_core.runs' work.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -16,14 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
 from .analysis import classes_never_predicted
-from .config import RunConfig
+from .config import RunConfig, check_record, config_from_json
+from .files import read_json, save_tensors, sha256, write_text_atomic
+from .locks import LockedRunError, wait_for_lock
 
 log = logging.getLogger("fmnist_core")
 FILES = ("config.json", "history.json", "model.pt")
@@ -41,25 +41,6 @@ class MissingRunError(LookupError):
     """No cache entry for this run id."""
 
 
-class LockedRunError(TimeoutError):
-    """A run's lock held by a process that has been stopped (kill -STOP, a debugger) too long."""
-
-
-LOCK_POLL = 2.0  # seconds between looks at a lock's holder while waiting for it
-LOCK_PATIENCE = float(os.environ.get("FMNIST_LOCK_PATIENCE", 120))  # seconds a stopped holder is waited for
-
-
-def process_state(pid: int) -> str:
-    """ "running", "stopped" (SIGSTOP, a debugger), "gone", or "unknown" (no /proc to ask)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return "gone"
-    except (OSError, IndexError):
-        return "unknown"
-    return "stopped" if fields and fields[0] in ("T", "t") else "running"
-
-
 class CorruptRunError(RuntimeError):
     """A cache entry exists but cannot be trusted (half-written, edited, damaged)."""
 
@@ -67,14 +48,6 @@ class CorruptRunError(RuntimeError):
 def is_run_id(name: str) -> bool:
     """Whether `name` has a run id's form (RunConfig.run_id: 16 hexadecimal digits)."""
     return isinstance(name, str) and re.fullmatch(r"[0-9a-f]{16}", name) is not None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -95,134 +68,6 @@ def _remove(path: Path, strict: bool = False) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path, ignore_errors=not strict)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` in one step: a temporary file beside it, then os.replace (a reader
-    never sees half a file; two writers never share a temporary)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); a report or list is as readable as a plain write
-        # would leave it: the mode of the file it replaces, else rw-r--r--.
-        try:
-            mode = path.stat().st_mode & 0o777
-        except OSError:
-            mode = 0o644
-        os.fchmod(handle, mode)
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-MAX_JSON_DEPTH = 32  # the lab's own files nest 6 deep at most; json itself recurses past ~1,000
-MAX_JSON_BYTES = 256_000_000  # a history with cartography: ~88 KB an epoch, 1,000 epochs at most
-
-
-def json_depth(data: bytes) -> int:
-    """The deepest nesting of arrays and objects in JSON text (brackets inside strings do not
-    count), found without parsing it: vectorised over the positions of quotes and brackets."""
-    codes = np.frombuffer(data, dtype=np.uint8)
-    backslashes = np.flatnonzero(codes == ord("\\"))
-    quotes = np.flatnonzero(codes == ord('"'))
-    if backslashes.size and quotes.size:
-        # A quote after an odd run of backslashes is escaped: runs are found by their last position.
-        ends = np.flatnonzero(np.diff(backslashes, append=-2) != 1)
-        run_end = backslashes[ends]
-        run_length = np.diff(ends, prepend=-1)
-        at = np.minimum(np.searchsorted(run_end, quotes - 1), run_end.size - 1)
-        escaped = (run_end[at] == quotes - 1) & (run_length[at] % 2 == 1)
-        quotes = quotes[~escaped]
-    opening = np.flatnonzero((codes == ord("[")) | (codes == ord("{")))
-    closing = np.flatnonzero((codes == ord("]")) | (codes == ord("}")))
-    brackets = np.concatenate([opening, closing])
-    steps = np.concatenate([np.ones(opening.size, np.int64), -np.ones(closing.size, np.int64)])
-    outside = np.searchsorted(quotes, brackets) % 2 == 0  # an even number of quotes before it
-    order = np.argsort(brackets[outside], kind="stable")
-    return int(np.cumsum(steps[outside][order]).max(initial=0))
-
-
-def parse_json(data: bytes | str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
-    """JSON text parsed with bounded size and depth; ValueError (one line) where it is not JSON,
-    too large or nested too deeply (json itself would die with RecursionError on `[` x 100,000)."""
-    if isinstance(data, str):
-        data = data.encode()
-    if len(data) > max_bytes:
-        raise ValueError(f"{len(data):,} bytes, more than the {max_bytes:,} a lab file may have")
-    depth = json_depth(data)
-    if depth > max_depth:
-        raise ValueError(f"nested {depth} deep, more than the {max_depth} a lab file may be")
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"not JSON ({' '.join(str(error).split())[:80]})") from None
-
-
-def read_json(path: Path, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
-    """A JSON file read with bounded size and depth (see parse_json); OSError where it cannot be read."""
-    if path.stat().st_size > max_bytes:
-        raise ValueError(f"{path.name} is larger than the {max_bytes:,} bytes a lab file may have")
-    return parse_json(path.read_bytes(), max_depth, max_bytes)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_record(config: RunConfig, history, metrics) -> None:
-    """The fields the lab reads from a run's history and metrics, with their types: a TypeError
-    naming the first that is missing or wrong (a record from a damaged file or a bundle)."""
-    if not isinstance(history, dict) or not isinstance(metrics, dict):
-        raise TypeError("history and metrics must be objects")
-    if not all(isinstance(values, list) for values in history.values()):
-        raise TypeError("every history entry must be a list")
-    done = metrics.get("epochs_done")
-    if not isinstance(done, int) or isinstance(done, bool) or not 1 <= done <= config.epochs:
-        raise TypeError(f"epochs_done is {str(done)[:20]!r}, not a number of epochs in 1..{config.epochs}")
-    for key in ("epoch", "train_loss", "val_loss", "seconds"):
-        values = history.get(key)
-        if not isinstance(values, list) or len(values) != done or not all(map(_is_number, values)):
-            raise TypeError(f"history {key} is not {done} numbers")
-    needed = ["train_seconds", "test_loss"]
-    needed.append("test_mse" if config.kind == "autoencoder" else "test_accuracy")
-    for key in needed:
-        if not _is_number(metrics.get(key)):
-            raise TypeError(f"{key} is {str(metrics.get(key))[:20]!r}, not a number")
-    if config.kind != "autoencoder":
-        confusion = metrics.get("test_confusion")
-        square = isinstance(confusion, list) and len(confusion) == 10
-        if not square or not all(
-            isinstance(row, list) and len(row) == 10 and all(isinstance(c, int) and c >= 0 for c in row)
-            for row in confusion
-        ):
-            raise TypeError("test_confusion is not a 10 x 10 table of counts")
-        if not 0 <= metrics["test_accuracy"] <= 1:
-            raise TypeError(f"test_accuracy {metrics['test_accuracy']} is not in [0, 1]")
-
-
-def config_from_json(values) -> RunConfig:
-    """A RunConfig from parsed JSON; ValueError (naming the setting) where it is not one."""
-    if not isinstance(values, dict):
-        raise ValueError(f"a config is a mapping of settings, not {type(values).__name__}")
-    if not isinstance(values.get("settings", {}), dict):
-        raise ValueError("settings: a mapping of the model's settings is expected")
-    try:
-        return RunConfig.from_dict(values)
-    except TypeError as error:  # e.g. the model's name missing
-        raise ValueError(" ".join(str(error).split())) from None
-
-
-def save_tensors(value, path: Path) -> None:
-    """torch.save, whose writer reports a full disk as a RuntimeError ("enforce fail at
-    inline_container.cc"), as the OSError every caller of the cache handles."""
-    try:
-        torch.save(value, path)
-    except RuntimeError as error:
-        raise OSError(f"{path.name} could not be written ({' '.join(str(error).split())[:120]})") from None
 
 
 def default_root() -> Path:
@@ -262,7 +107,7 @@ class RunCache:
             if not path.is_file():
                 raise CorruptRunError(f"run {run_id}: {name} is missing")
             try:
-                digest = _sha256(path)
+                digest = sha256(path)
             except OSError as error:
                 raise CorruptRunError(f"run {run_id}: {name} unreadable ({error})") from None
             if digest != checksums[name]:
@@ -388,7 +233,7 @@ class RunCache:
             manifest = {
                 "run_id": config.run_id,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "sha256": {name: _sha256(staging / name) for name in FILES},
+                "sha256": {name: sha256(staging / name) for name in FILES},
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
             target = self.folder(config.run_id)
@@ -418,7 +263,7 @@ class RunCache:
         except OSError:
             temporary.unlink(missing_ok=True)
             raise
-        digest = _sha256(temporary)
+        digest = sha256(temporary)
         os.replace(temporary, weights)
         temporary = record.with_suffix(".json.tmp")
         temporary.write_text(json.dumps({**summary, "run_id": run_id, "sha256": digest}, indent=1))
@@ -440,7 +285,7 @@ class RunCache:
         if summary is None and not weights.exists():
             return None
         try:
-            if summary is None or _sha256(weights) != summary.get("sha256"):
+            if summary is None or sha256(weights) != summary.get("sha256"):
                 raise CorruptRunError(f"the stopped run {run_id}'s checkpoint is damaged")
             checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
         except CorruptRunError:
@@ -557,7 +402,7 @@ class RunCache:
             try:
                 lock.acquire(timeout=0)
             except Timeout:
-                self._wait(lock, run_id, on_wait or (lambda message: None))
+                wait_for_lock(lock, self.root, run_id, on_wait or (lambda message: None))
         except OSError as error:
             if isinstance(error, LockedRunError):
                 raise
@@ -573,43 +418,6 @@ class RunCache:
             with contextlib.suppress(OSError):
                 owner.unlink()
             lock.release()
-
-    def lock_holder(self, run_id: str) -> int | None:
-        """The process id that holds the run's lock (as it wrote it), or None where unknown."""
-        try:
-            return int((self.root / f".{run_id}.owner").read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def _wait(self, lock: FileLock, run_id: str, say) -> None:
-        holder = self.lock_holder(run_id)
-        who = f"process {holder}" if holder else "another process"
-        message = f"run {run_id} is being trained by {who}; waiting for it"
-        log.warning(message)
-        say(message)
-        stopped_since = None
-        while True:
-            try:
-                lock.acquire(timeout=LOCK_POLL)
-                return
-            except Timeout:
-                holder = self.lock_holder(run_id)
-                if holder is None or process_state(holder) != "stopped":
-                    stopped_since = None
-                    continue
-                if stopped_since is None:
-                    stopped_since = time.monotonic()
-                    message = (
-                        f"process {holder}, which holds run {run_id}'s lock, is stopped: `kill -CONT {holder}` "
-                        f"lets it go on, `kill {holder}` ends it and frees the run"
-                    )
-                    log.warning(message)
-                    say(message)
-                elif time.monotonic() - stopped_since > LOCK_PATIENCE:
-                    raise LockedRunError(
-                        f"run {run_id} is locked by process {holder}, stopped for over {LOCK_PATIENCE:.0f} s: "
-                        f"`kill -CONT {holder}` lets it go on, `kill {holder}` frees the run"
-                    ) from None
 
     # ------------------------------------------------------------------ listing
 

@@ -67,7 +67,7 @@ def print_progress(progress: Progress) -> None:
     elif sys.stderr.isatty():  # step lines overwrite each other; logs get epoch lines only
         print(
             f"\repoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "
-            f"loss {progress.train_loss:.4f} eta {progress.eta_seconds:.0f} s",
+            f"loss {progress.train_loss:.4f} {progress.eta_words}",
             end="",
             file=sys.stderr,
         )

@@ -156,3 +156,50 @@ class RunConfig:
 
     def __hash__(self) -> int:
         return hash(self.run_id)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_record(config: RunConfig, history, metrics) -> None:
+    """The fields the lab reads from a run's history and metrics, with their types: a TypeError
+    naming the first that is missing or wrong (a record from a damaged file or a bundle)."""
+    if not isinstance(history, dict) or not isinstance(metrics, dict):
+        raise TypeError("history and metrics must be objects")
+    if not all(isinstance(values, list) for values in history.values()):
+        raise TypeError("every history entry must be a list")
+    done = metrics.get("epochs_done")
+    if not isinstance(done, int) or isinstance(done, bool) or not 1 <= done <= config.epochs:
+        raise TypeError(f"epochs_done is {str(done)[:20]!r}, not a number of epochs in 1..{config.epochs}")
+    for key in ("epoch", "train_loss", "val_loss", "seconds"):
+        values = history.get(key)
+        if not isinstance(values, list) or len(values) != done or not all(map(_is_number, values)):
+            raise TypeError(f"history {key} is not {done} numbers")
+    needed = ["train_seconds", "test_loss"]
+    needed.append("test_mse" if config.kind == "autoencoder" else "test_accuracy")
+    for key in needed:
+        if not _is_number(metrics.get(key)):
+            raise TypeError(f"{key} is {str(metrics.get(key))[:20]!r}, not a number")
+    if config.kind != "autoencoder":
+        confusion = metrics.get("test_confusion")
+        square = isinstance(confusion, list) and len(confusion) == 10
+        if not square or not all(
+            isinstance(row, list) and len(row) == 10 and all(isinstance(c, int) and c >= 0 for c in row)
+            for row in confusion
+        ):
+            raise TypeError("test_confusion is not a 10 x 10 table of counts")
+        if not 0 <= metrics["test_accuracy"] <= 1:
+            raise TypeError(f"test_accuracy {metrics['test_accuracy']} is not in [0, 1]")
+
+
+def config_from_json(values) -> RunConfig:
+    """A RunConfig from parsed JSON; ValueError (naming the setting) where it is not one."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a config is a mapping of settings, not {type(values).__name__}")
+    if not isinstance(values.get("settings", {}), dict):
+        raise ValueError("settings: a mapping of the model's settings is expected")
+    try:
+        return RunConfig.from_dict(values)
+    except TypeError as error:  # e.g. the model's name missing
+        raise ValueError(" ".join(str(error).split())) from None

@@ -186,3 +186,70 @@ def fit_detector(run: TrainedRun, calibration: np.ndarray) -> Detector:
     sorted_scores = {name: np.sort(values) for name, values in scores.items()}
     combined = fisher(p_values(scores, sorted_scores))
     return Detector(run, codes, sorted_scores, float(np.quantile(combined, 1 - COMBINED)))
+
+
+# --- Pictures that are not garments, to measure the check on --------------------------------------
+
+WORDS = ("Hello", "SALE 50%", "fashion", "Ankle boot", "T-shirt", "42", "lorem ipsum", "OK", "Zalando", "abc")
+
+
+def not_garments(count: int = 50, seed: int = 0) -> dict[str, list[bytes]]:
+    """Uploads a person might try that are no garments, as PNG bytes (what Try it receives): noise,
+    solid colours, checkerboards, stripes, text (dark on white and white on black), smooth
+    textures, and crops of two photographs of scenes (scikit-learn's sample images)."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+
+    def png(array: np.ndarray) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def text(dark_on_white: bool) -> bytes:
+        size = int(rng.integers(20, 60))
+        try:
+            font = ImageFont.truetype("DejaVuSans.ttf", size)
+        except OSError:
+            font = ImageFont.load_default(size)
+        words = " ".join(rng.choice(WORDS, int(rng.integers(1, 4))))
+        image = Image.new("L", (int(size * len(words) * 0.7) + 20, size * 2), 255 if dark_on_white else 0)
+        ImageDraw.Draw(image).text((10, size // 3), words, fill=0 if dark_on_white else 255, font=font)
+        return png(np.asarray(image))
+
+    def texture() -> bytes:
+        noise = Image.fromarray((rng.random((112, 112)) * 255).astype(np.uint8))
+        return png(np.asarray(noise.filter(ImageFilter.GaussianBlur(float(rng.uniform(3, 12))))) * 3 - 255)
+
+    photos = [np.asarray(Image.fromarray(p).convert("L")) for p in load_sample_images().images]
+
+    def photo() -> bytes:
+        picture = photos[int(rng.integers(len(photos)))]
+        side = int(rng.integers(100, min(picture.shape)))
+        top, left = (int(rng.integers(0, picture.shape[i] - side)) for i in (0, 1))
+        return png(picture[top : top + side, left : left + side])
+
+    def checkerboard() -> bytes:
+        cell = int(rng.integers(2, 12))
+        board = (np.indices((112, 112)) // cell).sum(axis=0) % 2
+        return png(board * 255)
+
+    def stripes() -> bytes:
+        width = int(rng.integers(2, 14))
+        lines = (np.arange(112) // width) % 2 * 255
+        return png(np.tile(lines, (112, 1)) if rng.random() < 0.5 else np.tile(lines[:, None], (1, 112)))
+
+    makers = {
+        "noise": lambda: png(rng.random((64, 64)) * 255),
+        "solid colours": lambda: png(np.full((64, 64), float(rng.integers(30, 256)))),
+        "checkerboards": checkerboard,
+        "stripes": stripes,
+        "text, dark on white": lambda: text(True),
+        "text, white on black": lambda: text(False),
+        "smooth textures": texture,
+        "photos of scenes": photo,
+    }
+    return {name: [make() for _ in range(count)] for name, make in makers.items()}

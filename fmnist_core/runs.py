@@ -143,8 +143,13 @@ def training_indices(config: RunConfig, cache: RunCache | None = None) -> np.nda
 
 def check_resources(config: RunConfig, cache: RunCache | None = None, device=None) -> int:
     """Refuse, before any work, a run that cannot train here: its estimated peak memory over the
-    lab's limit (ValueError naming batch_size, with the estimate). Returns the estimate in bytes."""
-    encoder = resolve_encoder(config, cache or RunCache(), weights=False)
+    lab's limit (ValueError naming batch_size, with the estimate). Returns the estimate in bytes;
+    0 for a classifier whose encoder is not cached yet (queued before it: checked when it trains)."""
+    cache = cache or RunCache()
+    encoder_run = config.settings.get("encoder_run")
+    if encoder_run and not cache.exists(encoder_run) and cache.recover_config(encoder_run) is None:
+        return 0
+    encoder = resolve_encoder(config, cache, weights=False)
     settings = make_settings(config.model, config.settings)
     skeleton = build_skeleton(config.model, settings, encoder and encoder.settings)
     images = config.train_subset or 60_000

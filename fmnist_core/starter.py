@@ -11,6 +11,7 @@ from .config import RunConfig
 from .recipes import get_recipe
 
 SWITCH = "FMNIST_STARTER"
+DEFAULT_HEAD = "wide"  # the head the Classifier page starts from
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class Starter:
 def starter_set() -> list[Starter]:
     """The fastest runs that make every page useful, in the order the pages need them."""
     encoder = get_recipe("fast_autoencoder").config()
-    on_encoder = {"encoder_run": encoder.run_id}
+    # The Classifier page's own defaults (S2's wide head, the recipe's 10 epochs), so that the page
+    # opens on a trained run; S0's head (a ReLU on the logits) loses whole classes.
+    on_encoder = {"encoder_run": encoder.run_id, "head": DEFAULT_HEAD}
     return [
         Starter(
             "MLP (S3's shape), 5 epochs", RunConfig.for_model("mlp", epochs=5), "Classifier, Try it, Compare"
@@ -31,12 +34,12 @@ def starter_set() -> list[Starter]:
         Starter("fast autoencoder", encoder, "Autoencoder, Latent space, the garment check"),
         Starter(
             "classifier on its encoder, frozen",
-            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": True}, epochs=3),
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": True}),
             "Frozen vs fine-tuned",
         ),
         Starter(
             "classifier on its encoder, fine-tuned",
-            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": False}, epochs=3),
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": False}),
             "Frozen vs fine-tuned",
         ),
         Starter("fast CNN", get_recipe("fast_cnn").config(), "the best classifier, Try it"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cache import write_text_atomic
+from .files import write_text_atomic
 from .runs import get_or_train, training_indices
 from .settings import check_int
 from .suspects import (

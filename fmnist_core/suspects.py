@@ -23,9 +23,9 @@ from torch import nn
 
 from . import analysis
 from .analysis import predict_proba
-from .cache import write_text_atomic
 from .config import RunConfig
 from .data import load_data
+from .files import write_text_atomic
 
 NEAR_DUPLICATE_RMS = 0.02  # pixel RMS difference (images in [0, 1]): under it, two images are one
 SEARCH_DIMENSIONS = 32  # the PCA space the duplicate search prunes candidates in

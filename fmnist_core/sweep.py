@@ -146,7 +146,7 @@ def sweep_markdown(table: pd.DataFrame, scale: Scale) -> str:
 
 def write_sweep(table: pd.DataFrame, scale: Scale, out_dir) -> Path:
     """latent_sweep.md and latent_sweep.csv in `out_dir`; returns the .md's path."""
-    from .cache import write_text_atomic
+    from .files import write_text_atomic
 
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)

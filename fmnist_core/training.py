@@ -52,6 +52,12 @@ class Progress:
         done = self.fraction
         return self.seconds * (1 - done) / done if done > 0 else float("nan")
 
+    @property
+    def eta_words(self) -> str:
+        """The ETA to show: before a tenth has run, start-up and the first steps dominate (an
+        estimate then was 2-10x off), so none is given."""
+        return f"ETA {self.eta_seconds:.0f} s" if self.fraction >= 0.1 else "timing it..."
+
 
 @dataclass
 class TrainResult:

@@ -10,7 +10,7 @@ from fmnist_core.models import get_spec, list_models
 from fmnist_core.recipes import list_recipes
 from ui import events, plots
 from ui.navigation import enter_through_app
-from ui.panels import epoch_scrubber, training_panel, why_panel
+from ui.panels import epoch_scrubber, training_panel, waiting_for, why_panel
 from ui.state import (
     calibration,
     fashion,
@@ -51,8 +51,10 @@ with st.sidebar:
 st.title("Classifier")
 st.caption(get_spec(model).description)
 if settings is None:
-    st.info(
-        "A classifier on an encoder needs a trained autoencoder first. Train one on the Autoencoder page, or pick another architecture."
+    waiting_for(
+        kinds=("autoencoder",),
+        otherwise="A classifier on an encoder needs a trained autoencoder first. Train one on the "
+        "Autoencoder page, or pick another architecture.",
     )
     st.page_link("pages/autoencoder.py", label="Go to the Autoencoder page", icon=":material/compress:")
     st.stop()

@@ -8,6 +8,7 @@ from fmnist_core import analysis, views
 from fmnist_core.data import CLASS_NAMES
 from ui import events, panels, plots
 from ui.navigation import enter_through_app
+from ui.panels import waiting_for
 from ui.state import (
     fashion,
     load_run,
@@ -26,7 +27,10 @@ enter_through_app()
 st.title("Latent space")
 runs = runs_table()
 if runs.empty:
-    st.info("No trained model yet: train an autoencoder or a classifier first.")
+    waiting_for(
+        kinds=("autoencoder", "classifier"),
+        otherwise="No trained model yet: train an autoencoder or a classifier first.",
+    )
     st.page_link("pages/autoencoder.py", label="Go to the Autoencoder page", icon=":material/compress:")
     st.stop()
 # Autoencoders first: only they can decode, which the walks and sliders below need.

@@ -57,7 +57,7 @@ def queue_status() -> None:
     text = f"{len(jobs)} training(s) in the queue."
     if running is not None and running.latest is not None:
         p = running.latest
-        text += f" Now: {running.config.model} `{running.run_id}` epoch {p.epoch}/{p.epochs}, ETA {p.eta_seconds:.0f} s."
+        text += f" Now: {running.config.model} `{running.run_id}` epoch {p.epoch}/{p.epochs}, {p.eta_words}."
     st.info(text)
 
 

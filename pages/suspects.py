@@ -9,6 +9,7 @@ from fmnist_core import suspects
 from fmnist_core.data import CLASS_NAMES
 from ui import events, plots
 from ui.navigation import enter_through_app
+from ui.panels import waiting_for
 from ui.state import (
     duplicates,
     fashion,
@@ -162,7 +163,7 @@ if map_ is None:
         "each epoch: S3's network with cross-entropy and Adam, 15 epochs (about 40 s here)."
     )
     if any(job.run_id == mapped.run_id and job.active for job in queue.jobs()):
-        st.caption("It is in the training queue; the map appears when it is done.")
+        waiting_for(run_ids=(mapped.run_id,))
     elif st.button("Train it", type="primary", icon=":material/play_arrow:"):
         queue.submit(mapped)
         st.rerun()
@@ -235,6 +236,8 @@ else:
     active = {job.run_id for job in queue.jobs() if job.active}
     waiting = [c for c in missing if c.run_id in active]
     st.caption(f"{len(missing)} of {2 * suspects.RETRAIN_SEEDS} runs to go ({len(waiting)} queued).")
+    if waiting:
+        waiting_for(run_ids=tuple(c.run_id for c in waiting))
     if len(waiting) < len(missing) and st.button(
         f"Queue the {len(missing) - len(waiting)} runs", type="primary", icon=":material/play_arrow:"
     ):

@@ -9,7 +9,7 @@ from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload
 from ui import canvas, plots
 from ui.navigation import enter_through_app
-from ui.panels import why_panel
+from ui.panels import waiting_for, why_panel
 from ui.state import (
     calibration,
     fashion,
@@ -28,7 +28,10 @@ runs = runs_table()
 classifiers = runs[runs["model"] != "conv_autoencoder"] if not runs.empty else runs
 autoencoders = runs[runs["model"] == "conv_autoencoder"] if not runs.empty else runs
 if classifiers.empty and autoencoders.empty:
-    st.info("No trained model yet: train a classifier (or an autoencoder) first.")
+    waiting_for(
+        kinds=("autoencoder", "classifier"),
+        otherwise="No trained model yet: train a classifier (or an autoencoder) first.",
+    )
     st.stop()
 
 source = st.segmented_control("Input", ["Draw", "Upload"], default="Draw", key="try:source")

@@ -489,3 +489,48 @@ def test_the_suspect_data_page_counts_duplicates_and_mislabels_and_maps_a_run():
     assert sum(int(metrics[r]) for r in ("Easy to learn", "Ambiguous", "Hard to learn")) == 3000
     assert int(metrics["Flagged as mislabels"]) < int(metrics["Labels doubted out of fold"])
     assert "of the 3,000 images it trained on" in " ".join(c.value for c in at.caption)
+
+
+def test_runs_on_other_data_are_never_picked_and_are_labelled_where_listed():
+    from ui.state import run_label, runs_table
+
+    real = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300))
+    other = real.config.replace(data="other-0123456789abcdef")
+    RunCache().save(other, real.model, real.history, {**real.metrics, "test_accuracy": 0.99})
+    picked = runs_table()
+    assert picked["run_id"].tolist() == [real.run_id]  # 0.99 on its own test set: not the best here
+    listed = runs_table(all_data=True)
+    assert listed["run_id"].tolist() == [real.run_id, other.run_id]  # after the real ones
+    assert run_label(listed.iloc[1]).startswith("[other data other-0123456789abcdef] acc 0.990")
+    at = page(open_app(), "pages/compare.py")
+    shown = at.dataframe[0].value
+    assert set(shown["data"]) == {"fashion-mnist", "other-0123456789abcdef"}
+
+
+def test_a_link_value_the_page_cannot_hold_is_said_not_dropped():
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["reports:name"] = "S9"
+    at.switch_page("pages/reports.py")
+    at.run()
+    assert at.title[0].value.startswith("S0")  # the default report
+    assert any("'S9'" in toast.value and "not a value this page offers" in toast.value for toast in at.toast)
+
+
+def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
+    at = page(open_app(), "pages/try_it.py")
+    assert any("No trained model yet" in i.value for i in at.info)
+    from ui.state import job_queue
+
+    config = RunConfig.for_model("mlp", epochs=2, train_subset=2000, test_subset=500)
+    job_queue().submit(config)
+    at.run()
+    assert any(i.value.startswith("Training now: mlp") for i in at.info), [i.value for i in at.info]
+    deadline = time.monotonic() + 120
+    while not RunCache().exists(config.run_id) or job_queue().get(config.run_id).active:
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.5)
+    at.run()  # the fragment's next tick: the job has ended, so the whole page reruns
+    at.run()
+    assert not any("No trained model yet" in i.value or "Training now" in i.value for i in at.info)
+    assert any("Draw one garment" in c.value for c in at.caption)  # the page itself, past its guard

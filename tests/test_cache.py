@@ -316,7 +316,7 @@ def test_random_damage_to_an_entrys_files_is_always_caught_and_retrained():
 
 
 def test_an_atomic_text_write_is_whole_readable_and_keeps_the_mode_it_replaces(tmp_path):
-    from fmnist_core.cache import write_text_atomic
+    from fmnist_core.files import write_text_atomic
 
     path = tmp_path / "report.md"
     write_text_atomic(path, "first")
@@ -353,7 +353,7 @@ def test_a_full_disk_in_torchs_writer_keeps_the_run_and_leaves_nothing_behind(
 def test_a_second_process_says_at_once_that_it_waits_and_names_a_stopped_holder(tmp_path, monkeypatch):
     import signal
 
-    from fmnist_core import cache as cache_module
+    from fmnist_core import locks
 
     cache = RunCache(tmp_path / "cache")
     run_id = "0123456789abcdef"
@@ -371,10 +371,10 @@ def test_a_second_process_says_at_once_that_it_waits_and_names_a_stopped_holder(
     try:
         assert holder.stdout.readline().strip() == b"held"
         os.kill(holder.pid, signal.SIGSTOP)
-        monkeypatch.setattr(cache_module, "LOCK_POLL", 0.1)
-        monkeypatch.setattr(cache_module, "LOCK_PATIENCE", 0.5)
+        monkeypatch.setattr(locks, "LOCK_POLL", 0.1)
+        monkeypatch.setattr(locks, "LOCK_PATIENCE", 0.5)
         said = []
-        stopped = pytest.raises(cache_module.LockedRunError, match=f"kill -CONT {holder.pid}")
+        stopped = pytest.raises(locks.LockedRunError, match=f"kill -CONT {holder.pid}")
         with stopped, cache.lock_if_writable(run_id, on_wait=said.append):
             pass
         assert said[0] == f"run {run_id} is being trained by process {holder.pid}; waiting for it"

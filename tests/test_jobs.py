@@ -134,6 +134,7 @@ def test_an_empty_cache_queues_the_starter_set_once_in_the_order_pages_need_it(m
     encoder = queue.submitted[1].run_id  # the classifiers build on the starter's own autoencoder
     assert [c.settings["encoder_run"] for c in queue.submitted[2:4]] == [encoder, encoder]
     assert {c.settings["freeze_encoder"] for c in queue.submitted[2:4]} == {True, False}
+    assert {c.settings["head"] for c in queue.submitted[2:4]} == {"wide"}  # S0's head loses classes
     assert len(chosen) == 5 and starter.start_if_empty(queue, RunCache()) == []  # once
     get_or_train(tiny(seed=11))
     assert starter.start_if_empty(Recorder(), RunCache()) == []  # a cache with a run: nothing

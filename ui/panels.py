@@ -107,7 +107,7 @@ def live_job(run_id: str, published: dict | None = None) -> None:
         else:
             text = (
                 f"Epoch {progress.epoch}/{progress.epochs} · step {progress.step}/{progress.steps} · "
-                f"train loss {progress.train_loss:.4f} · {progress.seconds:.0f} s elapsed · ETA {progress.eta_seconds:.0f} s"
+                f"train loss {progress.train_loss:.4f} · {progress.seconds:.0f} s elapsed · {progress.eta_words}"
             )
             st.progress(min(progress.fraction, 1.0), text=text)
     if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}"):
@@ -174,7 +174,41 @@ def describe_job(job) -> str:
         return f"{name} · queued"
     if progress is None:
         return f"{name} · starting"
-    return f"{name} · epoch {progress.epoch}/{progress.epochs} · ETA {progress.eta_seconds:.0f} s"
+    return f"{name} · epoch {progress.epoch}/{progress.epochs} · {progress.eta_words}"
+
+
+def waiting_for(run_ids=None, kinds=None, otherwise: str = "") -> None:
+    """Where a page lacks a run: what trains that will bring it, and when, redrawn every 2 s; the
+    whole page reruns as soon as that job ends, so its result shows without a reload. Shows
+    `otherwise` where nothing that would help is queued."""
+    _waiting(tuple(run_ids or ()), tuple(kinds or ()), otherwise)
+
+
+@st.fragment(run_every=2.0)
+def _waiting(run_ids: tuple, kinds: tuple, otherwise: str) -> None:
+    jobs = [
+        job
+        for job in job_queue().jobs()
+        if job.active and (job.run_id in run_ids or job.config.kind in kinds or job.config.model in kinds)
+    ]
+    key = "waiting:" + ",".join(run_ids + kinds)
+    if not jobs:
+        if st.session_state.pop(key, False):  # it was training a moment ago: now it is there
+            st.rerun()
+        if otherwise:
+            st.info(otherwise)
+        return
+    st.session_state[key] = True
+    job = jobs[0]
+    progress = job.latest
+    when = (
+        f", ready in about {progress.eta_seconds / 60:.0f} min"
+        if progress is not None and progress.fraction >= 0.1
+        else ""
+    )
+    st.info(
+        f"Training now: {describe_job(job)}{when}. This page fills in when it is done; no need to reload."
+    )
 
 
 @st.fragment(run_every=2.0)

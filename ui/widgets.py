@@ -17,6 +17,7 @@ from fmnist_core.models import (
 )
 from fmnist_core.recipes import RECIPES, get_recipe
 from fmnist_core.reports.s1 import ROWS as S1_ROWS
+from fmnist_core.starter import DEFAULT_HEAD
 
 LEARNING_RATES = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 BATCH_SIZES = (8, 16, 32, 64, 100, 128, 256, 512)
@@ -28,7 +29,14 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
     the page's URL too (?key=value), so that a link reopens the same view."""
     store, widget_key = f"keep:{key}", f"widget:{key}"
     if store not in st.session_state:  # a new session: the link's value, where it is a valid one
-        st.session_state[store] = from_url(st.query_params.get(key), default, kwargs)
+        text = st.query_params.get(key)
+        st.session_state[store], accepted = read_url(text, default, kwargs)
+        if not accepted:
+            st.toast(
+                f"The link's {label} ({text[:30]!r}) is not a value this page offers: it shows "
+                f"{st.session_state[store]} instead.",
+                icon=":material/link_off:",
+            )
     st.session_state[widget_key] = st.session_state[store]
 
     def save() -> None:
@@ -43,8 +51,13 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
 def from_url(text: str | None, default: Any, limits: dict) -> Any:
     """A widget value read from the URL, of the default's type and within the widget's options or
     range; the default where the text is absent, malformed or out of bounds."""
+    return read_url(text, default, limits)[0]
+
+
+def read_url(text: str | None, default: Any, limits: dict) -> tuple[Any, bool]:
+    """from_url's value, and whether the URL's text was taken (False: there was one, refused)."""
     if text is None or not isinstance(default, str | int | float):
-        return default
+        return default, True
     try:
         if isinstance(default, bool):
             value = {"true": True, "false": False}[text.lower()]
@@ -55,14 +68,14 @@ def from_url(text: str | None, default: Any, limits: dict) -> Any:
         else:
             value = text
     except (KeyError, ValueError):
-        return default
+        return default, False
     options = limits.get("options")
     if options is not None and value not in list(options):
-        return default
+        return default, False
     low, high = limits.get("min_value"), limits.get("max_value")
     if (low is not None and value < low) or (high is not None and value > high) or value != value:
-        return default
-    return value
+        return default, False
+    return value, True
 
 
 def radio_row(label: str, key: str, default: str, options, help: str | None = None) -> str:
@@ -313,7 +326,7 @@ def classifier_model_settings(model: str, autoencoders: dict[str, str]) -> dict[
             st.radio,
             "Head",
             "cls:head",
-            "wide",
+            DEFAULT_HEAD,
             options=("s0", "fc", "wide"),
             horizontal=True,
             help="s0: Linear+ReLU+Dropout on the logits, as S0 wrote it (learns poorly here) · "

@@ -17,9 +17,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..analysis import classes_never_predicted
-from ..cache import RunCache, write_text_atomic
+from ..cache import RunCache
 from ..config import ENGINE_VERSION, RunConfig
 from ..data import CLASS_NAMES
+from ..files import write_text_atomic
 from ..models import IMAGE_SHAPE, build_skeleton, make_settings
 from ..runs import get_or_train, resolve_encoder
 from . import s0, s1, s2, s3, s4

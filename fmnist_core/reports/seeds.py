@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cache import RunCache, write_text_atomic
+from ..cache import RunCache
 from ..config import ENGINE_VERSION
+from ..files import write_text_atomic
 from .grid import Comparison, Scale
 
 METRICS = (
