@@ -11,7 +11,9 @@ image, and the scores are judged together:
   ink             the share of pixels lit, on both sides (empty or filled-square images);
   pieces          how many separate blobs of ink it has (text and textures are many);
   thinness        the share of its ink on the ink's edge (strokes and noise are all edge);
-  corners         how lit its least-lit corner is (a rectangle of texture fills all four).
+  corners         how lit its least-lit corner is (a rectangle of texture fills all four);
+  extent          the ink's shorter side (a line of text is a thin strip);
+  detail          how much brightness bends inside the ink (text: a lot; smooth textures: none).
 Each score is compared with a calibration set of real training images (Detector says how); the
 test set, never used to calibrate, measures the share of real images flagged.
 """
@@ -32,6 +34,8 @@ INK = 0.1  # a pixel brighter than this counts as lit
 COMBINED = 0.005  # the share of real images the combined test may flag
 SINGLE = 0.005  # and the share the single-score tests may flag, all together
 TRUNCATE = 0.05  # p-values above this count for nothing in the combined test
+TWO_SIDED = ("ink", "detail")  # scores unusual on either side
+LOWER_TAIL = ("extent",)  # scores unusual when small; the others, when large
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,11 @@ def p_values(scores: dict[str, np.ndarray], calibration: dict[str, np.ndarray]) 
         reference = calibration[name]
         n = len(reference)
         upper = (n - np.searchsorted(reference, values, side="left") + 1) / (n + 1)
-        if name == "ink":  # too little ink and too much are both unlike a garment
-            lower = (np.searchsorted(reference, values, side="right") + 1) / (n + 1)
-            upper = np.minimum(1.0, 2 * np.minimum(upper, lower))
-        out[name] = upper
+        lower = (np.searchsorted(reference, values, side="right") + 1) / (n + 1)
+        if name in TWO_SIDED:  # too little and too much are both unlike a garment
+            out[name] = np.minimum(1.0, 2 * np.minimum(upper, lower))
+        else:
+            out[name] = lower if name in LOWER_TAIL else upper
     return out
 
 
@@ -144,7 +149,27 @@ def image_scores(
         "pieces": pieces(images),
         "thinness": thinness(images),
         "corners": corners(images),
+        "extent": extent(images),
+        "detail": detail(images),
     }
+
+
+def extent(images: np.ndarray) -> np.ndarray:
+    """The ink's shorter side, in pixels: a line of text scaled to 28 wide is a strip 3-6 pixels
+    high; no garment (a sandal's sole, a flat bag) is under 6."""
+    lit = images > INK
+    return np.minimum(lit.any(axis=2).sum(axis=1), lit.any(axis=1).sum(axis=1)).astype(np.float64)
+
+
+def detail(images: np.ndarray) -> np.ndarray:
+    """How much the brightness bends inside the ink (mean |Laplacian| over pixels whose neighbours
+    are lit, relative to their brightness): letters' strokes are all bend, a blurred texture
+    hardly any; a garment's folds and prints sit between."""
+    lit = images > INK
+    padded = np.pad(lit, ((0, 0), (1, 1), (1, 1)))
+    inside = lit & padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
+    bend = np.abs(np.stack([ndimage.laplace(image) for image in images]))
+    return (bend * inside).sum(axis=(1, 2)) / np.maximum((images * inside).sum(axis=(1, 2)), 1e-6)
 
 
 def corners(images: np.ndarray, size: int = 5) -> np.ndarray:
