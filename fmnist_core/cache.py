@@ -29,6 +29,7 @@ log = logging.getLogger("fmnist_core")
 FILES = ("config.json", "history.json", "model.pt")
 MANIFEST = "manifest.json"
 REMOVED = ".removed"  # configs of deleted entries: {run_id}.json
+DERIVED = ".derived"  # what was computed from a run's weights: {run_id}-{weights digest}/
 PARTIAL = ".partial"  # runs stopped before their last epoch: {run_id}.pt (resumable) + {run_id}.json
 STALE_SECONDS = 24 * 3600  # staging folders and locks untouched this long belong to runs that died
 # What this process has checked, per entry folder, with the files' stamps (size, mtime, inode) then:
@@ -368,6 +369,20 @@ class RunCache:
         config = self.recover_config(run_id)
         return config is not None and bool(config.settings.get("encoder_run"))
 
+    def folder_of_derived_exists(self, name: str) -> bool:
+        """Whether a derived folder's run is still cached with the weights it was computed from."""
+        run_id, _, digest = name.partition("-")
+        try:
+            return self.verify(run_id)["sha256"]["model.pt"].startswith(digest)
+        except (MissingRunError, CorruptRunError):
+            return False
+
+    def derived_path(self, run_id: str, name: str) -> Path:
+        """Where something computed from a run's weights is kept (a calibration, a search index):
+        named by the weights' checksum, so a retrained run never reads another's."""
+        weights = self.verify(run_id)["sha256"]["model.pt"]
+        return self.root / DERIVED / f"{run_id}-{weights[:12]}" / name
+
     def clean_stale(self, older_than: float = STALE_SECONDS) -> None:
         """Remove staging folders and unheld lock files older than `older_than` seconds."""
         if not self.root.is_dir():
@@ -377,6 +392,9 @@ class RunCache:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < limit:
                     shutil.rmtree(path, ignore_errors=True)
+        for path in (self.root / DERIVED).glob("*-*"):
+            if not self.folder_of_derived_exists(path.name):
+                shutil.rmtree(path, ignore_errors=True)
         for path in self.root.glob(".*.owner"):
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < limit:

@@ -22,9 +22,9 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` in one step: a temporary file beside it, then os.replace (a reader
-    never sees half a file; two writers never share a temporary)."""
+def write_text_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` in one step: a temporary file beside it, then os.replace
+    (a reader never sees half a file; two writers never share a temporary)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); a report or list is as readable as a plain write
@@ -34,7 +34,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         except OSError:
             mode = 0o644
         os.fchmod(handle, mode)
-        with os.fdopen(handle, "w") as file:
+        with os.fdopen(handle, "wb" if isinstance(text, bytes) else "w") as file:
             file.write(text)
         os.replace(temporary, path)
     except BaseException:

@@ -20,13 +20,17 @@ test set, never used to calibrate, measures the share of real images flagged.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from . import analysis
+from .files import write_text_atomic
 from .runs import TrainedRun
 
 NEIGHBOUR = 5  # the k in the k-th nearest code
@@ -199,6 +203,38 @@ def pieces(images: np.ndarray) -> np.ndarray:
         sizes = np.bincount(labels.ravel())[1:]
         out[i] = int((sizes >= 3).sum())
     return out
+
+
+def save_detector(detector: Detector, path: Path) -> None:
+    """Keep a calibration on disk (numpy arrays, no pickle), written in one step."""
+    arrays = {f"score:{name}": values for name, values in detector.calibration.items()}
+    arrays |= {
+        "reference_codes": detector.reference_codes,
+        "combined_limit": np.array(detector.combined_limit),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def load_detector(run: TrainedRun, path: Path) -> Detector | None:
+    """A calibration kept by save_detector for this run; None where there is none or it does not
+    read as one (it is made again)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            calibration = {
+                key.split(":", 1)[1]: stored[key] for key in stored.files if key.startswith("score:")
+            }
+            detector = Detector(run, stored["reference_codes"], calibration, float(stored["combined_limit"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    expected = set(image_scores(run, np.zeros((1, 28, 28), np.float32), detector.reference_codes[:NEIGHBOUR]))
+    if set(calibration) != expected or any(
+        len(v) != len(detector.reference_codes) for v in calibration.values()
+    ):
+        return None  # another version's scores
+    return detector
 
 
 def fit_detector(run: TrainedRun, calibration: np.ndarray) -> Detector:

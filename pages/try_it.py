@@ -9,7 +9,7 @@ from fmnist_core.data import CLASS_NAMES
 from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload
 from ui import canvas, plots
 from ui.navigation import enter_through_app
-from ui.panels import waiting_for, why_panel
+from ui.panels import until_ready, waiting_for, why_panel
 from ui.state import (
     calibration,
     fashion,
@@ -64,19 +64,29 @@ with seen_column:
     st.image(np.kron(image, np.ones((8, 8))), clamp=True)
 if not autoencoders.empty:  # the garment check, on the best autoencoder (runs_table puts it first)
     checker = autoencoders.iloc[0]["run_id"]
-    verdict = garment_check(checker, stamp(checker)).check(image)
+    detector = garment_check(checker)
+    verdict = detector.check(image) if detector is not None else None
     with answer_column:
-        if verdict.flagged:
+        if verdict is None:
+            until_ready(
+                lambda: garment_check(checker) is not None,
+                "Calibrating the garment check on 5,000 training images (once per autoencoder, kept "
+                "for next time); the answers below do not wait for it.",
+            )
+        elif verdict.flagged:
             st.warning(
                 "This does not look like a Fashion-MNIST garment: "
                 + "; ".join(verdict.reasons[:3])
-                + ". The classifiers still answer below, but they only know ten kinds of clothes.",
+                + ". **The answers below are not to be trusted**: the classifiers know ten kinds of "
+                "clothes and give one of them, often with high confidence, whatever they are shown.",
                 icon=":material/help:",
             )
         else:
             st.caption(
                 "Garment check passed: its reconstruction, latent code, texture, ink and shape are all "
-                f"within the range of real images (autoencoder `{checker[:6]}`)."
+                f"within the range of real images (autoencoder `{checker[:6]}`). It catches noise, "
+                "patterns, solid colours and most text, but not every photo of a scene: a single bright "
+                "shape on a dark ground passes as a garment."
             )
 if not classifiers.empty:
     labels = {

@@ -211,6 +211,14 @@ def _waiting(run_ids: tuple, kinds: tuple, otherwise: str) -> None:
     )
 
 
+@st.fragment(run_every=1.0)
+def until_ready(ready, message: str) -> None:
+    """A caption while first-use work runs in the background; the page reruns when `ready()`."""
+    if ready():
+        st.rerun()
+    st.caption(f":material/hourglass_top: {message}")
+
+
 @st.fragment(run_every=2.0)
 def queue_sidebar() -> None:
     """Every page's sidebar: what trains and waits (with its progress, Stop and Cancel), and the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -158,10 +160,39 @@ def test_errors(run_id: str, stamp: float) -> np.ndarray:
     return analysis.reconstruction_errors(load_run(run_id).model, fashion().test_images)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Calibrating the garment check on 5,000 training images...")
-def garment_check(run_id: str, stamp: float) -> ood.Detector:
-    """The out-of-distribution check built on one autoencoder, calibrated once per run."""
-    return ood.fit_detector(load_run(run_id), fashion().train_images[-CALIBRATION:, 0].numpy())
+@st.cache_resource
+def _background() -> dict:
+    """One worker thread per server process for first-use work, and what it was given."""
+    return {"pool": ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-first-use"), "work": {}}
+
+
+def in_background(key: str, compute):
+    """compute() run once per process, off the page's thread: its result when done, else None
+    (the page shows what it can meanwhile). A failure is raised to every page that asks."""
+    state = _background()
+    future = state["work"].get(key)
+    if future is None:
+        future = state["work"][key] = state["pool"].submit(compute)
+    return future.result() if future.done() else None
+
+
+def garment_check(run_id: str) -> ood.Detector | None:
+    """The garment check built on one autoencoder: calibrated on 5,000 training images the first
+    time (in the background, then kept beside the cache for every later start), else None."""
+    from fmnist_core.runs import load_run as load_from_disk
+
+    cache = run_cache()
+    path = cache.derived_path(run_id, "garment_check.npz")
+
+    def calibrate() -> ood.Detector:
+        run = load_from_disk(run_id, RunCache(cache.root))
+        detector = ood.load_detector(run, path)
+        if detector is None:
+            detector = ood.fit_detector(run, load_data().train_images[-CALIBRATION:, 0].numpy())
+            ood.save_detector(detector, path)
+        return detector
+
+    return in_background(f"garment_check:{path}", calibrate)
 
 
 CALIBRATION = 5000
