@@ -156,16 +156,21 @@ def confusion_pair(
     true: int,
     predicted: int,
 ) -> tuple[int, int] | None:
-    """Two test images for a walk across a confusion cell: the `true` image most confidently taken
-    for `predicted`, and the `predicted` image most confidently classified right (its nearest in
-    code space among equally sure ones); None where the cell is empty."""
+    """Two test images for a walk across a confusion cell, on either side of the classifier's
+    boundary: a `true` image it gets right, the nearest in code space to its surest mistake of the
+    cell, and the `predicted` image it is surest of (the nearest to that mistake among equally
+    sure ones). The walk between them passes where the mistake lies, and its answer must change
+    on the way (from the mistake itself it would not: both ends would be `predicted`). None where
+    the cell is empty or either class has no right answer."""
     wrong = np.flatnonzero((labels == true) & (predictions == predicted))
+    right_true = np.flatnonzero((labels == true) & (predictions == true))
     right = np.flatnonzero((labels == predicted) & (predictions == predicted))
-    if len(wrong) == 0 or len(right) == 0 or true == predicted:
+    if len(wrong) == 0 or len(right) == 0 or len(right_true) == 0 or true == predicted:
         return None
-    start = int(wrong[np.argmax(confidence[wrong])])
+    mistake = codes[int(wrong[np.argmax(confidence[wrong])])]
+    start = int(right_true[np.argmin(((codes[right_true] - mistake) ** 2).sum(1))])
     surest = right[confidence[right] >= confidence[right].max() - 1e-6]
-    end = int(surest[np.argmin(((codes[surest] - codes[start]) ** 2).sum(1))])
+    end = int(surest[np.argmin(((codes[surest] - mistake) ** 2).sum(1))])
     return start, end
 
 

@@ -74,8 +74,9 @@ columns.insert(2, "curve")
 st.caption(
     f"{len(shown)} of {len(runs)} runs. Click column headers to sort; tick rows to overlay their curves."
 )
+text_columns = [c for c in columns if shown[c].dtype == object and c != "curve"]
 event = st.dataframe(
-    shown[columns],
+    shown[columns].fillna({c: "" for c in text_columns}),  # an empty cell, not the word None
     hide_index=True,
     on_select="rerun",
     selection_mode="multi-row",
@@ -115,10 +116,11 @@ if not chosen.empty:
     panels = [("val_accuracy", None)] + [
         (metric, loss) for metric in ("val_loss", "train_loss") for loss in chosen["loss"].unique()
     ]
+    colours = {run_id: PALETTE[i % len(PALETTE)] for i, run_id in enumerate(chosen["run_id"])}
     for metric, loss in panels:
         figure = go.Figure()
         rows = chosen if loss is None else chosen[chosen["loss"] == loss]
-        for number, (_, row) in enumerate(rows.iterrows()):
+        for _, row in rows.iterrows():
             history, _ = cache.load_record(row["run_id"])
             if history.get(metric):
                 figure.add_trace(
@@ -127,7 +129,7 @@ if not chosen.empty:
                         y=history[metric],
                         mode="lines+markers",
                         name=f"{row['model']} {row['run_id'][:8]}",
-                        line=dict(color=PALETTE[number % len(PALETTE)]),
+                        line=dict(color=colours[row["run_id"]]),  # one colour per run in every panel
                     )
                 )
         if figure.data:

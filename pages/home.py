@@ -44,7 +44,11 @@ def data_at_a_glance() -> None:
     data = fashion()
     runs = runs_table()
     left, middle, right = st.columns(3)
-    left.metric("Images", f"{len(data.train_labels):,} train · {len(data.test_labels):,} test")
+    left.metric(
+        "Images",
+        f"{len(data.train_labels) // 1000}k + {len(data.test_labels) // 1000}k",
+        help=f"{len(data.train_labels):,} training images and {len(data.test_labels):,} test images",
+    )
     middle.metric("Device", describe_device().split(":")[0], help=describe_device())
     right.metric("Cached runs", len(runs))
 

@@ -223,8 +223,9 @@ chosen = st.selectbox(
     "Start from",
     list(cells),
     index=1 if len(cells) > 1 and not selected else 0,
-    help="A confusion cell of the best classifier: its surest mistake, walked to the image of the "
-    "class it chose that it is surest of.",
+    help="A confusion cell of the best classifier: from an image of the true class it gets right to "
+    "the image of the class it chose that it is surest of, both near its surest mistake of that cell: "
+    "the walk crosses its boundary there.",
 )
 pair = None
 if cells[chosen] is not None:

@@ -37,7 +37,11 @@ if classifiers.empty and autoencoders.empty:
 source = st.segmented_control("Input", ["Draw", "Upload"], default="Draw", key="try:source")
 image = None
 if source == "Upload":
-    upload = st.file_uploader("A PNG, JPEG or WebP picture of a garment", type=["png", "jpg", "jpeg", "webp"])
+    upload = st.file_uploader(
+        f"A PNG, JPEG or WebP picture of a garment (at most {st.get_option('server.maxUploadSize')} MB; "
+        "a larger file is refused by the browser before it is sent)",
+        type=["png", "jpg", "jpeg", "webp"],
+    )
     if upload is not None:
         try:
             image = prepare_upload(upload.getvalue())

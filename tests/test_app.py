@@ -97,7 +97,7 @@ def test_home_renders_the_data_set_and_links():
     assert not at.exception
     assert at.title[0].value == "Fashion-MNIST Lab"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Cached runs"] == "0" and "60,000 train" in metrics["Images"]
+    assert metrics["Cached runs"] == "0" and metrics["Images"] == "60k + 10k"
     bars = [spec for spec in plotly_specs(at) if spec["data"][0]["type"] == "bar"]
     assert array(bars[0]["data"][0]["y"]).tolist() == [6000] * 10
 
@@ -230,7 +230,9 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     assert any(h.value == "Walk across a class boundary" for h in at.subheader)
     assert any(h.value == "Latent atlas" for h in at.subheader) and len(at.get("echarts_chart")) == 3
     [flips] = [d.value for d in at.dataframe if "code path" in d.value.columns]
-    assert len(flips) == 1 and flips["pixel blend"].iloc[0].startswith(("at ", "no flip"))
+    # The default walk joins an image the classifier gets right to one of the class it mistook it
+    # for: the pixel blend's two ends are those very images, so its answer must change on the way.
+    assert len(flips) == 1 and flips["pixel blend"].iloc[0].startswith("at ")
     [start] = [box for box in at.selectbox if box.label == "Start from"]
     assert " taken for " in start.value  # by default, the best classifier's commonest mistake
 

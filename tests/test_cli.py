@@ -26,7 +26,10 @@ def run_main(*args, capsys, env=None, monkeypatch=None):
 
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    code = main(list(args))
+    try:
+        code = main(list(args))
+    except SystemExit as refused:  # argparse's own refusals
+        code = refused.code
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
@@ -130,6 +133,28 @@ def test_recipes_are_listed_and_train_by_name(capsys):
             {},
             "limit of 25,000,000",
         ),
+        (  # inside the layer limits, but 512 images a step through 1,024 channels: ~17 GB
+            [
+                "train",
+                "cnn",
+                "--batch-size",
+                "512",
+                "--set",
+                "layers=conv:1024:3:same:relu,conv:1024:3:same:relu",
+            ],
+            {"FMNIST_MEMORY_LIMIT_GB": "8"},
+            "batch_size: 512 images a step through this model need about 16.9 GB",
+        ),
+        (["train", "mlp", "--set", "n1=" + "9" * 400], {}, "n1: a 400-digit number is outside"),
+        (
+            ["train", "cnn", "--set", "layers=conv:4:3:same:relu,dense:16:relu,bn", "--batch-size", "1"],
+            {},
+            "a batch of 1",
+        ),
+        (["suspects", "--seeds", "0"], {}, "argument --seeds: '0' is not a whole number"),
+        (["suspects", "--seeds", "-1"], {}, "argument --seeds: '-1' is not a whole number"),
+        (["reproduce", "S3", "--seeds", "0"], {}, "argument --seeds: '0' is not a whole number"),
+        (["reproduce", "S3", "--seeds", "-2"], {}, "argument --seeds"),
     ],
 )
 def test_every_expected_failure_is_one_line_and_exit_code_2(
@@ -182,3 +207,29 @@ def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
     result = json.loads(again.stdout)
     assert result["completed"] and result["epochs"] == 20
     assert result["note"] == f"continued from epoch {done}"
+
+
+def test_a_classifier_that_never_answers_a_class_says_so_in_its_result():
+    from types import SimpleNamespace
+
+    from fmnist_core.analysis import classes_never_predicted
+    from fmnist_core.cli import summary
+
+    confusion = [[0] * 10 for _ in range(10)]
+    for true in range(10):
+        confusion[true][true if true not in (2, 9) else 0] = 100  # Pullover and Ankle boot: never answered
+    assert classes_never_predicted(confusion) == ["Pullover", "Ankle boot"]
+    metrics = {"epochs_done": 1, "train_seconds": 1.0, "test_loss": 1.0, "test_accuracy": 0.8}
+    run = SimpleNamespace(
+        run_id="0" * 16,
+        config=SimpleNamespace(model="encoder_classifier"),
+        cached=False,
+        completed=True,
+        note="",
+        metrics={**metrics, "test_confusion": confusion},
+    )
+    assert summary(run)["classes_never_predicted"] == ["Pullover", "Ankle boot"]
+    healthy = [[100 if i == j else 0 for j in range(10)] for i in range(10)]
+    assert "classes_never_predicted" not in summary(
+        SimpleNamespace(**{**vars(run), "metrics": {**metrics, "test_confusion": healthy}})
+    )

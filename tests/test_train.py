@@ -507,3 +507,41 @@ def test_a_cached_run_made_in_another_precision_is_not_served_as_this_machines(m
     assert not again.cached and "bf16" in again.note
     assert again.metrics["execution"]["precision"] == "fp32"
     assert get_or_train(config).cached and again.run_id == first.run_id
+
+
+def test_a_dense_batch_norm_trains_when_the_last_batch_holds_one_image():
+    config = RunConfig.for_model(
+        "cnn",
+        {"layers": ("conv:4:3:same:relu", "dense:16:relu", "bn")},
+        epochs=1,
+        batch_size=128,
+        train_subset=257,  # 128 + 128 + 1
+        test_subset=200,
+    )
+    run = train(config)
+    assert run.completed and np.isfinite(run.history["train_loss"][0])
+
+
+@pytest.mark.parametrize(
+    "model", ["mlp", "cnn", "resnet", "conv_autoencoder", "encoder_classifier", "cnn+bn"]
+)
+def test_every_model_trains_or_is_refused_at_any_small_batch_and_data_size(model, small_autoencoder):
+    """Batch sizes 1..3, each over one batch and a last batch of one image, and over two batches
+    and one: the run trains to finite losses, or is refused before it starts with the reason (a
+    batch of one cannot train batch norm over a single value)."""
+    settings = {}
+    if model == "encoder_classifier":
+        settings = {"encoder_run": small_autoencoder(RunCache(), train_subset=300).run_id}
+    if model == "cnn+bn":
+        model, settings = "cnn", {"layers": ("conv:4:3:same:relu", "maxpool:2", "dense:16:relu", "bn")}
+    for batch_size in (1, 2, 3):
+        for images in (batch_size + 1, 2 * batch_size + 1):
+            config = RunConfig.for_model(
+                model, settings, epochs=1, batch_size=batch_size, train_subset=images, test_subset=50
+            )
+            try:
+                run = train(config)
+            except ValueError as refused:
+                assert batch_size == 1 and "a batch of 1 image cannot train this model" in str(refused)
+                continue
+            assert run.completed and np.isfinite(run.history["train_loss"]).all(), (batch_size, images)

@@ -23,19 +23,24 @@ def test_a_flip_point_is_where_the_new_class_overtakes_the_old():
     assert views.flip_point(weights, steady) is None
 
 
-def test_a_confusion_pair_is_the_surest_mistake_and_the_nearest_right_answer():
+def test_a_confusion_pair_stands_on_either_side_of_the_boundary_near_the_surest_mistake():
     labels = np.array([6, 6, 6, 0, 0, 0])
     predictions = np.array([0, 0, 6, 0, 0, 6])
     confidence = np.array([0.6, 0.9, 0.8, 0.9, 0.9, 0.5])
     codes = np.array([[0.0], [5.0], [1.0], [9.0], [4.0], [5.0]])
-    # Shirts taken for T-shirts: image 1 (0.9); the surest right T-shirts: 3 and 4 (0.9); 4 is nearer.
-    assert views.confusion_pair(labels, predictions, confidence, codes, 6, 0) == (1, 4)
+    # Shirts taken for T-shirts: the surest is image 1 (code 5). From the shirt it gets right (2) to
+    # the surest right T-shirts (3 and 4, 0.9), the one nearer that mistake: 4.
+    pair = views.confusion_pair(labels, predictions, confidence, codes, 6, 0)
+    assert pair == (2, 4) and predictions[pair[0]] != predictions[pair[1]]  # its answer must change
     surer = confidence.copy()
     surer[3] = 0.99  # a surer right answer wins over a nearer one
-    assert views.confusion_pair(labels, predictions, surer, codes, 6, 0) == (1, 3)
-    assert views.confusion_pair(labels, predictions, confidence, codes, 0, 6) == (5, 2)
+    assert views.confusion_pair(labels, predictions, surer, codes, 6, 0) == (2, 3)
+    # T-shirts taken for shirts: mistake 5 (code 5); the right T-shirt nearest it: 4; the shirt: 2.
+    assert views.confusion_pair(labels, predictions, confidence, codes, 0, 6) == (4, 2)
     assert views.confusion_pair(labels, predictions, confidence, codes, 0, 3) is None  # an empty cell
     assert views.confusion_pair(labels, predictions, confidence, codes, 6, 6) is None  # not a mistake
+    none_right = np.array([0, 0, 0, 0, 0, 6])
+    assert views.confusion_pair(labels, none_right, confidence, codes, 6, 0) is None  # no right shirt
 
 
 @pytest.fixture(scope="module")

@@ -243,7 +243,9 @@ def queue_sidebar() -> None:
             queue.stop(job.run_id)
             st.rerun(scope="fragment")
     if waiting:  # one line each and one button: a queue of five must not push the page's own widgets away
-        st.caption("Then: " + " · ".join(f"{job.config.model} `{job.run_id[:6]}`" for job in waiting))
+        listed = " · ".join(f"{job.config.model} `{job.run_id[:6]}`" for job in waiting[:4])
+        more = f" · and {len(waiting) - 4} more" if len(waiting) > 4 else ""
+        st.caption(f"Then: {listed}{more}")
         if st.button(f"Cancel the {len(waiting)} queued", icon=":material/close:", key="queue:cancel"):
             for job in waiting:
                 queue.stop(job.run_id)
