@@ -17,11 +17,15 @@ from torch import nn
 BYTES = 4  # per value: weights, activations and data are fp32 (bf16 autocast keeps fp32 copies)
 # Per weight, beside the weight itself and its gradient.
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "adamax": 2, "rmsprop": 1, "sgd": 1}
-# Activations are kept for the backward pass, which makes a gradient of each: twice their size.
-BACKWARD_FACTOR = 2
+# Activations are kept for the backward pass, which makes a gradient of each, and oneDNN's
+# convolutions take workspace beside them: 3x their size matched the peaks measured (bench/RESULTS.md).
+BACKWARD_FACTOR = 3
+# The time-lapse's codes: the batches' outputs, their concatenation, the centred copy, the Gram.
+SNAPSHOT_FACTOR = 4
 MEMORY_FRACTION = 0.5  # of the machine's (or the GPU's) memory, unless FMNIST_MEMORY_LIMIT_GB says
 EVAL_BYTES = 1_000_000_000  # one evaluation batch's activations (every default model: 256 a batch)
 IMAGE_VALUES = 28 * 28
+SNAPSHOT_IMAGES = 1000  # fmnist_core.analysis.TIMELAPSE_IMAGES: the codes mapped after each epoch
 
 
 def activation_values(model: nn.Module, batch: int) -> int:
@@ -46,16 +50,26 @@ def activation_values(model: nn.Module, batch: int) -> int:
     return total
 
 
+def code_values(model: nn.Module) -> int:
+    """Values in one image's code (an autoencoder's latent vector, a classifier's features)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        return int(model.encode(torch.zeros(1, 1, 28, 28, device=device)).numel())
+
+
 def training_bytes(skeleton: nn.Module, batch_size: int, optimizer: str, train_images: int) -> int:
     """Peak memory of a training run, estimated: weights with gradients and optimizer state, one
-    batch's activations kept for backward and their gradients, and the training images on the device."""
+    batch's activations kept for backward and their gradients, the training images on the device,
+    and the time-lapse's codes of its 1,000 test images (and their centred copy)."""
     parameters = sum(p.numel() for p in skeleton.parameters())
     weights = parameters * BYTES * (2 + OPTIMIZER_STATES.get(optimizer, 2))
     was_training = skeleton.training
     skeleton.train()
     activations = activation_values(skeleton, batch_size) * BYTES * BACKWARD_FACTOR
+    skeleton.eval()
+    snapshot = SNAPSHOT_IMAGES * code_values(skeleton) * BYTES * SNAPSHOT_FACTOR
     skeleton.train(was_training)
-    return weights + activations + train_images * IMAGE_VALUES * BYTES
+    return weights + activations + snapshot + train_images * IMAGE_VALUES * BYTES
 
 
 def memory_limit(device: torch.device) -> int:

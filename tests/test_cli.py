@@ -133,7 +133,7 @@ def test_recipes_are_listed_and_train_by_name(capsys):
             {},
             "limit of 25,000,000",
         ),
-        (  # inside the layer limits, but 512 images a step through 1,024 channels: ~17 GB
+        (  # inside the layer limits, but 512 images a step through 1,024 channels: ~38 GB
             [
                 "train",
                 "cnn",
@@ -143,7 +143,7 @@ def test_recipes_are_listed_and_train_by_name(capsys):
                 "layers=conv:1024:3:same:relu,conv:1024:3:same:relu",
             ],
             {"FMNIST_MEMORY_LIMIT_GB": "8"},
-            "batch_size: 512 images a step through this model need about 16.9 GB",
+            "batch_size: 512 images a step through this model need about 38.0 GB",
         ),
         (["train", "mlp", "--set", "n1=" + "9" * 400], {}, "n1: a 400-digit number is outside"),
         (

@@ -165,3 +165,31 @@ def test_a_quiz_result_scores_you_and_the_model_on_the_same_images():
     assert result.your_confusion.sum() == result.model_confusion.sum() == 4
     with pytest.raises(ValueError, match="answers"):
         views.quiz_result(indices, [0], predictions, labels)
+
+
+def test_a_wide_codes_time_lapse_map_is_the_same_pca_through_its_gram_matrix():
+    """Codes wider than analysis.WIDE_CODES are mapped through their (N, N) Gram matrix (an SVD of
+    (1,000, 200,704) took 8 GB): the same two coordinates as the SVD, up to each axis' sign."""
+
+    class Wide(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = torch.nn.Linear(784, analysis.WIDE_CODES + 100)
+            torch.nn.init.normal_(self.features.weight, generator=torch.Generator().manual_seed(0))
+
+        def encode(self, x):
+            return self.features(x.flatten(1))
+
+        forward = encode
+
+    data = load_data()
+    images, labels = data.test_images[:300], data.test_labels[:300]
+    model = Wide()
+    moment = analysis.latent_snapshot(model, images, labels, 1.0)
+    codes = analysis.latent_codes(model, images).astype(np.float64)
+    centred = codes - codes.mean(0)
+    _, _, directions = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ directions[:2].T
+    points = analysis.unpack_points(moment["map"])
+    signs = np.sign((points * expected).sum(0))
+    assert np.allclose(points * signs, expected, rtol=2e-2, atol=2e-2 * np.abs(expected).max())
