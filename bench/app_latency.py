@@ -42,12 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(cache: str) -> tuple[subprocess.Popen, str]:
+def start_server(cache: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
         cwd=ROOT,
-        env={**os.environ, "FMNIST_CACHE": cache},
+        env={**os.environ, "FMNIST_CACHE": cache, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

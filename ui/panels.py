@@ -87,10 +87,17 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
     return None
 
 
-# Every 2 s: each redraw costs the browser (on the same cores, often) a chart; 1 s slowed the job.
-@st.fragment(run_every=2.0)
 def live_job(run_id: str, published: dict | None = None) -> None:
-    """Polled every 2 s: progress, ETA, queue place, a Stop button and the curves so far."""
+    """A job's live view: its progress, place and Stop button redrawn every 2 s; its curves and
+    epoch snapshot only when they change, looked at every 5 s (a chart redrawn every 2 s cost
+    the server and the browser more than the progress it showed: bench/watch_cost.py)."""
+    live_progress(run_id)
+    live_curves(run_id, published)
+
+
+@st.fragment(run_every=2.0)
+def live_progress(run_id: str) -> None:
+    """Polled every 2 s: progress, ETA, queue place and a Stop button; the page reruns at the end."""
     queue = job_queue()
     job = queue.get(run_id)
     if job is None or job.state in (DONE, STOPPED) or not job.active:
@@ -112,13 +119,32 @@ def live_job(run_id: str, published: dict | None = None) -> None:
             st.progress(min(progress.fraction, 1.0), text=text)
     if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}"):
         queue.stop(run_id)
+
+
+CURVES_EVERY = 10.0  # seconds between looks at the curves (the progress line moves every 2 s)
+TRACE_POINTS = 40  # the running loss is redrawn when it has this many new points (10 s of training)
+
+
+@st.fragment(run_every=CURVES_EVERY)
+def live_curves(run_id: str, published: dict | None = None) -> None:
+    """The curves so far and the last epoch's snapshot, rebuilt only when an epoch has ended or
+    the running loss has grown: the same figure otherwise, which the browser need not redraw."""
+    job = job_queue().get(run_id)
+    if job is None:
+        return
     history = job.history()
-    if history or job.trace:
-        st.plotly_chart(plots.curves(history, published=published, trace=job.trace), key=f"live:{run_id}")
-        if not history:
-            st.caption("The running loss of the first epoch; validation points come at each epoch's end.")
-    else:
+    if not (history or job.trace):
         st.caption("The curve starts with the first steps.")
+        return
+    version = (run_id, len(history.get("epoch", [])), len(job.trace) // TRACE_POINTS)
+    drawn = st.session_state.get(f"live:figure:{run_id}")
+    if drawn is None or drawn[0] != version:
+        trace = job.trace[: (len(job.trace) // TRACE_POINTS) * TRACE_POINTS] or job.trace
+        drawn = (version, plots.curves(history, published=published, trace=trace))
+        st.session_state[f"live:figure:{run_id}"] = drawn
+    st.plotly_chart(drawn[1], key=f"live:{run_id}")
+    if not history:
+        st.caption("The running loss of the first epoch; validation points come at each epoch's end.")
     epoch_snapshot(history, len(history.get("epoch", [])), key=f"live:{run_id}")
 
 
@@ -219,7 +245,7 @@ def until_ready(ready, message: str) -> None:
     st.caption(f":material/hourglass_top: {message}")
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=5.0)  # secondary: every page's sidebar; a job's own view moves every 2 s
 def queue_sidebar() -> None:
     """Every page's sidebar: what trains and waits (with its progress, Stop and Cancel), and the
     last failure, so a job is in view whatever page or settings a person is on."""
