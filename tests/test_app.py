@@ -549,3 +549,14 @@ def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
     at.run()
     assert not any("No trained model yet" in i.value or "Training now" in i.value for i in at.info)
     assert any("Draw one garment" in c.value for c in at.caption)  # the page itself, past its guard
+
+
+def test_the_classifier_page_starts_from_the_starter_sets_mlp():
+    """A newcomer who picks the MLP lands on the run the starter set trains (not a 'Not trained
+    yet' for a config nobody queued): the page's defaults and the starter's config are one run."""
+    from fmnist_core.starter import starter_set
+
+    [mlp] = [s.config for s in starter_set() if s.config.model == "mlp"]
+    at = page(open_app(), "pages/classifier.py")
+    at.selectbox(key="widget:cls:model").set_value("mlp").run()
+    assert [b for b in at.button if b.key == f"train:{mlp.run_id}"], [b.key for b in at.button]
