@@ -9,10 +9,11 @@ from fmnist_core import suspects
 from fmnist_core.data import CLASS_NAMES
 from ui import events, plots
 from ui.navigation import enter_through_app
-from ui.panels import waiting_for
+from ui.panels import until_ready, waiting_for
 from ui.state import (
     duplicates,
     fashion,
+    in_background,
     job_queue,
     label_issues,
     run_cache,
@@ -83,8 +84,18 @@ with st.sidebar:
     )
     mapped_label = st.selectbox("Training map of", list(maps)) if maps else None
 
-pairs = duplicates(threshold)
-issues = label_issues(sources[source], stamp(sources[source]) if sources[source] else 0.0)
+features_run = sources[source]
+features_stamp = stamp(features_run) if features_run else 0.0
+first_use = f"suspects:{threshold}:{features_run}:{features_stamp}"
+found = in_background(first_use, lambda: (duplicates(threshold), label_issues(features_run, features_stamp)))
+if found is None:  # the first visit: ~30 s over all 70,000 images, off the page's thread
+    until_ready(
+        lambda: in_background(first_use, None) is not None,
+        "Looking for near-duplicates and doubted labels over all 70,000 images (the first visit: "
+        "about 30 s, kept while the server runs). The page fills in when they are found.",
+    )
+    st.stop()
+pairs, issues = found
 map_, positions, hard = None, None, None
 if mapped_label is not None:
     mapped_run = maps[mapped_label]
