@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import torch
 
 from .analysis import test_metrics
-from .cache import RunCache
-from .config import ENGINE_VERSION, RunConfig, check_record, config_from_json
+from .cache import CorruptRunError, RunCache
+from .config import ENGINE_VERSION, RunConfig, check_record
 from .data import load_data
 from .files import parse_json
-from .models import build_skeleton, make_settings
-from .runs import load_run
+from .runs import load_run, model_with_weights
 from .suspects import exclusion_digest, load_exclusion, save_exclusion
 from .training import make_splits
 
@@ -121,7 +120,10 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
     imported = []
     for part, (config, state, record) in parts.items():
         _check_exclusion(files, part, config)
-        model = _model_holding(config, state, encoder_config if part == "run" else None, cache, part)
+        try:
+            model = model_with_weights(config, state, cache, "cpu", encoder_config if part == "run" else None)
+        except CorruptRunError as error:
+            raise BundleError(f"{part}: {error}") from None
         try:
             if config.exclude:
                 save_exclusion(cache.root, parse_json(files[f"{part}/{EXCLUDED}"]))
@@ -143,30 +145,6 @@ def import_summary(imported: list[Imported]) -> str:
         f"{', '.join(here)} {'was' if len(here) == 1 else 'were'} here already, same weights" if here else ""
     )
     return "; ".join(filter(None, words)) + "."
-
-
-def _model_holding(config: RunConfig, state: dict, encoder: RunConfig | None, cache: RunCache, part: str):
-    """`config`'s model holding `state`, each tensor checked by name, shape and dtype first."""
-    encoder_settings = None
-    if config.settings.get("encoder_run"):
-        encoder = encoder or cache.load_config(config.settings["encoder_run"])
-        encoder_settings = make_settings(encoder.model, encoder.settings)
-    skeleton = build_skeleton(config.model, make_settings(config.model, config.settings), encoder_settings)
-    expected = skeleton.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        which = f"{missing[0]} is missing" if missing else f"{extra[0]} is not part of the model"
-        raise BundleError(f"{part}: the weights do not fit a {config.model}: {which}")
-    for name, tensor in expected.items():
-        if state[name].dtype != tensor.dtype or state[name].shape != tensor.shape:
-            raise BundleError(
-                f"{part}: the weights do not fit a {config.model}: {name} is "
-                f"{state[name].dtype} {tuple(state[name].shape)}, the model's is {tensor.dtype} {tuple(tensor.shape)}"
-            )
-    model = skeleton.to_empty(device="cpu")
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def _keep(cache: RunCache, config: RunConfig, model, record: dict, part: str) -> Imported:
@@ -298,7 +276,7 @@ def _check_run(files: dict[str, bytes], part: str) -> tuple[RunConfig, dict, dic
         if f"{part}/{name}" not in files:
             raise BundleError(f"{part}: {name} is missing")
     try:
-        config = config_from_json(_json(files[f"{part}/config.json"], f"{part}/config.json"))
+        config = RunConfig.from_dict(_json(files[f"{part}/config.json"], f"{part}/config.json"))
     except ValueError as error:  # a setting that does not validate: the message names it
         raise BundleError(f"{part}/config.json: {' '.join(str(error).split())}") from None
     record = _json(files[f"{part}/record.json"], f"{part}/record.json")

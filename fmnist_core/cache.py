@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 
 from .analysis import classes_never_predicted
-from .config import RunConfig, check_record, config_from_json
+from .config import RunConfig, check_record
 from .files import read_json, save_tensors, sha256, write_text_atomic
 from .locks import LockedRunError, wait_for_lock
 
@@ -135,7 +135,7 @@ class RunCache:
     def load_config(self, run_id: str) -> RunConfig:
         self.verify(run_id)
         try:
-            config = config_from_json(read_json(self.folder(run_id) / "config.json"))
+            config = RunConfig.from_dict(read_json(self.folder(run_id) / "config.json"))
         except (OSError, ValueError, TypeError) as error:
             raise CorruptRunError(f"run {run_id}: config.json is not a valid config ({error})") from None
         if config.run_id != run_id:
@@ -173,7 +173,7 @@ class RunCache:
         it kept) still reads and hashes to the run id, so it says truly what to retrain; else None."""
         for path in (self.folder(run_id) / "config.json", self.root / REMOVED / f"{run_id}.json"):
             try:
-                config = config_from_json(read_json(path))
+                config = RunConfig.from_dict(read_json(path))
             except (OSError, ValueError, TypeError, MissingRunError):
                 continue
             if config.run_id == run_id:

@@ -122,11 +122,19 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """A config from a mapping (parsed JSON); ValueError, naming the setting, where it is not one."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a config is a mapping of settings, not {type(values).__name__}")
+        if not isinstance(values.get("settings", {}), dict):
+            raise ValueError("settings: a mapping of the model's settings is expected")
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names
         if unknown:
             raise ValueError(f"{sorted(unknown)[0]}: unknown run setting")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as error:  # e.g. the model's name missing
+            raise ValueError(" ".join(str(error).split())) from None
 
     @property
     def run_id(self) -> str:
@@ -191,15 +199,3 @@ def check_record(config: RunConfig, history, metrics) -> None:
             raise TypeError("test_confusion is not a 10 x 10 table of counts")
         if not 0 <= metrics["test_accuracy"] <= 1:
             raise TypeError(f"test_accuracy {metrics['test_accuracy']} is not in [0, 1]")
-
-
-def config_from_json(values) -> RunConfig:
-    """A RunConfig from parsed JSON; ValueError (naming the setting) where it is not one."""
-    if not isinstance(values, dict):
-        raise ValueError(f"a config is a mapping of settings, not {type(values).__name__}")
-    if not isinstance(values.get("settings", {}), dict):
-        raise ValueError("settings: a mapping of the model's settings is expected")
-    try:
-        return RunConfig.from_dict(values)
-    except TypeError as error:  # e.g. the model's name missing
-        raise ValueError(" ".join(str(error).split())) from None

@@ -200,19 +200,35 @@ def model_with_weights(
     state: dict[str, torch.Tensor],
     cache: RunCache,
     device: torch.device | str | None = None,
+    encoder: RunConfig | None = None,
 ) -> nn.Module:
-    """`config`'s model holding `state` (eval mode); CorruptRunError where they do not fit."""
+    """`config`'s model holding `state` (eval mode); CorruptRunError, in one line, where a tensor
+    is missing, extra, or of another shape or dtype (load_state_dict would cast a dtype silently).
+    `encoder`: the config of the autoencoder it builds on, where that is not cached (yet)."""
     try:
-        encoder = resolve_encoder(config, cache, weights=False)
+        if encoder is not None:
+            encoder_settings = make_settings(encoder.model, encoder.settings)
+        else:
+            resolved = resolve_encoder(config, cache, weights=False)
+            encoder_settings = resolved.settings if resolved else None
     except ValueError as error:
         raise CorruptRunError(f"run {config.run_id}: its encoder cannot be used ({error})") from None
-    # Uninitialised memory, not drawn weights: a strict load_state_dict fills every tensor.
-    settings = make_settings(config.model, config.settings)
-    model = build_skeleton(config.model, settings, encoder and encoder.settings).to_empty(device="cpu")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CorruptRunError(f"run {config.run_id}: weights do not fit the model ({error})") from None
+    skeleton = build_skeleton(config.model, make_settings(config.model, config.settings), encoder_settings)
+    expected = skeleton.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        which = f"{missing[0]} is missing" if missing else f"{extra[0]} is not part of the model"
+        raise CorruptRunError(f"run {config.run_id}: the weights do not fit a {config.model}: {which}")
+    for name, tensor in expected.items():
+        if state[name].dtype != tensor.dtype or state[name].shape != tensor.shape:
+            raise CorruptRunError(
+                f"run {config.run_id}: the weights do not fit a {config.model}: {name} is "
+                f"{state[name].dtype} {tuple(state[name].shape)}, the model's is {tensor.dtype} "
+                f"{tuple(tensor.shape)}"
+            )
+    # Uninitialised memory, not drawn weights: the strict load below fills every tensor.
+    model = skeleton.to_empty(device="cpu")
+    model.load_state_dict(state)
     return model.to(pick_device(device)).eval()
 
 

@@ -479,12 +479,18 @@ def test_a_value_from_the_url_is_used_only_where_the_widget_could_hold_it(text, 
     assert from_url(text, default, limits) == value
 
 
-def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():
+def open_link(path: str, **values: str) -> AppTest:
+    """A page opened through a link carrying widget values (?key=value)."""
     warmup.wait()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params["reports:name"] = "S3"
-    at.switch_page("pages/reports.py")
-    at.run()
+    for key, value in values.items():
+        at.query_params[key.replace("__", ":")] = value
+    at.switch_page(path)
+    return at.run()
+
+
+def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():
+    at = open_link("pages/reports.py", reports__name="S3")
     assert at.title[0].value == "S3: feed-forward network"
     at.radio(key="widget:reports:name").set_value("S1").run()
     assert at.query_params["reports:name"] == "S1"  # the URL follows the view
@@ -530,11 +536,7 @@ def test_runs_on_other_data_are_never_picked_and_are_labelled_where_listed():
 
 
 def test_a_link_value_the_page_cannot_hold_is_said_not_dropped():
-    warmup.wait()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.query_params["reports:name"] = "S9"
-    at.switch_page("pages/reports.py")
-    at.run()
+    at = open_link("pages/reports.py", reports__name="S9")
     assert at.title[0].value.startswith("S0")  # the default report
     assert any("'S9'" in toast.value and "not a value this page offers" in toast.value for toast in at.toast)
 
