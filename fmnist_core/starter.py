@@ -12,6 +12,7 @@ from .recipes import get_recipe
 
 SWITCH = "FMNIST_STARTER"
 DEFAULT_HEAD = "wide"  # the head the Classifier page starts from
+STARTER_CNN = "fast_cnn"  # the recipe of the starter set's CNN, where the Classifier page starts
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def starter_set() -> list[Starter]:
             RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": False}),
             "Frozen vs fine-tuned",
         ),
-        Starter("fast CNN", get_recipe("fast_cnn").config(), "the best classifier, Try it"),
+        Starter("fast CNN", get_recipe(STARTER_CNN).config(), "the best classifier, Try it"),
     ]
 
 

@@ -8,6 +8,7 @@ from fmnist_core import analysis
 from fmnist_core.data import CLASS_NAMES
 from fmnist_core.models import get_spec, list_models
 from fmnist_core.recipes import list_recipes
+from fmnist_core.starter import STARTER_CNN
 from ui import events, plots
 from ui.navigation import enter_through_app
 from ui.panels import epoch_scrubber, training_panel, waiting_for, why_panel
@@ -21,7 +22,14 @@ from ui.state import (
     stamp,
     test_probabilities,
 )
-from ui.widgets import build_config, classifier_model_settings, kept, recipe_button, run_settings
+from ui.widgets import (
+    build_config,
+    classifier_model_settings,
+    kept,
+    recipe_button,
+    run_settings,
+    start_from_recipe,
+)
 
 enter_through_app()
 
@@ -44,6 +52,7 @@ with st.sidebar:
     if model == "cnn":
         for name in list_recipes("cnn"):
             recipe_button(name, "cls")
+        start_from_recipe(STARTER_CNN, "cls")  # the page opens on the run the starter set trains
     settings = classifier_model_settings(model, autoencoders)
     if settings is not None:
         run_values = run_settings(model, "cls")

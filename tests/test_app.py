@@ -560,12 +560,13 @@ def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
     assert any("Draw one garment" in c.value for c in at.caption)  # the page itself, past its guard
 
 
-def test_the_classifier_page_starts_from_the_starter_sets_mlp():
-    """A newcomer who picks the MLP lands on the run the starter set trains (not a 'Not trained
-    yet' for a config nobody queued): the page's defaults and the starter's config are one run."""
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_classifier_page_starts_from_the_starter_sets_run(model):
+    """A newcomer who picks the MLP or the CNN lands on the run the starter set trains (not a 'Not
+    trained yet' for a config nobody queued): the page's defaults and the starter's config are one run."""
     from fmnist_core.starter import starter_set
 
-    [mlp] = [s.config for s in starter_set() if s.config.model == "mlp"]
+    [config] = [s.config for s in starter_set() if s.config.model == model]
     at = page(open_app(), "pages/classifier.py")
-    at.selectbox(key="widget:cls:model").set_value("mlp").run()
-    assert [b for b in at.button if b.key == f"train:{mlp.run_id}"], [b.key for b in at.button]
+    at.selectbox(key="widget:cls:model").set_value(model).run()
+    assert [b for b in at.button if b.key == f"train:{config.run_id}"], [b.key for b in at.button]

@@ -112,21 +112,36 @@ AUTOENCODER_KEYS = {
 }
 
 
+def recipe_values(name: str, run_prefix: str, settings_prefix: str = "ae") -> dict[str, Any]:
+    """The kept widget keys a named recipe sets, with its values."""
+    recipe = get_recipe(name)
+    run_key = f"{run_prefix}:{recipe.model}"
+    values = {f"{run_key}:{RUN_KEYS[s]}": v for s, v in recipe.run.items() if s in RUN_KEYS}
+    values |= {
+        f"{settings_prefix}:{AUTOENCODER_KEYS[s]}": v
+        for s, v in recipe.settings.items()
+        if s in AUTOENCODER_KEYS
+    }
+    if recipe.model == "cnn":
+        values["cnn:preset"] = recipe_preset(name)
+    return values
+
+
 def recipe_button(name: str, run_prefix: str, settings_prefix: str = "ae") -> None:
     """A button that sets the widgets below it to a named fast recipe (call it before them)."""
-    recipe = get_recipe(name)
-    if not st.button(f"Use the {name} recipe", help=recipe.description, width="stretch"):
+    if not st.button(f"Use the {name} recipe", help=get_recipe(name).description, width="stretch"):
         return
-    run_key = f"{run_prefix}:{recipe.model}"
-    for setting, value in recipe.run.items():
-        if setting in RUN_KEYS:
-            st.session_state[f"keep:{run_key}:{RUN_KEYS[setting]}"] = value
-    for setting, value in recipe.settings.items():
-        if setting in AUTOENCODER_KEYS:
-            st.session_state[f"keep:{settings_prefix}:{AUTOENCODER_KEYS[setting]}"] = value
-    if recipe.model == "cnn":
-        st.session_state["keep:cnn:preset"] = recipe_preset(name)
+    for key, value in recipe_values(name, run_prefix, settings_prefix).items():
+        st.session_state[f"keep:{key}"] = value
     st.rerun()
+
+
+def start_from_recipe(name: str, run_prefix: str, settings_prefix: str = "ae") -> None:
+    """The widgets below start at a recipe's values, where neither this session nor the page's link
+    has set them (call it before them)."""
+    for key, value in recipe_values(name, run_prefix, settings_prefix).items():
+        if f"keep:{key}" not in st.session_state and key not in st.query_params:
+            st.session_state[f"keep:{key}"] = value
 
 
 def nearest(options, value):
