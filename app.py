@@ -1,4 +1,4 @@
-"""Fashion-MNIST Lab: the Streamlit entry point; pages live in pages/, the navigation in ui/navigation.py."""
+"""Fashion-MNIST Lab: the Streamlit entry point; pages live in app_pages/, the navigation in ui/navigation.py."""
 
 from ui.navigation import run_app
 

@@ -1,4 +1,4 @@
-"""The garment check (fmnist_core.ood) on the starter set's autoencoder: the share of real test
+"""The garment check (fmnist_core.views.ood) on the starter set's autoencoder: the share of real test
 images it flags, beside the share of each kind of picture that is no garment.
 
 Run: .venv/bin/python bench/garment_check.py [--count 100]
@@ -11,11 +11,11 @@ import argparse
 
 import numpy as np
 
-from fmnist_core import ood
-from fmnist_core.data import load_data
-from fmnist_core.preprocess import ImageError, prepare_upload
-from fmnist_core.recipes import get_recipe
-from fmnist_core.runs import get_or_train
+from fmnist_core.data.fashion import load_data
+from fmnist_core.data.preprocess import ImageError, prepare_upload
+from fmnist_core.runs.recipes import get_recipe
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.views import ood
 
 CALIBRATION = 5000  # the last training images, as the app calibrates
 

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from fmnist_core import engine
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.runs import untrained_model
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.trained import untrained_model
 from fmnist_core.training import RunGenerators
+from fmnist_core.training.config import RunConfig
 
 WARMUP, STEPS = 5, 20
 

@@ -13,11 +13,10 @@ import argparse
 import os
 import tempfile
 
-from fmnist_core.train import train
-
 from fmnist_core.analysis import pca_reconstruction_mse
-from fmnist_core.data import load_data
-from fmnist_core.recipes import get_recipe
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.recipes import get_recipe
+from fmnist_core.runs.trained import train
 
 BARS = [  # recipe, metric, bar, side
     ("fast_cnn", "val_accuracy", 0.93, "above"),

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fmnist_core.config import RunConfig
-from fmnist_core.data import FILES, find_data_folder
-from fmnist_core.device import resolve_precision
-from fmnist_core.runs import train, untrained_model
+from fmnist_core.base.device import resolve_precision
+from fmnist_core.data.fashion import FILES, find_data_folder
+from fmnist_core.runs.trained import train, untrained_model
+from fmnist_core.training.config import RunConfig
 
 STEPS = 150  # optimizer steps per measurement
 ROUNDS = 3

@@ -22,7 +22,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app_latency import CHROMIUM, SETTLED, start_server  # noqa: E402
 
-from fmnist_core.cache import RunCache  # noqa: E402
+from fmnist_core.store.cache import RunCache  # noqa: E402
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:

@@ -1,6 +1,6 @@
 """Fashion-MNIST Lab core: real data, models, training, disk cache and analysis (no Streamlit).
 
-The names below load on first use (PEP 562), so that `import fmnist_core.labels` and the app's
+The names below load on first use (PEP 562), so that `import fmnist_core.data.labels` and the app's
 first page do not wait for torch.
 """
 
@@ -9,18 +9,18 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "CLASS_NAMES": "labels",
-    "Progress": "training",
-    "RunCache": "cache",
-    "RunConfig": "config",
-    "TrainedRun": "runs",
+    "CLASS_NAMES": "data.labels",
+    "Progress": "training.loop",
+    "RunCache": "store.cache",
+    "RunConfig": "training.config",
+    "TrainedRun": "runs.trained",
     "create_model": "models",
-    "get_or_train": "runs",
+    "get_or_train": "runs.trained",
     "get_spec": "models",
     "list_models": "models",
-    "load_data": "data",
-    "load_run": "runs",
-    "train": "runs",
+    "load_data": "data.fashion",
+    "load_run": "runs.trained",
+    "train": "runs.trained",
 }
 __all__ = sorted(_WHERE)
 

@@ -9,14 +9,16 @@ import sys
 import threading
 import time
 
-from .analysis import classes_never_predicted
-from .cache import CorruptRunError, MissingRunError, RunCache
-from .config import OPTIMIZERS, RunConfig
-from .data import DataError
-from .models import get_spec, list_models
-from .recipes import get_recipe, list_recipes
-from .runs import get_or_train
-from .training import Progress
+from fmnist_core.analysis import classes_never_predicted
+from fmnist_core.data.fashion import DataError
+from fmnist_core.models import get_spec, list_models
+from fmnist_core.runs.recipes import get_recipe, list_recipes
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import CorruptRunError, MissingRunError, RunCache
+from fmnist_core.store.prune import prune
+from fmnist_core.store.table import list_runs
+from fmnist_core.training.config import OPTIMIZERS, RunConfig
+from fmnist_core.training.loop import Progress
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
@@ -149,12 +151,12 @@ def command_train(args) -> int:
 
 def command_runs(args) -> int:
     if args.prune:
-        removed = RunCache().prune()
+        removed = prune(RunCache())
         for run_id, reason in removed:
             print(f"removed {run_id}: {reason}")
         print(f"{len(removed)} entries removed")
         return 0
-    table = RunCache().list_runs()
+    table = list_runs(RunCache())
     if table.empty:
         print("no cached runs")
         return 0
@@ -177,7 +179,7 @@ def command_runs(args) -> int:
 
 
 def command_reproduce(args) -> int:
-    from .reports import report_names, reproduce
+    from fmnist_core.studies.reports import report_names, reproduce
 
     names = report_names() if args.report == "all" else [args.report]
     started = time.perf_counter()
@@ -191,8 +193,8 @@ def command_reproduce(args) -> int:
             train=not args.no_train,
         )
         if args.seeds > 1:
-            from .reports import Scale
-            from .reports.seeds import reproduce_seeds
+            from fmnist_core.studies.reports import Scale
+            from fmnist_core.studies.reports.seeds import reproduce_seeds
 
             scale = Scale(epochs=args.epochs_scale, train_subset=args.subset)
             for claim, verdict, detail in reproduce_seeds(name, args.seeds, scale, **common).verdicts:
@@ -209,9 +211,15 @@ def command_reproduce(args) -> int:
 
 
 def command_sweep(args) -> int:
-    from .reports import Scale, train_missing
-    from .runs import load_run
-    from .sweep import latent_sweep, probe_accuracy, sweep_configs, sweep_table, write_sweep
+    from fmnist_core.runs.trained import load_run
+    from fmnist_core.studies.reports import Scale, train_missing
+    from fmnist_core.studies.sweep import (
+        latent_sweep,
+        probe_accuracy,
+        sweep_configs,
+        sweep_table,
+        write_sweep,
+    )
 
     if not 0 < args.epochs_scale <= 10:
         raise ValueError(f"epochs-scale: {args.epochs_scale} is outside (0, 10]")
@@ -228,7 +236,7 @@ def command_sweep(args) -> int:
 
 
 def command_suspects(args) -> int:
-    from .suspect_study import study, write_study
+    from fmnist_core.studies.suspects import study, write_study
 
     found = study(
         RunCache(),

@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fmnist_core import cli  # noqa: E402
-from fmnist_core.cache import RunCache  # noqa: E402
-from fmnist_core.config import RunConfig  # noqa: E402
-from fmnist_core.data import FILES, DataError, find_data_folder, load_from_folder  # noqa: E402
-from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload  # noqa: E402
-from fmnist_core.runs import get_or_train  # noqa: E402
+from fmnist_core.data.fashion import FILES, DataError, find_data_folder, load_from_folder  # noqa: E402
+from fmnist_core.data.preprocess import ImageError, prepare_data_url, prepare_upload  # noqa: E402
+from fmnist_core.runs.trained import get_or_train  # noqa: E402
+from fmnist_core.store.cache import RunCache  # noqa: E402
+from fmnist_core.training.config import RunConfig  # noqa: E402
 
 SMALL = ["--epochs", "1", "--set", "train_subset=300", "--set", "test_subset=300", "--quiet"]
 WORK = Path(tempfile.mkdtemp(prefix="fmnist-probes-"))
@@ -713,7 +713,7 @@ def upload_probes() -> None:
 
 
 def job_probes() -> None:
-    from fmnist_core.jobs import DONE, FAILED, JobQueue
+    from fmnist_core.runs.jobs import DONE, FAILED, JobQueue
 
     cache = RunCache(WORK / "cache-jobs")
     queue = JobQueue(cache)
@@ -761,7 +761,7 @@ def page_probes() -> None:
 
         def check(value=value):
             app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-            app.switch_page("pages/classifier.py").run()
+            app.switch_page("app_pages/classifier.py").run()
             app.selectbox(key="widget:cls:model").set_value("cnn").run()
             app.text_area[0].set_value(value).run()
             if app.exception:

@@ -1,7 +1,7 @@
 import pytest
 
-from fmnist_core.config import RunConfig
-from fmnist_core.runs import get_or_train
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.training.config import RunConfig
 
 
 @pytest.fixture(autouse=True)

@@ -14,26 +14,16 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from fmnist_core import suspects
-from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.recipes import get_recipe
-from fmnist_core.runs import get_or_train
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.recipes import get_recipe
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.studies import suspects as suspect_study
+from fmnist_core.training.config import RunConfig
 from ui import canvas, navigation, warmup
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [
-    "pages/autoencoder.py",
-    "pages/classifier.py",
-    "pages/latent.py",
-    "pages/sweep.py",
-    "pages/compare.py",
-    "pages/reports.py",
-    "pages/try_it.py",
-    "pages/quiz.py",
-    "pages/suspects.py",
-]
+PAGES = [file for file, _title, _icon in navigation.PAGES[1:]]  # Home has tests of its own
 
 
 def open_app() -> AppTest:
@@ -115,7 +105,7 @@ def test_every_page_renders_on_an_empty_cache(path):
 
 
 def test_a_claim_card_asks_for_a_guess_then_shows_the_verdict_over_seeds():
-    at = page(open_app(), "pages/reports.py")
+    at = page(open_app(), "app_pages/reports.py")
     at.radio(key="widget:reports:name").set_value("S3").run()
     guesses = [c for c in at.get("button_group") if "guess:S3" in str(c.proto.id)]
     assert len(guesses) == 2  # S3's two claims
@@ -140,7 +130,7 @@ def test_a_claim_card_asks_for_a_guess_then_shows_the_verdict_over_seeds():
 def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
     from ui.state import job_queue
 
-    at = page(open_app(), "pages/sweep.py")
+    at = page(open_app(), "app_pages/sweep.py")
     assert any("27 of 27 runs are not in the cache" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert table["n"].tolist() == [2, 4, 8, 16, 32, 64, 128, 256, 512]
@@ -164,7 +154,7 @@ def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
 
 
 def test_invalid_setting_is_a_message_not_a_traceback():
-    at = page(open_app(), "pages/classifier.py")
+    at = page(open_app(), "app_pages/classifier.py")
     at.selectbox(key="widget:cls:model").set_value("cnn").run()
     at.text_area[0].set_value("conv:32:3:same:relu\nwobble:3").run()
     assert not at.exception
@@ -178,19 +168,19 @@ def test_a_page_that_fails_shows_one_line_not_a_traceback(monkeypatch):
         raise RuntimeError("the listing broke")
 
     monkeypatch.setattr(ui.state, "runs_table", broken)
-    at = page(open_app(), "pages/try_it.py")
+    at = page(open_app(), "app_pages/try_it.py")
     # Under FMNIST_DEBUG=1 (the tests' setting) the failure surfaces as itself.
     assert at.exception and "the listing broke" in at.exception[0].value
     monkeypatch.delenv("FMNIST_DEBUG")
-    at = page(open_app(), "pages/try_it.py")
+    at = page(open_app(), "app_pages/try_it.py")
     assert not at.exception
     assert any("the listing broke" in e.value and "untouched" in e.value for e in at.error)
 
 
 def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
-    at = page(open_app(), "pages/autoencoder.py")
-    at.slider(key="widget:ae:n").set_value(16).run()
-    at.slider(key="widget:ae:dropout").set_value(0.0).run()
+    at = page(open_app(), "app_pages/autoencoder.py")
+    at.slider(key="widget:conv_autoencoder:n").set_value(16).run()
+    at.slider(key="widget:conv_autoencoder:dropout").set_value(0.0).run()
     at.select_slider(key="widget:ae:conv_autoencoder:batch").set_value(16).run()
     set_quick(at, "ae:conv_autoencoder")
     assert any("Not trained yet" in i.value for i in at.info)
@@ -204,8 +194,8 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     assert any(s["data"][0]["type"] == "image" for s in specs)  # reconstructions
     assert any("Reconstructions after epoch 1" in m.value for m in at.markdown)  # the epoch's snapshot
 
-    at = page(at, "pages/classifier.py")
-    at.radio(key="widget:cls:head").set_value("fc").run()
+    at = page(at, "app_pages/classifier.py")
+    at.radio(key="widget:encoder_classifier:head").set_value("fc").run()
     at.select_slider(key="widget:cls:encoder_classifier:batch").set_value(16).run()
     set_quick(at, "cls:encoder_classifier")
     train_and_wait(at)
@@ -221,7 +211,7 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     assert 0 <= error < 0.5
     assert len(heatmaps) == 2  # the test matrix, clickable, and epoch 1's in the expander
 
-    at = page(at, "pages/latent.py")
+    at = page(at, "app_pages/latent.py")
     assert not at.exception
     latent_map, timelapse_map, _ = at.get("echarts_chart")  # ECharts, each garment's image on hover
     [moment] = [s for s in at.select_slider if s.label == "Moment of training"]
@@ -242,11 +232,11 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     [start] = [box for box in at.selectbox if box.label == "Start from"]
     assert " taken for " in start.value  # by default, the best classifier's commonest mistake
 
-    at = page(at, "pages/compare.py")
+    at = page(at, "app_pages/compare.py")
     assert not at.exception
     assert len(at.dataframe[0].value) == 2
 
-    at = page(at, "pages/reports.py")
+    at = page(at, "app_pages/reports.py")
     assert not at.exception
     assert any("not in this machine's cache" in w.value and "reports/S0.csv" in w.value for w in at.warning)
     sources = set(at.dataframe[0].value["source"])  # a fresh cache: the committed reproduction's figures
@@ -258,7 +248,7 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     index = int(np.flatnonzero(data.test_labels.numpy() == 1)[0])  # a trouser
     big = np.kron(data.test_images[index, 0].numpy(), np.ones((10, 10)))
     monkeypatch.setattr(canvas, "draw", lambda key: png_url(big))
-    at = page(at, "pages/try_it.py")
+    at = page(at, "app_pages/try_it.py")
     assert not at.exception, at.exception[0].value if at.exception else ""
     answers = at.dataframe[0].value  # at once: the garment check calibrates in the background
     assert len(answers) == 1 and answers["answer"].iloc[0] in ("Trouser", "Dress")
@@ -274,7 +264,7 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     y, x = np.indices((280, 280))
     board = ((x // 14 + y // 14) % 2).astype(np.float32)  # a checkerboard drawn instead: no garment
     monkeypatch.setattr(canvas, "draw", lambda key: png_url(board))
-    at = page(at, "pages/try_it.py")  # calibrated once: no wait now
+    at = page(at, "app_pages/try_it.py")  # calibrated once: no wait now
     assert any("does not look like a Fashion-MNIST garment" in w.value for w in at.warning)
     assert any("not to be trusted" in w.value for w in at.warning)
 
@@ -282,29 +272,29 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
 def test_cached_run_is_shown_at_once_without_training():
     config = RunConfig.for_model("mlp", epochs=1, train_subset=2000, batch_size=100)
     get_or_train(config)
-    at = page(open_app(), "pages/classifier.py")
+    at = page(open_app(), "app_pages/classifier.py")
     at.selectbox(key="widget:cls:model").set_value("mlp").run()
     set_quick(at, "cls:mlp")
     assert any(config.run_id in s.value for s in at.success), [s.value for s in at.success]
 
 
 def test_recipe_buttons_set_the_widgets_to_the_recipe():
-    at = page(open_app(), "pages/autoencoder.py")
-    assert at.toggle(key="widget:ae:pca").value is False
+    at = page(open_app(), "app_pages/autoencoder.py")
+    assert at.toggle(key="widget:conv_autoencoder:pca_path").value is False
     [button for button in at.button if button.label == "Use the fast_autoencoder recipe"][0].click().run()
-    assert at.toggle(key="widget:ae:pca").value is True
-    assert at.toggle(key="widget:ae:bn").value is True
-    assert at.slider(key="widget:ae:dropout").value == 0.0
+    assert at.toggle(key="widget:conv_autoencoder:pca_path").value is True
+    assert at.toggle(key="widget:conv_autoencoder:batchnorm").value is True
+    assert at.slider(key="widget:conv_autoencoder:dropout").value == 0.0
     assert at.select_slider(key="widget:ae:conv_autoencoder:lr").value == 3e-3
     assert not at.exception
-    at = page(at, "pages/classifier.py")
+    at = page(at, "app_pages/classifier.py")
     at.selectbox(key="widget:cls:model").set_value("cnn").run()
     [button for button in at.button if button.label == "Use the fast_cnn recipe"][0].click().run()
-    assert at.selectbox(key="widget:cnn:preset").value == "fast_cnn (the lab's recipe)"
+    assert at.selectbox(key="widget:cnn:layers:preset").value == "fast_cnn (the lab's recipe)"
     assert at.radio(key="widget:cls:cnn:tta").value == "flip"
     assert at.select_slider(key="widget:cls:cnn:batch").value == 128
     [button for button in at.button if button.label == "Use the long_cnn recipe"][0].click().run()
-    assert at.selectbox(key="widget:cnn:preset").value == "long_cnn (the lab's recipe)"
+    assert at.selectbox(key="widget:cnn:layers:preset").value == "long_cnn (the lab's recipe)"
     assert at.radio(key="widget:cls:cnn:augment").value == "flip_shift"
     assert at.slider(key="widget:cls:cnn:epochs").value == get_recipe("long_cnn").run["epochs"]
     layers = at.text_area(key="cnn:layers:long_cnn (the lab's recipe)").value
@@ -331,13 +321,13 @@ def test_pickers_tell_runs_apart_and_put_the_best_first():
 
 
 def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_it():
-    at = page(open_app(), "pages/autoencoder.py")
+    at = page(open_app(), "app_pages/autoencoder.py")
     [button for button in at.button if button.label == "Train"][0].click().run()  # 10 epochs x 60,000
     assert any("Training queue" in m.value for m in at.sidebar.markdown)
-    at.slider(key="widget:ae:dropout").set_value(0.35).run()  # another config now
+    at.slider(key="widget:conv_autoencoder:dropout").set_value(0.35).run()  # another config now
     assert any("Not trained yet" in i.value for i in at.info)
     assert any("Training now, with other settings" in m.value for m in at.markdown)
-    at = page(at, "pages/home.py")  # and from any other page
+    at = page(at, "app_pages/home.py")  # and from any other page
     assert any("Training queue" in m.value for m in at.sidebar.markdown)
     [button for button in at.sidebar.button if button.label.startswith(("Stop", "Cancel"))][0].click().run()
     deadline = time.monotonic() + 120
@@ -351,7 +341,7 @@ def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_i
 def test_stop_keeps_the_finished_epochs_in_view_and_continue_ends_the_run():
     from ui.state import job_queue
 
-    at = page(open_app(), "pages/autoencoder.py")
+    at = page(open_app(), "app_pages/autoencoder.py")
     at.slider(key="widget:ae:conv_autoencoder:epochs").set_value(4).run()
     at.selectbox(key="widget:ae:conv_autoencoder:images").set_value("2,000").run()
     [button for button in at.button if button.label == "Train"][0].click().run()
@@ -490,14 +480,14 @@ def open_link(path: str, **values: str) -> AppTest:
 
 
 def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():
-    at = open_link("pages/reports.py", reports__name="S3")
+    at = open_link("app_pages/reports.py", reports__name="S3")
     assert at.title[0].value == "S3: feed-forward network"
     at.radio(key="widget:reports:name").set_value("S1").run()
     assert at.query_params["reports:name"] == "S1"  # the URL follows the view
 
 
 def test_the_suspect_data_page_counts_duplicates_and_mislabels_and_maps_a_run():
-    at = page(open_app(), "pages/suspects.py")  # the first visit's search runs in the background
+    at = page(open_app(), "app_pages/suspects.py")  # the first visit's search runs in the background
     at = until_gone(at, "Looking for near-duplicates and doubted labels")
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
@@ -509,7 +499,7 @@ def test_the_suspect_data_page_counts_duplicates_and_mislabels_and_maps_a_run():
 
     # A small run that kept its training dynamics: its map of 3,000 images, and only the doubted
     # labels it never learnt stay flagged.
-    small = suspects.retrain_base(0, cartography=True).replace(epochs=2, train_subset=3000)
+    small = suspect_study.retrain_base(0, cartography=True).replace(epochs=2, train_subset=3000)
     get_or_train(small, cache=RunCache())
     at.run()
     assert not at.exception, at.exception
@@ -530,19 +520,19 @@ def test_runs_on_other_data_are_never_picked_and_are_labelled_where_listed():
     listed = runs_table(all_data=True)
     assert listed["run_id"].tolist() == [real.run_id, other.run_id]  # after the real ones
     assert run_label(listed.iloc[1]).startswith("[other data other-0123456789abcdef] acc 0.990")
-    at = page(open_app(), "pages/compare.py")
+    at = page(open_app(), "app_pages/compare.py")
     shown = at.dataframe[0].value
     assert set(shown["data"]) == {"fashion-mnist", "other-0123456789abcdef"}
 
 
 def test_a_link_value_the_page_cannot_hold_is_said_not_dropped():
-    at = open_link("pages/reports.py", reports__name="S9")
+    at = open_link("app_pages/reports.py", reports__name="S9")
     assert at.title[0].value.startswith("S0")  # the default report
     assert any("'S9'" in toast.value and "not a value this page offers" in toast.value for toast in at.toast)
 
 
 def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
-    at = page(open_app(), "pages/try_it.py")
+    at = page(open_app(), "app_pages/try_it.py")
     assert any("No trained model yet" in i.value for i in at.info)
     from ui.state import job_queue
 
@@ -564,9 +554,9 @@ def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
 def test_the_classifier_page_starts_from_the_starter_sets_run(model):
     """A newcomer who picks the MLP or the CNN lands on the run the starter set trains (not a 'Not
     trained yet' for a config nobody queued): the page's defaults and the starter's config are one run."""
-    from fmnist_core.starter import starter_set
+    from fmnist_core.runs.starter import starter_set
 
     [config] = [s.config for s in starter_set() if s.config.model == model]
-    at = page(open_app(), "pages/classifier.py")
+    at = page(open_app(), "app_pages/classifier.py")
     at.selectbox(key="widget:cls:model").set_value(model).run()
     assert [b for b in at.button if b.key == f"train:{config.run_id}"], [b.key for b in at.button]

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from fmnist_core import views
-from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.data import CLASS_NAMES, load_data
-from fmnist_core.runs import get_or_train
+from fmnist_core.data.fashion import CLASS_NAMES, load_data
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test_artifacts"
@@ -127,7 +127,7 @@ def test_a_person_uses_the_lab(app_url):
 def use_the_lab(page, app_url):
     if True:
         # The server's first visitor comes by a bookmark: the page shows with the lab's navigation
-        # (page titles), not Streamlit's own listing of the pages/ folder (file names).
+        # (page titles), not Streamlit's own listing of a pages/ folder (file names).
         page.goto(f"{app_url}/classifier")
         settle(page, drawn=300)
         nav = page.locator("[data-testid='stSidebarNav']").inner_text()

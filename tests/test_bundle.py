@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist_core import bundle
-from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.runs import get_or_train, load_run
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs import bundle
+from fmnist_core.runs.trained import get_or_train, load_run
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +130,8 @@ def test_a_classifier_exported_to_onnx_answers_as_torch_does(runs):
 
 
 def test_a_run_that_left_images_out_carries_their_list_and_trains_again_elsewhere(tmp_path):
-    from fmnist_core.suspects import save_exclusion
-    from fmnist_core.training import make_splits
+    from fmnist_core.data.exclusions import save_exclusion
+    from fmnist_core.training.splits import make_splits
 
     cache = RunCache(tmp_path / "here")
     digest = save_exclusion(cache.root, [3, 14, 15, 92, 653])

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist_core.cache import CorruptRunError, MissingRunError, RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.runs import get_or_train, load_run
+from fmnist_core.runs.trained import get_or_train, load_run
+from fmnist_core.store.cache import CorruptRunError, MissingRunError, RunCache
+from fmnist_core.store.prune import prune
+from fmnist_core.store.table import list_runs
+from fmnist_core.training.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +77,7 @@ def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, dama
         (folder / "config.json").write_text('{"model": "mlp"}')
     with pytest.raises(CorruptRunError):
         load_run(first.run_id, cache)
-    assert "damaged" in cache.list_runs().loc[0, "status"]
+    assert "damaged" in list_runs(cache).loc[0, "status"]
     again = get_or_train(tiny_autoencoder_config, cache=cache)
     assert not again.cached and "retrained" in again.note
     assert again.metrics["test_mse"] == pytest.approx(first.metrics["test_mse"])
@@ -104,7 +106,7 @@ def test_list_runs_has_config_columns_and_metrics(tiny_autoencoder_config):
     cache = RunCache()
     get_or_train(tiny_autoencoder_config, cache=cache)
     get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)
-    table = cache.list_runs().set_index("model")
+    table = list_runs(cache).set_index("model")
     assert set(table.index) == {"conv_autoencoder", "mlp"}
     assert table.loc["mlp", "test_accuracy"] > 0.5
     assert table.loc["conv_autoencoder", "n"] == 64
@@ -122,7 +124,7 @@ def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_ca
     # Stopped runs' checkpoints: one whose run has since finished, one damaged, one to continue.
     resumable, broken = "1" * 16, "2" * 16
     for run_id in (good, resumable, broken):
-        cache.save_partial(run_id, {"run_id": run_id, "weights": torch.zeros(3)}, {"epochs_done": 1})
+        cache.stopped.save(run_id, {"run_id": run_id, "weights": torch.zeros(3)}, {"epochs_done": 1})
     (cache.root / ".partial" / f"{broken}.pt").write_bytes(b"cut short")
     env = {**os.environ, "FMNIST_CACHE": str(isolated_cache), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
@@ -143,7 +145,7 @@ def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_ca
         f"{resumable}.json",
         f"{resumable}.pt",
     ]
-    assert cache.load_partial(resumable)["weights"].shape == (3,)
+    assert cache.stopped.load(resumable)["weights"].shape == (3,)
     assert get_or_train(config, cache=cache).cached
 
 
@@ -176,14 +178,14 @@ def test_an_entry_that_cannot_load_is_damaged_listed_so_pruned_and_retrained(tin
     else:
         rewrite_with_checksum(cache, run.run_id, "history.json", b'{"history": [1], "metrics": {}}')
     cache = RunCache()  # a fresh process's view, nothing remembered
-    table = cache.list_runs().set_index("run_id")
+    table = list_runs(cache).set_index("run_id")
     assert table.loc[run.run_id, "status"].startswith("damaged")
     assert table.loc[good.run_id, "status"] == "ok"  # one bad entry does not break the listing
     again = get_or_train(tiny_autoencoder_config, cache=cache)
     assert not again.cached and "retrained" in again.note
     assert get_or_train(tiny_autoencoder_config, cache=cache).cached
     (cache.folder(run.run_id) / "manifest.json").write_text(json.dumps({"sha256": 7}))
-    assert [run_id for run_id, _ in RunCache().prune()] == [run.run_id]
+    assert [run_id for run_id, _ in prune(RunCache())] == [run.run_id]
 
 
 def test_an_encoders_damage_marks_its_classifiers_prune_takes_both_and_training_retrains_both():
@@ -196,15 +198,15 @@ def test_an_encoders_damage_marks_its_classifiers_prune_takes_both_and_training_
     )
     classifier = get_or_train(config, cache=cache)
     rewrite_with_checksum(cache, encoder.run_id, "model.pt", b"not a zip file")
-    statuses = RunCache().list_runs().set_index("run_id")["status"]
+    statuses = list_runs(RunCache()).set_index("run_id")["status"]
     assert statuses[encoder.run_id].startswith("damaged") and statuses[classifier.run_id].startswith(
         "damaged"
     )
     again = get_or_train(config, cache=RunCache())  # the encoder's config.json still says what it was
     assert not again.cached
-    assert set(RunCache().list_runs()["status"]) == {"ok"}
+    assert set(list_runs(RunCache())["status"]) == {"ok"}
     rewrite_with_checksum(cache, encoder.run_id, "model.pt", b"not a zip file")
-    removed = dict(RunCache().prune())
+    removed = dict(prune(RunCache()))
     assert set(removed) == {encoder.run_id, classifier.run_id}
     assert "encoder" in removed[classifier.run_id]
     assert RunCache().run_ids() == []
@@ -212,7 +214,7 @@ def test_an_encoders_damage_marks_its_classifiers_prune_takes_both_and_training_
     after = get_or_train(config, cache=RunCache())
     assert not after.cached and after.metrics["test_accuracy"] == again.metrics["test_accuracy"]
     assert set(RunCache().run_ids()) == {encoder.run_id, classifier.run_id}
-    assert set(RunCache().list_runs()["status"]) == {"ok"}
+    assert set(list_runs(RunCache())["status"]) == {"ok"}
 
 
 def test_a_failed_save_keeps_the_trained_run_and_says_where(tiny_autoencoder_config, monkeypatch):
@@ -239,7 +241,7 @@ def test_entries_are_group_readable_and_stale_staging_is_cleaned(tiny_autoencode
     os.utime(stale, (old, old))
     fresh = cache.root / ".tmp-fedcba9876543210-abc"
     fresh.mkdir()
-    cache.prune()
+    prune(cache)
     assert not stale.exists() and fresh.exists()  # a staging folder of a run in progress stays
 
 
@@ -257,7 +259,7 @@ def test_a_cache_that_cannot_be_written_still_returns_the_run(tiny_autoencoder_c
     assert run.completed and not run.cached and run.metrics["test_mse"] > 0
     if root_kind != "its lock a folder":  # there the entry itself saves: only the lock could not be taken
         assert "not saved" in run.note
-    assert RunCache(root).list_runs().shape[0] == (1 if root_kind == "its lock a folder" else 0)
+    assert list_runs(RunCache(root)).shape[0] == (1 if root_kind == "its lock a folder" else 0)
 
 
 @pytest.mark.parametrize("link_to", ["another run's entry", "nowhere"])
@@ -279,7 +281,7 @@ def test_run_ids_are_names_in_the_cache_never_paths(tiny_autoencoder_config):
     cache = RunCache()
     run = get_or_train(tiny_autoencoder_config, cache=cache)
     (cache.root / "notes").mkdir()  # a folder a user left there is not a run
-    assert cache.run_ids() == [run.run_id] and len(cache.list_runs()) == 1
+    assert cache.run_ids() == [run.run_id] and len(list_runs(cache)) == 1
     for name in ("../" + run.run_id, "/tmp", "notes", run.run_id.upper()):
         with pytest.raises(MissingRunError):
             cache.folder(name)
@@ -307,7 +309,7 @@ def test_random_damage_to_an_entrys_files_is_always_caught_and_retrained():
         else:
             data[position:position] = rng.bytes(int(rng.integers(1, 16)))
         path.write_bytes(bytes(data))
-        assert len(cache.list_runs()) == 1  # listed (ok or damaged), never an exception
+        assert len(list_runs(cache)) == 1  # listed (ok or damaged), never an exception
         run = get_or_train(config, cache=cache)
         assert run.metrics["test_accuracy"] == reference.metrics["test_accuracy"]
         weights, expected = run.model.state_dict(), reference.model.state_dict()
@@ -316,7 +318,7 @@ def test_random_damage_to_an_entrys_files_is_always_caught_and_retrained():
 
 
 def test_an_atomic_text_write_is_whole_readable_and_keeps_the_mode_it_replaces(tmp_path):
-    from fmnist_core.files import write_text_atomic
+    from fmnist_core.base.files import write_text_atomic
 
     path = tmp_path / "report.md"
     write_text_atomic(path, "first")
@@ -353,7 +355,7 @@ def test_a_full_disk_in_torchs_writer_keeps_the_run_and_leaves_nothing_behind(
 def test_a_second_process_says_at_once_that_it_waits_and_names_a_stopped_holder(tmp_path, monkeypatch):
     import signal
 
-    from fmnist_core import locks
+    from fmnist_core.base import locks
 
     cache = RunCache(tmp_path / "cache")
     run_id = "0123456789abcdef"
@@ -361,7 +363,7 @@ def test_a_second_process_says_at_once_that_it_waits_and_names_a_stopped_holder(
         [
             sys.executable,
             "-c",
-            "import sys, time; from fmnist_core.cache import RunCache\n"
+            "import sys, time; from fmnist_core.store.cache import RunCache\n"
             f"with RunCache({str(cache.root)!r}).lock_if_writable({run_id!r}):\n"
             "    print('held', flush=True); time.sleep(60)",
         ],
@@ -417,7 +419,7 @@ def test_deeply_nested_json_in_an_entry_is_damage_not_a_traceback(tiny_autoencod
         manifest = json.loads((folder / "manifest.json").read_text())
         manifest["sha256"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         (folder / "manifest.json").write_text(json.dumps(manifest))
-    listed = cache.list_runs()
+    listed = list_runs(cache)
     assert (
         listed["status"].iloc[0].startswith("damaged: ") and "nested 100000 deep" in listed["status"].iloc[0]
     )
@@ -431,11 +433,11 @@ def test_a_stopped_runs_checkpoint_past_its_last_epoch_is_not_used(tiny_autoenco
     config = tiny_autoencoder_config.replace(epochs=2)
     stop_after_one = iter([False] * 20 + [True] * 10_000)
     stopped = get_or_train(config, cache=cache, should_stop=lambda: next(stop_after_one))
-    assert not stopped.completed and cache.load_partial(config.run_id)["epoch"] == 1
-    weights, _ = cache._partial(config.run_id)
+    assert not stopped.completed and cache.stopped.load(config.run_id)["epoch"] == 1
+    weights, _ = cache.stopped.paths(config.run_id)
     checkpoint = torch.load(weights, weights_only=True)
     checkpoint["epoch"] = 999
-    summary = cache.partial_summary(config.run_id)
-    cache.save_partial(config.run_id, checkpoint, {k: v for k, v in summary.items() if k != "sha256"})
+    summary = cache.stopped.summary(config.run_id)
+    cache.stopped.save(config.run_id, checkpoint, {k: v for k, v in summary.items() if k != "sha256"})
     run = get_or_train(config, cache=cache)
     assert run.completed and "continued" not in run.note and run.metrics["epochs_done"] == 2

@@ -96,7 +96,7 @@ def test_invalid_setting_is_one_line_naming_it(tmp_path, capsys):
 
 
 def test_recipes_are_listed_and_train_by_name(capsys):
-    from fmnist_core.recipes import list_recipes
+    from fmnist_core.runs.recipes import list_recipes
 
     out = run_main("recipes", capsys=capsys)
     assert [line.split()[0] for line in out.stdout.splitlines()] == list_recipes()

@@ -1,6 +1,6 @@
 import pytest
 
-from fmnist_core.config import RunConfig
+from fmnist_core.training.config import RunConfig
 
 
 def test_recipe_defaults_come_from_the_seed():
@@ -65,7 +65,7 @@ def test_a_new_setting_at_its_default_keeps_old_run_ids():
 
 
 def test_every_recipe_is_a_valid_config_of_its_model():
-    from fmnist_core.recipes import RECIPES, get_recipe
+    from fmnist_core.runs.recipes import RECIPES, get_recipe
 
     for name, recipe in RECIPES.items():
         config = recipe.config(epochs=1)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist_core import data
-from fmnist_core.data import DataError, load_data, read_idx
+from fmnist_core.data import fashion as data
+from fmnist_core.data.fashion import DataError, load_data, read_idx
 
 
 def write_idx(path, array, magic_type=0x08, compress=False, cut=0):
@@ -167,8 +167,8 @@ def test_random_corruptions_of_the_real_files_are_all_data_errors_naming_the_fil
 
 
 def test_a_run_on_other_data_has_its_own_run_id_and_never_replaces_the_real_ones(tmp_path, monkeypatch):
-    from fmnist_core.config import RunConfig
-    from fmnist_core.runs import get_or_train
+    from fmnist_core.runs.trained import get_or_train
+    from fmnist_core.training.config import RunConfig
 
     config = RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300)
     real = get_or_train(config)

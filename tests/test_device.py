@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_core import device
-from fmnist_core.config import RunConfig
-from fmnist_core.recipes import RECIPES
-from fmnist_core.training import execution
+from fmnist_core.base import device
+from fmnist_core.runs.recipes import RECIPES
+from fmnist_core.training.config import RunConfig
+from fmnist_core.training.loop import execution
 
 ROOT = Path(__file__).parents[1]
 
@@ -61,7 +61,7 @@ def test_the_seed_models_train_in_fp32_as_published():
 
 def test_run_ids_are_the_same_whatever_the_cpu_says():
     code = (
-        "import fmnist_core as f; from fmnist_core.recipes import RECIPES;"
+        "import fmnist_core as f; from fmnist_core.runs.recipes import RECIPES;"
         "print(f.RunConfig.for_model('cnn').run_id, RECIPES['fast_cnn'].config().run_id)"
     )
     ids = set()

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from fmnist_core.data import CLASS_NAMES
-from fmnist_core.preprocess import prepare_data_url
+from fmnist_core.data.fashion import CLASS_NAMES
+from fmnist_core.data.preprocess import prepare_data_url
 from ui import events, plots
 
 

@@ -1,15 +1,15 @@
-"""Attribution maps and their sanity check (fmnist_core.explain)."""
+"""Attribution maps and their sanity check (fmnist_core.analysis.explain)."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from fmnist_core import explain
-from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.runs import get_or_train
+from fmnist_core.analysis import explain
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
 
 
 def corner_model() -> nn.Module:

@@ -1,10 +1,10 @@
 import threading
 import time
 
-from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue
-from fmnist_core.runs import get_or_train
+from fmnist_core.runs.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
 
 
 def tiny(seed=0, epochs=1):
@@ -113,7 +113,7 @@ def test_a_job_trains_in_its_own_process_whose_death_is_a_message_not_a_dead_ser
 
 
 def test_an_empty_cache_queues_the_starter_set_once_in_the_order_pages_need_it(monkeypatch):
-    from fmnist_core import starter
+    from fmnist_core.runs import starter
 
     class Recorder:
         def __init__(self):

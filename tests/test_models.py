@@ -11,7 +11,7 @@ from fmnist_core.models import (
     make_settings,
     plan_layers,
 )
-from fmnist_core.reports.s1 import ROWS as S1_ROWS
+from fmnist_core.studies.reports.s1 import ROWS as S1_ROWS
 
 
 def layer_names(sequential: nn.Sequential) -> list[str]:

@@ -5,12 +5,12 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from fmnist_core import ood
-from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.preprocess import fashion_style
-from fmnist_core.runs import get_or_train
+from fmnist_core.data.fashion import load_data
+from fmnist_core.data.preprocess import fashion_style
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
+from fmnist_core.views import ood
 
 
 def non_garments(seed: int = 0) -> dict[str, np.ndarray]:
@@ -75,12 +75,12 @@ def test_a_verdict_says_why_and_only_autoencoders_can_check(detector):
     real = detector.check(load_data().test_images[0, 0].numpy())
     assert not real.flagged and real.reasons == []
     classifier = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300))
-    with pytest.raises(ValueError, match="conv_autoencoder"):
+    with pytest.raises(ValueError, match="needs an autoencoder"):
         ood.fit_detector(classifier, board[None])
 
 
 def test_uploads_that_are_no_garments_are_mostly_flagged_as_uploaded(detector):
-    from fmnist_core.preprocess import prepare_upload
+    from fmnist_core.data.preprocess import prepare_upload
 
     rates = {}
     for kind, uploads in ood.not_garments(30, seed=1).items():

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from fmnist_core import analysis
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.preprocess import ImageError, prepare_data_url, prepare_upload
-from fmnist_core.runs import get_or_train
+from fmnist_core.data.fashion import load_data
+from fmnist_core.data.preprocess import ImageError, prepare_data_url, prepare_upload
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.training.config import RunConfig
 
 
 def png_bytes(image: Image.Image, fmt="PNG") -> bytes:

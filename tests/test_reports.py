@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from fmnist_core.cache import RunCache
-from fmnist_core.config import ENGINE_VERSION, RunConfig
-from fmnist_core.data import load_data
+from fmnist_core.data.fashion import load_data
 from fmnist_core.models import create_model
-from fmnist_core.reports import (
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.studies.reports import (
     REPORTS,
     ReportResult,
     Scale,
@@ -23,7 +23,7 @@ from fmnist_core.reports import (
     to_markdown,
     write_report,
 )
-from fmnist_core.runs import get_or_train
+from fmnist_core.training.config import ENGINE_VERSION, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(epochs_scale=0.01, train_subset=400, test_subset=500)
@@ -140,7 +140,7 @@ def test_report_writer_on_a_hand_made_result(tmp_path):
 
 def test_parallel_jobs_through_joblib_and_dask(tmp_path):
     configs = [RunConfig.for_model("mlp", epochs=1, train_subset=300, seed=seed) for seed in range(2)]
-    from fmnist_core.reports import train_missing
+    from fmnist_core.studies.reports import train_missing
 
     for backend in ("loky", "dask"):
         cache = RunCache(tmp_path / backend)
@@ -178,7 +178,7 @@ def test_no_train_tabulates_the_cache_and_trains_nothing(tmp_path):
 
 
 def test_parallel_waves_start_the_longest_run_first(tmp_path):
-    from fmnist_core.reports import forward_flops, longest_first
+    from fmnist_core.studies.reports import forward_flops, longest_first
 
     cache = RunCache(tmp_path)
     small = RunConfig.for_model("conv_autoencoder", {"channels": (8, 8)}, epochs=2)
@@ -193,7 +193,7 @@ def test_parallel_waves_start_the_longest_run_first(tmp_path):
 
 
 def test_a_report_row_names_the_run_settings_that_left_their_defaults():
-    from fmnist_core.reports import _config_summary
+    from fmnist_core.studies.reports import _config_summary
 
     plain = _config_summary(RunConfig.for_model("mlp"))
     assert plain.endswith("adam lr=0.001 batch=100 epochs=30 loss=mse_onehot")
@@ -256,7 +256,7 @@ def test_the_cache_wins_over_the_committed_figures_and_other_scales_have_none(tm
     ],
 )
 def test_a_claim_over_seeds_holds_fails_or_is_within_noise(kind, firsts, seconds, options, verdict):
-    from fmnist_core.reports.grid import seeds_verdict
+    from fmnist_core.studies.reports.grid import seeds_verdict
 
     found, detail = seeds_verdict(kind, firsts, seconds, **options)
     assert found == verdict, detail
@@ -264,7 +264,7 @@ def test_a_claim_over_seeds_holds_fails_or_is_within_noise(kind, firsts, seconds
 
 
 def test_the_verdicts_noise_is_twice_the_standard_error_of_the_difference():
-    from fmnist_core.reports.grid import seeds_verdict
+    from fmnist_core.studies.reports.grid import seeds_verdict
 
     # stds 0.01 each over 3 seeds: noise 2 * sqrt((1e-4 + 1e-4) / 3) = 0.01633
     _, detail = seeds_verdict("higher", [0.90, 0.91, 0.89], [0.80, 0.81, 0.79])
@@ -286,7 +286,7 @@ def test_a_grid_seed_reaches_every_run_and_the_encoder_it_builds_on():
 
 
 def test_reproduce_over_seeds_writes_mean_and_std_and_judges_each_claim(tmp_path):
-    from fmnist_core.reports.seeds import reproduce_seeds
+    from fmnist_core.studies.reports.seeds import reproduce_seeds
 
     cache = RunCache(tmp_path / "cache")
     scale = Scale(epochs=0.04, train_subset=500, test_subset=500)

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from fmnist_core import suspects
-from fmnist_core.analysis import predict_proba
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.runs import train
-from fmnist_core.training import make_splits
+from fmnist_core.analysis import predict_proba, suspects
+from fmnist_core.data import exclusions
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.trained import train
+from fmnist_core.studies import suspects as suspect_study
+from fmnist_core.training.config import RunConfig
+from fmnist_core.training.splits import make_splits
 
 
 def test_an_epoch_packs_to_its_confidences_and_answers():
@@ -130,9 +131,9 @@ def test_planted_label_flips_are_found_among_the_likely_mislabels():
 
 
 def test_a_run_leaves_out_exactly_the_saved_images(isolated_cache):
-    digest = suspects.save_exclusion(isolated_cache, [5, 3, 3, 59_999])
-    assert digest == suspects.save_exclusion(isolated_cache, [59_999, 5, 3])
-    np.testing.assert_array_equal(suspects.load_exclusion(isolated_cache, digest), [3, 5, 59_999])
+    digest = exclusions.save_exclusion(isolated_cache, [5, 3, 3, 59_999])
+    assert digest == exclusions.save_exclusion(isolated_cache, [59_999, 5, 3])
+    np.testing.assert_array_equal(exclusions.load_exclusion(isolated_cache, digest), [3, 5, 59_999])
     config = RunConfig.for_model("mlp", epochs=1, exclude=digest)
     assert config.run_id != RunConfig.for_model("mlp", epochs=1).run_id
     splits = make_splits(config)
@@ -145,13 +146,13 @@ def test_a_run_leaves_out_exactly_the_saved_images(isolated_cache):
             RunConfig.for_model("mlp", exclude=bad)
     with pytest.raises(ValueError, match="exclude: no list"):
         make_splits(RunConfig.for_model("mlp", exclude="0" * 16))
-    path = suspects.exclusion_folder(isolated_cache) / f"{digest}.json"
+    path = exclusions.exclusion_folder(isolated_cache) / f"{digest}.json"
     path.write_text("[3, 5]")
     with pytest.raises(ValueError, match="exclude: the list .* was altered"):
         make_splits(config)
     for bad in ([], [-1], [60_000]):
         with pytest.raises(ValueError, match="exclude"):
-            suspects.save_exclusion(isolated_cache, bad)
+            exclusions.save_exclusion(isolated_cache, bad)
 
 
 def test_flagged_images_are_mislabels_later_copies_and_train_images_that_repeat_test_ones():
@@ -184,7 +185,7 @@ class RecordedAccuracies:
 
 def test_the_retrain_verdict_weighs_the_gain_against_seed_noise():
     digest = "0123456789abcdef"
-    pairs = suspects.retrain_configs(digest)
+    pairs = suspect_study.retrain_configs(digest)
     assert [a.seed for a, _ in pairs] == [0, 1, 2] and all(b.exclude == digest for _, b in pairs)
     assert all(a.replace(exclude=digest) == b for a, b in pairs)
 
@@ -195,11 +196,13 @@ def test_the_retrain_verdict_weighs_the_gain_against_seed_noise():
             accuracies[without.run_id] = value + gain
         return RecordedAccuracies(accuracies)
 
-    assert suspects.retrain_result(cache_with((0.01, 0.01, 0.01)), digest).verdict == "holds"
-    assert suspects.retrain_result(cache_with((-0.01, -0.01, -0.01)), digest).verdict == "fails"
-    assert suspects.retrain_result(cache_with((0.0, 0.001, -0.001)), digest).verdict == "within seed noise"
+    assert suspect_study.retrain_result(cache_with((0.01, 0.01, 0.01)), digest).verdict == "holds"
+    assert suspect_study.retrain_result(cache_with((-0.01, -0.01, -0.01)), digest).verdict == "fails"
+    assert (
+        suspect_study.retrain_result(cache_with((0.0, 0.001, -0.001)), digest).verdict == "within seed noise"
+    )
     partial = RecordedAccuracies({pairs[0][0].run_id: 0.88})
-    result = suspects.retrain_result(partial, digest)
+    result = suspect_study.retrain_result(partial, digest)
     assert result.verdict is None and result.table["with_all"].notna().sum() == 1
 
 
@@ -210,6 +213,6 @@ def test_the_command_line_writes_the_study_and_trains_nothing_when_told(isolated
     text = (tmp_path / "suspects.md").read_text()
     assert "1 within test" in text and "not trained" in text
     assert "| 0 | not run | not run |" in text and "**" not in text  # no verdict without runs
-    assert len(list((isolated_cache / suspects.EXCLUSIONS).glob("*.json"))) == 1
+    assert len(list((isolated_cache / exclusions.EXCLUSIONS).glob("*.json"))) == 1
     assert not any(isolated_cache.glob("[0-9a-f]" * 16))  # nothing trained
     assert text in capsys.readouterr().out

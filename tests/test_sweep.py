@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist_core import analysis, sweep
-from fmnist_core.cache import RunCache
-from fmnist_core.data import load_data
-from fmnist_core.reports import Scale, train_missing
-from fmnist_core.runs import load_run
+from fmnist_core import analysis
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.trained import load_run
+from fmnist_core.store.cache import RunCache
+from fmnist_core.studies import sweep
+from fmnist_core.studies.reports import Scale, train_missing
 
 
 def test_the_pca_curve_matches_a_pca_fit_per_k():

@@ -8,10 +8,10 @@ import sklearn.metrics
 import torch
 
 from fmnist_core import analysis, engine, views
-from fmnist_core.cache import CorruptRunError, RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.runs import get_or_train, train, untrained_model
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.trained import get_or_train, train, untrained_model
+from fmnist_core.store.cache import CorruptRunError, RunCache
+from fmnist_core.training.config import RunConfig
 
 
 def test_same_config_and_seed_give_the_same_metrics(tiny_autoencoder_config):
@@ -85,7 +85,7 @@ def test_mlp_reaches_far_above_chance_with_progress_reports():
 
 
 def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
-    from fmnist_core.recipes import get_recipe
+    from fmnist_core.runs.recipes import get_recipe
 
     config = get_recipe("fast_cnn").config(epochs=2, train_subset=10_000, test_subset=2000)
     result = train(config)
@@ -94,7 +94,7 @@ def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
 
 
 def test_bf16_training_learns_as_fp32_does_keeps_fp32_weights_and_is_repeatable():
-    from fmnist_core.recipes import get_recipe
+    from fmnist_core.runs.recipes import get_recipe
 
     # Sized for a CPU without native bf16 too, where bf16 is emulated: there 3,000 images for two
     # epochs take 45 s in bf16 against 6 s in fp32 (both reach 0.775; 6,000 images took 85 s).
@@ -143,7 +143,7 @@ def test_stop_keeps_the_epochs_done():
     stopped = get_or_train(config, should_stop=lambda: True)
     assert not stopped.completed and stopped.checkpoint is None  # stopped inside epoch 1: nothing to keep
     assert RunCache().run_ids() == []  # a stopped run is never cached as if complete
-    assert RunCache().partial_summary(config.run_id) is None
+    assert RunCache().stopped.summary(config.run_id) is None
 
 
 def stop_after(epochs: int):
@@ -157,8 +157,9 @@ def stop_after(epochs: int):
     [
         RunConfig.for_model("mlp", {"dropout": 0.3}, epochs=3, train_subset=3000, schedule="onecycle"),
         RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.2}, epochs=3, train_subset=1500),
+        RunConfig.for_model("vae", {"n": 4}, epochs=3, train_subset=1500),  # its codes are drawn too
     ],
-    ids=["mlp-dropout-onecycle", "autoencoder-dropout"],
+    ids=["mlp-dropout-onecycle", "autoencoder-dropout", "vae-sampled-codes"],
 )
 def test_a_stopped_run_is_kept_and_continues_to_the_same_weights_as_one_never_stopped(config, tmp_path):
     whole = get_or_train(config, cache=RunCache(tmp_path / "whole"))
@@ -166,19 +167,19 @@ def test_a_stopped_run_is_kept_and_continues_to_the_same_weights_as_one_never_st
     on_progress, should_stop = stop_after(1)
     stopped = get_or_train(config, on_progress=on_progress, should_stop=should_stop, cache=cache)
     assert not stopped.completed and "stopped after 1 of 3 epochs, kept" in stopped.note
-    summary = cache.partial_summary(config.run_id)
+    summary = cache.stopped.summary(config.run_id)
     assert summary["epochs_done"] == 1 and summary["history"]["val_loss"] == whole.history["val_loss"][:1]
     assert cache.run_ids() == []
     on_progress, should_stop = stop_after(2)  # continued, stopped again after its next epoch
     again = get_or_train(config, on_progress=on_progress, should_stop=should_stop, cache=cache)
-    assert cache.partial_summary(config.run_id)["epochs_done"] == 2 and not again.completed
+    assert cache.stopped.summary(config.run_id)["epochs_done"] == 2 and not again.completed
     continued = get_or_train(config, cache=cache)
     assert continued.completed and continued.note == "continued from epoch 2"
     assert continued.history["val_loss"] == whole.history["val_loss"]
     assert continued.metrics["test_loss"] == whole.metrics["test_loss"]
     expected = whole.model.state_dict()
     assert all(torch.equal(value, expected[key]) for key, value in continued.model.state_dict().items())
-    assert cache.run_ids() == [config.run_id] and cache.partial_summary(config.run_id) is None
+    assert cache.run_ids() == [config.run_id] and cache.stopped.summary(config.run_id) is None
 
 
 def test_a_damaged_stopped_run_is_not_trusted_the_run_starts_afresh(tmp_path):
@@ -192,7 +193,7 @@ def test_a_damaged_stopped_run_is_not_trusted_the_run_starts_afresh(tmp_path):
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(CorruptRunError, match="damaged"):
-        cache.load_partial(config.run_id)
+        cache.stopped.load(config.run_id)
     fresh = get_or_train(config, cache=cache)
     assert fresh.completed and "continued" not in fresh.note
     assert fresh.metrics["test_loss"] == whole.metrics["test_loss"]
@@ -343,7 +344,7 @@ def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror():
 
 
 def test_random_shift_moves_each_image_whole_pixels_with_zeros_coming_in():
-    from fmnist_core.training import random_shift
+    from fmnist_core.training.loop import random_shift
 
     images = load_data().test_images[:64]
     moved = random_shift(images, 2, torch.Generator().manual_seed(0))
@@ -470,8 +471,8 @@ def test_training_neither_reads_nor_reseeds_torchs_global_generator(tiny_autoenc
 
 
 def test_with_holdout_validation_pca_never_sees_the_held_out_images(monkeypatch):
-    from fmnist_core import runs
-    from fmnist_core.training import make_splits
+    from fmnist_core.runs import trained as runs
+    from fmnist_core.training.splits import make_splits
 
     seen = []
     real = analysis.image_pca

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from fmnist_core import analysis, views
-from fmnist_core.cache import RunCache
-from fmnist_core.config import RunConfig
-from fmnist_core.data import load_data
-from fmnist_core.runs import get_or_train
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
 
 
 def test_a_flip_point_is_where_the_new_class_overtakes_the_old():

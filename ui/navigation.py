@@ -1,14 +1,11 @@
-"""The lab's pages and the one way into them, including a page opened by its own URL first.
+"""The lab's pages and the one way into them: app.py's `st.navigation` over PAGES.
 
-Streamlit serves a `pages/` folder on its own (file names in the sidebar, no page config) until
-some session has run app.py's `st.navigation`: the first visit to /autoencoder after a start
-would get that. Each page therefore calls `enter_through_app()` first: outside app.py's
-navigation it runs the navigation itself (which shows the page asked for) and stops.
+The page scripts live in app_pages/, not pages/: Streamlit would serve a folder named pages/ on its
+own (file names in the sidebar, no page config) to a first visitor who came by a page's URL.
 """
 
 import logging
 import os
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,20 +15,17 @@ from ui import warmup
 
 log = logging.getLogger("fmnist_lab")
 
-_inside = threading.local()  # each script run has its own thread
-
-
 PAGES = [  # file, title, icon; a page's URL path is its file's name
-    ("pages/home.py", "Home", ":material/home:"),
-    ("pages/autoencoder.py", "Autoencoder", ":material/compress:"),
-    ("pages/classifier.py", "Classifier", ":material/category:"),
-    ("pages/latent.py", "Latent space", ":material/scatter_plot:"),
-    ("pages/sweep.py", "Latent size sweep", ":material/stacked_line_chart:"),
-    ("pages/compare.py", "Compare runs", ":material/compare_arrows:"),
-    ("pages/reports.py", "Reports", ":material/description:"),
-    ("pages/try_it.py", "Try it", ":material/draw:"),
-    ("pages/quiz.py", "You vs the model", ":material/sports_score:"),
-    ("pages/suspects.py", "Suspect data", ":material/report:"),
+    ("app_pages/home.py", "Home", ":material/home:"),
+    ("app_pages/autoencoder.py", "Autoencoder", ":material/compress:"),
+    ("app_pages/classifier.py", "Classifier", ":material/category:"),
+    ("app_pages/latent.py", "Latent space", ":material/scatter_plot:"),
+    ("app_pages/sweep.py", "Latent size sweep", ":material/stacked_line_chart:"),
+    ("app_pages/compare.py", "Compare runs", ":material/compare_arrows:"),
+    ("app_pages/reports.py", "Reports", ":material/description:"),
+    ("app_pages/try_it.py", "Try it", ":material/draw:"),
+    ("app_pages/quiz.py", "You vs the model", ":material/sports_score:"),
+    ("app_pages/suspects.py", "Suspect data", ":material/report:"),
 ]
 
 
@@ -52,14 +46,13 @@ def run_app() -> None:
     """Page config, navigation, and the page the URL names."""
     st.set_page_config(page_title="Fashion-MNIST Lab", page_icon="👕", layout="wide")
     navigation = st.navigation(pages())
-    _inside.active = True
     try:
         if navigation.url_path:  # every page but Home imports torch and the data anyway: wait for them
             warmup.wait()
         else:
             warmup.start()
         if warmup.ready():  # before that no job can run: nothing to list
-            from fmnist_core import starter
+            from fmnist_core.runs import starter
             from ui.panels import queue_sidebar
             from ui.state import job_queue, run_cache
 
@@ -84,13 +77,3 @@ def run_app() -> None:
             f"This page could not finish: {' '.join(str(error).split()) or type(error).__name__}. "
             "Your runs and any training in progress are untouched; the details are in the server's log."
         )
-    finally:
-        _inside.active = False
-
-
-def enter_through_app() -> None:
-    """Called first by every page: run inside app.py's navigation, or start it and stop here."""
-    if getattr(_inside, "active", False):
-        return
-    run_app()
-    st.stop()

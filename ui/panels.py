@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from fmnist_core import analysis, views
-from fmnist_core.config import RunConfig
-from fmnist_core.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED
 from fmnist_core.models import describe
-from fmnist_core.runs import TrainedRun
+from fmnist_core.runs.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED
+from fmnist_core.runs.trained import TrainedRun
+from fmnist_core.training.config import RunConfig
 
 from . import plots
 from .state import fashion, job_queue, load_run, run_cache, runs_table
@@ -41,7 +41,7 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
         return None
     if job is not None and job.state == FAILED:
         st.error(f"Training failed: {job.error}")
-    stopped = cache.partial_summary(config.run_id)
+    stopped = cache.stopped.summary(config.run_id)
     left = config.epochs - (stopped["epochs_done"] if stopped else 0)
     if stopped:
         st.warning(
@@ -283,7 +283,7 @@ def queue_sidebar() -> None:
 @st.fragment(run_every=2.0)
 def starter_panel() -> None:
     """Home: the starter set's progress while any of it is missing from the cache."""
-    from fmnist_core.starter import enabled, starter_set
+    from fmnist_core.runs.starter import enabled, starter_set
 
     cache, queue = run_cache(), job_queue()
     rows = []
@@ -319,8 +319,8 @@ def starter_panel() -> None:
 def why_panel(run: TrainedRun, image: np.ndarray, key: str) -> None:
     """Why `run` answers as it does for `image`: attribution maps for its answer and its runner-up,
     and the randomised-weights sanity check a click away."""
-    from fmnist_core import explain
-    from fmnist_core.data import CLASS_NAMES
+    from fmnist_core.analysis import explain
+    from fmnist_core.data.fashion import CLASS_NAMES
 
     method = st.segmented_control(
         "Attribution",

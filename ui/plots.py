@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from fmnist_core.data import CLASS_NAMES
+from fmnist_core.data.fashion import CLASS_NAMES
 from ui import events
 
 PALETTE = px.colors.qualitative.T10
@@ -27,15 +27,22 @@ def curves(
 ) -> go.Figure:
     """Train and validation loss (and accuracy, when present) per epoch; while a run trains, `trace`
     adds the running training loss within each epoch, (epochs done as a fraction, loss), as a thin line."""
-    has_accuracy = bool(history.get("val_accuracy"))
+    metrics = ["loss", "accuracy"] if history.get("val_accuracy") else ["loss"]
+    # A loss made of terms (a VAE's reconstruction and KL) shows each term too, each on its own scale.
+    terms = [
+        key for key in history if key.startswith("train_") and key[6:] not in ("loss", "accuracy", "dynamics")
+    ]
     figure = make_subplots(
-        rows=1,
-        cols=2 if has_accuracy else 1,
-        subplot_titles=("loss", "accuracy") if has_accuracy else ("loss",),
+        rows=1, cols=len(metrics) + len(terms), subplot_titles=metrics + [f"term: {key[6:]}" for key in terms]
     )
     epochs = history.get("epoch", [])
     styles = {"train": dict(color=PALETTE[0]), "validation": dict(color=PALETTE[1])}
-    for column, metric in enumerate(("loss", "accuracy") if has_accuracy else ("loss",), start=1):
+    for column, key in enumerate(terms, start=len(metrics) + 1):
+        line = go.Scatter(
+            x=epochs, y=history[key], name=f"train {key[6:]}", mode="lines+markers", line=styles["train"]
+        )
+        figure.add_trace(line, row=1, col=column)
+    for column, metric in enumerate(metrics, start=1):
         for split, key in (("train", f"train_{metric}"), ("validation", f"val_{metric}")):
             if history.get(key):
                 figure.add_trace(

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from fmnist_core import analysis, ood
-from fmnist_core.cache import RunCache, default_root
-from fmnist_core.data import FashionMNIST, load_data
-from fmnist_core.jobs import JobQueue
-from fmnist_core.runs import TrainedRun
-from fmnist_core.runs import load_run as load_cached_run
+from fmnist_core import analysis
+from fmnist_core.data.fashion import FashionMNIST, load_data
+from fmnist_core.runs.jobs import JobQueue
+from fmnist_core.runs.trained import TrainedRun
+from fmnist_core.runs.trained import load_run as load_cached_run
+from fmnist_core.store.cache import RunCache, default_root
+from fmnist_core.store.table import list_runs
+from fmnist_core.views import ood
 
 
 def run_cache() -> RunCache:
@@ -60,9 +62,18 @@ def runs_table(all_data: bool = False) -> pd.DataFrame:
     return table[~table["other_data"]].reset_index(drop=True)
 
 
+def runs_that(capability: str, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The runs (of `runs`, default the runs table) whose model can do `capability` ("reconstructs",
+    "classifies", "samples": ModelSpec.capabilities), best first."""
+    runs = runs_table() if runs is None else runs
+    if runs.empty or capability not in runs:
+        return runs.iloc[0:0]
+    return runs[runs[capability].fillna(False).astype(bool)]
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
 def _runs_table(root: str, stamp: tuple, loaded: str) -> pd.DataFrame:
-    table = RunCache(root).list_runs()
+    table = list_runs(RunCache(root))
     if table.empty:
         return table
     table = table[table["status"] == "ok"]
@@ -80,7 +91,7 @@ def _runs_table(root: str, stamp: tuple, loaded: str) -> pd.DataFrame:
 
 
 def seeds_result(name: str, scale, seeds: int):
-    """A report's runs over seeds and its claims' verdicts (fmnist_core.reports.seeds), read from
+    """A report's runs over seeds and its claims' verdicts (fmnist_core.studies.reports.seeds), read from
     the cache again only when some entry's files change."""
     cache = run_cache()
     return _seeds_result(name, scale, seeds, str(cache.root.resolve()), cache.stamp())
@@ -88,18 +99,24 @@ def seeds_result(name: str, scale, seeds: int):
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _seeds_result(name: str, scale, seeds: int, root: str, stamp: tuple):
-    from fmnist_core.reports.seeds import collect_seeds
+    from fmnist_core.studies.reports.seeds import collect_seeds
 
     return collect_seeds(name, scale, RunCache(root), seeds)
+
+
+def present(value) -> bool:
+    """A table cell that holds a value (other models leave their columns empty: None or NaN)."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
 def run_label(row) -> str:
     """A run's name in pickers, most telling first (a select box cuts the end off): its test
     figure, the model and its settings, the data and epochs, when it was made, and its id."""
     model = row["model"]
-    if model == "conv_autoencoder":
+    if row.get("reconstructs") is True or row.get("reconstructs") is np.True_:
         # The table's columns are float where other models leave them empty: n=256.0 reads as 256.
-        detail = f"n={int(row.get('n'))}, p={float(row.get('dropout')):g}"
+        shown = {"n": "n={:.0f}", "dropout": "p={:g}", "beta": "β={:g}"}
+        detail = ", ".join(form.format(float(row[k])) for k, form in shown.items() if present(row.get(k)))
         if isinstance(row.get("pca_path"), bool | np.bool_) and row.get("pca_path"):
             detail += ", PCA path"
         metric = f"MSE {row.get('test_mse', float('nan')):.4f}"
@@ -179,7 +196,7 @@ def in_background(key: str, compute):
 def garment_check(run_id: str) -> ood.Detector | None:
     """The garment check built on one autoencoder: calibrated on 5,000 training images the first
     time (in the background, then kept beside the cache for every later start), else None."""
-    from fmnist_core.runs import load_run as load_from_disk
+    from fmnist_core.runs.trained import load_run as load_from_disk
 
     cache = run_cache()
     path = cache.derived_path(run_id, "garment_check.npz")
@@ -205,7 +222,7 @@ def stamp(run_id: str) -> float:
 @st.cache_data(max_entries=4, show_spinner="Comparing every image with every other (about 12 s)...")
 def duplicates(threshold: float) -> pd.DataFrame:
     """Near-duplicate pairs within and across the splits, computed once per threshold."""
-    from fmnist_core import suspects
+    from fmnist_core.analysis import suspects
 
     return suspects.dataset_duplicates(threshold)
 
@@ -216,7 +233,7 @@ def duplicates(threshold: float) -> pd.DataFrame:
 )
 def label_issues(run_id: str, stamp: float) -> pd.DataFrame:
     """Likely mislabels from out-of-fold predictions on an autoencoder's codes ("": on pixels)."""
-    from fmnist_core import suspects
+    from fmnist_core.analysis import suspects
 
     if not run_id:
         return suspects.pixel_label_issues()
@@ -227,8 +244,8 @@ def label_issues(run_id: str, stamp: float) -> pd.DataFrame:
 
 @st.cache_data(max_entries=4, show_spinner="Reading the training dynamics...")
 def training_dynamics(run_id: str, stamp: float):
-    """A cartography run's map (fmnist_core.suspects.Cartography)."""
-    from fmnist_core import suspects
+    """A cartography run's map (fmnist_core.analysis.suspects.Cartography)."""
+    from fmnist_core.analysis import suspects
 
     return suspects.cartography(load_run(run_id).history)
 
@@ -236,6 +253,6 @@ def training_dynamics(run_id: str, stamp: float):
 @st.cache_data(max_entries=4, show_spinner=False)
 def training_positions(run_id: str, stamp: float) -> np.ndarray:
     """The training images (indices among the 60,000) a run trained on, in its order."""
-    from fmnist_core.runs import training_indices
+    from fmnist_core.runs.trained import training_indices
 
     return training_indices(run_cache().load_config(run_id), run_cache())

@@ -12,7 +12,7 @@ import threading
 import time
 
 log = logging.getLogger("fmnist_lab")
-HEAVY = ("torch", "fmnist_core.runs", "fmnist_core.jobs", "ui.state", "ui.panels", "ui.plots")
+HEAVY = ("torch", "fmnist_core.runs.trained", "fmnist_core.runs.jobs", "ui.state", "ui.panels", "ui.plots")
 # Seconds before the warm-up starts: the first page's own drawing (in a browser that is often on
 # the same cores) goes first.
 # Measured with bench/app_latency.py: 3.6 s to the first render when it starts at once, 2.1 s so.
@@ -37,7 +37,7 @@ def _warm() -> None:
     try:
         for name in HEAVY:
             importlib.import_module(name)
-        from fmnist_core.data import load_data
+        from fmnist_core.data.fashion import load_data
 
         load_data()  # parsed and checked once; every page then has it at once
     except Exception:  # the page that needs it raises it again, as one line

@@ -11,7 +11,7 @@ import functools
 import torch
 from torch import nn
 
-from .layers import Dropout
+from fmnist_core.engine.layers import Dropout
 
 
 @functools.cache
@@ -19,7 +19,7 @@ def _kernels():
     """fmnist_core.engine.kernels, imported on first use (numba's import would slow the app's start), or
     None where numba is missing: the fused layers then run torch's own."""
     try:
-        from . import kernels
+        from fmnist_core.engine import kernels
     except ImportError:
         return None
     return kernels

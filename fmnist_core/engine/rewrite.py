@@ -13,15 +13,15 @@ import itertools
 import torch
 from torch import nn
 
-from .fused import ConvPoolReLU, PoolDropout, PoolReLU, ReLUBatchNorm, is_plain_2x2_max_pool
-from .layers import ConvTranspose2d, Dropout, Flatten
+from fmnist_core.engine.fused import ConvPoolReLU, PoolDropout, PoolReLU, ReLUBatchNorm, is_plain_2x2_max_pool
+from fmnist_core.engine.layers import ConvTranspose2d, Dropout, Flatten
 
 
 def accelerate(
     model: nn.Module, device: torch.device, generator: torch.Generator, fast_layers: bool | None = None
 ) -> nn.Module:
-    """A training view of `model` (already on `device`): its dropouts draw from `generator` (the
-    run's own), and where `fast_layers` (default: on the CPU) the engine's layers stand in for
+    """A training view of `model` (already on `device`): its dropouts and any layer with a
+    `generator` to draw noise from use `generator` (the run's own), and where `fast_layers` (default: on the CPU) the engine's layers stand in for
     torch's and the layers that compiled kernels train together are fused. The same maths: bit for
     bit where no sum is involved, up to the order of the sums elsewhere (fmnist_core.engine.fused)."""
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
@@ -31,6 +31,8 @@ def accelerate(
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:
                 setattr(parent, name, Dropout(child.p, generator))
+            elif hasattr(child, "generator") and child.generator is None:
+                child.generator = generator  # a layer that draws noise (a VAE's code): the run's stream
             elif on_cpu and type(child) is nn.Flatten:
                 child.__class__ = Flatten
             elif on_cpu and type(child) is nn.ConvTranspose2d:

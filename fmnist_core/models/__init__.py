@@ -1,8 +1,8 @@
 """The registry and the architectures of the seed reports, each in torch's own layers as its
 report wrote it. Importing this package registers every model."""
 
-from .autoencoder import ConvAutoencoder, ConvAutoencoderSettings, start_at_pca
-from .classifiers import (
+from fmnist_core.models.autoencoder import ConvAutoencoder, ConvAutoencoderSettings, start_at_pca
+from fmnist_core.models.classifiers import (
     LAYER_HELP,
     ONE_CYCLE_TRAINING,
     S1_BEST_LAYERS,
@@ -13,7 +13,7 @@ from .classifiers import (
     ResNetSettings,
     plan_layers,
 )
-from .registry import (
+from fmnist_core.models.registry import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     ModelSpec,
@@ -26,7 +26,9 @@ from .registry import (
     make_settings,
     register_model,
     settings_dict,
+    spec_of_settings,
 )
+from fmnist_core.models.vae import VAE, VAESettings
 
 __all__ = [
     "CNNSettings",
@@ -52,5 +54,8 @@ __all__ = [
     "plan_layers",
     "register_model",
     "settings_dict",
+    "spec_of_settings",
     "start_at_pca",
+    "VAE",
+    "VAESettings",
 ]

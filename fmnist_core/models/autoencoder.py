@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..settings import check_choice, check_dropout, check_int
-from .registry import IMAGE_SHAPE, register_model
+from fmnist_core.base.settings import check_choice, check_dropout, check_int, knob
+from fmnist_core.models.registry import IMAGE_SHAPE, register_model
 
 CODE_ACTIVATIONS = {"relu": nn.ReLU, "none": nn.Identity}
 
 
 @dataclass(frozen=True)
 class ConvAutoencoderSettings:
-    n: int = 64  # latent size
-    dropout: float = 0.2  # probability, after every activation
-    output_dropout: bool = True  # S0's Dropout after the output Sigmoid
-    batchnorm: bool = False  # BatchNorm before each pooling (S2)
-    pooling: tuple[str, ...] = ("max", "max")  # per stage: max or avg (S2)
-    channels: tuple[int, ...] = (16, 32)  # per conv stage (S2: 64, 96)
-    linear: bool = True  # the middle Linear(800 -> n) (S4 removes it)
-    latent_activation: str = "relu"  # S0's ReLU on the code, or none
+    n: int = knob(64, "Latent size n", low=2, high=512)
+    dropout: float = knob(0.2, "Dropout p", low=0.0, high=0.7, step=0.05)  # after every activation
+    output_dropout: bool = knob(True, "Dropout after the output Sigmoid (S0)", group="Architecture")
+    batchnorm: bool = knob(False, "BatchNorm before pooling (S2)", group="Architecture")
+    pooling: tuple[str, ...] = knob(("max", "max"), "Pooling", options=("max", "avg"), group="Architecture")
+    channels: tuple[int, ...] = knob(
+        (16, 32), "Channels", options=(8, 16, 32, 64, 96, 128), group="Architecture"
+    )  # per conv stage (S2: 64, 96)
+    linear: bool = knob(True, "Middle linear layer (S4 removes it)", group="Architecture")
+    latent_activation: str = knob(
+        "relu", "Activation on the code", options=("relu", "none"), group="Architecture"
+    )
     # A linear path beside the conv one, started at the training set's principal components:
     # training begins at PCA's reconstruction and the conv path learns what PCA misses.
     # Settings added after the first release carry `since` and stay out of run ids at their default.
-    pca_path: bool = field(default=False, metadata={"since": 3})
+    pca_path: bool = knob(
+        False,
+        "Linear path started at PCA",
+        group="Architecture",
+        when=("linear", True),
+        help="A linear encoder/decoder beside the conv one, set to the top-n principal components: "
+        "training starts at PCA's reconstruction and the conv path learns what PCA misses.",
+        since=3,
+    )
 
     def __post_init__(self):
         check_int("n", self.n, 1, 4096)
@@ -147,6 +159,7 @@ def start_at_pca(model: ConvAutoencoder, mean: torch.Tensor, directions: torch.T
     settings=ConvAutoencoderSettings,
     recipe=dict(loss="mse", epochs=10, batch_size=100, lr=1e-3, optimizer="adam"),
     description="S0/S2/S4 conv autoencoder: 2 conv stages, linear code of size n, 2 transposed convs",
+    published={"loss": 0.052},  # S0's test loss at these defaults (n=64, p=0.2)
 )
 def build_conv_autoencoder(s: ConvAutoencoderSettings) -> nn.Module:
     return ConvAutoencoder(s)

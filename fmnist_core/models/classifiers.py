@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..settings import check_choice, check_dropout, check_int
-from .autoencoder import ConvAutoencoder, ConvAutoencoderSettings
-from .registry import NUM_CLASSES, register_model
+from fmnist_core.base.settings import check_choice, check_dropout, check_int, knob
+from fmnist_core.models.autoencoder import ConvAutoencoderSettings
+from fmnist_core.models.registry import NUM_CLASSES, register_model, spec_of_settings
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 MAX_PARAMETERS = 25_000_000  # a CNN from a layer list: weights (100 MB in fp32) refused above this
@@ -22,11 +22,23 @@ MAX_ACTIVATIONS = 4_000_000  # a CNN's activation values per image, refused abov
 
 @dataclass(frozen=True)
 class EncoderClassifierSettings:
-    encoder_run: str = ""  # run id of a cached conv_autoencoder; "" starts from random weights
-    freeze_encoder: bool = False  # True: only the head is trained
-    head: str = "s0"  # s0: Linear+ReLU+Dropout (S0) · fc: Linear (S2) · wide: hidden layer (S2)
-    head_hidden: int = 256  # units of the wide head's hidden layer
-    dropout: float = 0.2  # the head's dropout
+    # run id of a cached autoencoder; "" starts from random weights
+    encoder_run: str = knob("", "Encoder (a cached autoencoder)", widget="run", needs="reconstructs")
+    freeze_encoder: bool = knob(
+        False, "Freeze the encoder (train the head only)"
+    )  # True: only the head trains
+    # S0's head puts a ReLU and a dropout on the logits: measured on a p=0 encoder it learns poorly
+    # (0.39 test accuracy after 10 epochs), so the form starts from S2's wide head.
+    head: str = knob(
+        "s0",
+        "Head",
+        options=("s0", "fc", "wide"),
+        start="wide",
+        help="s0: Linear+ReLU+Dropout on the logits, as S0 wrote it (learns poorly here) · "
+        "fc: one Linear (S2) · wide: a hidden layer (S2)",
+    )
+    head_hidden: int = knob(256, "Hidden units", options=(64, 128, 256, 512, 1024), when=("head", "wide"))
+    dropout: float = knob(0.2, "Head dropout", low=0.0, high=0.7, step=0.05)
 
     def __post_init__(self):
         if not isinstance(self.encoder_run, str) or not (
@@ -88,16 +100,15 @@ class EncoderClassifier(nn.Module):
     description="S0/S2/S4 classifier: a trained autoencoder's encoder (frozen or fine-tuned) + head",
     needs_encoder=True,
 )
-def build_encoder_classifier(
-    s: EncoderClassifierSettings, encoder: ConvAutoencoderSettings | None = None
-) -> nn.Module:
-    """`encoder`: the settings of the autoencoder named by `encoder_run` (fmnist_core.runs finds
-    them); S0's defaults where no run is named."""
+def build_encoder_classifier(s: EncoderClassifierSettings, encoder=None) -> nn.Module:
+    """`encoder`: the settings of the autoencoder named by `encoder_run`, of any model that
+    reconstructs (fmnist_core.runs.trained finds them); S0's conv autoencoder where no run is named."""
     if encoder is None:
         if s.encoder_run:
             raise ValueError(f"encoder_run: the settings of run {s.encoder_run} were not resolved")
         encoder = ConvAutoencoderSettings()
-    return EncoderClassifier(ConvAutoencoder(encoder).encoder, encoder.latent_size, s)
+    autoencoder = spec_of_settings(encoder).build(encoder)
+    return EncoderClassifier(autoencoder.encoder, autoencoder.latent_size, s)
 
 
 class FeaturesAndHead(nn.Module):
@@ -118,9 +129,9 @@ class FeaturesAndHead(nn.Module):
 
 @dataclass(frozen=True)
 class MLPSettings:
-    n1: int = 128
-    n2: int = 64
-    dropout: float = 0.2
+    n1: int = knob(128, "n1", options=(32, 64, 128, 256, 512, 1024))
+    n2: int = knob(64, "n2", options=(16, 32, 64, 128, 256, 512))
+    dropout: float = knob(0.2, "Dropout", low=0.0, high=0.7, step=0.05)
 
     def __post_init__(self):
         check_int("n1", self.n1, 1, 8192)
@@ -190,6 +201,20 @@ def _number(text: str, kind: type, what: str):
         raise ValueError(f"{what}: {text!r} is not a valid {kind.__name__}") from None
 
 
+def check_limits(text: str, parameters: int, activations: int) -> None:
+    """ValueError where the layers up to `text` pass MAX_PARAMETERS or MAX_ACTIVATIONS."""
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(
+            f"layers: {text!r} brings the model to {parameters:,} parameters, over the lab's "
+            f"limit of {MAX_PARAMETERS:,}"
+        )
+    if activations > MAX_ACTIVATIONS:
+        raise ValueError(
+            f"layers: {text!r} brings the activations to {activations:,} values per image, over "
+            f"the lab's limit of {MAX_ACTIVATIONS:,}"
+        )
+
+
 def plan_layers(layers: tuple[str, ...]) -> LayerPlan:
     """Read S1-style layer strings; raises ValueError naming the bad layer, or the limit a model
     over MAX_PARAMETERS / MAX_ACTIVATIONS breaks."""
@@ -252,16 +277,7 @@ def plan_layers(layers: tuple[str, ...]) -> LayerPlan:
                 message = f"layers: {text!r}: {message}"
             raise ValueError(message) from None
         activations += flat if flat is not None else channels * size * size
-        if parameters > MAX_PARAMETERS:
-            raise ValueError(
-                f"layers: {text!r} brings the model to {parameters:,} parameters, over the lab's "
-                f"limit of {MAX_PARAMETERS:,}"
-            )
-        if activations > MAX_ACTIVATIONS:
-            raise ValueError(
-                f"layers: {text!r} brings the activations to {activations:,} values per image, over "
-                f"the lab's limit of {MAX_ACTIVATIONS:,}"
-            )
+        check_limits(text, parameters, activations)
         planned.append((kind, arguments, channels * size * size if flat is None else flat, flat))
     features = flat if flat is not None else channels * size * size
     parameters += NUM_CLASSES * (features + 1)
@@ -275,7 +291,8 @@ def plan_layers(layers: tuple[str, ...]) -> LayerPlan:
 
 @dataclass(frozen=True)
 class CNNSettings:
-    layers: tuple[str, ...] = S1_BEST_LAYERS  # see LAYER_HELP; a Linear(-> 10) head follows
+    # see LAYER_HELP; a Linear(-> 10) head follows
+    layers: tuple[str, ...] = knob(S1_BEST_LAYERS, "Layers, one per line", widget="lines", help=LAYER_HELP)
 
     def __post_init__(self):
         plan_layers(self.layers)  # raises ValueError naming the bad layer; builds nothing
@@ -334,9 +351,14 @@ def build_cnn(s: CNNSettings) -> nn.Module:
 
 @dataclass(frozen=True)
 class ResNetSettings:
-    channels: tuple[int, ...] = (16, 32, 64)  # per stage; stages after the first halve the size
-    blocks: int = 1  # identity blocks per stage, after the stage's projection block
-    dropout: float = 0.2  # before the final Linear
+    # per stage; stages after the first halve the size
+    channels: tuple[int, ...] = knob(
+        (16, 32, 64),
+        "Channels per stage",
+        options=((8,), (16,), (16, 32), (32, 64), (16, 32, 64), (32, 64, 128), (64, 128, 256)),
+    )
+    blocks: int = knob(1, "Identity blocks per stage", low=0, high=3)  # after the stage's projection block
+    dropout: float = knob(0.2, "Dropout", low=0.0, high=0.7, step=0.05)  # before the final Linear
 
     def __post_init__(self):
         if not 1 <= len(self.channels) <= 3:

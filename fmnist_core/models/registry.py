@@ -1,7 +1,7 @@
 """The model registry: a name gives a settings dataclass, a builder, a kind and the report's recipe.
 
 The registry knows nothing of the cache or the data: whatever a model starts from (an encoder's
-settings and weights, PCA of its training split) is resolved above it (fmnist_core.runs).
+settings and weights, PCA of its training split) is resolved above it (fmnist_core.runs.trained).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..settings import coerce
+from fmnist_core.base.settings import coerce
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -29,20 +29,45 @@ class ModelSpec:
     recipe: dict[str, Any]  # training defaults from the seed report
     description: str
     needs_encoder: bool = False  # built around a cached autoencoder's encoder (settings.encoder_run)
+    samples: bool = False  # decodes codes drawn from N(0, I) into new images (a VAE)
+    published: dict | None = None  # what its report published at these defaults, shown beside ours
+
+    # What a model can do, which the app asks instead of its name.
+    @property
+    def reconstructs(self) -> bool:
+        """Takes an image and gives one back through a code (`encode`, `decode`, `latent_size`)."""
+        return self.kind == "autoencoder"
+
+    @property
+    def classifies(self) -> bool:
+        return self.kind == "classifier"
+
+    def capabilities(self) -> dict[str, bool]:
+        return {"reconstructs": self.reconstructs, "classifies": self.classifies, "samples": self.samples}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, kind: str, settings: type, recipe: dict, description: str, needs_encoder: bool = False
+    name: str,
+    *,
+    kind: str,
+    settings: type,
+    recipe: dict,
+    description: str,
+    needs_encoder: bool = False,
+    samples: bool = False,
+    published: dict | None = None,
 ):
     """Decorator: add a builder `settings -> nn.Module` to the registry under `name`."""
 
     def wrap(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, kind, settings, build, recipe, description, needs_encoder)
+        _REGISTRY[name] = ModelSpec(
+            name, kind, settings, build, recipe, description, needs_encoder, samples, published
+        )
         return build
 
     return wrap
@@ -51,6 +76,14 @@ def register_model(
 def list_models(kind: str | None = None) -> list[str]:
     """Registered model names, optionally only one kind."""
     return [name for name, spec in _REGISTRY.items() if kind is None or spec.kind == kind]
+
+
+def spec_of_settings(settings) -> ModelSpec:
+    """The registered model whose settings these are."""
+    for spec in _REGISTRY.values():
+        if type(settings) is spec.settings_type:
+            return spec
+    raise ValueError(f"settings: {type(settings).__name__} belongs to no registered model")
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -82,7 +115,7 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model with the given settings, its weights drawn from `generator` (a
     fresh default one if None; torch's global generator is never read). Raises ValueError on bad
-    names or settings. `encoder`: the autoencoder settings behind an encoder_run (fmnist_core.runs)."""
+    names or settings. `encoder`: the autoencoder settings behind an encoder_run (fmnist_core.runs.trained)."""
     model = build_skeleton(name, make_settings(name, settings), encoder).to_empty(device="cpu")
     initialise_weights(model, generator if generator is not None else torch.Generator())
     return model

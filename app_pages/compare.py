@@ -1,0 +1,90 @@
+"""Compare runs: every cached run in one table; overlay the curves of the ones you select."""
+
+import streamlit as st
+
+from ui import compare_sections
+from ui.state import run_cache, runs_table
+
+st.title("Compare runs")
+compare_sections.bring_in()
+runs = runs_table(all_data=True)
+if runs.empty:
+    st.info("No cached runs yet. Train a model and it appears here.")
+    st.stop()
+
+with st.sidebar:
+    st.header("Filter")
+    models = st.multiselect("Models", sorted(runs["model"].unique()), default=sorted(runs["model"].unique()))
+    text = st.text_input("Run id or setting contains", "")
+shown = runs[runs["model"].isin(models)]
+if text:
+    shown = shown[
+        shown.astype(str).apply(lambda row: row.str.contains(text, case=False, regex=False)).any(axis=1)
+    ]
+preferred = [
+    "run_id",
+    "model",
+    "test_accuracy",
+    "test_mse",
+    "never_predicted",
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "n",
+    "dropout",
+    "freeze_encoder",
+    "head",
+    "layers",
+    "channels",
+    "train_subset",
+    "train_seconds",
+    "final_train_loss",
+    "final_val_loss",
+    "created",
+]
+columns = [c for c in preferred if c in shown] + [c for c in shown if c not in preferred and c != "status"]
+cache = run_cache()
+# A validation-loss sparkline per run, beside its figures (autoencoders' MSE, classifiers' loss).
+shown = shown.assign(curve=[cache.load_record(run_id)[0].get("val_loss", []) for run_id in shown["run_id"]])
+columns.insert(2, "curve")
+st.caption(
+    f"{len(shown)} of {len(runs)} runs. Click column headers to sort; tick rows to overlay their curves."
+)
+text_columns = [c for c in columns if shown[c].dtype == object and c != "curve"]
+event = st.dataframe(
+    shown[columns].fillna({c: "" for c in text_columns}),  # an empty cell, not the word None
+    hide_index=True,
+    on_select="rerun",
+    selection_mode="multi-row",
+    column_config={
+        "test_accuracy": st.column_config.NumberColumn("test accuracy", format="%.4f"),
+        "test_mse": st.column_config.NumberColumn("test MSE", format="%.4f"),
+        "never_predicted": st.column_config.TextColumn(
+            "classes never predicted", help="Classes the model never answers on the test images"
+        ),
+        "data": st.column_config.TextColumn(
+            "data set", help="fashion-mnist, or another data set's fingerprint"
+        ),
+        "train_seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
+        "curve": st.column_config.LineChartColumn("validation loss", width="small"),
+    },
+    key="runs_table",
+)
+st.download_button(
+    "Download the table (CSV)",
+    shown[[c for c in columns if c != "curve"]].to_csv(index=False),
+    "fmnist_runs.csv",
+    "text/csv",
+    icon=":material/download:",
+)
+
+chosen = (
+    shown.iloc[event.selection.rows] if event and event.selection and event.selection.rows else shown.head(0)
+)
+if not chosen.empty:
+    compare_sections.overlays(chosen)
+    compare_sections.take_away(chosen)
+else:
+    st.caption("Select rows to overlay their validation curves and take runs away.")

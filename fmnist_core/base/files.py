@@ -1,0 +1,131 @@
+"""How the lab reads and writes its own files: one atomic writer, one checksum, one bounded JSON
+reader. Every file the cache, the reports and the exclusion lists keep goes through here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class CorruptRunError(RuntimeError):
+    """A cache entry exists but cannot be trusted (half-written, edited, damaged)."""
+
+
+def default_root() -> Path:
+    """The run store's folder: $FMNIST_CACHE, else models_cache/ here."""
+    return Path(os.environ.get("FMNIST_CACHE") or "models_cache")
+
+
+def checksum(data: bytes | str) -> str:
+    """SHA-256 of bytes (text as UTF-8), hexadecimal: with `sha256` of a file, the lab's one
+    checksum (run ids and exclusion lists are its first 16 digits)."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` in one step: a temporary file beside it, then os.replace
+    (a reader never sees half a file; two writers never share a temporary)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # mkstemp makes the file private (0600); a report or list is as readable as a plain write
+        # would leave it: the mode of the file it replaces, else rw-r--r--.
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mode = 0o644
+        os.fchmod(handle, mode)
+        with os.fdopen(handle, "wb" if isinstance(text, bytes) else "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+MAX_JSON_DEPTH = 32  # the lab's own files nest 6 deep at most; json itself recurses past ~1,000
+MAX_JSON_BYTES = 256_000_000  # a history with cartography: ~88 KB an epoch, 1,000 epochs at most
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text (brackets inside strings do not
+    count), found without parsing it: vectorised over the positions of quotes and brackets."""
+    codes = np.frombuffer(data, dtype=np.uint8)
+    backslashes = np.flatnonzero(codes == ord("\\"))
+    quotes = np.flatnonzero(codes == ord('"'))
+    if backslashes.size and quotes.size:
+        # A quote after an odd run of backslashes is escaped: runs are found by their last position.
+        ends = np.flatnonzero(np.diff(backslashes, append=-2) != 1)
+        run_end = backslashes[ends]
+        run_length = np.diff(ends, prepend=-1)
+        at = np.minimum(np.searchsorted(run_end, quotes - 1), run_end.size - 1)
+        escaped = (run_end[at] == quotes - 1) & (run_length[at] % 2 == 1)
+        quotes = quotes[~escaped]
+    opening = np.flatnonzero((codes == ord("[")) | (codes == ord("{")))
+    closing = np.flatnonzero((codes == ord("]")) | (codes == ord("}")))
+    brackets = np.concatenate([opening, closing])
+    steps = np.concatenate([np.ones(opening.size, np.int64), -np.ones(closing.size, np.int64)])
+    outside = np.searchsorted(quotes, brackets) % 2 == 0  # an even number of quotes before it
+    order = np.argsort(brackets[outside], kind="stable")
+    return int(np.cumsum(steps[outside][order]).max(initial=0))
+
+
+def parse_json(data: bytes | str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
+    """JSON text parsed with bounded size and depth; ValueError (one line) where it is not JSON,
+    too large or nested too deeply (json itself would die with RecursionError on `[` x 100,000)."""
+    if isinstance(data, str):
+        data = data.encode()
+    if len(data) > max_bytes:
+        raise ValueError(f"{len(data):,} bytes, more than the {max_bytes:,} a lab file may have")
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise ValueError(f"nested {depth} deep, more than the {max_depth} a lab file may be")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"not JSON ({' '.join(str(error).split())[:80]})") from None
+
+
+def read_json(path: Path, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
+    """A JSON file read with bounded size and depth (see parse_json); OSError where it cannot be read."""
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path.name} is larger than the {max_bytes:,} bytes a lab file may have")
+    return parse_json(path.read_bytes(), max_depth, max_bytes)
+
+
+def write_tensors_atomic(value, path: Path) -> None:
+    """save_tensors in one step, as write_text_atomic writes text: a temporary file, then os.replace."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        os.chmod(temporary, 0o644)  # as a plain write would leave it (mkstemp makes it private)
+        save_tensors(value, Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(value, path: Path) -> None:
+    """torch.save, whose writer reports a full disk as a RuntimeError ("enforce fail at
+    inline_container.cc"), as the OSError every caller of the cache handles."""
+    try:
+        torch.save(value, path)
+    except RuntimeError as error:
+        raise OSError(f"{path.name} could not be written ({' '.join(str(error).split())[:120]})") from None

@@ -1,0 +1,1 @@
+"""Floor 2: the data set (IDX files, loading, labels), image preprocessing, exclusion lists."""

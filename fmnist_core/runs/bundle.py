@@ -1,0 +1,330 @@
+"""A run as a file to take away and bring back: a zip of its config, history and metrics (JSON) and
+its weights in safetensors (no pickle anywhere), an encoder classifier's encoder inside it, and the
+list of training images a run left out (so that another lab can train it again); and a classifier
+exported to ONNX."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from fmnist_core.analysis import test_metrics
+from fmnist_core.base.files import checksum, parse_json
+from fmnist_core.data.exclusions import exclusion_digest, load_exclusion, save_exclusion
+from fmnist_core.data.fashion import load_data
+from fmnist_core.runs.trained import load_run, model_with_weights
+from fmnist_core.store.cache import CorruptRunError, RunCache
+from fmnist_core.training.config import ENGINE_VERSION, RunConfig, check_record
+from fmnist_core.training.splits import make_splits
+
+FORMAT = "fmnist-lab-bundle/1"
+MAX_BYTES = 400_000_000  # uncompressed: the largest model the lab allows is ~100 MB of weights
+FILES = ("config.json", "record.json", "model.safetensors")
+# The most each file may unpack to, whatever its entry declares.
+LIMITS = {
+    "manifest.json": 1_000_000,
+    "config.json": 1_000_000,
+    "record.json": 256_000_000,
+    "exclude.json": 2_000_000,
+}
+EXCLUDED = "exclude.json"  # a part's list of left-out training images, when its config names one
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be brought in; the message says why, in one line."""
+
+
+def _run_files(run_id: str, cache: RunCache) -> dict[str, bytes]:
+    from safetensors.torch import save
+
+    run = load_run(run_id, cache)
+    state = {key: value.detach().cpu().contiguous() for key, value in run.model.state_dict().items()}
+    files = {
+        "config.json": json.dumps(run.config.to_dict(), sort_keys=True).encode(),
+        "record.json": json.dumps({"history": run.history, "metrics": run.metrics}).encode(),
+        "model.safetensors": save(state),
+    }
+    if run.config.exclude:
+        files[EXCLUDED] = json.dumps(load_exclusion(cache.root, run.config.exclude).tolist()).encode()
+    return files
+
+
+def export_bundle(run_id: str, cache: RunCache | None = None) -> bytes:
+    """The cached run `run_id` (and the encoder it builds on) as the bytes of a .zip bundle."""
+    cache = cache or RunCache()
+    config = cache.load_config(run_id)
+    files = {f"run/{name}": data for name, data in _run_files(run_id, cache).items()}
+    encoder = config.settings.get("encoder_run")
+    if encoder:
+        files |= {f"encoder/{name}": data for name, data in _run_files(encoder, cache).items()}
+    manifest = {
+        "format": FORMAT,
+        "engine": ENGINE_VERSION,
+        "run_id": run_id,
+        "encoder_run": encoder or None,
+        "sha256": {name: checksum(data) for name, data in files.items()},
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps(manifest, indent=1))
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Imported:
+    """One run a bundle brought: `added` False where the lab had it already, with the same weights."""
+
+    run_id: str
+    added: bool
+
+
+def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
+    """Check a bundle and add its runs to the cache (an encoder first). BundleError, in one line,
+    names what is wrong: not a bundle, damaged, another engine's, a config that does not validate
+    or hash to its id, weights that do not fit the model or do not score what the bundle claims.
+
+    A run the lab has already is never replaced: the same weights are a no-op, other weights are
+    refused. Every run's test metrics are measured here before it is kept."""
+    cache = cache or RunCache()
+    files, manifest = _read(data)
+    parts = {}
+    for part in ("encoder", "run"):
+        if f"{part}/config.json" in files:
+            parts[part] = _check_run(files, part)
+    if "run" not in parts:
+        raise BundleError("the bundle holds no run")
+    config = parts["run"][0]
+    if config.run_id != manifest.get("run_id"):
+        raise BundleError(
+            f"the bundle names run {str(manifest.get('run_id'))[:20]} but holds {config.run_id}"
+        )
+    encoder_run = config.settings.get("encoder_run") or None
+    if encoder_run not in (None, manifest.get("encoder_run")):
+        raise BundleError("the classifier's encoder is not the one in the bundle")
+    brought = "encoder" in parts and parts["encoder"][0].run_id == encoder_run
+    if encoder_run and not brought and ("encoder" in parts or not cache.usable(encoder_run)):
+        raise BundleError(f"the classifier's encoder {encoder_run} is neither in the bundle nor here")
+    encoder_config = parts["encoder"][0] if "encoder" in parts else None
+    imported = []
+    for part, (config, state, record) in parts.items():
+        _check_exclusion(files, part, config)
+        try:
+            model = model_with_weights(config, state, cache, "cpu", encoder_config if part == "run" else None)
+        except CorruptRunError as error:
+            raise BundleError(f"{part}: {error}") from None
+        try:
+            if config.exclude:
+                save_exclusion(cache.root, parse_json(files[f"{part}/{EXCLUDED}"]))
+            with cache.lock_if_writable(config.run_id):
+                imported.append(_keep(cache, config, model, record, part))
+        except OSError as error:
+            raise BundleError(
+                f"cannot write into the cache {cache.root} ({error.strerror or error})"
+            ) from None
+    return imported
+
+
+def import_summary(imported: list[Imported]) -> str:
+    """What an import did, in a sentence: runs added, and runs the lab had already."""
+    added = [f"`{run.run_id}`" for run in imported if run.added]
+    here = [f"`{run.run_id}`" for run in imported if not run.added]
+    words = [f"Added {', '.join(added)} (test metrics measured here)" if added else ""]
+    words.append(
+        f"{', '.join(here)} {'was' if len(here) == 1 else 'were'} here already, same weights" if here else ""
+    )
+    return "; ".join(filter(None, words)) + "."
+
+
+def _keep(cache: RunCache, config: RunConfig, model, record: dict, part: str) -> Imported:
+    """Save a checked run, unless the lab has it: same weights, nothing to do; others, refused."""
+    if cache.usable(config.run_id):
+        here = cache.load_state(config.run_id)
+        same = here.keys() == model.state_dict().keys() and all(
+            torch.equal(value, here[name]) for name, value in model.state_dict().items()
+        )
+        if same:
+            return Imported(config.run_id, added=False)
+        raise BundleError(
+            f"{part}: run {config.run_id} is already in this lab with other weights; the lab's own is kept"
+        )
+    metrics = dict(record["metrics"])
+    measured = _measure(config, model, cache)
+    for key, value in measured.items():
+        claimed = metrics[key]
+        tolerance = 0.005 if key == "test_accuracy" else 1e-3 + 1e-2 * abs(claimed)
+        if not abs(value - claimed) <= tolerance:  # NaN claims fail too
+            raise BundleError(
+                f"{part}: the bundle claims {key} {claimed:.4g}, its weights score {value:.4g} here"
+            )
+    metrics["measured_on_import"] = measured
+    cache.save(config, model, record["history"], metrics)
+    return Imported(config.run_id, added=True)
+
+
+def _measure(config: RunConfig, model, cache: RunCache) -> dict[str, float]:
+    """The run's test metrics, measured on this lab's data as training measured them."""
+    fingerprint = load_data().fingerprint
+    if config.data != fingerprint:
+        raise BundleError(f"the run was trained on other data ({config.data}); this lab has {fingerprint}")
+    splits = make_splits(config, cache.root)
+    measured = test_metrics(model, splits.test_images, splits.test_labels, config.loss, config.tta)
+    if config.kind == "autoencoder":
+        return {"test_mse": measured["loss"], "test_loss": measured["loss"]}
+    return {"test_accuracy": measured["accuracy"], "test_loss": measured["loss"]}
+
+
+ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    ValueError,
+)
+
+
+def _read(data: bytes) -> tuple[dict[str, bytes], dict]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = archive.infolist()
+    except ARCHIVE_ERRORS:
+        raise BundleError("this is not a lab bundle (not a .zip file)") from None
+    allowed = {"manifest.json"} | {
+        f"{part}/{name}" for part in ("run", "encoder") for name in (*FILES, EXCLUDED)
+    }
+    names = [entry.filename for entry in entries]
+    strange = next((name for name in names if name not in allowed), None)
+    if strange is not None:
+        raise BundleError(f"the bundle holds a file a lab bundle does not have: {strange[:60]!r}")
+    if len(set(names)) != len(names):
+        raise BundleError("the bundle holds a file twice")
+    if sum(entry.file_size for entry in entries) > MAX_BYTES:
+        raise BundleError(f"the bundle unpacks to more than {MAX_BYTES // 1_000_000} MB")
+    files = {entry.filename: _unpack(archive, entry) for entry in entries}
+    if "manifest.json" not in files:
+        raise BundleError("the bundle has no manifest.json")
+    manifest = _json(files.pop("manifest.json"), "manifest.json")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"the manifest is not a {FORMAT} manifest")
+    engine = manifest.get("engine")
+    if type(engine) is not int:
+        raise BundleError(f"the manifest's engine {str(engine)[:20]!r} is not an engine number")
+    if engine != ENGINE_VERSION:
+        raise BundleError(
+            f"the bundle was made by engine {engine}; this lab is engine {ENGINE_VERSION}, "
+            "whose run ids differ: train the run here instead"
+        )
+    digests = manifest.get("sha256") if isinstance(manifest.get("sha256"), dict) else {}
+    for name, content in files.items():
+        if digests.get(name) != checksum(content):
+            raise BundleError(f"{name} does not match the manifest's checksum (damaged or edited)")
+    return files, manifest
+
+
+def _unpack(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bytes:
+    """One entry's bytes, decompressed in bounded steps and never past its declared size (a zip
+    bomb declares a small size: counting what actually comes out is what stops it)."""
+    name = entry.filename
+    if entry.flag_bits & 0x1:
+        raise BundleError(f"{name} is encrypted; a lab bundle is not")
+    if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # bzip2 and lzma entries decompress a whole input block at once, unbounded: never opened.
+        raise BundleError(
+            f"{name} is compressed with method {entry.compress_type}; a lab bundle uses deflate"
+        )
+    limit = LIMITS.get(name.rsplit("/", 1)[-1], MAX_BYTES)
+    if entry.file_size > limit:
+        raise BundleError(f"{name} unpacks to {entry.file_size:,} bytes, more than {limit:,}")
+    chunks, size = [], 0
+    try:
+        with archive.open(entry) as stream:
+            while chunk := stream.read(1 << 20):
+                size += len(chunk)
+                if size > entry.file_size:
+                    raise BundleError(f"{name} unpacks to more than its declared size (damaged or hostile)")
+                chunks.append(chunk)
+    except ARCHIVE_ERRORS:
+        raise BundleError(f"the bundle is damaged ({name} does not unpack)") from None
+    return b"".join(chunks)
+
+
+def _json(content: bytes, name: str):
+    try:
+        return parse_json(content)
+    except ValueError as error:
+        raise BundleError(f"{name}: {error}") from None
+
+
+def _check_run(files: dict[str, bytes], part: str) -> tuple[RunConfig, dict, dict]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    for name in FILES:
+        if f"{part}/{name}" not in files:
+            raise BundleError(f"{part}: {name} is missing")
+    try:
+        config = RunConfig.from_dict(_json(files[f"{part}/config.json"], f"{part}/config.json"))
+    except ValueError as error:  # a setting that does not validate: the message names it
+        raise BundleError(f"{part}/config.json: {' '.join(str(error).split())}") from None
+    record = _json(files[f"{part}/record.json"], f"{part}/record.json")
+    try:
+        if not isinstance(record, dict):
+            raise TypeError("not a history and metrics")
+        check_record(config, record.get("history"), record.get("metrics"))
+    except TypeError as error:
+        raise BundleError(f"{part}/record.json: {error}") from None
+    try:
+        state = load(files[f"{part}/model.safetensors"])
+    except (SafetensorError, ValueError, OSError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:80]
+        raise BundleError(f"{part}: the weights do not read as safetensors ({reason})") from None
+    return config, state, record
+
+
+def _check_exclusion(files: dict[str, bytes], part: str, config: RunConfig) -> None:
+    """A part whose config leaves images out carries that list, and the list is the one named."""
+    name = f"{part}/{EXCLUDED}"
+    if not config.exclude:
+        if name in files:
+            raise BundleError(f"{part}: {EXCLUDED} is there but the config leaves no image out")
+        return
+    if name not in files:
+        raise BundleError(
+            f"{part}: the run left out the training images {config.exclude}, and their list is missing"
+        )
+    try:
+        indices = parse_json(files[name])
+        named = isinstance(indices, list) and all(type(i) is int for i in indices)
+        named = named and exclusion_digest(indices) == config.exclude
+    except ValueError:  # not JSON, or indices out of range
+        named = False
+    if not named:
+        raise BundleError(f"{part}: {EXCLUDED} is not the list {config.exclude} the run names")
+
+
+def export_onnx(run_id: str, cache: RunCache | None = None) -> bytes:
+    """A cached classifier as an ONNX model: input `images` (N, 1, 28, 28) in [0, 1], output `logits`
+    (N, 10); N is free."""
+    run = load_run(run_id, cache or RunCache(), device="cpu")
+    if run.config.kind == "autoencoder":
+        raise ValueError(f"run_id: {run_id} is an autoencoder; ONNX export is for classifiers")
+    example = torch.zeros(2, 1, 28, 28)
+    program = torch.onnx.export(
+        run.model.eval(),
+        (example,),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+    )
+    buffer = io.BytesIO()
+    program.save(buffer)
+    return buffer.getvalue()

@@ -1,0 +1,71 @@
+"""The starter set: what trains by itself when the cache is empty, so every page has something to
+show within minutes of a first start. FMNIST_STARTER=0 turns it off."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from fmnist_core.models import EncoderClassifierSettings
+from fmnist_core.runs.recipes import get_recipe
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
+
+SWITCH = "FMNIST_STARTER"
+# The head the Classifier page's form starts from (its knob's `start`): S0's loses whole classes.
+DEFAULT_HEAD = next(f.metadata["start"] for f in fields(EncoderClassifierSettings) if f.name == "head")
+
+
+@dataclass(frozen=True)
+class Starter:
+    name: str  # what a person reads
+    config: RunConfig
+    serves: str  # the pages it makes useful
+    recipe: str | None = None  # the named recipe it is, where it is one
+
+
+def starter_set() -> list[Starter]:
+    """The fastest runs that make every page useful, in the order the pages need them."""
+    encoder = get_recipe("fast_autoencoder").config()
+    # The Classifier page's own defaults (S2's wide head, the recipe's 10 epochs), so that the page
+    # opens on a trained run; S0's head (a ReLU on the logits) loses whole classes.
+    on_encoder = {"encoder_run": encoder.run_id, "head": DEFAULT_HEAD}
+    return [
+        Starter(  # S3's recipe, 30 epochs (~1 min here): what the Classifier page starts from
+            "MLP (S3's network and recipe)", RunConfig.for_model("mlp"), "Classifier, Try it, Compare"
+        ),
+        Starter(
+            "fast autoencoder", encoder, "Autoencoder, Latent space, the garment check", "fast_autoencoder"
+        ),
+        Starter(
+            "classifier on its encoder, frozen",
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": True}),
+            "Frozen vs fine-tuned",
+        ),
+        Starter(
+            "classifier on its encoder, fine-tuned",
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": False}),
+            "Frozen vs fine-tuned",
+        ),
+        Starter("fast CNN", get_recipe("fast_cnn").config(), "the best classifier, Try it", "fast_cnn"),
+    ]
+
+
+def starting_recipe(model: str) -> str | None:
+    """The recipe of the starter set's run of `model`, where a form starts (None: its defaults)."""
+    return next((s.recipe for s in starter_set() if s.config.model == model and s.recipe), None)
+
+
+def enabled() -> bool:
+    return os.environ.get(SWITCH, "1") != "0"
+
+
+def start_if_empty(queue, cache: RunCache) -> list[Starter]:
+    """Queue the starter set where the cache holds no run and the queue has had no job; returns
+    what it queued (nothing where the switch is off)."""
+    if not enabled() or queue.jobs() or cache.run_ids():  # the queue first: no disk read once it ran
+        return []
+    chosen = starter_set()
+    for starter in chosen:
+        queue.submit(starter.config)
+    return chosen

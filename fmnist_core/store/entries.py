@@ -1,0 +1,69 @@
+"""A cache entry and its checks: one folder per run id holding config.json, history.json and
+model.pt, and a manifest with each file's SHA-256 (base.files.sha256, the lab's one checksum).
+What this process has verified is remembered per folder with the files' stamps, and forgotten as
+soon as a file changes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fmnist_core.base.files import CorruptRunError, read_json, sha256
+
+FILES = ("config.json", "history.json", "model.pt")
+MANIFEST = "manifest.json"
+# What this process has checked, per entry folder, with the files' stamps (size, mtime, inode) then:
+# shared by every RunCache (the app makes one per call), and void as soon as a file changes.
+_VERIFIED: dict[Path, tuple[tuple, dict]] = {}  # folder -> (stamps, manifest)
+LOADABLE: dict[Path, tuple] = {}  # folder -> stamps when its weights last loaded
+
+
+class MissingRunError(LookupError):
+    """No cache entry for this run id."""
+
+
+def is_run_id(name: str) -> bool:
+    """Whether `name` has a run id's form (RunConfig.run_id: 16 hexadecimal digits)."""
+    return isinstance(name, str) and re.fullmatch(r"[0-9a-f]{16}", name) is not None
+
+
+def stamps(folder: Path) -> tuple:
+    """Size, modification time and inode of each file of an entry (None where one is missing)."""
+    found = []
+    for name in (*FILES, MANIFEST):
+        try:
+            info = (folder / name).stat()
+            found.append((info.st_size, info.st_mtime_ns, info.st_ino))
+        except OSError:
+            found.append(None)
+    return tuple(found)
+
+
+def verify_entry(folder: Path, run_id: str) -> dict:
+    """The entry's manifest, after checking every file against its checksum."""
+    manifest_path = folder / MANIFEST
+    if not folder.is_dir():
+        raise MissingRunError(run_id)
+    now = stamps(folder)
+    known = _VERIFIED.get(folder)
+    if known is not None and known[0] == now:
+        return known[1]  # the same files as when last hashed: no need to read them again
+    try:
+        manifest = read_json(manifest_path)
+        checksums = manifest["sha256"]
+        if not all(isinstance(checksums.get(name), str) for name in FILES):
+            raise TypeError("sha256 is not a checksum per file")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CorruptRunError(f"run {run_id}: manifest unreadable ({error})") from None
+    for name in FILES:
+        path = folder / name
+        if not path.is_file():
+            raise CorruptRunError(f"run {run_id}: {name} is missing")
+        try:
+            digest = sha256(path)
+        except OSError as error:
+            raise CorruptRunError(f"run {run_id}: {name} unreadable ({error})") from None
+        if digest != checksums[name]:
+            raise CorruptRunError(f"run {run_id}: {name} does not match its checksum")
+    _VERIFIED[folder] = (now, manifest)
+    return manifest
