@@ -9,7 +9,7 @@ from fmnist_core.models import get_spec
 from ui import plots
 from ui.forms import PICKED, architecture, model_form, recipe_buttons
 from ui.panels import epoch_scrubber, training_panel
-from ui.state import fashion, runs_table, stamp, test_errors
+from ui.state import fashion, run_view, runs_table
 from ui.widgets import build_config, run_settings
 
 with st.sidebar:
@@ -69,7 +69,7 @@ with recon_tab:
     st.markdown("##### During training")
     epoch_scrubber(run.history, key=run.run_id)
 with error_tab:
-    errors = test_errors(run.run_id, stamp(run.run_id))
+    errors = run_view(run.run_id).errors
     st.plotly_chart(plots.histogram(errors, "Reconstruction error of each test image"))
     per_class = [errors[data.test_labels.numpy() == c].mean() for c in range(10)]
     st.bar_chart(

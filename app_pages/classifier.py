@@ -8,12 +8,7 @@ from fmnist_core.runs.starter import starting_recipe
 from ui import classifier_sections, plots
 from ui.forms import NoRunToBuildOn, architecture, model_form, recipe_buttons, start_from_recipe
 from ui.panels import training_panel, waiting_for
-from ui.state import (
-    fashion,
-    runs_table,
-    stamp,
-    test_probabilities,
-)
+from ui.state import fashion, run_view, runs_table
 from ui.widgets import build_config, run_settings
 
 runs = runs_table()
@@ -47,7 +42,7 @@ if run is None:
 
 data = fashion()
 labels = data.test_labels.numpy()
-probabilities = test_probabilities(run.run_id, stamp(run.run_id))
+probabilities = run_view(run.run_id).probabilities
 predictions = probabilities.argmax(1)
 matrix = analysis.confusion_matrix(labels, predictions)
 report = analysis.per_class_report(matrix)

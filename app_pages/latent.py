@@ -9,16 +9,7 @@ from fmnist_core.models import get_spec
 from ui import events, latent_sections, plots
 from ui.forms import PICKED
 from ui.panels import waiting_for
-from ui.state import (
-    fashion,
-    load_run,
-    projection,
-    run_label,
-    runs_table,
-    stamp,
-    test_codes,
-    test_image_urls,
-)
+from ui.state import fashion, load_run, run_label, run_view, runs_table, test_image_urls
 from ui.widgets import kept
 
 st.title("Latent space")
@@ -61,13 +52,13 @@ run_id = choices[label]
 run = load_run(run_id)
 data = fashion()
 labels = data.test_labels.numpy()
-version = stamp(run_id)
-codes = test_codes(run_id, version)
+view = run_view(run_id)
+codes = view.codes
 st.caption(
     f"{codes.shape[1]}-dimensional codes of the test set ({'latent vectors' if run.config.kind == 'autoencoder' else 'penultimate features'})."
 )
 
-points = projection(run_id, {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[method], count, version)
+points = view.projection({"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[method], count)
 map_column, detail_column = st.columns([3, 1])
 with map_column:
     event = st.echarts_chart(

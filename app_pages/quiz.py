@@ -6,7 +6,7 @@ import streamlit as st
 from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
 from ui import plots
-from ui.state import fashion, run_label, runs_that, stamp, test_probabilities
+from ui.state import fashion, run_label, run_view, runs_that
 
 SEED = 0  # the same 30 images for everyone
 
@@ -48,7 +48,7 @@ if classifiers.empty:
     st.info("You are done; train a classifier to compare yourself with it.")
     st.stop()
 best = classifiers.iloc[0]
-predictions = test_probabilities(best["run_id"], stamp(best["run_id"])).argmax(1)
+predictions = run_view(best["run_id"]).probabilities.argmax(1)
 result = views.quiz_result(quiz, answers, predictions, labels)
 first, second, third = st.columns(3)
 first.metric("You", f"{result.yours:.1%}")

@@ -11,14 +11,12 @@ from ui.state import (
     fashion,
     in_background,
     job_queue,
-    label_issues,
+    pixel_label_issues,
     run_cache,
     run_label,
+    run_view,
     runs_table,
     runs_that,
-    stamp,
-    training_dynamics,
-    training_positions,
 )
 from ui.widgets import kept
 
@@ -64,9 +62,11 @@ with st.sidebar:
     mapped_label = st.selectbox("Training map of", list(maps)) if maps else None
 
 features_run = sources[source]
-features_stamp = stamp(features_run) if features_run else 0.0
-first_use = f"suspects:{threshold}:{features_run}:{features_stamp}"
-found = in_background(first_use, lambda: (duplicates(threshold), label_issues(features_run, features_stamp)))
+features = run_view(features_run) if features_run else None
+first_use = f"suspects:{threshold}:{features_run}:{features.version if features else ''}"
+found = in_background(
+    first_use, lambda: (duplicates(threshold), features.label_issues if features else pixel_label_issues())
+)
 if found is None:  # the first visit: ~30 s over all 70,000 images, off the page's thread
     until_ready(
         lambda: in_background(first_use, None) is not None,
@@ -78,8 +78,8 @@ pairs, issues = found
 map_, positions, hard = None, None, None
 if mapped_label is not None:
     mapped_run = maps[mapped_label]
-    map_ = training_dynamics(mapped_run, stamp(mapped_run))
-    positions = training_positions(mapped_run, stamp(mapped_run))  # map row -> training image
+    map_ = run_view(mapped_run).training_dynamics
+    positions = run_view(mapped_run).training_positions  # map row -> training image
     hard = suspects.hard_images(map_, positions)
 mislabels = suspects.likely_mislabels(issues, hard)
 flagged = suspects.flagged_images(pairs, mislabels)

@@ -7,7 +7,7 @@ from fmnist_core import analysis
 from fmnist_core.studies import sweep
 from fmnist_core.studies.reports import Scale
 from ui import events, plots
-from ui.state import fashion, job_queue, load_run, run_cache, stamp
+from ui.state import fashion, job_queue, load_run, run_cache, sweep_table
 from ui.widgets import kept
 
 SCALES = {
@@ -32,16 +32,6 @@ missing = [c for c in sweep.sweep_configs(points) if not cache.exists(c.run_id)]
 queued = {job.run_id for job in queue.jobs() if job.active}
 
 
-@st.cache_data(max_entries=16, show_spinner="Reading out the codes (a logistic regression)...")
-def probe(run_id: str, version: float) -> float:
-    return sweep.probe_accuracy(load_run(run_id))
-
-
-@st.cache_data(max_entries=4, show_spinner="Measuring PCA at every k...")
-def table_of(run_ids: tuple[str, ...], versions: tuple, scale: str):
-    return sweep.sweep_table(points, cache, probe=lambda run_id: probe(run_id, stamp(run_id)))
-
-
 if missing:
     waiting = [c for c in missing if c.run_id in queued]
     st.warning(
@@ -55,11 +45,7 @@ if missing:
         for config in missing:  # each autoencoder before its classifiers
             queue.submit(config)
         st.rerun()
-versions = tuple(
-    cache.folder(c.run_id).stat().st_mtime if cache.exists(c.run_id) else 0.0
-    for c in sweep.sweep_configs(points)
-)
-table = table_of(tuple(c.run_id for c in sweep.sweep_configs(points)), versions, scale_label)
+table = sweep_table(points, scale_label)
 event = st.plotly_chart(
     plots.sweep(table), on_select="rerun", selection_mode="points", key=f"sweep:{scale_label}"
 )

@@ -9,14 +9,7 @@ from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.data.preprocess import ImageError, prepare_data_url, prepare_upload
 from ui import canvas, plots, try_sections
 from ui.panels import waiting_for, why_panel
-from ui.state import (
-    calibration,
-    load_run,
-    run_label,
-    runs_table,
-    runs_that,
-    stamp,
-)
+from ui.state import load_run, run_label, run_view, runs_table, runs_that
 
 st.title("Try it")
 runs = runs_table()
@@ -73,7 +66,7 @@ if not classifiers.empty:
         probabilities = views.classify(load_run(labels[chosen]), image)
         top = np.argsort(-probabilities)[:3]
         st.markdown("  \n".join(f"**{CLASS_NAMES[c]}** {probabilities[c]:.1%}" for c in top))
-        table, _ = calibration(labels[chosen], stamp(labels[chosen]))
+        table, _ = run_view(labels[chosen]).calibration
         at = table[(table["low"] < probabilities.max()) & (probabilities.max() <= table["high"])]
         if not at.empty and at["count"].iloc[0] >= 20 and at["accuracy"].iloc[0] < 0.6:
             st.warning(

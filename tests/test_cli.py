@@ -233,3 +233,88 @@ def test_a_classifier_that_never_answers_a_class_says_so_in_its_result():
     assert "classes_never_predicted" not in summary(
         SimpleNamespace(**{**vars(run), "metrics": {**metrics, "test_confusion": healthy}})
     )
+
+
+# Bad settings of every kind the command line takes (the fault probe's table, issues 14 and 27):
+# each refused in one line that names the setting, before any work. (model, setting): values.
+BAD_SETTINGS = {
+    # (model, key): bad values; the message must name the key
+    ("mlp", "lr"): ["nan", "inf", "-1", "0", "1e9", "abc", ""],
+    ("mlp", "dropout"): ["nan", "1", "0.999", "0.99805", "-0.1", "2", "x"],
+    ("mlp", "weight_decay"): ["nan", "-1", "inf"],
+    ("mlp", "momentum"): ["nan", "-0.5", "2"],
+    ("mlp", "label_smoothing"): ["nan", "-0.1", "1.5"],
+    ("mlp", "holdout_fraction"): ["nan", "0", "1", "-0.2"],
+    ("mlp", "batch_size"): ["0", "-5", "1000000000", "x", "2.5"],
+    ("mlp", "epochs"): ["0", "-1", "nan", "1000000000"],
+    ("mlp", "seed"): ["-1", "x", str(2**70)],
+    ("mlp", "n1"): ["0", "-3", "100000000", "nan", "1.5"],
+    ("mlp", "optimizer"): ["adamz", ""],
+    ("mlp", "loss"): ["mse", "hinge"],
+    ("mlp", "precision"): ["fp16", "int8"],
+    ("mlp", "train_subset"): ["-1", "70000", "x"],
+    ("mlp", "test_subset"): ["-1", "20000"],
+    ("mlp", "augment"): ["rotate"],
+    ("mlp", "validation"): ["train"],
+    ("mlp", "schedule"): ["cosine"],
+    ("conv_autoencoder", "n"): ["0", "-1", "1000000", "nan"],
+    ("conv_autoencoder", "dropout"): ["1", "nan"],
+    ("conv_autoencoder", "pooling"): ["median"],
+    ("resnet", "blocks"): ["-1", "1000"],
+    ("resnet", "channels"): ["0", "100000"],
+    ("encoder_classifier", "encoder_run"): ["0123456789abcdef", "../../etc", "/tmp", "x" * 300],
+    ("encoder_classifier", "head"): ["huge"],
+    ("vae", "beta"): ["-1", "nan", "1000"],
+    ("vae", "n"): ["0", "100000"],
+    ("cnn", "layers"): [
+        "",
+        "conv",
+        "conv:0:3:same:relu",
+        "conv:35:0:same:relu",
+        "conv:35:3:full:relu",
+        "conv:35:3:same:gelu",
+        "conv:35:99:valid:relu",
+        "maxpool:0",
+        "maxpool:64",
+        "dropout:1",
+        "dropout:nan",
+        "dense:0:relu",
+        "dense:-4:relu",
+        "conv:1024:3:same:relu,dense:16384:relu",
+        "conv:64:3:same:relu,dense:16384:relu",
+        "dense:100000000:relu",
+        "bn,bn,bn,unknown",
+        "conv:35:3:same:relu;rm -rf /",
+    ],
+}
+
+
+FLAG_CASES = [  # (arguments, what the one line must name)
+    (["train", "mlp", "--epochs", "2", "--set", "epochs=3"], "epochs"),
+    (["train", "mlp", "--set", "model=cnn"], "model"),
+    (["train", "mlp", "--set", "nonsense=1"], "nonsense"),
+    (["train", "mlp", "--set", "lr"], "lr"),
+    (["train", "no_such_model"], "no_such_model"),
+    (["train", "cnn", "--set", "layers=conv:35:3:valid:relu", "--set", "n=4"], "n"),
+]
+
+
+@pytest.mark.parametrize(
+    "model, key, value",
+    [(model, key, value) for (model, key), values in BAD_SETTINGS.items() for value in values],
+    ids=lambda part: str(part)[:30],
+)
+def test_every_bad_setting_is_refused_in_one_line_naming_it(model, key, value, capsys):
+    small = ["--epochs", "1", "--quiet"] + ([] if key == "train_subset" else ["--set", "train_subset=300"])
+    out = run_main("train", model, *small, "--set", f"{key}={value}", capsys=capsys)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    lines = [
+        line for line in out.stderr.splitlines() if line and not line.startswith("run ")
+    ]  # the run's name
+    assert len(lines) == 1 and key in lines[0].lower(), out.stderr
+
+
+@pytest.mark.parametrize("arguments, named", FLAG_CASES, ids=lambda part: str(part)[:40])
+def test_settings_given_twice_or_unknown_are_refused_naming_them(arguments, named, capsys):
+    out = run_main(*arguments, capsys=capsys)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and named in out.stderr, out.stderr

@@ -11,7 +11,7 @@ from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun, frozen_sibling
 from ui import events, plots
 from ui.panels import epoch_scrubber, why_panel
-from ui.state import calibration, fashion, load_run, run_cache, stamp
+from ui.state import fashion, load_run, run_cache, run_view
 
 
 def confusion(run: TrainedRun, matrix: np.ndarray, probabilities: np.ndarray) -> None:
@@ -65,7 +65,7 @@ def confusion(run: TrainedRun, matrix: np.ndarray, probabilities: np.ndarray) ->
 def calibrated(run: TrainedRun, probabilities: np.ndarray) -> None:
     """Expected calibration error and the reliability diagram, with where it is off in words."""
     labels, predictions = fashion().test_labels.numpy(), probabilities.argmax(1)
-    table, error = calibration(run.run_id, stamp(run.run_id))
+    table, error = run_view(run.run_id).calibration
     st.metric(
         "Expected calibration error",
         f"{error:.4f}",

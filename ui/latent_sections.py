@@ -12,7 +12,7 @@ from fmnist_core import analysis, views
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun, frozen_sibling
 from ui import events, panels, plots
-from ui.state import fashion, load_run, run_label, runs_that, stamp, test_image_urls, test_probabilities
+from ui.state import fashion, load_run, run_label, run_view, runs_that, test_image_urls
 
 
 def timelapse(run: TrainedRun, runs: pd.DataFrame) -> None:
@@ -119,7 +119,7 @@ def walk_ends(runs: pd.DataFrame, codes: np.ndarray, selected: list[int]) -> tup
     best = runs_that("classifies", runs).head(1)
     cells: dict[str, tuple | None] = {"two test images of my choice": None}
     if not best.empty:
-        probabilities = test_probabilities(best.iloc[0]["run_id"], stamp(best.iloc[0]["run_id"]))
+        probabilities = run_view(best.iloc[0]["run_id"]).probabilities
         predictions = probabilities.argmax(1)
         for true, predicted, count in views.commonest_mistakes(labels, predictions, 8):
             cells[f"{CLASS_NAMES[true]} taken for {CLASS_NAMES[predicted]} ({count} images)"] = (

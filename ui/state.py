@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -140,27 +141,27 @@ def run_label(row) -> str:
 
 
 @st.cache_data(max_entries=8, show_spinner="Encoding the test set...")
-def test_codes(run_id: str, stamp: float) -> np.ndarray:
+def _test_codes(run_id: str, stamp: float) -> np.ndarray:
     run = load_run(run_id)
     return analysis.latent_codes(run.model, fashion().test_images)
 
 
 @st.cache_data(max_entries=8, show_spinner="Projecting the codes...")
-def projection(run_id: str, method: str, count: int, stamp: float) -> np.ndarray:
-    codes = test_codes(run_id, stamp)[:count]
+def _projection(run_id: str, method: str, count: int, stamp: float) -> np.ndarray:
+    codes = _test_codes(run_id, stamp)[:count]
     return analysis.latent_projection(codes, method)
 
 
 @st.cache_data(max_entries=8, show_spinner="Classifying the test set...")
-def test_probabilities(run_id: str, stamp: float) -> np.ndarray:
+def _test_probabilities(run_id: str, stamp: float) -> np.ndarray:
     """A classifier's class probabilities (10,000, 10) on the test set, computed once per run."""
     return load_run(run_id).predict_proba(fashion().test_images)
 
 
 @st.cache_data(max_entries=8)
-def calibration(run_id: str, stamp: float) -> tuple[pd.DataFrame, float]:
+def _calibration(run_id: str, stamp: float) -> tuple[pd.DataFrame, float]:
     """A classifier's reliability table and calibration error on the test set (15 bins)."""
-    return analysis.calibration(test_probabilities(run_id, stamp), fashion().test_labels.numpy(), bins=15)
+    return analysis.calibration(_test_probabilities(run_id, stamp), fashion().test_labels.numpy(), bins=15)
 
 
 @st.cache_data(max_entries=2, show_spinner="Preparing the test images' thumbnails...")
@@ -172,7 +173,7 @@ def test_image_urls(count: int) -> list[str]:
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring every test image's reconstruction error...")
-def test_errors(run_id: str, stamp: float) -> np.ndarray:
+def _test_errors(run_id: str, stamp: float) -> np.ndarray:
     """An autoencoder's per-image error on the whole test set, computed once per run."""
     return analysis.reconstruction_errors(load_run(run_id).model, fashion().test_images)
 
@@ -215,7 +216,8 @@ def garment_check(run_id: str) -> ood.Detector | None:
 CALIBRATION = 5000
 
 
-def stamp(run_id: str) -> float:
+def _stamp(run_id: str) -> float:
+    """When the run's entry last changed (its manifest is written last): the key of what is kept."""
     return (run_cache().folder(run_id) / "manifest.json").stat().st_mtime
 
 
@@ -231,7 +233,7 @@ def duplicates(threshold: float) -> pd.DataFrame:
     max_entries=4,
     show_spinner="Predicting every training image's class without its label (5 folds, ~25 s)...",
 )
-def label_issues(run_id: str, stamp: float) -> pd.DataFrame:
+def _label_issues(run_id: str, stamp: float) -> pd.DataFrame:
     """Likely mislabels from out-of-fold predictions on an autoencoder's codes ("": on pixels)."""
     from fmnist_core.analysis import suspects
 
@@ -243,7 +245,7 @@ def label_issues(run_id: str, stamp: float) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the training dynamics...")
-def training_dynamics(run_id: str, stamp: float):
+def _training_dynamics(run_id: str, stamp: float):
     """A cartography run's map (fmnist_core.analysis.suspects.Cartography)."""
     from fmnist_core.analysis import suspects
 
@@ -251,8 +253,95 @@ def training_dynamics(run_id: str, stamp: float):
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def training_positions(run_id: str, stamp: float) -> np.ndarray:
+def _training_positions(run_id: str, stamp: float) -> np.ndarray:
     """The training images (indices among the 60,000) a run trained on, in its order."""
     from fmnist_core.runs.trained import training_indices
 
     return training_indices(run_cache().load_config(run_id), run_cache())
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One cached run as the pages see it: each property is computed once per version of the run's
+    files and kept (a retrained run is a new version: no page sees or passes a stamp)."""
+
+    run_id: str
+
+    @property
+    def version(self) -> float:
+        return _stamp(self.run_id)
+
+    @property
+    def trained(self) -> TrainedRun:
+        return load_run(self.run_id)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The test set's codes (an autoencoder's latent vectors, a classifier's last features)."""
+        return _test_codes(self.run_id, self.version)
+
+    def projection(self, method: str, count: int) -> np.ndarray:
+        return _projection(self.run_id, method, count, self.version)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return _test_probabilities(self.run_id, self.version)
+
+    @property
+    def calibration(self) -> tuple[pd.DataFrame, float]:
+        return _calibration(self.run_id, self.version)
+
+    @property
+    def errors(self) -> np.ndarray:
+        return _test_errors(self.run_id, self.version)
+
+    @property
+    def label_issues(self) -> pd.DataFrame:
+        return _label_issues(self.run_id, self.version)
+
+    @property
+    def training_dynamics(self):
+        return _training_dynamics(self.run_id, self.version)
+
+    @property
+    def training_positions(self) -> np.ndarray:
+        return _training_positions(self.run_id, self.version)
+
+    @property
+    def probe_accuracy(self) -> float:
+        """A linear read-out's test accuracy on its codes (the latent sweep's)."""
+        return _probe_accuracy(self.run_id, self.version)
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading out the codes (a logistic regression)...")
+def _probe_accuracy(run_id: str, version: float) -> float:
+    from fmnist_core.studies import sweep
+
+    return sweep.probe_accuracy(load_run(run_id))
+
+
+def sweep_table(points, name: str) -> pd.DataFrame:
+    """The latent sweep's table at these points (`name`: their scale's name), measured again only
+    when one of its runs changes."""
+    from fmnist_core.studies import sweep
+
+    cache = run_cache()
+    configs = sweep.sweep_configs(points)
+    versions = tuple(_stamp(c.run_id) if cache.exists(c.run_id) else 0.0 for c in configs)
+    return _sweep_table(points, name, versions)
+
+
+@st.cache_data(max_entries=4, show_spinner="Measuring PCA at every k...")
+def _sweep_table(_points, name: str, versions: tuple) -> pd.DataFrame:
+    from fmnist_core.studies import sweep
+
+    return sweep.sweep_table(_points, run_cache(), probe=lambda run_id: run_view(run_id).probe_accuracy)
+
+
+def run_view(run_id: str) -> RunView:
+    return RunView(run_id)
+
+
+def pixel_label_issues() -> pd.DataFrame:
+    """Likely mislabels from out-of-fold predictions on the training images' pixels (PCA)."""
+    return _label_issues("", 0.0)

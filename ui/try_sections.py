@@ -11,7 +11,7 @@ from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
 from ui import plots
 from ui.panels import until_ready
-from ui.state import fashion, garment_check, load_run, run_label, stamp, test_codes
+from ui.state import fashion, garment_check, load_run, run_label, run_view
 
 
 def garment_verdict(image: np.ndarray, autoencoders: pd.DataFrame, answer_column) -> None:
@@ -58,7 +58,7 @@ def through_autoencoder(image: np.ndarray, autoencoders: pd.DataFrame) -> None:
         caption=f"reconstruction (MSE {error:.4f})",
         width=224,
     )
-    codes = test_codes(run_id, stamp(run_id))
+    codes = run_view(run_id).codes
     nearest = views.nearest(codes, seen.code)
     st.markdown("**Nearest test images in latent space**")
     data = fashion()
