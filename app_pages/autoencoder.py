@@ -6,8 +6,8 @@ import streamlit as st
 
 from fmnist_core import analysis, views
 from fmnist_core.models import get_spec
-from ui import plots
-from ui.forms import PICKED, architecture, model_form, recipe_buttons
+from ui import keys, plots
+from ui.forms import architecture, model_form, recipe_buttons
 from ui.panels import epoch_scrubber, training_panel
 from ui.state import fashion, run_view, runs_table
 from ui.widgets import build_config, run_settings
@@ -29,7 +29,7 @@ st.caption(
 run = training_panel(config, published=spec.published)
 if run is None:
     st.stop()
-st.session_state[PICKED + "reconstructs"] = run.run_id
+st.session_state[keys.picked("reconstructs")] = run.run_id
 
 
 @st.cache_data(max_entries=8)

@@ -6,8 +6,7 @@ import streamlit as st
 
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.models import get_spec
-from ui import events, latent_sections, plots
-from ui.forms import PICKED
+from ui import events, keys, latent_sections, plots
 from ui.panels import waiting_for
 from ui.state import fashion, load_run, run_label, run_view, runs_table, test_image_urls
 from ui.widgets import kept
@@ -24,7 +23,7 @@ if runs.empty:
 # Autoencoders first: only they can decode, which the walks and sliders below need.
 ordered = runs.assign(decoder=~runs["reconstructs"].astype(bool)).sort_values("decoder", kind="stable")
 choices = {run_label(row): row["run_id"] for _, row in ordered.iterrows()}
-preferred = st.session_state.get(PICKED + "reconstructs")
+preferred = st.session_state.get(keys.picked("reconstructs"))
 names = list(choices)
 start = next((label for label, rid in choices.items() if rid == preferred), names[0])
 with st.sidebar:

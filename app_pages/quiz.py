@@ -5,7 +5,7 @@ import streamlit as st
 
 from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
-from ui import plots
+from ui import keys, plots
 from ui.state import fashion, run_label, run_view, runs_that
 
 SEED = 0  # the same 30 images for everyone
@@ -14,7 +14,7 @@ st.title("You vs the model")
 data = fashion()
 labels = data.test_labels.numpy()
 quiz = views.quiz_images(labels, per_class=3, seed=SEED)
-answers: list[int] = st.session_state.setdefault("quiz:answers", [])
+answers: list[int] = st.session_state.setdefault(keys.QUIZ_ANSWERS, [])
 
 if len(answers) < len(quiz):
     st.caption(

@@ -197,3 +197,38 @@ def test_the_page_list_is_the_navigations_and_every_page_file_is_in_it():
     listed = {file for file, _title, _icon in PAGES}
     assert listed == {str(p.relative_to(ROOT)) for p in (ROOT / "app_pages").glob("*.py")}
     assert not (ROOT / "pages").exists()  # Streamlit would serve a pages/ folder on its own
+
+
+def session_keys_written_out(path: Path) -> list[str]:
+    """st.session_state keys given as string literals or f-strings (subscripts, get, setdefault, pop)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        key = None
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith("session_state"):
+            key = node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "setdefault", "pop")
+            and ast.unparse(node.func.value).endswith("session_state")
+            and node.args
+        ):
+            key = node.args[0]
+        if isinstance(key, ast.Constant | ast.JoinedStr):
+            found.append(ast.unparse(key))
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", sorted([*(ROOT / "app_pages").glob("*.py"), *(ROOT / "ui").glob("*.py")]), ids=lambda p: p.name
+)
+def test_session_keys_are_named_by_ui_keys_alone(path):
+    assert session_keys_written_out(path) == []
+
+
+def test_the_session_key_check_sees_a_literal(tmp_path):
+    planted = tmp_path / "page.py"
+    planted.write_text(
+        'import streamlit as st\nst.session_state["mine"] = 1\nst.session_state.get(f"x:{1}")\n'
+    )
+    assert session_keys_written_out(planted) == ["'mine'", "f'x:{1}'"]

@@ -9,7 +9,7 @@ import streamlit as st
 
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun, frozen_sibling
-from ui import events, plots
+from ui import events, keys, plots
 from ui.panels import epoch_scrubber, why_panel
 from ui.state import fashion, load_run, run_cache, run_view
 
@@ -21,19 +21,19 @@ def confusion(run: TrainedRun, matrix: np.ndarray, probabilities: np.ndarray) ->
     percent = st.segmented_control("Show", ["counts", "row percent"], default="counts") == "row percent"
     event = st.altair_chart(plots.confusion(matrix, percent), on_select="rerun", key="confusion")
     clicked = events.confusion_cell(event.selection if event else None)
-    if clicked is not None and clicked != st.session_state.get("confusion:clicked"):
+    if clicked is not None and clicked != st.session_state.get(keys.CONFUSION_CLICKED):
         # A new click moves the pickers below; picking there afterwards is not undone by the click.
-        st.session_state["confusion:clicked"] = clicked
-        st.session_state["confusion:true"], st.session_state["confusion:predicted"] = clicked
+        st.session_state[keys.CONFUSION_CLICKED] = clicked
+        st.session_state[keys.CONFUSION_TRUE], st.session_state[keys.CONFUSION_PREDICTED] = clicked
     st.caption("Click a cell to see its test images, most confident first — or pick one here:")
-    st.session_state.setdefault("confusion:true", 6)  # Shirt, the hardest class in every report
-    st.session_state.setdefault("confusion:predicted", 0)
+    st.session_state.setdefault(keys.CONFUSION_TRUE, 6)  # Shirt, the hardest class in every report
+    st.session_state.setdefault(keys.CONFUSION_PREDICTED, 0)
     left, right = st.columns(2)
     true_class = left.selectbox(
-        "True class", range(10), format_func=CLASS_NAMES.__getitem__, key="confusion:true"
+        "True class", range(10), format_func=CLASS_NAMES.__getitem__, key=keys.CONFUSION_TRUE
     )
     predicted = right.selectbox(
-        "Predicted class", range(10), format_func=CLASS_NAMES.__getitem__, key="confusion:predicted"
+        "Predicted class", range(10), format_func=CLASS_NAMES.__getitem__, key=keys.CONFUSION_PREDICTED
     )
     cell = np.flatnonzero((labels == true_class) & (predictions == predicted))
     cell = cell[np.argsort(-probabilities[cell, predicted])][:24]

@@ -10,6 +10,7 @@ import streamlit as st
 from fmnist_core.models import get_spec
 from fmnist_core.runs import bundle
 from fmnist_core.store.cache import RunCache
+from ui import keys
 from ui.plots import PALETTE
 from ui.state import run_cache
 
@@ -30,15 +31,15 @@ def bring_in() -> None:
             type=["zip"],
             key="compare:bundle",
         )
-        if upload is not None and st.session_state.get("compare:imported", (None,))[0] != upload.file_id:
+        if upload is not None and st.session_state.get(keys.COMPARE_IMPORTED, (None,))[0] != upload.file_id:
             try:  # once per uploaded file: a rerun does not write the entries again
                 with st.spinner("Checking the bundle and measuring its runs on the test set..."):
                     message = bundle.import_summary(bundle.import_bundle(upload.getvalue(), run_cache()))
             except bundle.BundleError as error:
                 message = f"Cannot bring this bundle in: {error}."
-            st.session_state["compare:imported"] = (upload.file_id, message)
+            st.session_state[keys.COMPARE_IMPORTED] = (upload.file_id, message)
         if upload is not None:
-            message = st.session_state["compare:imported"][1]
+            message = st.session_state[keys.COMPARE_IMPORTED][1]
             (st.error if message.startswith("Cannot") else st.success)(message)
 
 

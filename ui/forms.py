@@ -13,12 +13,9 @@ import streamlit as st
 from fmnist_core.models import get_spec, list_models
 from fmnist_core.runs.recipes import get_recipe, list_recipes
 from fmnist_core.studies.presets import recipe_preset, setting_presets
+from ui import keys
 from ui.state import run_label
 from ui.widgets import RUN_KEYS, kept, radio_row
-
-PICKED = (
-    "picked:"  # session key prefix: the run last picked or trained per capability ("picked:reconstructs")
-)
 
 
 class NoRunToBuildOn(LookupError):
@@ -111,7 +108,7 @@ def run_picker(label: str, key: str, needs: str, runs: pd.DataFrame) -> str:
         raise NoRunToBuildOn(needs)
     choices = {run_label(row): row["run_id"] for _, row in usable.iterrows()}
     labels = list(choices)
-    preferred = st.session_state.get(PICKED + needs)
+    preferred = st.session_state.get(keys.picked(needs))
     start = next((name for name, run_id in choices.items() if run_id == preferred), labels[0])
     choice = kept(st.selectbox, label, key, start, options=labels)
     return choices.get(choice, choices[labels[0]])
@@ -158,7 +155,7 @@ def recipe_buttons(model: str, run_prefix: str) -> None:
     for name in list_recipes(model):
         if st.button(f"Use the {name} recipe", help=get_recipe(name).description, width="stretch"):
             for key, value in recipe_values(name, run_prefix).items():
-                st.session_state[f"keep:{key}"] = value
+                st.session_state[keys.kept(key)] = value
             st.rerun()
 
 
@@ -168,5 +165,5 @@ def start_from_recipe(name: str | None, run_prefix: str) -> None:
     if name is None:
         return
     for key, value in recipe_values(name, run_prefix).items():
-        if f"keep:{key}" not in st.session_state and key not in st.query_params:
-            st.session_state[f"keep:{key}"] = value
+        if keys.kept(key) not in st.session_state and key not in st.query_params:
+            st.session_state[keys.kept(key)] = value

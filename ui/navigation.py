@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
-from ui import warmup
+from ui import keys, warmup
 
 log = logging.getLogger("fmnist_lab")
 
@@ -59,8 +59,8 @@ def run_app() -> None:
             starter.start_if_empty(job_queue(), run_cache())  # an empty cache trains the starter set
             with st.sidebar:
                 queue_sidebar()
-        if not navigation.url_path and not st.session_state.get("nav:checked_url"):
-            st.session_state["nav:checked_url"] = True  # the URL a session opened with: once
+        if not navigation.url_path and not st.session_state.get(keys.NAV_CHECKED_URL):
+            st.session_state[keys.NAV_CHECKED_URL] = True  # the URL a session opened with: once
             wrong = unknown_path(
                 st.context.url or "",
                 st.get_option("server.baseUrlPath") or "",

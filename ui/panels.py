@@ -11,6 +11,7 @@ from fmnist_core.models import describe
 from fmnist_core.runs.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.training.config import RunConfig
+from ui import keys
 
 from . import plots
 from .state import fashion, job_queue, load_run, run_cache, runs_table
@@ -137,11 +138,11 @@ def live_curves(run_id: str, published: dict | None = None) -> None:
         st.caption("The curve starts with the first steps.")
         return
     version = (run_id, len(history.get("epoch", [])), len(job.trace) // TRACE_POINTS)
-    drawn = st.session_state.get(f"live:figure:{run_id}")
+    drawn = st.session_state.get(keys.live_figure(run_id))
     if drawn is None or drawn[0] != version:
         trace = job.trace[: (len(job.trace) // TRACE_POINTS) * TRACE_POINTS] or job.trace
         drawn = (version, plots.curves(history, published=published, trace=trace))
-        st.session_state[f"live:figure:{run_id}"] = drawn
+        st.session_state[keys.live_figure(run_id)] = drawn
     st.plotly_chart(drawn[1], key=f"live:{run_id}")
     if not history:
         st.caption("The running loss of the first epoch; validation points come at each epoch's end.")
@@ -217,7 +218,7 @@ def _waiting(run_ids: tuple, kinds: tuple, otherwise: str) -> None:
         for job in job_queue().jobs()
         if job.active and (job.run_id in run_ids or job.config.kind in kinds or job.config.model in kinds)
     ]
-    key = "waiting:" + ",".join(run_ids + kinds)
+    key = keys.waiting(run_ids + kinds)
     if not jobs:
         if st.session_state.pop(key, False):  # it was training a moment ago: now it is there
             st.rerun()

@@ -8,6 +8,7 @@ import streamlit as st
 
 from fmnist_core.studies.reports import REPORTS, Scale, check_conclusions, report_entries
 from fmnist_core.studies.reports.seeds import claim_configs, load_committed_seeds
+from ui import keys
 from ui.state import job_queue, run_cache, seeds_result
 
 SEEDS = 3  # the claims are judged over this many seeds
@@ -70,7 +71,7 @@ def claims(name: str, scale: Scale, table: pd.DataFrame) -> None:
             guess = st.segmented_control(
                 "Your guess first",
                 ["holds", "fails", "can't tell"],
-                key=f"guess:{name}:{scale.epochs}:{index}",
+                key=keys.guess(name, scale.epochs, index),
             )
             if guess is None:
                 st.caption("Guess, then the runs answer.")

@@ -18,6 +18,7 @@ from fmnist_core.training.config import (
     TEST_TIME_AUGMENTS,
     RunConfig,
 )
+from ui import keys
 
 LEARNING_RATES = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 BATCH_SIZES = (8, 16, 32, 64, 100, 128, 256, 512)
@@ -27,7 +28,7 @@ TRAINING_IMAGES = {"all 60,000": 0, "20,000": 20_000, "10,000": 10_000, "5,000":
 def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
     """A widget whose value survives page switches (stored under a key no widget owns) and lives in
     the page's URL too (?key=value), so that a link reopens the same view."""
-    store, widget_key = f"keep:{key}", f"widget:{key}"
+    store, widget_key = keys.kept(key), keys.WIDGET + key
     if store not in st.session_state:  # a new session: the link's value, where it is a valid one
         text = st.query_params.get(key)
         st.session_state[store], accepted = read_url(text, default, kwargs)

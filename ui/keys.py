@@ -1,0 +1,35 @@
+"""Every key the app keeps in st.session_state, in one place: what each holds and who writes it.
+Pages and ui modules name these, never a string of their own."""
+
+KEEP = "keep:"  # + a widget's key: its value across pages and reruns (ui.widgets.kept); recipes set it
+WIDGET = "widget:"  # + a widget's key: the widget's own state, refilled from KEEP on every run
+NAV_CHECKED_URL = "nav:checked_url"  # the URL a session opened with has been checked (once a session)
+COMPARE_IMPORTED = "compare:imported"  # (the uploaded bundle's file id, the message it got): once a file
+QUIZ_ANSWERS = "quiz:answers"  # the classes a person gave the quiz's images, in order
+CONFUSION_CLICKED = "confusion:clicked"  # the confusion cell last clicked (true, predicted)
+CONFUSION_TRUE = "confusion:true"  # the cell pickers' widgets (a click moves them)
+CONFUSION_PREDICTED = "confusion:predicted"
+
+
+def kept(key: str) -> str:
+    return KEEP + key
+
+
+def picked(capability: str) -> str:
+    """The run last trained or picked that can do `capability` (a form's run picker starts there)."""
+    return f"picked:{capability}"
+
+
+def live_figure(run_id: str) -> str:
+    """(version, figure) of a training run's live curves: rebuilt only when the version changes."""
+    return f"live:figure:{run_id}"
+
+
+def waiting(names: tuple[str, ...]) -> str:
+    """True while a job the page waits for trains (its end reruns the page)."""
+    return "waiting:" + ",".join(names)
+
+
+def guess(report: str, scale: float, index: int) -> str:
+    """A person's guess on a report's claim, before its verdict shows."""
+    return f"guess:{report}:{scale}:{index}"
