@@ -47,6 +47,8 @@ with st.sidebar:
         options=(1000, 2000, 3000, 5000, 10000),
         help="t-SNE on 10,000 points takes about a minute; it is computed once and kept.",
     )
+    others = ["nothing"] + [name for name in names if name != label]
+    beside = kept(st.selectbox, "Beside it, the map of", "latent:beside", "nothing", options=others)
 run_id = choices[label]
 run = load_run(run_id)
 data = fashion()
@@ -89,6 +91,8 @@ with detail_column:
             + (f" (the first 48 of {len(selected)})" if len(selected) > 48 else "")
         )
 
+if beside in choices and beside != label:
+    latent_sections.beside(choices[beside], beside, method, count)
 latent_sections.timelapse(run, runs)
 if not get_spec(run.config.model).reconstructs:
     st.info("Walking between images and decoding codes needs a decoder: pick an autoencoder to use them.")

@@ -15,6 +15,19 @@ from ui import events, panels, plots
 from ui.state import fashion, load_run, run_label, run_view, runs_that, test_image_urls
 
 
+def beside(run_id: str, label: str, method: str, count: int) -> None:
+    """A second model's map of the same test images in the same projection (a VAE beside the conv
+    autoencoder: how the KL term gathers the codes round the origin)."""
+    st.subheader("Beside it")
+    st.caption(label)
+    points = run_view(run_id).projection({"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[method], count)
+    labels = fashion().test_labels.numpy()[:count]
+    figure = plots.latent_map(points, labels, test_image_urls(count), selectable=False)
+    st.echarts_chart(
+        figure, height=480, key=f"beside:{run_id}:{method}:{count}", alt=f"{method} map of {label}"
+    )
+
+
 def timelapse(run: TrainedRun, runs: pd.DataFrame) -> None:
     """The codes of fixed test images as training went; an encoder classifier beside its sibling."""
     st.subheader("Training time-lapse")
