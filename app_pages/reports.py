@@ -11,7 +11,8 @@ from fmnist_core.studies.reports import (
     report_entries,
 )
 from ui import report_sections
-from ui.state import job_queue, run_cache
+from ui.panels import train_missing
+from ui.state import run_cache
 from ui.widgets import kept
 
 SCALES = {"full (the report's epochs)": 1.0, "quick look (a fifth of the epochs)": 0.2}
@@ -38,26 +39,9 @@ committed = load_committed(name, scale)
 table = fill_from_committed(result.table, committed)
 missing = table[table["status"] != "ok"].drop_duplicates("run_id")  # rows may share one run
 from_repository = table["source"].str.startswith("repository")
-queue = job_queue()
-active = [job for job in queue.jobs() if job.active]
 
 
-@st.fragment(run_every=2.0)
-def queue_status() -> None:
-    jobs = [job for job in job_queue().jobs() if job.active]
-    if not jobs:
-        st.rerun()
-    running = next((job for job in jobs if job.state == "running"), None)
-    text = f"{len(jobs)} training(s) in the queue."
-    if running is not None and running.latest is not None:
-        p = running.latest
-        text += f" Now: {running.config.model} `{running.run_id}` epoch {p.epoch}/{p.epochs}, {p.eta_words}."
-    st.info(text)
-
-
-if active:
-    queue_status()
-elif len(missing):
+if len(missing):
     text = (
         f"{len(missing)} of {table['run_id'].nunique()} runs of this report are not in this machine's cache."
     )
@@ -68,13 +52,8 @@ elif len(missing):
             "get this machine's own figures."
         )
     st.warning(text)
-    if st.button(f"Train the {len(missing)} missing runs", type="primary", icon=":material/play_arrow:"):
-        # Queued in grid order: autoencoders come before the classifiers built on their encoders.
-        wanted = set(missing["run_id"])
-        for entry in report_entries(name, scale):
-            if entry.config.run_id in wanted:
-                queue.submit(entry.config)
-        st.rerun()
+    # In grid order: autoencoders come before the classifiers built on their encoders.
+    train_missing([entry.config for entry in report_entries(name, scale)], "of this report", f"report:{name}")
 else:
     st.success("Every experiment of this report is cached.")
 

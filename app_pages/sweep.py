@@ -7,7 +7,8 @@ from fmnist_core import analysis
 from fmnist_core.studies import sweep
 from fmnist_core.studies.reports import Scale
 from ui import events, plots
-from ui.state import fashion, job_queue, load_run, run_cache, sweep_table
+from ui.panels import train_missing
+from ui.state import fashion, load_run, run_cache, sweep_table
 from ui.widgets import kept
 
 SCALES = {
@@ -27,24 +28,8 @@ with st.sidebar:
     scale_label = kept(st.radio, "Scale", "sweep:scale", list(SCALES)[0], options=list(SCALES))
 points = sweep.latent_sweep(SCALES[scale_label])
 cache = run_cache()
-queue = job_queue()
-missing = [c for c in sweep.sweep_configs(points) if not cache.exists(c.run_id)]
-queued = {job.run_id for job in queue.jobs() if job.active}
-
-
-if missing:
-    waiting = [c for c in missing if c.run_id in queued]
-    st.warning(
-        f"{len(missing)} of {3 * len(points)} runs are not in the cache"
-        + (f" ({len(waiting)} queued)." if waiting else ".")
-        + " The chart fills in as they finish."
-    )
-    if len(waiting) < len(missing) and st.button(
-        f"Queue the {len(missing) - len(waiting)} missing runs", type="primary", icon=":material/play_arrow:"
-    ):
-        for config in missing:  # each autoencoder before its classifiers
-            queue.submit(config)
-        st.rerun()
+if not train_missing(sweep.sweep_configs(points), "of this sweep", f"sweep:{scale_label}"):
+    st.caption("The chart fills in as they finish.")
 table = sweep_table(points, scale_label)
 event = st.plotly_chart(
     plots.sweep(table), on_select="rerun", selection_mode="points", key=f"sweep:{scale_label}"

@@ -131,7 +131,7 @@ def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
     from ui.state import job_queue
 
     at = page(open_app(), "app_pages/sweep.py")
-    assert any("27 of 27 runs are not in the cache" in w.value for w in at.warning)
+    assert any("27 of 27 runs of this sweep are not in the cache (0 queued)" in i.value for i in at.info)
     table = at.dataframe[0].value
     assert table["n"].tolist() == [2, 4, 8, 16, 32, 64, 128, 256, 512]
     assert table["pca_mse"].is_monotonic_decreasing and table["test_mse"].isna().all()
@@ -145,7 +145,7 @@ def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
             "encoder_classifier",
         ]
         assert jobs[1].config.settings["encoder_run"] == jobs[0].run_id
-        assert any("(27 queued)" in w.value for w in at.warning)
+        assert any("(27 queued)" in i.value for i in at.info)
     finally:
         for job in jobs:
             queue.stop(job.run_id)
@@ -495,7 +495,7 @@ def test_the_suspect_data_page_counts_duplicates_and_mislabels_and_maps_a_run():
     assert int(metrics["Labels doubted out of fold"]) > 1000
     assert metrics["Flagged as mislabels"] == metrics["Labels doubted out of fold"]  # no map yet
     assert [b for b in at.button if b.label == "Train it"]
-    assert "6 of 6 runs to go" in " ".join(c.value for c in at.caption)
+    assert any("6 of 6 runs of the comparison are not in the cache" in i.value for i in at.info)
 
     # A small run that kept its training dynamics: its map of 3,000 images, and only the doubted
     # labels it never learnt stay flagged.
@@ -560,3 +560,23 @@ def test_the_classifier_page_starts_from_the_starter_sets_run(model):
     at = page(open_app(), "app_pages/classifier.py")
     at.selectbox(key="widget:cls:model").set_value(model).run()
     assert [b for b in at.button if b.key == f"train:{config.run_id}"], [b.key for b in at.button]
+
+
+def test_a_vae_trains_from_the_autoencoder_page_and_the_latent_page_draws_its_prior():
+    """Registered by its model file alone, the VAE gets its form (the β slider), its KL term in the
+    curves, and the Latent space page's prior samples; no page names it."""
+    at = page(open_app(), "app_pages/autoencoder.py")
+    at.selectbox(key="widget:ae:model").set_value("vae").run()
+    assert at.select_slider(key="widget:vae:beta").value == 1.0
+    at.select_slider(key="widget:vae:beta").set_value(0.5).run()
+    at.select_slider(key="widget:vae:n").set_value(8).run()
+    set_quick(at, "ae:vae")
+    train_and_wait(at)
+    assert not at.exception
+    titles = [a.get("text") for s in plotly_specs(at) for a in s.get("layout", {}).get("annotations", [])]
+    assert "term: kl" in titles and "term: mse" in titles  # the loss's two terms, each on its own scale
+    at = page(at, "app_pages/latent.py")
+    assert not at.exception
+    assert any(h.value == "New garments from the prior" for h in at.subheader)
+    assert at.select_slider(key="prior:count").value == 32
+    assert any(h.value == "Walk across a class boundary" for h in at.subheader)  # a decoder like any other

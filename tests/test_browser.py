@@ -35,17 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(isolated_cache):
-    # A classifier and an autoencoder already in the cache, as after a person's first minutes.
-    cache = RunCache(isolated_cache)
-    get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000), cache=cache)
-    get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 16, "dropout": 0.0}, epochs=1, train_subset=5000),
-        cache=cache,
-    )
+def serve(cache_root: Path):
+    """The app on a free port over `cache_root` (the starter set off, as in every test); yields its URL."""
     port = free_port()
-    env = {**os.environ, "FMNIST_CACHE": str(isolated_cache)}
+    env = {**os.environ, "FMNIST_CACHE": str(cache_root)}
     server = subprocess.Popen(
         [
             sys.executable,
@@ -74,9 +67,32 @@ def app_url(isolated_cache):
             assert server.poll() is None, server.stderr.read().decode()
             assert time.monotonic() < deadline, "the app did not start"
             time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.fixture
+def app_url(isolated_cache):
+    # A classifier and an autoencoder already in the cache, as after a person's first minutes.
+    cache = RunCache(isolated_cache)
+    get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000), cache=cache)
+    get_or_train(
+        RunConfig.for_model("conv_autoencoder", {"n": 16, "dropout": 0.0}, epochs=1, train_subset=5000),
+        cache=cache,
+    )
+    yield from serve(isolated_cache)
+
+
+@pytest.fixture
+def empty_app_url(isolated_cache):
+    yield from serve(isolated_cache)
+
+
+def chromium(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
 
 
 def settle(page, timeout=90_000, drawn=1000):
@@ -334,3 +350,45 @@ def use_the_lab(page, app_url):
         metrics = page.locator("[data-testid='stMetric']").all_inner_texts()
         assert any("You" in m and "90.0%" in m for m in metrics), metrics
         assert any("83.5%" in m for m in metrics), metrics
+
+
+def test_pages_that_wait_for_a_job_fill_in_when_it_ends_without_a_reload(empty_app_url):
+    """On an empty cache: the Latent space page says what it lacks; a quick autoencoder queued from
+    the Autoencoder page (its settings from the page's link) makes it say what trains, and it shows
+    the map when that job ends, without a reload. Then Suspect data's training map: "Train it",
+    and the map appears when the job ends."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    quick = "ae:conv_autoencoder:epochs=1&ae:conv_autoencoder:images=2%2C000&conv_autoencoder:n=8"
+    with playwright.sync_playwright() as p:
+        browser = chromium(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{empty_app_url}/latent")
+            settle(page, drawn=300)
+            assert "No trained model yet" in page.locator("[data-testid='stMain']").inner_text()
+            page.goto(f"{empty_app_url}/autoencoder?{quick}")
+            settle(page, drawn=300)
+            page.get_by_role("button", name="Train").click()
+            page.wait_for_timeout(1500)
+            page.goto(f"{empty_app_url}/latent")
+            settle(page, drawn=300)
+            main = page.locator("[data-testid='stMain']")
+            text = main.inner_text()
+            assert "Training now" in text and "no need to reload" in text, text
+            page.wait_for_function(  # the same page, rerun by its fragment when the job ended
+                "() => document.body.innerText.includes('dimensional codes of the test set')", timeout=240_000
+            )
+            page.screenshot(path=str(ARTIFACTS / "latent_filled_in.png"))
+
+            page.goto(f"{empty_app_url}/suspects")
+            page.get_by_role("button", name="Train it").click(timeout=240_000)  # after the first-use search
+            page.wait_for_function(
+                "() => document.body.innerText.includes('no need to reload')", timeout=60_000
+            )
+            page.wait_for_function("() => document.body.innerText.includes('Easy to learn')", timeout=600_000)
+            page.screenshot(path=str(ARTIFACTS / "suspects_filled_in.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure_waiting.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

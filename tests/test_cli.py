@@ -318,3 +318,11 @@ def test_every_bad_setting_is_refused_in_one_line_naming_it(model, key, value, c
 def test_settings_given_twice_or_unknown_are_refused_naming_them(arguments, named, capsys):
     out = run_main(*arguments, capsys=capsys)
     assert out.returncode == 2 and "Traceback" not in out.stderr and named in out.stderr, out.stderr
+
+
+def test_models_lists_the_vae_and_train_vae_works(capsys):
+    out = run_main("models", capsys=capsys)
+    assert any(line.split()[:2] == ["vae", "autoencoder"] for line in out.stdout.splitlines())
+    out = run_main("train", "vae", "--epochs", "1", "--set", "train_subset=500", "--json", capsys=capsys)
+    result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    assert out.returncode == 0 and result["model"] == "vae" and 0 < result["test_mse"] < 0.2

@@ -88,6 +88,29 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
     return None
 
 
+def train_missing(configs, what: str, key: str) -> bool:
+    """The one way a page queues the runs it lacks: how many of `configs` are missing and queued,
+    the job that will bring them, and a button that queues the rest in order. True when all are cached."""
+    queue = job_queue()
+    to_queue, queued = queue.missing(configs)
+    if not to_queue and not queued:
+        return True
+    st.info(
+        f"{len(to_queue) + len(queued)} of {len(configs)} runs {what} are not in the cache ({len(queued)} queued)."
+    )
+    if queued:
+        waiting_for(run_ids=tuple(c.run_id for c in queued))
+    if to_queue and st.button(
+        f"Queue the {len(to_queue)} missing runs",
+        type="primary",
+        icon=":material/play_arrow:",
+        key=f"missing:{key}",
+    ):
+        queue.submit_all(to_queue)
+        st.rerun()
+    return False
+
+
 def live_job(run_id: str, published: dict | None = None) -> None:
     """A job's live view: its progress, place and Stop button redrawn every 2 s; its curves and
     epoch snapshot only when they change, looked at every 5 s (a chart redrawn every 2 s cost
@@ -229,7 +252,7 @@ def _waiting(run_ids: tuple, kinds: tuple, otherwise: str) -> None:
     job = jobs[0]
     progress = job.latest
     when = (
-        f", ready in about {progress.eta_seconds / 60:.0f} min"
+        f", ready in about {views.duration(progress.eta_seconds)}"
         if progress is not None and progress.fraction >= 0.1
         else ""
     )

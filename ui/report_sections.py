@@ -9,7 +9,8 @@ import streamlit as st
 from fmnist_core.studies.reports import REPORTS, Scale, check_conclusions, report_entries
 from fmnist_core.studies.reports.seeds import claim_configs, load_committed_seeds
 from ui import keys
-from ui.state import job_queue, run_cache, seeds_result
+from ui.panels import train_missing
+from ui.state import seeds_result
 
 SEEDS = 3  # the claims are judged over this many seeds
 
@@ -48,7 +49,7 @@ def experiment_tables(name: str, scale: Scale, table: pd.DataFrame) -> None:
 
 def claims(name: str, scale: Scale, table: pd.DataFrame) -> None:
     """Each claim of the report: a guess first, then its verdict over SEEDS seeds."""
-    module, queue = REPORTS[name], job_queue()
+    module = REPORTS[name]
     st.subheader("The report's claims: guess, then see")
     st.caption(
         f"Each claim over {SEEDS} seeds: our mean ± std beside the published figure, and a verdict that "
@@ -79,17 +80,11 @@ def claims(name: str, scale: Scale, table: pd.DataFrame) -> None:
             if verdict == "not run":
                 one = {True: "holds", False: "does not hold", None: "not run yet"}[holds]
                 st.info(f"One run each: {one} ({seen}). Over {SEEDS} seeds: not run yet ({detail}).")
-                wanted = [
-                    c
-                    for c in claim_configs(name, scale, SEEDS, conclusion.needs)
-                    if not run_cache().exists(c.run_id)
-                ]
-                if wanted and st.button(
-                    f"Train the {len(wanted)} runs this claim needs", key=f"seeds:{name}:{index}"
-                ):
-                    for config in wanted:
-                        queue.submit(config)
-                    st.rerun()
+                train_missing(
+                    claim_configs(name, scale, SEEDS, conclusion.needs),
+                    "this claim needs",
+                    f"seeds:{name}:{index}",
+                )
                 continue
             icon = {"holds": ":material/check_circle:", "fails": ":material/cancel:"}.get(
                 verdict, ":material/blur_on:"

@@ -12,7 +12,7 @@ from fmnist_core.data import exclusions
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.studies import suspects as suspect_study
 from ui import events, plots
-from ui.panels import waiting_for
+from ui.panels import train_missing, waiting_for
 from ui.state import fashion, job_queue, run_cache
 
 MAP_POINTS = 3000  # the map's points: a random sample of the images the run trained on
@@ -158,7 +158,7 @@ def training_map(map_, positions, flagged: np.ndarray, mapped_label) -> None:
 
 
 def without_flagged(flagged: np.ndarray, mislabels: np.ndarray) -> None:
-    cache, queue = run_cache(), job_queue()
+    cache = run_cache()
     st.subheader("Training without the flagged images")
     if len(flagged) == 0:
         st.info("Nothing is flagged: there is nothing to leave out.")
@@ -182,18 +182,5 @@ def without_flagged(flagged: np.ndarray, mislabels: np.ndarray) -> None:
     if result.verdict is not None:
         st.markdown(f"**Leaving them out raises test accuracy: {result.verdict}** ({result.detail})")
     else:
-        missing = [
-            c for pair in suspect_study.retrain_configs(digest) for c in pair if not cache.exists(c.run_id)
-        ]
-        active = {job.run_id for job in queue.jobs() if job.active}
-        waiting = [c for c in missing if c.run_id in active]
-        st.caption(f"{len(missing)} of {2 * suspects.RETRAIN_SEEDS} runs to go ({len(waiting)} queued).")
-        if waiting:
-            waiting_for(run_ids=tuple(c.run_id for c in waiting))
-        if len(waiting) < len(missing) and st.button(
-            f"Queue the {len(missing) - len(waiting)} runs", type="primary", icon=":material/play_arrow:"
-        ):
-            for config in missing:
-                if config.run_id not in active:
-                    queue.submit(config)
-            st.rerun()
+        configs = [config for pair in suspect_study.retrain_configs(digest) for config in pair]
+        train_missing(configs, "of the comparison", f"suspects:{digest}")

@@ -112,6 +112,17 @@ class JobQueue:
             self._pending.put(config.run_id)
             return job
 
+    def missing(self, configs) -> tuple[list[RunConfig], list[RunConfig]]:
+        """Of `configs` (in their order), those not in the cache: (not queued yet, queued or running)."""
+        absent = [config for config in configs if not self.cache.exists(config.run_id)]
+        active = {job.run_id for job in self.jobs() if job.active}
+        return [c for c in absent if c.run_id not in active], [c for c in absent if c.run_id in active]
+
+    def submit_all(self, configs) -> None:
+        """Queue each config in its order (an autoencoder before the classifiers built on it)."""
+        for config in configs:
+            self.submit(config)
+
     def get(self, run_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(run_id)

@@ -209,9 +209,7 @@ class RunCache:
             with contextlib.suppress(OSError):
                 kept = self.root / REMOVED / f"{run_id}.json"
                 kept.parent.mkdir(exist_ok=True)
-                temporary = kept.with_suffix(".tmp")
-                temporary.write_text(json.dumps(config.to_dict(), sort_keys=True))
-                os.replace(temporary, kept)
+                write_text_atomic(kept, json.dumps(config.to_dict(), sort_keys=True))
         remove_path(self.folder(run_id))
 
     def folder_of_derived_exists(self, name: str) -> bool:
