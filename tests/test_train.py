@@ -546,3 +546,17 @@ def test_every_model_trains_or_is_refused_at_any_small_batch_and_data_size(model
                 assert batch_size == 1 and "a batch of 1 image cannot train this model" in str(refused)
                 continue
             assert run.completed and np.isfinite(run.history["train_loss"]).all(), (batch_size, images)
+
+
+def test_the_eta_counts_the_steps_left_and_every_epochs_end_at_their_own_pace():
+    from fmnist_core.training.loop import Clock, Progress
+
+    clock = Clock(start=0.0, step_seconds=10.0, steps=100, snapshot_seconds=0.5, validation_images=1000)
+    clock.batch_size = 100
+    # before an epoch has ended, an end costs a snapshot and the validation images at a third of a step each
+    assert clock.eta(50, 2, final_pass=True) == pytest.approx(50 * 0.1 + 3 * (0.5 + 1000 * 0.1 / 100 / 3))
+    clock.end_seconds, clock.ends = 6.0, 3  # then the ends as measured: 2 s each
+    assert clock.eta(50, 2, final_pass=False) == pytest.approx(5.0 + 2 * 2.0)
+    assert Clock(start=0.0).eta(10, 1, True) is None  # no step timed yet: no estimate
+    progress = Progress(1, 2, 5, 10, 0.3, seconds=4.0, eta=9.0)
+    assert progress.eta_seconds == 9.0 and Progress(1, 2, 5, 10, 0.3, seconds=4.0).eta_seconds == 12.0

@@ -46,6 +46,7 @@ class Progress:
     seconds: float  # since training started
     epoch_done: bool = False
     metrics: dict = field(default_factory=dict)  # the finished epoch's metrics, when epoch_done
+    eta: float | None = None  # seconds left, from the run's own pace (Clock.eta); None: from the fraction
 
     @property
     def fraction(self) -> float:
@@ -53,6 +54,8 @@ class Progress:
 
     @property
     def eta_seconds(self) -> float:
+        if self.eta is not None:
+            return self.eta
         done = self.fraction
         return self.seconds * (1 - done) / done if done > 0 else float("nan")
 
@@ -148,6 +151,11 @@ class Session:
     recorders: list = field(default_factory=list)
     seen: int = 0  # images the last epoch trained on
 
+    @property
+    def final_pass(self) -> bool:
+        """Whether a test pass follows the last epoch (not where validation is the test set)."""
+        return self.config.validation != "test"
+
 
 def start(
     config: RunConfig, model: nn.Module, splits: Splits, generators: RunGenerators, device, resume
@@ -224,7 +232,38 @@ def checkpoint_of(session: Session, epoch: int) -> dict:
     return make_checkpoint(s.config, epoch, s.model, s.optimizer, s.scheduler, s.generators, s.history, s.ran)
 
 
-def train_one_epoch(session: Session, epoch: int, controls: Controls, clock: dict) -> float | None:
+@dataclass
+class Clock:
+    """A run's time and where it goes, for its ETA: the training steps alone, each epoch's end
+    (validation, snapshots, checkpoint) and the snapshot before the first step. Measured: seconds
+    over fraction done, the page's first estimate, was 2-10x off where those ends weigh as much as
+    the steps (bench/eta_accuracy.py)."""
+
+    start: float  # perf_counter() when training started (earlier for a continued run)
+    reported: float = 0.0
+    step_seconds: float = 0.0
+    steps: int = 0
+    end_seconds: float = 0.0
+    ends: int = 0
+    snapshot_seconds: float = 0.0  # the latest snapshot within epoch 1 (the first one warms up too)
+    validation_images: int = 0  # images an epoch's end passes forward (twice with flip TTA)
+    batch_size: int = 1
+
+    def eta(self, steps_left: int, ends_left: int, final_pass: bool) -> float | None:
+        """Seconds left: the steps at their pace, the epochs' ends and the test pass at theirs (before
+        an epoch has ended: a snapshot, and the validation images at a third of a step's time each)."""
+        if not self.steps:
+            return None
+        per_step = self.step_seconds / self.steps
+        per_end = (
+            self.end_seconds / self.ends
+            if self.ends
+            else (self.snapshot_seconds + self.validation_images * per_step / self.batch_size / 3)
+        )
+        return steps_left * per_step + (ends_left + final_pass) * per_end
+
+
+def train_one_epoch(session: Session, epoch: int, controls: Controls, clock: Clock) -> float | None:
     """One pass over the training images in the run's order; the mean training loss, or None
     where a stop was asked for (the epoch is then dropped)."""
     s, config, device = session, session.config, session.device
@@ -236,6 +275,7 @@ def train_one_epoch(session: Session, epoch: int, controls: Controls, clock: dic
     for step in range(s.steps):
         if controls.stop_requested():
             return None
+        stepping = time.perf_counter()
         index = order[step * config.batch_size : (step + 1) * config.batch_size]
         x = augmented(s.train_images[index], config.augment, s.generators.data)  # (B, 1, 28, 28)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.ran["precision"] == "bf16"):
@@ -251,15 +291,23 @@ def train_one_epoch(session: Session, epoch: int, controls: Controls, clock: dic
             s.scheduler.step()
         loss_sum += loss.detach() * len(x)
         seen += len(x)
+        clock.step_seconds += time.perf_counter() - stepping
+        clock.steps += 1
+        looking = time.perf_counter()
         if any([recorder.on_step(epoch, step + 1) for recorder in s.recorders]):
             s.view.train()
+            clock.snapshot_seconds = time.perf_counter() - looking
         now = time.perf_counter()
-        if now - clock["reported"] >= PROGRESS_INTERVAL:
-            clock["reported"] = now
+        if now - clock.reported >= PROGRESS_INTERVAL:
+            clock.reported = now
+            left = clock.eta(
+                (config.epochs - epoch) * s.steps + s.steps - step - 1,
+                config.epochs - epoch + 1,
+                s.final_pass,
+            )
+            loss_so_far = loss_sum.item() / seen
             controls.report(
-                Progress(
-                    epoch, config.epochs, step + 1, s.steps, loss_sum.item() / seen, now - clock["start"]
-                )
+                Progress(epoch, config.epochs, step + 1, s.steps, loss_so_far, now - clock.start, eta=left)
             )
     s.seen = seen
     return loss_sum.item() / seen
@@ -308,24 +356,31 @@ def fit(
     controls = controls or Controls()
     session = start(config, model, splits, generators, pick_device(device), controls.resume)
     history = session.history
-    clock = {"start": time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0)}
-    clock["reported"] = clock["start"]
+    clock = Clock(time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0))
+    clock.reported, clock.batch_size = clock.start, config.batch_size
+    clock.validation_images = len(splits.val_images) * (2 if config.tta == "flip" else 1)
     stopped, validation = False, None
     for epoch in range(session.first_epoch, config.epochs + 1):
+        starting = time.perf_counter()
         for recorder in session.recorders:
             recorder.on_epoch_start(epoch)
+        clock.snapshot_seconds = clock.snapshot_seconds or time.perf_counter() - starting
         train_loss = train_one_epoch(session, epoch, controls, clock)
         if train_loss is None:
             stopped = True
             break
+        ending = time.perf_counter()
         validation = evaluate(session.model, splits.val_images, splits.val_labels, config)
-        end_epoch(session, epoch, train_loss, validation, time.perf_counter() - clock["start"])
+        end_epoch(session, epoch, train_loss, validation, time.perf_counter() - clock.start)
+        clock.end_seconds, clock.ends = clock.end_seconds + time.perf_counter() - ending, clock.ends + 1
         metrics = {key: values[-1] for key, values in history.items() if key != "train_dynamics"}
-        seconds = time.perf_counter() - clock["start"]
+        seconds = time.perf_counter() - clock.start
+        left = clock.eta((config.epochs - epoch) * session.steps, config.epochs - epoch, session.final_pass)
+        steps = session.steps
         controls.report(
-            Progress(epoch, config.epochs, session.steps, session.steps, train_loss, seconds, True, metrics)
+            Progress(epoch, config.epochs, steps, steps, train_loss, seconds, True, metrics, left)
         )
-    train_seconds = time.perf_counter() - clock["start"]
+    train_seconds = time.perf_counter() - clock.start
     if session.joined is not None:
         engine.separate_parameters(session.trainable)
     if config.validation == "test" and history["epoch"] and not stopped and validation is not None:
