@@ -279,7 +279,11 @@ def test_cached_run_is_shown_at_once_without_training():
 
 
 def test_recipe_buttons_set_the_widgets_to_the_recipe():
-    at = page(open_app(), "app_pages/autoencoder.py")
+    at = page(open_app(), "app_pages/autoencoder.py")  # it opens on the starter set's run: this recipe
+    assert at.toggle(key="widget:conv_autoencoder:pca_path").value is True
+    at.toggle(key="widget:conv_autoencoder:pca_path").set_value(False).run()
+    at.toggle(key="widget:conv_autoencoder:batchnorm").set_value(False).run()
+    at.slider(key="widget:conv_autoencoder:dropout").set_value(0.3).run()
     assert at.toggle(key="widget:conv_autoencoder:pca_path").value is False
     [button for button in at.button if button.label == "Use the fast_autoencoder recipe"][0].click().run()
     assert at.toggle(key="widget:conv_autoencoder:pca_path").value is True
@@ -550,15 +554,22 @@ def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
     assert any("Draw one garment" in c.value for c in at.caption)  # the page itself, past its guard
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_the_classifier_page_starts_from_the_starter_sets_run(model):
-    """A newcomer who picks the MLP or the CNN lands on the run the starter set trains (not a 'Not
-    trained yet' for a config nobody queued): the page's defaults and the starter's config are one run."""
+@pytest.mark.parametrize(
+    "path, picker, model",
+    [
+        ("app_pages/classifier.py", "cls:model", "mlp"),
+        ("app_pages/classifier.py", "cls:model", "cnn"),
+        ("app_pages/autoencoder.py", "ae:model", "conv_autoencoder"),
+    ],
+)
+def test_each_page_starts_from_the_starter_sets_run(path, picker, model):
+    """A newcomer lands on the run the starter set trains (not a 'Not trained yet' for a config
+    nobody queued): the page's defaults and the starter's config are one run."""
     from fmnist_core.runs.starter import starter_set
 
     [config] = [s.config for s in starter_set() if s.config.model == model]
-    at = page(open_app(), "app_pages/classifier.py")
-    at.selectbox(key="widget:cls:model").set_value(model).run()
+    at = page(open_app(), path)
+    at.selectbox(key=f"widget:{picker}").set_value(model).run()
     assert [b for b in at.button if b.key == f"train:{config.run_id}"], [b.key for b in at.button]
 
 
