@@ -35,10 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(cache_root: Path):
-    """The app on a free port over `cache_root` (the starter set off, as in every test); yields its URL."""
+def serve(cache_root: Path, starter: bool = False):
+    """The app on a free port over `cache_root` (the starter set off unless `starter`); yields its URL."""
     port = free_port()
-    env = {**os.environ, "FMNIST_CACHE": str(cache_root)}
+    env = {**os.environ, "FMNIST_CACHE": str(cache_root), "FMNIST_STARTER": "1" if starter else "0"}
     server = subprocess.Popen(
         [
             sys.executable,
@@ -392,3 +392,54 @@ def test_pages_that_wait_for_a_job_fill_in_when_it_ends_without_a_reload(empty_a
             raise
         finally:
             browser.close()
+
+
+@pytest.mark.slow  # the starter set trains for minutes (about 5 here); CI runs it
+def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_every_page_filled(isolated_cache):
+    """At 0 min every page that lacks its model says what is training for it (never 'train one
+    first' while one trains); once the starter set is done, each page opens on a trained run."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = serve(isolated_cache, starter=True)
+    url = next(server)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = chromium(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            try:
+                page.goto(url)
+                page.wait_for_function(
+                    "() => document.body.innerText.includes('starter set is training')", timeout=120_000
+                )
+                for name in ("latent", "try_it", "classifier", "autoencoder"):
+                    page.goto(f"{url}/{name}")
+                    settle(page, drawn=300)
+                    text = page.locator("[data-testid='stMain']").inner_text()
+                    assert "No trained model yet" not in text and "Train one on the" not in text, (name, text)
+                    assert any(words in text for words in ("no need to reload", "Queued:", "Epoch ")), (
+                        name,
+                        text,
+                    )
+                deadline = time.monotonic() + 1500
+                while len(RunCache(isolated_cache).run_ids()) < 5:
+                    assert time.monotonic() < deadline, "the starter set did not finish"
+                    time.sleep(5)
+                expected = {
+                    "autoencoder": "Test MSE",
+                    "classifier": "Test accuracy",
+                    "latent": "dimensional codes of the test set",
+                    "try_it": "Draw one garment",
+                    "quiz": "You vs the model",
+                }
+                for name, words in expected.items():
+                    page.goto(f"{url}/{name}")
+                    settle(page, drawn=500)
+                    text = page.locator("[data-testid='stMain']").inner_text()
+                    assert words in text and "Not trained yet" not in text, (name, text)
+                    page.screenshot(path=str(ARTIFACTS / f"after_starter_{name}.png"))
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "failure_starter.png"), full_page=True)
+                raise
+            finally:
+                browser.close()
+    finally:
+        server.close()
