@@ -51,6 +51,7 @@ def run_app() -> None:
             warmup.wait()
         else:
             warmup.start()
+        st.session_state.pop(keys.LIVE_SHOWN, None)  # until this run's page shows a job's live view
         if warmup.ready():  # before that no job can run: nothing to list
             from fmnist_core.runs import starter
             from ui.panels import queue_sidebar

@@ -112,16 +112,22 @@ def train_missing(configs, what: str, key: str) -> bool:
 
 
 def live_job(run_id: str, published: dict | None = None) -> None:
-    """A job's live view: its progress, place and Stop button redrawn every 2 s; its curves and
-    epoch snapshot only when they change, looked at every 5 s (a chart redrawn every 2 s cost
+    """A job's live view: its progress, place and Stop button redrawn every 3 s; its curves and
+    epoch snapshot only when they change, looked at every 10 s (a chart redrawn every 2 s cost
     the server and the browser more than the progress it showed: bench/watch_cost.py)."""
+    st.session_state[keys.LIVE_SHOWN] = run_id  # the sidebar need not draw the same progress again
     live_progress(run_id)
     live_curves(run_id, published)
 
 
-@st.fragment(run_every=2.0)
+PROGRESS_EVERY = 3.0  # seconds between redraws of a watched job's progress line (at 2 s, server and
+# browser took 9-11% of a core while a page watched: bench/watch_cost.py)
+
+
+@st.fragment(run_every=PROGRESS_EVERY)
 def live_progress(run_id: str) -> None:
-    """Polled every 2 s: progress, ETA, queue place and a Stop button; the page reruns at the end."""
+    """Polled every PROGRESS_EVERY s: progress, ETA, queue place and a Stop button; the page reruns
+    at the end."""
     queue = job_queue()
     job = queue.get(run_id)
     if job is None or job.state in (DONE, STOPPED) or not job.active:
@@ -145,7 +151,7 @@ def live_progress(run_id: str) -> None:
         queue.stop(run_id)
 
 
-CURVES_EVERY = 10.0  # seconds between looks at the curves (the progress line moves every 2 s)
+CURVES_EVERY = 10.0  # seconds between looks at the curves (the progress line moves every 3 s)
 TRACE_POINTS = 40  # the running loss is redrawn when it has this many new points (10 s of training)
 
 
@@ -269,7 +275,7 @@ def until_ready(ready, message: str) -> None:
     st.caption(f":material/hourglass_top: {message}")
 
 
-@st.fragment(run_every=5.0)  # secondary: every page's sidebar; a job's own view moves every 2 s
+@st.fragment(run_every=5.0)  # secondary: every page's sidebar; a job's own view moves every 3 s
 def queue_sidebar() -> None:
     """Every page's sidebar: what trains and waits (with its progress, Stop and Cancel), and the
     last failure, so a job is in view whatever page or settings a person is on."""
@@ -283,6 +289,9 @@ def queue_sidebar() -> None:
     running = [job for job in active if job.state == RUNNING]
     waiting = [job for job in active if job.state != RUNNING]
     for job in running:
+        if job.run_id == st.session_state.get(keys.LIVE_SHOWN):
+            st.caption(f"{job.config.model} `{job.run_id[:6]}`: training, its progress on this page")
+            continue
         st.progress(min(job.latest.fraction, 1.0) if job.latest else 0.0, text=describe_job(job))
         if st.button(
             "Stop",
