@@ -6,7 +6,9 @@ WIDGET = "widget:"  # + a widget's key: the widget's own state, refilled from KE
 NAV_CHECKED_URL = "nav:checked_url"  # the URL a session opened with has been checked (once a session)
 COMPARE_IMPORTED = "compare:imported"  # (the uploaded bundle's file id, the message it got): once a file
 QUIZ_ANSWERS = "quiz:answers"  # the classes a person gave the quiz's images, in order
-LIVE_SHOWN = "live:shown"  # the job whose live view this page shows: the sidebar's queue leaves out its progress
+LIVE_SHOWN = (
+    "live:shown"  # the job whose live view this page shows: the sidebar's queue leaves out its progress
+)
 CONFUSION_CLICKED = "confusion:clicked"  # the confusion cell last clicked (true, predicted)
 CONFUSION_TRUE = "confusion:true"  # the cell pickers' widgets (a click moves them)
 CONFUSION_PREDICTED = "confusion:predicted"
