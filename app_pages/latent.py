@@ -59,7 +59,7 @@ st.caption(
     f"{codes.shape[1]}-dimensional codes of the test set ({'latent vectors' if run.config.kind == 'autoencoder' else 'penultimate features'})."
 )
 
-points = view.projection({"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[method], count)
+points = view.projection(latent_sections.PROJECTIONS[method], count)
 map_column, detail_column = st.columns([3, 1])
 with map_column:
     event = st.echarts_chart(

@@ -69,6 +69,12 @@ def applies(f: Field, values: dict) -> bool:
     return when is None or values.get(when[0], when[1]) == when[1]
 
 
+def per_element(f: Field) -> bool:
+    """A tuple setting offered one widget per element (channels 1 and 2), not one choice of tuples."""
+    options = f.metadata.get("options")
+    return isinstance(f.default, tuple) and bool(options) and not isinstance(options[0], tuple)
+
+
 def knob_widget(model: str, f: Field, values: dict, runs: pd.DataFrame) -> Any:
     meta, key, start = f.metadata, f"{model}:{f.name}", start_value(f)
     label, options, help = meta["label"], meta.get("options"), meta.get("help")
@@ -79,7 +85,7 @@ def knob_widget(model: str, f: Field, values: dict, runs: pd.DataFrame) -> Any:
         return lines_widget(model, f, key)
     if isinstance(start, bool):
         return kept(st.toggle, label, key, start, help=help)
-    if isinstance(start, tuple) and options and not isinstance(options[0], tuple):
+    if per_element(f):
         columns = st.columns(len(start))
         picked = []
         for i, (column, value) in enumerate(zip(columns, start, strict=True)):
@@ -143,7 +149,7 @@ def recipe_values(name: str, run_prefix: str) -> dict[str, Any]:
         key = f"{recipe.model}:{f.name}"
         if f.metadata.get("widget") == "lines":
             values[f"{key}:preset"] = recipe_preset(name)
-        elif isinstance(value, tuple) and not isinstance((f.metadata.get("options") or [()])[0], tuple):
+        elif per_element(f):
             values |= {f"{key}:{i + 1}": item for i, item in enumerate(value)}
         else:
             values[key] = value

@@ -14,13 +14,19 @@ from fmnist_core.runs.trained import TrainedRun, frozen_sibling
 from ui import events, panels, plots
 from ui.state import fashion, load_run, run_label, run_view, runs_that, test_image_urls
 
+PROJECTIONS = {
+    "PCA": "pca",
+    "t-SNE": "tsne",
+    "UMAP": "umap",
+}  # the sidebar's names: analysis.latent_projection's
+
 
 def beside(run_id: str, label: str, method: str, count: int) -> None:
     """A second model's map of the same test images in the same projection (a VAE beside the conv
     autoencoder: how the KL term gathers the codes round the origin)."""
     st.subheader("Beside it")
     st.caption(label)
-    points = run_view(run_id).projection({"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}[method], count)
+    points = run_view(run_id).projection(PROJECTIONS[method], count)
     labels = fashion().test_labels.numpy()[:count]
     figure = plots.latent_map(points, labels, test_image_urls(count), selectable=False)
     st.echarts_chart(

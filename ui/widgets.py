@@ -7,9 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from fmnist_core.models import (
-    get_spec,
-)
+from fmnist_core.models import get_spec
 from fmnist_core.training.config import (
     AUGMENTS,
     OPTIMIZERS,

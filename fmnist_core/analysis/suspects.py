@@ -28,7 +28,6 @@ SEARCH_BLOCK = 1024  # images compared with all others at a time (a 1024 x 60,00
 HARD_CONFIDENCE = 0.25  # mean confidence in the label under which an image is "hard to learn"
 AMBIGUOUS_VARIABILITY = 0.3  # variability over which an image is "ambiguous"
 REGIONS = ("easy to learn", "ambiguous", "hard to learn")
-EXCLUSIONS = "exclusions"  # models_cache/exclusions/{digest}.json: training images a run leaves out
 
 
 # --- Training dynamics ----------------------------------------------------------------------

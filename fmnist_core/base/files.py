@@ -3,9 +3,11 @@ reader. Every file the cache, the reports and the exclusion lists keep goes thro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -37,24 +39,43 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_text_atomic(path: Path, text: str | bytes) -> None:
-    """Write `text` (or bytes) to `path` in one step: a temporary file beside it, then os.replace
-    (a reader never sees half a file; two writers never share a temporary)."""
+@contextlib.contextmanager
+def replaced_atomically(path: Path):
+    """A temporary file beside `path` to write, moved onto `path` in one step (os.replace) when the
+    block ends, removed if it fails: a reader never sees half a file, two writers never share one."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        # mkstemp makes the file private (0600); a report or list is as readable as a plain write
-        # would leave it: the mode of the file it replaces, else rw-r--r--.
+        # mkstemp makes the file private (0600); the lab's files are as readable as a plain write
+        # would leave them: the mode of the file it replaces, else rw-r--r--.
         try:
             mode = path.stat().st_mode & 0o777
         except OSError:
             mode = 0o644
-        os.fchmod(handle, mode)
-        with os.fdopen(handle, "wb" if isinstance(text, bytes) else "w") as file:
-            file.write(text)
+        os.chmod(temporary, mode)
+        yield Path(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` in one step (replaced_atomically)."""
+    with replaced_atomically(path) as temporary:
+        if isinstance(text, bytes):
+            temporary.write_bytes(text)
+        else:
+            temporary.write_text(text)
+
+
+def remove_path(path: Path, strict: bool = False) -> None:
+    """Remove a path whatever it is: a link (never followed, it may point into another entry) or a
+    file is unlinked, a folder removed with its files. `strict`: failures raise."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=not strict)
 
 
 MAX_JSON_DEPTH = 32  # the lab's own files nest 6 deep at most; json itself recurses past ~1,000
@@ -110,16 +131,9 @@ def read_json(path: Path, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_
 
 
 def write_tensors_atomic(value, path: Path) -> None:
-    """save_tensors in one step, as write_text_atomic writes text: a temporary file, then os.replace."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        os.chmod(temporary, 0o644)  # as a plain write would leave it (mkstemp makes it private)
-        save_tensors(value, Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """save_tensors in one step (replaced_atomically)."""
+    with replaced_atomically(path) as temporary:
+        save_tensors(value, temporary)
 
 
 def save_tensors(value, path: Path) -> None:

@@ -11,12 +11,6 @@ import numpy as np
 
 from fmnist_core.base.files import checksum, write_text_atomic
 
-NEAR_DUPLICATE_RMS = 0.02  # pixel RMS difference (images in [0, 1]): under it, two images are one
-SEARCH_DIMENSIONS = 32  # the PCA space the duplicate search prunes candidates in
-SEARCH_BLOCK = 1024  # images compared with all others at a time (a 1024 x 60,000 float block)
-HARD_CONFIDENCE = 0.25  # mean confidence in the label under which an image is "hard to learn"
-AMBIGUOUS_VARIABILITY = 0.3  # variability over which an image is "ambiguous"
-REGIONS = ("easy to learn", "ambiguous", "hard to learn")
 EXCLUSIONS = "exclusions"  # models_cache/exclusions/{digest}.json: training images a run leaves out
 
 

@@ -87,7 +87,25 @@ class PCAPathDecoder(nn.Module):
         return (self.conv(z) + self.linear(z).view(-1, *IMAGE_SHAPE)).clamp(0.0, 1.0)  # (B, 1, 28, 28)
 
 
-class ConvAutoencoder(nn.Module):
+class EncoderDecoder(nn.Module):
+    """What every autoencoder is to the lab (a model that reconstructs): an `encoder` to a code of
+    `latent_size` and a `decoder` back; encoder classifiers take the encoder alone."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+    latent_size: int
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (B, 1, 28, 28) -> (B, n)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)  # (B, n) -> (B, 1, 28, 28)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class ConvAutoencoder(EncoderDecoder):
     """S0's network: two conv stages and a linear code, mirrored by two transposed convs."""
 
     def __init__(self, s: ConvAutoencoderSettings):
@@ -123,15 +141,6 @@ class ConvAutoencoder(nn.Module):
             self.encoder = nn.Sequential(*encoder)
             self.decoder = nn.Sequential(*decoder)
         self.latent_size = s.latent_size
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)  # (B, 1, 28, 28) -> (B, n)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, n) -> (B, 1, 28, 28)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fmnist_core.base.settings import check_int, check_range, knob
+from fmnist_core.models.autoencoder import EncoderDecoder
 from fmnist_core.models.registry import register_model
 
 PIXELS = 28 * 28
@@ -63,7 +64,7 @@ class GaussianCode(nn.Module):
         return mean + noise * (0.5 * log_variance).exp()
 
 
-class VAE(nn.Module):
+class VAE(EncoderDecoder):
     """Two conv stages to a Gaussian code of size n, mirrored by two transposed convs."""
 
     loss_term_names = ("kl",)
@@ -96,15 +97,6 @@ class VAE(nn.Module):
         )
         self.beta = s.beta
         self.latent_size = s.n
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)  # (B, 1, 28, 28) -> (B, n)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, n) -> (B, 1, 28, 28)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
     def loss_terms(self) -> dict[str, torch.Tensor]:
         """The last forward pass's KL divergence to N(0, I), nats per image."""

@@ -22,6 +22,7 @@ from fmnist_core.base.files import (
     CorruptRunError,
     default_root,
     read_json,
+    remove_path,
     save_tensors,
     sha256,
     write_text_atomic,
@@ -53,15 +54,6 @@ def _umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
-
-
-def remove_path(path: Path, strict: bool = False) -> None:
-    """Remove an entry's path whatever it is: a link (never followed, it may point at another
-    entry) or a file is unlinked, a folder removed with its files. `strict`: failures raise."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=not strict)
 
 
 class RunCache:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import torch
 
-from fmnist_core.base.files import CorruptRunError, read_json, sha256, write_tensors_atomic, write_text_atomic
+from fmnist_core.base.files import (
+    CorruptRunError,
+    read_json,
+    remove_path,
+    sha256,
+    write_tensors_atomic,
+    write_text_atomic,
+)
 from fmnist_core.store.entries import MissingRunError, is_run_id
 
 PARTIAL = ".partial"  # {run_id}.pt (resumable) + {run_id}.json
@@ -68,8 +75,7 @@ class StoppedRuns:
     def discard(self, run_id: str) -> None:
         for path in self.paths(run_id):
             with contextlib.suppress(OSError):
-                if path.is_symlink() or path.is_file():
-                    path.unlink()
+                remove_path(path)
 
     def run_ids(self) -> list[str]:
         if not self.folder.is_dir():

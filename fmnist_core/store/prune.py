@@ -10,8 +10,8 @@ import time
 
 from filelock import FileLock, Timeout
 
-from fmnist_core.base.files import CorruptRunError
-from fmnist_core.store.cache import DERIVED, RunCache, remove_path
+from fmnist_core.base.files import CorruptRunError, remove_path
+from fmnist_core.store.cache import DERIVED, RunCache
 from fmnist_core.store.entries import MissingRunError, is_run_id
 
 STALE_SECONDS = 24 * 3600  # staging folders and locks untouched this long belong to runs that died

@@ -41,7 +41,7 @@ class Reconstruction:
     term's epoch mean is kept unweighted as `train_<term>` beside `train_mse`, so the curves show
     what the loss is made of."""
 
-    def __init__(self, config: RunConfig, model: nn.Module):
+    def __init__(self, model: nn.Module):
         self.terms = tuple(getattr(model, "loss_term_names", ()))
         self.history_keys = tuple(f"train_{name}" for name in ("mse", *self.terms)) if self.terms else ()
 
@@ -61,7 +61,9 @@ class Reconstruction:
         return loss
 
     def end_epoch(self, history: dict, seen: int, validation: dict) -> None:
-        for name, total in self.sums.items() if self.terms else ():
+        if not self.terms:
+            return
+        for name, total in self.sums.items():
             history[f"train_{name}"].append(total.item() / seen)
 
     def final_metrics(self, test: dict) -> dict:
@@ -70,4 +72,4 @@ class Reconstruction:
 
 def objective_for(config: RunConfig, model: nn.Module) -> Classification | Reconstruction:
     """The objective of a run's kind of model."""
-    return Reconstruction(config, model) if config.kind == "autoencoder" else Classification(config)
+    return Reconstruction(model) if config.kind == "autoencoder" else Classification(config)

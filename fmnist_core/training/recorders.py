@@ -18,7 +18,22 @@ from fmnist_core.training.config import RunConfig
 from fmnist_core.training.splits import RunGenerators
 
 
-class TimeLapse:
+class Recorder:
+    """Called by the loop at each epoch's start, after each step (True: it used the model, which
+    the loop then puts back in training mode) and at each epoch's end; a recorder overrides what
+    it needs."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_step(self, epoch: int, step: int) -> bool:
+        return False
+
+    def on_epoch_end(self, epoch: int, history: dict) -> None:
+        pass
+
+
+class TimeLapse(Recorder):
     """Codes of fixed test images after each epoch, and in epoch 1 also at its start and half-way
     (the map changes most then); an autoencoder's reconstructions of one test image per class
     beside them (small: ~10 KB an epoch)."""
@@ -60,7 +75,7 @@ class TimeLapse:
         history["latent_maps"].append(self.moments)
 
 
-class Cartography:
+class Cartography(Recorder):
     """Each training image's confidence in its label after each epoch (dataset cartography)."""
 
     def __init__(
@@ -69,28 +84,16 @@ class Cartography:
         self.model, self.images, self.labels, self.loss = model, images, labels, loss
         history.setdefault("train_dynamics", [])
 
-    def on_epoch_start(self, epoch: int) -> None:
-        pass
-
-    def on_step(self, epoch: int, step: int) -> bool:
-        return False
-
     def on_epoch_end(self, epoch: int, history: dict) -> None:
         confidence, correct = suspects.label_confidence(self.model, self.images, self.labels, self.loss)
         history["train_dynamics"].append(suspects.pack_epoch(confidence, correct))
 
 
-class Checkpoints:
+class Checkpoints(Recorder):
     """After each epoch but the last: what a Stop in the next epoch keeps, to continue from."""
 
     def __init__(self, epochs: int, make: Callable[[int], dict]):
         self.epochs, self.make, self.latest = epochs, make, None
-
-    def on_epoch_start(self, epoch: int) -> None:
-        pass
-
-    def on_step(self, epoch: int, step: int) -> bool:
-        return False
 
     def on_epoch_end(self, epoch: int, history: dict) -> None:
         if epoch < self.epochs:
