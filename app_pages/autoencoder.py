@@ -7,7 +7,7 @@ import streamlit as st
 from fmnist_core import analysis, views
 from fmnist_core.models import get_spec
 from fmnist_core.runs.starter import starting_recipe
-from ui import keys, plots
+from ui import inside_sections, keys, plots
 from ui.forms import architecture, model_form, recipe_buttons, start_from_recipe
 from ui.panels import epoch_scrubber, training_panel
 from ui.state import fashion, run_view, runs_table
@@ -28,6 +28,7 @@ st.caption(
     spec.description
     + (f" · its report published a loss of ≈{spec.published['loss']}" if spec.published else "")
 )
+inside_sections.architecture_panel(config)  # its layers and cost, before it trains
 run = training_panel(config, published=spec.published)
 if run is None:
     st.stop()

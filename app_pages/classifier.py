@@ -5,7 +5,7 @@ import streamlit as st
 from fmnist_core import analysis
 from fmnist_core.models import get_spec
 from fmnist_core.runs.starter import starting_recipe
-from ui import classifier_sections, plots
+from ui import classifier_sections, inside_sections, plots
 from ui.forms import NoRunToBuildOn, architecture, model_form, recipe_buttons, start_from_recipe
 from ui.panels import training_panel, waiting_for
 from ui.state import fashion, run_view, runs_table
@@ -35,6 +35,7 @@ if settings is None:
     st.page_link("app_pages/autoencoder.py", label="Go to the Autoencoder page", icon=":material/compress:")
     st.stop()
 config = build_config(model, settings, run_values)
+inside_sections.architecture_panel(config)  # its layers and cost, before it trains
 run = training_panel(config)
 if run is None:
     st.stop()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import compare_sections
+from ui import compare_sections, inside_sections
 from ui.state import run_cache, runs_table
 
 st.title("Compare runs")
@@ -27,6 +27,7 @@ preferred = [
     "test_accuracy",
     "test_mse",
     "never_predicted",
+    "dead_units",
     "data",
     "epochs",
     "batch_size",
@@ -44,6 +45,7 @@ preferred = [
     "final_val_loss",
     "created",
 ]
+shown = shown.assign(dead_units=inside_sections.dead_column(shown))
 columns = [c for c in preferred if c in shown] + [c for c in shown if c not in preferred and c != "status"]
 cache = run_cache()
 # A validation-loss sparkline per run, beside its figures (autoencoders' MSE, classifiers' loss).
@@ -63,6 +65,11 @@ event = st.dataframe(
         "test_mse": st.column_config.NumberColumn("test MSE", format="%.4f"),
         "never_predicted": st.column_config.TextColumn(
             "classes never predicted", help="Classes the model never answers on the test images"
+        ),
+        "dead_units": st.column_config.TextColumn(
+            "dead units",
+            help="Units of rectified layers that are 0 on every test image (the Inside the network page "
+            "counts them once per run; empty: not counted yet)",
         ),
         "data": st.column_config.TextColumn(
             "data set", help="fashion-mnist, or another data set's fingerprint"
@@ -84,6 +91,14 @@ chosen = (
     shown.iloc[event.selection.rows] if event and event.selection and event.selection.rows else shown.head(0)
 )
 if not chosen.empty:
+    uncounted = chosen[chosen["dead_units"].isna()]
+    if not uncounted.empty and st.button(
+        f"Count the dead units of the {len(uncounted)} selected run(s) not counted yet",
+        icon=":material/hub:",
+    ):
+        for run_id in uncounted["run_id"]:
+            inside_sections.count_units(run_id)
+        st.rerun()
     compare_sections.overlays(chosen)
     compare_sections.take_away(chosen)
 else:

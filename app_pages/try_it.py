@@ -7,7 +7,7 @@ import streamlit as st
 from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.data.preprocess import ImageError, prepare_data_url, prepare_upload
-from ui import canvas, plots, try_sections
+from ui import canvas, keys, plots, try_sections
 from ui.panels import waiting_for, why_panel
 from ui.state import load_run, run_label, run_view, runs_table, runs_that
 
@@ -49,6 +49,7 @@ else:
             st.error(f"Cannot use this drawing: {error}.")
 if image is None:
     st.stop()
+st.session_state[keys.TRY_IMAGE] = image  # the inside page can follow it through a network
 
 seen_column, answer_column = st.columns([1, 2])
 with seen_column:

@@ -149,6 +149,43 @@ def command_train(args) -> int:
     return 0 if run.completed else 130  # 130: the shell's code for a run ended by Ctrl-C
 
 
+def command_summary(args) -> int:
+    from fmnist_core.store.table import list_runs
+    from fmnist_core.views.architecture import plan
+    from fmnist_core.views.explore import duration
+
+    cache = RunCache()
+    if (args.model is None) == (args.run is None):
+        raise ValueError("summary: name a model (or recipe) or a cached run with --run, not both")
+    if args.run is not None:
+        cache.verify(args.run)
+        config = cache.load_config(args.run)
+    else:
+        config = config_from_args(args)
+    print(f"{config.model} {json.dumps(config.settings)}")
+    shown = plan(config, list_runs(cache), cache)
+    print(shown.table.as_text())
+    if args.run is None:
+        images = config.train_subset or 60_000
+        expected = (
+            f"about {duration(shown.estimate.seconds)} here (from {shown.estimate.basis})"
+            if shown.estimate
+            else "no run has trained on this machine yet to time it by"
+        )
+        print(f"training: {config.epochs} epochs over {images:,} images, {expected}")
+        return 0
+    from fmnist_core.runs.trained import load_run
+    from fmnist_core.views import inside
+
+    run = load_run(args.run, cache)
+    activity = inside.activity(run, cache)
+    print(f"\nunits that never fire on the {activity.images:,} test images (rectified layers):")
+    print(inside.dead_units(activity).to_string(index=False, formatters={"dead_share": "{:.0%}".format}))
+    for warning in inside.warnings(run, activity):
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def command_runs(args) -> int:
     if args.prune:
         removed = prune(RunCache())
@@ -264,6 +301,28 @@ def count(text: str) -> int:
     return int(text)
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    """The arguments that describe a run: a model or recipe, the common flags, --set."""
+    parser.add_argument(
+        "model",
+        choices=list_models() + list_recipes(),
+        nargs="?" if optional else None,
+        help="a model or a named recipe",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model setting (n=128, dropout=0.1, channels=64,96 ...) or a run setting (loss=kl_div)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m fmnist_core", description="Fashion-MNIST Lab")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
@@ -271,24 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the registered models").set_defaults(handler=command_models)
 
     train_parser = commands.add_parser("train", help="train a model, or load it from the cache")
-    train_parser.add_argument(
-        "model", choices=list_models() + list_recipes(), help="a model or a named recipe"
-    )
-    train_parser.add_argument("--epochs", type=int)
-    train_parser.add_argument("--batch-size", dest="batch_size", type=int)
-    train_parser.add_argument("--lr", type=float)
-    train_parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    train_parser.add_argument("--seed", type=int)
-    train_parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a model setting (n=128, dropout=0.1, channels=64,96 ...) or a run setting (loss=kl_div)",
-    )
+    add_config_arguments(train_parser)
     train_parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     train_parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     train_parser.set_defaults(handler=command_train)
+
+    summary_parser = commands.add_parser(
+        "summary",
+        help="a model's layers (shapes, parameters, multiply-adds) before training, or a cached run's",
+    )
+    add_config_arguments(summary_parser, optional=True)
+    summary_parser.add_argument("--run", help="a cached run: its layers, and its dead units on the test set")
+    summary_parser.set_defaults(handler=command_summary)
 
     runs_parser = commands.add_parser("runs", help="the cached runs as a table")
     runs_parser.add_argument(

@@ -205,7 +205,8 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     heatmaps = [json.loads(e.proto.spec) for e in at.get("vega_lite_chart")]
     cells = [p for spec in heatmaps for p in spec.get("params", []) if p["name"] == "cell"]
     assert cells and cells[0]["select"]["fields"] == ["true_index", "predicted_index"]
-    assert at.dataframe[0].value["class"].tolist()[6] == "Shirt"
+    [per_class] = [d.value for d in at.dataframe if "class" in d.value.columns]
+    assert per_class["class"].tolist()[6] == "Shirt"
     assert any("Validation confusion after epoch 1" in m.value for m in at.markdown)
     error = float({m.label: m.value for m in at.metric}["Expected calibration error"])
     assert 0 <= error < 0.5
@@ -591,3 +592,74 @@ def test_a_vae_trains_from_the_autoencoder_page_and_the_latent_page_draws_its_pr
     assert any(h.value == "New garments from the prior" for h in at.subheader)
     assert at.select_slider(key="prior:count").value == 32
     assert any(h.value == "Walk across a class boundary" for h in at.subheader)  # a decoder like any other
+
+
+@pytest.fixture
+def small_runs():
+    """A small CNN and a small autoencoder, as a person's first minutes leave them."""
+    cnn = RunConfig.for_model(
+        "cnn", {"layers": ("conv:8:3:valid:relu", "maxpool:2", "dense:32:relu")}, epochs=1, train_subset=3000
+    )
+    autoencoder = RunConfig.for_model("conv_autoencoder", {"n": 8}, epochs=1, train_subset=3000)
+    cache = RunCache()
+    return [get_or_train(config, cache=cache) for config in (cnn, autoencoder)]
+
+
+def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_runs):
+    cnn, autoencoder = small_runs
+    at = page(open_app(), "app_pages/inside.py")
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    [run_box] = [box for box in at.selectbox if box.key == "inside:run"]
+    at = run_box.set_value([o for o in run_box.options if cnn.run_id[:6] in o][0]).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    headings = [m.value for m in at.markdown if m.value.startswith("**features.")]
+    assert headings[:2] == ["**features.0 · Conv2d · 8 × 26 × 26**", "**features.1 · ReLU · 8 × 26 × 26**"]
+    assert any(m.label == "The model's answer" for m in at.metric)
+    [dead] = [d.value for d in at.dataframe if "dying" in d.value.columns]
+    assert dead["layer"].tolist() == ["features.1", "features.5"] and dead["units"].tolist() == [8, 32]
+    [table] = [d.value for d in at.dataframe if "multiply_adds" in d.value.columns]
+    assert table["parameters"].sum() == sum(p.numel() for p in cnn.model.parameters())
+    [sources] = at.get("button_group")
+    at = sources.set_value("A confusion cell").run()  # this run's commonest mistake, to start with
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    from fmnist_core import views
+
+    predictions = cnn.predict_proba(load_data().test_images).argmax(1)
+    [(true, predicted, _count)] = views.commonest_mistakes(load_data().test_labels.numpy(), predictions, 1)
+    assert (at.selectbox(key="inside:true").value, at.selectbox(key="inside:predicted").value) == (
+        true,
+        predicted,
+    )
+    assert any("the model takes for a" in str(image.proto) for image in at.get("image"))
+    # One unit up close: the first rectified layer, at the channel this image excites most.
+    assert [m.value for m in at.markdown if m.value.startswith("#### Channel ")][0].endswith(" of features.1")
+    assert any(m.value.startswith("**The 9 test images that excite it most**") for m in at.markdown)
+
+    run_box = at.selectbox(key="inside:run")
+    at = run_box.set_value([o for o in run_box.options if autoencoder.run_id[:6] in o][0]).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert any(m.value.startswith("**What comes out**") and "reconstruction" in m.value for m in at.markdown)
+    [sources] = at.get("button_group")
+    assert [o.content for o in sources.proto.options] == ["A test image", "Try it's drawing or upload"]
+    [beside] = [box for box in at.selectbox if box.key == "inside:beside"]
+    at = beside.set_value([o for o in beside.options if cnn.run_id[:6] in o][0]).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert len([d for d in at.dataframe if "dying" in d.value.columns]) == 2  # both runs' dead units
+
+    at = page(at, "app_pages/compare.py")  # both were counted on the inside page: the column says so
+    counted = at.dataframe[0].value.set_index("run_id")["dead_units"]
+    assert counted[cnn.run_id].endswith("%)") and counted[autoencoder.run_id].endswith("%)")
+
+
+def test_the_classifier_page_shows_the_layer_table_before_training_and_follows_the_layer_list():
+    at = page(open_app(), "app_pages/classifier.py")
+    at.selectbox(key="widget:cls:model").set_value("cnn").run()
+    [before] = [c.value for c in at.caption if c.value.startswith("**Architecture:**")]
+    assert " parameters (" in before and "multiply-adds per image" in before
+    [lines] = [t for t in at.text_area if t.label.startswith("Layers")]
+    lines.set_value("conv:8:3:same:relu\nmaxpool:2\ndense:32:relu").run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    [after] = [c.value for c in at.caption if c.value.startswith("**Architecture:**")]
+    assert after != before and "7 layers" in after and f"{80 + 50_208 + 330:,} parameters" in after
+    [table] = [d.value for d in at.dataframe if "multiply_adds" in d.value.columns]  # in its expander
+    assert table["output"].tolist()[:3] == ["8 x 28 x 28", "8 x 28 x 28", "8 x 14 x 14"]

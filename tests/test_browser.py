@@ -443,3 +443,75 @@ def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_every_page_
                 browser.close()
     finally:
         server.close()
+
+
+@pytest.fixture
+def inside_app_url(isolated_cache):
+    # S1's best CNN (one epoch on 5,000 images) and S0's autoencoder: a conv net of each kind.
+    cache = RunCache(isolated_cache)
+    cnn = get_or_train(RunConfig.for_model("cnn", epochs=1, train_subset=5000), cache=cache)
+    autoencoder = get_or_train(
+        RunConfig.for_model("conv_autoencoder", {"n": 16}, epochs=1, train_subset=5000), cache=cache
+    )
+    for url in serve(isolated_cache):
+        yield url, cnn, autoencoder
+
+
+def open_unit_tab(page):
+    page.get_by_role("tab", name="One unit up close").click()
+    settle(page, drawn=600)
+    chart = page.locator("[role='tabpanel']:visible [data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    return chart
+
+
+def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
+    """Pick a test image, click a channel of the first ReLU: its top-activating test images are
+    the ones the core finds, and the page says which channel it is."""
+    from fmnist_core.views import inside
+
+    url, cnn, autoencoder = inside_app_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = chromium(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        try:
+            page.goto(f"{url}/inside")
+            settle(page, timeout=180_000)
+            sidebar = page.locator("[data-testid='stSidebar']")
+            run_picker = sidebar.locator("[data-testid='stSelectbox']").first
+            run_picker.click()
+            page.get_by_role("option").filter(has_text=cnn.run_id[:6]).click()
+            settle(page)
+            page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").first.click()  # the class
+            page.get_by_role("option", name="Sneaker", exact=True).click()
+            settle(page)
+            page.screenshot(path=str(ARTIFACTS / "inside_cnn_layers.png"))
+            chart = open_unit_tab(page)
+            box = chart.bounding_box()
+            tile = box["width"] / 10  # ten channels a row, S1's first conv has 35
+            page.mouse.click(box["x"] + 3.5 * tile, box["y"] + 0.5 * tile)  # the fourth: channel 3
+            settle(page)
+            assert page.get_by_text("Channel 3 of features.1", exact=True).count() == 1
+            activity = inside.activity(cnn, RunCache())
+            expected = activity.top_index["features.1"][:, 3]
+            heading = page.get_by_text("test images that excite it most").first
+            heading.scroll_into_view_if_needed()
+            for index in expected[:3]:
+                assert page.get_by_text(f"#{index} ", exact=False).count() >= 1, index
+            page.screenshot(path=str(ARTIFACTS / "inside_cnn_unit.png"))
+
+            run_picker.click()
+            page.get_by_role("option").filter(has_text=autoencoder.run_id[:6]).click()
+            settle(page)
+            text = page.locator("[data-testid='stMain']").inner_text()
+            assert "encoder.1 · ReLU · 16 × 26 × 26" in text and "the reconstruction" in text
+            page.screenshot(path=str(ARTIFACTS / "inside_autoencoder_layers.png"))
+            page.get_by_role("tab", name="Dead units").click()
+            settle(page, drawn=300)
+            page.screenshot(path=str(ARTIFACTS / "inside_autoencoder_dead.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure_inside.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

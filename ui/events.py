@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 CELL = "cell"  # the confusion heatmap's point-selection parameter
+UNIT = "unit"  # a layer chart's point selection: the unit clicked (ui.plots.unit_grid, unit_bars)
 
 
 def confusion_cell(selection: Mapping | None, classes: int = 10) -> tuple[int, int] | None:
@@ -66,4 +67,26 @@ def clicked_x(selection: Mapping | None) -> int | None:
         x = point.get("x") if isinstance(point, Mapping) else None
         if isinstance(x, int | float) and not isinstance(x, bool) and x == x:
             return int(x)
+    return None
+
+
+def clicked_unit(selection: Mapping | None, units: int) -> int | None:
+    """The unit last clicked on a layer chart (plots.UNIT's point selection), or None; a unit outside
+    [0, units) (a click left from a wider layer) is no unit."""
+    if not isinstance(selection, Mapping):
+        return None
+    points = selection.get(UNIT)
+    if isinstance(points, Mapping):
+        points = [points]
+    if not isinstance(points, list):
+        return None
+    for point in reversed(points):
+        unit = point.get("unit") if isinstance(point, Mapping) else None
+        if (
+            isinstance(unit, int | float)
+            and not isinstance(unit, bool)
+            and unit == unit
+            and 0 <= unit < units
+        ):
+            return int(unit)
     return None

@@ -12,6 +12,9 @@ LIVE_SHOWN = (
 CONFUSION_CLICKED = "confusion:clicked"  # the confusion cell last clicked (true, predicted)
 CONFUSION_TRUE = "confusion:true"  # the cell pickers' widgets (a click moves them)
 CONFUSION_PREDICTED = "confusion:predicted"
+TRY_IMAGE = (
+    "try:image"  # the last drawing or upload Try it prepared (28x28 in [0, 1]): the inside page looks at it
+)
 
 
 def kept(key: str) -> str:

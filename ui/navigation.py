@@ -20,6 +20,7 @@ PAGES = [  # file, title, icon; a page's URL path is its file's name
     ("app_pages/autoencoder.py", "Autoencoder", ":material/compress:"),
     ("app_pages/classifier.py", "Classifier", ":material/category:"),
     ("app_pages/latent.py", "Latent space", ":material/scatter_plot:"),
+    ("app_pages/inside.py", "Inside the network", ":material/hub:"),
     ("app_pages/sweep.py", "Latent size sweep", ":material/stacked_line_chart:"),
     ("app_pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("app_pages/reports.py", "Reports", ":material/description:"),

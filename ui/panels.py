@@ -11,6 +11,7 @@ from fmnist_core.models import describe
 from fmnist_core.runs.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.training.config import RunConfig
+from fmnist_core.views.architecture import expected_seconds
 from ui import keys
 
 from . import plots
@@ -55,7 +56,7 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
     elif job is not None and job.state == STOPPED:
         st.warning("Stopped in its first epoch: no epoch had finished, so there is nothing to keep.")
     images = config.train_subset or 60_000
-    estimate = views.estimate_seconds(config, runs_table())
+    estimate = expected_seconds(config, runs_table(), cache)
     expected = (
         f", about {views.duration(estimate.seconds * left / config.epochs)} here (from {estimate.basis})"
         if estimate is not None
@@ -289,10 +290,12 @@ def queue_sidebar() -> None:
     running = [job for job in active if job.state == RUNNING]
     waiting = [job for job in active if job.state != RUNNING]
     for job in running:
+        # The job this page shows live: its progress once, there; its Stop stays here, where every
+        # page has it (a Stop that came and went with the sidebar's redraws was missed by a click).
         if job.run_id == st.session_state.get(keys.LIVE_SHOWN):
             st.caption(f"{job.config.model} `{job.run_id[:6]}`: training, its progress on this page")
-            continue
-        st.progress(min(job.latest.fraction, 1.0) if job.latest else 0.0, text=describe_job(job))
+        else:
+            st.progress(min(job.latest.fraction, 1.0) if job.latest else 0.0, text=describe_job(job))
         if st.button(
             "Stop",
             icon=":material/stop:",

@@ -308,9 +308,22 @@ class RunView:
         return _training_positions(self.run_id, self.version)
 
     @property
+    def activity(self):
+        """What every unit does over the test set (views.inside.activity: read from beside the
+        cache, computed there first where it is not; ui.inside_sections.count_units shows that)."""
+        return _activity(self.run_id, self.version)
+
+    @property
     def probe_accuracy(self) -> float:
         """A linear read-out's test accuracy on its codes (the latent sweep's)."""
         return _probe_accuracy(self.run_id, self.version)
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading what each unit does over the test set...")
+def _activity(run_id: str, version: float):
+    from fmnist_core.views import inside
+
+    return inside.activity(load_run(run_id), run_cache())
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading out the codes (a logistic regression)...")

@@ -27,15 +27,15 @@ class EncoderClassifierSettings:
     freeze_encoder: bool = knob(
         False, "Freeze the encoder (train the head only)"
     )  # True: only the head trains
-    # S0's head puts a ReLU and a dropout on the logits: measured on a p=0 encoder it learns poorly
-    # (0.39 test accuracy after 10 epochs), so the form starts from S2's wide head.
+    # S0's head puts a ReLU and a dropout on the logits: a class whose score reaches 0 for every
+    # image gets no gradient and is never predicted again (0.54 test accuracy, four classes lost,
+    # on an n=64 encoder). The reports' reproductions ask for it by name; the default is S2's wide head.
     head: str = knob(
-        "s0",
+        "wide",
         "Head",
-        options=("s0", "fc", "wide"),
-        start="wide",
-        help="s0: Linear+ReLU+Dropout on the logits, as S0 wrote it (learns poorly here) · "
-        "fc: one Linear (S2) · wide: a hidden layer (S2)",
+        options=("wide", "fc", "s0"),
+        help="wide: a hidden layer (S2) · fc: one Linear (S2) · "
+        "s0: Linear+ReLU+Dropout on the logits, as S0 wrote it (loses whole classes)",
     )
     head_hidden: int = knob(256, "Hidden units", options=(64, 128, 256, 512, 1024), when=("head", "wide"))
     dropout: float = knob(0.2, "Head dropout", low=0.0, high=0.7, step=0.05)
@@ -96,7 +96,11 @@ class EncoderClassifier(nn.Module):
     "encoder_classifier",
     kind="classifier",
     settings=EncoderClassifierSettings,
-    recipe=dict(loss="cross_entropy", epochs=10, batch_size=100, lr=1e-3, optimizer="adam"),
+    # S0 trained with Adam at a constant 1e-3 (the reports' reproductions still do: reports.grid);
+    # a OneCycle peaking at 3e-3 reaches 0.905 in the same 10 epochs on an n=64, p=0 encoder (0.894).
+    recipe=dict(
+        loss="cross_entropy", epochs=10, batch_size=100, lr=3e-3, optimizer="adam", schedule="onecycle"
+    ),
     description="S0/S2/S4 classifier: a trained autoencoder's encoder (frozen or fine-tuned) + head",
     needs_encoder=True,
 )
@@ -371,6 +375,8 @@ class ResNetSettings:
 
 class ResidualBlock(nn.Module):
     """Two 3x3 conv + BN; the shortcut is the identity, or a strided 1x1 projection."""
+
+    output_rectified = True  # forward ends in a ReLU: a channel can die (the inside page counts them)
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()

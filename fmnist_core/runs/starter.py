@@ -4,16 +4,13 @@ show within minutes of a first start. FMNIST_STARTER=0 turns it off."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from fmnist_core.models import EncoderClassifierSettings
 from fmnist_core.runs.recipes import get_recipe
 from fmnist_core.store.cache import RunCache
 from fmnist_core.training.config import RunConfig
 
 SWITCH = "FMNIST_STARTER"
-# The head the Classifier page's form starts from (its knob's `start`): S0's loses whole classes.
-DEFAULT_HEAD = next(f.metadata["start"] for f in fields(EncoderClassifierSettings) if f.name == "head")
 
 
 @dataclass(frozen=True)
@@ -27,9 +24,9 @@ class Starter:
 def starter_set() -> list[Starter]:
     """The fastest runs that make every page useful, in the order the pages need them."""
     encoder = get_recipe("fast_autoencoder").config()
-    # The Classifier page's own defaults (S2's wide head, the recipe's 10 epochs), so that the page
-    # opens on a trained run; S0's head (a ReLU on the logits) loses whole classes.
-    on_encoder = {"encoder_run": encoder.run_id, "head": DEFAULT_HEAD}
+    # The Classifier page's own defaults (the model's: S2's wide head, the recipe's 10 epochs), so
+    # that the page opens on a trained run.
+    on_encoder = {"encoder_run": encoder.run_id}
     return [
         Starter(  # S3's recipe, 30 epochs (~1 min here): what the Classifier page starts from
             "MLP (S3's network and recipe)", RunConfig.for_model("mlp"), "Classifier, Try it, Compare"

@@ -37,7 +37,10 @@ def latent_sweep(scale: Scale, sizes=SIZES) -> list[SweepPoint]:
     for n in sizes:
         autoencoder = scale.config("conv_autoencoder", {"n": n})
         classifiers = [
-            scale.config("encoder_classifier", {"encoder_run": autoencoder.run_id, "freeze_encoder": frozen})
+            scale.config(
+                "encoder_classifier",
+                {"encoder_run": autoencoder.run_id, "freeze_encoder": frozen, "head": "s0"},  # S0's head
+            )
             for frozen in (True, False)
         ]
         points.append(SweepPoint(n, autoencoder, *classifiers))

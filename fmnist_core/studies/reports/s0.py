@@ -68,7 +68,7 @@ def entries(scale: Scale) -> list[Entry]:
         for frozen in (False, True):
             config = scale.config(
                 "encoder_classifier",
-                {"encoder_run": encoder_run, "freeze_encoder": frozen, "dropout": p},
+                {"encoder_run": encoder_run, "freeze_encoder": frozen, "dropout": p, "head": "s0"},
                 epochs=EPOCHS,
             )
             label = f"classifier n={n} p={p} {'frozen' if frozen else 'fine-tuned'}"

@@ -41,7 +41,9 @@ def entries(scale: Scale) -> list[Entry]:
     encoder_run = autoencoder(scale).run_id
     for frozen in (False, True):
         config = scale.config(
-            "encoder_classifier", {"encoder_run": encoder_run, "freeze_encoder": frozen}, epochs=EPOCHS
+            "encoder_classifier",
+            {"encoder_run": encoder_run, "freeze_encoder": frozen, "head": "s0"},  # S0's head, as S4 kept it
+            epochs=EPOCHS,
         )
         rows.append(Entry("Classifier", "frozen encoder" if frozen else "retrained encoder", config))
     return rows

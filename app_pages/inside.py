@@ -1,0 +1,93 @@
+"""Inside the network: any cached run's layers for one image, each unit's weights and the test
+images that excite it most, dead units, the layer table; a second run beside it."""
+
+import streamlit as st
+
+from fmnist_core.views import inside
+from ui import inside_sections, keys
+from ui.panels import waiting_for
+from ui.state import load_run, run_label, run_view, runs_table
+
+st.title("Inside the network")
+runs = runs_table()
+if runs.empty:
+    waiting_for(kinds=("autoencoder", "classifier"), otherwise="No trained model yet: train any model first.")
+    st.stop()
+
+labels = {run_label(row): row["run_id"] for _, row in runs.iterrows()}
+by_id = {run_id: label for label, run_id in labels.items()}
+with st.sidebar:
+    st.header("Inside the network")
+    start = next(
+        (
+            by_id[st.session_state[keys.picked(c)]]
+            for c in ("classifies", "reconstructs")
+            if st.session_state.get(keys.picked(c)) in by_id
+        ),
+        next(iter(labels)),
+    )
+    chosen = st.selectbox("Run", list(labels), index=list(labels).index(start), key="inside:run")
+    beside = st.selectbox(
+        "Beside it (the same image, layer by layer)",
+        ["(none)"] + [label for label in labels if label != chosen],
+        key="inside:beside",
+        help="E.g. the frozen and the fine-tuned classifier on one encoder: their encoders' layers side by side.",
+    )
+    shared = st.toggle(
+        "One colour scale per layer",
+        True,
+        key="inside:shared",
+        help="On: a layer's channels share a scale, so a faint channel looks faint. Off: each channel "
+        "is stretched to its own range, to see its pattern.",
+    )
+
+run = load_run(labels[chosen])
+other = load_run(labels[beside]) if beside != "(none)" else None
+st.caption(
+    "Every layer's output for one image, as the model computes it (forward hooks on the model as "
+    "its report wrote it). A unit's top images are over the 10,000 test images, counted once per run."
+)
+image, what = inside_sections.pick_image(run)
+if image is None:
+    st.stop()
+for shown in (run, other):
+    if shown is not None:
+        inside_sections.count_units(shown.run_id)
+activity = run_view(run.run_id).activity
+for warning in inside.warnings(run, activity):
+    st.warning(warning, icon=":material/warning:")
+
+passes = [inside.image_pass(shown, image) for shown in (run, other) if shown is not None]
+names = [chosen.split(" · ")[1]] + ([beside.split(" · ")[1]] if other is not None else [])
+picture, answer = st.columns([1, 3])
+picture.image(image, caption=what, width=140, clamp=True)
+if passes[0].probabilities is not None:
+    answer.metric("The model's answer", inside.answer(passes[0].probabilities))
+
+layers = activity.layers
+other_layers = inside.layers(other) if other is not None else []
+pairs = inside.aligned(layers, other_layers) if other is not None else [(layer,) for layer in layers]
+every, close, dead, table = st.tabs(["Every layer", "One unit up close", "Dead units", "Layer table"])
+with every:
+    inside_sections.every_layer(passes, pairs, shared, names)
+with close:
+    choices = {inside_sections.describe(layer): layer for layer in layers}
+    first = next((text for text, layer in choices.items() if layer.rectified), next(iter(choices)))
+    picked = st.selectbox("Layer", list(choices), index=list(choices).index(first), key="inside:layer")
+    layer = choices[picked]
+    output = passes[0].outputs[layer.name]
+    unit = inside_sections.pick_unit(layer, output, shared, key=f"inside:units:{run.run_id}:{layer.name}")
+    inside_sections.unit_up_close(run, activity, layer, unit, output, shared)
+    twin = dict(pair for pair in pairs if len(pair) == 2 and pair[0] is not None).get(layer)
+    if other is not None and twin is not None and twin.units == layer.units:
+        with st.expander(f"The same unit in {names[1]}", expanded=True):
+            inside_sections.unit_up_close(
+                other, run_view(other.run_id).activity, twin, unit, passes[1].outputs[twin.name], shared
+            )
+with dead:
+    inside_sections.dead_units(run, activity)
+    if other is not None:
+        st.markdown(f"**{names[1]}**")
+        inside_sections.dead_units(other, run_view(other.run_id).activity)
+with table:
+    inside_sections.layer_table(run)

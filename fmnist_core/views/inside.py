@@ -1,0 +1,222 @@
+"""What the inside page asks of a trained run: each layer's output for one image, what each unit
+does over the test set (kept beside the cache, computed once per run), a unit's weights and the
+test images that excite it most."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fmnist_core.analysis import classes_never_predicted
+from fmnist_core.analysis.inside import (
+    Layer,
+    UnitActivity,
+    driving_boxes,
+    layer_outputs,
+    network_layers,
+    unit_activity,
+    unit_weights,
+)
+from fmnist_core.base.files import write_text_atomic
+from fmnist_core.data.fashion import CLASS_NAMES, load_data
+from fmnist_core.runs.trained import TrainedRun
+from fmnist_core.store.cache import RunCache
+
+TOP = 9  # top-activating test images kept per unit
+ACTIVITY_FILE = "unit_activity.npz"
+FIELDS = ("top_index", "top_value", "top_where", "firing")
+
+
+def layers(run: TrainedRun) -> list[Layer]:
+    return network_layers(run.model)
+
+
+@dataclass(frozen=True)
+class ImagePass:
+    """One image through a run: every layer's output (for that image) and what comes out."""
+
+    outputs: dict[str, np.ndarray]  # layer name -> (C, H, W) or (units,)
+    probabilities: np.ndarray | None  # (10,) for a classifier
+    reconstruction: np.ndarray | None  # (28, 28) for an autoencoder
+
+
+def image_pass(run: TrainedRun, image: np.ndarray) -> ImagePass:
+    batch = torch.from_numpy(np.asarray(image, dtype=np.float32).reshape(1, 1, 28, 28))
+    outputs = {name: output[0].numpy() for name, output in layer_outputs(run.model, batch).items()}
+    if run.config.kind == "classifier":
+        return ImagePass(outputs, run.predict_proba(batch)[0], None)
+    with torch.no_grad():
+        reconstruction = run.model.eval()(batch)[0, 0].float().numpy()
+    return ImagePass(outputs, None, reconstruction)
+
+
+def answer(probabilities: np.ndarray) -> str:
+    """A classifier's answer in words: its class and probability."""
+    best = int(np.argmax(probabilities))
+    return f"{CLASS_NAMES[best]} ({probabilities[best]:.0%})"
+
+
+def _save(activity: UnitActivity, path) -> None:
+    arrays = {
+        "names": np.array([layer.name for layer in activity.layers]),
+        "images": np.array(activity.images),
+    }
+    for field in FIELDS:
+        arrays |= {f"{field}:{name}": values for name, values in getattr(activity, field).items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _load(path, current: list[Layer]) -> UnitActivity | None:
+    """The kept activity where it reads whole and names this model's layers; None otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            names = [str(name) for name in kept["names"]]
+            if names != [layer.name for layer in current]:
+                return None
+            fields = {field: {name: kept[f"{field}:{name}"] for name in names} for field in FIELDS}
+            images = int(kept["images"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    for layer in current:
+        if fields["firing"][layer.name].shape != (layer.units,) or fields["top_index"][layer.name].shape[
+            1:
+        ] != (layer.units,):
+            return None
+    return UnitActivity(current, images, **fields)
+
+
+def activity(run: TrainedRun, cache: RunCache, on_batch=None) -> UnitActivity:
+    """What every unit does over the 10,000 test images: computed once per run (one pass, ~1-10 s
+    here) and kept beside the cache under the weights' checksum, so a retrained run never reads it."""
+    path = cache.derived_path(run.run_id, ACTIVITY_FILE)
+    current = layers(run)
+    kept = _load(path, current)
+    if kept is not None:
+        return kept
+    computed = unit_activity(run.model, load_data().test_images, top=TOP, on_batch=on_batch)
+    _save(computed, path)
+    return computed
+
+
+def has_activity(run_id: str, cache: RunCache) -> bool:
+    return cache.derived_path(run_id, ACTIVITY_FILE).is_file()
+
+
+def dead_units(activity: UnitActivity) -> pd.DataFrame:
+    """Per rectified layer: its units, how many never fire on the test set (dead) and how many
+    fire on fewer than 1% of it (dying)."""
+    rows = [
+        {
+            "layer": layer.name,
+            "type": layer.kind + (" (code)" if layer.role == "code" else ""),
+            "units": layer.units,
+            "dead": int(activity.dead(layer.name).sum()),
+            "dying": int(activity.dying(layer.name).sum()),
+        }
+        for layer in activity.layers
+        if layer.rectified
+    ]
+    table = pd.DataFrame(rows, columns=["layer", "type", "units", "dead", "dying"])
+    return table.assign(dead_share=table["dead"] / table["units"].clip(lower=1))
+
+
+def dead_summary(activity: UnitActivity) -> str:
+    """One line for a table cell: the dead units of the rectified layers, e.g. '12 of 340 (4%)'."""
+    table = dead_units(activity)
+    dead, units = int(table["dead"].sum()), int(table["units"].sum())
+    return f"{dead} of {units} ({dead / max(units, 1):.0%})" if units else "none can die"
+
+
+def never_predicted(run: TrainedRun) -> list[str]:
+    """The classes a classifier never answers on the test set; [] for an autoencoder."""
+    confusion = run.metrics.get("test_confusion")
+    return classes_never_predicted(confusion) if confusion is not None else []
+
+
+def warnings(run: TrainedRun, activity: UnitActivity | None) -> list[str]:
+    """What is wrong inside a run, in words: classes never predicted, dead code units, layers
+    mostly dead."""
+    said = []
+    never = never_predicted(run)
+    if never:
+        said.append(
+            f"{len(never)} of 10 classes are never predicted on the test set: {', '.join(never)}. "
+            "Their scores are 0 for every image (a ReLU on the logits, as S0's head has), so no "
+            "gradient brings them back."
+        )
+    if activity is None:
+        return said
+    for row in dead_units(activity).itertuples():
+        if row.dead and (row.type.endswith("(code)") or row.dead_share >= 0.5):
+            where = "code units" if row.type.endswith("(code)") else f"units of {row.layer} ({row.type})"
+            said.append(f"{row.dead} of {row.units} {where} never fire on the test set: they are dead.")
+    return said
+
+
+@dataclass(frozen=True)
+class UnitDetail:
+    layer: Layer
+    unit: int
+    weights: np.ndarray | None  # a conv's filter (inputs, k, k) or a dense unit's weights (inputs,)
+    images: np.ndarray  # (k, 28, 28): the test images with the largest peak, largest first
+    indices: np.ndarray  # (k,): their test-set indices
+    values: np.ndarray  # (k,): the peaks
+    boxes: np.ndarray  # (k, 4): top, left, bottom, right of the pixels that move that peak
+    firing: int  # on how many test images the unit fires
+    dead: bool
+
+
+def unit_detail(run: TrainedRun, activity: UnitActivity, name: str, unit: int) -> UnitDetail:
+    """One unit up close: its weights, its top-activating test images and their driving patches."""
+    layer = activity.layer(name)
+    if not 0 <= unit < layer.units:
+        raise ValueError(f"unit: {unit} is not a unit of {name} (0..{layer.units - 1})")
+    indices = activity.top_index[name][:, unit]
+    where = activity.top_where[name][:, unit]
+    images = load_data().test_images[torch.as_tensor(indices)]
+    width = layer.shape[-1] if len(layer.shape) == 3 else 1
+    boxes = driving_boxes(run.model, name, images, unit, where, width)
+    firing = int(activity.firing[name][unit])
+    return UnitDetail(
+        layer,
+        unit,
+        unit_weights(run.model, activity.layers, name, unit),
+        images[:, 0].numpy(),
+        indices,
+        activity.top_value[name][:, unit],
+        boxes,
+        firing,
+        layer.rectified and firing == 0,
+    )
+
+
+def patches(detail: UnitDetail) -> list[np.ndarray]:
+    """The driving patch of each top image (its box cut out)."""
+    return [
+        image[top:bottom, left:right]
+        for image, (top, left, bottom, right) in zip(detail.images, detail.boxes, strict=False)
+    ]
+
+
+def aligned(first: list[Layer], second: list[Layer]) -> list[tuple[Layer | None, Layer | None]]:
+    """Two runs' layers paired for side-by-side viewing. Where most layers share a name and a type
+    (one architecture, e.g. a frozen and a fine-tuned classifier on one encoder, or two heads on
+    it) by name, a layer the other lacks standing alone; else by position."""
+    by_name = {(layer.name, layer.kind): layer for layer in second}
+    shared = [by_name.get((layer.name, layer.kind)) for layer in first]
+    if sum(layer is not None for layer in shared) * 2 >= max(len(first), len(second)):
+        pairs = list(zip(first, shared, strict=False))
+        matched = {id(layer) for layer in shared if layer is not None}
+        return pairs + [(None, layer) for layer in second if id(layer) not in matched]
+    count = max(len(first), len(second))
+    return [
+        (first[i] if i < len(first) else None, second[i] if i < len(second) else None) for i in range(count)
+    ]

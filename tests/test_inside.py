@@ -1,0 +1,244 @@
+"""The inside of a network: layer outputs checked by hand, top-activating images against a full
+sort of the test set, dead units, weights, the kept activity file, and the layer table."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fmnist_core.analysis.architecture import layer_table
+from fmnist_core.analysis.inside import (
+    driving_boxes,
+    layer_outputs,
+    network_layers,
+    unit_activity,
+    unit_peaks,
+    unit_weights,
+    weights_behind,
+)
+from fmnist_core.data.fashion import load_data
+from fmnist_core.models import build_skeleton, create_model, list_models, make_settings
+from fmnist_core.runs.trained import get_or_train, load_run
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
+from fmnist_core.views import inside
+
+TINY_LAYERS = ("conv:4:3:valid:relu", "maxpool:2", "conv:6:3:same:tanh", "bn", "dense:8:relu")
+
+
+def tiny_cnn(seed: int = 0):
+    return create_model("cnn", layers=TINY_LAYERS, generator=torch.Generator().manual_seed(seed)).eval()
+
+
+def test_a_conv_layers_output_is_the_hand_computed_convolution_of_the_layer_before():
+    model = tiny_cnn()
+    images = load_data().test_images[:5]
+    outputs = layer_outputs(model, images)
+    assert list(outputs) == [f"features.{i}" for i in (0, 1, 2, 3, 4, 5, 7, 8)] + ["head"]
+    conv = model.features[3]
+    expected = F.conv2d(outputs["features.2"], conv.weight, conv.bias, padding=1)
+    assert outputs["features.3"].shape == (5, 6, 13, 13)
+    torch.testing.assert_close(outputs["features.3"], expected)
+    torch.testing.assert_close(outputs["features.1"], torch.relu(outputs["features.0"]))
+    first = model.features[0]
+    torch.testing.assert_close(outputs["features.0"], F.conv2d(images, first.weight, first.bias))
+    dense = model.features[7]
+    torch.testing.assert_close(
+        outputs["features.7"], F.linear(outputs["features.5"].flatten(1), dense.weight, dense.bias)
+    )
+    torch.testing.assert_close(outputs["head"], model(images))
+
+
+def test_the_top_activating_images_of_a_unit_are_the_true_argmax_over_the_test_set():
+    model = tiny_cnn(seed=3)
+    test = load_data().test_images
+    activity = unit_activity(model, test, top=7)
+    assert activity.images == 10_000
+    outputs = layer_outputs(model, test)  # every output of every image at once: the slow, sure way
+    for name in ("features.1", "features.3", "features.8"):
+        peaks, where = unit_peaks(outputs[name])
+        for unit in range(peaks.shape[1]):
+            column = peaks[:, unit].numpy()
+            order = np.argsort(-column, kind="stable")[:7]
+            np.testing.assert_array_equal(activity.top_index[name][:, unit], order)
+            np.testing.assert_allclose(activity.top_value[name][:, unit], column[order], rtol=1e-6)
+            np.testing.assert_array_equal(activity.top_where[name][:, unit], where[order, unit].numpy())
+            assert activity.firing[name][unit] == (column > 0).sum()
+
+
+def test_a_unit_that_never_fires_is_dead_and_one_that_rarely_fires_is_dying():
+    model = tiny_cnn()
+    test = load_data().test_images[:2000]
+    before = unit_activity(model, test, top=11)
+    layers = {layer.name: layer for layer in before.layers}
+    assert layers["features.8"].rectified and layers["features.8"].role == "code"
+    assert not layers["features.3"].rectified  # a tanh conv cannot die
+    alive = np.flatnonzero(before.firing["features.8"] > 20)
+    killed, rare = alive[:2]
+    with torch.no_grad():
+        model.features[7].bias[killed] = -1e6  # can never pass its ReLU
+        # Its threshold just under its 10th largest peak: it fires on 10 of the 2,000 images.
+        model.features[7].bias[rare] -= float(before.top_value["features.8"][10, rare]) + 1e-4
+    after = unit_activity(model, test)
+    dead_before = set(np.flatnonzero(before.dead("features.8")))
+    assert set(np.flatnonzero(after.dead("features.8"))) == dead_before | {killed}
+    assert after.firing["features.8"][rare] == 10 and after.dying("features.8")[rare]
+    assert not after.dying("features.8")[killed]  # dead, not dying
+    table = inside.dead_units(after).set_index("layer")
+    assert table.index.tolist() == ["features.1", "features.8"]
+    assert table.loc["features.8", "dead"] == len(dead_before) + 1
+    assert table.loc["features.8", "dying"] == after.dying("features.8").sum() >= 1
+
+
+def test_a_units_weights_are_its_own_conv_filter_or_the_conv_under_its_relu():
+    model = tiny_cnn()
+    layers = network_layers(model)
+    assert weights_behind(model, layers, "features.1") == "features.0"  # a ReLU shows its conv's filter
+    assert weights_behind(model, layers, "features.2") == "features.0"  # and so does the pool above it
+    np.testing.assert_array_equal(
+        unit_weights(model, layers, "features.1", 3), model.features[0].weight[3].detach().numpy()
+    )
+    assert unit_weights(model, layers, "features.3", 1).shape == (4, 3, 3)
+    assert unit_weights(model, layers, "features.8", 0).shape == (6 * 13 * 13,)
+    autoencoder = create_model("conv_autoencoder", n=4)
+    ae_layers = network_layers(autoencoder)
+    transposed = autoencoder.decoder[4]  # ConvTranspose2d(32 -> 16): weights stored (in, out, k, k)
+    np.testing.assert_array_equal(
+        unit_weights(autoencoder, ae_layers, "decoder.4", 7), transposed.weight[:, 7].detach().numpy()
+    )
+
+
+def test_the_driving_box_of_a_first_conv_unit_is_its_3x3_window():
+    model = tiny_cnn()
+    images = load_data().test_images[:3]
+    where = np.array([0, 26 * 5 + 7, 26 * 26 - 1])  # (0, 0), (5, 7), (25, 25) in its 26x26 map
+    boxes = driving_boxes(model, "features.0", images, unit=1, where=where, width=26)
+    assert boxes.tolist() == [[0, 0, 3, 3], [5, 7, 8, 10], [25, 25, 28, 28]]
+    dense = driving_boxes(model, "features.7", images, unit=0, where=np.zeros(3, int), width=1)
+    assert all(bottom - top > 3 for top, _, bottom, _ in dense)  # a dense unit sees past any 3x3 window
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_model_shows_its_layers_with_the_shapes_they_output_and_a_code(model):
+    network = create_model(model)
+    layers = network_layers(network)
+    outputs = layer_outputs(network, torch.rand(2, 1, 28, 28))
+    assert [layer.name for layer in layers] == list(outputs)
+    assert all(outputs[layer.name].shape[1:] == layer.shape for layer in layers)
+    assert sum(layer.role == "code" for layer in layers) == 1
+    assert any(layer.rectified for layer in layers)
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_the_layer_table_totals_match_the_built_models_parameters(model):
+    settings = make_settings(model)
+    table = layer_table(build_skeleton(model, settings))
+    built = create_model(model)
+    assert table.parameters == sum(p.numel() for p in built.parameters())
+    assert table.layers["parameters"].sum() == table.parameters
+    assert table.layers["multiply_adds"].sum() == table.multiply_adds > 0
+
+
+def test_the_layer_tables_multiply_adds_are_the_hand_count():
+    table = layer_table(build_skeleton("cnn", make_settings("cnn", {"layers": TINY_LAYERS})))
+    rows = table.layers.set_index("layer")
+    assert rows.loc["features.0", "output"] == "4 x 26 x 26"
+    # torchinfo counts a bias as one multiply-add per output value
+    assert rows.loc["features.0", "multiply_adds"] == 4 * 26 * 26 * (1 * 3 * 3 + 1)
+    assert rows.loc["features.3", "multiply_adds"] == 6 * 13 * 13 * (4 * 3 * 3 + 1)
+    assert rows.loc["features.7", "multiply_adds"] == 8 * (6 * 13 * 13 + 1)
+    assert rows.loc["features.0", "parameters"] == 4 * 9 + 4
+
+
+def test_a_frozen_encoders_weights_are_not_counted_as_trained():
+    from fmnist_core.views.architecture import architecture
+
+    config = RunConfig.for_model("encoder_classifier", {"freeze_encoder": True})
+    table = architecture(config, RunCache())
+    head = table.layers[table.layers["layer"].str.startswith("head")]["parameters"].sum()
+    assert table.trainable_parameters == head < table.parameters
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(tmp_path_factory):
+    cache = RunCache(tmp_path_factory.mktemp("inside") / "cache")
+    config = RunConfig.for_model(
+        "cnn", {"layers": TINY_LAYERS}, epochs=1, train_subset=2000, test_subset=1000
+    )
+    return get_or_train(config, cache=cache), cache
+
+
+def test_a_runs_activity_is_computed_once_kept_and_a_damaged_copy_is_computed_again(trained_cnn):
+    run, cache = trained_cnn
+    path = cache.derived_path(run.run_id, inside.ACTIVITY_FILE)
+    path.unlink(missing_ok=True)
+    first = inside.activity(run, cache)
+    assert path.is_file() and inside.has_activity(run.run_id, cache)
+    stamp = path.stat().st_mtime_ns
+    again = inside.activity(load_run(run.run_id, cache), cache)
+    assert path.stat().st_mtime_ns == stamp  # read, not computed
+    for name in first.top_index:
+        np.testing.assert_array_equal(first.top_index[name], again.top_index[name])
+        np.testing.assert_array_equal(first.firing[name], again.firing[name])
+    path.write_bytes(path.read_bytes()[:200])  # cut short
+    repaired = inside.activity(run, cache)
+    np.testing.assert_array_equal(repaired.top_value["features.1"], first.top_value["features.1"])
+    assert path.stat().st_size > 200
+
+
+def test_a_unit_up_close_has_its_filter_its_top_images_and_their_patches(trained_cnn):
+    run, cache = trained_cnn
+    activity = inside.activity(run, cache)
+    detail = inside.unit_detail(run, activity, "features.1", 2)
+    test = load_data().test_images
+    assert detail.weights.shape == (1, 3, 3)
+    assert detail.images.shape == (inside.TOP, 28, 28)
+    np.testing.assert_array_equal(detail.images[0], test[detail.indices[0], 0].numpy())
+    assert all(values >= later for values, later in zip(detail.values, detail.values[1:], strict=False))
+    assert all(patch.shape == (3, 3) for patch in inside.patches(detail) if patch.size < 784)
+    with pytest.raises(ValueError, match="unit"):
+        inside.unit_detail(run, activity, "features.1", 4)
+    with pytest.raises(ValueError, match="layer"):
+        inside.unit_detail(run, activity, "features.99", 0)
+
+
+def test_a_run_that_loses_classes_is_warned_about_in_words(trained_cnn):
+    run, cache = trained_cnn
+    confusion = np.eye(10, dtype=int) * 50
+    confusion[:, 2] = 0
+    confusion[2, 0] = 50  # Pullover is never answered
+    lost = type(run)(**{**vars(run), "metrics": {**run.metrics, "test_confusion": confusion.tolist()}})
+    said = inside.warnings(lost, None)
+    assert len(said) == 1 and "Pullover" in said[0] and "1 of 10 classes" in said[0]
+
+
+def test_two_runs_of_one_architecture_pair_layers_by_name_and_others_by_position():
+    cnn, mlp = network_layers(tiny_cnn()), network_layers(create_model("mlp"))
+    same = inside.aligned(cnn, network_layers(tiny_cnn(seed=1)))
+    assert all(a.name == b.name for a, b in same) and len(same) == len(cnn)
+    mixed = inside.aligned(mlp, cnn)  # names like features.1 mean other layers there
+    assert len(mixed) == len(cnn) and mixed[-1][0] is None and mixed[0] == (mlp[0], cnn[0])
+    wide, fc = (network_layers(create_model("encoder_classifier", head=head)) for head in ("wide", "fc"))
+    heads = inside.aligned(wide, fc)  # the encoder's layers side by side, each head's own apart
+    assert [(a and a.name, b and b.name) for a, b in heads][-4:] == [
+        ("encoder.10", "encoder.10"),
+        ("head.0", "head.0"),
+        ("head.1", None),
+        ("head.3", None),
+    ]
+
+
+def test_a_model_never_trained_here_is_timed_by_the_multiply_adds_per_second_of_other_runs(trained_cnn):
+    from fmnist_core.store.table import list_runs
+    from fmnist_core.views.architecture import architecture, expected_seconds
+
+    run, cache = trained_cnn
+    runs = list_runs(cache)
+    wanted = RunConfig.for_model("mlp", epochs=3, train_subset=6000)
+    estimate = expected_seconds(wanted, runs, cache)
+    done = runs.set_index("run_id").loc[run.run_id]
+    rate = done["train_seconds"] / (3 * architecture(run.config, cache).multiply_adds * 1 * 2000)
+    assert estimate.seconds == pytest.approx(rate * 3 * architecture(wanted, cache).multiply_adds * 3 * 6000)
+    assert "multiply-adds per second of 1 run of other models" in estimate.basis
+    same = expected_seconds(run.config.replace(epochs=2), runs, cache)  # its own model: its own speed
+    assert same.seconds == pytest.approx(2 * done["train_seconds"]) and "cnn run" in same.basis
