@@ -272,6 +272,43 @@ def command_sweep(args) -> int:
     return 0
 
 
+def command_sweep_hp(args) -> int:
+    from fmnist_core.base.files import checksum
+    from fmnist_core.studies import hpsearch
+
+    params = tuple(hpsearch.parse_param(text) for text in args.param)
+    fixed = dict(parse_assignments(args.set))
+    if args.epochs is not None:
+        fixed["epochs"] = args.epochs
+    if args.subset:
+        fixed["train_subset"] = args.subset
+    described = json.dumps([args.model, sorted(args.param), args.sampler, args.prune, sorted(fixed.items())])
+    name = args.name or f"{args.model}_{checksum(described)[:8]}"
+    plan = hpsearch.SweepPlan(
+        name, args.model, params, args.trials, args.sampler, args.prune, tuple(sorted(fixed.items()))
+    )
+    say = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    if args.backend == "dask":
+        from distributed import Client
+
+        if not args.scheduler:
+            raise ValueError("scheduler: --backend dask needs --scheduler ADDRESS (tcp://host:8786)")
+        with Client(args.scheduler) as client:
+            study = hpsearch.sweep_on_cluster(plan, RunCache(), client, on_event=say)
+    else:
+        study = hpsearch.sweep(plan, RunCache(), on_event=say)
+    table = hpsearch.trials_table(study)
+    print(table.to_string(index=False))
+    states = table["state"].value_counts().to_dict()
+    best = study.best_trial if states.get("COMPLETE") else None
+    print(f"sweep {name}: " + ", ".join(f"{count} {state.lower()}" for state, count in states.items()))
+    if best is not None:
+        print(
+            f"best: trial {best.number}, {plan.metric} {best.value:.4f}, {best.params}, run {best.user_attrs['run_id']}"
+        )
+    return 0
+
+
 def command_suspects(args) -> int:
     from fmnist_core.studies.suspects import study, write_study
 
@@ -321,6 +358,34 @@ def add_config_arguments(parser: argparse.ArgumentParser, optional: bool = False
         metavar="KEY=VALUE",
         help="a model setting (n=128, dropout=0.1, channels=64,96 ...) or a run setting (loss=kl_div)",
     )
+
+
+def add_sweep_hp(commands) -> None:
+    parser = commands.add_parser(
+        "sweep-hp", help="search a model's settings with Optuna (trials are cached runs, pruned early)"
+    )
+    parser.add_argument("model", choices=list_models())
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a setting to vary: lr=1e-4..1e-2:log, dropout=0..0.5, n=16..256:int, optimizer=adam,sgd",
+    )
+    parser.add_argument("--trials", type=count, default=20)
+    parser.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe")
+    parser.add_argument("--prune", choices=["median", "none"], default="median")
+    parser.add_argument("--epochs", type=int, help="every trial's epochs (default: the model's recipe)")
+    parser.add_argument("--subset", type=int, default=0, help="train on this many images (0: all)")
+    parser.add_argument("--name", help="the sweep's name (default: from its model, ranges and sampler)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a setting every trial shares"
+    )
+    parser.add_argument("--backend", choices=["local", "dask"], default="local")
+    parser.add_argument(
+        "--scheduler", help="Dask scheduler address, with --backend dask (a shared cache folder)"
+    )
+    parser.set_defaults(handler=command_sweep_hp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-probe", dest="no_probe", action="store_true", help="skip the linear read-out of the codes"
     )
     sweep_parser.set_defaults(handler=command_sweep)
+
+    add_sweep_hp(commands)
 
     suspects_parser = commands.add_parser(
         "suspects", help="near-duplicates, likely mislabels, and training without them over seeds"

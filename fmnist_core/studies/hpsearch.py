@@ -1,0 +1,290 @@
+"""Hyperparameter sweeps with Optuna: ranges of a model's settings (or run settings) searched by
+TPE, random or grid sampling, each trial an ordinary cached run validated on a holdout split of
+the training images, stopped early by a pruner. The study lives in the cache folder (an Optuna
+journal file), so a sweep survives a kill and several processes can share it."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fmnist_core.models import get_spec
+from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "none")
+SWEEPS = ".sweeps"  # beside the runs in the cache folder: one journal per sweep
+GRID_POINTS = 4  # values per continuous range under the grid sampler
+NAME = re.compile(r"[a-z0-9_]{1,60}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One setting to vary: a float or int range (log-scaled or not), or a list of choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple = ()
+
+    def suggest(self, trial):
+        if self.choices:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+    def grid(self) -> list:
+        """The values a grid sweep tries."""
+        if self.choices:
+            return list(self.choices)
+        if self.integer:
+            span = int(self.high) - int(self.low)
+            return sorted({int(self.low) + round(span * i / (GRID_POINTS - 1)) for i in range(GRID_POINTS)})
+        if self.log:
+            ratio = math.log(self.high / self.low)
+            return [self.low * math.exp(ratio * i / (GRID_POINTS - 1)) for i in range(GRID_POINTS)]
+        return [self.low + (self.high - self.low) * i / (GRID_POINTS - 1) for i in range(GRID_POINTS)]
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--param {name}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--param {name}: {text!r} is not a finite number")
+    return value
+
+
+def parse_param(text: str) -> Param:
+    """`lr=1e-4..1e-2:log`, `dropout=0..0.5`, `n=16..256:int`, `optimizer=adam,sgd`; a ValueError
+    naming the parameter otherwise."""
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not rest:
+        raise ValueError(f"--param: {text!r} is not NAME=LOW..HIGH[:log|:int] or NAME=A,B,...")
+    if ".." not in rest:
+        choices = tuple(part.strip() for part in rest.split(",") if part.strip())
+        if len(choices) < 2:
+            raise ValueError(f"--param {name}: give a range LOW..HIGH or at least two choices A,B")
+        return Param(name, choices=choices)
+    bounds, _, flags = rest.partition(":")
+    low_text, _, high_text = bounds.partition("..")
+    low, high = _number(low_text, name), _number(high_text, name)
+    flag_set = {flag.strip() for flag in flags.split(",") if flag.strip()}
+    if flag_set - {"log", "int"}:
+        raise ValueError(
+            f"--param {name}: unknown flag(s) {', '.join(sorted(flag_set - {'log', 'int'}))} (log, int)"
+        )
+    if not low < high:
+        raise ValueError(f"--param {name}: the range {low:g}..{high:g} is empty (LOW must be below HIGH)")
+    if "log" in flag_set and low <= 0:
+        raise ValueError(f"--param {name}: a log range needs LOW above 0, got {low:g}")
+    if "int" in flag_set and (low != int(low) or high != int(high)):
+        raise ValueError(f"--param {name}: an int range needs whole bounds, got {low:g}..{high:g}")
+    if "int" in flag_set:
+        return Param(name, int(low), int(high), log="log" in flag_set, integer=True)
+    return Param(name, low, high, log="log" in flag_set)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    name: str  # the study's name, and its journal's file name
+    model: str
+    params: tuple[Param, ...]
+    trials: int
+    sampler: str = "tpe"
+    pruner: str = "median"
+    fixed: tuple[tuple[str, object], ...] = ()  # run settings every trial shares (epochs, subset...)
+    seed: int = 0
+
+    def __post_init__(self):
+        get_spec(self.model)  # ValueError for an unknown model
+        if not NAME.fullmatch(self.name):
+            raise ValueError(f"name: {self.name!r} must be 1-60 of a-z, 0-9 and _")
+        if not self.params:
+            raise ValueError("params: give at least one --param to vary")
+        if len({p.name for p in self.params}) != len(self.params):
+            raise ValueError("params: a parameter is given twice")
+        if not 1 <= self.trials <= 10_000:
+            raise ValueError(f"trials: {self.trials} is outside 1..10000")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"prune: {self.pruner!r} is not one of {', '.join(PRUNERS)}")
+        # Every value must be one a run can hold: a trial's config at each end of every range, and
+        # with each choice, checked before any trial starts.
+        lows = {p.name: p.choices[0] if p.choices else p.low for p in self.params}
+        highs = {p.name: p.choices[-1] if p.choices else p.high for p in self.params}
+        for values in (lows, highs, *({p.name: c} for p in self.params for c in p.choices[1:-1])):
+            self.config(values)
+
+    @property
+    def maximise(self) -> bool:
+        return get_spec(self.model).classifies
+
+    @property
+    def metric(self) -> str:
+        """What the sweep optimises, on the holdout split."""
+        return "val_accuracy" if self.maximise else "val_loss"
+
+    def config(self, values: dict) -> RunConfig:
+        """The run a trial with these values trains: validated on a holdout split of train."""
+        keys = set(get_spec(self.model).settings_type.__dataclass_fields__)
+        settings = {k: v for k, v in values.items() if k in keys}
+        runs = {k: v for k, v in values.items() if k not in keys}
+        unknown = set(runs) - set(RunConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"--param {sorted(unknown)[0]}: not a setting of {self.model} nor of a run")
+        return RunConfig.for_model(
+            self.model, settings, **{"validation": "holdout", **dict(self.fixed), **runs}
+        )
+
+
+def storage_path(cache: RunCache, name: str) -> Path:
+    return cache.root / SWEEPS / f"{name}.journal"
+
+
+def load_study(plan: SweepPlan, cache: RunCache):
+    """The plan's Optuna study in the cache folder, created or, after a kill, continued."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = storage_path(cache, plan.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    if plan.sampler == "grid":
+        sampler = optuna.samplers.GridSampler({p.name: p.grid() for p in plan.params}, seed=plan.seed)
+    elif plan.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=plan.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=plan.seed)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if plan.pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
+    return optuna.create_study(
+        study_name=plan.name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize" if plan.maximise else "minimize",
+        load_if_exists=True,
+    )
+
+
+class Pruned(Exception):
+    """A trial the pruner stopped: its finished epochs are kept as a stopped run."""
+
+
+def run_trial(plan: SweepPlan, trial, cache: RunCache, on_event: Callable[[str], None]) -> float:
+    """One trial: its values, its run (a cache hit costs nothing), reported each epoch."""
+    import optuna
+
+    values = {p.name: p.suggest(trial) for p in plan.params}
+    config = plan.config(values)
+    trial.set_user_attr("run_id", config.run_id)
+    pruned, reported = [], set()
+
+    def on_progress(progress) -> None:
+        if progress.epoch_done and plan.metric in progress.metrics:
+            trial.report(float(progress.metrics[plan.metric]), progress.epoch)
+            reported.add(progress.epoch)
+            if trial.should_prune():
+                pruned.append(progress.epoch)
+
+    run = get_or_train(config, on_progress=on_progress, should_stop=lambda: bool(pruned), cache=cache)
+    if pruned or not run.completed:
+        trial.set_user_attr("pruned_at_epoch", pruned[0] if pruned else None)
+        on_event(f"trial {trial.number}: pruned after epoch {pruned[0] if pruned else '?'} ({values})")
+        raise optuna.TrialPruned()
+    history = run.history.get(plan.metric) or []
+    if not history:
+        raise ValueError(f"{plan.metric}: run {config.run_id} recorded none")
+    for epoch, value in enumerate(history, 1):  # a cached run reports its whole curve at once
+        if epoch not in reported:
+            trial.report(float(value), epoch)
+    for key in ("test_accuracy", "test_mse", "test_loss"):
+        if key in run.metrics:
+            trial.set_user_attr(key, float(run.metrics[key]))  # the test set, scored once, shown apart
+    on_event(f"trial {trial.number}: {plan.metric} {history[-1]:.4f} ({values})")
+    return float(history[-1])
+
+
+def sweep(plan: SweepPlan, cache: RunCache | None = None, on_event=None):
+    """Run the plan's trials that are still to run (finished ones are kept); returns the study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cache = cache or RunCache()
+    say = on_event or (lambda message: None)
+    study = load_study(plan, cache)
+    done = [t for t in study.trials if t.state.is_finished()]
+    left = plan.trials - len(done)
+    if left <= 0:
+        say(f"sweep {plan.name}: all {plan.trials} trials done")
+        return study
+    say(f"sweep {plan.name}: {len(done)} trials done, {left} to run")
+    study.optimize(lambda trial: run_trial(plan, trial, cache, say), n_trials=left, catch=())
+    return study
+
+
+def _sweep_on_worker(plan: SweepPlan, root: str, trials: int, worker: int, threads: int) -> int:
+    """Runs on a Dask worker: `trials` trials of the shared study, with its own sampler seed (two
+    workers drawing the same values would train the same run twice) and its share of the cores."""
+    from dataclasses import replace
+
+    import optuna
+    import torch
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cache = RunCache(root)
+    study = load_study(replace(plan, seed=plan.seed + 1000 * worker), cache)
+
+    def objective(trial) -> float:
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        return run_trial(plan, trial, cache, lambda message: None)
+
+    study.optimize(objective, n_trials=trials, catch=())
+    return trials
+
+
+def sweep_on_cluster(plan: SweepPlan, cache: RunCache, client, on_event=None):
+    """The plan's remaining trials spread over a Dask cluster's workers, into the shared cache
+    folder and study (the workers must see the same disk); returns the study."""
+    say = on_event or (lambda message: None)
+    study = load_study(plan, cache)
+    left = plan.trials - len([t for t in study.trials if t.state.is_finished()])
+    workers = max(1, len(client.scheduler_info()["workers"]))
+    shares = [left // workers + (1 if i < left % workers else 0) for i in range(workers)]
+    shares = [share for share in shares if share]
+    if not shares:
+        say(f"sweep {plan.name}: all {plan.trials} trials done")
+        return study
+    threads = max(1, (os.cpu_count() or 1) // len(shares))
+    say(f"sweep {plan.name}: {left} trials on {len(shares)} Dask workers")
+    root = str(cache.root.resolve())
+    futures = [
+        client.submit(_sweep_on_worker, plan, root, share, i, threads, pure=False)
+        for i, share in enumerate(shares)
+    ]
+    client.gather(futures)
+    return load_study(plan, cache)
+
+
+def trials_table(study):
+    """One row per trial: state, values, the holdout metric, the test figures, its run id."""
+    frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration"))
+    return frame.rename(columns=lambda c: c.replace("params_", "").replace("user_attrs_", ""))

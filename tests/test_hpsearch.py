@@ -1,0 +1,157 @@
+"""Hyperparameter sweeps (Optuna): ranges read or refused in one line, trials as cached runs on a
+holdout split, pruned trials kept and marked, a sweep killed and continued with its trials intact."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fmnist_core.store.cache import RunCache
+from fmnist_core.studies import hpsearch
+from fmnist_core.studies.hpsearch import Param, SweepPlan, parse_param
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = (("epochs", 2), ("test_subset", 500), ("train_subset", 1500))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("lr=1e-4..1e-2:log", Param("lr", 1e-4, 1e-2, log=True)),
+        ("dropout=0..0.5", Param("dropout", 0.0, 0.5)),
+        ("n1=16..256:int,log", Param("n1", 16, 256, log=True, integer=True)),
+        ("optimizer=adam,sgd", Param("optimizer", choices=("adam", "sgd"))),
+    ],
+)
+def test_a_range_is_read_as_optuna_will_sample_it(text, expected):
+    assert parse_param(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("lr", "--param"),
+        ("lr=1e-2..1e-4", "lr: the range 0.01..0.0001 is empty"),
+        ("lr=0..1:log", "lr: a log range needs LOW above 0"),
+        ("lr=a..1", "lr: 'a' is not a number"),
+        ("n1=1.5..8:int", "n1: an int range needs whole bounds"),
+        ("dropout=0..1:cube", "dropout: unknown flag(s) cube"),
+        ("optimizer=adam", "optimizer: give a range"),
+        ("lr=nan..1", "lr: 'nan' is not a finite number"),
+    ],
+)
+def test_a_bad_range_is_refused_naming_it(text, named):
+    with pytest.raises(ValueError, match="--param") as error:
+        parse_param(text)
+    assert named in str(error.value)
+
+
+def test_a_plan_refuses_what_no_run_can_hold():
+    with pytest.raises(ValueError, match="--param colour: not a setting of mlp"):
+        SweepPlan("s", "mlp", (parse_param("colour=red,blue"),), 3)
+    with pytest.raises(ValueError, match="sampler"):
+        SweepPlan("s", "mlp", (parse_param("lr=1e-4..1e-2:log"),), 3, sampler="annealing")
+    with pytest.raises(ValueError, match="dropout"):  # the model's own check, on a trial's values
+        SweepPlan("s", "mlp", (parse_param("dropout=0.5..1.5"),), 3)
+
+
+def test_the_grid_tries_the_ends_and_evenly_spaced_values_between():
+    assert parse_param("lr=1e-4..1e-1:log").grid() == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
+    assert parse_param("n1=16..64:int").grid() == [16, 32, 48, 64]
+    assert parse_param("optimizer=adam,sgd").grid() == ["adam", "sgd"]
+
+
+def test_a_sweep_trains_cached_runs_on_holdout_prunes_and_keeps_the_pruned(isolated_cache):
+    cache = RunCache(isolated_cache)
+    plan = SweepPlan(
+        "mlp_quick",
+        "mlp",
+        (parse_param("lr=1e-5..1e-2:log"), parse_param("dropout=0..0.5")),
+        8,
+        sampler="random",
+        pruner="median",
+        fixed=QUICK,
+    )
+    events = []
+    study = hpsearch.sweep(plan, cache, on_event=events.append)
+    table = hpsearch.trials_table(study)
+    assert len(table) == 8 and set(table["state"]) <= {"COMPLETE", "PRUNED"}
+    finished = table[table["state"] == "COMPLETE"]
+    pruned = table[table["state"] == "PRUNED"]
+    assert len(pruned) >= 1, table  # lr down to 1e-5 learns too slowly for the median
+    for row in finished.itertuples():
+        config = cache.load_config(row.run_id)
+        assert config.validation == "holdout" and config.epochs == 2  # tuned on held-out training images
+        assert row.value == pytest.approx(
+            json.loads((cache.folder(row.run_id) / "history.json").read_text())["history"]["val_accuracy"][-1]
+        )
+        assert 0 < row.test_accuracy <= 1  # the test set, scored once and kept apart
+    for row in pruned.itertuples():
+        assert not cache.exists(row.run_id)  # never shown as a finished run...
+        assert cache.stopped.summary(row.run_id)["epochs_done"] == 1  # ...but its epoch is kept
+    assert study.best_value == finished["value"].max()
+    # Asked again, the same plan trains nothing: every trial is done, every run cached.
+    again = hpsearch.sweep(plan, cache, on_event=events.append)
+    assert len(again.trials) == 8 and events[-1] == "sweep mlp_quick: all 8 trials done"
+
+
+def test_a_sweep_killed_midway_continues_with_its_finished_trials_intact(isolated_cache, tmp_path):
+    args = ["mlp", "--param", "lr=1e-3..1e-2:log", "--trials", "4", "--prune", "none", "--name", "killed"]
+    args += ["--epochs", "2", "--subset", "1500", "--set", "test_subset=500"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fmnist_core", "sweep-hp", *args],
+        cwd=ROOT,
+        env={**os.environ, "FMNIST_CACHE": str(isolated_cache)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    cache = RunCache(isolated_cache)
+    plan = SweepPlan(
+        "killed",
+        "mlp",
+        (parse_param("lr=1e-3..1e-2:log"),),
+        4,
+        pruner="none",
+        fixed=(("epochs", 2), ("test_subset", "500"), ("train_subset", 1500)),
+    )
+    deadline = time.monotonic() + 240
+    while True:  # kill it once two trials have finished, in the middle of the third
+        study = hpsearch.load_study(plan, cache) if hpsearch.storage_path(cache, "killed").exists() else None
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"] if study else []
+        if len(complete) >= 2:
+            break
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep did not get going"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {
+        t.number: (t.params, t.value)
+        for t in hpsearch.load_study(plan, cache).trials
+        if t.state.name == "COMPLETE"
+    }
+    study = hpsearch.sweep(plan, cache)
+    after = {t.number: (t.params, t.value) for t in study.trials if t.state.name == "COMPLETE"}
+    assert {k: after[k] for k in before} == before  # the finished trials, untouched
+    assert len(after) == 4  # and the sweep ran the rest
+
+
+def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolated_cache):
+    from distributed import Client, LocalCluster
+
+    cache = RunCache(isolated_cache)
+    plan = SweepPlan("on_dask", "mlp", (parse_param("lr=1e-3..1e-2:log"),), 4, pruner="none", fixed=QUICK)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster.scheduler_address) as client,  # as `--scheduler ADDRESS` connects
+    ):
+        study = hpsearch.sweep_on_cluster(plan, cache, client)
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 4
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers trained trials
+    assert all(cache.exists(t.user_attrs["run_id"]) for t in finished)  # into the one shared cache
