@@ -65,7 +65,7 @@ if passes[0].probabilities is not None:
     answer.metric("The model's answer", inside.answer(passes[0].probabilities))
 
 layers = activity.layers
-other_layers = inside.layers(other) if other is not None else []
+other_layers = run_view(other.run_id).activity.layers if other is not None else []
 pairs = inside.aligned(layers, other_layers) if other is not None else [(layer,) for layer in layers]
 every, close, dead, table = st.tabs(["Every layer", "One unit up close", "Dead units", "Layer table"])
 with every:

@@ -14,16 +14,17 @@ CELL = "cell"  # the confusion heatmap's point-selection parameter
 UNIT = "unit"  # a layer chart's point selection: the unit clicked (ui.plots.unit_grid, unit_bars)
 
 
-def confusion_cell(selection: Mapping | None, classes: int = 10) -> tuple[int, int] | None:
-    """The (true, predicted) class indices of the confusion cell last clicked, or None."""
-    if not isinstance(selection, Mapping):
-        return None
-    points = selection.get(CELL)
+def _points(selection: Mapping | None, name: str) -> list:
+    """The points a Vega-Lite point selection `name` holds (one point may come unlisted), or []."""
+    points = selection.get(name) if isinstance(selection, Mapping) else None
     if isinstance(points, Mapping):
         points = [points]
-    if not isinstance(points, list):
-        return None
-    for point in reversed(points):  # with shift-clicks, the latest cell counts
+    return points if isinstance(points, list) else []
+
+
+def confusion_cell(selection: Mapping | None, classes: int = 10) -> tuple[int, int] | None:
+    """The (true, predicted) class indices of the confusion cell last clicked, or None."""
+    for point in reversed(_points(selection, CELL)):  # with shift-clicks, the latest cell counts
         if not isinstance(point, Mapping):
             continue
         try:
@@ -73,14 +74,7 @@ def clicked_x(selection: Mapping | None) -> int | None:
 def clicked_unit(selection: Mapping | None, units: int) -> int | None:
     """The unit last clicked on a layer chart (plots.UNIT's point selection), or None; a unit outside
     [0, units) (a click left from a wider layer) is no unit."""
-    if not isinstance(selection, Mapping):
-        return None
-    points = selection.get(UNIT)
-    if isinstance(points, Mapping):
-        points = [points]
-    if not isinstance(points, list):
-        return None
-    for point in reversed(points):
+    for point in reversed(_points(selection, UNIT)):
         unit = point.get("unit") if isinstance(point, Mapping) else None
         if (
             isinstance(unit, int | float)

@@ -11,10 +11,10 @@ from fmnist_core.analysis.inside import Layer, UnitActivity
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.views import inside
-from fmnist_core.views.architecture import plan
+from fmnist_core.views.architecture import architecture
 from fmnist_core.views.explore import commonest_mistakes
 from ui import events, keys, plots
-from ui.state import fashion, run_cache, run_view, runs_table
+from ui.state import fashion, run_cache, run_view
 
 SOURCES = ("A test image", "A confusion cell", "Try it's drawing or upload")
 
@@ -214,8 +214,7 @@ def dead_units(run: TrainedRun, activity: UnitActivity) -> None:
 
 
 def layer_table(run: TrainedRun) -> None:
-    shown = plan(run.config, runs_table(), run_cache())
-    architecture_table(shown.table)
+    architecture_table(architecture(run.config, run_cache()))
 
 
 def architecture_table(table) -> None:
@@ -236,12 +235,12 @@ def architecture_table(table) -> None:
 def architecture_panel(config) -> None:
     """The layers of the model these settings build, before it trains: the totals in a line that
     follows the settings, the table in an expander (its label stays, so it stays open)."""
+    # The expected time is the Train button's own line (ui.panels.training_panel): not worked out here.
     try:
-        shown = plan(config, runs_table(), run_cache())
+        table = architecture(config, run_cache())
     except ValueError as error:
         st.caption(f"Architecture: {error}")
         return
-    table = shown.table
     st.caption(
         f"**Architecture:** {len(table.layers)} layers · {table.parameters:,} parameters "
         f"({table.trainable_parameters:,} trained) · {table.multiply_adds / 1e6:.2f} M multiply-adds per image"
