@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import compare_sections, inside_sections
-from ui.state import run_cache, runs_table
+from ui.state import runs_table
 
 st.title("Compare runs")
 compare_sections.bring_in()
@@ -47,10 +47,10 @@ preferred = [
 ]
 shown = shown.assign(dead_units=inside_sections.dead_column(shown))
 columns = [c for c in preferred if c in shown] + [c for c in shown if c not in preferred and c != "status"]
-cache = run_cache()
 # A validation-loss sparkline per run, beside its figures (autoencoders' MSE, classifiers' loss).
-shown = shown.assign(curve=[cache.load_record(run_id)[0].get("val_loss", []) for run_id in shown["run_id"]])
-columns.insert(2, "curve")
+shown = shown.rename(columns={"val_curve": "curve"})
+columns = [c if c != "val_curve" else "curve" for c in columns]
+columns.insert(2, columns.pop(columns.index("curve")))
 st.caption(
     f"{len(shown)} of {len(runs)} runs. Click column headers to sort; tick rows to overlay their curves."
 )

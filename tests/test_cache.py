@@ -113,6 +113,25 @@ def test_list_runs_has_config_columns_and_metrics(tiny_autoencoder_config):
     assert (table["status"] == "ok").all()
 
 
+def test_list_runs_reads_only_the_entries_that_changed(monkeypatch):
+    cache = RunCache()
+    first = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)
+    second = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000, seed=1), cache=cache)
+    listed = list_runs(cache).set_index("run_id")
+    assert len(listed.loc[first.run_id, "val_curve"]) == 1  # the validation curve rides in the row
+    reads = []
+    real = RunCache.check
+    monkeypatch.setattr(RunCache, "check", lambda self, run_id: reads.append(run_id) or real(self, run_id))
+    again = list_runs(cache).set_index("run_id")
+    assert reads == []  # nothing changed: no entry read again
+    assert again.loc[first.run_id, "test_accuracy"] == listed.loc[first.run_id, "test_accuracy"]
+    (cache.folder(second.run_id) / "history.json").write_text("{}")  # one entry changes
+    damaged = list_runs(cache).set_index("run_id")
+    assert set(reads) == {second.run_id}
+    assert damaged.loc[second.run_id, "status"].startswith("damaged")
+    assert damaged.loc[first.run_id, "status"] == "ok"
+
+
 def test_prune_removes_damaged_and_stale_entries_and_keeps_good_ones(isolated_cache, tmp_path):
     cache = RunCache()
     config = RunConfig.for_model("mlp", epochs=1, train_subset=2000)

@@ -17,6 +17,7 @@ from fmnist_core.studies.hpsearch import Param, SweepPlan, parse_param
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = (("epochs", 2), ("test_subset", 500), ("train_subset", 1500))
+LONGER = (("epochs", 6), ("test_subset", 500), ("train_subset", 1500))
 
 
 @pytest.mark.parametrize(
@@ -155,3 +156,76 @@ def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolat
     assert len(finished) == 4
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers trained trials
     assert all(cache.exists(t.user_attrs["run_id"]) for t in finished)  # into the one shared cache
+
+
+def test_a_sweep_from_the_app_queues_its_trials_as_jobs_and_prunes_them_there(isolated_cache):
+    from fmnist_core.runs.jobs import JobQueue
+    from fmnist_core.studies.hpqueue import QueuedSweep
+
+    cache = RunCache(isolated_cache)
+    queue = JobQueue(cache)
+    plan = SweepPlan(
+        "app_quick",
+        "mlp",
+        (parse_param("lr=1e-5..1e-2:log"), parse_param("dropout=0..0.5")),
+        6,
+        sampler="random",
+        fixed=LONGER,  # a pruned job's stop lands while epochs are still to come
+    )
+    driver = QueuedSweep(plan, queue).start()
+    driver.wait(timeout=600)
+    assert not driver.active and driver.error == "", driver.events
+    study = hpsearch.load_study(plan, cache)
+    table = hpsearch.trials_table(study)
+    assert len(table) == 6 and set(table["state"]) <= {"COMPLETE", "PRUNED"}, driver.events
+    assert {job.run_id for job in queue.jobs()} == set(table["run_id"])  # each trial an ordinary job
+    pruned = table[table["state"] == "PRUNED"]
+    assert len(pruned) >= 1, driver.events  # lr near 1e-5 trails the median after its first epoch
+    for row in pruned.itertuples():
+        assert queue.get(row.run_id).state == "stopped" and not cache.exists(row.run_id)
+        kept = cache.stopped.summary(row.run_id)["epochs_done"]  # the child may finish the epoch under way
+        assert row.pruned_at_epoch == 1 and 1 <= kept < 6
+    for row in table[table["state"] == "COMPLETE"].itertuples():
+        assert queue.get(row.run_id).state == "done" and cache.exists(row.run_id)
+        assert 0 < row.test_accuracy <= 1
+    # Another sweep whose trials land on cached configs queues nothing: the runs are its trials.
+    again = SweepPlan("app_again", "mlp", plan.params, 2, sampler="random", fixed=LONGER)
+    done = table[table["state"] == "COMPLETE"].head(2)
+    for row in done.itertuples():
+        hpsearch.load_study(again, cache).enqueue_trial({"lr": row.lr, "dropout": row.dropout})
+    jobs = len(queue.jobs())
+    second = QueuedSweep(again, queue).start()
+    second.wait(timeout=600)
+    assert len(queue.jobs()) == jobs and all("from the cache" in line for line in second.events)
+    assert sorted(hpsearch.trials_table(hpsearch.load_study(again, cache))["value"]) == sorted(done["value"])
+
+
+def test_a_sweep_in_the_app_stops_when_asked_and_refuses_a_bad_budget(isolated_cache):
+    from fmnist_core.runs.jobs import JobQueue
+    from fmnist_core.studies.hpqueue import QueuedSweep
+
+    cache = RunCache(isolated_cache)
+    queue = JobQueue(cache)
+    plan = SweepPlan("app_stop", "mlp", (parse_param("lr=1e-4..1e-2:log"),), 50, fixed=QUICK)
+    with pytest.raises(ValueError, match="minutes"):
+        QueuedSweep(plan, queue, minutes=0)
+    driver = QueuedSweep(plan, queue).start()
+    deadline = time.monotonic() + 120
+    while driver.current is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    running = driver.current
+    driver.stop()
+    driver.wait(timeout=120)
+    assert not driver.active and queue.get(running).state == "stopped"
+    states = [t.state.name for t in hpsearch.load_study(plan, cache).trials]
+    assert states == ["FAIL"]  # the trial stopped by a person is not counted as finished nor pruned
+
+
+@pytest.mark.parametrize(
+    "text", ["lr=0.0001..0.01:log", "dropout=0..0.5", "n1=16..256:int,log", "batch_size=64,128"]
+)
+def test_a_parameter_reads_back_from_its_own_text(text):
+    param = parse_param(text)
+    assert param.text() == text and parse_param(param.text()) == param
+    assert parse_param("batch_size=64,128").choices == (64, 128)  # numbers stay numbers

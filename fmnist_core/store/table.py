@@ -1,7 +1,13 @@
 """The run store as a table: one row per entry with its settings, final figures, what it can do
-and what it computed with (the app's pickers and Compare runs read it)."""
+and what it computed with (the app's pickers, Compare runs and the explorer read it).
+
+A row is read from its entry's files once, then kept with the stamps of those files (and of the
+encoder entry it builds on): listing again reads only the entries that changed, so a cache of
+thousands of runs lists in the time of a directory scan and a few stat calls per entry."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 
@@ -9,42 +15,65 @@ from fmnist_core.analysis import classes_never_predicted
 from fmnist_core.base.files import CorruptRunError
 from fmnist_core.models import get_spec
 from fmnist_core.store.cache import RunCache
-from fmnist_core.store.entries import MissingRunError
+from fmnist_core.store.entries import MissingRunError, stamps
+
+# entry folder -> (((run id, stamps) of the entry and of each entry it depends on), row)
+_ROWS: dict[Path, tuple[tuple, dict]] = {}
 
 
 def list_runs(cache: RunCache) -> pd.DataFrame:
-    """Every entry as a row: run id, status, config columns, final metrics."""
+    """Every entry as a row: run id, status, config columns, final metrics, validation curve."""
     rows = []
     for run_id in cache.run_ids():
-        row: dict = {"run_id": run_id}
-        try:
-            config = cache.check(run_id)
-            manifest = cache.verify(run_id)
-            history, metrics = cache.load_record(run_id)
-        except (MissingRunError, CorruptRunError) as error:
-            rows.append({**row, "status": f"damaged: {error}"})
+        folder = cache.folder(run_id)
+        known = _ROWS.get(folder)
+        if known is not None and all(stamps(cache.folder(rid)) == seen for rid, seen in known[0]):
+            rows.append(known[1])
             continue
-        row.update(status="ok", created=manifest.get("created", ""), kind=config.kind)
-        row.update(get_spec(config.model).capabilities())  # what it can do, for the app's pickers
-        values = config.to_dict()
-        settings = values.pop("settings")
-        row.update(values)
-        row.update(
-            {
-                key: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-                for key, v in settings.items()
-            }
-        )
-        for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
-            if history.get(key):
-                row[f"final_{key}"] = history[key][-1]
-        for key in ("test_loss", "test_accuracy", "test_mse", "train_seconds", "epochs_done", "device"):
-            if key in metrics:
-                row[key] = metrics[key]
-        if "test_confusion" in metrics:
-            row["never_predicted"] = ", ".join(classes_never_predicted(metrics["test_confusion"]))
-        ran = metrics.get("execution")
-        if isinstance(ran, dict):  # what it computed with: device type, precision, kernels
-            row["execution"] = "/".join(str(ran.get(k, "?")) for k in ("device", "precision", "kernels"))
+        seen = tuple((rid, stamps(cache.folder(rid))) for rid in _depends(cache, run_id))  # before reading
+        row = _row(cache, run_id)
+        _ROWS[folder] = (seen, row)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _depends(cache: RunCache, run_id: str) -> list[str]:
+    """The entries a row is read from: the run's, and the encoder's it builds on (check reads it)."""
+    depends = [run_id]
+    config = cache.recover_config(run_id)
+    while config is not None and config.settings.get("encoder_run") and len(depends) < 8:
+        depends.append(config.settings["encoder_run"])
+        config = cache.recover_config(config.settings["encoder_run"])
+    return depends
+
+
+def _row(cache: RunCache, run_id: str) -> dict:
+    """One entry's row, read from its files."""
+    row: dict = {"run_id": run_id}
+    try:
+        config = cache.check(run_id)
+        manifest = cache.verify(run_id)
+        history, metrics = cache.load_record(run_id)
+    except (MissingRunError, CorruptRunError) as error:
+        return {**row, "status": f"damaged: {error}"}
+    row.update(status="ok", created=manifest.get("created", ""), kind=config.kind)
+    row.update(get_spec(config.model).capabilities())  # what it can do, for the app's pickers
+    values = config.to_dict()
+    settings = values.pop("settings")
+    row.update(values)
+    row.update(
+        {key: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for key, v in settings.items()}
+    )
+    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        if history.get(key):
+            row[f"final_{key}"] = history[key][-1]
+    row["val_curve"] = [float(v) for v in history.get("val_loss") or []]  # Compare's sparkline
+    for key in ("test_loss", "test_accuracy", "test_mse", "train_seconds", "epochs_done", "device"):
+        if key in metrics:
+            row[key] = metrics[key]
+    if "test_confusion" in metrics:
+        row["never_predicted"] = ", ".join(classes_never_predicted(metrics["test_confusion"]))
+    ran = metrics.get("execution")
+    if isinstance(ran, dict):  # what it computed with: device type, precision, kernels
+        row["execution"] = "/".join(str(ran.get(k, "?")) for k in ("device", "precision", "kernels"))
+    return row

@@ -42,6 +42,13 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
+    def text(self) -> str:
+        """The command line's form of this parameter (parse_param reads it back)."""
+        if self.choices:
+            return f"{self.name}={','.join(map(str, self.choices))}"
+        flags = ",".join(flag for flag, on in (("int", self.integer), ("log", self.log)) if on)
+        return f"{self.name}={self.low:g}..{self.high:g}" + (f":{flags}" if flags else "")
+
     def grid(self) -> list:
         """The values a grid sweep tries."""
         if self.choices:
@@ -65,6 +72,16 @@ def _number(text: str, name: str) -> float:
     return value
 
 
+def _choice(text: str):
+    """A choice as the setting holds it: 64 an int, 0.5 a float, adam a word."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def parse_param(text: str) -> Param:
     """`lr=1e-4..1e-2:log`, `dropout=0..0.5`, `n=16..256:int`, `optimizer=adam,sgd`; a ValueError
     naming the parameter otherwise."""
@@ -73,7 +90,7 @@ def parse_param(text: str) -> Param:
     if not sep or not name or not rest:
         raise ValueError(f"--param: {text!r} is not NAME=LOW..HIGH[:log|:int] or NAME=A,B,...")
     if ".." not in rest:
-        choices = tuple(part.strip() for part in rest.split(",") if part.strip())
+        choices = tuple(_choice(part.strip()) for part in rest.split(",") if part.strip())
         if len(choices) < 2:
             raise ValueError(f"--param {name}: give a range LOW..HIGH or at least two choices A,B")
         return Param(name, choices=choices)
@@ -137,6 +154,18 @@ class SweepPlan:
         """What the sweep optimises, on the holdout split."""
         return "val_accuracy" if self.maximise else "val_loss"
 
+    def describe(self) -> dict:
+        """What the study keeps of its plan (the app lists sweeps by it)."""
+        return {
+            "model": self.model,
+            "params": [p.text() for p in self.params],
+            "trials": self.trials,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "metric": self.metric,
+            "fixed": {key: value for key, value in self.fixed},
+        }
+
     def config(self, values: dict) -> RunConfig:
         """The run a trial with these values trains: validated on a holdout split of train."""
         keys = set(get_spec(self.model).settings_type.__dataclass_fields__)
@@ -174,7 +203,7 @@ def load_study(plan: SweepPlan, cache: RunCache):
         if plan.pruner == "median"
         else optuna.pruners.NopPruner()
     )
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=plan.name,
         storage=storage,
         sampler=sampler,
@@ -182,44 +211,72 @@ def load_study(plan: SweepPlan, cache: RunCache):
         direction="maximize" if plan.maximise else "minimize",
         load_if_exists=True,
     )
+    if "plan" not in study.user_attrs:
+        study.set_user_attr("plan", plan.describe())
+    return study
+
+
+def finished(study) -> int:
+    return len([t for t in study.trials if t.state.is_finished()])
 
 
 class Pruned(Exception):
     """A trial the pruner stopped: its finished epochs are kept as a stopped run."""
 
 
+def report_epochs(plan: SweepPlan, trial, epochs: list[dict], reported: int) -> tuple[int, bool]:
+    """Report the finished epochs after the first `reported` to the pruner; (epochs reported now,
+    whether the pruner says stop)."""
+    prune = False
+    for epoch in epochs[reported:]:
+        reported += 1
+        if plan.metric in epoch:
+            trial.report(float(epoch[plan.metric]), reported)
+            prune = prune or trial.should_prune()
+    return reported, prune
+
+
+def complete(plan: SweepPlan, trial, history: dict, metrics: dict) -> float:
+    """A finished trial's value (its last holdout figure); the test figures kept apart."""
+    values = history.get(plan.metric) or []
+    if not values:
+        raise ValueError(f"{plan.metric}: run {trial.user_attrs.get('run_id')} recorded none")
+    for key in ("test_accuracy", "test_mse", "test_loss"):
+        if key in metrics:
+            trial.set_user_attr(key, float(metrics[key]))  # the test set, scored once, shown apart
+    return float(values[-1])
+
+
+def as_epochs(history: dict) -> list[dict]:
+    count = len(history.get("epoch") or next(iter(history.values()), []))
+    return [{key: values[i] for key, values in history.items() if i < len(values)} for i in range(count)]
+
+
 def run_trial(plan: SweepPlan, trial, cache: RunCache, on_event: Callable[[str], None]) -> float:
-    """One trial: its values, its run (a cache hit costs nothing), reported each epoch."""
+    """One trial in this process: its values, its run (a cache hit costs nothing), reported each epoch."""
     import optuna
 
     values = {p.name: p.suggest(trial) for p in plan.params}
     config = plan.config(values)
     trial.set_user_attr("run_id", config.run_id)
-    pruned, reported = [], set()
+    state = {"reported": 0, "pruned": None}
 
     def on_progress(progress) -> None:
-        if progress.epoch_done and plan.metric in progress.metrics:
-            trial.report(float(progress.metrics[plan.metric]), progress.epoch)
-            reported.add(progress.epoch)
-            if trial.should_prune():
-                pruned.append(progress.epoch)
+        if progress.epoch_done and state["pruned"] is None:
+            state["reported"], prune = report_epochs(plan, trial, [progress.metrics], progress.epoch - 1)
+            state["pruned"] = progress.epoch if prune else None
 
-    run = get_or_train(config, on_progress=on_progress, should_stop=lambda: bool(pruned), cache=cache)
-    if pruned or not run.completed:
-        trial.set_user_attr("pruned_at_epoch", pruned[0] if pruned else None)
-        on_event(f"trial {trial.number}: pruned after epoch {pruned[0] if pruned else '?'} ({values})")
+    run = get_or_train(
+        config, on_progress=on_progress, should_stop=lambda: state["pruned"] is not None, cache=cache
+    )
+    if state["pruned"] is not None or not run.completed:
+        trial.set_user_attr("pruned_at_epoch", state["pruned"])
+        on_event(f"trial {trial.number}: pruned after epoch {state['pruned'] or '?'} ({values})")
         raise optuna.TrialPruned()
-    history = run.history.get(plan.metric) or []
-    if not history:
-        raise ValueError(f"{plan.metric}: run {config.run_id} recorded none")
-    for epoch, value in enumerate(history, 1):  # a cached run reports its whole curve at once
-        if epoch not in reported:
-            trial.report(float(value), epoch)
-    for key in ("test_accuracy", "test_mse", "test_loss"):
-        if key in run.metrics:
-            trial.set_user_attr(key, float(run.metrics[key]))  # the test set, scored once, shown apart
-    on_event(f"trial {trial.number}: {plan.metric} {history[-1]:.4f} ({values})")
-    return float(history[-1])
+    report_epochs(plan, trial, as_epochs(run.history), state["reported"])  # a cached run: all at once
+    value = complete(plan, trial, run.history, run.metrics)
+    on_event(f"trial {trial.number}: {plan.metric} {value:.4f} ({values})")
+    return value
 
 
 def sweep(plan: SweepPlan, cache: RunCache | None = None, on_event=None):
@@ -230,12 +287,11 @@ def sweep(plan: SweepPlan, cache: RunCache | None = None, on_event=None):
     cache = cache or RunCache()
     say = on_event or (lambda message: None)
     study = load_study(plan, cache)
-    done = [t for t in study.trials if t.state.is_finished()]
-    left = plan.trials - len(done)
+    left = plan.trials - finished(study)
     if left <= 0:
         say(f"sweep {plan.name}: all {plan.trials} trials done")
         return study
-    say(f"sweep {plan.name}: {len(done)} trials done, {left} to run")
+    say(f"sweep {plan.name}: {finished(study)} trials done, {left} to run")
     study.optimize(lambda trial: run_trial(plan, trial, cache, say), n_trials=left, catch=())
     return study
 
@@ -266,7 +322,7 @@ def sweep_on_cluster(plan: SweepPlan, cache: RunCache, client, on_event=None):
     folder and study (the workers must see the same disk); returns the study."""
     say = on_event or (lambda message: None)
     study = load_study(plan, cache)
-    left = plan.trials - len([t for t in study.trials if t.state.is_finished()])
+    left = plan.trials - finished(study)
     workers = max(1, len(client.scheduler_info()["workers"]))
     shares = [left // workers + (1 if i < left % workers else 0) for i in range(workers)]
     shares = [share for share in shares if share]
