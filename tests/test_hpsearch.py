@@ -14,6 +14,7 @@ import pytest
 from fmnist_core.store.cache import RunCache
 from fmnist_core.studies import hpsearch
 from fmnist_core.studies.hpsearch import Param, SweepPlan, parse_param
+from fmnist_core.views import runs_explorer
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = (("epochs", 2), ("test_subset", 500), ("train_subset", 1500))
@@ -96,6 +97,15 @@ def test_a_sweep_trains_cached_runs_on_holdout_prunes_and_keeps_the_pruned(isola
         assert not cache.exists(row.run_id)  # never shown as a finished run...
         assert cache.stopped.summary(row.run_id)["epochs_done"] == 1  # ...but its epoch is kept
     assert study.best_value == finished["value"].max()
+    # The sweep is kept by name, with its plan; its parameters ranked by fANOVA.
+    assert hpsearch.sweep_names(cache) == ["mlp_quick"]
+    kept = hpsearch.open_study(cache, "mlp_quick")
+    assert kept.user_attrs["plan"]["params"] == ["lr=1e-05..0.01:log", "dropout=0..0.5"]
+    assert len(kept.trials) == 8
+    shares = runs_explorer.study_importance(kept)
+    assert set(shares.index) == {"lr", "dropout"} and shares.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no sweep named 'nope'"):
+        hpsearch.open_study(cache, "nope")
     # Asked again, the same plan trains nothing: every trial is done, every run cached.
     again = hpsearch.sweep(plan, cache, on_event=events.append)
     assert len(again.trials) == 8 and events[-1] == "sweep mlp_quick: all 8 trials done"

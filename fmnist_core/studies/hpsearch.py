@@ -220,8 +220,23 @@ def finished(study) -> int:
     return len([t for t in study.trials if t.state.is_finished()])
 
 
-class Pruned(Exception):
-    """A trial the pruner stopped: its finished epochs are kept as a stopped run."""
+def sweep_names(cache: RunCache) -> list[str]:
+    """The sweeps kept in this cache folder, newest first."""
+    folder = cache.root / SWEEPS
+    paths = [p for p in folder.glob("*.journal") if NAME.fullmatch(p.stem)] if folder.is_dir() else []
+    return [p.stem for p in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def open_study(cache: RunCache, name: str):
+    """A kept sweep's study, read as it stands (its plan in study.user_attrs["plan"])."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = storage_path(cache, name)
+    if not NAME.fullmatch(name) or not path.is_file():
+        raise ValueError(f"sweep: no sweep named {name!r} in {cache.root}")
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
 
 
 def report_epochs(plan: SweepPlan, trial, epochs: list[dict], reported: int) -> tuple[int, bool]:

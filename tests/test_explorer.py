@@ -1,0 +1,93 @@
+"""The explorer over runs: a brushed range on any axis selects exactly the runs inside it, runs
+that differ only by seed are read as mean ± std, importance finds the setting that matters."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmnist_core.views import runs_explorer
+from fmnist_core.views.runs_explorer import brushed_ranges, seed_groups, within
+
+
+def runs(count=8):
+    return pd.DataFrame(
+        {
+            "run_id": [f"{i:016x}" for i in range(count)],
+            "model": ["mlp"] * count,
+            "lr": [1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1e-3, None][:count],
+            "optimizer": ["adam", "sgd"] * (count // 2),
+            "seed": [0] * count,
+            "test_accuracy": np.linspace(0.80, 0.88, count),
+        }
+    )
+
+
+def test_a_brushed_range_selects_exactly_the_runs_inside_it_ends_included():
+    table = runs()
+    selection = {"brush_lr": {"lr": [1e-3, 5e-3]}}  # as Streamlit's on_select hands it over
+    chosen = within(table, brushed_ranges(selection))
+    assert list(chosen["run_id"]) == [table.run_id[i] for i in (2, 3, 4, 6)]  # the ends are inside
+    # A reversed brush is the same range; a run with no lr is outside any lr brush.
+    assert within(table, {"lr": (5e-3, 1e-3)}).equals(chosen)
+    assert table.run_id[7] not in set(within(table, {"lr": (0.0, 1.0)})["run_id"])
+
+
+def test_brushes_on_several_axes_intersect_and_categories_select_by_value():
+    table = runs()
+    selection = {
+        "brush_lr": {"lr": [1e-3, 1e-2]},
+        "brush_optimizer": {"optimizer": ["adam"]},
+        "brush_test_accuracy": {},  # an axis brushed then cleared: no constraint
+    }
+    ranges = brushed_ranges(selection)
+    assert ranges == {"lr": (1e-3, 1e-2), "optimizer": ("adam",)}
+    chosen = within(table, ranges)
+    assert list(chosen.index) == [2, 4, 6]
+    assert within(table, {}).equals(table)
+    with pytest.raises(ValueError, match="brush: 'colour'"):
+        within(table, {"colour": ("red",)})
+
+
+def test_runs_that_differ_only_by_seed_are_one_row_with_mean_and_std():
+    table = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c", "d"],
+            "model": ["mlp"] * 4,
+            "lr": [1e-3, 1e-3, 1e-3, 1e-2],
+            "seed": [0, 1, 2, 0],
+            "test_accuracy": [0.80, 0.82, 0.84, 0.70],
+        }
+    )
+    groups = seed_groups(table, ["test_accuracy"]).set_index("run_ids")
+    assert groups.loc["a,b,c", "seeds"] == 3
+    assert groups.loc["a,b,c", "test_accuracy mean"] == pytest.approx(0.82)
+    assert groups.loc["a,b,c", "test_accuracy std"] == pytest.approx(0.02)
+    assert groups.loc["d", "seeds"] == 1 and np.isnan(groups.loc["d", "test_accuracy std"])
+    assert "lr" in groups and "seed" not in groups  # the varied setting shown, the seed folded
+
+
+def test_importance_finds_the_setting_the_metric_depends_on():
+    generator = np.random.default_rng(0)
+    lr = 10 ** generator.uniform(-4, -2, 40)
+    table = pd.DataFrame(
+        {
+            "run_id": [str(i) for i in range(40)],
+            "lr": lr,
+            "dropout": generator.uniform(0, 0.5, 40),
+            "optimizer": generator.choice(["adam", "sgd"], 40),
+            "test_accuracy": 0.9 - 0.02 * (np.log10(lr) + 3) ** 2 + generator.normal(0, 1e-4, 40),
+        }
+    )
+    shares = runs_explorer.importance(table, ["lr", "dropout", "optimizer"], "test_accuracy")
+    assert shares.index[0] == "lr" and shares["lr"] > 0.8
+    assert shares.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="test_accuracy: importance needs 6 runs"):
+        runs_explorer.importance(table.head(3), ["lr"], "test_accuracy")
+
+
+def test_the_settings_that_vary_are_the_axes():
+    table = runs()
+    assert runs_explorer.varied(table) == ["lr", "optimizer"]
+    assert runs_explorer.metrics_of(table) == ["test_accuracy"]
+    assert {"lr", "n", "dropout", "batch_size"} <= set(runs_explorer.setting_names())
+    assert "seed" not in runs_explorer.setting_names()
