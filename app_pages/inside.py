@@ -26,7 +26,7 @@ with st.sidebar:
         ),
         next(iter(labels)),
     )
-    chosen = st.selectbox("Run", list(labels), index=list(labels).index(start), key="inside:run")
+    chosen = st.selectbox("Run", list(labels), index=list(labels).index(start), key=keys.INSIDE_RUN)
     beside = st.selectbox(
         "Beside it (the same image, layer by layer)",
         ["(none)"] + [label for label in labels if label != chosen],

@@ -18,9 +18,10 @@ from fmnist_core.data.fashion import load_data
 from fmnist_core.runs.recipes import get_recipe
 from fmnist_core.runs.trained import get_or_train
 from fmnist_core.store.cache import RunCache
+from fmnist_core.studies import hpsearch
 from fmnist_core.studies import suspects as suspect_study
 from fmnist_core.training.config import RunConfig
-from ui import canvas, navigation, warmup
+from ui import canvas, keys, navigation, warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [file for file, _title, _icon in navigation.PAGES[1:]]  # Home has tests of its own
@@ -663,3 +664,39 @@ def test_the_classifier_page_shows_the_layer_table_before_training_and_follows_t
     assert after != before and "7 layers" in after and f"{80 + 50_208 + 330:,} parameters" in after
     [table] = [d.value for d in at.dataframe if "multiply_adds" in d.value.columns]  # in its expander
     assert table["output"].tolist()[:3] == ["8 x 28 x 28", "8 x 28 x 28", "8 x 14 x 14"]
+
+
+def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_reads_them():
+    at = page(open_app(), "app_pages/hpsweep.py")
+    at.selectbox(key="sweep:model").set_value("mlp").run()
+    assert [m.value for m in at.multiselect if m.key == "sweep:knobs:mlp"][0] == ["lr", "dropout"]
+    at.number_input(key="sweep:trials").set_value(4).run()
+    at.slider(key="sweep:epochs").set_value(2).run()
+    at.selectbox(key="sweep:images").set_value("2,000").run()
+    at.radio(key="sweep:sampler").set_value("random").run()
+    start = [b for b in at.button if b.label.startswith("Start sweep mlp_")]
+    assert start, [b.label for b in at.button]
+    start[0].click().run()
+    deadline = time.monotonic() + 400
+    while not any("4 of 4 trials" in (p.text or "") for p in at.get("progress")):
+        assert time.monotonic() < deadline, [p.text for p in at.get("progress")]
+        assert not at.exception, at.exception[0].value
+        time.sleep(1)
+        at.run()
+    name = at.session_state[keys.SWEEP_OPEN]
+    study = hpsearch.open_study(RunCache(), name)
+    assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
+    for trial in study.trials:  # each trial a run trained on a holdout split, or a pruned one kept
+        if trial.state.name == "COMPLETE":
+            assert RunCache().load_config(trial.user_attrs["run_id"]).validation == "holdout"
+    at = page(at, "app_pages/explorer.py")
+    assert not at.exception, at.exception[0].value
+    assert at.selectbox(key="explorer:source").value == name
+    assert [m.value for m in at.multiselect if m.key == "explorer:axes"][0] == [
+        "lr",
+        "dropout",
+        "val_accuracy",
+    ]
+    assert any("runs** inside no brush yet" in c.value for c in at.caption)
+    at.segmented_control(key="explorer:view").set_value("importance").run()
+    assert not at.exception, at.exception[0].value

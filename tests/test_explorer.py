@@ -36,7 +36,7 @@ def test_brushes_on_several_axes_intersect_and_categories_select_by_value():
     table = runs()
     selection = {
         "brush_lr": {"lr": [1e-3, 1e-2]},
-        "brush_optimizer": {"optimizer": ["adam"]},
+        "brush_optimizer": [{"optimizer": "adam"}],  # a category's clicked point
         "brush_test_accuracy": {},  # an axis brushed then cleared: no constraint
     }
     ranges = brushed_ranges(selection)
@@ -44,6 +44,8 @@ def test_brushes_on_several_axes_intersect_and_categories_select_by_value():
     chosen = within(table, ranges)
     assert list(chosen.index) == [2, 4, 6]
     assert within(table, {}).equals(table)
+    both = brushed_ranges({"brush_optimizer": [{"optimizer": "sgd"}, {"optimizer": "adam"}]})
+    assert both == {"optimizer": ("sgd", "adam")} and len(within(table, both)) == len(table)
     with pytest.raises(ValueError, match="brush: 'colour'"):
         within(table, {"colour": ("red",)})
 

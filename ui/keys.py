@@ -12,6 +12,8 @@ LIVE_SHOWN = (
 CONFUSION_CLICKED = "confusion:clicked"  # the confusion cell last clicked (true, predicted)
 CONFUSION_TRUE = "confusion:true"  # the cell pickers' widgets (a click moves them)
 CONFUSION_PREDICTED = "confusion:predicted"
+INSIDE_RUN = "inside:run"  # the inside page's run picker (the explorer's click through clears it)
+SWEEP_OPEN = "sweep:open"  # the sweep whose trials the sweep page shows (a started sweep sets it)
 TRY_IMAGE = (
     "try:image"  # the last drawing or upload Try it prepared (28x28 in [0, 1]): the inside page looks at it
 )

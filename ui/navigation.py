@@ -22,6 +22,8 @@ PAGES = [  # file, title, icon; a page's URL path is its file's name
     ("app_pages/latent.py", "Latent space", ":material/scatter_plot:"),
     ("app_pages/inside.py", "Inside the network", ":material/hub:"),
     ("app_pages/sweep.py", "Latent size sweep", ":material/stacked_line_chart:"),
+    ("app_pages/hpsweep.py", "Hyperparameter sweep", ":material/tune:"),
+    ("app_pages/explorer.py", "Explore runs", ":material/query_stats:"),
     ("app_pages/compare.py", "Compare runs", ":material/compare_arrows:"),
     ("app_pages/reports.py", "Reports", ":material/description:"),
     ("app_pages/try_it.py", "Try it", ":material/draw:"),

@@ -358,3 +358,42 @@ def run_view(run_id: str) -> RunView:
 def pixel_label_issues() -> pd.DataFrame:
     """Likely mislabels from out-of-fold predictions on the training images' pixels (PCA)."""
     return _label_issues("", 0.0)
+
+
+def hp_sweep(name: str) -> tuple[dict, pd.DataFrame]:
+    """A kept sweep's plan and trials (with their runs' columns), read again when its journal or
+    any run changes."""
+    from fmnist_core.studies import hpsearch
+
+    path = hpsearch.storage_path(run_cache(), name)
+    return _hp_sweep(name, path.stat().st_mtime_ns, run_cache().stamp())
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the sweep...")
+def _hp_sweep(name: str, version: int, stamp: tuple) -> tuple[dict, pd.DataFrame]:
+    from fmnist_core.studies import hpsearch
+    from fmnist_core.views.runs_explorer import sweep_runs
+
+    study = hpsearch.open_study(run_cache(), name)
+    return study.user_attrs.get("plan", {}), sweep_runs(study, runs_table(all_data=True))
+
+
+@st.cache_data(max_entries=8, show_spinner="Measuring each setting's importance...")
+def importance(table: pd.DataFrame, settings: list[str], metric: str, sweep: str = "") -> pd.Series:
+    """fANOVA over a sweep's trials, else a random forest's permutation importance over the runs."""
+    from fmnist_core.studies import hpsearch
+    from fmnist_core.views import runs_explorer
+
+    if sweep:
+        return runs_explorer.study_importance(hpsearch.open_study(run_cache(), sweep))
+    return runs_explorer.importance(table, settings, metric)
+
+
+@st.cache_resource
+def _sweep_drivers(root: str) -> dict:
+    return {}
+
+
+def sweep_drivers() -> dict:
+    """The sweeps this server drives through its job queue, by name (they outlive page reruns)."""
+    return _sweep_drivers(str(default_root().resolve()))

@@ -20,6 +20,7 @@ from ui import keys
 
 LEARNING_RATES = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 BATCH_SIZES = (8, 16, 32, 64, 100, 128, 256, 512)
+WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2)
 TRAINING_IMAGES = {"all 60,000": 0, "20,000": 20_000, "10,000": 10_000, "5,000": 5_000, "2,000": 2_000}
 
 
@@ -149,7 +150,7 @@ def more_run_settings(model: str, key: str, recipe: dict, optimizer: str) -> dic
         "Weight decay",
         f"{key}:wd",
         recipe["weight_decay"],
-        options=(0.0, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2),
+        options=WEIGHT_DECAYS,
         format_func=lambda v: f"{v:g}",
     )
     values["precision"] = radio_row(

@@ -61,17 +61,24 @@ def _is_number(value) -> bool:
 
 
 def brushed_ranges(selection: dict) -> dict:
-    """A chart's selection state (Streamlit's Vega-Lite on_select: {param: {field: [low, high] or
-    [values...]}}) as `within`'s ranges; empty brushes are left out."""
+    """A chart's selection state as `within`'s ranges. Streamlit hands Vega-Lite's over as
+    {param: {field: [low, high]}} for an interval brush and {param: [{field: value}, ...]} for
+    clicked points (a category's values); empty brushes are left out."""
     ranges: dict = {}
     for brush in (selection or {}).values():
-        if not isinstance(brush, dict):
-            continue
-        for column, chosen in brush.items():
-            if not isinstance(chosen, (list, tuple)) or not chosen or column.startswith("vlPoint"):
-                continue
-            numeric = len(chosen) == 2 and all(_is_number(v) for v in chosen)
-            ranges[column] = (float(chosen[0]), float(chosen[1])) if numeric else tuple(chosen)
+        if isinstance(brush, dict):
+            for column, chosen in brush.items():
+                if not isinstance(chosen, (list, tuple)) or not chosen or column.startswith("vlPoint"):
+                    continue
+                numeric = len(chosen) == 2 and all(_is_number(v) for v in chosen)
+                ranges[column] = (float(chosen[0]), float(chosen[1])) if numeric else tuple(chosen)
+        elif isinstance(brush, list):  # clicked points: the values of each field, in click order
+            picked: dict[str, list] = {}
+            for point in brush:
+                for column, value in point.items() if isinstance(point, dict) else ():
+                    if not column.startswith("vlPoint") and value not in picked.setdefault(column, []):
+                        picked[column].append(value)
+            ranges |= {column: tuple(values) for column, values in picked.items() if values}
     return ranges
 
 
@@ -134,3 +141,18 @@ def study_importance(study) -> pd.Series:
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
         )
     )
+
+
+def sweep_runs(study, runs: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's trials as explorer rows: state, its parameters, the holdout metric it optimised
+    (named as the plan names it), the test figures kept apart, and the run table's columns for
+    the trials whose runs are cached (pruned ones keep only what the sweep recorded)."""
+    from fmnist_core.studies.hpsearch import trials_table
+
+    plan = study.user_attrs.get("plan", {})
+    trials = trials_table(study).rename(columns={"value": plan.get("metric", "value")})
+    trials = trials.assign(state=trials["state"].str.lower(), model=plan.get("model"))
+    if "run_id" not in trials:
+        return trials
+    extra = [c for c in runs if c not in trials or c == "run_id"]
+    return trials.merge(runs[extra], on="run_id", how="left") if not runs.empty else trials

@@ -1,0 +1,105 @@
+"""Explore runs: every cached run, or one sweep's trials, across their settings at once. Brush any
+axis of the parallel coordinates; read each metric against each setting, which settings matter,
+the best runs' curves, and runs that differ only by seed as mean ± std."""
+
+import streamlit as st
+
+from fmnist_core.studies import hpsearch
+from fmnist_core.views import runs_explorer
+from ui import compare_sections, explorer_sections, keys
+from ui.state import hp_sweep, importance, run_cache, runs_table
+
+st.title("Explore runs")
+runs = runs_table(all_data=True)
+sweeps = hpsearch.sweep_names(run_cache())
+with st.sidebar:
+    st.header("Explore runs")
+    sources = ["every cached run", *sweeps]
+    opened = st.session_state.get(keys.SWEEP_OPEN)
+    source = st.selectbox(
+        "Runs",
+        sources,
+        index=sources.index(opened) if opened in sources else 0,
+        format_func=lambda s: s if s == sources[0] else f"the trials of sweep {s}",
+        key="explorer:source",
+    )
+sweep = source if source != sources[0] else ""
+if sweep:
+    plan, table = hp_sweep(sweep)
+    settings = [text.split("=")[0] for text in plan.get("params", [])]
+    metric = plan.get("metric", "value")
+    st.caption(
+        f"Sweep **{sweep}**: {plan.get('model')} over {', '.join(plan.get('params', []))}, "
+        f"{plan.get('sampler')} sampling, pruner {plan.get('pruner')}; it optimised {metric} on a holdout "
+        "split of the training images. The test figures were measured once per finished trial, apart."
+    )
+else:
+    table = runs
+    if table.empty:
+        st.info("No cached runs yet. Train a model, or start a sweep, and its runs appear here.")
+        st.stop()
+    with st.sidebar:
+        models = sorted(table["model"].dropna().unique())
+        picked = st.multiselect("Models", models, default=models[:1], key="explorer:models")
+    table = table[table["model"].isin(picked)]
+    settings = runs_explorer.varied(table)
+    metric = None
+metrics = ([metric] if metric else []) + [m for m in runs_explorer.metrics_of(table) if m != metric]
+if table.empty or not metrics:
+    st.info("Nothing to explore here yet: these runs have no figures.")
+    st.stop()
+with st.sidebar:
+    colour = st.selectbox("Colour by (and rank by)", metrics, key="explorer:colour")
+    axes = st.multiselect(
+        "Axes", [*runs_explorer.varied(table), *metrics], default=[*settings, colour], key="explorer:axes"
+    )
+if not axes:
+    st.info("Pick at least one axis in the sidebar.")
+    st.stop()
+scored = table.dropna(subset=[colour])
+chosen = explorer_sections.brushed(scored, axes, colour, key=f"explorer:parallel:{sweep}")
+if sweep:
+    counts = table["state"].value_counts()
+    st.caption(" · ".join(f"{count} {state}" for state, count in counts.items()))
+
+view = st.segmented_control(
+    "Look at",
+    ["the chosen runs", "metric against setting", "importance", "best curves", "seeds"],
+    default="the chosen runs",
+    key="explorer:view",
+)
+if view == "the chosen runs":
+    explorer_sections.open_run(chosen, colour)
+elif view == "metric against setting":
+    if settings:
+        st.altair_chart(explorer_sections.against(scored, settings, metrics[:2]))
+    else:
+        st.info("No setting varies among these runs.")
+elif view == "importance":
+    try:
+        shares = importance(scored, settings, colour, sweep)
+        how = (
+            "Optuna's fANOVA over the sweep's finished trials"
+            if sweep
+            else "a random forest's permutation importance"
+        )
+        st.altair_chart(explorer_sections.importance_chart(shares, f"What moves {colour}: {how}"))
+    except ValueError as error:
+        st.info(f"No importance yet: {error}.")
+elif view == "best curves":
+    cached = chosen[chosen["status"].eq("ok")] if "status" in chosen else chosen.iloc[0:0]
+    best = cached.sort_values(colour, ascending="mse" in colour or "loss" in colour).head(5)
+    if best.empty:
+        st.info("None of the chosen runs is a finished, cached run.")
+    else:
+        st.caption(f"The {len(best)} best chosen runs by {colour}.")
+        compare_sections.overlays(best)
+elif view == "seeds":
+    groups = runs_explorer.seed_groups(chosen, [m for m in metrics if m in chosen])
+    repeated = groups[groups["seeds"] > 1]
+    if repeated.empty:
+        st.info(
+            "No two chosen runs differ only by their seed. Train a run again with another seed (the Seed setting) to see its spread."
+        )
+    else:
+        st.dataframe(repeated, hide_index=True)
