@@ -27,6 +27,10 @@ sweep = source if source != sources[0] else ""
 if sweep:
     plan, table = hp_sweep(sweep)
     settings = [text.split("=")[0] for text in plan.get("params", [])]
+    logs = explorer_sections.LOG_SETTINGS | {
+        t.split("=")[0] for t in plan.get("params", []) if "log" in t.split(":")[-1]
+    }
+    table = table.assign(state=table["state"].where(table["state"] != "complete", "finished"))
     metric = plan.get("metric", "value")
     st.caption(
         f"Sweep **{sweep}**: {plan.get('model')} over {', '.join(plan.get('params', []))}, "
@@ -43,21 +47,26 @@ else:
         picked = st.multiselect("Models", models, default=models[:1], key="explorer:models")
     table = table[table["model"].isin(picked)]
     settings = runs_explorer.varied(table)
+    logs = explorer_sections.LOG_SETTINGS
     metric = None
 metrics = ([metric] if metric else []) + [m for m in runs_explorer.metrics_of(table) if m != metric]
 if table.empty or not metrics:
     st.info("Nothing to explore here yet: these runs have no figures.")
     st.stop()
 with st.sidebar:
-    colour = st.selectbox("Colour by (and rank by)", metrics, key="explorer:colour")
+    colour = st.selectbox("Colour by (and rank by)", metrics, key=f"explorer:colour:{sweep}")
+    extra = ["state"] if sweep else []  # finished, pruned: an axis to brush too
     axes = st.multiselect(
-        "Axes", [*runs_explorer.varied(table), *metrics], default=[*settings, colour], key="explorer:axes"
+        "Axes",
+        [*runs_explorer.varied(table), *extra, *metrics],
+        default=[*settings, *extra, colour],
+        key=f"explorer:axes:{sweep}",
     )
 if not axes:
     st.info("Pick at least one axis in the sidebar.")
     st.stop()
 scored = table.dropna(subset=[colour])
-chosen = explorer_sections.brushed(scored, axes, colour, key=f"explorer:parallel:{sweep}")
+chosen = explorer_sections.brushed(scored, axes, colour, key=f"explorer:parallel:{sweep}", logs=logs)
 if sweep:
     counts = table["state"].value_counts()
     st.caption(" · ".join(f"{count} {state}" for state, count in counts.items()))
@@ -72,7 +81,7 @@ if view == "the chosen runs":
     explorer_sections.open_run(chosen, colour)
 elif view == "metric against setting":
     if settings:
-        st.altair_chart(explorer_sections.against(scored, settings, metrics[:2]))
+        st.altair_chart(explorer_sections.against(scored, settings, metrics[:2], logs))
     else:
         st.info("No setting varies among these runs.")
 elif view == "importance":

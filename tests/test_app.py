@@ -692,11 +692,8 @@ def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_r
     at = page(at, "app_pages/explorer.py")
     assert not at.exception, at.exception[0].value
     assert at.selectbox(key="explorer:source").value == name
-    assert [m.value for m in at.multiselect if m.key == "explorer:axes"][0] == [
-        "lr",
-        "dropout",
-        "val_accuracy",
-    ]
-    assert any("runs** inside no brush yet" in c.value for c in at.caption)
+    axes = [m.value for m in at.multiselect if m.key == f"explorer:axes:{name}"][0]
+    assert axes == ["lr", "dropout", "state", "val_accuracy"]  # pruned trials drawn too, marked
+    assert any("**4 of 4 runs** inside no brush yet" in c.value for c in at.caption)
     at.segmented_control(key="explorer:view").set_value("importance").run()
     assert not at.exception, at.exception[0].value

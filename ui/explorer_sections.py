@@ -13,35 +13,36 @@ from fmnist_core.views import runs_explorer
 from ui import keys
 
 MAX_LINES = 2000  # lines drawn; the brushes still select among every run
-LOG_SPAN = 20  # a positive axis spanning more than this factor is drawn on a log scale
+LOG_SETTINGS = {"lr", "weight_decay"}  # drawn on a log scale (as are a sweep's :log ranges)
 
 
 def is_numeric(values: pd.Series) -> bool:
     return pd.to_numeric(values.dropna(), errors="coerce").notna().all() and values.notna().any()
 
 
-def log_axis(values: pd.Series) -> bool:
+def log_axis(values: pd.Series, logs: set[str]) -> bool:
+    """Whether an axis is drawn on a log scale: one of `logs`, with positive values only."""
     numbers = pd.to_numeric(values, errors="coerce").dropna()
-    return is_numeric(values) and (numbers > 0).all() and numbers.max() / numbers.min() > LOG_SPAN
+    return values.name in logs and is_numeric(values) and bool((numbers > 0).all())
 
 
-def position(values: pd.Series) -> pd.Series:
+def position(values: pd.Series, logs: set[str]) -> pd.Series:
     """An axis's values placed on 0..1 (log where its scale is log; categories evenly spaced)."""
     if not is_numeric(values):
         codes = values.astype(str).astype("category").cat.codes.astype(float)
         return codes / max(codes.max(), 1)
     numbers = pd.to_numeric(values, errors="coerce").astype(float)
-    numbers = np.log10(numbers) if log_axis(values) else numbers
+    numbers = np.log10(numbers) if log_axis(values, logs) else numbers
     span = numbers.max() - numbers.min()
     return (numbers - numbers.min()) / span if span > 0 else numbers * 0 + 0.5
 
 
-def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str) -> alt.VConcatChart:
+def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str, logs: set[str]) -> alt.VConcatChart:
     """Lines across the axes above, one brushable strip per axis below (drag on a number's strip,
     click a category's point, shift for several): a run stays coloured while inside every brush."""
     data = table[["run_id", *dict.fromkeys([*axes, colour])]].copy()
     for axis in axes:
-        data[f"~{axis}"] = position(table[axis])
+        data[f"~{axis}"] = position(table[axis], logs)
     brushes = [
         alt.selection_interval(encodings=["y"], name=f"axis{i}")
         if is_numeric(table[axis])
@@ -75,7 +76,7 @@ def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str) -> alt.VCo
     strips = []
     for axis, brush in zip(axes, brushes, strict=True):
         numeric = is_numeric(table[axis])
-        scale = alt.Scale(type="log") if log_axis(table[axis]) else alt.Scale(zero=False)
+        scale = alt.Scale(type="log") if log_axis(table[axis], logs) else alt.Scale(zero=False)
         y = alt.Y(f"{axis}:Q", scale=scale, title=None) if numeric else alt.Y(f"{axis}:N", title=None)
         mark = (
             alt.Chart(data).mark_tick(thickness=2, size=30)
@@ -90,14 +91,14 @@ def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str) -> alt.VCo
     return alt.vconcat(lines, alt.hconcat(*strips)).configure_view(stroke=None)
 
 
-def brushed(table: pd.DataFrame, axes: list[str], colour: str, key: str) -> pd.DataFrame:
+def brushed(table: pd.DataFrame, axes: list[str], colour: str, key: str, logs: set[str]) -> pd.DataFrame:
     """The chart, and the runs inside every brush (all runs while nothing is brushed)."""
     shown = table.nlargest(MAX_LINES, colour) if len(table) > MAX_LINES else table
     if len(shown) < len(table):
         st.caption(
             f"Drawn: the {MAX_LINES:,} best of {len(table):,} runs by {colour}; brushes select among all."
         )
-    event = st.altair_chart(parallel_chart(shown, axes, colour), on_select="rerun", key=key)
+    event = st.altair_chart(parallel_chart(shown, axes, colour, logs), on_select="rerun", key=key)
     ranges = runs_explorer.brushed_ranges(event.selection if event else {})
     chosen = runs_explorer.within(table, ranges)
     described = "; ".join(
@@ -113,14 +114,14 @@ def brushed(table: pd.DataFrame, axes: list[str], colour: str, key: str) -> pd.D
     return chosen
 
 
-def against(table: pd.DataFrame, settings: list[str], metrics: list[str]) -> alt.Chart:
+def against(table: pd.DataFrame, settings: list[str], metrics: list[str], logs: set[str]) -> alt.Chart:
     """Each metric (rows) against each setting (columns)."""
     rows = []
     for metric in metrics:
         charts = []
         for setting in settings:
             numeric = is_numeric(table[setting])
-            scale = alt.Scale(type="log") if log_axis(table[setting]) else alt.Scale(zero=False)
+            scale = alt.Scale(type="log") if log_axis(table[setting], logs) else alt.Scale(zero=False)
             x = alt.X(f"{setting}:Q", scale=scale) if numeric else alt.X(f"{setting}:N")
             charts.append(
                 alt.Chart(table)

@@ -150,7 +150,17 @@ def sweep_runs(study, runs: pd.DataFrame) -> pd.DataFrame:
     from fmnist_core.studies.hpsearch import trials_table
 
     plan = study.user_attrs.get("plan", {})
-    trials = trials_table(study).rename(columns={"value": plan.get("metric", "value")})
+    metric = plan.get("metric", "value")
+    trials = trials_table(study).rename(columns={"value": metric})
+    if trials.empty:
+        return trials
+    # A pruned trial's figure is the last one it reported (its state says it stopped early).
+    reported = {
+        t.number: t.intermediate_values[max(t.intermediate_values)]
+        for t in study.trials
+        if t.intermediate_values
+    }
+    trials[metric] = trials[metric].fillna(trials["number"].map(reported))
     trials = trials.assign(state=trials["state"].str.lower(), model=plan.get("model"))
     if "run_id" not in trials:
         return trials
