@@ -299,6 +299,8 @@ def command_sweep_hp(args) -> int:
         study = hpsearch.sweep(plan, RunCache(), on_event=say)
     table = hpsearch.trials_table(study)
     print(table.to_string(index=False))
+    if args.report:
+        print(f"report: {hpsearch.write_report(study, args.report)}")
     states = table["state"].value_counts().to_dict()
     best = study.best_trial if states.get("COMPLETE") else None
     print(f"sweep {name}: " + ", ".join(f"{count} {state.lower()}" for state, count in states.items()))
@@ -385,6 +387,7 @@ def add_sweep_hp(commands) -> None:
     parser.add_argument(
         "--scheduler", help="Dask scheduler address, with --backend dask (a shared cache folder)"
     )
+    parser.add_argument("--report", metavar="DIR", help="write NAME.md and NAME.csv of the sweep into DIR")
     parser.set_defaults(handler=command_sweep_hp)
 
 

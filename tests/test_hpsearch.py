@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fmnist_core.store.cache import RunCache
 from fmnist_core.studies import hpsearch
 from fmnist_core.studies.hpsearch import Param, SweepPlan, parse_param
-from fmnist_core.views import runs_explorer
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = (("epochs", 2), ("test_subset", 500), ("train_subset", 1500))
@@ -102,10 +102,16 @@ def test_a_sweep_trains_cached_runs_on_holdout_prunes_and_keeps_the_pruned(isola
     kept = hpsearch.open_study(cache, "mlp_quick")
     assert kept.user_attrs["plan"]["params"] == ["lr=1e-05..0.01:log", "dropout=0..0.5"]
     assert len(kept.trials) == 8
-    shares = runs_explorer.study_importance(kept)
+    shares = hpsearch.importance(kept)
     assert set(shares.index) == {"lr", "dropout"} and shares.sum() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no sweep named 'nope'"):
         hpsearch.open_study(cache, "nope")
+    # Its report: the plan, the trials by state, importance, the chosen trial, every trial.
+    report = hpsearch.write_report(kept, isolated_cache / "reports")
+    text = report.read_text()
+    assert f"{len(pruned)} pruned" in text and "Importance (fANOVA): " in text
+    assert f"**Chosen**: trial {study.best_trial.number}, val_accuracy {study.best_value:.4f}" in text
+    assert len(pd.read_csv(report.with_suffix(".csv"))) == 8
     # Asked again, the same plan trains nothing: every trial is done, every run cached.
     again = hpsearch.sweep(plan, cache, on_event=events.append)
     assert len(again.trials) == 8 and events[-1] == "sweep mlp_quick: all 8 trials done"

@@ -385,7 +385,7 @@ def importance(table: pd.DataFrame, settings: list[str], metric: str, sweep: str
     from fmnist_core.views import runs_explorer
 
     if sweep:
-        return runs_explorer.study_importance(hpsearch.open_study(run_cache(), sweep))
+        return hpsearch.importance(hpsearch.open_study(run_cache(), sweep))
     return runs_explorer.importance(table, settings, metric)
 
 

@@ -355,6 +355,77 @@ def sweep_on_cluster(plan: SweepPlan, cache: RunCache, client, on_event=None):
     return load_study(plan, cache)
 
 
+def importance(study):
+    """The sweep's parameters by Optuna's fANOVA importance on its finished trials (shares, sum 1)."""
+    import optuna
+    import pandas as pd
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(done) < 2:
+        raise ValueError(f"importance: the sweep has {len(done)} finished trial(s), it needs 2")
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return pd.Series(optuna.importance.get_param_importances(study, evaluator=evaluator))
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def report_markdown(study) -> str:
+    """A sweep as Markdown: its plan, what pruning saved, importance, the best trial, every trial."""
+    plan = study.user_attrs.get("plan", {})
+    table = trials_table(study)
+    seconds = table["duration"].dt.total_seconds() if "duration" in table else None
+    counts = table["state"].str.lower().value_counts()
+    lines = [
+        f"# Sweep {study.study_name}",
+        "",
+        f"{plan.get('model')} over {', '.join(plan.get('params', []))}; {plan.get('sampler')} sampling, "
+        f"pruner {plan.get('pruner')}; every trial {plan.get('fixed')}. Optimised: {plan.get('metric')} on a "
+        "holdout split of the training images; the test figures were measured once per finished trial, apart.",
+        "",
+        "Trials: " + ", ".join(f"{count} {state}" for state, count in counts.items()) + ".",
+    ]
+    if seconds is not None:
+        lines.append(f"Training time of all trials: {seconds.sum():.0f} s.")
+    try:
+        shares = importance(study)
+        lines += ["", "Importance (fANOVA): " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + "."]
+    except ValueError as error:
+        lines += ["", f"No importance: {error}."]
+    if counts.get("complete"):
+        best = study.best_trial
+        lines += [
+            "",
+            f"**Chosen**: trial {best.number}, {plan.get('metric')} {best.value:.4f}, "
+            f"test accuracy {best.user_attrs.get('test_accuracy', float('nan')):.4f}, {best.params}, "
+            f"run {best.user_attrs.get('run_id')}.",
+        ]
+    columns = [c for c in table if c != "duration"] + (["seconds"] if seconds is not None else [])
+    shown = table.assign(seconds=seconds) if seconds is not None else table
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in shown[columns].to_dict("records")
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(study, out_dir) -> Path:
+    """NAME.md and NAME.csv (the trials) in `out_dir`, written atomically; returns the .md's path."""
+    from fmnist_core.base.files import write_text_atomic
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / f"{study.study_name}.csv", trials_table(study).to_csv(index=False))
+    path = folder / f"{study.study_name}.md"
+    write_text_atomic(path, report_markdown(study))
+    return path
+
+
 def trials_table(study):
     """One row per trial: state, values, the holdout metric, the test figures, its run id."""
     frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration"))

@@ -129,20 +129,6 @@ def importance(table: pd.DataFrame, settings: list[str], metric: str, seed: int 
     return (shares / total if total > 0 else shares).sort_values(ascending=False)
 
 
-def study_importance(study) -> pd.Series:
-    """A sweep's parameters by Optuna's fANOVA importance on its finished trials (shares, sum 1)."""
-    import optuna
-
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(done) < 2:
-        raise ValueError(f"importance: the sweep has {len(done)} finished trial(s), it needs 2")
-    return pd.Series(
-        optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-        )
-    )
-
-
 def sweep_runs(study, runs: pd.DataFrame) -> pd.DataFrame:
     """A sweep's trials as explorer rows: state, its parameters, the holdout metric it optimised
     (named as the plan names it), the test figures kept apart, and the run table's columns for
