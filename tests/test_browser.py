@@ -515,3 +515,50 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             raise
         finally:
             browser.close()
+
+
+def test_a_brush_on_an_axis_of_the_explorer_selects_the_trials_inside_it(isolated_cache):
+    """A sweep of six trials; on Explore runs, drag across the learning-rate axis: the page lists
+    exactly the trials whose learning rate lies inside the brushed range."""
+    from fmnist_core.studies import hpsearch
+
+    plan = hpsearch.SweepPlan(
+        "brush",
+        "mlp",
+        (hpsearch.parse_param("lr=1e-4..1e-1:log"), hpsearch.parse_param("dropout=0..0.5")),
+        6,
+        sampler="random",
+        pruner="none",
+        fixed=(("epochs", 1), ("test_subset", 500), ("train_subset", 1000)),
+    )
+    study = hpsearch.sweep(plan, RunCache(isolated_cache))
+    lrs = {t.user_attrs["run_id"]: t.params["lr"] for t in study.trials}
+    for url in serve(isolated_cache):
+        with playwright.sync_playwright() as p:
+            browser = chromium(p)
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            page.goto(url + "/explorer")
+            settle(page, drawn=1500)
+            page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
+            page.get_by_role("option", name="the trials of sweep brush").click()
+            settle(page, drawn=2500)
+            box = page.locator("[data-testid='stVegaLiteChart']").first.bounding_box()
+            # The strips sit under the lines; the first is the learning rate's: drag down its middle.
+            x, top, bottom = box["x"] + 95, box["y"] + box["height"] * 0.62, box["y"] + box["height"] * 0.93
+            page.mouse.move(x, top)
+            page.mouse.down()
+            page.mouse.move(x, (top + bottom) / 2, steps=5)
+            page.mouse.move(x, bottom, steps=5)
+            page.mouse.up()
+            settle(page, drawn=1500)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "explorer_brushed.png"))
+            caption = page.get_by_text(re.compile(r"of 6 runs inside")).inner_text()
+            found = re.search(r"(\d+) of 6 runs inside lr ([\d.e+-]+)\.\.([\d.e+-]+)", caption)
+            assert found, caption
+            low, high = float(found[2]), float(found[3])
+            inside = {
+                run_id for run_id, lr in lrs.items() if low * 0.999 <= lr <= high * 1.001
+            }  # 4 digits shown
+            assert int(found[1]) == len(inside) > 0, (caption, lrs)
+            browser.close()
