@@ -43,7 +43,7 @@ else:
         st.info("No cached runs yet. Train a model, or start a sweep, and its runs appear here.")
         st.stop()
     with st.sidebar:
-        models = sorted(table["model"].dropna().unique())
+        models = table["model"].value_counts().index.tolist()  # the model with the most runs first
         picked = st.multiselect("Models", models, default=models[:1], key="explorer:models")
     table = table[table["model"].isin(picked)]
     settings = runs_explorer.varied(table)
@@ -97,7 +97,7 @@ elif view == "importance":
         st.info(f"No importance yet: {error}.")
 elif view == "best curves":
     cached = chosen[chosen["status"].eq("ok")] if "status" in chosen else chosen.iloc[0:0]
-    best = cached.sort_values(colour, ascending="mse" in colour or "loss" in colour).head(5)
+    best = runs_explorer.best_first(cached, colour).head(5)
     if best.empty:
         st.info("None of the chosen runs is a finished, cached run.")
     else:

@@ -93,3 +93,11 @@ def test_the_settings_that_vary_are_the_axes():
     assert runs_explorer.metrics_of(table) == ["test_accuracy"]
     assert {"lr", "n", "dropout", "batch_size"} <= set(runs_explorer.setting_names())
     assert "seed" not in runs_explorer.setting_names()
+
+
+def test_best_first_ranks_accuracy_high_first_and_losses_low_first():
+    table = pd.DataFrame(
+        {"run_id": list("abc"), "test_accuracy": [0.8, None, 0.9], "test_mse": [0.03, 0.01, 0.02]}
+    )
+    assert list(runs_explorer.best_first(table, "test_accuracy")["run_id"]) == ["c", "a", "b"]
+    assert list(runs_explorer.best_first(table, "test_mse")["run_id"]) == ["b", "c", "a"]

@@ -93,7 +93,7 @@ def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str, logs: set[
 
 def brushed(table: pd.DataFrame, axes: list[str], colour: str, key: str, logs: set[str]) -> pd.DataFrame:
     """The chart, and the runs inside every brush (all runs while nothing is brushed)."""
-    shown = table.nlargest(MAX_LINES, colour) if len(table) > MAX_LINES else table
+    shown = runs_explorer.best_first(table, colour).head(MAX_LINES)
     if len(shown) < len(table):
         st.caption(
             f"Drawn: the {MAX_LINES:,} best of {len(table):,} runs by {colour}; brushes select among all."
@@ -154,7 +154,7 @@ def importance_chart(shares: pd.Series, title: str) -> alt.Chart:
 def open_run(chosen: pd.DataFrame, metric: str) -> None:
     """The chosen runs, best first; a ticked row opens on the Inside the network page."""
     columns = ["run_id", "model", metric, *[c for c in runs_explorer.varied(chosen) if c in chosen], "seed"]
-    best = chosen.sort_values(metric, ascending="mse" in metric or "loss" in metric)
+    best = runs_explorer.best_first(chosen, metric)
     event = st.dataframe(
         best[list(dict.fromkeys(c for c in columns if c in best))],
         hide_index=True,

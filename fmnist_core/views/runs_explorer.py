@@ -19,6 +19,15 @@ NOT_SETTINGS = {"model", "settings", "data", "exclude", "seed", "encoder_run"}
 MIN_RUNS_FOR_IMPORTANCE = 6
 
 
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric for word in ("mse", "loss", "seconds"))
+
+
+def best_first(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The runs ordered best first by `metric` (highest accuracy, lowest loss), those without it last."""
+    return table.sort_values(metric, ascending=lower_is_better(metric), na_position="last")
+
+
 def setting_names() -> list[str]:
     """Every setting a run can have: the run's own (epochs, lr...) and every model's (n, dropout...)."""
     names = {f.name for f in fields(RunConfig)}
