@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from fmnist_core.views import runs_explorer
 from ui import compare_sections, inside_sections
 from ui.state import runs_table
 
@@ -16,11 +17,7 @@ with st.sidebar:
     st.header("Filter")
     models = st.multiselect("Models", sorted(runs["model"].unique()), default=sorted(runs["model"].unique()))
     text = st.text_input("Run id or setting contains", "")
-shown = runs[runs["model"].isin(models)]
-if text:
-    shown = shown[
-        shown.astype(str).apply(lambda row: row.str.contains(text, case=False, regex=False)).any(axis=1)
-    ]
+shown = runs_explorer.matching(runs[runs["model"].isin(models)], text)
 preferred = [
     "run_id",
     "model",

@@ -45,7 +45,8 @@ else:
     with st.sidebar:
         models = table["model"].value_counts().index.tolist()  # the model with the most runs first
         picked = st.multiselect("Models", models, default=models[:1], key="explorer:models")
-    table = table[table["model"].isin(picked)]
+        text = st.text_input("Run id or setting contains", "", key="explorer:filter")
+    table = runs_explorer.matching(table[table["model"].isin(picked)], text)
     settings = runs_explorer.varied(table)
     logs = explorer_sections.LOG_SETTINGS
     metric = None

@@ -101,3 +101,10 @@ def test_best_first_ranks_accuracy_high_first_and_losses_low_first():
     )
     assert list(runs_explorer.best_first(table, "test_accuracy")["run_id"]) == ["c", "a", "b"]
     assert list(runs_explorer.best_first(table, "test_mse")["run_id"]) == ["b", "c", "a"]
+
+
+def test_a_text_filter_keeps_the_runs_with_it_in_any_cell():
+    table = runs()
+    assert list(runs_explorer.matching(table, "SGD")["optimizer"].unique()) == ["sgd"]
+    assert list(runs_explorer.matching(table, table.run_id[3][-4:])["run_id"]) == [table.run_id[3]]
+    assert runs_explorer.matching(table, "  ").equals(table)

@@ -19,6 +19,16 @@ NOT_SETTINGS = {"model", "settings", "data", "exclude", "seed", "encoder_run"}
 MIN_RUNS_FOR_IMPORTANCE = 6
 
 
+def matching(table: pd.DataFrame, text: str) -> pd.DataFrame:
+    """The runs with `text` in any cell (run id, a setting's value...), case aside; all for ""."""
+    if not text.strip():
+        return table
+    cells = table.drop(columns=[c for c in ("val_curve",) if c in table]).astype(str)
+    return table[
+        cells.apply(lambda column: column.str.contains(text.strip(), case=False, regex=False)).any(axis=1)
+    ]
+
+
 def lower_is_better(metric: str) -> bool:
     return any(word in metric for word in ("mse", "loss", "seconds"))
 
