@@ -26,7 +26,7 @@ ARTIFACTS = ROOT / "test_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-ONLY_OPENED = ["", "sweep", "compare", "reports"]  # the rest are used below, each checked there
+ONLY_OPENED = ["", "sweep", "hpsweep", "compare", "reports"]  # the rest are used below, each checked there
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fmnist_core.runs.trained import get_or_train, load_run
+from fmnist_core.store import table
 from fmnist_core.store.cache import CorruptRunError, MissingRunError, RunCache
 from fmnist_core.store.prune import prune
 from fmnist_core.store.table import list_runs
@@ -460,3 +461,35 @@ def test_a_stopped_runs_checkpoint_past_its_last_epoch_is_not_used(tiny_autoenco
     cache.stopped.save(config.run_id, checkpoint, {k: v for k, v in summary.items() if k != "sha256"})
     run = get_or_train(config, cache=cache)
     assert run.completed and "continued" not in run.note and run.metrics["epochs_done"] == 2
+
+
+def test_a_new_process_lists_a_kept_cache_from_its_listing_and_still_sees_a_changed_entry():
+    cache = RunCache()
+    first = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)
+    second = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000, seed=1), cache=cache)
+    listed = list_runs(cache).set_index("run_id")
+    assert (cache.root / table.LISTING).is_file()
+    (cache.folder(second.run_id) / "history.json").write_text("{}")  # changed since the listing was kept
+    code = "\n".join(
+        [
+            "import sys",
+            "from fmnist_core.store import table",
+            "from fmnist_core.store.cache import RunCache",
+            "checked, real = [], RunCache.check",
+            "RunCache.check = lambda self, rid: checked.append(rid) or real(self, rid)",
+            "rows = table.list_runs(RunCache(sys.argv[1])).set_index('run_id')",
+            "print(','.join(checked))",
+            "print(rows.loc[sys.argv[2], 'status'])",
+            "print(rows.loc[sys.argv[3], 'test_accuracy'])",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cache.root), second.run_id, first.run_id],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    ).stdout.split("\n")
+    assert out[0] == second.run_id  # only the changed entry was read again
+    assert out[1].startswith("damaged") and float(out[2]) == listed.loc[first.run_id, "test_accuracy"]

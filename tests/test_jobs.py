@@ -1,7 +1,9 @@
 import threading
 import time
 
-from fmnist_core.runs.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue
+import pytest
+
+from fmnist_core.runs.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobQueue, Limits
 from fmnist_core.runs.trained import get_or_train
 from fmnist_core.store.cache import RunCache
 from fmnist_core.training.config import RunConfig
@@ -164,3 +166,83 @@ def test_a_job_traces_its_running_loss_within_each_epoch_for_the_live_curve():
     figure = plots.curves(job.history(), trace=job.trace)
     running = [t for t in figure.data if t.name.startswith("train loss, running")]
     assert len(running) == 1 and len(running[0].x) == len(job.trace)
+
+
+def held_queue(monkeypatch, **kwargs):
+    """A queue whose trainer records the order it takes jobs in and holds each until released (no
+    training: these tests are about who may do what, and in which order)."""
+    taken, release = [], threading.Semaphore(0)
+
+    def run(self, job):
+        taken.append(job.run_id)
+        release.acquire(timeout=60)
+        job.state = STOPPED if job.stop_requested.is_set() else DONE
+
+    monkeypatch.setattr(JobQueue, "_run_in_child", run)
+    return JobQueue(RunCache(), **kwargs), taken, release
+
+
+def test_only_those_who_asked_stop_a_job_and_a_shared_job_stops_when_no_one_wants_it(monkeypatch):
+    queue, taken, release = held_queue(monkeypatch)
+    job = queue.submit(tiny(), owner="A")
+    assert queue.submit(tiny(), owner="B") is job and job.owners == ["A", "B"]  # B shares A's job
+    wait_until(lambda: taken)
+    with pytest.raises(PermissionError, match="not yours to stop"):
+        queue.stop(job.run_id, owner="C")
+    assert not queue.can_stop(job.run_id, "C") and queue.can_stop(job.run_id, "B")
+    assert queue.stop(job.run_id, owner="A") is False  # B still wants it: it trains on
+    assert not job.stop_requested.is_set() and job.owners == ["B"]
+    assert queue.stop(job.run_id, owner="B") is True and job.stop_requested.is_set()
+    release.release()
+    wait_until(lambda: not job.active)
+    assert job.state == STOPPED
+    # An admin (owner None) stops any job; a queued one leaves the queue at once.
+    first, second = queue.submit(tiny(seed=1), owner="A"), queue.submit(tiny(seed=2), owner="B")
+    wait_until(lambda: len(taken) == 2)
+    assert queue.stop(second.run_id) is True and second.state == STOPPED
+    release.release()
+    wait_until(lambda: not first.active)
+
+
+def test_a_person_over_the_limit_is_refused_in_one_line_and_others_are_not(monkeypatch):
+    queue, taken, release = held_queue(monkeypatch, limits=Limits(jobs=2))
+    queue.submit(tiny(seed=1), owner="A")
+    queue.submit(tiny(seed=2), owner="A")
+    with pytest.raises(
+        ValueError,
+        match=r"limit: you have 2 jobs in the queue, the most one person may have is 2 \(FMNIST_MAX_JOBS",
+    ):
+        queue.submit(tiny(seed=3), owner="A")
+    queue.submit(tiny(seed=3), owner="B")  # another person is not held back by A's queue
+    assert queue.submit(tiny(seed=1), owner="A").owners == ["A"]  # asking again is no new job
+    timed, _, _ = held_queue(monkeypatch, limits=Limits(minutes=1), estimate=lambda config: 40.0)
+    timed.submit(tiny(seed=1), owner="A")
+    with pytest.raises(ValueError, match=r"about 1 min of training, the most one person may have is 1 min"):
+        timed.submit(tiny(seed=2), owner="A")
+    for _ in range(6):
+        release.release()
+
+
+def test_the_queue_takes_turns_between_people_not_first_come_first_served(monkeypatch):
+    queue, taken, release = held_queue(monkeypatch)
+    a1 = queue.submit(tiny(seed=1), owner="A")
+    wait_until(lambda: taken == [a1.run_id])  # A's first job trains; A queues two more, then B and C one each
+    a2, a3 = queue.submit(tiny(seed=2), owner="A"), queue.submit(tiny(seed=3), owner="A")
+    b1, c1 = queue.submit(tiny(seed=4), owner="B"), queue.submit(tiny(seed=5), owner="C")
+    assert [queue.position(j.run_id) for j in (a1, b1, c1, a2, a3)] == [0, 1, 2, 3, 4]
+    for _ in range(5):
+        release.release()
+    wait_until(lambda: len(taken) == 5 and not a3.active)
+    assert taken == [j.run_id for j in (a1, b1, c1, a2, a3)]
+
+
+def test_limits_come_from_the_environment_and_a_bad_value_is_named(monkeypatch):
+    monkeypatch.setenv("FMNIST_MAX_JOBS", "3")
+    monkeypatch.setenv("FMNIST_MAX_QUEUE_MINUTES", "45")
+    assert Limits.from_environment() == Limits(jobs=3, minutes=45.0)
+    monkeypatch.setenv("FMNIST_MAX_JOBS", "many")
+    with pytest.raises(ValueError, match="FMNIST_MAX_JOBS: 'many' is not a number"):
+        Limits.from_environment()
+    monkeypatch.delenv("FMNIST_MAX_JOBS")
+    monkeypatch.delenv("FMNIST_MAX_QUEUE_MINUTES")
+    assert Limits.from_environment() == Limits()  # a single local user feels no limit

@@ -37,6 +37,30 @@ from fmnist_core.training.loop import Progress
 log = logging.getLogger("fmnist_core")
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
+LAB = ""  # the owner of jobs nobody in particular asked for (the command line, a single local user)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one person may have waiting in the queue (0: no limit). A localhost lab for one person
+    feels none of them; a server for a class sets them (FMNIST_MAX_JOBS, FMNIST_MAX_QUEUE_MINUTES)."""
+
+    jobs: int = 0  # queued or running jobs per person
+    minutes: float = 0.0  # their estimated training time, together
+
+    @classmethod
+    def from_environment(cls) -> Limits:
+        def number(name: str, kind):
+            text = os.environ.get(name, "").strip()
+            try:
+                value = kind(text) if text else 0
+            except ValueError:
+                raise ValueError(f"{name}: {text!r} is not a number") from None
+            if value < 0:
+                raise ValueError(f"{name}: {text!r} must be 0 (no limit) or more")
+            return value
+
+        return cls(number("FMNIST_MAX_JOBS", int), number("FMNIST_MAX_QUEUE_MINUTES", float))
 
 
 @dataclass
@@ -51,6 +75,10 @@ class Job:
     result: TrainedRun | None = None
     submitted: float = field(default_factory=time.time)
     stop_requested: threading.Event = field(default_factory=threading.Event)
+    # Who asked for it (browser sessions or signed-in people; LAB for nobody in particular): a
+    # shared job stops only when none of them still wants it.
+    owners: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # its estimated training time, counted against its owners' limits
 
     @property
     def run_id(self) -> str:
@@ -76,12 +104,15 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, cache: RunCache | None = None):
+    def __init__(self, cache: RunCache | None = None, limits: Limits | None = None, estimate=None):
         self.cache = cache or RunCache()
+        self.limits = limits or Limits()
+        self._estimate = estimate or (lambda config: 0.0)  # a config's expected training seconds
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # run ids in submission order
-        self._pending: queue.Queue[str] = queue.Queue()
+        self._ready = threading.Condition(self._lock)
+        self._served: dict[str, float] = {}  # owner -> when the trainer last started a job of theirs
         self._worker = threading.Thread(target=self._work, name="fmnist-trainer", daemon=True)
         self._worker.start()
 
@@ -94,23 +125,40 @@ class JobQueue:
             return " ".join(str(error).split())
         return ""
 
-    def submit(self, config: RunConfig) -> Job:
-        """Queue a training, or return the job already queued, running or done for this config.
-        A config that cannot train here is refused before it queues (ValueError, see `refusal`)."""
+    def submit(self, config: RunConfig, owner: str = LAB) -> Job:
+        """Queue a training for `owner`, or add them to the job already queued, running or done for
+        this config. Refused before it queues (ValueError, one line) when it cannot train here (see
+        `refusal`) or when it would take the owner past their limits."""
         check_resources(config, self.cache)
         with self._lock:
             job = self._jobs.get(config.run_id)
-            if job is not None and job.active:
+            if job is not None and (job.active or (job.state == DONE and self.cache.exists(config.run_id))):
+                if owner not in job.owners:  # a finished job whose entry is gone trains again, below
+                    job.owners.append(owner)
                 return job
-            if job is not None and job.state == DONE and self.cache.exists(config.run_id):
-                return job  # a finished job whose entry is gone is forgotten: it trains again
-            job = Job(config)
+            seconds = float(self._estimate(config) or 0.0)
+            self._check_limits(owner, seconds)
+            job = Job(config, owners=[owner], seconds=seconds)
             self._jobs[config.run_id] = job
             if config.run_id in self._order:  # a failed or stopped job, tried again: listed once
                 self._order.remove(config.run_id)
             self._order.append(config.run_id)
-            self._pending.put(config.run_id)
+            self._ready.notify()
             return job
+
+    def _check_limits(self, owner: str, seconds: float) -> None:
+        mine = [job for job in self._jobs.values() if job.active and owner in job.owners]
+        if self.limits.jobs and len(mine) >= self.limits.jobs:
+            raise ValueError(
+                f"limit: you have {len(mine)} jobs in the queue, the most one person may have is "
+                f"{self.limits.jobs} (FMNIST_MAX_JOBS; 0 for no limit): wait for one to finish or cancel one"
+            )
+        minutes = (sum(job.seconds for job in mine) + seconds) / 60
+        if self.limits.minutes and minutes > self.limits.minutes:
+            raise ValueError(
+                f"limit: your queue would hold about {minutes:.0f} min of training, the most one person "
+                f"may have is {self.limits.minutes:g} min (FMNIST_MAX_QUEUE_MINUTES; 0 for no limit)"
+            )
 
     def missing(self, configs) -> tuple[list[RunConfig], list[RunConfig]]:
         """Of `configs` (in their order), those not in the cache: (not queued yet, queued or running)."""
@@ -118,26 +166,59 @@ class JobQueue:
         active = {job.run_id for job in self.jobs() if job.active}
         return [c for c in absent if c.run_id not in active], [c for c in absent if c.run_id in active]
 
-    def submit_all(self, configs) -> None:
+    def submit_all(self, configs, owner: str = LAB) -> None:
         """Queue each config in its order (an autoencoder before the classifiers built on it)."""
         for config in configs:
-            self.submit(config)
+            self.submit(config, owner)
 
     def get(self, run_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(run_id)
 
-    def stop(self, run_id: str) -> None:
-        job = self.get(run_id)
-        if job is not None:
+    def stop(self, run_id: str, owner: str | None = None) -> bool:
+        """`owner` no longer wants the job; it stops when no one who asked for it still does.
+        owner None: stop it whatever its owners (an admin, the lab itself). PermissionError for a
+        person who never asked for it. Returns whether the job is stopping."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None:
+                return False
+            if owner is not None:
+                if owner not in job.owners:
+                    raise PermissionError(f"stop: job {run_id} is not yours to stop")
+                job.owners.remove(owner)
+                if job.owners:
+                    return False  # someone else still waits for it
             job.stop_requested.set()
+            if job.state == QUEUED:  # never started: off the queue at once
+                job.state = STOPPED
+            return True
+
+    def can_stop(self, run_id: str, owner: str) -> bool:
+        job = self.get(run_id)
+        return job is not None and owner in job.owners
 
     def position(self, run_id: str) -> int | None:
         """0 while running, 1 for the next queued job, and so on; None when not waiting."""
         with self._lock:
-            waiting = [rid for rid in self._order if self._jobs[rid].active]
-            ordered = sorted(waiting, key=lambda rid: self._jobs[rid].state != RUNNING)
+            ordered = [rid for rid in self._order if self._jobs[rid].state == RUNNING]
+            ordered += self._turns()
             return ordered.index(run_id) if run_id in ordered else None
+
+    def _turns(self) -> list[str]:
+        """The queued jobs in the order they will train: round robin between owners (the owner
+        served longest ago first), each owner's jobs in their order. Holds the lock."""
+        by_owner: dict[str, list[str]] = {}
+        for rid in self._order:
+            job = self._jobs[rid]
+            if job.state == QUEUED and not job.stop_requested.is_set():
+                by_owner.setdefault(job.owners[0] if job.owners else LAB, []).append(rid)
+        owners = sorted(by_owner, key=lambda o: (self._served.get(o, 0.0), self._order.index(by_owner[o][0])))
+        turns, round_ = [], 0
+        while any(round_ < len(by_owner[o]) for o in owners):
+            turns += [by_owner[o][round_] for o in owners if round_ < len(by_owner[o])]
+            round_ += 1
+        return turns
 
     def jobs(self) -> list[Job]:
         with self._lock:
@@ -153,14 +234,28 @@ class JobQueue:
             time.sleep(0.05)
         return job
 
+    def _next(self) -> Job:
+        """Wait for a queued job and take the one whose turn it is (jobs cancelled while queued
+        are marked stopped on the way)."""
+        with self._ready:
+            while True:
+                for rid in self._order:
+                    job = self._jobs[rid]
+                    if job.state == QUEUED and job.stop_requested.is_set():
+                        job.state = STOPPED
+                turns = self._turns()
+                if turns:
+                    job = self._jobs[turns[0]]
+                    job.state = RUNNING
+                    for owner in job.owners:
+                        self._served[owner] = time.monotonic()
+                    return job
+                self._ready.wait(timeout=0.5)
+
     def _work(self) -> None:
         while True:
-            run_id = self._pending.get()
-            job = self.get(run_id)
-            if job.stop_requested.is_set():
-                job.state = STOPPED
-                continue
-            job.state = RUNNING
+            job = self._next()
+            run_id = job.run_id
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # the server's own torch work yields the cores to the job
             try:

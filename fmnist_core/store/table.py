@@ -3,27 +3,36 @@ and what it computed with (the app's pickers, Compare runs and the explorer read
 
 A row is read from its entry's files once, then kept with the stamps of those files (and of the
 encoder entry it builds on): listing again reads only the entries that changed, so a cache of
-thousands of runs lists in the time of a directory scan and a few stat calls per entry."""
+thousands of runs lists in the time of a directory scan and a few stat calls per entry. The rows
+are also kept on disk (LISTING, JSON) for the next process: a new server lists a large cache
+without hashing every file again. A listing is no load: loading a run still checks every file
+against its checksum."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from fmnist_core.analysis import classes_never_predicted
-from fmnist_core.base.files import CorruptRunError
+from fmnist_core.base.files import CorruptRunError, read_json, write_text_atomic
 from fmnist_core.models import get_spec
 from fmnist_core.store.cache import RunCache
 from fmnist_core.store.entries import MissingRunError, stamps
 
 # entry folder -> (((run id, stamps) of the entry and of each entry it depends on), row)
 _ROWS: dict[Path, tuple[tuple, dict]] = {}
+LISTING = ".listing.json"  # the rows with their stamps, for the next process
+_LOADED: set[Path] = set()  # cache folders whose LISTING this process has read
 
 
 def list_runs(cache: RunCache) -> pd.DataFrame:
     """Every entry as a row: run id, status, config columns, final metrics, validation curve."""
-    rows = []
+    if cache.root.resolve() not in _LOADED:
+        _load_listing(cache)
+    rows, changed = [], False
     for run_id in cache.run_ids():
         folder = cache.folder(run_id)
         known = _ROWS.get(folder)
@@ -34,7 +43,32 @@ def list_runs(cache: RunCache) -> pd.DataFrame:
         row = _row(cache, run_id)
         _ROWS[folder] = (seen, row)
         rows.append(row)
+        changed = True
+    if changed:
+        _save_listing(cache, rows)
     return pd.DataFrame(rows)
+
+
+def _as_stamps(value) -> tuple:
+    return tuple(tuple(item) if item is not None else None for item in value)
+
+
+def _load_listing(cache: RunCache) -> None:
+    """The rows a former process kept; a missing or unreadable file is no listing (all read anew)."""
+    _LOADED.add(cache.root.resolve())
+    try:
+        kept = read_json(cache.root / LISTING, max_bytes=512 * 2**20)
+        for entry in kept["rows"]:
+            seen = tuple((rid, _as_stamps(found)) for rid, found in entry["seen"])
+            _ROWS.setdefault(cache.folder(entry["row"]["run_id"]), (seen, entry["row"]))
+    except (OSError, ValueError, KeyError, TypeError, MissingRunError):
+        return
+
+
+def _save_listing(cache: RunCache, rows: list[dict]) -> None:
+    entries = [{"seen": _ROWS[cache.folder(row["run_id"])][0], "row": row} for row in rows]
+    with contextlib.suppress(OSError):  # a read-only cache lists all the same
+        write_text_atomic(cache.root / LISTING, json.dumps({"rows": entries}, default=str))
 
 
 def _depends(cache: RunCache, run_id: str) -> list[str]:
