@@ -11,7 +11,7 @@ from fmnist_core.models import get_spec, list_models
 from fmnist_core.studies import hpsearch
 from fmnist_core.studies.hpqueue import QueuedSweep
 from ui import keys, sweep_sections
-from ui.state import job_queue, run_cache, sweep_drivers
+from ui.state import is_admin, job_queue, me, run_cache, sweep_drivers
 from ui.widgets import TRAINING_IMAGES
 
 st.title("Hyperparameter sweep")
@@ -77,7 +77,7 @@ if plan is not None:
     elif st.button(
         f"Start sweep {plan.name} ({trials} trials)", type="primary", icon=":material/play_arrow:"
     ):
-        drivers[plan.name] = QueuedSweep(plan, job_queue(), minutes or None).start()
+        drivers[plan.name] = QueuedSweep(plan, job_queue(), minutes or None, owner=me()).start()
         st.session_state[keys.SWEEP_OPEN] = plan.name
 
 st.divider()
@@ -104,7 +104,9 @@ def progress(name: str) -> None:
         f"{int(states.get('pruned', 0))} pruned, {int(states.get('fail', 0))} failed or stopped",
     )
     if driver is not None and driver.active:
-        if st.button("Stop this sweep", icon=":material/stop:", key=f"sweep:stop:{name}"):
+        if (is_admin() or driver.owner == me()) and st.button(
+            "Stop this sweep", icon=":material/stop:", key=f"sweep:stop:{name}"
+        ):
             driver.stop()
         st.caption(driver.events[-1] if driver.events else "Asking for the first trial...")
     elif driver is not None and driver.error:

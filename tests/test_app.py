@@ -697,3 +697,36 @@ def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_r
     assert any("**4 of 4 runs** inside no brush yet" in c.value for c in at.caption)
     at.segmented_control(key="explorer:view").set_value("importance").run()
     assert not at.exception, at.exception[0].value
+
+
+def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said(monkeypatch):
+    monkeypatch.setenv("FMNIST_CLASS", "1")  # as when served with --server.address 0.0.0.0
+    monkeypatch.setenv("FMNIST_MAX_JOBS", "1")
+    from ui.state import _job_queue
+
+    _job_queue.clear()  # a server started with these settings
+    alice = page(open_app(), "app_pages/autoencoder.py")
+    [b for b in alice.button if b.label == "Train"][0].click().run()  # 10 epochs x 60,000: it runs a while
+    assert any(b.label == "Stop" for b in alice.sidebar.button)  # hers to stop
+    assert any("asked for by you" in c.value for c in alice.sidebar.caption)
+    bob = page(open_app(), "app_pages/home.py")  # another browser
+    assert any("Training queue" in m.value for m in bob.sidebar.markdown)  # he sees the queue...
+    assert not any(b.label.startswith(("Stop", "Cancel")) for b in bob.sidebar.button)  # ...not her Stop
+    assert any("asked for by someone else" in c.value for c in bob.sidebar.caption)
+    # Alice asks for a second training: over her limit of one job, refused in one line on the page.
+    alice.slider(key="widget:conv_autoencoder:dropout").set_value(0.35).run()
+    [b for b in alice.button if b.label == "Train"][0].click().run()
+    assert any(
+        "limit: you have 1 jobs in the queue" in e.value and "FMNIST_MAX_JOBS" in e.value for e in alice.error
+    )
+    # On the page of Alice's config Bob watches her training live, with no Stop of his own.
+    bob = page(bob, "app_pages/autoencoder.py")
+    assert not any(b.label == "Stop" for b in [*bob.button, *bob.sidebar.button])
+    queue = _job_queue(str(RunCache().root.resolve()))
+    job = [j for j in queue.jobs() if j.active][0]
+    assert job.owners == [alice.session_state[keys.OWNER]]
+    alice = page(alice, "app_pages/home.py")
+    [b for b in alice.sidebar.button if b.label == "Stop"][0].click().run()
+    assert job.stop_requested.is_set()
+    queue.wait(job.run_id, timeout=120)
+    _job_queue.clear()

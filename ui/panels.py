@@ -15,7 +15,19 @@ from fmnist_core.views.architecture import expected_seconds
 from ui import keys
 
 from . import plots
-from .state import fashion, job_queue, load_run, run_cache, runs_table
+from .state import (
+    class_mode,
+    enqueue,
+    fashion,
+    is_admin,
+    job_queue,
+    load_run,
+    may_stop,
+    run_cache,
+    runs_table,
+    stop_job,
+    whose,
+)
 
 
 def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:
@@ -83,8 +95,7 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
         type="primary",
         icon=":material/play_arrow:",
         key=f"train:{config.run_id}",
-    ):
-        queue.submit(config)
+    ) and enqueue([config]):
         st.rerun()
     return None
 
@@ -101,13 +112,16 @@ def train_missing(configs, what: str, key: str) -> bool:
     )
     if queued:
         waiting_for(run_ids=tuple(c.run_id for c in queued))
-    if to_queue and st.button(
-        f"Queue the {len(to_queue)} missing runs",
-        type="primary",
-        icon=":material/play_arrow:",
-        key=f"missing:{key}",
+    if (
+        to_queue
+        and st.button(
+            f"Queue the {len(to_queue)} missing runs",
+            type="primary",
+            icon=":material/play_arrow:",
+            key=f"missing:{key}",
+        )
+        and enqueue(to_queue)
     ):
-        queue.submit_all(to_queue)
         st.rerun()
     return False
 
@@ -148,8 +162,8 @@ def live_progress(run_id: str) -> None:
                 f"train loss {progress.train_loss:.4f} · {progress.seconds:.0f} s elapsed · {progress.eta_words}"
             )
             st.progress(min(progress.fraction, 1.0), text=text)
-    if st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}"):
-        queue.stop(run_id)
+    if may_stop(job) and st.button("Stop", icon=":material/stop:", key=f"stop:{run_id}"):
+        stop_job(run_id)
 
 
 CURVES_EVERY = 10.0  # seconds between looks at the curves (the progress line moves every 3 s)
@@ -296,21 +310,31 @@ def queue_sidebar() -> None:
             st.caption(f"{job.config.model} `{job.run_id[:6]}`: training, its progress on this page")
         else:
             st.progress(min(job.latest.fraction, 1.0) if job.latest else 0.0, text=describe_job(job))
-        if st.button(
+        if class_mode():
+            st.caption(f"asked for by {whose(job)}")
+        if may_stop(job) and st.button(
             "Stop",
             icon=":material/stop:",
             key=f"queue:stop:{job.run_id}",
             disabled=job.stop_requested.is_set(),
+            help="A job more people asked for stops when none of them still wants it.",
         ):
-            queue.stop(job.run_id)
+            stop_job(job.run_id)
             st.rerun(scope="fragment")
     if waiting:  # one line each and one button: a queue of five must not push the page's own widgets away
-        listed = " · ".join(f"{job.config.model} `{job.run_id[:6]}`" for job in waiting[:4])
+        listed = " · ".join(
+            f"{job.config.model} `{job.run_id[:6]}`" + (f" ({whose(job)})" if class_mode() else "")
+            for job in waiting[:4]
+        )
         more = f" · and {len(waiting) - 4} more" if len(waiting) > 4 else ""
         st.caption(f"Then: {listed}{more}")
-        if st.button(f"Cancel the {len(waiting)} queued", icon=":material/close:", key="queue:cancel"):
-            for job in waiting:
-                queue.stop(job.run_id)
+        cancellable = [job for job in waiting if may_stop(job)]
+        mine = "" if is_admin() else " of yours"
+        if cancellable and st.button(
+            f"Cancel the {len(cancellable)} queued{mine}", icon=":material/close:", key="queue:cancel"
+        ):
+            for job in cancellable:
+                stop_job(job.run_id)
             st.rerun(scope="fragment")
     for job in failed:
         st.caption(f":red[Failed: {job.config.model} `{job.run_id[:6]}`: {job.error[:120]}]")

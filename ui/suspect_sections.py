@@ -13,7 +13,7 @@ from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.studies import suspects as suspect_study
 from ui import events, plots
 from ui.panels import train_missing, waiting_for
-from ui.state import fashion, job_queue, run_cache
+from ui.state import enqueue, fashion, job_queue, run_cache
 
 MAP_POINTS = 3000  # the map's points: a random sample of the images the run trained on
 
@@ -112,8 +112,7 @@ def training_map(map_, positions, flagged: np.ndarray, mapped_label) -> None:
         )
         if any(job.run_id == mapped.run_id and job.active for job in queue.jobs()):
             waiting_for(run_ids=(mapped.run_id,))
-        elif st.button("Train it", type="primary", icon=":material/play_arrow:"):
-            queue.submit(mapped)
+        elif st.button("Train it", type="primary", icon=":material/play_arrow:") and enqueue([mapped]):
             st.rerun()
     else:
         for column, (region, count) in zip(st.columns(3), map_.region_counts().items(), strict=True):

@@ -136,7 +136,7 @@ class JobQueue:
                 if owner not in job.owners:  # a finished job whose entry is gone trains again, below
                     job.owners.append(owner)
                 return job
-            seconds = float(self._estimate(config) or 0.0)
+            seconds = float(self._estimate(config) or 0.0) if self.limits.minutes else 0.0
             self._check_limits(owner, seconds)
             job = Job(config, owners=[owner], seconds=seconds)
             self._jobs[config.run_id] = job

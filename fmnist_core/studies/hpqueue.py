@@ -5,11 +5,12 @@ per sweep asks and tells; the queue's trainer does the work."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 
-from fmnist_core.runs.jobs import DONE, JobQueue
+from fmnist_core.runs.jobs import DONE, LAB, JobQueue
 from fmnist_core.store.entries import MissingRunError
 from fmnist_core.studies.hpsearch import SweepPlan, as_epochs, complete, finished, load_study, report_epochs
 
@@ -21,10 +22,11 @@ class QueuedSweep:
     """The plan's trials still to run, one after another through `queue`, until the plan's count
     is reached, `minutes` have passed since start, or stop() is called."""
 
-    def __init__(self, plan: SweepPlan, queue: JobQueue, minutes: float | None = None):
+    def __init__(self, plan: SweepPlan, queue: JobQueue, minutes: float | None = None, owner: str = LAB):
         if minutes is not None and not minutes > 0:
             raise ValueError(f"minutes: {minutes} must be above 0")
         self.plan, self.queue, self.minutes = plan, queue, minutes
+        self.owner = owner  # whose jobs the trials are (a pruned trial's job stops only for them)
         self.events: list[str] = []  # one line per trial, newest last
         self.current: str | None = None  # the run id of the trial training now
         self.error = ""
@@ -43,7 +45,12 @@ class QueuedSweep:
         """No further trial; the one training is stopped (and kept, as any stopped run)."""
         self._stop.set()
         if self.current:
-            self.queue.stop(self.current)
+            self._drop(self.current)
+
+    def _drop(self, run_id: str) -> None:
+        """The sweep no longer wants this job (it stops unless someone else asked for it too)."""
+        with contextlib.suppress(PermissionError):  # already dropped
+            self.queue.stop(run_id, self.owner)
 
     def wait(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -83,7 +90,7 @@ class QueuedSweep:
             self._say(f"trial {trial.number}: {self.plan.metric} {value:.4f}, from the cache ({values})")
             return
         try:
-            job = self.queue.submit(config)
+            job = self.queue.submit(config, owner=self.owner)
         except ValueError as error:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             self._say(f"trial {trial.number}: cannot train here: {error}")
@@ -95,7 +102,7 @@ class QueuedSweep:
             reported, prune = report_epochs(self.plan, trial, list(job.epochs), reported)
             if prune and pruned_at is None:
                 pruned_at = reported
-                self.queue.stop(job.run_id)
+                self._drop(job.run_id)
             if ended:
                 break
             time.sleep(POLL_SECONDS)
