@@ -1,3 +1,4 @@
+import os
 import threading
 import time
 
@@ -246,3 +247,28 @@ def test_limits_come_from_the_environment_and_a_bad_value_is_named(monkeypatch):
     monkeypatch.delenv("FMNIST_MAX_JOBS")
     monkeypatch.delenv("FMNIST_MAX_QUEUE_MINUTES")
     assert Limits.from_environment() == Limits()  # a single local user feels no limit
+
+
+def test_with_two_workers_two_jobs_train_at_once_each_with_its_share_of_the_cores(monkeypatch):
+    queue, taken, release = held_queue(monkeypatch, workers=2)
+    first, second, third = (queue.submit(tiny(seed=s), owner=o) for s, o in ((1, "A"), (2, "B"), (3, "A")))
+    wait_until(lambda: len(taken) == 2)
+    assert {first.state, second.state, third.state} == {RUNNING, QUEUED} and third.state == QUEUED
+    assert queue.position(third.run_id) == 2  # behind the two running
+    assert queue._child_settings()["FMNIST_JOB_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+    for _ in range(3):
+        release.release()
+    wait_until(lambda: not third.active)
+    with pytest.raises(ValueError, match="workers: 0"):
+        JobQueue(RunCache(), workers=0)
+
+
+def test_two_jobs_really_train_at_once_with_two_workers():
+    queue = JobQueue(RunCache(), workers=2)
+    jobs = [queue.submit(tiny(seed=s, epochs=2), owner=o) for s, o in ((11, "A"), (12, "B"))]
+    wait_until(lambda: all(job.state == RUNNING for job in jobs) or not all(job.active for job in jobs), 120)
+    both_running = all(job.state == RUNNING for job in jobs)
+    for job in jobs:
+        queue.wait(job.run_id, timeout=300)
+    assert both_running and all(job.state == DONE for job in jobs)
+    assert all(RunCache().exists(job.run_id) for job in jobs)

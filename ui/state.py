@@ -13,7 +13,7 @@ import streamlit as st
 
 from fmnist_core import analysis
 from fmnist_core.data.fashion import FashionMNIST, load_data
-from fmnist_core.runs.jobs import LAB, JobQueue, Limits
+from fmnist_core.runs.jobs import LAB, JobQueue, Limits, workers_from_environment
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.runs.trained import load_run as load_cached_run
 from fmnist_core.store.cache import RunCache, default_root
@@ -33,7 +33,12 @@ def fashion() -> FashionMNIST:
 
 @st.cache_resource
 def _job_queue(root: str) -> JobQueue:
-    return JobQueue(RunCache(root), Limits.from_environment(), estimate=_expected_seconds)
+    return JobQueue(
+        RunCache(root),
+        Limits.from_environment(),
+        estimate=_expected_seconds,
+        workers=workers_from_environment(),
+    )
 
 
 def _expected_seconds(config) -> float:

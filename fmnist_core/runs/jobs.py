@@ -1,8 +1,11 @@
-"""A queue of training jobs, each trained in a child process, one after another.
+"""A queue of training jobs, each trained in a child process, by default one after another.
 
 The app keeps one JobQueue per server: jobs outlive page reruns and browser sessions, two
-sessions asking for the same config share one job, and the cores never run two trainings at
-once (two at a time ran about 24x slower each on 2 cores). A job trains in its own process, with
+sessions asking for the same config share one job, and by default the cores never run two
+trainings at once (two at a time, each with all the cores, ran about 24x slower each on 2 cores);
+with `workers` (FMNIST_WORKERS) several train at once, each with its share of the cores. Each job
+belongs to those who asked for it; the queue takes turns between them (round robin) within
+per-person limits (Limits). A job trains in its own process, with
 its own torch threads: the server's pages keep answering while it runs (the server's own torch
 work is held to one thread meanwhile), and a job that crashes or runs out of memory is a failed
 job with a message, not a dead server. Progress comes back through a pipe; the weights through
@@ -37,6 +40,7 @@ from fmnist_core.training.loop import Progress
 log = logging.getLogger("fmnist_core")
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
+JOB_THREADS = "FMNIST_JOB_THREADS"  # a job's process: its torch threads (its share of the cores)
 LAB = ""  # the owner of jobs nobody in particular asked for (the command line, a single local user)
 
 
@@ -61,6 +65,15 @@ class Limits:
             return value
 
         return cls(number("FMNIST_MAX_JOBS", int), number("FMNIST_MAX_QUEUE_MINUTES", float))
+
+
+def workers_from_environment() -> int:
+    """How many jobs train at once (FMNIST_WORKERS, default 1: on 2 cores two at a time ran about
+    24x slower each); each gets its share of the cores."""
+    text = os.environ.get("FMNIST_WORKERS", "").strip() or "1"
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise ValueError(f"FMNIST_WORKERS: {text!r} must be a whole number from 1 to 64")
+    return int(text)
 
 
 @dataclass
@@ -104,17 +117,24 @@ class Job:
 
 
 class JobQueue:
-    def __init__(self, cache: RunCache | None = None, limits: Limits | None = None, estimate=None):
+    def __init__(
+        self, cache: RunCache | None = None, limits: Limits | None = None, estimate=None, workers: int = 1
+    ):
+        if not isinstance(workers, int) or not 1 <= workers <= 64:
+            raise ValueError(f"workers: {workers!r} must be a whole number from 1 to 64")
         self.cache = cache or RunCache()
         self.limits = limits or Limits()
+        self.workers = workers
+        self._busy = 0  # jobs training now; the server's own torch work keeps to one thread meanwhile
+        self._server_threads = torch.get_num_threads()
         self._estimate = estimate or (lambda config: 0.0)  # a config's expected training seconds
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # run ids in submission order
         self._ready = threading.Condition(self._lock)
         self._served: dict[str, float] = {}  # owner -> when the trainer last started a job of theirs
-        self._worker = threading.Thread(target=self._work, name="fmnist-trainer", daemon=True)
-        self._worker.start()
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"fmnist-trainer-{i}", daemon=True).start()
 
     def refusal(self, config: RunConfig) -> str:
         """Why `config` cannot train here (its memory estimate over the limit, a batch norm fed a
@@ -252,12 +272,24 @@ class JobQueue:
                     return job
                 self._ready.wait(timeout=0.5)
 
+    def _yield_cores(self, starting: bool) -> None:
+        """The server's torch work keeps to one thread while any job trains (the jobs get the cores)."""
+        with self._lock:
+            if starting:
+                self._busy += 1
+                if self._busy == 1:
+                    self._server_threads = torch.get_num_threads()
+                    torch.set_num_threads(1)
+            else:
+                self._busy -= 1
+                if self._busy == 0:
+                    torch.set_num_threads(self._server_threads)
+
     def _work(self) -> None:
         while True:
             job = self._next()
             run_id = job.run_id
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # the server's own torch work yields the cores to the job
+            self._yield_cores(starting=True)
             try:
                 self._run_in_child(job)
             except Exception as error:  # a failed job must not kill the worker thread
@@ -265,7 +297,7 @@ class JobQueue:
                 job.error = f"{type(error).__name__}: {error}"
                 job.state = FAILED
             finally:
-                torch.set_num_threads(threads)
+                self._yield_cores(starting=False)
 
     def _run_in_child(self, job: Job) -> None:
         context = job_context()
@@ -273,7 +305,13 @@ class JobQueue:
         stop = context.Event()
         child = context.Process(
             target=train_in_child,
-            args=(job.config.to_json(), str(self.cache.root.resolve()), messages, stop, own_settings()),
+            args=(
+                job.config.to_json(),
+                str(self.cache.root.resolve()),
+                messages,
+                stop,
+                self._child_settings(),
+            ),
             name=f"fmnist-job-{job.run_id}",
             daemon=True,
         )
@@ -310,6 +348,11 @@ class JobQueue:
                 {key: values[i] for key, values in history.items()} for i in range(len(history["epoch"]))
             ]
         job.state = DONE if job.result.completed else STOPPED
+
+    def _child_settings(self) -> dict[str, str]:
+        """The lab's settings for a job's process, with its share of the cores."""
+        share = max(1, (os.cpu_count() or 1) // self.workers)
+        return {**own_settings(), JOB_THREADS: str(share)}
 
     def _result(self, config: RunConfig, summary: dict) -> TrainedRun:
         """The run the child trained: from the cache where it saved it, else from the weights it sent."""
@@ -370,7 +413,7 @@ def train_in_child(config_json: str, cache_root: str, messages, stop, settings: 
         del os.environ[key]
     os.environ.update(settings)
     try:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(int(os.environ.get(JOB_THREADS) or 0) or max(1, os.cpu_count() or 1))
         config = RunConfig.from_dict(json.loads(config_json))
         run = get_or_train(
             config,
