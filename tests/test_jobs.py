@@ -272,3 +272,20 @@ def test_two_jobs_really_train_at_once_with_two_workers():
         queue.wait(job.run_id, timeout=300)
     assert both_running and all(job.state == DONE for job in jobs)
     assert all(RunCache().exists(job.run_id) for job in jobs)
+
+
+def test_at_the_disk_cap_the_oldest_unpinned_runs_go_and_pinned_ones_stay():
+    from fmnist_core.store.prune import entry_bytes, over_cap
+
+    cache = RunCache()
+    runs = [get_or_train(tiny(seed=s), cache=cache) for s in (21, 22, 23)]  # oldest first
+    size = max(entry_bytes(cache, run.run_id) for run in runs)
+    assert size > 0 and over_cap(cache, 4 * size, pinned=set()) == []  # under the cap: nothing goes
+    removed = over_cap(cache, int(2.5 * size), pinned={runs[0].run_id})
+    assert [run_id for run_id, _ in removed] == [runs[1].run_id]  # the oldest that is not pinned
+    assert cache.exists(runs[0].run_id) and cache.exists(runs[2].run_id)
+    # The queue keeps the cap after each job; the run it just trained stays, as do pinned ones.
+    queue = JobQueue(cache, Limits(cache_gb=1.5 * size / 2**30), pinned=lambda: {runs[0].run_id})
+    job = queue.submit(tiny(seed=24))
+    queue.wait(job.run_id, timeout=120)
+    assert cache.exists(job.run_id) and cache.exists(runs[0].run_id) and not cache.exists(runs[2].run_id)

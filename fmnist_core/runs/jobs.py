@@ -34,6 +34,7 @@ import torch
 
 from fmnist_core.runs.trained import TrainedRun, check_resources, get_or_train, load_run, model_with_weights
 from fmnist_core.store.cache import RunCache
+from fmnist_core.store.prune import over_cap
 from fmnist_core.training.config import RunConfig
 from fmnist_core.training.loop import Progress
 
@@ -51,6 +52,7 @@ class Limits:
 
     jobs: int = 0  # queued or running jobs per person
     minutes: float = 0.0  # their estimated training time, together
+    cache_gb: float = 0.0  # lab-wide: after each job the oldest unpinned runs go until the cache fits
 
     @classmethod
     def from_environment(cls) -> Limits:
@@ -64,7 +66,11 @@ class Limits:
                 raise ValueError(f"{name}: {text!r} must be 0 (no limit) or more")
             return value
 
-        return cls(number("FMNIST_MAX_JOBS", int), number("FMNIST_MAX_QUEUE_MINUTES", float))
+        return cls(
+            number("FMNIST_MAX_JOBS", int),
+            number("FMNIST_MAX_QUEUE_MINUTES", float),
+            number("FMNIST_MAX_CACHE_GB", float),
+        )
 
 
 def workers_from_environment() -> int:
@@ -118,7 +124,12 @@ class Job:
 
 class JobQueue:
     def __init__(
-        self, cache: RunCache | None = None, limits: Limits | None = None, estimate=None, workers: int = 1
+        self,
+        cache: RunCache | None = None,
+        limits: Limits | None = None,
+        estimate=None,
+        workers: int = 1,
+        pinned=None,
     ):
         if not isinstance(workers, int) or not 1 <= workers <= 64:
             raise ValueError(f"workers: {workers!r} must be a whole number from 1 to 64")
@@ -128,6 +139,7 @@ class JobQueue:
         self._busy = 0  # jobs training now; the server's own torch work keeps to one thread meanwhile
         self._server_threads = torch.get_num_threads()
         self._estimate = estimate or (lambda config: 0.0)  # a config's expected training seconds
+        self._pinned = pinned or (lambda: set())  # run ids the disk cap never removes
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # run ids in submission order
@@ -298,6 +310,21 @@ class JobQueue:
                 job.state = FAILED
             finally:
                 self._yield_cores(starting=False)
+                self._keep_under_cap(job)
+
+    def _keep_under_cap(self, job: Job) -> None:
+        """With a disk cap, the oldest runs go until the cache fits: never a pinned one, an encoder
+        a kept run builds on, nor the run just trained."""
+        if not self.limits.cache_gb:
+            return
+        try:
+            with self._lock:  # one worker at a time prunes
+                busy = {j.run_id for j in self._jobs.values() if j.active}
+            keep = set(self._pinned()) | busy | {job.run_id}
+            for run_id, freed in over_cap(self.cache, int(self.limits.cache_gb * 2**30), keep):
+                log.info("disk cap: removed run %s (%d bytes)", run_id, freed)
+        except Exception:  # the cap is housekeeping: a failure there never fails the queue
+            log.exception("disk cap: pruning failed")
 
     def _run_in_child(self, job: Job) -> None:
         context = job_context()

@@ -86,3 +86,49 @@ def clean_stale(cache: RunCache, older_than: float = STALE_SECONDS) -> None:
             if path.stat().st_mtime < limit:
                 with FileLock(str(path), timeout=0):
                     path.unlink()
+
+
+def entry_bytes(cache: RunCache, run_id: str) -> int:
+    """The disk an entry takes: its files and what was derived from it."""
+    total = 0
+    for path in [*cache.folder(run_id).glob("*"), *(cache.root / DERIVED).glob(f"{run_id}-*/*")]:
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
+def over_cap(cache: RunCache, max_bytes: int, pinned: set[str]) -> list[tuple[str, int]]:
+    """Fit the run store under `max_bytes`: the oldest entries first, never a pinned one nor the
+    encoder a kept entry builds on. Returns (run id, bytes freed) per removed entry; a store that
+    pinned entries alone fill stays over the cap (nothing pinned is ever removed)."""
+    if max_bytes <= 0:
+        return []
+    sizes = {run_id: entry_bytes(cache, run_id) for run_id in cache.run_ids()}
+    total = sum(sizes.values())
+    if total <= max_bytes:
+        return []
+
+    def age(run_id: str) -> float:
+        with contextlib.suppress(OSError):
+            return (cache.folder(run_id) / "manifest.json").stat().st_mtime
+        return 0.0
+
+    encoder_of = {}
+    for run_id in sizes:
+        config = cache.recover_config(run_id)
+        encoder_of[run_id] = config.settings.get("encoder_run") if config is not None else None
+    removed = []
+    for run_id in sorted(sizes, key=age):
+        if total <= max_bytes:
+            break
+        needed = {
+            encoder for other, encoder in encoder_of.items() if encoder and other in sizes and other != run_id
+        }
+        if run_id in pinned or run_id in needed:
+            continue
+        with cache.lock(run_id):
+            cache.delete(run_id)
+        freed = sizes.pop(run_id)
+        total -= freed
+        removed.append((run_id, freed))
+    return removed
