@@ -162,13 +162,13 @@ class JobQueue:
         this config. Refused before it queues (ValueError, one line) when it cannot train here (see
         `refusal`) or when it would take the owner past their limits."""
         check_resources(config, self.cache)
+        seconds = float(self._estimate(config) or 0.0) if self.limits.minutes else 0.0  # outside the lock
         with self._lock:
             job = self._jobs.get(config.run_id)
             if job is not None and (job.active or (job.state == DONE and self.cache.exists(config.run_id))):
                 if owner not in job.owners:  # a finished job whose entry is gone trains again, below
                     job.owners.append(owner)
                 return job
-            seconds = float(self._estimate(config) or 0.0) if self.limits.minutes else 0.0
             self._check_limits(owner, seconds)
             job = Job(config, owners=[owner], seconds=seconds)
             self._jobs[config.run_id] = job
