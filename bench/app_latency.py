@@ -60,6 +60,29 @@ def start_server(cache: str, env: dict | None = None) -> tuple[subprocess.Popen,
             time.sleep(0.2)
 
 
+def something_to_show(cache: str) -> None:
+    """A small classifier and autoencoder in the cache, for the pages to show."""
+    for model in ("mlp", "conv_autoencoder"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fmnist_core",
+                "train",
+                model,
+                "--epochs",
+                "1",
+                "--set",
+                "train_subset=5000",
+                "--quiet",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "FMNIST_CACHE": cache},
+            check=True,
+            capture_output=True,
+        )
+
+
 def render(page, url: str) -> float:
     start = time.perf_counter()
     page.goto(url)
@@ -98,26 +121,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_latency_")
-    # Something for the pages to show: a classifier and an autoencoder.
-    for model in (["mlp"], ["conv_autoencoder"]):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fmnist_core",
-                "train",
-                *model,
-                "--epochs",
-                "1",
-                "--set",
-                "train_subset=5000",
-                "--quiet",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "FMNIST_CACHE": cache},
-            check=True,
-            capture_output=True,
-        )
+    something_to_show(cache)
     server, url = start_server(cache)
     try:
         with sync_playwright() as p:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from app_latency import CHROMIUM, ROOT, SETTLED, start_server, train_seconds  # noqa: E402
+from app_latency import CHROMIUM, SETTLED, something_to_show, start_server, train_seconds  # noqa: E402
 
 PAGES = ("", "compare", "explorer")
 BROKEN = (
@@ -87,25 +86,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=3.0, help="seconds between a session's loads")
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_class_")
-    for model in ("mlp", "conv_autoencoder"):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fmnist_core",
-                "train",
-                model,
-                "--epochs",
-                "1",
-                "--set",
-                "train_subset=5000",
-                "--quiet",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "FMNIST_CACHE": cache},
-            check=True,
-            capture_output=True,
-        )
+    something_to_show(cache)
     server, url = start_server(cache)
     rows = []
     try:
