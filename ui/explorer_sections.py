@@ -53,7 +53,12 @@ def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str, logs: set[
     for brush in brushes[1:]:
         inside = inside & brush
     painted = alt.condition(
-        inside, alt.Color(f"{colour}:Q", scale=alt.Scale(scheme="viridis")), alt.value("#d9d9d9")
+        inside,
+        alt.Color(
+            f"{colour}:Q",
+            scale=alt.Scale(scheme="viridis", reverse=runs_explorer.lower_is_better(colour)),  # best: yellow
+        ),
+        alt.value("#d9d9d9"),
     )
     lines = (
         alt.Chart(data)
