@@ -103,6 +103,11 @@ def progress(name: str) -> None:
         f"{done} of {plan.get('trials')} trials: {int(states.get('complete', 0))} finished, "
         f"{int(states.get('pruned', 0))} pruned, {int(states.get('fail', 0))} failed or stopped",
     )
+    skipped = sweep_sections.epochs_skipped(table, plan)
+    if skipped:
+        st.caption(
+            f"The pruner spared {skipped[0]} of {skipped[1]} epochs the finished and pruned trials would have trained."
+        )
     if driver is not None and driver.active:
         if (is_admin() or driver.owner == me()) and st.button(
             "Stop this sweep", icon=":material/stop:", key=f"sweep:stop:{name}"

@@ -108,3 +108,16 @@ def test_a_text_filter_keeps_the_runs_with_it_in_any_cell():
     assert list(runs_explorer.matching(table, "SGD")["optimizer"].unique()) == ["sgd"]
     assert list(runs_explorer.matching(table, table.run_id[3][-4:])["run_id"]) == [table.run_id[3]]
     assert runs_explorer.matching(table, "  ").equals(table)
+
+
+def test_the_sweep_page_counts_the_epochs_the_pruner_spared():
+    from ui.sweep_sections import epochs_skipped
+
+    table = pd.DataFrame(
+        {"state": ["complete", "pruned", "pruned", "running"], "pruned_at_epoch": [None, 1, 3, None]}
+    )
+    assert epochs_skipped(table, {"fixed": {"epochs": 4}}) == (
+        3 + 1,
+        12,
+    )  # 3 trials that ended, 4 epochs each
+    assert epochs_skipped(table.head(1), {"fixed": {"epochs": 4}}) is None  # nothing pruned yet

@@ -97,3 +97,13 @@ def trials_frame(study) -> pd.DataFrame:
         seconds = pd.to_timedelta(table["duration"], errors="coerce").dt.total_seconds().round(1)
         table = table.assign(seconds=seconds).drop(columns="duration")
     return table.sort_values("number", ascending=False)
+
+
+def epochs_skipped(table: pd.DataFrame, plan: dict) -> tuple[int, int] | None:
+    """(epochs the pruner spared, epochs the finished and pruned trials would have trained in all)."""
+    epochs = dict(plan.get("fixed", {})).get("epochs")
+    if table.empty or not epochs or "pruned_at_epoch" not in table:
+        return None
+    ended = table[table["state"].isin(["complete", "pruned"])]
+    spared = int((epochs - ended["pruned_at_epoch"].dropna()).clip(lower=0).sum())
+    return (spared, int(epochs * len(ended))) if spared else None
