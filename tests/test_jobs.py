@@ -289,3 +289,29 @@ def test_at_the_disk_cap_the_oldest_unpinned_runs_go_and_pinned_ones_stay():
     job = queue.submit(tiny(seed=24))
     queue.wait(job.run_id, timeout=120)
     assert cache.exists(job.run_id) and cache.exists(runs[0].run_id) and not cache.exists(runs[2].run_id)
+
+
+def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_worker():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)  # as FMNIST_SCHEDULER gives it
+        assert queue.workers == 2
+        jobs = [queue.submit(tiny(seed=s, epochs=2), owner=o) for s, o in ((31, "A"), (32, "B"))]
+        wait_until(
+            lambda: all(job.state == RUNNING for job in jobs) or not all(job.active for job in jobs), 60
+        )
+        both_running = all(job.state == RUNNING for job in jobs)
+        for job in jobs:
+            queue.wait(job.run_id, timeout=300)
+        assert both_running and all(job.state == DONE for job in jobs), [job.error for job in jobs]
+        assert all(len(job.epochs) == 2 for job in jobs)  # the live progress came back from the workers
+        assert all(RunCache().exists(job.run_id) for job in jobs)  # into the shared cache folder
+        # Stop goes out to the worker: the run stops, its finished epochs kept as a stopped run.
+        long = queue.submit(tiny(seed=33, epochs=40), owner="A")
+        wait_until(lambda: len(long.epochs) >= 1, 180)
+        queue.stop(long.run_id, owner="A")
+        queue.wait(long.run_id, timeout=180)
+        assert long.state == STOPPED and not RunCache().exists(long.run_id)
+        assert 1 <= RunCache().stopped.summary(long.run_id)["epochs_done"] < 40
+        queue.close()

@@ -130,9 +130,16 @@ class JobQueue:
         estimate=None,
         workers: int = 1,
         pinned=None,
+        scheduler: str = "",
     ):
         if not isinstance(workers, int) or not 1 <= workers <= 64:
             raise ValueError(f"workers: {workers!r} must be a whole number from 1 to 64")
+        self._cluster = None
+        if scheduler:  # jobs go to a Dask cluster's workers, one at a time each
+            from fmnist_core.runs.cluster import Cluster
+
+            self._cluster = Cluster(scheduler)
+            workers = self._cluster.workers()
         self.cache = cache or RunCache()
         self.limits = limits or Limits()
         self.workers = workers
@@ -226,6 +233,11 @@ class JobQueue:
                 job.state = STOPPED
             return True
 
+    def close(self) -> None:
+        """Let go of the Dask cluster, where jobs went to one (the trainer threads end with the process)."""
+        if self._cluster is not None:
+            self._cluster.client.close()
+
     def can_stop(self, run_id: str, owner: str) -> bool:
         job = self.get(run_id)
         return job is not None and owner in job.owners
@@ -301,15 +313,19 @@ class JobQueue:
         while True:
             job = self._next()
             run_id = job.run_id
-            self._yield_cores(starting=True)
+            self._yield_cores(starting=self._cluster is None)
             try:
-                self._run_in_child(job)
+                if self._cluster is not None:
+                    self._finish(job, *self._cluster.run(job, str(self.cache.root.resolve()), own_settings()))
+                else:
+                    self._run_in_child(job)
             except Exception as error:  # a failed job must not kill the worker thread
                 log.exception("job %s failed", run_id)
                 job.error = f"{type(error).__name__}: {error}"
                 job.state = FAILED
             finally:
-                self._yield_cores(starting=False)
+                if self._cluster is None:
+                    self._yield_cores(starting=False)
                 self._keep_under_cap(job)
 
     def _keep_under_cap(self, job: Job) -> None:
@@ -363,7 +379,10 @@ class JobQueue:
             code = child.exitcode
             why = ", killed: out of memory?" if code in (-9, 137) else ""
             raise RuntimeError(f"the training process died (exit code {code}{why}); the server is fine")
-        kind, payload = outcome
+        self._finish(job, *outcome)
+
+    def _finish(self, job: Job, kind: str, payload) -> None:
+        """A job's last message: ("error", one line) or ("done", the run's summary)."""
         if kind == "error":
             job.error = payload
             job.state = FAILED
@@ -433,6 +452,25 @@ def own_settings() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith("FMNIST_")}
 
 
+def summarise(run: TrainedRun, cache_root: str) -> dict:
+    """What a job's process sends back: the run's record, and its weights where the cache lacks them."""
+    saved = run.completed and RunCache(cache_root).exists(run.run_id)
+    state = None
+    if not saved:  # as bytes: torch's own tensor pickling shares memory that dies with this process
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, buffer)
+        state = buffer.getvalue()
+    return {
+        "config": run.config.to_dict(),
+        "state": state,
+        "history": run.history,
+        "metrics": run.metrics,
+        "cached": run.cached,
+        "completed": run.completed,
+        "note": run.note,
+    }
+
+
 def train_in_child(config_json: str, cache_root: str, messages, stop, settings: dict[str, str]) -> None:
     """A job's process: train (or load) the run, sending progress, then one last message:
     ("done", summary) or ("error", one line). The weights travel only where the cache lacks them."""
@@ -448,22 +486,7 @@ def train_in_child(config_json: str, cache_root: str, messages, stop, settings: 
             should_stop=stop.is_set,
             cache=RunCache(cache_root),
         )
-        saved = run.completed and RunCache(cache_root).exists(run.run_id)
-        state = None
-        if not saved:  # as bytes: torch's own tensor pickling shares memory that dies with this process
-            buffer = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, buffer)
-            state = buffer.getvalue()
-        summary = {
-            "config": run.config.to_dict(),
-            "state": state,
-            "history": run.history,
-            "metrics": run.metrics,
-            "cached": run.cached,
-            "completed": run.completed,
-            "note": run.note,
-        }
-        messages.put(("done", summary))
+        messages.put(("done", summarise(run, cache_root)))
     except Exception as error:  # expected (bad data, a missing encoder) or not: one line for the page
         log.exception("training %s failed", config_json[:80])
         messages.put(("error", f"{type(error).__name__}: {' '.join(str(error).split())}"))

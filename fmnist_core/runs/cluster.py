@@ -1,0 +1,76 @@
+"""The app's jobs on a Dask cluster: each job trains on one of the cluster's workers, into the
+cache folder they share with the server (the same path on every machine). Progress comes back
+through a Dask queue, Stop goes out through a Dask event; a worker that dies fails its job with a
+message and the queue goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+STOP_LOOK_SECONDS = 0.5  # how often a training on a worker asks whether it was stopped
+
+
+def train_on_worker(config_json: str, cache_root: str, name: str, settings: dict[str, str]) -> dict:
+    """Runs on a worker: train (or load) the run, progress into the queue `name`, stopped by the
+    event `name`; returns what a job's process sends back (jobs.summarise)."""
+    import torch
+    from distributed import Event, Queue, get_worker
+
+    from fmnist_core.runs.jobs import summarise
+    from fmnist_core.runs.trained import get_or_train
+    from fmnist_core.store.cache import RunCache
+    from fmnist_core.training.config import RunConfig
+
+    os.environ.update(settings)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads)))
+    progress, stop = Queue(name), Event(name)
+    looked = {"at": 0.0, "stop": False}
+
+    def should_stop() -> bool:  # an event lives on the scheduler: ask twice a second, not every step
+        if time.monotonic() - looked["at"] > STOP_LOOK_SECONDS:
+            looked.update(at=time.monotonic(), stop=stop.is_set())
+        return looked["stop"]
+
+    run = get_or_train(
+        RunConfig.from_dict(json.loads(config_json)),
+        on_progress=progress.put,
+        should_stop=should_stop,
+        cache=RunCache(cache_root),
+    )
+    return summarise(run, cache_root)
+
+
+class Cluster:
+    def __init__(self, address: str):
+        from distributed import Client
+
+        self.client = Client(address)
+
+    def workers(self) -> int:
+        return max(1, len(self.client.scheduler_info()["workers"]))
+
+    def run(self, job, cache_root: str, settings: dict[str, str]) -> tuple[str, object]:
+        """Train `job` on a worker, recording its progress; ("done", summary) or ("error", why)."""
+        from distributed import Event, Queue
+
+        name = f"fmnist-{job.run_id}-{uuid.uuid4().hex[:8]}"
+        progress, stop = Queue(name, client=self.client), Event(name, client=self.client)
+        future = self.client.submit(
+            train_on_worker, job.config.to_json(), cache_root, name, settings, pure=False, retries=0
+        )
+        while True:
+            if job.stop_requested.is_set() and not stop.is_set():
+                stop.set()
+            ended = future.done()
+            while progress.qsize():
+                job.record(progress.get())
+            if ended:
+                break
+            time.sleep(0.2)
+        try:
+            return "done", future.result()
+        except Exception as error:  # the training failed there, or its worker died
+            return "error", f"on the cluster: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
