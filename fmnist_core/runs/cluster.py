@@ -15,12 +15,11 @@ STOP_LOOK_SECONDS = 0.5  # how often a training on a worker asks whether it was 
 
 def train_on_worker(config_json: str, cache_root: str, name: str, settings: dict[str, str]) -> dict:
     """Runs on a worker: train (or load) the run, progress into the queue `name`, stopped by the
-    event `name`; returns what a job's process sends back (jobs.summarise)."""
+    event `name`; returns what a job's process sends back (trained.summarise)."""
     import torch
     from distributed import Event, Queue, get_worker
 
-    from fmnist_core.runs.jobs import summarise
-    from fmnist_core.runs.trained import get_or_train
+    from fmnist_core.runs.trained import get_or_train, summarise
     from fmnist_core.store.cache import RunCache
     from fmnist_core.training.config import RunConfig
 

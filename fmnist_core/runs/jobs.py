@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fmnist_core.runs.trained import TrainedRun, check_resources, get_or_train, load_run, model_with_weights
+from fmnist_core.runs.trained import (
+    TrainedRun,
+    check_resources,
+    get_or_train,
+    load_run,
+    model_with_weights,
+    summarise,
+)
 from fmnist_core.store.cache import RunCache
 from fmnist_core.store.prune import over_cap
 from fmnist_core.training.config import RunConfig
@@ -450,25 +457,6 @@ def own_settings() -> dict[str, str]:
     """The lab's environment settings (FMNIST_DATA, FMNIST_BF16, ...) as they are now: a forked
     job would otherwise see them as they were when the fork server started."""
     return {key: value for key, value in os.environ.items() if key.startswith("FMNIST_")}
-
-
-def summarise(run: TrainedRun, cache_root: str) -> dict:
-    """What a job's process sends back: the run's record, and its weights where the cache lacks them."""
-    saved = run.completed and RunCache(cache_root).exists(run.run_id)
-    state = None
-    if not saved:  # as bytes: torch's own tensor pickling shares memory that dies with this process
-        buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, buffer)
-        state = buffer.getvalue()
-    return {
-        "config": run.config.to_dict(),
-        "state": state,
-        "history": run.history,
-        "metrics": run.metrics,
-        "cached": run.cached,
-        "completed": run.completed,
-        "note": run.note,
-    }
 
 
 def train_in_child(config_json: str, cache_root: str, messages, stop, settings: dict[str, str]) -> None:

@@ -4,6 +4,7 @@ trained, or found in the cache. The layer between the registry, the training loo
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -363,3 +364,22 @@ def _save(cache: RunCache, run: TrainedRun) -> str:
             failure = f"not saved to {cache.folder(run.run_id)} ({type(error).__name__}: {error})"
             log.warning("save %d of run %s failed: %s", attempt, run.run_id, failure)
     return f"trained, but {failure}"
+
+
+def summarise(run: TrainedRun, cache_root: str) -> dict:
+    """What a job's process sends back: the run's record, and its weights where the cache lacks them."""
+    saved = run.completed and RunCache(cache_root).exists(run.run_id)
+    state = None
+    if not saved:  # as bytes: torch's own tensor pickling shares memory that dies with this process
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in run.model.state_dict().items()}, buffer)
+        state = buffer.getvalue()
+    return {
+        "config": run.config.to_dict(),
+        "state": state,
+        "history": run.history,
+        "metrics": run.metrics,
+        "cached": run.cached,
+        "completed": run.completed,
+        "note": run.note,
+    }
