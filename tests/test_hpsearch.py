@@ -200,7 +200,7 @@ def test_a_sweep_from_the_app_queues_its_trials_as_jobs_and_prunes_them_there(is
     for row in pruned.itertuples():
         assert queue.get(row.run_id).state == "stopped" and not cache.exists(row.run_id)
         kept = cache.stopped.summary(row.run_id)["epochs_done"]  # the child may finish the epoch under way
-        assert row.pruned_at_epoch == 1 and 1 <= kept < 6
+        assert 1 <= row.pruned_at_epoch <= kept < 6  # epochs can arrive together: pruned at the later
     for row in table[table["state"] == "COMPLETE"].itertuples():
         assert queue.get(row.run_id).state == "done" and cache.exists(row.run_id)
         assert 0 < row.test_accuracy <= 1
