@@ -2,9 +2,6 @@
 the trials queue as ordinary jobs (each an ordinary cached run, validated on a holdout split of
 the training images), pruned early by Optuna's median pruner."""
 
-import hashlib
-import json
-
 import streamlit as st
 
 from fmnist_core.models import get_spec, list_models
@@ -59,8 +56,7 @@ with right:
 plan = None
 if names and all(params):
     fixed = (("epochs", epochs), ("train_subset", TRAINING_IMAGES[images]))
-    what = json.dumps([model, [p.text() for p in params], sampler, prune, fixed], default=str)
-    name = f"{model}_{hashlib.sha256(what.encode()).hexdigest()[:8]}"  # the same plan continues its sweep
+    name = hpsearch.plan_name(model, params, sampler, "median" if prune else "none", dict(fixed))
     try:
         plan = hpsearch.SweepPlan(
             name, model, tuple(params), int(trials), sampler, "median" if prune else "none", fixed

@@ -273,7 +273,6 @@ def command_sweep(args) -> int:
 
 
 def command_sweep_hp(args) -> int:
-    from fmnist_core.base.files import checksum
     from fmnist_core.studies import hpsearch
 
     params = tuple(hpsearch.parse_param(text) for text in args.param)
@@ -282,8 +281,7 @@ def command_sweep_hp(args) -> int:
         fixed["epochs"] = args.epochs
     if args.subset:
         fixed["train_subset"] = args.subset
-    described = json.dumps([args.model, sorted(args.param), args.sampler, args.prune, sorted(fixed.items())])
-    name = args.name or f"{args.model}_{checksum(described)[:8]}"
+    name = args.name or hpsearch.plan_name(args.model, params, args.sampler, args.prune, fixed)
     plan = hpsearch.SweepPlan(
         name, args.model, params, args.trials, args.sampler, args.prune, tuple(sorted(fixed.items()))
     )

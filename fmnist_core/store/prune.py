@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections import Counter
 
 from filelock import FileLock, Timeout
 
@@ -117,15 +118,15 @@ def over_cap(cache: RunCache, max_bytes: int, pinned: set[str]) -> list[tuple[st
     for run_id in sizes:
         config = cache.recover_config(run_id)
         encoder_of[run_id] = config.settings.get("encoder_run") if config is not None else None
+    users = Counter(encoder for encoder in encoder_of.values() if encoder)  # kept runs built on each
     removed = []
     for run_id in sorted(sizes, key=age):
         if total <= max_bytes:
             break
-        needed = {
-            encoder for other, encoder in encoder_of.items() if encoder and other in sizes and other != run_id
-        }
-        if run_id in pinned or run_id in needed:
+        if run_id in pinned or users[run_id]:  # pinned, or a kept run builds on it
             continue
+        if encoder_of[run_id]:
+            users[encoder_of[run_id]] -= 1
         with cache.lock(run_id):
             cache.delete(run_id)
         freed = sizes.pop(run_id)

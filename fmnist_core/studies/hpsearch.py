@@ -179,6 +179,19 @@ class SweepPlan:
         )
 
 
+def plan_name(model: str, params, sampler: str, pruner: str, fixed: dict) -> str:
+    """A sweep's default name: the same plan (whatever its trial count) names the same sweep, so
+    asking again continues it."""
+    import json
+
+    from fmnist_core.base.files import checksum
+
+    described = json.dumps(
+        [model, sorted(p.text() for p in params), sampler, pruner, sorted(fixed.items())], default=str
+    )
+    return f"{model}_{checksum(described)[:8]}"
+
+
 def storage_path(cache: RunCache, name: str) -> Path:
     return cache.root / SWEEPS / f"{name}.journal"
 
