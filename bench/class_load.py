@@ -1,14 +1,22 @@
-"""A class on one lab: 10 and 30 browser sessions on pages with charts while a job trains.
+"""A class on one lab: 10 and 30 sessions on pages with charts while a job trains.
 
 Starts `streamlit run app.py` on a temporary cache (two small runs to show), times one training
 alone (in its own process, as the app's jobs train), then for each session count opens that many
-browser contexts in headless Chromium (Home, Compare runs and Explore runs in turn), each loading
-its page again and again while the same training runs, and prints the page renders' p50 / p95,
-the training's slowdown against alone, the server's peak memory, and any session that saw an
-error or lost its connection. The browsers run on the same cores as the server: a class's
-browsers would not, so the slowdowns here are an upper bound.
+sessions (Home, Compare runs and Explore runs in turn), each running its page again and again
+while the same training runs, and prints the page renders' p50 / p95, the training's slowdown
+against alone, the server's peak memory, and any session that saw an error or lost its connection.
 
-Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3]
+Two kinds of session:
+  --client protocol (default): a websocket client that speaks Streamlit's own protocol (the
+    BackMsg / ForwardMsg protobufs a browser sends and receives). Sessions arrive spread over the
+    first `--every` seconds; each stays connected,
+    reruns its page every `--every` seconds (a person clicking) and, in between, reruns the
+    page's live fragments at the intervals the server asks for (as a browser does). No browser
+    runs on the server's cores, so this measures the server itself.
+  --client browser: headless Chromium contexts that load the page again and again. The browsers
+    share the server's cores here (a class's would not): an upper bound.
+
+Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3] [--client protocol]
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from math import nan
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,7 +74,83 @@ async def one_session(browser, url: str, index: int, training: threading.Thread,
     return {"times": times, "broken": broken, "dropped": ""}
 
 
-async def sessions(url: str, count: int, training: threading.Thread, every: float) -> list[dict]:
+async def run_script(ws, page: str, timers: dict, fragment: str = "") -> tuple[float, int]:
+    """Ask the server to run `page` (or one of its fragments) and read its answer to the end.
+
+    Returns the seconds until the run finished and how many exceptions it drew; the fragments
+    the page asks to rerun are kept in `timers` (id -> [interval, next time due])."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    ask = BackMsg()
+    ask.rerun_script.page_name = page
+    ask.rerun_script.fragment_id = fragment
+    ask.rerun_script.is_auto_rerun = bool(fragment)
+    began, errors = time.perf_counter(), 0
+    await ws.send(ask.SerializeToString())
+    while True:
+        answer = ForwardMsg()
+        answer.ParseFromString(await asyncio.wait_for(ws.recv(), timeout=300))
+        kind = answer.WhichOneof("type")
+        if kind == "delta" and answer.delta.WhichOneof("type") == "new_element":
+            errors += answer.delta.new_element.WhichOneof("type") == "exception"
+        elif kind == "auto_rerun":
+            interval = answer.auto_rerun.interval
+            timers[answer.auto_rerun.fragment_id] = [interval, time.perf_counter() + interval]
+        elif kind == "script_finished" and answer.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+            took = time.perf_counter() - began
+            return took, errors + (answer.script_finished == ForwardMsg.FINISHED_WITH_COMPILE_ERROR)
+
+
+async def protocol_session(
+    url: str, index: int, training: threading.Thread, every: float, delay: float
+) -> dict:
+    """One person on one page, through Streamlit's websocket protocol (see the module's note),
+    arriving `delay` seconds after the first (a class does not press Enter in one instant)."""
+    import websockets
+
+    page = PAGES[index % len(PAGES)]
+    times, fragment_times, broken = [], [], 0
+    stream = url.replace("http", "ws", 1) + "/_stcore/stream"
+    try:
+        await asyncio.sleep(delay)
+        async with websockets.connect(stream, subprotocols=["streamlit"], origin=url, max_size=None) as ws:
+            while training.is_alive() or len(times) < 3:
+                timers: dict = {}
+                took, errors = await run_script(ws, page, timers)
+                times.append(took)
+                broken += errors
+                until = time.perf_counter() + max(0.0, every - took)
+                while (now := time.perf_counter()) < until:
+                    fragment, (interval, due) = min(
+                        timers.items(), key=lambda item: item[1][1], default=("", (0, until))
+                    )
+                    if due > now:
+                        await asyncio.sleep(min(due, until) - now)
+                        continue
+                    took, errors = await run_script(ws, page, timers, fragment)
+                    fragment_times.append(took)
+                    broken += errors
+                    timers[fragment] = [interval, time.perf_counter() + interval]
+    except Exception as error:  # a session that could not finish counts as dropped
+        return {
+            "times": times,
+            "fragments": fragment_times,
+            "broken": broken,
+            "dropped": f"{type(error).__name__}: {str(error)[:120]}",
+        }
+    return {"times": times, "fragments": fragment_times, "broken": broken, "dropped": ""}
+
+
+async def sessions(
+    url: str, count: int, training: threading.Thread, every: float, client: str = "browser"
+) -> list[dict]:
+    if client == "protocol":
+        return list(
+            await asyncio.gather(
+                *(protocol_session(url, i, training, every, i * every / count) for i in range(count))
+            )
+        )
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -84,13 +169,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", default="10,30")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between a session's loads")
+    parser.add_argument("--client", choices=("protocol", "browser"), default="protocol")
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_class_")
     something_to_show(cache)
     server, url = start_server(cache)
     rows = []
     try:
-        asyncio.run(sessions(url, 1, threading.Thread(), args.every))  # the server's first visit warms it
+        asyncio.run(
+            sessions(url, 1, threading.Thread(), args.every, args.client)
+        )  # the server's first visit warms it
         alone = train_seconds(cache)
         print(f"training alone: {alone:.1f} s; {os.cpu_count()} cores", flush=True)
         for count in (int(c) for c in args.sessions.split(",")):
@@ -102,17 +190,26 @@ def main() -> None:
             watcher = threading.Thread(target=peak_memory, args=(server.pid, stop, memory))
             watcher.start()
             training.start()
-            found = asyncio.run(sessions(url, count, training, args.every))
+            found = asyncio.run(sessions(url, count, training, args.every, args.client))
             training.join()
             stop.set()
             watcher.join()
             times = [t for session in found for t in session["times"]] or [float("nan")]
+            fragments = [t for session in found for t in session.get("fragments", [])]
             rows.append(
                 (
                     count,
                     len(times),
                     statistics.median(times),
                     percentile(times, 0.95),
+                    (
+                        len(fragments),
+                        *(
+                            (statistics.median(fragments), percentile(fragments, 0.95))
+                            if fragments
+                            else (nan, nan)
+                        ),
+                    ),
                     result["seconds"] / alone,
                     max(memory) / 1024 if memory else float("nan"),
                     sum(session["broken"] for session in found),
@@ -129,13 +226,15 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    print(f"\nclient: {args.client}; a page rerun every {args.every:g} s per session")
     print(
-        "\nsessions  renders  p50      p95      training slowdown  server peak RSS  errors  dropped  server alive"
+        "sessions  renders  p50      p95      fragment reruns  p50      p95      training slowdown"
+        "  server peak RSS  errors  dropped  server alive"
     )
-    for count, n, p50, p95, slowdown, rss, broken, dropped, alive in rows:
+    for count, n, p50, p95, (nf, f50, f95), slowdown, rss, broken, dropped, alive in rows:
         print(
-            f"{count:>8}  {n:>7}  {p50:>5.2f} s  {p95:>5.2f} s  {slowdown:>15.2f}x  {rss:>12.0f} MB"
-            f"  {broken:>6}  {len(dropped):>7}  {alive}"
+            f"{count:>8}  {n:>7}  {p50:>5.2f} s  {p95:>5.2f} s  {nf:>15}  {f50:>5.2f} s  {f95:>5.2f} s"
+            f"  {slowdown:>15.2f}x  {rss:>12.0f} MB  {broken:>6}  {len(dropped):>7}  {alive}"
         )
         for why in dropped[:3]:
             print(f"          dropped: {why}")

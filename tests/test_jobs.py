@@ -315,3 +315,28 @@ def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_w
         assert long.state == STOPPED and not RunCache().exists(long.run_id)
         assert 1 <= RunCache().stopped.summary(long.run_id)["epochs_done"] < 40
         queue.close()
+
+
+def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_queue_goes_on():
+    import signal
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)
+        doomed = queue.submit(tiny(seed=41, epochs=40), owner="A")
+        wait_until(lambda: len(doomed.epochs) >= 1, 180)
+        with Client(cluster.scheduler_address) as client:
+            pids = client.run(os.getpid)
+            busy = [address for address, keys in client.processing().items() if keys]
+            assert len(busy) == 1
+            os.kill(pids[busy[0]], signal.SIGKILL)
+        queue.wait(doomed.run_id, timeout=120)
+        assert doomed.state == FAILED
+        assert "died" in doomed.error and busy[0] in doomed.error
+        assert not RunCache().exists(doomed.run_id)
+        # Dask did not quietly start it again elsewhere, and the next job trains as usual.
+        after = queue.submit(tiny(seed=42), owner="B")
+        queue.wait(after.run_id, timeout=180)
+        assert after.state == DONE and RunCache().exists(after.run_id)
+        queue.close()

@@ -1,7 +1,8 @@
 """The app's jobs on a Dask cluster: each job trains on one of the cluster's workers, into the
 cache folder they share with the server (the same path on every machine). Progress comes back
 through a Dask queue, Stop goes out through a Dask event; a worker that dies fails its job with a
-message and the queue goes on."""
+message and the queue goes on (Dask would otherwise start the task again on another worker, from
+its first step, while the job shows epochs already done)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import uuid
 
 STOP_LOOK_SECONDS = 0.5  # how often a training on a worker asks whether it was stopped
+ALIVE_LOOK_SECONDS = 1.0  # how often the server asks the scheduler whether a job's worker is still there
 
 
 def train_on_worker(config_json: str, cache_root: str, name: str, settings: dict[str, str]) -> dict:
@@ -26,6 +28,7 @@ def train_on_worker(config_json: str, cache_root: str, name: str, settings: dict
     os.environ.update(settings)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads)))
     progress, stop = Queue(name), Event(name)
+    progress.put({"worker": get_worker().address})  # where it trains: the server watches that worker
     looked = {"at": 0.0, "stop": False}
 
     def should_stop() -> bool:  # an event lives on the scheduler: ask twice a second, not every step
@@ -60,16 +63,34 @@ class Cluster:
         future = self.client.submit(
             train_on_worker, job.config.to_json(), cache_root, name, settings, pure=False, retries=0
         )
+        where, looked = "", time.monotonic()
         while True:
             if job.stop_requested.is_set() and not stop.is_set():
                 stop.set()
             ended = future.done()
             while progress.qsize():
-                job.record(progress.get())
+                item = progress.get()
+                if not isinstance(item, dict):
+                    job.record(item)
+                elif where:  # the task started again elsewhere: the worker it was on died
+                    return self._lost(future, stop, where)
+                else:
+                    where = item["worker"]
             if ended:
                 break
+            if where and time.monotonic() - looked > ALIVE_LOOK_SECONDS:
+                looked = time.monotonic()
+                if where not in self.client.nthreads():
+                    return self._lost(future, stop, where)
             time.sleep(0.2)
         try:
             return "done", future.result()
         except Exception as error:  # the training failed there, or its worker died
             return "error", f"on the cluster: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+    @staticmethod
+    def _lost(future, stop, where: str) -> tuple[str, str]:
+        """The worker training a job died: the job fails (no silent start again from scratch)."""
+        stop.set()  # a copy Dask may have started on another worker stops at its next look
+        future.cancel()
+        return "error", f"on the cluster: the worker {where} training this job died; its epochs are lost"
