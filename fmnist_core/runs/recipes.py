@@ -75,6 +75,7 @@ RECIPES = {
             "cnn",
             {"layers": DEEP_CNN_LAYERS},
             # 0.9461 test accuracy in 879 s on 2 cores in bf16 (0.945 first at 790 s, epoch 18).
+            # On an AVX2-only machine (fp32, ~190 s an epoch): 0.9450 in 3755 s (2026-12-02).
             # Measured before: 64/128 channels, 28 epochs 0.9428 in 835 s; 20 epochs in fp32 0.9417
             # in 928 s. fast_cnn's own network with shifts, 36 epochs: 0.9359 in 1050 s.
             dict(
