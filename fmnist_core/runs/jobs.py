@@ -333,7 +333,6 @@ class JobQueue:
             finally:
                 if self._cluster is None:
                     self._yield_cores(starting=False)
-                self._keep_under_cap(job)
 
     def _keep_under_cap(self, job: Job) -> None:
         """With a disk cap, the oldest runs go until the cache fits: never a pinned one, an encoder
@@ -395,6 +394,7 @@ class JobQueue:
             job.state = FAILED
             return
         job.result = self._result(job.config, payload)
+        self._keep_under_cap(job)  # before the job shows done: whoever waits on it finds the cap kept
         if job.result.cached and not job.epochs:
             history = job.result.history
             job.epochs = [
