@@ -545,7 +545,8 @@ def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
     config = RunConfig.for_model("mlp", epochs=2, train_subset=2000, test_subset=500)
     job_queue().submit(config)
     at.run()
-    assert any(i.value.startswith("Training now: mlp") for i in at.info), [i.value for i in at.info]
+    said = [i.value for i in at.info]
+    assert any(value.startswith(("Training now: mlp", "Queued: mlp")) for value in said), said
     deadline = time.monotonic() + 120
     while not RunCache().exists(config.run_id) or job_queue().get(config.run_id).active:
         assert time.monotonic() < deadline, "the job did not finish"
@@ -554,6 +555,32 @@ def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
     at.run()
     assert not any("No trained model yet" in i.value or "Training now" in i.value for i in at.info)
     assert any("Draw one garment" in c.value for c in at.caption)  # the page itself, past its guard
+
+
+def test_a_page_waiting_on_a_queued_job_says_queued_and_what_is_ahead_of_it():
+    from ui.state import job_queue
+
+    queue = job_queue()
+    ahead = queue.submit(RunConfig.for_model("mlp", epochs=30, train_subset=2000, test_subset=500))
+    waited = queue.submit(
+        RunConfig.for_model("conv_autoencoder", epochs=1, train_subset=2000, test_subset=500)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while queue.get(ahead.run_id).state != "running":
+            assert time.monotonic() < deadline, "the first job did not start"
+            time.sleep(0.2)
+        at = page(open_app(), "app_pages/classifier.py")  # it waits for an autoencoder, not the MLP
+        said = [i.value for i in at.info]
+        assert f"Queued: conv_autoencoder · `{waited.run_id[:6]}`, 1 training(s) ahead of it." in " ".join(
+            said
+        ), said
+        assert not any(value.startswith("Training now") for value in said), said
+    finally:
+        queue.stop(waited.run_id)
+        queue.stop(ahead.run_id)
+        queue.wait(ahead.run_id, timeout=120)
+        queue.wait(waited.run_id, timeout=120)
 
 
 @pytest.mark.parametrize(

@@ -270,7 +270,14 @@ def _waiting(run_ids: tuple, kinds: tuple, otherwise: str) -> None:
             st.info(otherwise)
         return
     st.session_state[key] = True
-    job = jobs[0]
+    job = min(jobs, key=lambda j: j.state == QUEUED)  # one that trains, where one does
+    if job.state == QUEUED:
+        ahead = job_queue().position(job.run_id) or 0
+        st.info(
+            f"Queued: {job.config.model} · `{job.run_id[:6]}`, {ahead} training(s) ahead of it. This page "
+            "fills in when it is done; no need to reload."
+        )
+        return
     progress = job.latest
     when = (
         f", ready in about {views.duration(progress.eta_seconds)}"
