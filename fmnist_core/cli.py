@@ -276,14 +276,17 @@ def command_sweep_hp(args) -> int:
     from fmnist_core.studies import hpsearch
 
     params = tuple(hpsearch.parse_param(text) for text in args.param)
-    fixed = dict(parse_assignments(args.set))
+    recipe = get_recipe(args.model) if args.model in list_recipes() else None
+    model = recipe.model if recipe else args.model
+    fixed = {**recipe.settings, **recipe.run} if recipe else {}  # a recipe's trials start from it
+    fixed.update(parse_assignments(args.set))
     if args.epochs is not None:
         fixed["epochs"] = args.epochs
     if args.subset:
         fixed["train_subset"] = args.subset
-    name = args.name or hpsearch.plan_name(args.model, params, args.sampler, args.prune, fixed)
+    name = args.name or hpsearch.plan_name(model, params, args.sampler, args.prune, fixed)
     plan = hpsearch.SweepPlan(
-        name, args.model, params, args.trials, args.sampler, args.prune, tuple(sorted(fixed.items()))
+        name, model, params, args.trials, args.sampler, args.prune, tuple(sorted(fixed.items()))
     )
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if args.backend == "dask":
@@ -364,7 +367,11 @@ def add_sweep_hp(commands) -> None:
     parser = commands.add_parser(
         "sweep-hp", help="search a model's settings with Optuna (trials are cached runs, pruned early)"
     )
-    parser.add_argument("model", choices=list_models())
+    parser.add_argument(
+        "model",
+        choices=list_models() + list_recipes(),
+        help="a model, or a named recipe its trials start from",
+    )
     parser.add_argument(
         "--param",
         action="append",
@@ -379,7 +386,11 @@ def add_sweep_hp(commands) -> None:
     parser.add_argument("--subset", type=int, default=0, help="train on this many images (0: all)")
     parser.add_argument("--name", help="the sweep's name (default: from its model, ranges and sampler)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a setting every trial shares"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model or run setting every trial shares (dropout=0.2, augment=flip)",
     )
     parser.add_argument("--backend", choices=["local", "dask"], default="local")
     parser.add_argument(

@@ -62,6 +62,37 @@ def test_a_plan_refuses_what_no_run_can_hold():
         SweepPlan("s", "mlp", (parse_param("dropout=0.5..1.5"),), 3)
 
 
+def test_a_sweep_from_a_recipe_starts_each_trial_from_it_and_the_trial_s_value_wins(isolated_cache, capsys):
+    from fmnist_core.cli import main
+    from fmnist_core.runs.recipes import get_recipe
+
+    recipe = get_recipe("fast_cnn")
+    plan = SweepPlan("r", "cnn", (parse_param("lr=1e-3..1e-2:log"),), 2, fixed=tuple(recipe.run.items()))
+    with pytest.raises(ValueError, match="--set colour: not a setting of cnn"):
+        SweepPlan("r", "cnn", (parse_param("lr=1e-3..1e-2:log"),), 2, fixed=(("colour", "red"),))
+    args = [
+        "fast_cnn",
+        "--param",
+        "lr=1e-3..1e-2:log",
+        "--trials",
+        "2",
+        "--prune",
+        "none",
+        "--name",
+        "from_recipe",
+    ]
+    assert main(["sweep-hp", *args, "--epochs", "1", "--subset", "1000", "--set", "test_subset=500"]) == 0
+    assert "2 complete" in capsys.readouterr().out
+    study = hpsearch.open_study(RunCache(isolated_cache), "from_recipe")
+    for trial in study.trials:
+        config = RunCache(isolated_cache).recover_config(trial.user_attrs["run_id"])
+        assert config.settings["layers"] == recipe.settings["layers"]  # the recipe's network
+        assert (config.augment, config.tta, config.schedule) == ("flip", "flip", "onecycle")  # its training
+        assert config.lr == pytest.approx(trial.params["lr"]) and config.lr != recipe.run["lr"]
+        assert (config.epochs, config.train_subset, config.validation) == (1, 1000, "holdout")
+    assert plan.config({"lr": 0.002}).lr == 0.002
+
+
 def test_the_grid_tries_the_ends_and_evenly_spaced_values_between():
     assert parse_param("lr=1e-4..1e-1:log").grid() == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
     assert parse_param("n1=16..64:int").grid() == [16, 32, 48, 64]
