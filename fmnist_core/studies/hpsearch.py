@@ -170,11 +170,11 @@ class SweepPlan:
         """The run a trial with these values trains: validated on a holdout split of train. The
         plan's fixed values (model or run settings) hold for every trial; a trial's own win."""
         keys = set(get_spec(self.model).settings_type.__dataclass_fields__)
+        allowed = (keys | set(RunConfig.__dataclass_fields__)) - {"model", "settings"}
         for where, given in (("--param", values), ("--set", dict(self.fixed))):
-            unknown = set(given) - keys - set(RunConfig.__dataclass_fields__) - {"model", "settings"}
-            if unknown or {"model", "settings"} & set(given):
-                name = sorted(unknown or {"model", "settings"} & set(given))[0]
-                raise ValueError(f"{where} {name}: not a setting of {self.model} nor of a run")
+            wrong = sorted(set(given) - allowed)
+            if wrong:
+                raise ValueError(f"{where} {wrong[0]}: not a setting of {self.model} nor of a run")
         merged = {"validation": "holdout", **dict(self.fixed), **values}
         settings = {k: v for k, v in merged.items() if k in keys}
         return RunConfig.for_model(self.model, settings, **{k: v for k, v in merged.items() if k not in keys})
