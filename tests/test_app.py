@@ -128,6 +128,7 @@ def test_a_claim_card_asks_for_a_guess_then_shows_the_verdict_over_seeds():
     assert len(notes) == 1 and "never predicted again" in notes[0]  # two rows, one note
 
 
+@pytest.mark.slow
 def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
     from ui.state import job_queue
 
@@ -178,6 +179,7 @@ def test_a_page_that_fails_shows_one_line_not_a_traceback(monkeypatch):
     assert any("the listing broke" in e.value and "untouched" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
     at = page(open_app(), "app_pages/autoencoder.py")
     at.slider(key="widget:conv_autoencoder:n").set_value(16).run()
@@ -326,6 +328,7 @@ def test_pickers_tell_runs_apart_and_put_the_best_first():
     assert any("300 imgs" in label for label in labels) and any("1k imgs" in label for label in labels)
 
 
+@pytest.mark.slow
 def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_it():
     at = page(open_app(), "app_pages/autoencoder.py")
     [button for button in at.button if button.label == "Train"][0].click().run()  # 10 epochs x 60,000
@@ -344,6 +347,7 @@ def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_i
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_stop_keeps_the_finished_epochs_in_view_and_continue_ends_the_run():
     from ui.state import job_queue
 
@@ -602,6 +606,7 @@ def test_each_page_starts_from_the_starter_sets_run(path, picker, model):
     assert [b for b in at.button if b.key == f"train:{config.run_id}"], [b.key for b in at.button]
 
 
+@pytest.mark.slow
 def test_a_vae_trains_from_the_autoencoder_page_and_the_latent_page_draws_its_prior():
     """Registered by its model file alone, the VAE gets its form (the β slider), its KL term in the
     curves, and the Latent space page's prior samples; no page names it."""
@@ -693,6 +698,7 @@ def test_the_classifier_page_shows_the_layer_table_before_training_and_follows_t
     assert table["output"].tolist()[:3] == ["8 x 28 x 28", "8 x 28 x 28", "8 x 14 x 14"]
 
 
+@pytest.mark.slow
 def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_reads_them():
     at = page(open_app(), "app_pages/hpsweep.py")
     at.selectbox(key="sweep:model").set_value("mlp").run()
@@ -726,6 +732,7 @@ def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_r
     assert not at.exception, at.exception[0].value
 
 
+@pytest.mark.slow
 def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said(monkeypatch):
     monkeypatch.setenv("FMNIST_CLASS", "1")  # as when served with --server.address 0.0.0.0
     monkeypatch.setenv("FMNIST_MAX_JOBS", "1")

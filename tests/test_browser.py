@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test_artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+pytestmark = [  # a browser and a server on the same 2 cores: minutes in all; CI runs them
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
 ONLY_OPENED = ["", "sweep", "hpsweep", "compare", "reports"]  # the rest are used below, each checked there
 
 
@@ -395,7 +398,6 @@ def test_pages_that_wait_for_a_job_fill_in_when_it_ends_without_a_reload(empty_a
             browser.close()
 
 
-@pytest.mark.slow  # the starter set's first four runs train for minutes; CI runs it
 def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_each_page_filled(isolated_cache):
     """At 0 min every page that lacks its model says what is training for it (never 'train one
     first' while one trains); as soon as the starter runs these pages open on are done (the MLP, the

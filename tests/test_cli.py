@@ -182,6 +182,7 @@ def test_repeated_settings_and_run_ids_that_are_paths_are_refused_in_one_line(ar
     assert named in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
     args = ["train", "mlp", "--epochs", "20", "--set", "train_subset=3000", "--set", "test_subset=1000"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FMNIST_CACHE": str(tmp_path / "cache")}

@@ -62,6 +62,7 @@ def test_a_plan_refuses_what_no_run_can_hold():
         SweepPlan("s", "mlp", (parse_param("dropout=0.5..1.5"),), 3)
 
 
+@pytest.mark.slow
 def test_a_sweep_from_a_recipe_starts_each_trial_from_it_and_the_trial_s_value_wins(isolated_cache, capsys):
     from fmnist_core.cli import main
     from fmnist_core.runs.recipes import get_recipe
@@ -189,6 +190,7 @@ def test_a_sweep_killed_midway_continues_with_its_finished_trials_intact(isolate
     assert len(after) == 4  # and the sweep ran the rest
 
 
+@pytest.mark.slow
 def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolated_cache):
     from distributed import Client, LocalCluster
 
@@ -205,6 +207,7 @@ def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolat
     assert all(cache.exists(t.user_attrs["run_id"]) for t in finished)  # into the one shared cache
 
 
+@pytest.mark.slow
 def test_a_sweep_from_the_app_queues_its_trials_as_jobs_and_prunes_them_there(isolated_cache):
     from fmnist_core.runs.jobs import JobQueue
     from fmnist_core.studies.hpqueue import QueuedSweep

@@ -291,6 +291,7 @@ def test_at_the_disk_cap_the_oldest_unpinned_runs_go_and_pinned_ones_stay():
     assert cache.exists(job.run_id) and cache.exists(runs[0].run_id) and not cache.exists(runs[2].run_id)
 
 
+@pytest.mark.slow
 def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_worker():
     from distributed import LocalCluster
 
@@ -317,6 +318,7 @@ def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_w
         queue.close()
 
 
+@pytest.mark.slow
 def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_queue_goes_on():
     import signal
 

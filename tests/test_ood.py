@@ -55,6 +55,7 @@ def detector(tmp_path_factory):
     return ood.fit_detector(run, load_data().train_images[-5000:, 0].numpy())
 
 
+@pytest.mark.slow
 def test_real_test_images_pass_and_non_garments_are_flagged(detector):
     real = load_data().test_images[:, 0].numpy()
     false_alarms = detector.flagged(real).mean()

@@ -84,6 +84,7 @@ def test_mlp_reaches_far_above_chance_with_progress_reports():
     assert all(r.step <= r.steps == 200 for r in reports)
 
 
+@pytest.mark.slow
 def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
     from fmnist_core.runs.recipes import get_recipe
 
@@ -93,6 +94,7 @@ def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
     assert result.history["val_accuracy"][1] > result.history["val_accuracy"][0]
 
 
+@pytest.mark.slow
 def test_bf16_training_learns_as_fp32_does_keeps_fp32_weights_and_is_repeatable():
     from fmnist_core.runs.recipes import get_recipe
 
