@@ -34,10 +34,15 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     return values
 
 
+def model_and_recipe(name: str):
+    """A command line's first argument: (the model, its recipe or None)."""
+    recipe = get_recipe(name) if name in list_recipes() else None
+    return (recipe.model if recipe else name), recipe
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run config the command line describes: the model's or a named recipe, then flags, then --set."""
-    recipe = get_recipe(args.model) if args.model in list_recipes() else None
-    model = recipe.model if recipe else args.model
+    model, recipe = model_and_recipe(args.model)
     model_keys = set(get_spec(model).settings_type.__dataclass_fields__)
     settings, overrides = {}, {}
     for key, value in parse_assignments(args.set).items():
@@ -276,8 +281,7 @@ def command_sweep_hp(args) -> int:
     from fmnist_core.studies import hpsearch
 
     params = tuple(hpsearch.parse_param(text) for text in args.param)
-    recipe = get_recipe(args.model) if args.model in list_recipes() else None
-    model = recipe.model if recipe else args.model
+    model, recipe = model_and_recipe(args.model)
     fixed = {**recipe.settings, **recipe.run} if recipe else {}  # a recipe's trials start from it
     fixed.update(parse_assignments(args.set))
     if args.epochs is not None:
@@ -368,9 +372,7 @@ def add_sweep_hp(commands) -> None:
         "sweep-hp", help="search a model's settings with Optuna (trials are cached runs, pruned early)"
     )
     parser.add_argument(
-        "model",
-        choices=list_models() + list_recipes(),
-        help="a model, or a named recipe its trials start from",
+        "model", choices=list_models() + list_recipes(), help="a model, or a recipe to start from"
     )
     parser.add_argument(
         "--param",
@@ -386,11 +388,7 @@ def add_sweep_hp(commands) -> None:
     parser.add_argument("--subset", type=int, default=0, help="train on this many images (0: all)")
     parser.add_argument("--name", help="the sweep's name (default: from its model, ranges and sampler)")
     parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a model or run setting every trial shares (dropout=0.2, augment=flip)",
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a setting all trials share"
     )
     parser.add_argument("--backend", choices=["local", "dask"], default="local")
     parser.add_argument(

@@ -237,9 +237,13 @@ def epoch_scrubber(history: dict, key: str) -> None:
     epoch_snapshot(history, epoch, key=f"scrub:{key}")
 
 
+def job_name(job) -> str:
+    return f"{job.config.model} · `{job.run_id[:6]}`"
+
+
 def describe_job(job) -> str:
     """One line for a job: model, short id, where it is."""
-    name = f"{job.config.model} · `{job.run_id[:6]}`"
+    name = job_name(job)
     progress = job.latest
     if job.state == QUEUED:
         return f"{name} · queued"
@@ -274,7 +278,7 @@ def _waiting(run_ids: tuple, kinds: tuple, otherwise: str) -> None:
     if job.state == QUEUED:
         ahead = job_queue().position(job.run_id) or 0
         st.info(
-            f"Queued: {job.config.model} · `{job.run_id[:6]}`, {ahead} training(s) ahead of it. This page "
+            f"Queued: {job_name(job)}, {ahead} training(s) ahead of it. This page "
             "fills in when it is done; no need to reload."
         )
         return
