@@ -8,7 +8,8 @@ from fmnist_core.models import get_spec, list_models
 from fmnist_core.studies import hpsearch
 from fmnist_core.studies.hpqueue import QueuedSweep
 from ui import keys, sweep_sections
-from ui.state import is_admin, job_queue, me, run_cache, sweep_drivers
+from ui.people import is_admin, me
+from ui.state import job_queue, run_cache, sweep_drivers
 from ui.widgets import TRAINING_IMAGES
 
 st.title("Hyperparameter sweep")

@@ -10,6 +10,7 @@ import threading
 import time
 
 from fmnist_core.analysis import classes_never_predicted
+from fmnist_core.base import environment
 from fmnist_core.data.fashion import DataError
 from fmnist_core.models import get_spec, list_models
 from fmnist_core.runs.recipes import get_recipe, list_recipes
@@ -81,18 +82,10 @@ def print_progress(progress: Progress) -> None:
 
 
 def summary(run) -> dict:
-    out = {
-        "run_id": run.run_id,
-        "model": run.config.model,
-        "cached": run.cached,
-        "completed": run.completed,
-        "epochs": run.metrics["epochs_done"],
-        "train_seconds": round(run.metrics["train_seconds"], 3),
-        "test_loss": run.metrics["test_loss"],
-    }
-    for key in ("test_accuracy", "test_mse"):
-        if key in run.metrics:
-            out[key] = run.metrics[key]
+    metrics = run.metrics
+    out = {"run_id": run.run_id, "model": run.config.model, "cached": run.cached, "completed": run.completed}
+    out.update(epochs=metrics["epochs_done"], train_seconds=round(metrics["train_seconds"], 3))
+    out.update({k: metrics[k] for k in ("test_loss", "test_accuracy", "test_mse") if k in metrics})
     if "test_confusion" in run.metrics:
         never = classes_never_predicted(run.metrics["test_confusion"])
         if never:
@@ -106,6 +99,16 @@ def command_models(args) -> int:
     for name in list_models():
         spec = get_spec(name)
         print(f"{name:20s} {spec.kind:12s} {spec.description}")
+    return 0
+
+
+def command_settings(args) -> int:
+    """The FMNIST_* settings, checked by main, and a scheduler's answer (scripts/run_app.sh asks)."""
+    if environment.scheduler():
+        from fmnist_core.runs.cluster import connect
+
+        connect(environment.scheduler(), "FMNIST_SCHEDULER").close()
+    print("\n".join([*environment.listing(), "settings: ok"]))
     return 0
 
 
@@ -294,11 +297,11 @@ def command_sweep_hp(args) -> int:
     )
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if args.backend == "dask":
-        from distributed import Client
+        from fmnist_core.runs.cluster import connect
 
         if not args.scheduler:
             raise ValueError("scheduler: --backend dask needs --scheduler ADDRESS (tcp://host:8786)")
-        with Client(args.scheduler) as client:
+        with connect(args.scheduler, "--scheduler") as client:
             study = hpsearch.sweep_on_cluster(plan, RunCache(), client, on_event=say)
     else:
         study = hpsearch.sweep(plan, RunCache(), on_event=say)
@@ -403,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the registered models").set_defaults(handler=command_models)
+    commands.add_parser("settings", help="check the FMNIST_* settings").set_defaults(handler=command_settings)
 
     train_parser = commands.add_parser("train", help="train a model, or load it from the cache")
     add_config_arguments(train_parser)
@@ -479,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        environment.check_all()  # a setting that is wrong: one line, whatever the command
         return args.handler(args)
     except EXPECTED_FAILURES as error:
         if args.debug:

@@ -752,7 +752,7 @@ def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said
     alice.slider(key="widget:conv_autoencoder:dropout").set_value(0.35).run()
     [b for b in alice.button if b.label == "Train"][0].click().run()
     assert any(
-        "limit: you have 1 jobs in the queue" in e.value and "FMNIST_MAX_JOBS" in e.value for e in alice.error
+        "limit: you have 1 job in the queue" in e.value and "FMNIST_MAX_JOBS" in e.value for e in alice.error
     )
     # On the page of Alice's config Bob watches her training live, with no Stop of his own.
     bob = page(bob, "app_pages/autoencoder.py")

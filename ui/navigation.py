@@ -5,12 +5,12 @@ own (file names in the sidebar, no page config) to a first visitor who came by a
 """
 
 import logging
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import streamlit as st
 
+from fmnist_core.base import environment
 from ui import keys, warmup
 
 log = logging.getLogger("fmnist_lab")
@@ -48,7 +48,12 @@ def unknown_path(url: str, base: str, known: set[str]) -> str | None:
 def run_app() -> None:
     """Page config, navigation, and the page the URL names."""
     st.set_page_config(page_title="Fashion-MNIST Lab", page_icon="👕", layout="wide")
-    navigation = st.navigation(pages())
+    try:
+        environment.check_all()  # scripts/run_app.sh checks before the server starts; this, if not
+    except ValueError as error:
+        st.error(f"The lab's settings: {error}. Fix it and start the lab again.")
+        st.stop()
+    navigation = st.navigation(pages(), expanded=True)  # every page in view: none behind "View more"
     try:
         if navigation.url_path:  # every page but Home imports torch and the data anyway: wait for them
             warmup.wait()
@@ -57,10 +62,17 @@ def run_app() -> None:
         st.session_state.pop(keys.LIVE_SHOWN, None)  # until this run's page shows a job's live view
         if warmup.ready():  # before that no job can run: nothing to list
             from fmnist_core.runs import starter
+            from ui import people
             from ui.panels import queue_sidebar
             from ui.state import job_queue, run_cache
 
-            starter.start_if_empty(job_queue(), run_cache())  # an empty cache trains the starter set
+            try:
+                queue = job_queue()
+            except ValueError as error:  # FMNIST_SCHEDULER unreachable: no queue to train through
+                st.error(f"The lab's settings: {error}. Fix it and start the lab again.")
+                st.stop()
+            people.arrive()
+            starter.start_if_empty(queue, run_cache())  # an empty cache trains the starter set
             with st.sidebar:
                 queue_sidebar()
         if not navigation.url_path and not st.session_state.get(keys.NAV_CHECKED_URL):
@@ -74,7 +86,7 @@ def run_app() -> None:
                 st.warning(f"There is no page at /{wrong}: here is Home. The lab's pages are in the sidebar.")
         navigation.run()
     except Exception as error:  # st.stop / st.rerun are BaseExceptions and pass through
-        if os.environ.get("FMNIST_DEBUG") == "1":  # the tests and developers see the traceback
+        if environment.flag("FMNIST_DEBUG"):  # the tests and developers see the traceback
             raise
         log.exception("page %s failed", navigation.title)
         st.error(

@@ -15,19 +15,8 @@ from fmnist_core.views.architecture import expected_seconds
 from ui import keys
 
 from . import plots
-from .state import (
-    class_mode,
-    enqueue,
-    fashion,
-    is_admin,
-    job_queue,
-    load_run,
-    may_stop,
-    run_cache,
-    runs_table,
-    stop_job,
-    whose,
-)
+from .people import class_mode, enqueue, is_admin, may_stop, stop_job, whose
+from .state import fashion, job_queue, load_run, run_cache, runs_table
 
 
 def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:

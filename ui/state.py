@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -12,14 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from fmnist_core import analysis
+from fmnist_core.base import environment
 from fmnist_core.data.fashion import FashionMNIST, load_data
-from fmnist_core.runs.jobs import LAB, JobQueue, Limits, workers_from_environment
+from fmnist_core.runs.jobs import JobQueue, Limits, workers_from_environment
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.runs.trained import load_run as load_cached_run
 from fmnist_core.store.cache import RunCache, default_root
 from fmnist_core.store.table import list_runs
 from fmnist_core.views import ood
-from ui import keys
 
 
 def run_cache() -> RunCache:
@@ -38,6 +36,8 @@ def _job_queue(root: str) -> JobQueue:
         Limits.from_environment(),
         estimate=_expected_seconds,
         workers=workers_from_environment(),
+        scheduler=environment.scheduler(),  # the jobs train on a Dask cluster's workers
+        scheduler_setting="FMNIST_SCHEDULER",
     )
 
 
@@ -52,78 +52,21 @@ def _expected_seconds(config) -> float:
     return estimate.seconds if estimate is not None else 0.0
 
 
+_QUEUE_FAILED: dict[str, str] = {}  # cache folder -> why its queue could not be built (a scheduler)
+
+
 def job_queue() -> JobQueue:
-    """One queue (and one training thread) per process and cache folder."""
-    return _job_queue(str(default_root().resolve()))
-
-
-LOCAL_ADDRESSES = {"", "localhost", "127.0.0.1", "::1"}
-
-
-def class_mode() -> bool:
-    """A lab served to others (its server.address is not this machine's own, or FMNIST_CLASS=1):
-    each job is then its askers' to stop. On a person's own machine everyone may stop anything."""
-    forced = os.environ.get("FMNIST_CLASS", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
-    return str(st.get_option("server.address") or "").strip() not in LOCAL_ADDRESSES
-
-
-def me() -> str:
-    """Who this visitor is to the queue: the signed-in person (st.login), else this browser session."""
-    if getattr(st.user, "is_logged_in", False):
-        return "user:" + str(st.user.get("email") or st.user.get("sub"))
-    return st.session_state.setdefault(keys.OWNER, "session:" + secrets.token_hex(8))
-
-
-def is_admin() -> bool:
-    """Whether this visitor may stop any job: always on a person's own machine; in a class, with
-    ?admin=FMNIST_ADMIN_TOKEN in the address once, or signed in as one of FMNIST_ADMINS (emails)."""
-    if not class_mode() or st.session_state.get(keys.ADMIN):
-        return True
-    token = os.environ.get("FMNIST_ADMIN_TOKEN", "")
-    admins = {e.strip().lower() for e in os.environ.get("FMNIST_ADMINS", "").split(",") if e.strip()}
-    signed_in = getattr(st.user, "is_logged_in", False) and str(st.user.get("email", "")).lower() in admins
-    if signed_in or (token and secrets.compare_digest(st.query_params.get("admin", ""), token)):
-        st.session_state[keys.ADMIN] = True
-        return True
-    return False
-
-
-def whose(job) -> str:
-    """A job's askers as this visitor sees them: you, the lab, or someone (never another's name)."""
-    mine = me() in job.owners
-    others = len([o for o in job.owners if o != me()])
-    if not job.owners or job.owners == [LAB]:
-        return "the lab"
-    if mine:
-        return "you" + (f" and {others} other{'s' if others > 1 else ''}" if others else "")
-    return "someone else" if others == 1 else f"{others} others"
-
-
-def may_stop(job) -> bool:
-    return is_admin() or me() in job.owners
-
-
-def enqueue(configs) -> bool:
-    """Queue `configs` in order for this visitor; a refusal (a limit, a config that cannot train
-    here) shown in one line on the page. True when all are queued."""
-    queue = job_queue()
+    """One queue (and one training thread) per process and cache folder. Where it cannot be built
+    (FMNIST_SCHEDULER unreachable) the same one line at once on every later ask: the settings are
+    read when the server starts, so only a restart can mend it."""
+    root = str(default_root().resolve())
+    if root in _QUEUE_FAILED:
+        raise ValueError(_QUEUE_FAILED[root])
     try:
-        for config in configs:
-            queue.submit(config, owner=me())
+        return _job_queue(root)
     except ValueError as error:
-        st.error(" ".join(str(error).split()))
-        return False
-    return True
-
-
-def stop_job(run_id: str) -> None:
-    """This visitor no longer wants the job (an admin stops it outright)."""
-    try:
-        job_queue().stop(run_id, None if is_admin() else me())
-    except PermissionError as error:
-        st.warning(str(error))
+        _QUEUE_FAILED[root] = " ".join(str(error).split())
+        raise
 
 
 @st.cache_resource(max_entries=24, show_spinner="Loading the model...")

@@ -13,7 +13,8 @@ from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.studies import suspects as suspect_study
 from ui import events, plots
 from ui.panels import train_missing, waiting_for
-from ui.state import enqueue, fashion, job_queue, run_cache
+from ui.people import enqueue
+from ui.state import fashion, job_queue, run_cache
 
 MAP_POINTS = 3000  # the map's points: a random sample of the images the run trained on
 

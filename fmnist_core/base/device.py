@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from fmnist_core.base import environment
+
 PRECISIONS = ("fp32", "bf16", "auto")  # auto: bf16 where the hardware does it natively, else fp32
 
 
@@ -15,7 +17,7 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
     """CUDA when present, else the CPU; `$FMNIST_DEVICE` or `name` overrides."""
     if isinstance(name, torch.device):
         return name
-    name = name or os.environ.get("FMNIST_DEVICE")
+    name = name or environment.device_name()
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -32,11 +34,9 @@ def native_bf16(device_type: str) -> bool:
     """Whether bfloat16 matrix work runs natively here: a CUDA GPU that has it, a CPU with AVX-512
     BF16 or AMX (emulated bf16 is slower than fp32). `$FMNIST_BF16=0` or `=1` says so instead, to
     see the lab as another machine would. Asked when a run trains, never at import."""
-    override = os.environ.get("FMNIST_BF16", "").strip()
-    if override in ("0", "1"):
-        return override == "1"
-    if override:
-        raise ValueError(f"FMNIST_BF16: {override!r} is not 0 or 1")
+    override = environment.optional_flag("FMNIST_BF16")
+    if override is not None:
+        return override
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported()
     return _cpu_has_bf16()

@@ -80,11 +80,45 @@ def remove_path(path: Path, strict: bool = False) -> None:
 
 MAX_JSON_DEPTH = 32  # the lab's own files nest 6 deep at most; json itself recurses past ~1,000
 MAX_JSON_BYTES = 256_000_000  # a history with cartography: ~88 KB an epoch, 1,000 epochs at most
+# Arrays and objects in one file: a listing of 5,000 runs has ~40 each; a history one list per key
+# (and a 10 x 10 matrix per epoch); 1,000,000 of them cost ~60 MB of Python at most.
+MAX_JSON_CONTAINERS = 1_000_000
+
+
+SCAN_CHUNK = 1 << 20  # bytes a step: the scan's memory is a few times this, whatever the input's size
+
+
+def json_shape(
+    data: bytes, stop_past_depth: int | None = None, stop_past_containers: int | None = None
+) -> tuple[int, int]:
+    """(deepest nesting, number of arrays and objects) of JSON text, brackets inside strings not
+    counted, found without parsing it: vectorised over the positions of quotes and brackets one
+    chunk at a time (bounded memory), stopping early past either limit."""
+    deepest = containers = depth = 0
+    inside_string = False
+    start = 0
+    while start < len(data):
+        end = min(start + SCAN_CHUNK, len(data))
+        while end < len(data) and data[end - 1] == 0x5C:  # never split a run of backslashes
+            end += 1
+        chunk_depth, chunk_deepest, opened, quotes = _scan_chunk(data[start:end], inside_string, depth)
+        deepest, containers, depth = max(deepest, chunk_deepest), containers + opened, chunk_depth
+        inside_string ^= quotes % 2 == 1
+        if (stop_past_depth is not None and deepest > stop_past_depth) or (
+            stop_past_containers is not None and containers > stop_past_containers
+        ):
+            break
+        start = end
+    return deepest, containers
 
 
 def json_depth(data: bytes) -> int:
-    """The deepest nesting of arrays and objects in JSON text (brackets inside strings do not
-    count), found without parsing it: vectorised over the positions of quotes and brackets."""
+    """The deepest nesting of arrays and objects in JSON text (see json_shape)."""
+    return json_shape(data)[0]
+
+
+def _scan_chunk(data: bytes, inside_string: bool, depth: int) -> tuple[int, int, int, int]:
+    """One chunk: (depth at its end, deepest in it, arrays and objects opened, unescaped quotes)."""
     codes = np.frombuffer(data, dtype=np.uint8)
     backslashes = np.flatnonzero(codes == ord("\\"))
     quotes = np.flatnonzero(codes == ord('"'))
@@ -100,21 +134,33 @@ def json_depth(data: bytes) -> int:
     closing = np.flatnonzero((codes == ord("]")) | (codes == ord("}")))
     brackets = np.concatenate([opening, closing])
     steps = np.concatenate([np.ones(opening.size, np.int64), -np.ones(closing.size, np.int64)])
-    outside = np.searchsorted(quotes, brackets) % 2 == 0  # an even number of quotes before it
+    # Outside a string: an even number of quotes before it (odd, where the chunk began inside one).
+    outside = np.searchsorted(quotes, brackets) % 2 == (1 if inside_string else 0)
     order = np.argsort(brackets[outside], kind="stable")
-    return int(np.cumsum(steps[outside][order]).max(initial=0))
+    levels = depth + np.cumsum(steps[outside][order])
+    opened = int(np.count_nonzero(steps[outside] > 0))
+    return int(levels[-1]) if levels.size else depth, int(levels.max(initial=depth)), opened, int(quotes.size)
 
 
-def parse_json(data: bytes | str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
-    """JSON text parsed with bounded size and depth; ValueError (one line) where it is not JSON,
-    too large or nested too deeply (json itself would die with RecursionError on `[` x 100,000)."""
+def parse_json(
+    data: bytes | str,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_bytes: int = MAX_JSON_BYTES,
+    max_containers: int = MAX_JSON_CONTAINERS,
+):
+    """JSON text parsed with bounded size, depth and number of arrays and objects; ValueError (one
+    line) where it is not JSON, too large, nested too deeply (json itself would die with
+    RecursionError on `[` x 100,000) or made of millions of tiny containers (`[{},{},...]`: 64 bytes
+    of Python a 3-byte `{},`, gigabytes for a file the size limit lets in)."""
     if isinstance(data, str):
         data = data.encode()
     if len(data) > max_bytes:
         raise ValueError(f"{len(data):,} bytes, more than the {max_bytes:,} a lab file may have")
-    depth = json_depth(data)
+    depth, containers = json_shape(data, max_depth, max_containers)
     if depth > max_depth:
-        raise ValueError(f"nested {depth} deep, more than the {max_depth} a lab file may be")
+        raise ValueError(f"nested more than {max_depth} deep, the most a lab file may be")
+    if containers > max_containers:
+        raise ValueError(f"more than {max_containers:,} arrays and objects, the most a lab file has")
     try:
         return json.loads(data)
     except RecursionError:

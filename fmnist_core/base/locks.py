@@ -4,11 +4,12 @@ what to do (a process under kill -STOP holds its lock for ever)."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+from fmnist_core.base import environment
 
 log = logging.getLogger("fmnist_core")
 
@@ -48,7 +49,7 @@ def wait_for_lock(lock: FileLock, root: Path, run_id: str, say) -> None:
     log.warning(message)
     say(message)
     stopped_since = None
-    patience = float(os.environ.get("FMNIST_LOCK_PATIENCE", LOCK_PATIENCE))
+    patience = environment.lock_patience(LOCK_PATIENCE)
     while True:
         try:
             lock.acquire(timeout=LOCK_POLL)
@@ -66,7 +67,7 @@ def wait_for_lock(lock: FileLock, root: Path, run_id: str, say) -> None:
                 )
                 log.warning(message)
                 say(message)
-            elif time.monotonic() - stopped_since > LOCK_PATIENCE:
+            elif time.monotonic() - stopped_since > patience:
                 raise LockedRunError(
                     f"run {run_id} is locked by process {holder}, stopped for over {patience:.0f} s: "
                     f"`kill -CONT {holder}` lets it go on, `kill {holder}` frees the run"

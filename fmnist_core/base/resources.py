@@ -14,6 +14,8 @@ import weakref
 import torch
 from torch import nn
 
+from fmnist_core.base import environment
+
 BYTES = 4  # per value: weights, activations and data are fp32 (bf16 autocast keeps fp32 copies)
 # Per weight, beside the weight itself and its gradient.
 OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "adamax": 2, "rmsprop": 1, "sgd": 1}
@@ -74,12 +76,9 @@ def training_bytes(skeleton: nn.Module, batch_size: int, optimizer: str, train_i
 
 def memory_limit(device: torch.device) -> int:
     """Bytes a run may use: $FMNIST_MEMORY_LIMIT_GB, else MEMORY_FRACTION of the device's memory."""
-    configured = os.environ.get("FMNIST_MEMORY_LIMIT_GB")
+    configured = environment.memory_limit_gb()
     if configured:
-        try:
-            return int(float(configured) * 1e9)
-        except ValueError:
-            raise ValueError(f"FMNIST_MEMORY_LIMIT_GB: {configured!r} is not a number of gigabytes") from None
+        return int(configured * 1e9)
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
     else:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fmnist_core.base import environment
 from fmnist_core.base.files import checksum
 from fmnist_core.data.labels import CLASS_NAMES
 
@@ -163,7 +164,7 @@ def load_from_folder(folder: Path, allow_other: bool | None = None) -> FashionMN
     """Parse and check the four files in `folder`: they must be the original files, byte for byte,
     unless `allow_other` (default: `$FMNIST_OTHER_DATA=1`), and then they are named by a digest."""
     if allow_other is None:
-        allow_other = os.environ.get(OTHER_DATA_FLAG, "") == "1"
+        allow_other = environment.flag(OTHER_DATA_FLAG)
     arrays, digests = {}, []
     for key, stem in FILES.items():
         path = _file_in(folder, stem)
@@ -213,4 +214,4 @@ def _load(folder: str, allow_other: bool) -> FashionMNIST:
 def load_data() -> FashionMNIST:
     """The real data set, loaded once per process; downloads it if no folder has it."""
     folder = find_data_folder() or download()
-    return _load(str(folder), os.environ.get(OTHER_DATA_FLAG, "") == "1")
+    return _load(str(folder), environment.flag(OTHER_DATA_FLAG))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import uuid
+from urllib.parse import urlsplit
 
 STOP_LOOK_SECONDS = 0.5  # how often a training on a worker asks whether it was stopped
 ALIVE_LOOK_SECONDS = 1.0  # how often the server asks the scheduler whether a job's worker is still there
@@ -45,11 +47,54 @@ def train_on_worker(config_json: str, cache_root: str, name: str, settings: dict
     return summarise(run, cache_root)
 
 
-class Cluster:
-    def __init__(self, address: str):
-        from distributed import Client
+CONNECT_SECONDS = 20.0  # a scheduler answers in well under a second; a web server never does
 
-        self.client = Client(address)
+
+def connect(address: str, name: str = "scheduler"):
+    """A Dask client on the scheduler at `address`, or a ValueError in one line naming `name` (an
+    address that is not one, nothing listening there, or something there that is no Dask scheduler:
+    a web server can keep the handshake waiting for ever, or answer bytes Dask reads as a length)."""
+    import threading
+
+    from fmnist_core.base import environment
+
+    address = environment.check_scheduler(address, name)
+    where = urlsplit(address)
+    try:  # nothing listening is said at once (Dask would retry for its whole timeout)
+        socket.create_connection((where.hostname, where.port), timeout=5).close()
+    except OSError as error:
+        raise ValueError(
+            f"{name}: nothing answers at {address} ({error.strerror or type(error).__name__}); "
+            "start the scheduler (dask scheduler) or fix the address"
+        ) from None
+    outcome: dict = {}
+
+    def attempt() -> None:
+        try:
+            from distributed import Client
+
+            client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+            client.scheduler_info()  # a real scheduler answers this; anything else fails here
+            outcome["client"] = client
+        except BaseException as error:  # numpy's MemoryError for a 3 EiB "frame" included
+            outcome["error"] = error
+
+    thread = threading.Thread(target=attempt, name="fmnist-dask-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_SECONDS + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    why = outcome.get("error")
+    reason = f"{type(why).__name__}: {' '.join(str(why).split())[:120]}" if why else "no answer"
+    raise ValueError(
+        f"{name}: no Dask scheduler answered at {address} within {CONNECT_SECONDS:.0f} s ({reason}); "
+        "start one (dask scheduler) or fix the address"
+    )
+
+
+class Cluster:
+    def __init__(self, address: str, name: str = "scheduler"):
+        self.client = connect(address, name)
 
     def workers(self) -> int:
         return max(1, len(self.client.scheduler_info()["workers"]))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fmnist_core.base import environment
 from fmnist_core.runs.trained import (
     TrainedRun,
     check_resources,
@@ -63,30 +64,13 @@ class Limits:
 
     @classmethod
     def from_environment(cls) -> Limits:
-        def number(name: str, kind):
-            text = os.environ.get(name, "").strip()
-            try:
-                value = kind(text) if text else 0
-            except ValueError:
-                raise ValueError(f"{name}: {text!r} is not a number") from None
-            if value < 0:
-                raise ValueError(f"{name}: {text!r} must be 0 (no limit) or more")
-            return value
-
-        return cls(
-            number("FMNIST_MAX_JOBS", int),
-            number("FMNIST_MAX_QUEUE_MINUTES", float),
-            number("FMNIST_MAX_CACHE_GB", float),
-        )
+        return cls(environment.max_jobs(), environment.max_queue_minutes(), environment.max_cache_gb())
 
 
 def workers_from_environment() -> int:
     """How many jobs train at once (FMNIST_WORKERS, default 1: on 2 cores two at a time ran about
     24x slower each); each gets its share of the cores."""
-    text = os.environ.get("FMNIST_WORKERS", "").strip() or "1"
-    if not text.isdigit() or not 1 <= int(text) <= 64:
-        raise ValueError(f"FMNIST_WORKERS: {text!r} must be a whole number from 1 to 64")
-    return int(text)
+    return environment.workers()
 
 
 @dataclass
@@ -138,6 +122,7 @@ class JobQueue:
         workers: int = 1,
         pinned=None,
         scheduler: str = "",
+        scheduler_setting: str = "scheduler",
     ):
         if not isinstance(workers, int) or not 1 <= workers <= 64:
             raise ValueError(f"workers: {workers!r} must be a whole number from 1 to 64")
@@ -145,7 +130,7 @@ class JobQueue:
         if scheduler:  # jobs go to a Dask cluster's workers, one at a time each
             from fmnist_core.runs.cluster import Cluster
 
-            self._cluster = Cluster(scheduler)
+            self._cluster = Cluster(scheduler, scheduler_setting)
             workers = self._cluster.workers()
         self.cache = cache or RunCache()
         self.limits = limits or Limits()
@@ -196,7 +181,7 @@ class JobQueue:
         mine = [job for job in self._jobs.values() if job.active and owner in job.owners]
         if self.limits.jobs and len(mine) >= self.limits.jobs:
             raise ValueError(
-                f"limit: you have {len(mine)} jobs in the queue, the most one person may have is "
+                f"limit: you have {len(mine)} job{'s' if len(mine) != 1 else ''} in the queue, the most one person may have is "
                 f"{self.limits.jobs} (FMNIST_MAX_JOBS; 0 for no limit): wait for one to finish or cancel one"
             )
         minutes = (sum(job.seconds for job in mine) + seconds) / 60
@@ -455,8 +440,9 @@ def job_context():
 
 def own_settings() -> dict[str, str]:
     """The lab's environment settings (FMNIST_DATA, FMNIST_BF16, ...) as they are now: a forked
-    job would otherwise see them as they were when the fork server started."""
-    return {key: value for key, value in os.environ.items() if key.startswith("FMNIST_")}
+    job would otherwise see them as they were when the fork server started. Secrets (the admin
+    token) stay in the server."""
+    return environment.for_jobs()
 
 
 def train_in_child(config_json: str, cache_root: str, messages, stop, settings: dict[str, str]) -> None:
@@ -466,7 +452,7 @@ def train_in_child(config_json: str, cache_root: str, messages, stop, settings: 
         del os.environ[key]
     os.environ.update(settings)
     try:
-        torch.set_num_threads(int(os.environ.get(JOB_THREADS) or 0) or max(1, os.cpu_count() or 1))
+        torch.set_num_threads(environment.job_threads() or max(1, os.cpu_count() or 1))
         config = RunConfig.from_dict(json.loads(config_json))
         run = get_or_train(
             config,

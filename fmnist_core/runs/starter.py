@@ -3,9 +3,9 @@ show within minutes of a first start. FMNIST_STARTER=0 turns it off."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from fmnist_core.base import environment
 from fmnist_core.runs.recipes import get_recipe
 from fmnist_core.store.cache import RunCache
 from fmnist_core.training.config import RunConfig
@@ -54,7 +54,7 @@ def starting_recipe(model: str) -> str | None:
 
 
 def enabled() -> bool:
-    return os.environ.get(SWITCH, "1") != "0"
+    return environment.flag(SWITCH, True)
 
 
 def start_if_empty(queue, cache: RunCache) -> list[Starter]:

@@ -277,9 +277,13 @@ def reproduce(
     if backend == "dask":
         from distributed import Client
 
+        from fmnist_core.runs.cluster import connect
+
         # Workers must see the same cache folder (a shared disk) to read encoders and write runs.
         client = (
-            Client(scheduler) if scheduler else Client(processes=False, n_workers=1, threads_per_worker=jobs)
+            connect(scheduler, "--scheduler")
+            if scheduler
+            else Client(processes=False, n_workers=1, threads_per_worker=jobs)
         )
     try:
         seconds = train_missing([e.config for e in entries], cache, jobs, backend, on_event)

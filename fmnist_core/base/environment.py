@@ -1,0 +1,227 @@
+"""The lab's settings from the environment (FMNIST_*): each read through one function here that
+validates it, and all of them checked together at start-up (`check_all`), so a typo, a NaN or a
+word the lab does not know is one line naming the setting, never a setting taken silently."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from urllib.parse import urlsplit
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+MIN_ADMIN_TOKEN = 16  # characters: a token guessed by hand or by a short brute force is no token
+# Settings a job's process or a Dask worker needs nothing of: never handed to them (a worker's
+# environment may be read by whoever runs it).
+SECRET = ("FMNIST_ADMIN_TOKEN", "FMNIST_ADMINS", "FMNIST_TRUSTED_HEADER")
+
+
+def _text(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def flag(name: str, default: bool = False) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off (any case); unset or blank: `default`."""
+    text = _text(name).lower()
+    if not text:
+        return default
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}: {os.environ[name]!r} is not one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}")
+
+
+def optional_flag(name: str) -> bool | None:
+    """A yes/no setting where unset means "decide for me" (None)."""
+    return flag(name) if _text(name) else None
+
+
+def number(
+    name: str, default: float, *, low: float = 0.0, above_low: bool = False, whole: bool = False, high=None
+):
+    """A finite number from `low` (or above it) to `high`; unset or blank: `default`."""
+    text = _text(name)
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"{name}: {text[:40]!r} is not {kind}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: {text!r} is not a finite number")
+    if value < low or (above_low and value == low):
+        raise ValueError(f"{name}: {text!r} must be {'above' if above_low else 'at least'} {low:g}")
+    if high is not None and value > high:
+        raise ValueError(f"{name}: {text!r} must be at most {high:g}")
+    return value
+
+
+def max_jobs() -> int:
+    """Queued or running jobs one person may have (0: no limit)."""
+    return number("FMNIST_MAX_JOBS", 0, whole=True, high=10_000)
+
+
+def max_queue_minutes() -> float:
+    """Estimated minutes of training one person may have queued (0: no limit)."""
+    return number("FMNIST_MAX_QUEUE_MINUTES", 0.0, high=1e6)
+
+
+def max_cache_gb() -> float:
+    """The cache's disk cap in GiB (0: none)."""
+    return number("FMNIST_MAX_CACHE_GB", 0.0, high=1e6)
+
+
+def memory_limit_gb() -> float | None:
+    """Gigabytes a run may use (None: half the device's memory)."""
+    value = number("FMNIST_MEMORY_LIMIT_GB", 0.0, above_low=True, high=1e6)
+    return value or None
+
+
+def lock_patience(default: float) -> float:
+    """Seconds a stopped holder of a run's lock is waited for."""
+    return number("FMNIST_LOCK_PATIENCE", default, above_low=True, high=1e6)
+
+
+def workers() -> int:
+    """How many jobs train at once."""
+    return number("FMNIST_WORKERS", 1, low=1, whole=True, high=64)
+
+
+def job_threads() -> int:
+    """A job's process: its torch threads (0: all the cores)."""
+    return number("FMNIST_JOB_THREADS", 0, whole=True, high=4096)
+
+
+SCHEMES = ("tcp", "tls")
+
+
+def scheduler() -> str:
+    """The Dask scheduler the app's jobs go to ("" for none): tcp://HOST:PORT or tls://HOST:PORT
+    (a bare HOST:PORT means tcp)."""
+    return check_scheduler(_text("FMNIST_SCHEDULER"), "FMNIST_SCHEDULER")
+
+
+def check_scheduler(address: str, name: str = "scheduler") -> str:
+    """A Dask scheduler's address checked before anything connects: a known scheme, a host, a port."""
+    if not address:
+        return ""
+    shown = address if len(address) <= 80 else address[:77] + "..."
+    full = address if "://" in address else "tcp://" + address
+    parts = urlsplit(full)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(
+            f"{name}: {shown!r} is not a Dask scheduler's address (tcp://HOST:PORT or tls://HOST:PORT)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or not 1 <= port <= 65535 or parts.path not in ("", "/"):
+        raise ValueError(f"{name}: {shown!r} needs a host and a port from 1 to 65535 (tcp://HOST:8786)")
+    if port == 8787:
+        raise ValueError(
+            f"{name}: port 8787 is Dask's dashboard (a web page); the scheduler listens on its own port, "
+            "8786 unless it was started with another"
+        )
+    return full.rstrip("/")
+
+
+def admin_token() -> str:
+    """The token that makes a visitor an admin (?admin=TOKEN once); "" for none. A blank or short
+    one is refused: it would let anyone who guesses it stop every job."""
+    if "FMNIST_ADMIN_TOKEN" not in os.environ:
+        return ""
+    token = os.environ["FMNIST_ADMIN_TOKEN"]
+    if not token.strip():
+        raise ValueError("FMNIST_ADMIN_TOKEN: blank; unset it, or give at least 16 characters")
+    if len(token) < MIN_ADMIN_TOKEN or not token.isprintable() or token != token.strip():
+        raise ValueError(
+            f"FMNIST_ADMIN_TOKEN: {len(token)} characters or spaces at its ends; give at least "
+            f"{MIN_ADMIN_TOKEN} printable ones (python -c 'import secrets; print(secrets.token_urlsafe())')"
+        )
+    return token
+
+
+def admins() -> set[str]:
+    """Signed-in people (emails) who may stop any job."""
+    emails = {e.strip().lower() for e in os.environ.get("FMNIST_ADMINS", "").split(",") if e.strip()}
+    bad = [e for e in emails if not re.fullmatch(r"[^@\s]+@[^@\s]+", e)]
+    if bad:
+        raise ValueError(f"FMNIST_ADMINS: {bad[0][:60]!r} is not an email address")
+    return emails
+
+
+def trusted_header() -> str:
+    """The request header a reverse proxy sets to the signed-in person ("" for none)."""
+    name = _text("FMNIST_TRUSTED_HEADER")
+    if name and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name):
+        raise ValueError(f"FMNIST_TRUSTED_HEADER: {name[:40]!r} is not a header name (e.g. X-Forwarded-User)")
+    return name
+
+
+def device_name() -> str:
+    """The device runs train on ("" for the lab's choice: CUDA when present, else the CPU)."""
+    name = _text("FMNIST_DEVICE")
+    if name and not re.fullmatch(r"(cpu|cuda|mps|xpu)(:\d{1,2})?", name):
+        raise ValueError(f"FMNIST_DEVICE: {name[:40]!r} is not a device (cpu, cuda, cuda:1, mps)")
+    return name
+
+
+def folder(name: str) -> str:
+    """A folder the lab reads ("" when unset): it must exist."""
+    text = _text(name)
+    if text and not os.path.isdir(text):
+        raise ValueError(f"{name}: {text[:120]!r} is not a folder")
+    return text
+
+
+# Every setting with the reader that validates it: check_all runs them all; a name not here is a typo.
+READERS = {
+    "FMNIST_DATA": lambda: folder("FMNIST_DATA"),
+    "FMNIST_CACHE": lambda: _text("FMNIST_CACHE"),
+    "FMNIST_OTHER_DATA": lambda: flag("FMNIST_OTHER_DATA"),
+    "FMNIST_BF16": lambda: optional_flag("FMNIST_BF16"),
+    "FMNIST_DEVICE": device_name,
+    "FMNIST_STARTER": lambda: flag("FMNIST_STARTER", True),
+    "FMNIST_DEBUG": lambda: flag("FMNIST_DEBUG"),
+    "FMNIST_CLASS": lambda: optional_flag("FMNIST_CLASS"),
+    "FMNIST_MAX_JOBS": max_jobs,
+    "FMNIST_MAX_QUEUE_MINUTES": max_queue_minutes,
+    "FMNIST_MAX_CACHE_GB": max_cache_gb,
+    "FMNIST_MEMORY_LIMIT_GB": memory_limit_gb,
+    "FMNIST_LOCK_PATIENCE": lambda: lock_patience(1.0),
+    "FMNIST_WORKERS": workers,
+    "FMNIST_JOB_THREADS": job_threads,
+    "FMNIST_SCHEDULER": scheduler,
+    "FMNIST_ADMIN_TOKEN": admin_token,
+    "FMNIST_ADMINS": admins,
+    "FMNIST_TRUSTED_HEADER": trusted_header,
+}
+
+
+def check_all() -> None:
+    """Every FMNIST_* setting validated: ValueError, one line naming the first one that is wrong
+    (a name the lab does not know included, with the nearest it does)."""
+    for name in sorted(key for key in os.environ if key.startswith("FMNIST_")):
+        if name not in READERS:
+            near = difflib.get_close_matches(name, READERS, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ValueError(f"{name}: not a setting of the lab{hint}; the README lists them")
+    for reader in READERS.values():
+        reader()
+
+
+def listing() -> list[str]:
+    """The settings in force as NAME=value lines, secrets shown only as set."""
+    return [f"{n}={'(set)' if n in SECRET else os.environ[n]}" for n in sorted(READERS) if n in os.environ]
+
+
+def for_jobs() -> dict[str, str]:
+    """The lab's settings as a job's process or a worker needs them: no secrets."""
+    return {
+        key: value for key, value in os.environ.items() if key.startswith("FMNIST_") and key not in SECRET
+    }

@@ -1,0 +1,235 @@
+"""The lab's FMNIST_* settings: each validated once, wrong ones refused in one line naming them,
+secrets kept from jobs; the identity a visitor keeps; JSON read with bounded memory."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fmnist_core.base import environment
+from fmnist_core.base.files import json_shape
+from fmnist_core.runs.jobs import Limits, own_settings
+from fmnist_core.store import identity
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("FMNIST_CLASS", "maybe", "not one of"),
+        ("FMNIST_MAX_QUEUE_MINUTES", "nan", "not a finite number"),
+        ("FMNIST_MAX_CACHE_GB", "nan", "not a finite number"),
+        ("FMNIST_MAX_CACHE_GB", "-1", "at least 0"),
+        ("FMNIST_MAX_JOBS", "1.5", "not a whole number"),
+        ("FMNIST_MEMORY_LIMIT_GB", "inf", "not a finite number"),
+        ("FMNIST_MEMORY_LIMIT_GB", "-1", "above 0"),
+        ("FMNIST_MEMORY_LIMIT_GB", "0", "above 0"),
+        ("FMNIST_LOCK_PATIENCE", "0", "above 0"),
+        ("FMNIST_WORKERS", "0", "at least 1"),
+        ("FMNIST_BF16", "2", "not one of"),
+        ("FMNIST_STARTER", "nope", "not one of"),
+        ("FMNIST_SCHEDULER", "ucx://127.0.0.1:8786", "not a Dask scheduler's address"),
+        ("FMNIST_SCHEDULER", "tcp://127.0.0.1", "needs a host and a port"),
+        ("FMNIST_SCHEDULER", "127.0.0.1:8787", "dashboard"),
+        ("FMNIST_ADMIN_TOKEN", "", "blank"),
+        ("FMNIST_ADMIN_TOKEN", "x", "at least 16"),
+        ("FMNIST_ADMINS", "teacher", "not an email"),
+        ("FMNIST_DEVICE", "gpu0", "not a device"),
+        ("FMNIST_TRUSTED_HEADER", "X User", "not a header name"),
+        ("FMNIST_MAX_JOB", "1", "did you mean FMNIST_MAX_JOBS"),
+    ],
+)
+def test_a_wrong_setting_is_one_line_naming_it(monkeypatch, name, value, words):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name) as error:
+        environment.check_all()
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_settings_in_words_are_read_as_their_readers_say(monkeypatch):
+    monkeypatch.setenv("FMNIST_CLASS", "Yes")
+    monkeypatch.setenv("FMNIST_STARTER", "off")
+    monkeypatch.setenv("FMNIST_MAX_JOBS", "3")
+    monkeypatch.setenv("FMNIST_MAX_QUEUE_MINUTES", "12.5")
+    monkeypatch.setenv("FMNIST_SCHEDULER", "127.0.0.1:8786")
+    environment.check_all()
+    assert environment.optional_flag("FMNIST_CLASS") is True
+    assert environment.flag("FMNIST_STARTER", True) is False
+    assert Limits.from_environment() == Limits(3, 12.5, 0.0)
+    assert environment.scheduler() == "tcp://127.0.0.1:8786"
+
+
+def test_the_lock_patience_setting_is_the_one_waited(monkeypatch, tmp_path):
+    """FMNIST_LOCK_PATIENCE=1 gives up on a stopped holder after ~1 s (the waiter compared with the
+    module's constant: here made endless, so that the old code would never return)."""
+    import os
+    import signal
+    import threading
+
+    from filelock import FileLock
+
+    from fmnist_core.base import locks
+
+    monkeypatch.setenv("FMNIST_LOCK_PATIENCE", "1")
+    monkeypatch.setattr(locks, "LOCK_PATIENCE", 1e9)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; l = FileLock({str(tmp_path / 'r.lock')!r}); "
+            "l.acquire(); print('held', flush=True); import time; time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        (tmp_path / ".r.owner").write_text(str(holder.pid))
+        os.kill(holder.pid, signal.SIGSTOP)
+        said, raised = [], []
+
+        def wait() -> None:
+            try:
+                locks.wait_for_lock(FileLock(str(tmp_path / "r.lock")), tmp_path, "r", said.append)
+            except locks.LockedRunError as error:
+                raised.append(str(error))
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        waiter.join(timeout=120)  # ~3 s of work (a 1 s patience, 2 s looks); never returning is the bug
+        assert raised and "stopped for over 1 s" in raised[0], (raised, said)
+        assert any("is stopped" in message for message in said)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+
+def test_the_admin_token_never_reaches_a_jobs_process(monkeypatch):
+    monkeypatch.setenv("FMNIST_ADMIN_TOKEN", "a-long-enough-admin-token")
+    monkeypatch.setenv("FMNIST_ADMINS", "teacher@school.example")
+    monkeypatch.setenv("FMNIST_MAX_JOBS", "2")
+    handed = own_settings()
+    assert handed["FMNIST_MAX_JOBS"] == "2"
+    assert "FMNIST_ADMIN_TOKEN" not in handed and "FMNIST_ADMINS" not in handed
+    assert "a-long-enough-admin-token" not in " ".join(environment.listing())
+
+
+def test_the_settings_command_checks_before_the_app_starts(tmp_path):
+    """scripts/run_app.sh runs `python -m fmnist_core settings` first: a wrong one ends it in one line."""
+    env = {"PATH": "/usr/bin:/bin", "FMNIST_CACHE": str(tmp_path), "FMNIST_MAX_CACHE_GB": "nan"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fmnist_core", "settings"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: FMNIST_MAX_CACHE_GB: 'nan' is not a finite number"
+    env["FMNIST_MAX_CACHE_GB"] = "5"
+    done = subprocess.run(
+        [sys.executable, "-m", "fmnist_core", "settings"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "FMNIST_MAX_CACHE_GB=5" in done.stdout
+
+
+def test_an_unreachable_scheduler_is_one_line_at_once(tmp_path):
+    import socket
+
+    from fmnist_core.runs.cluster import connect
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ValueError, match=rf"FMNIST_SCHEDULER: nothing answers at tcp://127.0.0.1:{port}"):
+        connect(f"tcp://127.0.0.1:{port}", "FMNIST_SCHEDULER")
+
+
+def test_a_web_server_at_the_scheduler_address_is_one_line_not_a_hang(monkeypatch):
+    """An HTTP server keeps Dask's handshake waiting for ever: the lab gives up and says so."""
+    import http.server
+    import threading
+
+    from fmnist_core.runs import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 2.0)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ValueError, match="no Dask scheduler answered at tcp://127.0.0.1"):
+            cluster.connect(f"127.0.0.1:{server.server_address[1]}", "--scheduler")
+    finally:
+        server.shutdown()
+
+
+def test_a_name_the_lab_signed_is_recognised_and_a_made_up_one_is_not(tmp_path):
+    key = identity.signing_key(tmp_path)
+    assert identity.signing_key(tmp_path) == key  # kept: a restarted server knows its visitors
+    assert (tmp_path / identity.KEY_FILE).stat().st_mode & 0o077 == 0
+    token = identity.issue(key)
+    name = identity.verify(key, token)
+    assert name and len(name) == 16
+    assert identity.issue(key) != token  # each newcomer a new person
+    forged = token.split(".")
+    assert identity.verify(key, ".".join([forged[0], "0" * 16, forged[2]])) is None  # another's name
+    assert identity.verify(key, token[:-1] + ("0" if token[-1] != "0" else "1")) is None
+    assert identity.verify(identity.signing_key(tmp_path / "other"), token) is None  # another lab's
+    for junk in (None, "", "é" * 10, "v1..", "x" * 10_000, "v1." + "a" * 16):
+        assert identity.verify(key, junk) is None
+    (tmp_path / identity.KEY_FILE).write_text("damaged")
+    assert identity.verify(identity.signing_key(tmp_path), token) is None  # a new key: new people
+
+
+def test_admin_tokens_compare_as_bytes_whatever_their_text():
+    assert identity.same_secret("a-long-enough-admin-token", "a-long-enough-admin-token")
+    assert not identity.same_secret("é", "a-long-enough-admin-token")  # str compare_digest raised
+    assert not identity.same_secret("", "")  # no token set: nobody is admin by it
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"a": "[[[[", "b": [{}]}',
+        b'"\\"[[["',
+        b'["\\\\", [[1]]]',
+        json.dumps({"x": "[" * 3_000_000, "y": [[1]]}).encode(),  # a string across the scan's chunks
+        json.dumps({"x": "\\" * 2_000_001 + "[", "y": [[1]]}).encode(),  # backslashes across them
+    ],
+)
+def test_the_json_scan_counts_only_brackets_outside_strings(text):
+    def reference(value, depth=0):  # what the parsed value says
+        if isinstance(value, dict | list):
+            children = value.values() if isinstance(value, dict) else value
+            below = [reference(child, depth + 1) for child in children]
+            return max([depth + 1, *(d for d, _ in below)]), 1 + sum(c for _, c in below)
+        return depth, 0
+
+    assert json_shape(text) == reference(json.loads(text))
+
+
+@pytest.mark.parametrize(
+    ("bomb", "words"),
+    [
+        ('b"[" * 50_000_000', "nested more than"),
+        ('b"[" + b"{}," * 20_000_000 + b"{}]"', "arrays and objects"),
+        ("b'\"' * 50_000_000", "not JSON"),
+    ],
+)
+def test_json_bombs_are_refused_with_memory_near_their_size(bomb, words):
+    """In a fresh process: its peak memory past the bomb's own bytes (the old scan took 8+ bytes a
+    byte, 400 MB+ here; json.loads on 20 million {} takes gigabytes)."""
+    script = f"""
+import resource
+from fmnist_core.base.files import parse_json
+bomb = {bomb}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    parse_json(bomb)
+except ValueError as error:
+    print(error)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    said, grown = done.stdout.strip().splitlines()
+    assert words in said
+    assert int(grown) < 60_000_000, grown
