@@ -39,10 +39,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(cache_root: Path, starter: bool = False):
-    """The app on a free port over `cache_root` (the starter set off unless `starter`); yields its URL."""
+def serve(cache_root: Path, starter: bool = False, settings: dict | None = None):
+    """The app on a free port over `cache_root` (the starter set off unless `starter`, and any
+    other FMNIST_* `settings`); yields its URL."""
     port = free_port()
     env = {**os.environ, "FMNIST_CACHE": str(cache_root), "FMNIST_STARTER": "1" if starter else "0"}
+    env.update(settings or {})
     server = subprocess.Popen(
         [
             sys.executable,
@@ -568,4 +570,78 @@ def test_a_brush_on_an_axis_of_the_explorer_selects_the_trials_inside_it(isolate
                 run_id for run_id, lr in lrs.items() if low * 0.999 <= lr <= high * 1.001
             }  # 4 digits shown
             assert int(found[1]) == len(inside) > 0, (caption, lrs)
+            browser.close()
+
+
+ADMIN_TOKEN = "a-teachers-token-of-some-length"
+
+
+@pytest.fixture
+def class_app_url(isolated_cache):
+    settings = {"FMNIST_CLASS": "1", "FMNIST_MAX_JOBS": "1", "FMNIST_ADMIN_TOKEN": ADMIN_TOKEN}
+    yield from serve(isolated_cache, settings=settings)
+
+
+def sidebar_text(page) -> str:
+    return page.locator("[data-testid='stSidebar']").inner_text()
+
+
+def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_url):
+    """Identity is the person, not the tab: Alice reloads and still owns her job and its Stop; her
+    second job is refused by FMNIST_MAX_JOBS=1 after the reload and in a second tab; Bob, in
+    another browser, sees her job as someone else's with no Stop; the admin token leaves the URL."""
+    train = re.compile(r"Train$")
+    with playwright.sync_playwright() as p:
+        browser = chromium(p)
+        alice = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = alice.new_page()
+        try:
+            page.goto(f"{class_app_url}/autoencoder")
+            settle(page)
+            assert "fmnist_lab_id" in [cookie["name"] for cookie in alice.cookies()]
+            page.get_by_role("button", name=train).first.click()  # 10 epochs x 60,000: minutes
+            page.wait_for_function(
+                "() => document.body.innerText.includes('asked for by you')", timeout=120_000
+            )
+            page.reload()
+            settle(page)
+            page.wait_for_function(
+                "() => document.body.innerText.includes('Training queue')", timeout=120_000
+            )
+            assert "asked for by you" in sidebar_text(page)
+            assert (
+                page.locator("[data-testid='stSidebar']")
+                .get_by_role("button", name=re.compile("Stop$"))
+                .count()
+            )
+            for tab in (page, alice.new_page()):  # the reloaded tab, and a second one
+                tab.goto(f"{class_app_url}/autoencoder?conv_autoencoder:dropout=0.35")
+                settle(tab)
+                tab.get_by_role("button", name=train).first.click()
+                settle(tab)
+                refusal = tab.locator("[data-testid='stAlertContentError']").first.inner_text()
+                assert refusal.startswith("limit: you have 1 job in the queue"), refusal
+            bob = browser.new_context().new_page()
+            bob.goto(class_app_url)
+            settle(bob)
+            bob.wait_for_function("() => document.body.innerText.includes('Training queue')", timeout=120_000)
+            assert "asked for by someone else" in sidebar_text(bob)
+            assert (
+                not bob.locator("[data-testid='stSidebar']")
+                .get_by_role("button", name=re.compile("Stop$"))
+                .count()
+            )
+            bob.goto(f"{class_app_url}/?admin={ADMIN_TOKEN}")  # the teacher's link, once
+            settle(bob)
+            assert "admin" not in bob.url
+            bob.wait_for_function("() => document.body.innerText.includes('Training queue')", timeout=120_000)
+            bob.locator("[data-testid='stSidebar']").get_by_role("button", name=re.compile("Stop$")).click()
+            page.wait_for_function(
+                "() => !document.body.innerText.includes('asked for by you')", timeout=120_000
+            )
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "class_failure.png"), full_page=True)
+            raise
+        finally:
             browser.close()

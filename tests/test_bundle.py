@@ -35,14 +35,14 @@ def runs(tmp_path_factory, small_autoencoder):
     return cache, encoder, classifier
 
 
-def rezip(data: bytes, change) -> bytes:
+def rezip(data: bytes, change, compression=zipfile.ZIP_STORED) -> bytes:
     """The bundle's files passed through `change(files, manifest)`, zipped again."""
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     manifest = json.loads(files.pop("manifest.json"))
     change(files, manifest)
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
         archive.writestr("manifest.json", json.dumps(manifest))
         for name, content in files.items():
             archive.writestr(name, content)
@@ -203,8 +203,8 @@ def test_a_zip_bomb_is_refused_without_unpacking_it(runs):
     deflate = zeros_compressed(zlib.compressobj(9, zlib.DEFLATED, -15), 256)
     cases = {
         "compressed with method 12": forged_zip([("run/model.safetensors", 12, bzip2, 1000, 0)]),
-        "does not unpack": forged_zip([("run/model.safetensors", 8, deflate, 1000, 0)]),
-        "more than 1,000,000": forged_zip([("run/config.json", 8, deflate, 256 << 20, 0)]),
+        "does not unpack": forged_zip([("run/exclude.json", 8, deflate, 1000, 0)]),
+        "more than 64,000": forged_zip([("run/config.json", 8, deflate, 256 << 20, 0)]),
         "encrypted": forged_zip([("manifest.json", 0, manifest, len(manifest), 1)]),
         "compressed with method 99": forged_zip([("manifest.json", 99, manifest, len(manifest), 0)]),
         "holds a file twice": forged_zip([("manifest.json", 0, manifest, len(manifest), 0)] * 2),
@@ -299,8 +299,11 @@ def test_every_malformed_bundle_is_one_line_and_writes_nothing(runs, tmp_path):
     first = next(iter(encoder.model.state_dict()))
     matrix = next(k for k, v in encoder.model.state_dict().items() if v.ndim == 2)
     cases = {
-        replaced("run/config.json", b"[" * 100_000): "nested 100000 deep",
-        replaced("run/record.json", b"{" * 50_000): "nested 50000 deep",
+        replaced("run/config.json", b"[" * 50_000): "nested more than 32 deep",
+        replaced("run/config.json", b"[" * 100_000): "unpacks to 100,000 bytes, more than 64,000",
+        replaced("run/record.json", b"{" * 50_000): "nested more than 32 deep",
+        # 200,000 {} (~13 MB of Python): more than a 1-epoch run's record can hold.
+        replaced("run/record.json", b"[" + b"{}," * 200_000 + b"{}]"): "record.json unpacks to 600,004 bytes",
         replaced("run/config.json", []): "a config is a mapping of settings, not list",
         replaced("run/config.json", None): "not NoneType",
         replaced("run/config.json", {"model": "mlp", "settings": [1]}): "settings: a mapping",
@@ -326,3 +329,51 @@ def test_a_cache_that_cannot_be_written_refuses_the_bundle_in_one_line(runs, tmp
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(bundle.BundleError, match="cannot write into the cache"):
         bundle.import_bundle(good, RunCache(tmp_path / "a-file"))
+
+
+def test_a_bundle_whose_encoder_is_no_autoencoder_is_refused_and_writes_nothing(runs, tmp_path):
+    """The encoder part swapped for an MLP run, the classifier's config pointed at it and every
+    checksum mended: refused in one line before any part is written (it raised AttributeError
+    after writing the MLP)."""
+    cache, encoder, classifier = runs
+    mlp = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300), cache=cache)
+    mlp_files = bundle._run_files(mlp.run_id, cache)
+
+    def swap(files, manifest):
+        config = json.loads(files["run/config.json"])
+        config["settings"]["encoder_run"] = mlp.run_id
+        files["run/config.json"] = json.dumps(config).encode()
+        for name, content in mlp_files.items():
+            files[f"encoder/{name}"] = content
+        for name in files:
+            resum(files, manifest, name)
+        manifest["run_id"] = RunConfig.from_dict(config).run_id
+        manifest["encoder_run"] = mlp.run_id
+
+    other = RunCache(tmp_path / "other")
+    with pytest.raises(bundle.BundleError, match=f"encoder: run {mlp.run_id} is a mlp, not an autoencoder"):
+        bundle.import_bundle(rezip(bundle.export_bundle(classifier.run_id, cache), swap), other)
+    assert not other.root.exists() or other.run_ids() == []
+
+
+def test_a_record_of_a_quarter_gigabyte_is_refused_before_it_unpacks(runs):
+    """250 MB of `[` deflate to ~250 KB: its checksum right, the record refused by the size its
+    config allows (a 1-epoch run: 384 KB), without unpacking it or parsing it."""
+    cache, encoder, classifier = runs
+    bomb = b"[" * 250_000_000
+
+    def swap(files, manifest):
+        files["run/record.json"] = bomb
+        resum(files, manifest, "run/record.json")
+
+    data = rezip(bundle.export_bundle(encoder.run_id, cache), swap, zipfile.ZIP_DEFLATED)
+    del bomb
+    assert len(data) < 2_000_000
+    tracemalloc.start()
+    with pytest.raises(
+        bundle.BundleError, match=r"run/record.json unpacks to 250,000,000 bytes, more than 384,000"
+    ):
+        bundle.import_bundle(data, RunCache(cache.root / "never"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak:,} bytes at the peak"

@@ -17,6 +17,7 @@ from fmnist_core.analysis import test_metrics
 from fmnist_core.base.files import checksum, parse_json
 from fmnist_core.data.exclusions import exclusion_digest, load_exclusion, save_exclusion
 from fmnist_core.data.fashion import load_data
+from fmnist_core.models import get_spec
 from fmnist_core.runs.trained import load_run, model_with_weights
 from fmnist_core.store.cache import CorruptRunError, RunCache
 from fmnist_core.training.config import ENGINE_VERSION, RunConfig, check_record
@@ -25,13 +26,18 @@ from fmnist_core.training.splits import make_splits
 FORMAT = "fmnist-lab-bundle/1"
 MAX_BYTES = 400_000_000  # uncompressed: the largest model the lab allows is ~100 MB of weights
 FILES = ("config.json", "record.json", "model.safetensors")
-# The most each file may unpack to, whatever its entry declares.
+# The most each file may unpack to, whatever its entry declares (a record's own limit follows from
+# its config: record_limit).
 LIMITS = {
-    "manifest.json": 1_000_000,
-    "config.json": 1_000_000,
+    "manifest.json": 64_000,
+    "config.json": 64_000,
     "record.json": 256_000_000,
-    "exclude.json": 2_000_000,
+    "exclude.json": 1_000_000,
 }
+# A record's size: its metrics, and per epoch its curves, reconstructions and latent maps (measured:
+# ~32 KB an epoch for an autoencoder at n=8, ~11 KB for an MLP) and, with cartography, every training
+# image's confidence (~90 KB an epoch on 60,000 images). Limits twice that and more.
+RECORD_BYTES, EPOCH_BYTES, CARTOGRAPHY_BYTES = 256_000, 128_000, 200_000
 EXCLUDED = "exclude.json"  # a part's list of left-out training images, when its config names one
 
 
@@ -93,11 +99,11 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
     A run the lab has already is never replaced: the same weights are a no-op, other weights are
     refused. Every run's test metrics are measured here before it is kept."""
     cache = cache or RunCache()
-    files, manifest = _read(data)
+    archive, entries, files, manifest = _read(data)
     parts = {}
     for part in ("encoder", "run"):
         if f"{part}/config.json" in files:
-            parts[part] = _check_run(files, part)
+            parts[part] = _check_run(archive, entries, files, manifest, part)
     if "run" not in parts:
         raise BundleError("the bundle holds no run")
     config = parts["run"][0]
@@ -112,22 +118,42 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
     if encoder_run and not brought and ("encoder" in parts or not cache.usable(encoder_run)):
         raise BundleError(f"the classifier's encoder {encoder_run} is neither in the bundle nor here")
     encoder_config = parts["encoder"][0] if "encoder" in parts else None
-    imported = []
+    if encoder_config is not None and not get_spec(encoder_config.model).reconstructs:
+        raise BundleError(
+            f"encoder: run {encoder_config.run_id} is a {encoder_config.model}, not an autoencoder"
+        )
+    # Every part checked before any is written: an import is whole or nothing.
+    checked = []
     for part, (config, state, record) in parts.items():
         _check_exclusion(files, part, config)
         try:
             model = model_with_weights(config, state, cache, "cpu", encoder_config if part == "run" else None)
         except CorruptRunError as error:
             raise BundleError(f"{part}: {error}") from None
-        try:
+        except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
+            raise BundleError(
+                f"{part}: the weights do not make its model ({' '.join(str(error).split())[:120]})"
+            ) from None
+        try:  # a checked list of left-out images, kept by its digest: measuring the run reads it
             if config.exclude:
                 save_exclusion(cache.root, parse_json(files[f"{part}/{EXCLUDED}"]))
-            with cache.lock_if_writable(config.run_id):
-                imported.append(_keep(cache, config, model, record, part))
         except OSError as error:
             raise BundleError(
                 f"cannot write into the cache {cache.root} ({error.strerror or error})"
             ) from None
+        checked.append((part, config, model, _checked_record(cache, config, model, record, part)))
+    imported = []
+    try:
+        for _, config, model, record in checked:
+            if record is None:  # the lab has this run, with the same weights
+                imported.append(Imported(config.run_id, added=False))
+                continue
+            with cache.lock_if_writable(config.run_id):
+                if not cache.usable(config.run_id):  # another import may have brought it meanwhile
+                    cache.save(config, model, record["history"], record["metrics"])
+            imported.append(Imported(config.run_id, added=True))
+    except OSError as error:
+        raise BundleError(f"cannot write into the cache {cache.root} ({error.strerror or error})") from None
     return imported
 
 
@@ -142,15 +168,16 @@ def import_summary(imported: list[Imported]) -> str:
     return "; ".join(filter(None, words)) + "."
 
 
-def _keep(cache: RunCache, config: RunConfig, model, record: dict, part: str) -> Imported:
-    """Save a checked run, unless the lab has it: same weights, nothing to do; others, refused."""
+def _checked_record(cache: RunCache, config: RunConfig, model, record: dict, part: str) -> dict | None:
+    """The record to keep, its claims measured here; None where the lab has the run with the same
+    weights (nothing to do); a BundleError where it has other weights (the lab's own is kept)."""
     if cache.usable(config.run_id):
         here = cache.load_state(config.run_id)
         same = here.keys() == model.state_dict().keys() and all(
             torch.equal(value, here[name]) for name, value in model.state_dict().items()
         )
         if same:
-            return Imported(config.run_id, added=False)
+            return None
         raise BundleError(
             f"{part}: run {config.run_id} is already in this lab with other weights; the lab's own is kept"
         )
@@ -164,8 +191,7 @@ def _keep(cache: RunCache, config: RunConfig, model, record: dict, part: str) ->
                 f"{part}: the bundle claims {key} {claimed:.4g}, its weights score {value:.4g} here"
             )
     metrics["measured_on_import"] = measured
-    cache.save(config, model, record["history"], metrics)
-    return Imported(config.run_id, added=True)
+    return {"history": record["history"], "metrics": metrics}
 
 
 def _measure(config: RunConfig, model, cache: RunCache) -> dict[str, float]:
@@ -191,7 +217,12 @@ ARCHIVE_ERRORS = (
 )
 
 
-def _read(data: bytes) -> tuple[dict[str, bytes], dict]:
+LATER = ("record.json", "model.safetensors")  # unpacked once their config says how large they may be
+
+
+def _read(data: bytes):
+    """The archive, its entries by name, the small files unpacked (manifest, configs, exclusion
+    lists: their checksums checked) and the manifest."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
@@ -208,7 +239,10 @@ def _read(data: bytes) -> tuple[dict[str, bytes], dict]:
         raise BundleError("the bundle holds a file twice")
     if sum(entry.file_size for entry in entries) > MAX_BYTES:
         raise BundleError(f"the bundle unpacks to more than {MAX_BYTES // 1_000_000} MB")
-    files = {entry.filename: _unpack(archive, entry) for entry in entries}
+    for entry in entries:  # every entry's method and declared size, before anything unpacks
+        _check_entry(entry, None)
+    by_name = {entry.filename: entry for entry in entries}
+    files = {e.filename: _unpack(archive, e) for e in entries if e.filename.rsplit("/", 1)[-1] not in LATER}
     if "manifest.json" not in files:
         raise BundleError("the bundle has no manifest.json")
     manifest = _json(files.pop("manifest.json"), "manifest.json")
@@ -222,27 +256,28 @@ def _read(data: bytes) -> tuple[dict[str, bytes], dict]:
             f"the bundle was made by engine {engine}; this lab is engine {ENGINE_VERSION}, "
             "whose run ids differ: train the run here instead"
         )
-    digests = manifest.get("sha256") if isinstance(manifest.get("sha256"), dict) else {}
     for name, content in files.items():
-        if digests.get(name) != checksum(content):
-            raise BundleError(f"{name} does not match the manifest's checksum (damaged or edited)")
-    return files, manifest
+        _check_digest(manifest, name, content)
+    return archive, by_name, files, manifest
 
 
-def _unpack(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bytes:
+def _check_digest(manifest: dict, name: str, content: bytes) -> None:
+    digests = manifest.get("sha256") if isinstance(manifest.get("sha256"), dict) else {}
+    if digests.get(name) != checksum(content):
+        raise BundleError(f"{name} does not match the manifest's checksum (damaged or edited)")
+
+
+def record_limit(config: RunConfig) -> int:
+    """The most a run's record.json may hold, from its epochs and whether it keeps cartography."""
+    per_epoch = EPOCH_BYTES + (CARTOGRAPHY_BYTES if config.cartography else 0)
+    return min(LIMITS["record.json"], RECORD_BYTES + config.epochs * per_epoch)
+
+
+def _unpack(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, limit: int | None = None) -> bytes:
     """One entry's bytes, decompressed in bounded steps and never past its declared size (a zip
-    bomb declares a small size: counting what actually comes out is what stops it)."""
+    bomb declares a small size: counting what actually comes out is what stops it) or `limit`."""
     name = entry.filename
-    if entry.flag_bits & 0x1:
-        raise BundleError(f"{name} is encrypted; a lab bundle is not")
-    if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        # bzip2 and lzma entries decompress a whole input block at once, unbounded: never opened.
-        raise BundleError(
-            f"{name} is compressed with method {entry.compress_type}; a lab bundle uses deflate"
-        )
-    limit = LIMITS.get(name.rsplit("/", 1)[-1], MAX_BYTES)
-    if entry.file_size > limit:
-        raise BundleError(f"{name} unpacks to {entry.file_size:,} bytes, more than {limit:,}")
+    _check_entry(entry, limit)
     chunks, size = [], 0
     try:
         with archive.open(entry) as stream:
@@ -256,6 +291,20 @@ def _unpack(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bytes:
     return b"".join(chunks)
 
 
+def _check_entry(entry: zipfile.ZipInfo, limit: int | None) -> None:
+    name = entry.filename
+    if entry.flag_bits & 0x1:
+        raise BundleError(f"{name} is encrypted; a lab bundle is not")
+    if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # bzip2 and lzma entries decompress a whole input block at once, unbounded: never opened.
+        raise BundleError(
+            f"{name} is compressed with method {entry.compress_type}; a lab bundle uses deflate"
+        )
+    limit = limit or LIMITS.get(name.rsplit("/", 1)[-1], MAX_BYTES)
+    if entry.file_size > limit:
+        raise BundleError(f"{name} unpacks to {entry.file_size:,} bytes, more than {limit:,}")
+
+
 def _json(content: bytes, name: str):
     try:
         return parse_json(content)
@@ -263,17 +312,23 @@ def _json(content: bytes, name: str):
         raise BundleError(f"{name}: {error}") from None
 
 
-def _check_run(files: dict[str, bytes], part: str) -> tuple[RunConfig, dict, dict]:
+def _check_run(archive, entries: dict, files: dict[str, bytes], manifest: dict, part: str):
+    """A part's config, weights and record, each checked; the record and weights unpacked only
+    within the sizes its config allows."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     for name in FILES:
-        if f"{part}/{name}" not in files:
+        if f"{part}/{name}" not in entries:
             raise BundleError(f"{part}: {name} is missing")
     try:
         config = RunConfig.from_dict(_json(files[f"{part}/config.json"], f"{part}/config.json"))
     except ValueError as error:  # a setting that does not validate: the message names it
         raise BundleError(f"{part}/config.json: {' '.join(str(error).split())}") from None
+    for name in LATER:
+        path = f"{part}/{name}"
+        files[path] = _unpack(archive, entries[path], record_limit(config) if name == "record.json" else None)
+        _check_digest(manifest, path, files[path])
     record = _json(files[f"{part}/record.json"], f"{part}/record.json")
     try:
         if not isinstance(record, dict):
