@@ -238,7 +238,8 @@ def describe_job(job) -> str:
         return f"{name} · queued"
     if progress is None:
         return f"{name} · starting"
-    return f"{name} · epoch {progress.epoch}/{progress.epochs} · {progress.eta_words}"
+    on = f" · on {job.where}" if job.where else ""
+    return f"{name} · epoch {progress.epoch}/{progress.epochs} · {progress.eta_words}{on}"
 
 
 def waiting_for(run_ids=None, kinds=None, otherwise: str = "") -> None:

@@ -120,7 +120,7 @@ class Cluster:
                 elif where:  # the task started again elsewhere: the worker it was on died
                     return self._lost(future, stop, where)
                 else:
-                    where = item["worker"]
+                    where = job.where = item["worker"]
             if ended:
                 break
             if where and time.monotonic() - looked > ALIVE_LOOK_SECONDS:

@@ -89,6 +89,7 @@ class Job:
     # shared job stops only when none of them still wants it.
     owners: list[str] = field(default_factory=list)
     seconds: float = 0.0  # its estimated training time, counted against its owners' limits
+    where: str = ""  # the Dask worker it trains on, where the queue sends jobs to a cluster
 
     @property
     def run_id(self) -> str:
