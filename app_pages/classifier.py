@@ -14,7 +14,7 @@ from ui.widgets import build_config, run_settings
 runs = runs_table()
 with st.sidebar:
     st.header("Classifier")
-    model = architecture("classifier", "cls:model")
+    model = architecture("classifier", "cls:model", runs)
     recipe_buttons(model, "cls")
     start_from_recipe(starting_recipe(model), "cls")  # the page opens on the run the starter set trains
     try:

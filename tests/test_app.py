@@ -575,7 +575,8 @@ def test_a_page_waiting_on_a_queued_job_says_queued_and_what_is_ahead_of_it():
         while queue.get(ahead.run_id).state != "running":
             assert time.monotonic() < deadline, "the first job did not start"
             time.sleep(0.2)
-        at = page(open_app(), "app_pages/classifier.py")  # it waits for an autoencoder, not the MLP
+        at = page(open_app(), "app_pages/classifier.py")
+        at.selectbox(key="widget:cls:model").set_value("encoder_classifier").run()  # it needs an autoencoder
         said = [i.value for i in at.info]
         assert f"Queued: conv_autoencoder · `{waited.run_id[:6]}`, 1 training(s) ahead of it." in " ".join(
             said
@@ -605,6 +606,27 @@ def test_each_page_starts_from_the_starter_sets_run(path, picker, model):
     at = page(open_app(), path)
     at.selectbox(key=f"widget:{picker}").set_value(model).run()
     assert [b for b in at.button if b.key == f"train:{config.run_id}"], [b.key for b in at.button]
+
+
+def test_the_classifier_page_opens_on_what_can_train_now_not_on_a_wait():
+    """With no autoencoder cached (the starter set's first minute), the Classifier page opens on the
+    MLP the starter set trains first, not on a classifier waiting for an encoder; once a classifier
+    is cached it opens on the best one's model, and with only an autoencoder on the encoder's."""
+    from fmnist_core.runs.starter import starter_set
+
+    at = page(open_app(), "app_pages/classifier.py")
+    mlp = starter_set()[0].config
+    assert at.selectbox(key="widget:cls:model").value == "mlp" == mlp.model
+    assert [b for b in at.button if b.key == f"train:{mlp.run_id}"]
+    get_or_train(
+        RunConfig.for_model("conv_autoencoder", {"n": 8}, epochs=1, train_subset=500, test_subset=500)
+    )
+    assert (
+        page(open_app(), "app_pages/classifier.py").selectbox(key="widget:cls:model").value
+        == "encoder_classifier"
+    )
+    get_or_train(RunConfig.for_model("cnn", epochs=1, train_subset=500, test_subset=500))
+    assert page(open_app(), "app_pages/classifier.py").selectbox(key="widget:cls:model").value == "cnn"
 
 
 @pytest.mark.slow

@@ -210,6 +210,15 @@ def test_a_run_that_loses_classes_is_warned_about_in_words(trained_cnn):
     lost = type(run)(**{**vars(run), "metrics": {**run.metrics, "test_confusion": confusion.tolist()}})
     said = inside.warnings(lost, None)
     assert len(said) == 1 and "Pullover" in said[0] and "1 of 10 classes" in said[0]
+    # The reason read from the run's own layers: a CNN's plain Linear head has no ReLU on its logits.
+    assert "not learned them yet" in said[0] and "ReLU" not in said[0]
+    s0 = create_model("encoder_classifier", head="s0")
+    assert inside.ends_with_relu(s0) and not inside.ends_with_relu(
+        create_model("encoder_classifier", head="fc")
+    )
+    assert (
+        "ends with a ReLU on the logits" in inside.warnings(type(run)(**{**vars(lost), "model": s0}), None)[0]
+    )
 
 
 def test_two_runs_of_one_architecture_pair_layers_by_name_and_others_by_position():

@@ -26,14 +26,23 @@ class NoRunToBuildOn(LookupError):
         self.needs = needs
 
 
-def architecture(kind: str, key: str, start: str | None = None) -> str:
-    """A choice among the registered models of a kind, each with its description's first words."""
+def architecture(kind: str, key: str, runs: pd.DataFrame | None = None) -> str:
+    """A choice among the registered models of a kind, each with its description's first words.
+    Given `runs`, it starts on the model of the best of them of that kind, else on the first that
+    can train now (an MLP while the starter set's autoencoder still trains, not a classifier
+    waiting for it); else on the first registered."""
     names = list_models(kind)
+    if runs is None or runs.empty:
+        runs = pd.DataFrame({"model": [], "reconstructs": []})
+    mine = runs[runs["model"].isin(names)]
+    encoder_here = bool(runs.get("reconstructs", pd.Series(dtype=bool)).fillna(False).astype(bool).any())
+    buildable = [name for name in names if encoder_here or not get_spec(name).needs_encoder]
+    start = mine["model"].iloc[0] if not mine.empty else (buildable or names)[0]
     return kept(
         st.selectbox,
         "Architecture",
         key,
-        start or names[0],
+        start,
         options=names,
         format_func=lambda name: f"{name} — {get_spec(name).description.split(':')[0]}",
     )

@@ -37,7 +37,7 @@ def live_figure(run_id: str) -> str:
 
 
 def waiting(names: tuple[str, ...]) -> str:
-    """True while a job the page waits for trains (its end reruns the page)."""
+    """The run ids of the active jobs a page waits for, at its last look (one ending reruns the page)."""
     return "waiting:" + ",".join(names)
 
 

@@ -257,13 +257,16 @@ def _waiting(run_ids: tuple, kinds: tuple, otherwise: str) -> None:
         if job.active and (job.run_id in run_ids or job.config.kind in kinds or job.config.model in kinds)
     ]
     key = keys.waiting(run_ids + kinds)
+    # Any job it waited for that has ended since the last look (not only the last of them): the
+    # page reruns and shows what landed (an MLP done while a VAE still trains fills the page).
+    ended = set(st.session_state.get(key, ())) - {job.run_id for job in jobs}
+    st.session_state[key] = [job.run_id for job in jobs]
+    if ended:
+        st.rerun()
     if not jobs:
-        if st.session_state.pop(key, False):  # it was training a moment ago: now it is there
-            st.rerun()
         if otherwise:
             st.info(otherwise)
         return
-    st.session_state[key] = True
     job = min(jobs, key=lambda j: j.state == QUEUED)  # one that trains, where one does
     if job.state == QUEUED:
         ahead = job_queue().position(job.run_id) or 0

@@ -141,16 +141,31 @@ def never_predicted(run: TrainedRun) -> list[str]:
     return classes_never_predicted(confusion) if confusion is not None else []
 
 
+def ends_with_relu(model) -> bool:
+    """Whether the model's last layer that computes (dropout passes values on) is a ReLU: a head
+    that can silence a class for good."""
+    passing = (torch.nn.Dropout, torch.nn.Identity, torch.nn.Flatten)
+    leaves = [
+        m for m in model.modules() if not any(True for _ in m.children()) and not isinstance(m, passing)
+    ]
+    return bool(leaves) and isinstance(leaves[-1], torch.nn.ReLU)
+
+
 def warnings(run: TrainedRun, activity: UnitActivity | None) -> list[str]:
     """What is wrong inside a run, in words: classes never predicted, dead code units, layers
     mostly dead."""
     said = []
     never = never_predicted(run)
     if never:
+        why = (
+            "Their scores are 0 for every image (this run's head ends with a ReLU on the logits, as "
+            "S0's does), so no gradient brings them back."
+            if ends_with_relu(run.model)
+            else "Another class outscores them on every image: the network has not learned them yet "
+            "(more epochs, or a lower learning rate, usually brings them in)."
+        )
         said.append(
-            f"{len(never)} of 10 classes are never predicted on the test set: {', '.join(never)}. "
-            "Their scores are 0 for every image (a ReLU on the logits, as S0's head has), so no "
-            "gradient brings them back."
+            f"{len(never)} of 10 classes are never predicted on the test set: {', '.join(never)}. {why}"
         )
     if activity is None:
         return said
