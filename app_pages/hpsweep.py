@@ -74,8 +74,14 @@ if plan is not None:
     elif st.button(
         f"Start sweep {plan.name} ({trials} trials)", type="primary", icon=":material/play_arrow:"
     ):
-        drivers[plan.name] = QueuedSweep(plan, job_queue(), minutes or None, owner=me()).start()
-        st.session_state[keys.SWEEP_OPEN] = plan.name
+        try:
+            drivers[plan.name] = QueuedSweep(plan, job_queue(), minutes or None, owner=me()).start()
+        except ValueError as error:  # its journal cannot be read
+            st.error(f"This sweep cannot start: {error}")
+        else:
+            st.session_state[keys.SWEEP_OPEN] = plan.name
+            st.session_state.pop(keys.SWEEP_SHOWN, None)  # the picker below opens the sweep just started
+            st.rerun()  # the page as it is now: the sweep running, its progress live
 
 st.divider()
 kept = hpsearch.sweep_names(run_cache())
@@ -83,7 +89,7 @@ if not kept:
     st.caption("No sweep yet.")
     st.stop()
 opened = st.session_state.get(keys.SWEEP_OPEN)
-shown = st.selectbox("Sweep", kept, index=kept.index(opened) if opened in kept else 0, key="sweep:shown")
+shown = st.selectbox("Sweep", kept, index=kept.index(opened) if opened in kept else 0, key=keys.SWEEP_SHOWN)
 st.session_state[keys.SWEEP_OPEN] = shown
 
 

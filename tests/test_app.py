@@ -733,6 +733,10 @@ def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_r
     start = [b for b in at.button if b.label.startswith("Start sweep mlp_")]
     assert start, [b.label for b in at.button]
     start[0].click().run()
+    # Right after Start the page shows its sweep running, live (it showed Start and "No sweep yet.").
+    assert not any(c.value == "No sweep yet." for c in at.caption)
+    assert not [b for b in at.button if b.label.startswith("Start sweep")]
+    assert any("is running; its trials are below" in i.value for i in at.info) and at.get("progress")
     deadline = time.monotonic() + 400
     while not any("4 of 4 trials" in (p.text or "") for p in at.get("progress")):
         assert time.monotonic() < deadline, [p.text for p in at.get("progress")]

@@ -121,3 +121,20 @@ def test_the_sweep_page_counts_the_epochs_the_pruner_spared():
         12,
     )  # 3 trials that ended, 4 epochs each
     assert epochs_skipped(table.head(1), {"fixed": {"epochs": 4}}) is None  # nothing pruned yet
+
+
+def test_the_importance_chart_has_a_bar_per_setting_and_a_labelled_share_axis():
+    """It was 80 px tall with both settings on one row and no readable axis."""
+    import pandas as pd
+
+    from ui.explorer_sections import importance_chart
+
+    spec = importance_chart(pd.Series({"lr": 0.83, "dropout": 0.17}), "What moves val_accuracy").to_dict()
+    assert spec["height"] == {"step": 40}  # each setting its own 40 px row
+    bars, labels = spec["layer"]
+    assert bars["mark"]["type"] == "bar" and labels["mark"]["type"] == "text"
+    x = bars["encoding"]["x"]
+    assert x["scale"]["domain"] == [0, 1] and x["axis"]["format"] == "%" and "share" in x["axis"]["title"]
+    values = next(iter(spec["datasets"].values()))
+    assert [row["setting"] for row in values] == ["lr", "dropout"]
+    assert [row["share"] for row in values] == [0.83, 0.17]

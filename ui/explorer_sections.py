@@ -143,17 +143,18 @@ def against(table: pd.DataFrame, settings: list[str], metrics: list[str], logs: 
 
 
 def importance_chart(shares: pd.Series, title: str) -> alt.Chart:
-    frame = shares.rename("share").rename_axis("setting").reset_index()
-    return (
-        alt.Chart(frame, title=title)
-        .mark_bar()
-        .encode(
-            x=alt.X("share:Q", axis=alt.Axis(format="%")),
-            y=alt.Y("setting:N", sort="-x"),
-            tooltip=["setting", alt.Tooltip("share", format=".1%")],
-        )
-        .properties(height=30 * len(frame) + 20)
+    """A bar per setting, largest first, on a labelled 0-100% share axis, each bar's share written."""
+    frame = pd.DataFrame({"setting": [str(name) for name in shares.index], "share": shares.to_numpy(float)})
+    y = alt.Y("setting:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240, labelFontSize=13))
+    x = alt.X(
+        "share:Q",
+        scale=alt.Scale(domain=[0, 1]),
+        axis=alt.Axis(format="%", title="share of what moves the metric (sums to 100%)"),
     )
+    base = alt.Chart(frame, title=alt.Title(title, anchor="start")).encode(y=y, x=x)
+    bars = base.mark_bar(size=26).encode(tooltip=["setting", alt.Tooltip("share", format=".1%")])
+    labels = base.mark_text(align="left", dx=4, fontSize=12).encode(text=alt.Text("share:Q", format=".0%"))
+    return (bars + labels).properties(height=alt.Step(40), width="container")
 
 
 def open_run(chosen: pd.DataFrame, metric: str) -> None:

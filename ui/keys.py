@@ -17,6 +17,7 @@ OWNER_TOKEN = "queue:owner_token"  # the signed name just issued, until the brow
 ADMIN = "queue:admin"  # this session showed the lab's admin token once: it may stop any job
 INSIDE_RUN = "inside:run"  # the inside page's run picker (the explorer's click through clears it)
 SWEEP_OPEN = "sweep:open"  # the sweep whose trials the sweep page shows (a started sweep sets it)
+SWEEP_SHOWN = "sweep:shown"  # the sweep page's picker of kept sweeps (cleared when a sweep starts)
 TRY_IMAGE = (
     "try:image"  # the last drawing or upload Try it prepared (28x28 in [0, 1]): the inside page looks at it
 )

@@ -31,9 +31,13 @@ class QueuedSweep:
         self.current: str | None = None  # the run id of the trial training now
         self.error = ""
         self._stop = threading.Event()
+        self._study = None
         self._thread = threading.Thread(target=self._drive, name=f"fmnist-sweep-{plan.name}", daemon=True)
 
     def start(self) -> QueuedSweep:
+        """The sweep's journal opened (made) here, so that it is listed when this returns; its
+        trials then run in the background. A journal that cannot be read raises here, in one line."""
+        self._study = load_study(self.plan, self.queue.cache)
         self._thread.start()
         return self
 
@@ -61,7 +65,7 @@ class QueuedSweep:
     def _drive(self) -> None:
         deadline = None if self.minutes is None else time.monotonic() + 60 * self.minutes
         try:
-            study = load_study(self.plan, self.queue.cache)
+            study = self._study
             while not self._stop.is_set() and finished(study) < self.plan.trials:
                 if deadline is not None and time.monotonic() > deadline:
                     self._say(f"the budget of {self.minutes:g} minutes is spent: no further trial")
