@@ -138,3 +138,27 @@ def test_the_importance_chart_has_a_bar_per_setting_and_a_labelled_share_axis():
     values = next(iter(spec["datasets"].values()))
     assert [row["setting"] for row in values] == ["lr", "dropout"]
     assert [row["share"] for row in values] == [0.83, 0.17]
+
+
+def test_a_pruned_trial_is_listed_with_the_seed_it_trained_with():
+    """A pruned trial's run is not cached, so the runs table has no seed for it: it showed "None"."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("plan", {"model": "mlp", "metric": "val_accuracy", "fixed": [["epochs", 2]]})
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    for number, (state, value) in enumerate([("COMPLETE", 0.8), ("PRUNED", None)]):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState[state],
+                value=value,
+                params={"lr": 1e-3 * (number + 1)},
+                distributions={"lr": lr},
+                intermediate_values={1: 0.7},
+                user_attrs={"run_id": f"{number:016x}"},
+            )
+        )
+    cached = pd.DataFrame({"run_id": ["0" * 16], "seed": [0], "test_accuracy": [0.79]})
+    rows = runs_explorer.sweep_runs(study, cached)
+    assert rows["seed"].tolist() == [0, 0] and rows["state"].tolist() == ["complete", "pruned"]
+    assert rows["val_accuracy"].tolist() == [0.8, 0.7]  # the pruned one: the last figure it reported

@@ -359,8 +359,9 @@ def starter_panel() -> None:
         elif job is not None:
             state = job.state if job.state != FAILED else f"failed: {job.error[:80]}"
             progress = job.latest.fraction if job.latest else 0.0
+        percent = round(100 * min(progress, 1.0))  # whole percents, as the 100% and 0% beside it
         rows.append(
-            {"run": starter.name, "makes useful": starter.serves, "state": state, "progress": progress}
+            {"run": starter.name, "makes useful": starter.serves, "state": state, "progress": percent}
         )
     if all(row["state"] == "ready" for row in rows) or not any(row["state"] != "not queued" for row in rows):
         if not enabled() and not any(row["state"] == "ready" for row in rows):
@@ -375,7 +376,7 @@ def starter_panel() -> None:
         pd.DataFrame(rows),
         hide_index=True,
         column_config={
-            "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
+            "progress": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%d%%")
         },
     )
 

@@ -170,4 +170,7 @@ def sweep_runs(study, runs: pd.DataFrame) -> pd.DataFrame:
     if "run_id" not in trials:
         return trials
     extra = [c for c in runs if c not in trials or c == "run_id"]
-    return trials.merge(runs[extra], on="run_id", how="left") if not runs.empty else trials
+    merged = trials.merge(runs[extra], on="run_id", how="left") if not runs.empty else trials
+    # A pruned trial's run is not cached: its seed is the one every trial of the plan trains with.
+    seed = dict(plan.get("fixed", {})).get("seed", RunConfig.__dataclass_fields__["seed"].default)
+    return merged.assign(seed=merged["seed"].fillna(seed).astype(int) if "seed" in merged else seed)
