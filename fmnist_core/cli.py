@@ -171,16 +171,16 @@ def command_summary(args) -> int:
     else:
         config = config_from_args(args)
     print(f"{config.model} {json.dumps(config.settings)}")
-    shown = plan(config, list_runs(cache), cache)
+    shown = plan(config, list_runs(cache), cache, probe=args.run is None)
     print(shown.table.as_text())
     if args.run is None:
         images = config.train_subset or 60_000
         expected = (
             f"about {duration(shown.estimate.seconds)} here (from {shown.estimate.basis})"
             if shown.estimate
-            else "no run has trained on this machine yet to time it by"
+            else "not timed"
         )
-        print(f"training: {config.epochs} epochs over {images:,} images, {expected}")
+        print(f"training: {config.epochs} epochs over {images:,} images, {shown.refusal or expected}")
         return 0
     from fmnist_core.runs.trained import load_run
     from fmnist_core.views import inside
@@ -322,12 +322,8 @@ def command_sweep_hp(args) -> int:
 def command_suspects(args) -> int:
     from fmnist_core.studies.suspects import study, write_study
 
-    found = study(
-        RunCache(),
-        seeds=args.seeds,
-        train=not args.no_train,
-        on_event=lambda message: print(message, file=sys.stderr),
-    )
+    say = lambda message: print(message, file=sys.stderr)
+    found = study(RunCache(), seeds=args.seeds, train=not args.no_train, on_event=say)
     path = write_study(found, args.out)
     print(path.read_text())
     return 0

@@ -840,3 +840,19 @@ def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monke
         "the scheduler (dask scheduler) or fix the address. Fix it and start the lab again."
     ]
     state._QUEUE_FAILED.clear()
+
+
+def test_a_model_never_trained_here_counts_its_timed_minutes_against_the_queue_limit(monkeypatch):
+    """With no run of a ResNet here its estimate was None, counted as 0 minutes: a 60-epoch ResNet
+    passed FMNIST_MAX_QUEUE_MINUTES=1. Now a few of its steps are timed, through the app's queue."""
+    from ui import state
+
+    monkeypatch.setenv("FMNIST_MAX_QUEUE_MINUTES", "1")
+    state._job_queue.clear()  # a server started with this setting
+    try:
+        queue = state.job_queue()
+        with pytest.raises(ValueError, match=r"limit: your queue would hold about \d+ min of training"):
+            queue.submit(RunConfig.for_model("resnet", epochs=60), owner="alice")
+        assert queue.jobs() == [] and RunCache().run_ids() == []
+    finally:
+        state._job_queue.clear()

@@ -327,3 +327,26 @@ def test_models_lists_the_vae_and_train_vae_works(capsys):
     out = run_main("train", "vae", "--epochs", "1", "--set", "train_subset=500", "--json", capsys=capsys)
     result = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
     assert out.returncode == 0 and result["model"] == "vae" and 0 < result["test_mse"] < 0.2
+
+
+def test_summary_times_a_model_never_trained_here_and_says_when_it_would_be_refused(capsys):
+    """A VAE on an empty cache: expected seconds from a few of its own steps timed here (it said
+    "about 1.8 h" from other models' tiny runs, and the VAE took 4 min); a config over the memory
+    limit: summary says it would be refused and why (it said "about 296048.3 h here")."""
+    from fmnist_core.store.cache import RunCache
+
+    done = run_main("summary", "vae", "--epochs", "3", "--set", "train_subset=2000", capsys=capsys)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    assert (
+        line.startswith("training: 3 epochs over 2,000 images, about ") and "of its steps timed here" in line
+    )
+    assert RunCache().run_ids() == []  # timing trains nothing into the cache
+    layers = "layers=conv:1024:3:same:relu,conv:1024:3:same:relu,maxpool:2,maxpool:2,maxpool:2,dense:10:relu"
+    done = run_main("summary", "cnn", "--set", layers, "--batch-size", "512", capsys=capsys)
+    line = done.stdout.strip().splitlines()[-1]
+    assert (
+        done.returncode == 0
+        and "refused here: batch_size: 512 images a step" in line
+        and " here (from" not in line
+    )

@@ -11,12 +11,11 @@ from fmnist_core.models import describe
 from fmnist_core.runs.jobs import DONE, FAILED, QUEUED, RUNNING, STOPPED
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.training.config import RunConfig
-from fmnist_core.views.architecture import expected_seconds
 from ui import keys
 
 from . import plots
 from .people import class_mode, enqueue, is_admin, may_stop, stop_job, whose
-from .state import fashion, job_queue, load_run, run_cache, runs_table
+from .state import expected_time, fashion, job_queue, load_run, run_cache
 
 
 def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:
@@ -57,16 +56,20 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
     elif job is not None and job.state == STOPPED:
         st.warning("Stopped in its first epoch: no epoch had finished, so there is nothing to keep.")
     images = config.train_subset or 60_000
-    estimate = expected_seconds(config, runs_table(), cache)
-    expected = (
-        f", about {views.duration(estimate.seconds * left / config.epochs)} here (from {estimate.basis})"
-        if estimate is not None
-        else " (no run of this model has trained on this machine yet to time it by)"
-    )
     refusal = queue.refusal(config)
     if refusal:
         st.error(f"These settings cannot train here: {refusal}.", icon=":material/memory:")
         return None
+    estimate, timing = expected_time(config)
+    expected = (
+        f", about {views.duration(estimate.seconds * left / config.epochs)} here (from {estimate.basis})"
+        if estimate is not None
+        else ""
+    )
+    if timing:  # a model never trained here: a few of its steps timed, off the page's thread
+        until_ready(
+            lambda: not expected_time(config)[1], "Timing a few of its steps for the expected time..."
+        )
     st.info(
         f"{'To continue' if stopped else 'Not trained yet'}: {left} epochs over {images:,} images{expected}. "
         "Training runs in its own process; you can leave the page."

@@ -42,14 +42,32 @@ def _job_queue(root: str) -> JobQueue:
 
 
 def _expected_seconds(config) -> float:
-    """A config's expected training time here (counted against its owner's minutes in the queue)."""
+    """A config's expected training time here, counted against its owner's minutes in the queue:
+    from this machine's runs of the model, else a few of its steps timed now (never 0: a 60-epoch
+    ResNet counted as nothing against FMNIST_MAX_QUEUE_MINUTES); a config that cannot train here
+    is refused before this is asked."""
     from fmnist_core.views.architecture import expected_seconds
 
     cache = RunCache(job_queue().cache.root)
-    estimate = expected_seconds(
-        config, _runs_table(str(cache.root.resolve()), cache.stamp(), fashion().fingerprint), cache
-    )
+    runs = _runs_table(str(cache.root.resolve()), cache.stamp(), fashion().fingerprint)
+    estimate = expected_seconds(config, runs, cache, probe=True)
     return estimate.seconds if estimate is not None else 0.0
+
+
+def expected_time(config):
+    """(its Estimate or None, whether it is still being timed): from this machine's runs of the
+    model at once, else a few of its steps timed in the background (seconds) and kept."""
+    from fmnist_core.views.architecture import probe_seconds
+    from fmnist_core.views.explore import estimate_seconds
+
+    cache = run_cache()
+    estimate = estimate_seconds(config, runs_table())
+    if estimate is not None:
+        return estimate, False
+    done = in_background(
+        f"probe:{cache.root.resolve()}:{config.run_id}", lambda: [probe_seconds(config, cache)]
+    )
+    return (done[0], False) if done is not None else (None, True)
 
 
 _QUEUE_FAILED: dict[str, str] = {}  # cache folder -> why its queue could not be built (a scheduler)
@@ -397,11 +415,16 @@ def hp_sweep(name: str) -> tuple[dict, pd.DataFrame]:
     from fmnist_core.studies import hpsearch
 
     path = hpsearch.storage_path(run_cache(), name)
-    return _hp_sweep(name, path.stat().st_mtime_ns, run_cache().stamp())
+    try:
+        info = path.lstat()  # a link is never followed: open_study refuses it in one line
+        version = (info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:  # gone since it was listed: open_study says so in one line
+        version = ()
+    return _hp_sweep(name, version, run_cache().stamp())
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the sweep...")
-def _hp_sweep(name: str, version: int, stamp: tuple) -> tuple[dict, pd.DataFrame]:
+def _hp_sweep(name: str, version: tuple, stamp: tuple) -> tuple[dict, pd.DataFrame]:
     from fmnist_core.studies import hpsearch
     from fmnist_core.views.runs_explorer import sweep_runs
 

@@ -3,6 +3,7 @@ on this machine."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -45,12 +46,77 @@ def _multiply_adds(run_id: str, root: str) -> int:
     return architecture(cache.load_config(run_id), cache).multiply_adds
 
 
-def expected_seconds(config: RunConfig, runs: pd.DataFrame, cache: RunCache) -> Estimate | None:
+PROBE_STEPS = 4  # training steps timed, after one that warms up (allocations, kernels chosen)
+PROBE_TEST_IMAGES = 1000  # the test pass that follows them: what a forward costs an image
+
+
+def probe_seconds(config: RunConfig, cache: RunCache) -> Estimate | None:
+    """How long `config` should train here, timed: a few of its own training steps on real images
+    at its batch size, through the same engine and precision, and a forward pass over test images;
+    then the steps of every epoch plus each epoch's validation and snapshot, and the start-up, added
+    up. Seconds of work, kept per config; None where it cannot train here (memory, no encoder)."""
+    return _probe(config.to_json(), str(cache.root))
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(config_json: str, root: str) -> Estimate | None:
+    import json
+    import time
+
+    from fmnist_core.runs.trained import train
+
+    config = RunConfig.from_dict(json.loads(config_json))
+    # Steps enough that the time-lapse's half-epoch snapshot comes after the timed ones: it is
+    # timed on its own (in a 6-step epoch it sat among them and made an MLP's estimate 5x).
+    half = PROBE_STEPS + 2
+    probe = dataclasses.replace(
+        config,
+        train_subset=min(60_000, 2 * half * config.batch_size),
+        test_subset=PROBE_TEST_IMAGES,
+        cartography=False,
+    )
+    looks: list[float] = []
+
+    def should_stop() -> bool:  # asked once before each step
+        looks.append(time.perf_counter())
+        return len(looks) > half + 2
+
+    began = time.perf_counter()
+    try:
+        train(probe, should_stop=should_stop, cache=RunCache(root))
+    except ValueError:
+        return None
+    ended = time.perf_counter()
+    if len(looks) < half + 3:  # fewer steps than asked for: too few images to time by
+        return None
+    gaps = [b - a for a, b in zip(looks, looks[1:], strict=False)]
+    step = sorted(gaps[1 : PROBE_STEPS + 1])[PROBE_STEPS // 2]  # the median: a busy machine's hiccups aside
+    snapshot = max(0.0, max(gaps[PROBE_STEPS + 1 :]) - step)
+    per_image = (ended - looks[-1]) / PROBE_TEST_IMAGES
+    images = config.train_subset or 60_000
+    steps = -(-images // config.batch_size)
+    validation = images // 10 if config.validation == "holdout" else (config.test_subset or 10_000)
+    forward = validation * (2 if config.tta == "flip" else 1) * per_image + snapshot
+    if config.cartography:
+        forward += images * per_image
+    test = (config.test_subset or 10_000) * per_image if config.validation != "test" else 0.0
+    seconds = (looks[0] - began) + config.epochs * (steps * step + forward) + test
+    return Estimate(seconds, f"{PROBE_STEPS} of its steps timed here just now")
+
+
+def expected_seconds(
+    config: RunConfig, runs: pd.DataFrame, cache: RunCache, probe: bool = False
+) -> Estimate | None:
     """How long `config` should train here: from cached runs of the same model where there are
-    some (views.estimate_seconds), else from the multiply-adds per second that the latest runs of
-    other models reached on this machine; None where no run has been timed."""
+    some (views.estimate_seconds); else, with `probe`, a few of its own steps timed (probe_seconds:
+    seconds of work); else from the multiply-adds per second that the latest runs of other models
+    reached on this machine (rough: their fixed costs weigh in); None where nothing was timed."""
     same = estimate_seconds(config, runs)
-    if same is not None or runs.empty or "train_seconds" not in runs:
+    if same is not None:
+        return same
+    if probe:
+        return probe_seconds(config, cache)
+    if runs.empty or "train_seconds" not in runs:
         return same
     timed = runs[runs["train_seconds"].notna() & (runs.get("epochs_done", runs["epochs"]) > 0)]
     rates = []
@@ -80,8 +146,18 @@ def expected_seconds(config: RunConfig, runs: pd.DataFrame, cache: RunCache) -> 
 class Architecture:
     table: LayerTable
     estimate: Estimate | None
+    refusal: str = ""  # why it cannot train here (its memory estimate over the limit), in one line
 
 
-def plan(config: RunConfig, runs: pd.DataFrame, cache: RunCache) -> Architecture:
-    """What a page shows before training: the layer table and the expected time."""
-    return Architecture(architecture(config, cache), expected_seconds(config, runs, cache))
+def plan(config: RunConfig, runs: pd.DataFrame, cache: RunCache, probe: bool = False) -> Architecture:
+    """What a page or `summary` shows before training: the layer table, why it would be refused
+    here if it would, else the expected time (`probe`: timed on a few steps where no run says)."""
+    from fmnist_core.runs.trained import check_resources
+
+    try:
+        check_resources(config, cache)
+    except ValueError as error:
+        return Architecture(
+            architecture(config, cache), None, f"refused here: {' '.join(str(error).split())}"
+        )
+    return Architecture(architecture(config, cache), expected_seconds(config, runs, cache, probe))
