@@ -2,6 +2,7 @@
 holdout split, pruned trials kept and marked, a sweep killed and continued with its trials intact."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from fmnist_core.store.cache import RunCache
-from fmnist_core.studies import hpsearch
+from fmnist_core.studies import hpsearch, journal
 from fmnist_core.studies.hpsearch import Param, SweepPlan, parse_param
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,3 +280,162 @@ def test_a_parameter_reads_back_from_its_own_text(text):
     param = parse_param(text)
     assert param.text() == text and parse_param(param.text()) == param
     assert parse_param("batch_size=64,128").choices == (64, 128)  # numbers stay numbers
+
+
+TINY = (("epochs", 1), ("test_subset", 200), ("train_subset", 300))
+TINY_ARGS = ["mlp", "--param", "lr=1e-3..1e-2:log", "--trials", "1", "--prune", "none", "--name", "tiny"]
+TINY_ARGS += ["--epochs", "1", "--subset", "300", "--set", "test_subset=200"]
+
+
+def tiny_plan(trials: int = 1) -> SweepPlan:
+    return SweepPlan("tiny", "mlp", (parse_param("lr=1e-3..1e-2:log"),), trials, pruner="none", fixed=TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_journal(tmp_path_factory) -> bytes:
+    """The journal a real one-trial sweep wrote (seconds), for tests that damage copies of it."""
+    cache = RunCache(tmp_path_factory.mktemp("tiny") / "models_cache")
+    hpsearch.sweep(tiny_plan(), cache)
+    return hpsearch.storage_path(cache, "tiny").read_bytes()
+
+
+def keep_journal(cache_root: Path, data: bytes, name: str = "tiny") -> Path:
+    path = hpsearch.storage_path(RunCache(cache_root), name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def sweep_hp_error(capsys, *args: str) -> str:
+    """`sweep-hp` run on the tiny plan: it exits 2 with one line, returned."""
+    from fmnist_core.cli import main
+
+    capsys.readouterr()
+    assert main(["sweep-hp", *TINY_ARGS, *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_a_journal_cut_mid_line_by_a_kill_is_mended_and_the_sweep_goes_on(
+    isolated_cache, tiny_journal, caplog
+):
+    from fmnist_core.cli import main
+
+    path = keep_journal(isolated_cache, tiny_journal[:-30])  # the last line, half written
+    whole_lines = tiny_journal[: tiny_journal.rstrip(b"\n").rfind(b"\n") + 1]
+    with caplog.at_level(logging.WARNING, logger="fmnist_core"):
+        assert main(["sweep-hp", *TINY_ARGS]) == 0
+    assert f"sweep journal {path}: its last line was cut" in caplog.text
+    mended = path.read_bytes()
+    assert mended.startswith(whole_lines) and mended.endswith(b"\n")
+    assert all(json.loads(line) for line in mended.splitlines())
+    states = [t.state.name for t in hpsearch.open_study(RunCache(isolated_cache), "tiny").trials]
+    assert states == ["RUNNING", "COMPLETE"]  # the cut trial's end is lost; the next one ran
+    assert [p.name for p in path.parent.iterdir()] == ["tiny.journal"]  # no temporary left behind
+
+
+DAMAGES = {
+    "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, "nested more than 16 deep"),
+    "an unknown op code": (b'{"op_code":99,"worker_id":"w"}', "op code 99 is not one Optuna's journal knows"),
+    "a plan that is text": (
+        b'{"op_code":2,"worker_id":"w","study_id":0,"user_attr":{"plan":"lr"}}',
+        "the sweep's plan is damaged (a str, not a mapping)",
+    ),
+    "a plan of wrong fields": (
+        b'{"op_code":2,"worker_id":"w","study_id":0,"user_attr":{"plan":{"model":"mlp","params":5}}}',
+        "the sweep's plan is damaged (params missing or of a wrong type)",
+    ),
+    "a field Optuna needs missing": (b'{"op_code":4,"worker_id":"w"}', "Optuna cannot replay it (KeyError"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_a_damaged_journal_is_one_line_naming_it_and_is_not_listed(
+    isolated_cache, tiny_journal, damage, capsys
+):
+    added, cause = DAMAGES[damage]
+    path = keep_journal(isolated_cache, tiny_journal + added + b"\n")
+    with pytest.raises(journal.JournalError) as error:
+        hpsearch.open_study(RunCache(isolated_cache), "tiny")  # what the pages open
+    assert str(path) in str(error.value) and cause in str(error.value) and "\n" not in str(error.value)
+    assert isinstance(error.value, ValueError)  # shown by the pages with st.error
+    assert hpsearch.sweep_names(RunCache(isolated_cache)) == []
+    assert cause in sweep_hp_error(capsys)
+
+
+def test_an_empty_journal_is_not_listed_nor_opened_and_a_sweep_starts_it_afresh(isolated_cache):
+    cache = RunCache(isolated_cache)
+    path = keep_journal(isolated_cache, b"")  # a kill before Optuna wrote its first line
+    assert hpsearch.sweep_names(cache) == []
+    with pytest.raises(journal.JournalError, match=f"{path}: holds no study"):
+        hpsearch.open_study(cache, "tiny")
+    hpsearch.load_study(tiny_plan(), cache)
+    assert hpsearch.sweep_names(cache) == ["tiny"]
+    assert hpsearch.open_study(cache, "tiny").user_attrs["plan"] == tiny_plan().describe()
+
+
+def test_a_journal_copied_under_another_name_is_refused_and_not_listed_first(
+    isolated_cache, tiny_journal, capsys
+):
+    cache = RunCache(isolated_cache)
+    keep_journal(isolated_cache, tiny_journal)
+    copy = keep_journal(isolated_cache, tiny_journal, "copy")
+    os.utime(copy, (time.time() + 60, time.time() + 60))  # the newest: the pages' default before
+    assert hpsearch.sweep_names(cache) == ["tiny"]
+    with pytest.raises(journal.JournalError, match="line 1 holds sweep 'tiny', not 'copy'"):
+        hpsearch.open_study(cache, "copy")
+    assert f"{copy}: line 1 holds sweep 'tiny'" in sweep_hp_error(capsys, "--name", "copy")
+
+
+@pytest.mark.parametrize("linked", ["journal", "sweeps folder"])
+def test_a_journal_that_is_a_link_is_refused_and_nothing_is_written_through_it(
+    isolated_cache, tmp_path, linked, capsys
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    path = hpsearch.storage_path(RunCache(isolated_cache), "tiny")
+    path.parent.parent.mkdir(parents=True)
+    if linked == "journal":
+        path.parent.mkdir()
+        path.symlink_to(outside / "elsewhere.journal")
+    else:
+        path.parent.symlink_to(outside, target_is_directory=True)
+    assert "a symbolic link" in sweep_hp_error(capsys)
+    assert list(outside.iterdir()) == []
+    assert hpsearch.sweep_names(RunCache(isolated_cache)) == []
+    with pytest.raises(journal.JournalError, match="a symbolic link"):
+        hpsearch.open_study(RunCache(isolated_cache), "tiny")
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "model, params, fixed",
+    [
+        ("cnn", ("batch_size=64..512:int",), (("layers", ("conv:1024:3:same:relu",) * 2),)),
+        ("mlp", ("n1=4096..8192:int", "batch_size=30000..60000:int"), ()),
+    ],
+)
+def test_a_plan_whose_ranges_reach_a_run_over_the_memory_limit_is_refused_naming_it(
+    monkeypatch, model, params, fixed
+):
+    monkeypatch.setenv("FMNIST_MEMORY_LIMIT_GB", "8")
+    with pytest.raises(ValueError) as error:
+        SweepPlan("big", model, tuple(parse_param(text) for text in params), 4, fixed=fixed)
+    message = str(error.value)
+    assert message.startswith(("--param batch_size: a trial at ", "--param n1: a trial at "))
+    assert "cannot train here: batch_size: " in message and "over the lab's limit of 8.0 GB" in message
+    assert "\n" not in message
+    SweepPlan("small", "mlp", (parse_param("n1=32..256:int"), parse_param("batch_size=64..512:int")), 4)
+
+
+def test_a_trial_refused_past_the_plan_s_check_ends_pruned_in_one_line(isolated_cache, monkeypatch, capsys):
+    plan = tiny_plan(trials=2)  # checked under this machine's limit
+    monkeypatch.setenv("FMNIST_MEMORY_LIMIT_GB", "0.001")  # then the limit falls (another machine)
+    events = []
+    study = hpsearch.sweep(plan, RunCache(isolated_cache), on_event=events.append)
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    for trial in study.trials:
+        assert "over the lab's limit of 0.0 GB" in trial.user_attrs["refused"]
+    assert sum("cannot train here: batch_size:" in line for line in events) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fmnist_core.models import get_spec
-from fmnist_core.runs.trained import get_or_train
+from fmnist_core.runs.trained import check_resources, get_or_train
 from fmnist_core.store.cache import RunCache
+from fmnist_core.studies import journal
 from fmnist_core.training.config import RunConfig
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -144,6 +145,28 @@ class SweepPlan:
         highs = {p.name: p.choices[-1] if p.choices else p.high for p in self.params}
         for values in (lows, highs, *({p.name: c} for p in self.params for c in p.choices[1:-1])):
             self.config(values)
+        self.check_resources()
+
+    def check_resources(self) -> None:
+        """Refuse a plan whose ranges reach a run this machine refuses (the queue's check: memory, a
+        batch of 1). From the lowest values, each parameter in turn is moved to whichever of its ends
+        or choices needs the most memory, so the last run checked is the plan's largest corner."""
+        values = {p.name: p.choices[0] if p.choices else p.low for p in self.params}
+        for param in self.params:
+            needs = {}
+            for value in param.choices or (param.low, param.high):
+                tried = {**values, param.name: value}
+                config = self.config(tried)
+                try:
+                    needs[value] = check_resources(config)
+                except ValueError as error:
+                    shown = ", ".join(
+                        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in tried.items()
+                    )
+                    raise ValueError(
+                        f"--param {param.name}: a trial at {shown} cannot train here: {error}"
+                    ) from None
+            values[param.name] = max(needs, key=needs.get)
 
     @property
     def maximise(self) -> bool:
@@ -200,12 +223,9 @@ def storage_path(cache: RunCache, name: str) -> Path:
 def load_study(plan: SweepPlan, cache: RunCache):
     """The plan's Optuna study in the cache folder, created or, after a kill, continued."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     path = storage_path(cache, plan.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(path)))
+    storage = journal.storage(path, plan.name, writing=True)
     if plan.sampler == "grid":
         sampler = optuna.samplers.GridSampler({p.name: p.grid() for p in plan.params}, seed=plan.seed)
     elif plan.sampler == "random":
@@ -217,14 +237,15 @@ def load_study(plan: SweepPlan, cache: RunCache):
         if plan.pruner == "median"
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        study_name=plan.name,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        direction="maximize" if plan.maximise else "minimize",
-        load_if_exists=True,
-    )
+    with journal.replaying(path):
+        study = optuna.create_study(
+            study_name=plan.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction="maximize" if plan.maximise else "minimize",
+            load_if_exists=True,
+        )
     if "plan" not in study.user_attrs:
         study.set_user_attr("plan", plan.describe())
     return study
@@ -235,22 +256,28 @@ def finished(study) -> int:
 
 
 def sweep_names(cache: RunCache) -> list[str]:
-    """The sweeps kept in this cache folder, newest first."""
+    """The sweeps kept in this cache folder, newest first; a damaged journal (or a link) is left
+    out, and logged once, so that no page opens it by default."""
     folder = cache.root / SWEEPS
-    paths = [p for p in folder.glob("*.journal") if NAME.fullmatch(p.stem)] if folder.is_dir() else []
-    return [p.stem for p in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True)]
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    paths = [p for p in folder.glob("*.journal") if NAME.fullmatch(p.stem) and journal.is_sound(p, p.stem)]
+    return [p.stem for p in sorted(paths, key=lambda p: p.lstat().st_mtime, reverse=True)]
 
 
 def open_study(cache: RunCache, name: str):
-    """A kept sweep's study, read as it stands (its plan in study.user_attrs["plan"])."""
+    """A kept sweep's study, read as it stands (its plan in study.user_attrs["plan"]); a journal
+    that is damaged or a link is a JournalError (a ValueError) in one line."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     path = storage_path(cache, name)
+    if NAME.fullmatch(name):
+        journal.refuse_links(path)
     if not NAME.fullmatch(name) or not path.is_file():
         raise ValueError(f"sweep: no sweep named {name!r} in {cache.root}")
-    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+    storage = journal.storage(path, name, writing=False)
+    with journal.replaying(path):
+        return optuna.load_study(study_name=name, storage=storage)
 
 
 def report_epochs(plan: SweepPlan, trial, epochs: list[dict], reported: int) -> tuple[int, bool]:
@@ -288,6 +315,13 @@ def run_trial(plan: SweepPlan, trial, cache: RunCache, on_event: Callable[[str],
     values = {p.name: p.suggest(trial) for p in plan.params}
     config = plan.config(values)
     trial.set_user_attr("run_id", config.run_id)
+    if not cache.exists(config.run_id):
+        try:
+            check_resources(config, cache)
+        except ValueError as error:  # past the plan's check: this trial ends in one line, the sweep goes on
+            trial.set_user_attr("refused", str(error))
+            on_event(f"trial {trial.number}: cannot train here: {error} ({values})")
+            raise optuna.TrialPruned(str(error)) from None
     state = {"reported": 0, "pruned": None}
 
     def on_progress(progress) -> None:
