@@ -856,3 +856,19 @@ def test_a_model_never_trained_here_counts_its_timed_minutes_against_the_queue_l
         assert queue.jobs() == [] and RunCache().run_ids() == []
     finally:
         state._job_queue.clear()
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "resnet", "conv_autoencoder", "vae"])
+def test_every_models_form_opens_on_its_defaults_ready_to_train(model):
+    """Each registered model's sidebar form, as it starts, builds a config that can train (a
+    ResNet's channels came back from their slider as a range of two tuples: 'Invalid setting')."""
+    from fmnist_core.models import get_spec
+
+    kind = get_spec(model).kind
+    path, prefix = (
+        ("app_pages/autoencoder.py", "ae") if kind == "autoencoder" else ("app_pages/classifier.py", "cls")
+    )
+    at = page(open_app(), path)
+    at.selectbox(key=f"widget:{prefix}:model").set_value(model).run()
+    assert not at.error and not at.exception, [e.value for e in at.error]
+    assert [b for b in at.button if b.key and b.key.startswith("train:")], [b.key for b in at.button]

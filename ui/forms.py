@@ -112,8 +112,17 @@ def knob_widget(model: str, f: Field, values: dict, runs: pd.DataFrame) -> Any:
 def each_widget(label: str, key: str, start: Any, options, help: str | None) -> Any:
     if all(isinstance(option, str) for option in options):
         return radio_row(label, key, start, options, help)
-    shown = (lambda v: " → ".join(map(str, v))) if isinstance(options[0], tuple) else (lambda v: f"{v:g}")
-    return kept(st.select_slider, label, key, start, options=options, format_func=shown, help=help)
+    if isinstance(options[0], tuple):
+        # By name: select_slider reads a tuple value as a range's two ends (a ResNet's (16, 32, 64)
+        # came back as ((8,), (64, 128, 256)) and the form refused it); a name also reads from a link.
+        named = {" → ".join(map(str, option)): option for option in options}
+        picked = kept(
+            st.select_slider, label, key, " → ".join(map(str, start)), options=list(named), help=help
+        )
+        return named[picked]
+    return kept(
+        st.select_slider, label, key, start, options=options, format_func=lambda v: f"{v:g}", help=help
+    )
 
 
 def run_picker(label: str, key: str, needs: str, runs: pd.DataFrame) -> str:
