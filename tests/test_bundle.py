@@ -64,10 +64,14 @@ def test_a_bundle_brings_a_classifier_and_its_encoder_into_another_lab(runs, tmp
     assert brought.history == classifier.history
     measured = brought.metrics.pop("measured_on_import")
     assert brought.metrics == classifier.metrics
-    # The same weights on the same images: the same answers; the mean loss may differ in its last
-    # float32 digit (the sum's order; seen 2.2682991 against 2.2682993).
-    assert measured["test_accuracy"] == classifier.metrics["test_accuracy"]
-    assert measured["test_loss"] == pytest.approx(classifier.metrics["test_loss"], rel=1e-6)
+    # Measured on the import's path (a model rebuilt from its weights, in the plain memory layout):
+    # the same answers as the lab's own loaded run. Against the training-time figure (the trained
+    # model in channels_last: other oneDNN kernels) a near-tie may flip one answer, and the mean
+    # loss differ in its last float32 digits.
+    reference = bundle._measure(classifier.config, load_run(classifier.run_id, cache).model, cache)
+    assert measured["test_accuracy"] == reference["test_accuracy"]
+    assert abs(measured["test_accuracy"] - classifier.metrics["test_accuracy"]) <= 2 / 10_000
+    assert measured["test_loss"] == pytest.approx(classifier.metrics["test_loss"], rel=1e-5)
     original = load_run(classifier.run_id, cache).model.state_dict()
     assert all(torch.equal(value, original[key]) for key, value in brought.model.state_dict().items())
     images = load_data().test_images[:50]
