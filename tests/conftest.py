@@ -1,5 +1,8 @@
+import sys
+
 import pytest
 
+from fmnist_core.runs import jobs
 from fmnist_core.runs.trained import get_or_train
 from fmnist_core.training.config import RunConfig
 
@@ -12,6 +15,26 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FMNIST_DEBUG", "1")  # a page's failure is a test's exception, not a message
     monkeypatch.setenv("FMNIST_STARTER", "0")  # no starter set training behind the tests' backs
     return root
+
+
+@pytest.fixture(autouse=True)
+def queues_end_with_their_test(monkeypatch):
+    """Every JobQueue a test builds (itself or through the app's pages) is closed when the test
+    ends: its jobs stopped and its trainer threads ended (they polled for the rest of the session,
+    and a held job went on training into later tests)."""
+    built = []
+    build = jobs.JobQueue.__init__
+
+    def recording(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(jobs.JobQueue, "__init__", recording)
+    yield built
+    for queue in built:
+        queue.close(timeout=300)  # a training stops at its next step: seconds, even on a busy machine
+    if "ui.state" in sys.modules:
+        sys.modules["ui.state"]._job_queue.clear()
 
 
 @pytest.fixture

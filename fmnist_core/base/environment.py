@@ -175,7 +175,7 @@ def folder(name: str) -> str:
     """A folder the lab reads ("" when unset): it must exist."""
     text = _text(name)
     if text and not os.path.isdir(text):
-        raise ValueError(f"{name}: {text[:120]!r} is not a folder")
+        raise ValueError(f"{name}: {text[:200]} is not a folder (it must hold the four *-ubyte.gz files)")
     return text
 
 

@@ -145,8 +145,13 @@ class JobQueue:
         self._order: list[str] = []  # run ids in submission order
         self._ready = threading.Condition(self._lock)
         self._served: dict[str, float] = {}  # owner -> when the trainer last started a job of theirs
-        for i in range(workers):
-            threading.Thread(target=self._work, name=f"fmnist-trainer-{i}", daemon=True).start()
+        self._closing = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"fmnist-trainer-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def refusal(self, config: RunConfig) -> str:
         """Why `config` cannot train here (its memory estimate over the limit, a batch norm fed a
@@ -161,6 +166,8 @@ class JobQueue:
         """Queue a training for `owner`, or add them to the job already queued, running or done for
         this config. Refused before it queues (ValueError, one line) when it cannot train here (see
         `refusal`) or when it would take the owner past their limits."""
+        if self._closing.is_set():
+            raise ValueError("queue: the lab is shutting down; nothing more is queued")
         check_resources(config, self.cache)
         seconds = float(self._estimate(config) or 0.0) if self.limits.minutes else 0.0  # outside the lock
         with self._lock:
@@ -226,8 +233,19 @@ class JobQueue:
                 job.state = STOPPED
             return True
 
-    def close(self) -> None:
-        """Let go of the Dask cluster, where jobs went to one (the trainer threads end with the process)."""
+    def close(self, timeout: float = 300) -> None:
+        """Stop every job (a training stops at its next step, its finished epochs kept as any
+        stopped run), end the trainer threads (waiting up to `timeout` seconds for them) and let go
+        of the Dask cluster, where jobs went to one. The queue takes nothing after this."""
+        with self._lock:
+            self._closing.set()
+            for job in self._jobs.values():
+                if job.active:
+                    job.stop_requested.set()
+            self._ready.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self._cluster is not None:
             self._cluster.client.close()
 
@@ -271,7 +289,7 @@ class JobQueue:
             time.sleep(0.05)
         return job
 
-    def _next(self) -> Job:
+    def _next(self) -> Job | None:
         """Wait for a queued job and take the one whose turn it is (jobs cancelled while queued
         are marked stopped on the way)."""
         with self._ready:
@@ -287,6 +305,8 @@ class JobQueue:
                     for owner in job.owners:
                         self._served[owner] = time.monotonic()
                     return job
+                if self._closing.is_set():
+                    return None
                 self._ready.wait(timeout=0.5)
 
     def _yield_cores(self, starting: bool) -> None:
@@ -303,8 +323,7 @@ class JobQueue:
                     torch.set_num_threads(self._server_threads)
 
     def _work(self) -> None:
-        while True:
-            job = self._next()
+        while (job := self._next()) is not None:
             run_id = job.run_id
             self._yield_cores(starting=self._cluster is None)
             try:
