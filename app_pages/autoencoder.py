@@ -6,9 +6,9 @@ import streamlit as st
 
 from fmnist_core import analysis, views
 from fmnist_core.models import get_spec
-from fmnist_core.runs.starter import starting_recipe
+from fmnist_core.runs.starter import starter_of
 from ui import inside_sections, keys, plots
-from ui.forms import architecture, model_form, recipe_buttons, start_from_recipe
+from ui.forms import architecture, model_form, recipe_buttons, start_from_starter
 from ui.panels import epoch_scrubber, training_panel
 from ui.state import fashion, run_view, runs_table
 from ui.widgets import build_config, run_settings
@@ -17,7 +17,7 @@ with st.sidebar:
     st.header("Autoencoder")
     model = architecture("autoencoder", "ae:model")
     recipe_buttons(model, "ae")
-    start_from_recipe(starting_recipe(model), "ae")  # the page opens on the run the starter set trains
+    start_from_starter(starter_of(model), "ae")  # the page opens on the run the starter set trains
     settings = model_form(model, runs_table())
     run_values = run_settings(model, "ae")
 config = build_config(model, settings, run_values)

@@ -4,9 +4,9 @@ import streamlit as st
 
 from fmnist_core import analysis
 from fmnist_core.models import get_spec
-from fmnist_core.runs.starter import starting_recipe
+from fmnist_core.runs.starter import starter_of
 from ui import classifier_sections, inside_sections, plots
-from ui.forms import NoRunToBuildOn, architecture, model_form, recipe_buttons, start_from_recipe
+from ui.forms import NoRunToBuildOn, architecture, model_form, recipe_buttons, start_from_starter
 from ui.panels import training_panel, waiting_for
 from ui.state import fashion, run_view, runs_table
 from ui.widgets import build_config, run_settings
@@ -16,7 +16,7 @@ with st.sidebar:
     st.header("Classifier")
     model = architecture("classifier", "cls:model", runs)
     recipe_buttons(model, "cls")
-    start_from_recipe(starting_recipe(model), "cls")  # the page opens on the run the starter set trains
+    start_from_starter(starter_of(model), "cls")  # the page opens on the run the starter set trains
     try:
         settings = model_form(model, runs)
     except NoRunToBuildOn:

@@ -15,7 +15,7 @@ from fmnist_core.runs.recipes import get_recipe, list_recipes
 from fmnist_core.studies.presets import recipe_preset, setting_presets
 from ui import keys
 from ui.state import run_label
-from ui.widgets import RUN_KEYS, kept, radio_row
+from ui.widgets import RUN_KEYS, TRAINING_IMAGES, kept, radio_row
 
 
 class NoRunToBuildOn(LookupError):
@@ -183,11 +183,19 @@ def recipe_buttons(model: str, run_prefix: str) -> None:
             st.rerun()
 
 
-def start_from_recipe(name: str | None, run_prefix: str) -> None:
-    """The widgets below start at a recipe's values, where neither this session nor the page's link
-    has set them (call it before them)."""
-    if name is None:
+def start_from_starter(starter, run_prefix: str) -> None:
+    """The widgets below start at the starter set's run of the model (its recipe's values, its
+    epochs and images), where neither this session nor the page's link has set them (call it
+    before them): a newcomer's page opens on the run the lab trained for them."""
+    if starter is None:
         return
-    for key, value in recipe_values(name, run_prefix).items():
+    config = starter.config
+    values = recipe_values(starter.recipe, run_prefix) if starter.recipe else {}
+    images = {count: label for label, count in TRAINING_IMAGES.items()}[config.train_subset]
+    values |= {
+        f"{run_prefix}:{config.model}:epochs": config.epochs,
+        f"{run_prefix}:{config.model}:images": images,
+    }
+    for key, value in values.items():
         if keys.kept(key) not in st.session_state and key not in st.query_params:
             st.session_state[keys.kept(key)] = value

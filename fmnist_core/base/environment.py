@@ -130,6 +130,19 @@ def check_scheduler(address: str, name: str = "scheduler") -> str:
     return full.rstrip("/")
 
 
+SCALES = ("full", "test")
+
+
+def scale() -> str:
+    """The size of the runs the lab picks by itself (the starter set, Suspect data's map and its
+    retraining): full, or test (each 1-2 epochs on 2,000 images: the test suite's browser tests
+    prove the same pages on them in seconds; bench/ measures the full ones)."""
+    text = _text("FMNIST_SCALE").lower() or "full"
+    if text not in SCALES:
+        raise ValueError(f"FMNIST_SCALE: {text[:20]!r} is not one of {', '.join(SCALES)}")
+    return text
+
+
 def admin_token() -> str:
     """The token that makes a visitor an admin (?admin=TOKEN once); "" for none. A blank or short
     one is refused: it would let anyone who guesses it stop every job."""
@@ -187,6 +200,7 @@ READERS = {
     "FMNIST_BF16": lambda: optional_flag("FMNIST_BF16"),
     "FMNIST_DEVICE": device_name,
     "FMNIST_STARTER": lambda: flag("FMNIST_STARTER", True),
+    "FMNIST_SCALE": scale,
     "FMNIST_DEBUG": lambda: flag("FMNIST_DEBUG"),
     "FMNIST_CLASS": lambda: optional_flag("FMNIST_CLASS"),
     "FMNIST_MAX_JOBS": max_jobs,

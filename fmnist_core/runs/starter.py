@@ -21,36 +21,45 @@ class Starter:
     recipe: str | None = None  # the named recipe it is, where it is one
 
 
+TEST_SCALE = {"epochs": 1, "train_subset": 2000}  # FMNIST_SCALE=test: what the pages' forms can say too
+
+
 def starter_set() -> list[Starter]:
-    """The fastest runs that make every page useful, in the order the pages need them."""
-    encoder = get_recipe("fast_autoencoder").config()
+    """The fastest runs that make every page useful, in the order the pages need them (at
+    FMNIST_SCALE=test, each one epoch on 2,000 images)."""
+    scaled = TEST_SCALE if environment.scale() == "test" else {}
+    encoder = get_recipe("fast_autoencoder").config(**scaled)
     # The Classifier page's own defaults (the model's: S2's wide head, the recipe's 10 epochs), so
     # that the page opens on a trained run.
     on_encoder = {"encoder_run": encoder.run_id}
     return [
         Starter(  # S3's recipe, 30 epochs (~1 min here): what the Classifier page starts from
-            "MLP (S3's network and recipe)", RunConfig.for_model("mlp"), "Classifier, Try it, Compare"
+            "MLP (S3's network and recipe)",
+            RunConfig.for_model("mlp", **scaled),
+            "Classifier, Try it, Compare",
         ),
         Starter(
             "fast autoencoder", encoder, "Autoencoder, Latent space, the garment check", "fast_autoencoder"
         ),
         Starter(
             "classifier on its encoder, frozen",
-            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": True}),
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": True}, **scaled),
             "Frozen vs fine-tuned",
         ),
         Starter(
             "classifier on its encoder, fine-tuned",
-            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": False}),
+            RunConfig.for_model("encoder_classifier", {**on_encoder, "freeze_encoder": False}, **scaled),
             "Frozen vs fine-tuned",
         ),
-        Starter("fast CNN", get_recipe("fast_cnn").config(), "the best classifier, Try it", "fast_cnn"),
+        Starter(
+            "fast CNN", get_recipe("fast_cnn").config(**scaled), "the best classifier, Try it", "fast_cnn"
+        ),
     ]
 
 
-def starting_recipe(model: str) -> str | None:
-    """The recipe of the starter set's run of `model`, where a form starts (None: its defaults)."""
-    return next((s.recipe for s in starter_set() if s.config.model == model and s.recipe), None)
+def starter_of(model: str) -> Starter | None:
+    """The starter set's run of `model`, where the model's form starts (None: its defaults)."""
+    return next((s for s in starter_set() if s.config.model == model), None)
 
 
 def enabled() -> bool:
