@@ -49,7 +49,9 @@ def main() -> None:
             get_or_train(config, cache=cache)
             took = time.perf_counter() - began
             expected = estimate.seconds if estimate else float("nan")
-            print(f"{name:44s} {expected:8.1f}s {took:7.1f}s {expected / took:6.2f}  ({cost:.1f} s)", flush=True)
+            print(
+                f"{name:44s} {expected:8.1f}s {took:7.1f}s {expected / took:6.2f}  ({cost:.1f} s)", flush=True
+            )
 
 
 if __name__ == "__main__":
