@@ -5,13 +5,17 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from fmnist_core.base.files import remove_path
 from fmnist_core.runs.trained import get_or_train, load_run
 from fmnist_core.store import table
 from fmnist_core.store.cache import CorruptRunError, MissingRunError, RunCache
@@ -494,3 +498,75 @@ def test_a_new_process_lists_a_kept_cache_from_its_listing_and_still_sees_a_chan
     ).stdout.split("\n")
     assert out[0] == second.run_id  # only the changed entry was read again
     assert out[1].startswith("damaged") and float(out[2]) == listed.loc[first.run_id, "test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def listed_cache(tmp_path_factory):
+    cache = RunCache(tmp_path_factory.mktemp("listing") / "cache")
+    get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)
+    return cache
+
+
+def listed_by_a_new_process(cache: RunCache, monkeypatch) -> pd.DataFrame:
+    """list_runs as a fresh process runs it (nothing kept in memory), in a thread that must return."""
+    monkeypatch.setattr(table, "_ROWS", {})
+    monkeypatch.setattr(table, "_LOADED", set())
+    listed = []
+    thread = threading.Thread(target=lambda: listed.append(list_runs(cache)), daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive() and listed, "the listing hung or raised"
+    return listed[0]
+
+
+def edit_listing(path: Path, change) -> None:
+    kept = json.loads(path.read_text())
+    change(kept["rows"][0])
+    path.write_text(json.dumps(kept))
+
+
+def a_row_naming_a_path_digest_and_all(entry) -> None:
+    entry["seen"][0][0] = "../elsewhere"
+    entry["digest"] = table._digest(
+        tuple((rid, table._as_stamps(s)) for rid, s in entry["seen"]), entry["row"]
+    )
+
+
+def a_flood_of_brackets(path: Path) -> None:
+    with open(path, "wb") as handle:
+        for _ in range(384):
+            handle.write(b"[" * (1 << 20))
+
+
+LISTING_DAMAGE = {
+    "a row edited, its stamps kept": lambda path: edit_listing(
+        path, lambda entry: entry["row"].update(test_accuracy=0.999)
+    ),
+    "a row naming a path, digest and all": lambda path: edit_listing(
+        path, a_row_naming_a_path_digest_and_all
+    ),
+    "a FIFO": lambda path: (path.unlink(), os.mkfifo(path)),
+    "a folder": lambda path: (path.unlink(), path.mkdir()),
+    "384 MB of [": a_flood_of_brackets,
+    "nested past the JSON reader's depth": lambda path: path.write_text("[" * 100_000),
+}
+
+
+@pytest.mark.parametrize("damage", list(LISTING_DAMAGE))
+def test_a_damaged_listing_or_an_edited_row_is_read_again_from_the_entries(listed_cache, monkeypatch, damage):
+    cache = listed_cache
+    path = cache.root / table.LISTING
+    remove_path(path)
+    fresh = listed_by_a_new_process(cache, monkeypatch)
+    LISTING_DAMAGE[damage](path)
+    tracemalloc.start()
+    try:
+        pd.testing.assert_frame_equal(listed_by_a_new_process(cache, monkeypatch), fresh)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # a listing larger than its rows can be is never read (384 MB of it was)
+    assert fresh["test_accuracy"].iloc[0] != 0.999
+    if damage != "a folder":  # written again: the next process trusts it, reading no entry
+        monkeypatch.setattr(table, "_row", lambda *args: pytest.fail("an entry was read again"))
+        pd.testing.assert_frame_equal(listed_by_a_new_process(cache, monkeypatch), fresh)

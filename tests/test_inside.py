@@ -1,6 +1,13 @@
 """The inside of a network: layer outputs checked by hand, top-activating images against a full
 sort of the test set, dead units, weights, the kept activity file, and the layer table."""
 
+import io
+import os
+import pickle
+import shutil
+import threading
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +23,7 @@ from fmnist_core.analysis.inside import (
     unit_weights,
     weights_behind,
 )
+from fmnist_core.base.files import remove_path
 from fmnist_core.data.fashion import load_data
 from fmnist_core.models import build_skeleton, create_model, list_models, make_settings
 from fmnist_core.runs.trained import get_or_train, load_run
@@ -251,3 +259,120 @@ def test_a_model_never_trained_here_is_timed_by_the_multiply_adds_per_second_of_
     assert "multiply-adds per second of 1 run of other models" in estimate.basis
     same = expected_seconds(run.config.replace(epochs=2), runs, cache)  # its own model: its own speed
     assert same.seconds == pytest.approx(2 * done["train_seconds"]) and "cnn run" in same.basis
+
+
+# --- The kept activity file, damaged or out of place ---------------------------------------------
+
+
+def rewrite_members(path, change) -> None:
+    """The kept file's arrays, changed by `change(arrays)`, written back as an .npz."""
+    with np.load(path, allow_pickle=False) as kept:
+        arrays = dict(kept)
+    change(arrays)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def with_member(path, name: str, header: dict, body: bytes, compress=zipfile.ZIP_STORED) -> None:
+    """The kept file with one member replaced by a hand-written .npy header and body."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy, header)
+    members[f"{name}.npy"] = npy.getvalue() + body
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in members.items():
+            archive.writestr(member, content, compress_type=compress if member == f"{name}.npy" else 0)
+
+
+def index_set_to(value):
+    def change(arrays):
+        arrays["top_index:features.1"][0, 1] = value
+
+    return change
+
+
+def no_unit_fires(arrays):
+    arrays["firing:features.1"][:] = 0
+    arrays["firing:features.8"][:] = 0
+
+
+HOSTILE = {
+    "an index past the test set": lambda path, other: rewrite_members(path, index_set_to(10_005)),
+    "a -1 index": lambda path, other: rewrite_members(path, index_set_to(-1)),
+    "all-zero firing counts": lambda path, other: rewrite_members(path, no_unit_fires),
+    "another run's file": lambda path, other: shutil.copyfile(other, path),
+    "a FIFO": lambda path, other: (path.unlink(), os.mkfifo(path)),
+    "a folder": lambda path, other: (path.unlink(), path.mkdir(), (path / "x").write_text("x")),
+    "a link to another run's file": lambda path, other: (path.unlink(), path.symlink_to(other)),
+    "an 8 GB file": lambda path, other: os.truncate(path, 8 << 30),
+    "a header claiming 10^12 names": lambda path, other: with_member(
+        path, "names", {"descr": "<U12", "fortran_order": False, "shape": (10**12,)}, b"\0" * 48
+    ),
+    "a deflated member whose header claims 8 GB": lambda path, other: with_member(
+        path,
+        "firing:features.1",
+        {"descr": "<i8", "fortran_order": False, "shape": (10**9,)},
+        bytes(1 << 20),
+        zipfile.ZIP_DEFLATED,
+    ),
+    "a pickle": lambda path, other: with_member(
+        path, "names", {"descr": "|O", "fortran_order": False, "shape": (9,)}, pickle.dumps(["x"] * 9)
+    ),
+}
+
+
+def assert_same_activity(got, fresh) -> None:
+    assert got.images == fresh.images and [layer.name for layer in got.layers] == list(fresh.top_index)
+    for field in inside.FIELDS:
+        for name, values in getattr(fresh, field).items():
+            np.testing.assert_array_equal(getattr(got, field)[name], values)
+
+
+def in_a_thread(work, seconds: float = 120):
+    """work() run in a thread, asserted to have returned within `seconds` (a FIFO's open waits forever)."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "still waiting"
+    assert result, "raised (see the thread's traceback above)"
+    return result[0]
+
+
+@pytest.fixture(scope="module")
+def two_cnns_with_activity(trained_cnn):
+    run, cache = trained_cnn
+    other = get_or_train(run.config.replace(seed=1), cache=cache)
+    fresh = unit_activity(run.model, load_data().test_images, top=inside.TOP)
+    inside.activity(other, cache)
+    return run, other, cache, fresh
+
+
+@pytest.mark.parametrize("damage", list(HOSTILE))
+def test_a_damaged_or_foreign_activity_file_is_computed_again_and_kept_whole(two_cnns_with_activity, damage):
+    run, other, cache, fresh = two_cnns_with_activity
+    path = cache.derived_path(run.run_id, inside.ACTIVITY_FILE)
+    remove_path(path)
+    inside.activity(run, cache)
+    HOSTILE[damage](path, cache.derived_path(other.run_id, inside.ACTIVITY_FILE))
+    got = in_a_thread(lambda: inside.activity(run, cache))
+    assert_same_activity(got, fresh)
+    assert path.is_file() and not path.is_symlink()  # kept again, whole: the next read uses it
+    assert_same_activity(inside.activity(run, cache), fresh)
+    detail = inside.unit_detail(run, got, "features.1", 1)  # was an IndexError on a kept 10,005
+    np.testing.assert_array_equal(detail.indices, fresh.top_index["features.1"][:, 1])
+
+
+def test_an_activity_that_cannot_be_kept_is_computed_each_time_with_a_warning(two_cnns_with_activity, caplog):
+    run, _, cache, fresh = two_cnns_with_activity
+    derived = cache.root / ".derived"
+    shutil.move(derived, cache.root / "derived-aside")
+    try:
+        derived.write_text("not a folder")
+        assert_same_activity(in_a_thread(lambda: inside.activity(run, cache)), fresh)
+        assert derived.read_text() == "not a folder" and not inside.has_activity(run.run_id, cache)
+        assert "not kept" in caplog.text
+    finally:
+        derived.unlink()
+        shutil.move(cache.root / "derived-aside", derived)

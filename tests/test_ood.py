@@ -1,5 +1,9 @@
 """The garment check: real test images pass, pictures that are no garment are flagged."""
 
+import os
+import shutil
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -107,3 +111,58 @@ def test_a_calibration_kept_on_disk_reads_back_the_same_and_a_damaged_one_is_ref
     assert ood.load_detector(detector.run, path) is None
     path.write_bytes(b"\x80\x04not numpy at all")  # a pickle's first bytes: never unpickled
     assert ood.load_detector(detector.run, path) is None
+
+
+def wider_codes(detector, path):
+    codes = np.concatenate([detector.reference_codes, detector.reference_codes[:, :1]], axis=1)
+    ood.save_detector(ood.Detector(detector.run, codes, detector.calibration, detector.combined_limit), path)
+
+
+KEPT_CHECKS = {
+    "reference codes of another width": wider_codes,
+    "another run's file": lambda detector, path: ood.save_detector(
+        detector, path.parent.parent / "b" / path.name
+    ),
+    "a FIFO": lambda detector, path: os.mkfifo(path),
+    "a folder": lambda detector, path: path.mkdir(),
+    "codes that are not numbers": lambda detector, path: ood.save_detector(
+        ood.Detector(detector.run, detector.reference_codes * np.nan, detector.calibration, 1.0), path
+    ),
+    "too few codes for a neighbour": lambda detector, path: ood.save_detector(
+        ood.Detector(
+            detector.run,
+            detector.reference_codes[:3],
+            {name: values[:3] for name, values in detector.calibration.items()},
+            detector.combined_limit,
+        ),
+        path,
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(KEPT_CHECKS))
+def test_a_kept_check_of_another_shape_or_run_or_no_file_is_made_again(detector, tmp_path, damage):
+    path = tmp_path / "a" / "garment_check.npz"
+    path.parent.mkdir()
+    KEPT_CHECKS[damage](detector, path)
+    if damage == "another run's file":
+        shutil.copyfile(path.parent.parent / "b" / path.name, path)
+    loaded = []
+    thread = threading.Thread(
+        target=lambda: loaded.append(ood.load_detector(detector.run, path)), daemon=True
+    )
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive() and loaded == [
+        None
+    ]  # was a RuntimeError (mat1 and mat2 shapes) on wider codes
+    ood.save_detector(detector, path)  # made again, kept whole over whatever was there
+    images = load_data().test_images[:200, 0].numpy()
+    assert np.array_equal(ood.load_detector(detector.run, path).flagged(images), detector.flagged(images))
+
+
+def test_a_check_that_cannot_be_kept_is_not_an_error(detector, tmp_path, caplog):
+    (tmp_path / ".derived").write_text("a file, not a folder")
+    ood.save_detector(detector, tmp_path / ".derived" / "run" / "garment_check.npz")
+    assert ood.load_detector(detector.run, tmp_path / ".derived" / "run" / "garment_check.npz") is None
+    assert "not kept" in caplog.text

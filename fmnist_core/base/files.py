@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
+import stat
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +173,25 @@ def parse_json(
         raise ValueError(f"not JSON ({' '.join(str(error).split())[:80]})") from None
 
 
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes: OSError where `path` is anything else (a link, a FIFO, whose open
+    would wait for a writer, a folder), ValueError where it holds more than `max_bytes`."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise OSError(f"{path.name} is not a regular file")
+    # O_NONBLOCK: a FIFO swapped in after the lstat opens at once and is refused by the fstat below.
+    handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with open(handle, "rb", closefd=True) as file:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if info.st_size > max_bytes:
+            raise ValueError(f"{path.name} is larger than the {max_bytes:,} bytes it may have")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grown since the fstat
+        raise ValueError(f"{path.name} is larger than the {max_bytes:,} bytes it may have")
+    return data
+
+
 def read_json(path: Path, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
     """A JSON file read with bounded size and depth (see parse_json); OSError where it cannot be read."""
     if path.stat().st_size > max_bytes:
@@ -189,3 +212,65 @@ def save_tensors(value, path: Path) -> None:
         torch.save(value, path)
     except RuntimeError as error:
         raise OSError(f"{path.name} could not be written ({' '.join(str(error).split())[:120]})") from None
+
+
+# An array's shape and type as the lab expects them; None in a shape: any length.
+ArraySpec = tuple[tuple[int | None, ...], np.dtype | type | str]
+NPY_OVERHEAD = 4096  # bytes an .npz member takes beyond its data: its .npy header and zip headers
+
+
+def arrays_size_bound(expected: dict[str, ArraySpec], longest: int = 0) -> int:
+    """The most bytes an .npz of `expected` arrays can take (a None length counted as `longest`)."""
+    return sum(
+        NPY_OVERHEAD + math.prod(longest if n is None else n for n in shape) * np.dtype(dtype).itemsize
+        for shape, dtype in expected.values()
+    )
+
+
+def write_arrays_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Arrays as an .npz (np.savez: no pickle), written in one step (replaced_atomically)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_arrays(data: bytes, expected: dict[str, ArraySpec]) -> dict[str, np.ndarray]:
+    """The arrays of an .npz held in `data`, each member's .npy header checked against `expected`
+    before its data is read (a header may claim 10^12 strings): ValueError where a member is
+    missing, extra, compressed or not of the shape and type expected. Nothing is unpickled."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            if set(members) != set(expected):
+                raise ValueError(f"members {sorted(members)[:8]}, not {sorted(expected)[:8]}")
+            return {name: _npy_member(archive, members[name], *expected[name]) for name in expected}
+    except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, OverflowError) as error:
+        raise ValueError(f"not an .npz ({' '.join(str(error).split())[:80]})") from None
+
+
+def _npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape, dtype) -> np.ndarray:
+    """One member read as np.load would, once its header says what `shape` and `dtype` ask for."""
+    if info.compress_type != zipfile.ZIP_STORED:  # stored: its size on disk is its size in memory
+        raise ValueError(f"{info.filename} is compressed")
+    with archive.open(info) as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{info.filename}: .npy version {version}")
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        found_shape, fortran_order, found_dtype = read_header(handle)
+        fits = len(found_shape) == len(shape) and all(
+            n is None or n == m for n, m in zip(shape, found_shape, strict=True)
+        )
+        if fortran_order or found_dtype != np.dtype(dtype) or not fits:
+            raise ValueError(
+                f"{info.filename} holds {found_dtype} {found_shape}, not {np.dtype(dtype)} {shape}"
+            )
+        size = math.prod(found_shape) * found_dtype.itemsize
+        if info.file_size != handle.tell() + size:
+            raise ValueError(f"{info.filename} is not as long as its header says")
+        buffer = bytearray(size)
+        if handle.readinto(buffer) != size:
+            raise ValueError(f"{info.filename} is cut short")
+    return np.frombuffer(buffer, dtype=found_dtype).reshape(found_shape)

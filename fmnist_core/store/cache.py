@@ -14,17 +14,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
 from fmnist_core.base.files import (
+    ArraySpec,
     CorruptRunError,
+    arrays_size_bound,
     default_root,
+    read_arrays,
     read_json,
+    read_regular,
     remove_path,
     save_tensors,
     sha256,
+    write_arrays_atomic,
     write_text_atomic,
 )
 from fmnist_core.base.locks import LockedRunError, wait_for_lock
@@ -43,6 +49,7 @@ from fmnist_core.training.config import RunConfig, check_record
 log = logging.getLogger("fmnist_core")
 REMOVED = ".removed"  # configs of deleted entries: {run_id}.json
 DERIVED = ".derived"  # what was computed from a run's weights: {run_id}-{weights digest}/
+SOURCE = "source"  # a derived file's member: the folder (run id, weights' checksum) it was computed for
 
 
 def _umask() -> int:
@@ -54,6 +61,36 @@ def _umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
+
+
+def keep_derived(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Keep arrays computed from a run at its derived_path, with the name of the folder they belong
+    to (the run id and its weights' checksum); where that cannot be written (a `.derived` that is a
+    file, a read-only cache) nothing is kept: they are computed again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and not path.is_symlink():  # os.replace cannot replace a folder
+            remove_path(path, strict=True)
+        write_arrays_atomic(path, {**arrays, SOURCE: np.array(path.parent.name)})
+    except OSError as error:
+        log.warning("%s not kept, computed again next time (%s)", path, error)
+
+
+def read_derived(
+    path: Path, expected: dict[str, ArraySpec], longest: int = 0
+) -> dict[str, np.ndarray] | None:
+    """The arrays keep_derived kept at `path`, where it is a regular file no larger than `expected`
+    arrays take (a None length: `longest` at most), each of the shape and type expected, and
+    computed for the folder it is in (not another run's copied here); else None."""
+    source = np.array(path.parent.name)
+    expected = {**expected, SOURCE: ((), source.dtype)}
+    try:
+        arrays = read_arrays(read_regular(path, arrays_size_bound(expected, longest)), expected)
+    except (OSError, ValueError) as error:
+        if not isinstance(error, FileNotFoundError):
+            log.warning("%s not used, computed again (%s)", path, error)
+        return None
+    return arrays if arrays.pop(SOURCE) == source else None
 
 
 class RunCache:

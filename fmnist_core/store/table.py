@@ -17,23 +17,26 @@ from pathlib import Path
 import pandas as pd
 
 from fmnist_core.analysis import classes_never_predicted
-from fmnist_core.base.files import CorruptRunError, read_json, write_text_atomic
+from fmnist_core.base.files import CorruptRunError, checksum, parse_json, read_regular, write_text_atomic
 from fmnist_core.models import get_spec
 from fmnist_core.store.cache import RunCache
-from fmnist_core.store.entries import MissingRunError, stamps
+from fmnist_core.store.entries import MissingRunError, is_run_id, stamps
 
 # entry folder -> (((run id, stamps) of the entry and of each entry it depends on), row)
 _ROWS: dict[Path, tuple[tuple, dict]] = {}
 LISTING = ".listing.json"  # the rows with their stamps, for the next process
 _LOADED: set[Path] = set()  # cache folders whose LISTING this process has read
+# A row's JSON: ~50 settings and figures (~2 KB) and a validation curve of up to 1,000 epochs (~20 KB).
+MAX_ROW_BYTES = 64_000
 
 
 def list_runs(cache: RunCache) -> pd.DataFrame:
     """Every entry as a row: run id, status, config columns, final metrics, validation curve."""
+    run_ids = cache.run_ids()
     if cache.root.resolve() not in _LOADED:
-        _load_listing(cache)
+        _load_listing(cache, len(run_ids))
     rows, changed = [], False
-    for run_id in cache.run_ids():
+    for run_id in run_ids:
         folder = cache.folder(run_id)
         known = _ROWS.get(folder)
         if known is not None and all(stamps(cache.folder(rid)) == seen for rid, seen in known[0]):
@@ -53,20 +56,44 @@ def _as_stamps(value) -> tuple:
     return tuple(tuple(item) if item is not None else None for item in value)
 
 
-def _load_listing(cache: RunCache) -> None:
-    """The rows a former process kept; a missing or unreadable file is no listing (all read anew)."""
+def _load_listing(cache: RunCache, entries: int) -> None:
+    """The rows a former process kept, each only where its digest still matches it (an edited row is
+    read again from its entry); a missing or unreadable file is no listing (all read anew)."""
     _LOADED.add(cache.root.resolve())
     try:
-        kept = read_json(cache.root / LISTING, max_bytes=512 * 2**20)
-        for entry in kept["rows"]:
-            seen = tuple((rid, _as_stamps(found)) for rid, found in entry["seen"])
-            _ROWS.setdefault(cache.folder(entry["row"]["run_id"]), (seen, entry["row"]))
-    except (OSError, ValueError, KeyError, TypeError, MissingRunError):
+        data = read_regular(cache.root / LISTING, MAX_ROW_BYTES * (entries + 1))  # never a FIFO
+        kept = parse_json(data)["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
         return
+    for entry in kept if isinstance(kept, list) else []:
+        known = _kept_row(entry)
+        if known is not None:
+            _ROWS.setdefault(cache.folder(known[1]["run_id"]), known)
+
+
+def _kept_row(entry) -> tuple[tuple, dict] | None:
+    """One kept (stamps, row), where it is whole, names run ids and matches its digest."""
+    try:
+        seen = tuple((rid, _as_stamps(found)) for rid, found in entry["seen"])
+        row = entry["row"]
+        whole = all(is_run_id(rid) for rid, _ in seen) and seen[0][0] == row["run_id"]
+        if whole and entry["digest"] == _digest(seen, row):
+            return seen, row
+    except (KeyError, TypeError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _digest(seen: tuple, row: dict) -> str:
+    """A row's checksum with the stamps it was read under, as its JSON reads back."""
+    return checksum(json.dumps([seen, row], sort_keys=True, default=str))
 
 
 def _save_listing(cache: RunCache, rows: list[dict]) -> None:
-    entries = [{"seen": _ROWS[cache.folder(row["run_id"])][0], "row": row} for row in rows]
+    entries = []
+    for row in rows:
+        seen = _ROWS[cache.folder(row["run_id"])][0]
+        entries.append({"seen": seen, "row": row, "digest": _digest(seen, row)})
     with contextlib.suppress(OSError):  # a read-only cache lists all the same
         write_text_atomic(cache.root / LISTING, json.dumps({"rows": entries}, default=str))
 

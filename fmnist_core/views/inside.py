@@ -4,8 +4,7 @@ test images that excite it most."""
 
 from __future__ import annotations
 
-import io
-import zipfile
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +21,10 @@ from fmnist_core.analysis.inside import (
     unit_activity,
     unit_weights,
 )
-from fmnist_core.base.files import write_text_atomic
+from fmnist_core.base.files import ArraySpec
 from fmnist_core.data.fashion import CLASS_NAMES, load_data
 from fmnist_core.runs.trained import TrainedRun
-from fmnist_core.store.cache import RunCache
+from fmnist_core.store.cache import RunCache, keep_derived, read_derived
 
 TOP = 9  # top-activating test images kept per unit
 ACTIVITY_FILE = "unit_activity.npz"
@@ -61,36 +60,63 @@ def answer(probabilities: np.ndarray) -> str:
     return f"{CLASS_NAMES[best]} ({probabilities[best]:.0%})"
 
 
-def _save(activity: UnitActivity, path) -> None:
+def _arrays(activity: UnitActivity) -> dict[str, np.ndarray]:
     arrays = {
         "names": np.array([layer.name for layer in activity.layers]),
-        "images": np.array(activity.images),
+        "images": np.array(activity.images, dtype=np.int64),
     }
     for field in FIELDS:
         arrays |= {f"{field}:{name}": values for name, values in getattr(activity, field).items()}
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, buffer.getvalue())
+    return arrays
 
 
-def _load(path, current: list[Layer]) -> UnitActivity | None:
-    """The kept activity where it reads whole and names this model's layers; None otherwise."""
-    try:
-        with np.load(path, allow_pickle=False) as kept:
-            names = [str(name) for name in kept["names"]]
-            if names != [layer.name for layer in current]:
-                return None
-            fields = {field: {name: kept[f"{field}:{name}"] for name in names} for field in FIELDS}
-            images = int(kept["images"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
+def _expected(current: list[Layer], images: int) -> dict[str, ArraySpec]:
+    """The shape and type of every array an activity of these layers over `images` images keeps."""
+    top = min(TOP, images)
+    expected = {
+        "names": ((len(current),), np.array([layer.name for layer in current]).dtype),
+        "images": ((), np.int64),
+    }
     for layer in current:
-        if fields["firing"][layer.name].shape != (layer.units,) or fields["top_index"][layer.name].shape[
-            1:
-        ] != (layer.units,):
-            return None
-    return UnitActivity(current, images, **fields)
+        expected |= {
+            f"top_index:{layer.name}": ((top, layer.units), np.int64),
+            f"top_value:{layer.name}": ((top, layer.units), np.float32),
+            f"top_where:{layer.name}": ((top, layer.units), np.int64),
+            f"firing:{layer.name}": ((layer.units,), np.int64),
+        }
+    return expected
+
+
+def _plausible(activity: UnitActivity) -> bool:
+    """Whether the kept numbers could come from a pass over the test set: images and map positions
+    in range, counts from 0 to the image count, and each unit's positive top peaks as many as its
+    count says (min(firing, top)); an edited file rarely keeps all of that."""
+    for layer in activity.layers:
+        index, where = activity.top_index[layer.name], activity.top_where[layer.name]
+        firing, top = activity.firing[layer.name], activity.top_value[layer.name]
+        in_range = (
+            _within(index, activity.images)
+            and _within(where, math.prod(layer.shape[1:]))
+            and _within(firing, activity.images + 1)
+        )
+        if not in_range or not np.array_equal((top > 0).sum(axis=0), np.minimum(firing, len(top))):
+            return False
+    return True
+
+
+def _within(values: np.ndarray, end: int) -> bool:
+    return values.size == 0 or (int(values.min()) >= 0 and int(values.max()) < end)
+
+
+def _load(path, current: list[Layer], images: int) -> UnitActivity | None:
+    """The kept activity where it reads whole, was computed for this run over `images` images with
+    this model's layers and is plausible; None otherwise (it is computed again)."""
+    kept = read_derived(path, _expected(current, images))
+    if kept is None or [str(name) for name in kept["names"]] != [layer.name for layer in current]:
+        return None
+    fields = {field: {layer.name: kept[f"{field}:{layer.name}"] for layer in current} for field in FIELDS}
+    activity = UnitActivity(current, int(kept["images"]), **fields)
+    return activity if activity.images == images and _plausible(activity) else None
 
 
 def activity(run: TrainedRun, cache: RunCache, on_batch=None) -> UnitActivity:
@@ -98,11 +124,12 @@ def activity(run: TrainedRun, cache: RunCache, on_batch=None) -> UnitActivity:
     here) and kept beside the cache under the weights' checksum, so a retrained run never reads it."""
     path = cache.derived_path(run.run_id, ACTIVITY_FILE)
     current = layers(run)
-    kept = _load(path, current)
+    test_images = load_data().test_images
+    kept = _load(path, current, len(test_images))
     if kept is not None:
         return kept
-    computed = unit_activity(run.model, load_data().test_images, top=TOP, on_batch=on_batch)
-    _save(computed, path)
+    computed = unit_activity(run.model, test_images, top=TOP, on_batch=on_batch)
+    keep_derived(path, _arrays(computed))
     return computed
 
 

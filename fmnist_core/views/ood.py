@@ -20,8 +20,6 @@ test set, never used to calibrate, measures the share of real images flagged.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +28,10 @@ import torch
 from scipy import ndimage
 
 from fmnist_core import analysis
-from fmnist_core.base.files import write_text_atomic
+from fmnist_core.base.files import ArraySpec
 from fmnist_core.models import get_spec
 from fmnist_core.runs.trained import TrainedRun
+from fmnist_core.store.cache import keep_derived, read_derived
 
 NEIGHBOUR = 5  # the k in the k-th nearest code
 INK = 0.1  # a pixel brighter than this counts as lit
@@ -41,6 +40,7 @@ SINGLE = 0.005  # and the share the single-score tests may flag, all together
 TRUNCATE = 0.05  # p-values above this count for nothing in the combined test
 TWO_SIDED = ("ink", "detail")  # scores unusual on either side
 LOWER_TAIL = ("extent",)  # scores unusual when small; the others, when large
+MAX_CALIBRATION = 60_000  # calibration images a kept check may hold: the whole training set
 
 
 @dataclass(frozen=True)
@@ -207,35 +207,45 @@ def pieces(images: np.ndarray) -> np.ndarray:
 
 
 def save_detector(detector: Detector, path: Path) -> None:
-    """Keep a calibration on disk (numpy arrays, no pickle), written in one step."""
+    """Keep a calibration beside the cache (numpy arrays, no pickle, written in one step); where it
+    cannot be written it is made again next time."""
     arrays = {f"score:{name}": values for name, values in detector.calibration.items()}
     arrays |= {
         "reference_codes": detector.reference_codes,
-        "combined_limit": np.array(detector.combined_limit),
+        "combined_limit": np.array(detector.combined_limit, dtype=np.float64),
     }
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, buffer.getvalue())
+    keep_derived(path, arrays)
+
+
+def _expected(run: TrainedRun) -> dict[str, ArraySpec]:
+    """What a calibration of this run keeps: its codes' width and its scores' names and types, as
+    one blank image gives them."""
+    blank = np.zeros((1, 28, 28), np.float32)
+    codes = analysis.latent_codes(run.model, torch.from_numpy(blank).unsqueeze(1))
+    scores = image_scores(run, blank, np.repeat(codes, NEIGHBOUR, axis=0), codes=codes)
+    expected = {f"score:{name}": ((None,), values.dtype) for name, values in scores.items()}
+    return expected | {
+        "reference_codes": ((None, codes.shape[1]), codes.dtype),
+        "combined_limit": ((), np.float64),
+    }
 
 
 def load_detector(run: TrainedRun, path: Path) -> Detector | None:
     """A calibration kept by save_detector for this run; None where there is none or it does not
-    read as one (it is made again)."""
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            calibration = {
-                key.split(":", 1)[1]: stored[key] for key in stored.files if key.startswith("score:")
-            }
-            detector = Detector(run, stored["reference_codes"], calibration, float(stored["combined_limit"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    read as one (it is made again): another run's, another width of code, another version's
+    scores, unsorted scores or numbers that are not finite."""
+    stored = read_derived(path, _expected(run), longest=MAX_CALIBRATION)
+    if stored is None:
         return None
-    expected = set(image_scores(run, np.zeros((1, 28, 28), np.float32), detector.reference_codes[:NEIGHBOUR]))
-    if set(calibration) != expected or any(
-        len(v) != len(detector.reference_codes) for v in calibration.values()
-    ):
-        return None  # another version's scores
-    return detector
+    codes, limit = stored.pop("reference_codes"), float(stored.pop("combined_limit"))
+    calibration = {key.split(":", 1)[1]: values for key, values in stored.items()}
+    sound = (
+        len(codes) >= NEIGHBOUR  # the code distance reads the NEIGHBOUR-th nearest
+        and np.isfinite(codes).all()
+        and np.isfinite(limit)
+        and all(len(v) == len(codes) and (np.diff(v) >= 0).all() for v in calibration.values())
+    )
+    return Detector(run, codes, calibration, limit) if sound else None
 
 
 def fit_detector(run: TrainedRun, calibration: np.ndarray) -> Detector:
