@@ -422,7 +422,9 @@ def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_each_page_f
                     settle(page, drawn=300)
                     text = page.locator("[data-testid='stMain']").inner_text()
                     assert "No trained model yet" not in text and "Train one on the" not in text, (name, text)
-                    assert any(words in text for words in ("no need to reload", "Queued:", "Epoch ", "Starting...")), (
+                    assert any(
+                        words in text for words in ("no need to reload", "Queued:", "Epoch ", "Starting...")
+                    ), (
                         name,
                         text,
                     )

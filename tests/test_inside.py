@@ -63,15 +63,26 @@ def test_the_top_activating_images_of_a_unit_are_the_true_argmax_over_the_test_s
     activity = unit_activity(model, test, top=7)
     assert activity.images == 10_000
     outputs = layer_outputs(model, test)  # every output of every image at once: the slow, sure way
+    # The two sides run other batch sizes, so oneDNN may round near-equal peaks apart in the last
+    # bits (images 30 and 6485 swapped ranks on an AMX CPU): ranks are compared by value, tie-aware.
+    close = {"rtol": 1e-5, "atol": 1e-6}
     for name in ("features.1", "features.3", "features.8"):
-        peaks, where = unit_peaks(outputs[name])
+        peaks, _ = unit_peaks(outputs[name])
+        flat = outputs[name].reshape(*peaks.shape, -1).numpy()  # (images, units, positions)
         for unit in range(peaks.shape[1]):
             column = peaks[:, unit].numpy()
             order = np.argsort(-column, kind="stable")[:7]
-            np.testing.assert_array_equal(activity.top_index[name][:, unit], order)
-            np.testing.assert_allclose(activity.top_value[name][:, unit], column[order], rtol=1e-6)
-            np.testing.assert_array_equal(activity.top_where[name][:, unit], where[order, unit].numpy())
-            assert activity.firing[name][unit] == (column > 0).sum()
+            chosen = activity.top_index[name][:, unit]
+            assert len(set(chosen.tolist())) == 7
+            # The chosen images are, rank by rank, as high as the true top 7 (a near-tie may swap).
+            np.testing.assert_allclose(column[chosen], column[order], **close)
+            np.testing.assert_allclose(activity.top_value[name][:, unit], column[chosen], **close)
+            # Each one's peak sits where the activity says (a tie between positions: either is right).
+            at_peak = flat[chosen, unit, activity.top_where[name][:, unit]]
+            np.testing.assert_allclose(at_peak, column[chosen], **close)
+            # Firing counted the same way, up to peaks within rounding of 0.
+            sure = int((column > close["atol"]).sum()), int((column > -close["atol"]).sum())
+            assert sure[0] <= activity.firing[name][unit] <= sure[1], sure
 
 
 def test_a_unit_that_never_fires_is_dead_and_one_that_rarely_fires_is_dying():
