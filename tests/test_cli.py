@@ -199,7 +199,7 @@ def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
             child.send_signal(signal.SIGINT)
             break
     rest = child.stderr.read()
-    assert child.wait(timeout=120) == 130, rest
+    assert child.wait(timeout=900) == 130, rest
     assert "stopping: the finished epochs are kept" in rest
     done = int(rest.split("stopped after ")[1].split()[0])
     assert 1 <= done < 20 and "kept: training this run again continues it" in rest

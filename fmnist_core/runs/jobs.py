@@ -409,7 +409,7 @@ class JobQueue:
 
     def _child_settings(self) -> dict[str, str]:
         """The lab's settings for a job's process, with its share of the cores."""
-        share = max(1, (os.cpu_count() or 1) // self.workers)
+        share = environment.job_threads() or max(1, (os.cpu_count() or 1) // self.workers)
         return {**own_settings(), JOB_THREADS: str(share)}
 
     def _result(self, config: RunConfig, summary: dict) -> TrainedRun:
