@@ -40,6 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
         ("FMNIST_DEVICE", "gpu0", "not a device"),
         ("FMNIST_TRUSTED_HEADER", "X User", "not a header name"),
         ("FMNIST_MAX_JOB", "1", "did you mean FMNIST_MAX_JOBS"),
+        ("FMNIST_MAX_JOBS", "\u0663", "not a whole number"),  # an Arabic-Indic 3: int() takes it
+        ("FMNIST_MAX_JOBS", "1_0", "not a whole number"),
+        ("FMNIST_DEVICE", "cuda:99", "CUDA GPU(s)"),
+        ("FMNIST_CACHE", "/etc/hostname", "is a file, not a folder"),
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_it(monkeypatch, name, value, words):

@@ -47,6 +47,11 @@ def number(
     if not text:
         return default
     try:
+        if not re.fullmatch(
+            r"[+-]?[0-9]+" if whole else r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|[a-z]+",
+            text.lower(),
+        ):
+            raise ValueError(text)  # int() takes other scripts' digits and 1_000; a setting does not
         value = int(text) if whole else float(text)
     except ValueError:
         kind = "a whole number" if whole else "a number"
@@ -181,6 +186,14 @@ def device_name() -> str:
     name = _text("FMNIST_DEVICE")
     if name and not re.fullmatch(r"(cpu|cuda|mps|xpu)(:\d{1,2})?", name):
         raise ValueError(f"FMNIST_DEVICE: {name[:40]!r} is not a device (cpu, cuda, cuda:1, mps)")
+    if name.startswith("cuda"):
+        import torch  # only where a GPU is asked for: the check needs torch's answer
+
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"FMNIST_DEVICE: {name} but this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+            )
     return name
 
 
@@ -192,10 +205,18 @@ def folder(name: str) -> str:
     return text
 
 
+def cache_folder() -> str:
+    """Where the run store lives ("" for models_cache/ here): a folder, or a path one can be made at."""
+    text = _text("FMNIST_CACHE")
+    if text and os.path.exists(text) and not os.path.isdir(text):
+        raise ValueError(f"FMNIST_CACHE: {text[:200]} is a file, not a folder for the run store")
+    return text
+
+
 # Every setting with the reader that validates it: check_all runs them all; a name not here is a typo.
 READERS = {
     "FMNIST_DATA": lambda: folder("FMNIST_DATA"),
-    "FMNIST_CACHE": lambda: _text("FMNIST_CACHE"),
+    "FMNIST_CACHE": cache_folder,
     "FMNIST_OTHER_DATA": lambda: flag("FMNIST_OTHER_DATA"),
     "FMNIST_BF16": lambda: optional_flag("FMNIST_BF16"),
     "FMNIST_DEVICE": device_name,
