@@ -171,11 +171,20 @@ def test_a_run_that_left_images_out_carries_their_list_and_trains_again_elsewher
         rezip(data, listed([3, 14, 15, 92, 60_000])): "is not the list",
         rezip(data, listed("3,14")): "is not the list",
     }
+
+    def claims_more(files, manifest):  # the right list, a score its weights do not reach
+        record = json.loads(files["run/record.json"])
+        record["metrics"]["test_accuracy"] = 0.99
+        files["run/record.json"] = json.dumps(record).encode()
+        manifest["sha256"]["run/record.json"] = hashlib.sha256(files["run/record.json"]).hexdigest()
+
+    cases[rezip(data, claims_more)] = "claims test_accuracy 0.99"
     third = RunCache(tmp_path / "third")
     for bad, reason in cases.items():
         with pytest.raises(bundle.BundleError, match=reason):
             bundle.import_bundle(bad, third)
-    assert third.run_ids() == [] and not (third.root / "exclusions").exists()
+    # Refused after its list was kept for measuring: the list went with it (it stayed behind).
+    assert third.run_ids() == [] and not list((third.root / "exclusions").glob("*.json"))
 
 
 def forged_zip(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:

@@ -15,7 +15,7 @@ import torch
 
 from fmnist_core.analysis import test_metrics
 from fmnist_core.base.files import checksum, parse_json
-from fmnist_core.data.exclusions import exclusion_digest, load_exclusion, save_exclusion
+from fmnist_core.data.exclusions import exclusion_digest, exclusion_folder, load_exclusion, save_exclusion
 from fmnist_core.data.fashion import load_data
 from fmnist_core.models import get_spec
 from fmnist_core.runs.trained import load_run, model_with_weights
@@ -122,26 +122,18 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
         raise BundleError(
             f"encoder: run {encoder_config.run_id} is a {encoder_config.model}, not an autoencoder"
         )
-    # Every part checked before any is written: an import is whole or nothing.
-    checked = []
-    for part, (config, state, record) in parts.items():
-        _check_exclusion(files, part, config)
-        try:
-            model = model_with_weights(config, state, cache, "cpu", encoder_config if part == "run" else None)
-        except CorruptRunError as error:
-            raise BundleError(f"{part}: {error}") from None
-        except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
-            raise BundleError(
-                f"{part}: the weights do not make its model ({' '.join(str(error).split())[:120]})"
-            ) from None
-        try:  # a checked list of left-out images, kept by its digest: measuring the run reads it
-            if config.exclude:
-                save_exclusion(cache.root, parse_json(files[f"{part}/{EXCLUDED}"]))
-        except OSError as error:
-            raise BundleError(
-                f"cannot write into the cache {cache.root} ({error.strerror or error})"
-            ) from None
-        checked.append((part, config, model, _checked_record(cache, config, model, record, part)))
+    # Every part checked before any is written: an import is whole or nothing. A list of left-out
+    # images is kept first (measuring its run reads it) and taken away again where the import fails.
+    kept_lists: list = []
+    try:
+        checked = [
+            _checked_part(cache, files, part, config, state, record, encoder_config, kept_lists)
+            for part, (config, state, record) in parts.items()
+        ]
+    except BundleError:
+        for path in kept_lists:
+            path.unlink(missing_ok=True)
+        raise
     imported = []
     try:
         for _, config, model, record in checked:
@@ -155,6 +147,30 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
     except OSError as error:
         raise BundleError(f"cannot write into the cache {cache.root} ({error.strerror or error})") from None
     return imported
+
+
+def _checked_part(cache, files, part, config, state, record, encoder_config, kept_lists: list):
+    """One part checked: its exclusion list, its weights in its model, its record's claims measured."""
+    _check_exclusion(files, part, config)
+    try:
+        model = model_with_weights(config, state, cache, "cpu", encoder_config if part == "run" else None)
+    except CorruptRunError as error:
+        raise BundleError(f"{part}: {error}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
+        raise BundleError(
+            f"{part}: the weights do not make its model ({' '.join(str(error).split())[:120]})"
+        ) from None
+    if config.exclude:
+        path = exclusion_folder(cache.root) / f"{config.exclude}.json"
+        try:
+            if not path.exists():
+                kept_lists.append(path)
+            save_exclusion(cache.root, parse_json(files[f"{part}/{EXCLUDED}"]))
+        except OSError as error:
+            raise BundleError(
+                f"cannot write into the cache {cache.root} ({error.strerror or error})"
+            ) from None
+    return part, config, model, _checked_record(cache, config, model, record, part)
 
 
 def import_summary(imported: list[Imported]) -> str:
