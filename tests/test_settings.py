@@ -2,6 +2,7 @@
 secrets kept from jobs; the identity a visitor keeps; JSON read with bounded memory."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,28 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
     said, grown = done.stdout.strip().splitlines()
     assert words in said
     assert int(grown) < 60_000_000, grown
+
+
+def test_a_jobs_process_holds_no_secret_in_its_environment(monkeypatch):
+    """The fork server the first job starts kept the server's whole environment, so a job's
+    /proc/<pid>/environ held FMNIST_ADMIN_TOKEN though os.environ there was cleaned."""
+    from fmnist_core.runs import jobs
+
+    monkeypatch.setenv("FMNIST_ADMIN_TOKEN", "a-long-enough-admin-token")
+    import multiprocessing.forkserver
+
+    multiprocessing.forkserver._forkserver._stop()  # one started earlier knew no token: start anew
+    monkeypatch.setattr(jobs, "_CONTEXT", None)
+    context = jobs.job_context()
+    reader, writer = context.Pipe(duplex=False)
+    child = context.Process(target=_send_own_environ, args=(writer,), daemon=True)
+    with jobs._main_module_hidden():
+        child.start()
+    environ = reader.recv()
+    child.join(timeout=600)
+    assert b"a-long-enough-admin-token" not in environ and b"FMNIST_CACHE=" in environ
+    assert os.environ["FMNIST_ADMIN_TOKEN"] == "a-long-enough-admin-token"  # the server keeps it
+
+
+def _send_own_environ(writer) -> None:
+    writer.send(Path(f"/proc/{os.getpid()}/environ").read_bytes())

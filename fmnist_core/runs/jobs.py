@@ -437,9 +437,13 @@ def _main_module_hidden():
         saved = sys.modules.get("__main__")
         empty = types.ModuleType("__main__")
         sys.modules["__main__"] = empty
+        # The fork server, started by the first job, would keep the server's whole environment,
+        # and every job forked from it would hold the admin token in /proc/<pid>/environ.
+        secrets = {key: os.environ.pop(key) for key in environment.SECRET if key in os.environ}
         try:
             yield
         finally:
+            os.environ.update(secrets)
             if sys.modules.get("__main__") is empty:  # a script run may have set its own meanwhile
                 sys.modules["__main__"] = saved
 
