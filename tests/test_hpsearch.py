@@ -439,3 +439,25 @@ def test_a_trial_refused_past_the_plan_s_check_ends_pruned_in_one_line(isolated_
         assert "over the lab's limit of 0.0 GB" in trial.user_attrs["refused"]
     assert sum("cannot train here: batch_size:" in line for line in events) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_continued_sweep_asks_for_new_trials_not_its_first_ones_again(sampler):
+    """From its first seed again, a continued sweep's sampler asked for trials 0 and 1 a second time."""
+    plan = SweepPlan(
+        "again", "mlp", (parse_param("lr=1e-4..1e-1:log"), parse_param("dropout=0..0.7")), 4, sampler
+    )
+
+    def ask(study):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("dropout", 0.0, 0.7)
+        return trial
+
+    first = hpsearch.load_study(plan, RunCache())
+    for value in (0.5, 0.6):
+        first.tell(ask(first), value)
+    later = hpsearch.load_study(plan, RunCache())  # as after a restart
+    asked = [ask(later).params for _ in range(2)]
+    before = [trial.params for trial in later.trials[:2]]
+    assert all(params not in before for params in asked), (before, asked)

@@ -220,18 +220,23 @@ def storage_path(cache: RunCache, name: str) -> Path:
     return cache.root / SWEEPS / f"{name}.journal"
 
 
+def make_sampler(plan: SweepPlan, seed: int):
+    import optuna
+
+    if plan.sampler == "grid":
+        return optuna.samplers.GridSampler({p.name: p.grid() for p in plan.params}, seed=seed)
+    if plan.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
 def load_study(plan: SweepPlan, cache: RunCache):
     """The plan's Optuna study in the cache folder, created or, after a kill, continued."""
     import optuna
 
     path = storage_path(cache, plan.name)
     storage = journal.storage(path, plan.name, writing=True)
-    if plan.sampler == "grid":
-        sampler = optuna.samplers.GridSampler({p.name: p.grid() for p in plan.params}, seed=plan.seed)
-    elif plan.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=plan.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=plan.seed)
+    sampler = make_sampler(plan, plan.seed)
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
         if plan.pruner == "median"
@@ -246,6 +251,9 @@ def load_study(plan: SweepPlan, cache: RunCache):
             direction="maximize" if plan.maximise else "minimize",
             load_if_exists=True,
         )
+    if study.trials:  # continued: the sampler's stream moves past the trials it has (from its
+        # first seed again, a continued sweep asked for its first trials a second time)
+        study.sampler = make_sampler(plan, plan.seed + len(study.trials))
     if "plan" not in study.user_attrs:
         study.set_user_attr("plan", plan.describe())
     return study
