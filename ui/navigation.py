@@ -4,6 +4,7 @@ The page scripts live in app_pages/, not pages/: Streamlit would serve a folder 
 own (file names in the sidebar, no page config) to a first visitor who came by a page's URL.
 """
 
+import functools
 import logging
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,13 +46,24 @@ def unknown_path(url: str, base: str, known: set[str]) -> str | None:
     return path if path and path not in known else None
 
 
+@functools.cache
+def settings_error() -> str:
+    """Why the lab's settings are wrong ("" where they are right), checked once per process: they
+    are read when the server starts, so a page run has nothing new to check (scripts/run_app.sh
+    checks before the server starts; this, where it was started otherwise)."""
+    try:
+        environment.check_all()
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
 def run_app() -> None:
     """Page config, navigation, and the page the URL names."""
     st.set_page_config(page_title="Fashion-MNIST Lab", page_icon="👕", layout="wide")
-    try:
-        environment.check_all()  # scripts/run_app.sh checks before the server starts; this, if not
-    except ValueError as error:
-        st.error(f"The lab's settings: {error}. Fix it and start the lab again.")
+    wrong = settings_error()
+    if wrong:
+        st.error(f"The lab's settings: {wrong}. Fix it and start the lab again.")
         st.stop()
     navigation = st.navigation(pages(), expanded=True)  # every page in view: none behind "View more"
     try:
