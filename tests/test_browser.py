@@ -597,6 +597,9 @@ def test_a_brush_on_an_axis_of_the_explorer_selects_the_trials_inside_it(isolate
 ADMIN_TOKEN = "a-teachers-token-of-some-length"
 
 
+LONG_JOB = "ae:conv_autoencoder:epochs=60&ae:conv_autoencoder:images=all%2060%2C000"
+
+
 @pytest.fixture
 def class_app_url(isolated_cache):
     settings = {"FMNIST_CLASS": "1", "FMNIST_MAX_JOBS": "1", "FMNIST_ADMIN_TOKEN": ADMIN_TOKEN}
@@ -617,10 +620,11 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
         alice = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = alice.new_page()
         try:
-            page.goto(f"{class_app_url}/autoencoder")
+            # 60 epochs of all 60,000 images: a job that outlasts the test (the admin stops it)
+            page.goto(f"{class_app_url}/autoencoder?{LONG_JOB}")
             settle(page)
             assert "fmnist_lab_id" in [cookie["name"] for cookie in alice.cookies()]
-            page.get_by_role("button", name=train).first.click()  # 10 epochs x 60,000: minutes
+            page.get_by_role("button", name=train).first.click()
             page.wait_for_function(
                 "() => document.body.innerText.includes('asked for by you')", timeout=PAGE_WAIT
             )
@@ -636,7 +640,7 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
                 .count()
             )
             for tab in (page, alice.new_page()):  # the reloaded tab, and a second one
-                tab.goto(f"{class_app_url}/autoencoder?conv_autoencoder:dropout=0.35")
+                tab.goto(f"{class_app_url}/autoencoder?{LONG_JOB}&conv_autoencoder:dropout=0.35")
                 settle(tab)
                 tab.get_by_role("button", name=train).first.click()
                 settle(tab)
