@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,26 +45,40 @@ def set_quick(at: AppTest, prefix: str) -> AppTest:
     return at
 
 
-def train_and_wait(at: AppTest, timeout: float = 900) -> AppTest:
-    [button for button in at.button if button.label == "Train"][0].click().run()
-    deadline = time.monotonic() + timeout
-    while not any("Trained run" in s.value for s in at.success):
-        assert time.monotonic() < deadline, "training did not finish"
+def rerun_until(at: AppTest, done: Callable[[AppTest], bool], what: str, timeout: float = 900) -> AppTest:
+    """Rerun the page until `done(at)`, ever less often (a rerun draws the whole page: rerunning
+    every half second took the cores from the training it waited for); fails on a page's exception
+    or after `timeout` seconds (sized for a busy machine: a hang, not slowness)."""
+    deadline, pause = time.monotonic() + timeout, 0.25
+    while not done(at):
+        assert time.monotonic() < deadline, what
         assert not at.exception, at.exception[0].value
-        time.sleep(0.5)
+        time.sleep(pause)
+        pause = min(2 * pause, 4.0)
         at.run()
     return at
+
+
+def wait_for_jobs(timeout: float = 900) -> None:
+    """Until every job of the app's queue has ended (waited on the queue, not by rerunning the page)."""
+    from ui.state import job_queue
+
+    queue = job_queue()
+    for job in queue.jobs():
+        queue.wait(job.run_id, timeout=timeout)
+
+
+def train_and_wait(at: AppTest, timeout: float = 900) -> AppTest:
+    [button for button in at.button if button.label == "Train"][0].click().run()
+    wait_for_jobs(timeout)
+    return rerun_until(
+        at, lambda at: any("Trained run" in s.value for s in at.success), "training did not finish"
+    )
 
 
 def until_gone(at: AppTest, text: str, timeout: float = 900) -> AppTest:
     """Rerun the page until a caption of first-use work running in the background (`text`) is gone."""
-    deadline = time.monotonic() + timeout
-    while any(text in c.value for c in at.caption):
-        assert time.monotonic() < deadline, f"still: {text}"
-        assert not at.exception, at.exception
-        time.sleep(0.5)
-        at.run()
-    return at
+    return rerun_until(at, lambda at: not any(text in c.value for c in at.caption), f"still: {text}", timeout)
 
 
 def until_calibrated(at: AppTest) -> AppTest:
@@ -274,7 +289,8 @@ def test_autoencoder_then_classifier_then_every_page_with_results(monkeypatch):
 
 
 def test_cached_run_is_shown_at_once_without_training():
-    config = RunConfig.for_model("mlp", epochs=1, train_subset=2000, batch_size=100)
+    # The form's run at FMNIST_SCALE=test: scored on 1,000 test images.
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=2000, batch_size=100, test_subset=1000)
     get_or_train(config)
     at = page(open_app(), "app_pages/classifier.py")
     at.selectbox(key="widget:cls:model").set_value("mlp").run()
@@ -331,7 +347,8 @@ def test_pickers_tell_runs_apart_and_put_the_best_first():
 @pytest.mark.slow
 def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_it():
     at = page(open_app(), "app_pages/autoencoder.py")
-    [button for button in at.button if button.label == "Train"][0].click().run()  # 10 epochs x 60,000
+    at.slider(key="widget:ae:conv_autoencoder:epochs").set_value(30).run()  # minutes: stopped below
+    [button for button in at.button if button.label == "Train"][0].click().run()
     assert any("Training queue" in m.value for m in at.sidebar.markdown)
     at.slider(key="widget:conv_autoencoder:dropout").set_value(0.35).run()  # another config now
     assert any("Not trained yet" in i.value for i in at.info)
@@ -339,12 +356,10 @@ def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_i
     at = page(at, "app_pages/home.py")  # and from any other page
     assert any("Training queue" in m.value for m in at.sidebar.markdown)
     [button for button in at.sidebar.button if button.label.startswith(("Stop", "Cancel"))][0].click().run()
-    deadline = time.monotonic() + 900
-    while any("Training queue" in m.value for m in at.sidebar.markdown):
-        assert time.monotonic() < deadline, "the job did not stop"
-        time.sleep(0.5)
-        at.run()
-    assert not at.exception
+    wait_for_jobs()
+    rerun_until(
+        at, lambda at: not any("Training queue" in m.value for m in at.sidebar.markdown), "still listed"
+    )
 
 
 @pytest.mark.slow
@@ -371,11 +386,8 @@ def test_stop_keeps_the_finished_epochs_in_view_and_continue_ends_the_run():
     assert any(f"To continue: {4 - done} epochs" in i.value for i in at.info)
     assert plotly_specs(at)  # the stopped run's curves
     [button for button in at.button if button.label == "Continue"][0].click().run()
-    deadline = time.monotonic() + 900
-    while not any("Trained run" in s.value for s in at.success):
-        assert time.monotonic() < deadline, "the run did not finish"
-        time.sleep(0.5)
-        at.run()
+    wait_for_jobs()
+    rerun_until(at, lambda at: any("Trained run" in s.value for s in at.success), "the run did not finish")
     run = job_queue().get(job.run_id).result
     assert run.completed and run.note.startswith(f"continued from epoch {done}")
     assert run.history["epoch"] == [1, 2, 3, 4]
@@ -738,12 +750,9 @@ def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_r
     assert not any(c.value == "No sweep yet." for c in at.caption)
     assert not [b for b in at.button if b.label.startswith("Start sweep")]
     assert any("is running; its trials are below" in i.value for i in at.info) and at.get("progress")
-    deadline = time.monotonic() + 900
-    while not any("4 of 4 trials" in (p.text or "") for p in at.get("progress")):
-        assert time.monotonic() < deadline, [p.text for p in at.get("progress")]
-        assert not at.exception, at.exception[0].value
-        time.sleep(1)
-        at.run()
+    rerun_until(
+        at, lambda at: any("4 of 4 trials" in (p.text or "") for p in at.get("progress")), "unfinished"
+    )
     name = at.session_state[keys.SWEEP_OPEN]
     study = hpsearch.open_study(RunCache(), name)
     assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)

@@ -26,13 +26,18 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_autoencoder_config):
 
 def test_autoencoder_loss_falls_and_beats_the_mean_image():
     config = RunConfig.for_model(
-        "conv_autoencoder", {"dropout": 0.0, "output_dropout": False}, epochs=2, train_subset=10_000
+        "conv_autoencoder",
+        {"dropout": 0.0, "output_dropout": False},
+        epochs=2,
+        train_subset=10_000,
+        test_subset=1000,
     )
     result = train(config)
     losses = result.history["train_loss"]
     assert losses[1] < losses[0]
     data = load_data()
-    mean_image_mse = ((data.test_images - data.train_images.mean(0)) ** 2).mean().item()
+    scored = data.test_images[:1000]  # the run's test_subset
+    mean_image_mse = ((scored - data.train_images.mean(0)) ** 2).mean().item()
     assert result.metrics["test_mse"] < 0.5 * mean_image_mse
     # Each epoch's snapshot: one test image per class as the model made it then; the last is the final model's.
     shown = analysis.snapshot_indices(data.test_labels)
@@ -88,9 +93,9 @@ def test_mlp_reaches_far_above_chance_with_progress_reports():
 def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
     from fmnist_core.runs.recipes import get_recipe
 
-    config = get_recipe("fast_cnn").config(epochs=2, train_subset=10_000, test_subset=2000)
+    config = get_recipe("fast_cnn").config(epochs=2, train_subset=6000, test_subset=1000)
     result = train(config)
-    assert result.metrics["test_accuracy"] > 0.84  # chance: 0.1; the full recipe reaches 0.93
+    assert result.metrics["test_accuracy"] > 0.82  # chance: 0.1; 0.857 seen; the full recipe reaches 0.93
     assert result.history["val_accuracy"][1] > result.history["val_accuracy"][0]
 
 
@@ -98,21 +103,25 @@ def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
 def test_bf16_training_learns_as_fp32_does_keeps_fp32_weights_and_is_repeatable():
     from fmnist_core.runs.recipes import get_recipe
 
-    # Sized for a CPU without native bf16 too, where bf16 is emulated: there 3,000 images for two
-    # epochs take 45 s in bf16 against 6 s in fp32 (both reach 0.775; 6,000 images took 85 s).
-    config = get_recipe("fast_cnn").config(epochs=2, train_subset=3000, test_subset=1000, precision="fp32")
+    # Sized for a CPU without native bf16 too, where bf16 convolutions are emulated: there 2,000
+    # images for two epochs take 25 s in bf16 against 5 s in fp32 (0.64 against 0.667, one thread).
+    config = get_recipe("fast_cnn").config(epochs=2, train_subset=2000, test_subset=1000, precision="fp32")
     full = train(config)
     half = train(config.replace(precision="bf16"))
     assert all(p.dtype == torch.float32 for p in half.model.parameters())
-    assert half.metrics["test_accuracy"] > 0.7  # chance: 0.1
-    assert abs(half.metrics["test_accuracy"] - full.metrics["test_accuracy"]) < 0.05
+    assert half.metrics["test_accuracy"] > 0.55  # chance: 0.1
+    assert abs(half.metrics["test_accuracy"] - full.metrics["test_accuracy"]) < 0.06
     assert half.metrics["test_accuracy"] != full.metrics["test_accuracy"] or (
         half.history["train_loss"] != full.history["train_loss"]
     )  # it did train in another precision
-    small = config.replace(precision="bf16", epochs=1, train_subset=1000)
+    # Repeatable: the same bf16 run twice (an MLP: the precision's path, not the convolutions', is
+    # what repeats or not; the CNN's twice cost 13 s more).
+    small = RunConfig.for_model("mlp", epochs=1, train_subset=3000, test_subset=1000, precision="bf16")
     first, again = train(small), train(small)
+    assert all(p.dtype == torch.float32 for p in again.model.parameters())
     assert again.history["train_loss"] == first.history["train_loss"]
     assert again.metrics["test_accuracy"] == first.metrics["test_accuracy"]
+    assert first.metrics["test_accuracy"] > 0.5  # it learned
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "kl_div"])
@@ -157,9 +166,15 @@ def stop_after(epochs: int):
 @pytest.mark.parametrize(
     "config",
     [
-        RunConfig.for_model("mlp", {"dropout": 0.3}, epochs=3, train_subset=3000, schedule="onecycle"),
-        RunConfig.for_model("conv_autoencoder", {"n": 8, "dropout": 0.2}, epochs=3, train_subset=1500),
-        RunConfig.for_model("vae", {"n": 4}, epochs=3, train_subset=1500),  # its codes are drawn too
+        RunConfig.for_model(
+            "mlp", {"dropout": 0.3}, epochs=3, train_subset=3000, test_subset=1000, schedule="onecycle"
+        ),
+        RunConfig.for_model(
+            "conv_autoencoder", {"n": 8, "dropout": 0.2}, epochs=3, train_subset=1500, test_subset=1000
+        ),
+        RunConfig.for_model(
+            "vae", {"n": 4}, epochs=3, train_subset=1500, test_subset=1000
+        ),  # its codes are drawn too
     ],
     ids=["mlp-dropout-onecycle", "autoencoder-dropout", "vae-sampled-codes"],
 )
@@ -213,7 +228,11 @@ def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put(
     cache = RunCache()
     encoder_run = get_or_train(
         RunConfig.for_model(
-            "conv_autoencoder", {"dropout": 0.0, "output_dropout": False}, epochs=1, train_subset=5000
+            "conv_autoencoder",
+            {"dropout": 0.0, "output_dropout": False},
+            epochs=1,
+            train_subset=5000,
+            test_subset=1000,
         ),
         cache=cache,
     )
@@ -225,6 +244,7 @@ def test_encoder_classifier_starts_from_the_cached_encoder_and_frozen_stays_put(
             {"encoder_run": encoder_run.run_id, "freeze_encoder": frozen, "head": "fc"},
             epochs=1,
             train_subset=5000,
+            test_subset=1000,
         )
         runs[frozen] = get_or_train(config, cache=cache)
     frozen_state = runs[True].model.encoder.state_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitInvalidLayoutContextError
 
 from fmnist_core import analysis, views
 from fmnist_core.models import describe
@@ -297,6 +298,15 @@ def until_ready(ready, message: str) -> None:
     st.caption(f":material/hourglass_top: {message}")
 
 
+def rerun_the_sidebar() -> None:
+    """The sidebar's fragment again, after its Stop or Cancel; the whole page where the click came
+    in a whole page's run (there Streamlit refuses a fragment's rerun)."""
+    try:
+        st.rerun(scope="fragment")
+    except StreamlitInvalidLayoutContextError:
+        st.rerun()
+
+
 @st.fragment(run_every=5.0)  # secondary: every page's sidebar; a job's own view moves every 3 s
 def queue_sidebar() -> None:
     """Every page's sidebar: what trains and waits (with its progress, Stop and Cancel), and the
@@ -327,7 +337,7 @@ def queue_sidebar() -> None:
             help="A job more people asked for stops when none of them still wants it.",
         ):
             stop_job(job.run_id)
-            st.rerun(scope="fragment")
+            rerun_the_sidebar()
     if waiting:  # one line each and one button: a queue of five must not push the page's own widgets away
         listed = " · ".join(
             f"{job.config.model} `{job.run_id[:6]}`" + (f" ({whose(job)})" if class_mode() else "")
@@ -342,7 +352,7 @@ def queue_sidebar() -> None:
         ):
             for job in cancellable:
                 stop_job(job.run_id)
-            st.rerun(scope="fragment")
+            rerun_the_sidebar()
     for job in failed:
         st.caption(f":red[Failed: {job.config.model} `{job.run_id[:6]}`: {job.error[:120]}]")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import streamlit as st
 
+from fmnist_core.base import environment
 from fmnist_core.models import get_spec
 from fmnist_core.training.config import (
     AUGMENTS,
@@ -210,6 +211,7 @@ def more_run_settings(model: str, key: str, recipe: dict, optimizer: str) -> dic
 
 def build_config(model: str, settings: dict, run: dict) -> RunConfig:
     """The config, or a clear message in the page and a stop when a setting is invalid."""
+    run = {"test_subset": environment.scored_test_images(), **run}  # 1,000 at the test scale
     try:
         return RunConfig.for_model(model, settings, **run)
     except ValueError as error:

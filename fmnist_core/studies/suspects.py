@@ -116,7 +116,8 @@ def retrain_base(seed: int = 0, cartography: bool = False) -> RunConfig:
     """The classifier the study retrains: S3's network with cross-entropy and Adam, 15 epochs on
     all training images (88-89% on the test set, about 30 s a run on 2 CPU cores); at
     FMNIST_SCALE=test 2 epochs on 2,000 (a map needs two epochs to vary over)."""
-    size = {"epochs": 2, "train_subset": 2000} if environment.scale() == "test" else {"epochs": 15}
+    test = {"epochs": 2, "train_subset": 2000, "test_subset": environment.scored_test_images()}
+    size = test if environment.scale() == "test" else {"epochs": 15}
     return RunConfig.for_model(
         "mlp", loss="cross_entropy", optimizer="adam", lr=1e-3, seed=seed, cartography=cartography, **size
     )
