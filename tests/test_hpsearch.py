@@ -347,6 +347,22 @@ DAMAGES = {
         "the sweep's plan is damaged (params missing or of a wrong type)",
     ),
     "a field Optuna needs missing": (b'{"op_code":4,"worker_id":"w"}', "Optuna cannot replay it (KeyError"),
+    "a trial's value that is text": (
+        b'{"op_code":6,"worker_id":"w","trial_id":0,"state":1,"values":["0.9"],"datetime_complete":null}',
+        "a trial's values (['0.9']) are not finite numbers",
+    ),
+    "a trial's value that is a mapping": (
+        b'{"op_code":6,"worker_id":"w","trial_id":0,"state":1,"values":{"a":1},"datetime_complete":null}',
+        "are not finite numbers",
+    ),
+    "a trial state Optuna lacks": (
+        b'{"op_code":6,"worker_id":"w","trial_id":0,"state":7,"values":null,"datetime_complete":null}',
+        "a trial's state (7) is not one Optuna knows",
+    ),
+    "an epoch's value that is text": (
+        b'{"op_code":7,"worker_id":"w","trial_id":0,"step":1,"intermediate_value":"x"}',
+        "an epoch's value or step is not a number",
+    ),
 }
 
 

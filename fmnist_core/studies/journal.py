@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ MAX_LINE_BYTES = 1_000_000  # one operation: a plan ~1 KB, a trial's value or at
 MAX_LINE_DEPTH = 16  # a plan's fixed settings nest 5 deep inside its operation
 MAX_LINE_CONTAINERS = 10_000
 CREATE_STUDY, SET_STUDY_USER_ATTR = 0, 2  # Optuna's op codes (its journals on disk fix them)
+CREATE_TRIAL, SET_TRIAL_STATE_VALUES, SET_TRIAL_INTERMEDIATE_VALUE = 4, 6, 7
+TRIAL_STATES = range(5)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 # What describe() writes; the pages read each of these from a kept sweep.
 PLAN_FIELDS = {
     "model": str,
@@ -123,6 +126,34 @@ def check_line(path: Path, name: str, number: int, line: bytes) -> None:
     attributes = operation.get("user_attr")
     if code == SET_STUDY_USER_ATTR and isinstance(attributes, dict) and "plan" in attributes:
         check_plan(path, number, attributes["plan"])
+    if wrong := _wrong_numbers(operation, code):
+        raise JournalError(f"{path}: line {number}: {wrong}")
+
+
+def _number(value, finite: bool = True) -> bool:
+    return type(value) in (int, float) and (math.isfinite(value) or not finite)
+
+
+def _wrong_numbers(operation: dict, code: int) -> str:
+    """What is not a number where a trial's numbers are (Optuna replays them as they are, and the
+    pages and the explorer then failed on them deep inside): '' where all are."""
+    values = operation.get("values")
+    numbers = isinstance(values, list) and 0 < len(values) <= 8 and all(_number(v) for v in values)
+    if code in (CREATE_TRIAL, SET_TRIAL_STATE_VALUES) and values is not None and not numbers:
+        return f"a trial's values ({str(values)[:40]}) are not finite numbers"
+    state = operation.get("state", 0 if code == CREATE_TRIAL else None)
+    if code in (CREATE_TRIAL, SET_TRIAL_STATE_VALUES) and (
+        type(state) is not int or state not in TRIAL_STATES
+    ):
+        return f"a trial's state ({str(state)[:20]}) is not one Optuna knows"
+    if code == SET_TRIAL_INTERMEDIATE_VALUE and not (
+        type(operation.get("step")) is int and _number(operation.get("intermediate_value"), finite=False)
+    ):  # a diverged epoch's NaN is a number here: Optuna keeps it, its pruners read it
+        return "an epoch's value or step is not a number"
+    steps = operation.get("intermediate_values", {}) if code == CREATE_TRIAL else {}
+    if not isinstance(steps, dict) or not all(_number(v, finite=False) for v in steps.values()):
+        return "a trial's epoch values are not numbers"
+    return ""
 
 
 def _check_lines(path: Path, name: str, file, whole: int, lines: int, last: bytes):
