@@ -389,3 +389,29 @@ def test_a_record_of_a_quarter_gigabyte_is_refused_before_it_unpacks(runs):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 20_000_000, f"{peak:,} bytes at the peak"
+
+
+def test_weights_far_larger_than_the_model_are_refused_before_they_unpack(runs):
+    """A 99-million-float tensor of zeros deflates to ~400 KB: its checksum right, the weights file
+    refused by the size the part's config allows (the encoder's own weights and a header), without
+    unpacking it (it was unpacked, 396 MB, before its shapes were compared)."""
+    from safetensors.torch import save
+
+    cache, encoder, classifier = runs
+    huge = save({"weight": torch.zeros(99_000_000)})
+
+    def swap(files, manifest):
+        files["run/model.safetensors"] = huge
+        resum(files, manifest, "run/model.safetensors")
+
+    data = rezip(bundle.export_bundle(encoder.run_id, cache), swap, zipfile.ZIP_DEFLATED)
+    assert len(data) < 2_000_000
+    tracemalloc.start()
+    with pytest.raises(
+        bundle.BundleError, match=r"run/model.safetensors unpacks to 396,000,\d+ bytes, more than"
+    ):
+        bundle.import_bundle(data, RunCache(cache.root / "never"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak:,} bytes at the peak"
+    assert not (cache.root / "never").exists() or RunCache(cache.root / "never").run_ids() == []

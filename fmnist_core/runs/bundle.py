@@ -18,7 +18,7 @@ from fmnist_core.base.files import checksum, parse_json
 from fmnist_core.data.exclusions import exclusion_digest, exclusion_folder, load_exclusion, save_exclusion
 from fmnist_core.data.fashion import load_data
 from fmnist_core.models import get_spec
-from fmnist_core.runs.trained import load_run, model_with_weights
+from fmnist_core.runs.trained import load_run, model_skeleton, model_with_weights
 from fmnist_core.store.cache import CorruptRunError, RunCache
 from fmnist_core.training.config import ENGINE_VERSION, RunConfig, check_record
 from fmnist_core.training.splits import make_splits
@@ -101,9 +101,14 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
     cache = cache or RunCache()
     archive, entries, files, manifest = _read(data)
     parts = {}
-    for part in ("encoder", "run"):
+    for part in ("encoder", "run"):  # the encoder first: the run's model is built on it
         if f"{part}/config.json" in files:
-            parts[part] = _check_run(archive, entries, files, manifest, part)
+            encoder = parts["encoder"][0] if part == "run" and "encoder" in parts else None
+            parts[part] = _check_run(archive, entries, files, manifest, part, cache, encoder)
+            if part == "encoder" and not get_spec(parts[part][0].model).reconstructs:
+                raise BundleError(
+                    f"encoder: run {parts[part][0].run_id} is a {parts[part][0].model}, not an autoencoder"
+                )
     if "run" not in parts:
         raise BundleError("the bundle holds no run")
     config = parts["run"][0]
@@ -118,10 +123,6 @@ def import_bundle(data: bytes, cache: RunCache | None = None) -> list[Imported]:
     if encoder_run and not brought and ("encoder" in parts or not cache.usable(encoder_run)):
         raise BundleError(f"the classifier's encoder {encoder_run} is neither in the bundle nor here")
     encoder_config = parts["encoder"][0] if "encoder" in parts else None
-    if encoder_config is not None and not get_spec(encoder_config.model).reconstructs:
-        raise BundleError(
-            f"encoder: run {encoder_config.run_id} is a {encoder_config.model}, not an autoencoder"
-        )
     # Every part checked before any is written: an import is whole or nothing. A list of left-out
     # images is kept first (measuring its run reads it) and taken away again where the import fails.
     kept_lists: list = []
@@ -328,9 +329,22 @@ def _json(content: bytes, name: str):
         raise BundleError(f"{name}: {error}") from None
 
 
-def _check_run(archive, entries: dict, files: dict[str, bytes], manifest: dict, part: str):
+def weights_limit(config: RunConfig, cache: RunCache, encoder: RunConfig | None, part: str) -> int:
+    """The most a part's model.safetensors may unpack to: its model's weights, as its config builds
+    it, and a header (a few hundred bytes a tensor). A 400 KB bundle declared 396 MB of weights for
+    a small MLP and was unpacked before its shapes were compared."""
+    try:
+        state = model_skeleton(config, cache, encoder).state_dict()
+    except (CorruptRunError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
+        raise BundleError(
+            f"{part}: its model cannot be built ({' '.join(str(error).split())[:120]})"
+        ) from None
+    return sum(t.numel() * t.element_size() for t in state.values()) + 65_536 + 512 * len(state)
+
+
+def _check_run(archive, entries: dict, files: dict[str, bytes], manifest: dict, part: str, cache, encoder):
     """A part's config, weights and record, each checked; the record and weights unpacked only
-    within the sizes its config allows."""
+    within the sizes its config allows (`encoder`: the config of the bundle's encoder, if any)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -341,9 +355,13 @@ def _check_run(archive, entries: dict, files: dict[str, bytes], manifest: dict, 
         config = RunConfig.from_dict(_json(files[f"{part}/config.json"], f"{part}/config.json"))
     except ValueError as error:  # a setting that does not validate: the message names it
         raise BundleError(f"{part}/config.json: {' '.join(str(error).split())}") from None
+    limits = {
+        "record.json": record_limit(config),
+        "model.safetensors": weights_limit(config, cache, encoder, part),
+    }
     for name in LATER:
         path = f"{part}/{name}"
-        files[path] = _unpack(archive, entries[path], record_limit(config) if name == "record.json" else None)
+        files[path] = _unpack(archive, entries[path], limits[name])
         _check_digest(manifest, path, files[path])
     record = _json(files[f"{part}/record.json"], f"{part}/record.json")
     try:

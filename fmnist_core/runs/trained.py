@@ -206,6 +206,20 @@ def load_run(
     return TrainedRun(config, model, history, metrics, cached=True)
 
 
+def model_skeleton(config: RunConfig, cache: RunCache, encoder: RunConfig | None = None) -> nn.Module:
+    """`config`'s model, untrained (its tensors' names, shapes and dtypes); CorruptRunError where
+    its encoder cannot be used. `encoder`: as model_with_weights takes it."""
+    try:
+        if encoder is not None:
+            encoder_settings = make_settings(encoder.model, encoder.settings)
+        else:
+            resolved = resolve_encoder(config, cache, weights=False)
+            encoder_settings = resolved.settings if resolved else None
+    except ValueError as error:
+        raise CorruptRunError(f"run {config.run_id}: its encoder cannot be used ({error})") from None
+    return build_skeleton(config.model, make_settings(config.model, config.settings), encoder_settings)
+
+
 def model_with_weights(
     config: RunConfig,
     state: dict[str, torch.Tensor],
@@ -216,15 +230,7 @@ def model_with_weights(
     """`config`'s model holding `state` (eval mode); CorruptRunError, in one line, where a tensor
     is missing, extra, or of another shape or dtype (load_state_dict would cast a dtype silently).
     `encoder`: the config of the autoencoder it builds on, where that is not cached (yet)."""
-    try:
-        if encoder is not None:
-            encoder_settings = make_settings(encoder.model, encoder.settings)
-        else:
-            resolved = resolve_encoder(config, cache, weights=False)
-            encoder_settings = resolved.settings if resolved else None
-    except ValueError as error:
-        raise CorruptRunError(f"run {config.run_id}: its encoder cannot be used ({error})") from None
-    skeleton = build_skeleton(config.model, make_settings(config.model, config.settings), encoder_settings)
+    skeleton = model_skeleton(config, cache, encoder)
     expected = skeleton.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
