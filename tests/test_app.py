@@ -666,9 +666,15 @@ def test_a_vae_trains_from_the_autoencoder_page_and_the_latent_page_draws_its_pr
 def small_runs():
     """A small CNN and a small autoencoder, as a person's first minutes leave them."""
     cnn = RunConfig.for_model(
-        "cnn", {"layers": ("conv:8:3:valid:relu", "maxpool:2", "dense:32:relu")}, epochs=1, train_subset=3000
+        "cnn",
+        {"layers": ("conv:8:3:valid:relu", "maxpool:2", "dense:32:relu")},
+        epochs=1,
+        train_subset=3000,
+        test_subset=1000,
     )
-    autoencoder = RunConfig.for_model("conv_autoencoder", {"n": 8}, epochs=1, train_subset=3000)
+    autoencoder = RunConfig.for_model(
+        "conv_autoencoder", {"n": 8}, epochs=1, train_subset=3000, test_subset=1000
+    )
     cache = RunCache()
     return [get_or_train(config, cache=cache) for config in (cnn, autoencoder)]
 

@@ -84,9 +84,11 @@ def serve(cache_root: Path, starter: bool = False, settings: dict | None = None)
 def app_url(isolated_cache):
     # A classifier and an autoencoder already in the cache, as after a person's first minutes.
     cache = RunCache(isolated_cache)
-    get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000), cache=cache)
+    get_or_train(RunConfig.for_model("mlp", epochs=2, train_subset=20_000, test_subset=1000), cache=cache)
     get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 16, "dropout": 0.0}, epochs=1, train_subset=5000),
+        RunConfig.for_model(
+            "conv_autoencoder", {"n": 16, "dropout": 0.0}, epochs=1, train_subset=5000, test_subset=1000
+        ),
         cache=cache,
     )
     yield from serve(isolated_cache)
@@ -479,9 +481,10 @@ def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_each_page_f
 def inside_app_url(isolated_cache):
     # S1's best CNN (one epoch on 5,000 images) and S0's autoencoder: a conv net of each kind.
     cache = RunCache(isolated_cache)
-    cnn = get_or_train(RunConfig.for_model("cnn", epochs=1, train_subset=5000), cache=cache)
+    cnn = get_or_train(RunConfig.for_model("cnn", epochs=1, train_subset=5000, test_subset=1000), cache=cache)
     autoencoder = get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 16}, epochs=1, train_subset=5000), cache=cache
+        RunConfig.for_model("conv_autoencoder", {"n": 16}, epochs=1, train_subset=5000, test_subset=1000),
+        cache=cache,
     )
     for url in serve(isolated_cache):
         yield url, cnn, autoencoder
