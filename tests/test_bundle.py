@@ -369,26 +369,36 @@ def test_a_bundle_whose_encoder_is_no_autoencoder_is_refused_and_writes_nothing(
     assert not other.root.exists() or other.run_ids() == []
 
 
-def test_a_record_of_a_quarter_gigabyte_is_refused_before_it_unpacks(runs):
-    """250 MB of `[` deflate to ~250 KB: its checksum right, the record refused by the size its
-    config allows (a 1-epoch run: 384 KB), without unpacking it or parsing it."""
-    cache, encoder, classifier = runs
-    bomb = b"[" * 250_000_000
+def refused_before_unpacking(runs, name: str, content: bytes, refusal: str) -> None:
+    """The encoder's bundle with `name` swapped for `content` (its checksum mended), deflated to
+    under 2 MB: refused with `refusal`, at a traced peak under 20 MB (it never unpacks), and nothing
+    written."""
+    cache, encoder, _ = runs
 
     def swap(files, manifest):
-        files["run/record.json"] = bomb
-        resum(files, manifest, "run/record.json")
+        files[name] = content
+        resum(files, manifest, name)
 
     data = rezip(bundle.export_bundle(encoder.run_id, cache), swap, zipfile.ZIP_DEFLATED)
     assert len(data) < 2_000_000
     tracemalloc.start()
-    with pytest.raises(
-        bundle.BundleError, match=r"run/record.json unpacks to 250,000,000 bytes, more than 384,000"
-    ):
+    with pytest.raises(bundle.BundleError, match=refusal):
         bundle.import_bundle(data, RunCache(cache.root / "never"))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 20_000_000, f"{peak:,} bytes at the peak"
+    assert not (cache.root / "never").exists() or RunCache(cache.root / "never").run_ids() == []
+
+
+def test_a_record_of_a_quarter_gigabyte_is_refused_before_it_unpacks(runs):
+    """250 MB of `[` deflate to ~250 KB: its checksum right, the record refused by the size its
+    config allows (a 1-epoch run: 384 KB), without unpacking it or parsing it."""
+    refused_before_unpacking(
+        runs,
+        "run/record.json",
+        b"[" * 250_000_000,
+        r"run/record.json unpacks to 250,000,000 bytes, more than 384,000",
+    )
 
 
 def test_weights_far_larger_than_the_model_are_refused_before_they_unpack(runs):
@@ -397,21 +407,9 @@ def test_weights_far_larger_than_the_model_are_refused_before_they_unpack(runs):
     unpacking it (it was unpacked, 396 MB, before its shapes were compared)."""
     from safetensors.torch import save
 
-    cache, encoder, classifier = runs
-    huge = save({"weight": torch.zeros(99_000_000)})
-
-    def swap(files, manifest):
-        files["run/model.safetensors"] = huge
-        resum(files, manifest, "run/model.safetensors")
-
-    data = rezip(bundle.export_bundle(encoder.run_id, cache), swap, zipfile.ZIP_DEFLATED)
-    assert len(data) < 2_000_000
-    tracemalloc.start()
-    with pytest.raises(
-        bundle.BundleError, match=r"run/model.safetensors unpacks to 396,000,\d+ bytes, more than"
-    ):
-        bundle.import_bundle(data, RunCache(cache.root / "never"))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert peak < 20_000_000, f"{peak:,} bytes at the peak"
-    assert not (cache.root / "never").exists() or RunCache(cache.root / "never").run_ids() == []
+    refused_before_unpacking(
+        runs,
+        "run/model.safetensors",
+        save({"weight": torch.zeros(99_000_000)}),
+        r"run/model.safetensors unpacks to 396,000,\d+ bytes, more than",
+    )
