@@ -314,7 +314,7 @@ def command_sweep_hp(args) -> int:
     print(f"sweep {name}: " + ", ".join(f"{count} {state.lower()}" for state, count in states.items()))
     if best is not None:
         print(
-            f"best: trial {best.number}, {plan.metric} {best.value:.4f}, {best.params}, run {best.user_attrs['run_id']}"
+            f"best: trial {best.number}, {plan.metric} {best.value:.4f}, {best.params}, run {best.user_attrs.get('run_id', '(none)')}"
         )
     return 0
 

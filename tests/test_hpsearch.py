@@ -349,11 +349,27 @@ DAMAGES = {
     "a field Optuna needs missing": (b'{"op_code":4,"worker_id":"w"}', "Optuna cannot replay it (KeyError"),
     "a trial's value that is text": (
         b'{"op_code":6,"worker_id":"w","trial_id":0,"state":1,"values":["0.9"],"datetime_complete":null}',
-        "a trial's values (['0.9']) are not finite numbers",
+        "a trial's values (['0.9']) are not one finite number",
     ),
     "a trial's value that is a mapping": (
         b'{"op_code":6,"worker_id":"w","trial_id":0,"state":1,"values":{"a":1},"datetime_complete":null}',
-        "are not finite numbers",
+        "are not one finite number",
+    ),
+    "a study of two objectives": (
+        b'{"op_code":0,"worker_id":"w","study_name":"tiny","directions":[1,2]}',
+        "the sweep's direction ([1, 2]) is not one minimised or maximised value",
+    ),
+    "a study of no objective": (
+        b'{"op_code":0,"worker_id":"w","study_name":"tiny","directions":[]}',
+        "the sweep's direction ([]) is not one",
+    ),
+    "two values for one objective": (
+        b'{"op_code":6,"worker_id":"w","trial_id":0,"state":1,"values":[0.5,0.5],"datetime_complete":null}',
+        "a trial's values ([0.5, 0.5]) are not one finite number",
+    ),
+    "a complete trial without its value": (
+        b'{"op_code":6,"worker_id":"w","trial_id":0,"state":1,"values":null,"datetime_complete":null}',
+        "a complete trial has no value",
     ),
     "a trial state Optuna lacks": (
         b'{"op_code":6,"worker_id":"w","trial_id":0,"state":7,"values":null,"datetime_complete":null}',

@@ -24,7 +24,8 @@ MAX_LINE_DEPTH = 16  # a plan's fixed settings nest 5 deep inside its operation
 MAX_LINE_CONTAINERS = 10_000
 CREATE_STUDY, SET_STUDY_USER_ATTR = 0, 2  # Optuna's op codes (its journals on disk fix them)
 CREATE_TRIAL, SET_TRIAL_STATE_VALUES, SET_TRIAL_INTERMEDIATE_VALUE = 4, 6, 7
-TRIAL_STATES = range(5)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
+TRIAL_STATES, COMPLETE = range(5), 1  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
+DIRECTIONS = (1, 2)  # minimise, maximise: a lab sweep has one
 # What describe() writes; the pages read each of these from a kept sweep.
 PLAN_FIELDS = {
     "model": str,
@@ -137,11 +138,17 @@ def _number(value, finite: bool = True) -> bool:
 def _wrong_numbers(operation: dict, code: int) -> str:
     """What is not a number where a trial's numbers are (Optuna replays them as they are, and the
     pages and the explorer then failed on them deep inside): '' where all are."""
+    directions = operation.get("directions")
+    one = isinstance(directions, list) and len(directions) == 1 and type(directions[0]) is int
+    if code == CREATE_STUDY and not (one and directions[0] in DIRECTIONS):
+        return f"the sweep's direction ({str(directions)[:40]}) is not one minimised or maximised value"
     values = operation.get("values")
-    numbers = isinstance(values, list) and 0 < len(values) <= 8 and all(_number(v) for v in values)
+    numbers = isinstance(values, list) and len(values) == 1 and all(_number(v) for v in values)
     if code in (CREATE_TRIAL, SET_TRIAL_STATE_VALUES) and values is not None and not numbers:
-        return f"a trial's values ({str(values)[:40]}) are not finite numbers"
+        return f"a trial's values ({str(values)[:40]}) are not one finite number"
     state = operation.get("state", 0 if code == CREATE_TRIAL else None)
+    if code in (CREATE_TRIAL, SET_TRIAL_STATE_VALUES) and state == COMPLETE and values is None:
+        return "a complete trial has no value"
     if code in (CREATE_TRIAL, SET_TRIAL_STATE_VALUES) and (
         type(state) is not int or state not in TRIAL_STATES
     ):
