@@ -369,15 +369,21 @@ def test_a_bundle_whose_encoder_is_no_autoencoder_is_refused_and_writes_nothing(
     assert not other.root.exists() or other.run_ids() == []
 
 
-def refused_before_unpacking(runs, name: str, content: bytes, refusal: str) -> None:
-    """The encoder's bundle with `name` swapped for `content` (its checksum mended), deflated to
-    under 2 MB: refused with `refusal`, at a traced peak under 20 MB (it never unpacks), and nothing
-    written."""
+def refused_before_unpacking(runs, name: str, content: bytes, refusal: str, epochs: int = 0) -> None:
+    """The encoder's bundle with `name` swapped for `content` (its checksum mended, and its config's
+    epochs set to `epochs` where given), deflated to under 2 MB: refused with `refusal`, at a traced
+    peak under 20 MB (it never unpacks whole), and nothing written."""
     cache, encoder, _ = runs
 
     def swap(files, manifest):
         files[name] = content
         resum(files, manifest, name)
+        if epochs:
+            config = json.loads(files["run/config.json"])
+            config["epochs"] = epochs
+            files["run/config.json"] = json.dumps(config).encode()
+            resum(files, manifest, "run/config.json")
+            manifest["run_id"] = RunConfig.from_dict(config).run_id
 
     data = rezip(bundle.export_bundle(encoder.run_id, cache), swap, zipfile.ZIP_DEFLATED)
     assert len(data) < 2_000_000
@@ -398,6 +404,19 @@ def test_a_record_of_a_quarter_gigabyte_is_refused_before_it_unpacks(runs):
         "run/record.json",
         b"[" * 250_000_000,
         r"run/record.json unpacks to 250,000,000 bytes, more than 384,000",
+    )
+
+
+def test_a_record_of_millions_of_numbers_is_refused_as_it_unpacks(runs):
+    """A run of 780 epochs may have a 100 MB record; 100 MB of `1,` (50 million numbers, gigabytes
+    once parsed: 3.4 GB at the peak before) is refused by the values such a record holds, at the
+    unpacking's second megabyte."""
+    refused_before_unpacking(
+        runs,
+        "run/record.json",
+        b"[" + b"1," * 49_999_999 + b"1]",
+        r"run/record.json: more than 800,000 values",
+        epochs=780,
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fmnist_core.base import environment
-from fmnist_core.base.files import json_shape
+from fmnist_core.base.files import JsonScan, json_shape
 from fmnist_core.runs.jobs import Limits, own_settings
 from fmnist_core.store import identity
 
@@ -199,22 +199,36 @@ def test_admin_tokens_compare_as_bytes_whatever_their_text():
         json.dumps({"x": "\\" * 2_000_001 + "[", "y": [[1]]}).encode(),  # backslashes across them
     ],
 )
-def test_the_json_scan_counts_only_brackets_outside_strings(text):
-    def reference(value, depth=0):  # what the parsed value says
+def test_the_json_scan_counts_only_brackets_and_commas_outside_strings(text):
+    def reference(value, depth=0):  # what the parsed value says: its depth, containers and commas
         if isinstance(value, dict | list):
-            children = value.values() if isinstance(value, dict) else value
+            children = list(value.values() if isinstance(value, dict) else value)
             below = [reference(child, depth + 1) for child in children]
-            return max([depth + 1, *(d for d, _ in below)]), 1 + sum(c for _, c in below)
+            commas = max(len(children) - 1, 0)
+            return max([depth + 1, *(d for d, _ in below)]), 1 + commas + sum(c for _, c in below)
         return depth, 0
 
-    assert json_shape(text) == reference(json.loads(text))
+    depth, values = json_shape(text)
+    assert (depth, values - 1) == reference(json.loads(text))
+
+
+@pytest.mark.parametrize("pieces", [1, 7, 1 << 20])
+def test_the_json_scan_fed_in_pieces_finds_what_it_finds_whole(pieces):
+    """Pieces split escaped quotes, runs of backslashes and brackets anywhere: the same shape."""
+    text = json.dumps({"a": ["\\" * 5 + '"[,', [1, 2, {"b": '\\"'}]], "c": "\\" * 7}).encode() * 3
+    text = b"[" + text.replace(b"}{", b"},{") + b"]"
+    scan = JsonScan()
+    for start in range(0, len(text), pieces):
+        scan.feed(text[start : start + pieces])
+    assert (scan.deepest, scan.values + 1) == json_shape(text) == (5, 3 * 8 + 3 + 1)
 
 
 @pytest.mark.parametrize(
     ("bomb", "words"),
     [
         ('b"[" * 50_000_000', "nested more than"),
-        ('b"[" + b"{}," * 20_000_000 + b"{}]"', "arrays and objects"),
+        ('b"[" + b"{}," * 20_000_000 + b"{}]"', "values"),
+        ('b"[" + b"1e1," * 20_000_000 + b"1]"', "values"),
         ("b'\"' * 50_000_000", "not JSON"),
     ],
 )

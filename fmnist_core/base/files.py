@@ -84,45 +84,68 @@ def remove_path(path: Path, strict: bool = False) -> None:
 
 MAX_JSON_DEPTH = 32  # the lab's own files nest 6 deep at most; json itself recurses past ~1,000
 MAX_JSON_BYTES = 256_000_000  # a history with cartography: ~88 KB an epoch, 1,000 epochs at most
-# Arrays and objects in one file: a listing of 5,000 runs has ~40 each; a history one list per key
-# (and a 10 x 10 matrix per epoch); 1,000,000 of them cost ~60 MB of Python at most.
-MAX_JSON_CONTAINERS = 1_000_000
+# Values in one file (arrays, objects and what they hold): a history has ~150 an epoch (its
+# large parts are base64 text), a listing of 5,000 runs ~200,000. Each value costs up to ~80
+# bytes of Python: 250 MB of `1,` would be 125 million floats, gigabytes once parsed.
+MAX_JSON_VALUES = 2_000_000
 
 
 SCAN_CHUNK = 1 << 20  # bytes a step: the scan's memory is a few times this, whatever the input's size
 
 
-def json_shape(
-    data: bytes, stop_past_depth: int | None = None, stop_past_containers: int | None = None
-) -> tuple[int, int]:
-    """(deepest nesting, number of arrays and objects) of JSON text, brackets inside strings not
-    counted, found without parsing it: vectorised over the positions of quotes and brackets one
-    chunk at a time (bounded memory), stopping early past either limit."""
-    deepest = containers = depth = 0
-    inside_string = False
-    start = 0
-    while start < len(data):
-        end = min(start + SCAN_CHUNK, len(data))
-        while end < len(data) and data[end - 1] == 0x5C:  # never split a run of backslashes
-            end += 1
-        chunk_depth, chunk_deepest, opened, quotes = _scan_chunk(data[start:end], inside_string, depth)
-        deepest, containers, depth = max(deepest, chunk_deepest), containers + opened, chunk_depth
-        inside_string ^= quotes % 2 == 1
-        if (stop_past_depth is not None and deepest > stop_past_depth) or (
-            stop_past_containers is not None and containers > stop_past_containers
-        ):
+class JsonScan:
+    """The shape of JSON text fed in pieces, found without parsing it (brackets and commas inside
+    strings not counted): its deepest nesting and an upper bound on the values it holds (arrays,
+    objects, and one more per comma). Vectorised over the positions of quotes, brackets and commas
+    a piece at a time, so its memory is bounded by the piece, whatever the text's size."""
+
+    def __init__(self):
+        self.deepest = self.depth = self.values = 0
+        self.inside_string = False
+        self.odd_backslashes = False  # the text so far ends in an odd run of backslashes
+
+    def feed(self, piece: bytes) -> None:
+        if self.odd_backslashes:  # a run split between pieces: its parity is all that matters
+            piece = b"\\" + piece
+        trailing = len(piece) - len(piece.rstrip(b"\\"))
+        self.odd_backslashes = trailing % 2 == 1
+        depth, deepest, values, quotes = _scan_piece(piece, self.inside_string, self.depth)
+        self.depth, self.deepest = depth, max(self.deepest, deepest)
+        self.values += values
+        self.inside_string ^= quotes % 2 == 1
+
+    def refusal(self, max_depth: int | None, max_values: int | None) -> str | None:
+        """Why text of this shape is refused (one line), or None (no limit where a limit is None)."""
+        if max_depth is not None and self.deepest > max_depth:
+            return f"nested more than {max_depth} deep, the most a lab file may be"
+        if max_values is not None and self.values + 1 > max_values:
+            return f"more than {max_values:,} values (arrays, objects, numbers, text), the most this file may hold"
+        return None
+
+
+def json_shape(data: bytes, max_depth: int | None = None, max_values: int | None = None) -> tuple[int, int]:
+    """(deepest nesting, values at most) of JSON text (see JsonScan), stopping early past either limit."""
+    scan = _scanned(data, max_depth, max_values)
+    return scan.deepest, scan.values + 1
+
+
+def _scanned(data: bytes, max_depth: int | None, max_values: int | None) -> JsonScan:
+    scan = JsonScan()
+    for start in range(0, len(data), SCAN_CHUNK):
+        scan.feed(data[start : start + SCAN_CHUNK])
+        if scan.refusal(max_depth, max_values):
             break
-        start = end
-    return deepest, containers
+    return scan
 
 
 def json_depth(data: bytes) -> int:
-    """The deepest nesting of arrays and objects in JSON text (see json_shape)."""
+    """The deepest nesting of arrays and objects in JSON text (see JsonScan)."""
     return json_shape(data)[0]
 
 
-def _scan_chunk(data: bytes, inside_string: bool, depth: int) -> tuple[int, int, int, int]:
-    """One chunk: (depth at its end, deepest in it, arrays and objects opened, unescaped quotes)."""
+def _scan_piece(data: bytes, inside_string: bool, depth: int) -> tuple[int, int, int, int]:
+    """One piece: (depth at its end, deepest in it, arrays, objects and commas outside strings,
+    unescaped quotes)."""
     codes = np.frombuffer(data, dtype=np.uint8)
     backslashes = np.flatnonzero(codes == ord("\\"))
     quotes = np.flatnonzero(codes == ord('"'))
@@ -134,37 +157,37 @@ def _scan_chunk(data: bytes, inside_string: bool, depth: int) -> tuple[int, int,
         at = np.minimum(np.searchsorted(run_end, quotes - 1), run_end.size - 1)
         escaped = (run_end[at] == quotes - 1) & (run_length[at] % 2 == 1)
         quotes = quotes[~escaped]
+    parity = 1 if inside_string else 0  # outside a string: an even number of quotes before it
     opening = np.flatnonzero((codes == ord("[")) | (codes == ord("{")))
     closing = np.flatnonzero((codes == ord("]")) | (codes == ord("}")))
+    commas = np.flatnonzero(codes == ord(","))
     brackets = np.concatenate([opening, closing])
     steps = np.concatenate([np.ones(opening.size, np.int64), -np.ones(closing.size, np.int64)])
-    # Outside a string: an even number of quotes before it (odd, where the chunk began inside one).
-    outside = np.searchsorted(quotes, brackets) % 2 == (1 if inside_string else 0)
+    outside = np.searchsorted(quotes, brackets) % 2 == parity
     order = np.argsort(brackets[outside], kind="stable")
     levels = depth + np.cumsum(steps[outside][order])
-    opened = int(np.count_nonzero(steps[outside] > 0))
-    return int(levels[-1]) if levels.size else depth, int(levels.max(initial=depth)), opened, int(quotes.size)
+    values = int(np.count_nonzero(steps[outside] > 0))
+    values += int(np.count_nonzero(np.searchsorted(quotes, commas) % 2 == parity))
+    return int(levels[-1]) if levels.size else depth, int(levels.max(initial=depth)), values, int(quotes.size)
 
 
 def parse_json(
     data: bytes | str,
     max_depth: int = MAX_JSON_DEPTH,
     max_bytes: int = MAX_JSON_BYTES,
-    max_containers: int = MAX_JSON_CONTAINERS,
+    max_values: int = MAX_JSON_VALUES,
 ):
-    """JSON text parsed with bounded size, depth and number of arrays and objects; ValueError (one
-    line) where it is not JSON, too large, nested too deeply (json itself would die with
-    RecursionError on `[` x 100,000) or made of millions of tiny containers (`[{},{},...]`: 64 bytes
-    of Python a 3-byte `{},`, gigabytes for a file the size limit lets in)."""
+    """JSON text parsed with bounded size, depth and number of values; ValueError (one line) where
+    it is not JSON, too large, nested too deeply (json itself would die with RecursionError on `[` x
+    100,000) or made of millions of small values (`[{},{},...]` or `[1,1,...]`: 32 to 64 bytes of
+    Python for 2 or 3 bytes of text, gigabytes for a file the size limit lets in)."""
     if isinstance(data, str):
         data = data.encode()
     if len(data) > max_bytes:
         raise ValueError(f"{len(data):,} bytes, more than the {max_bytes:,} a lab file may have")
-    depth, containers = json_shape(data, max_depth, max_containers)
-    if depth > max_depth:
-        raise ValueError(f"nested more than {max_depth} deep, the most a lab file may be")
-    if containers > max_containers:
-        raise ValueError(f"more than {max_containers:,} arrays and objects, the most a lab file has")
+    refusal = _scanned(data, max_depth, max_values).refusal(max_depth, max_values)
+    if refusal:
+        raise ValueError(refusal)
     try:
         return json.loads(data)
     except RecursionError:

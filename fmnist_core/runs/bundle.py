@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fmnist_core.analysis import test_metrics
-from fmnist_core.base.files import checksum, parse_json
+from fmnist_core.base.files import MAX_JSON_DEPTH, MAX_JSON_VALUES, JsonScan, checksum, parse_json
 from fmnist_core.data.exclusions import exclusion_digest, exclusion_folder, load_exclusion, save_exclusion
 from fmnist_core.data.fashion import load_data
 from fmnist_core.models import get_spec
@@ -36,8 +36,9 @@ LIMITS = {
 }
 # A record's size: its metrics, and per epoch its curves, reconstructions and latent maps (measured:
 # ~32 KB an epoch for an autoencoder at n=8, ~11 KB for an MLP) and, with cartography, every training
-# image's confidence (~90 KB an epoch on 60,000 images). Limits twice that and more.
-RECORD_BYTES, EPOCH_BYTES, CARTOGRAPHY_BYTES = 256_000, 128_000, 200_000
+# image's confidence (~1.5 bytes an image an epoch). Limits well above that.
+RECORD_BYTES, EPOCH_BYTES, CARTOGRAPHY_BYTES = 256_000, 128_000, 8_000
+RECORD_VALUES, EPOCH_VALUES = 20_000, 1_000
 EXCLUDED = "exclude.json"  # a part's list of left-out training images, when its config names one
 
 
@@ -285,24 +286,46 @@ def _check_digest(manifest: dict, name: str, content: bytes) -> None:
 
 
 def record_limit(config: RunConfig) -> int:
-    """The most a run's record.json may hold, from its epochs and whether it keeps cartography."""
-    per_epoch = EPOCH_BYTES + (CARTOGRAPHY_BYTES if config.cartography else 0)
+    """The most bytes a run's record.json may hold, from its epochs and, where it keeps cartography,
+    its training images (each ~1.5 bytes an epoch, as base64 of a byte and a bit)."""
+    images = config.train_subset or 60_000
+    per_epoch = EPOCH_BYTES + (CARTOGRAPHY_BYTES + 2 * images if config.cartography else 0)
     return min(LIMITS["record.json"], RECORD_BYTES + config.epochs * per_epoch)
 
 
-def _unpack(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, limit: int | None = None) -> bytes:
+def record_values(config: RunConfig) -> int:
+    """The most values a run's record.json may hold: a history has ~150 an epoch (its large parts,
+    maps, reconstructions and cartography, are base64 text) and its metrics a few hundred."""
+    return RECORD_VALUES + config.epochs * EPOCH_VALUES
+
+
+def _unpack(
+    archive: zipfile.ZipFile,
+    entry: zipfile.ZipInfo,
+    limit: int | None = None,
+    max_values: int = MAX_JSON_VALUES,
+) -> bytes:
     """One entry's bytes, decompressed in bounded steps and never past its declared size (a zip
-    bomb declares a small size: counting what actually comes out is what stops it) or `limit`."""
+    bomb declares a small size: counting what actually comes out is what stops it) or `limit`; a
+    JSON file's shape scanned as it comes, refused at its first piece past `max_values` values or
+    the lab's depth (a record of millions of numbers is megabytes of text, gigabytes parsed)."""
     name = entry.filename
     _check_entry(entry, limit)
     chunks, size = [], 0
+    scan = JsonScan() if name.endswith(".json") else None
     try:
         with archive.open(entry) as stream:
             while chunk := stream.read(1 << 20):
                 size += len(chunk)
                 if size > entry.file_size:
                     raise BundleError(f"{name} unpacks to more than its declared size (damaged or hostile)")
+                if scan is not None:
+                    scan.feed(chunk)
+                    if refusal := scan.refusal(MAX_JSON_DEPTH, max_values):
+                        raise BundleError(f"{name}: {refusal}")
                 chunks.append(chunk)
+    except BundleError:
+        raise
     except ARCHIVE_ERRORS:
         raise BundleError(f"the bundle is damaged ({name} does not unpack)") from None
     return b"".join(chunks)
@@ -322,9 +345,9 @@ def _check_entry(entry: zipfile.ZipInfo, limit: int | None) -> None:
         raise BundleError(f"{name} unpacks to {entry.file_size:,} bytes, more than {limit:,}")
 
 
-def _json(content: bytes, name: str):
+def _json(content: bytes, name: str, max_values: int = MAX_JSON_VALUES):
     try:
-        return parse_json(content)
+        return parse_json(content, max_values=max_values)
     except ValueError as error:
         raise BundleError(f"{name}: {error}") from None
 
@@ -355,15 +378,13 @@ def _check_run(archive, entries: dict, files: dict[str, bytes], manifest: dict, 
         config = RunConfig.from_dict(_json(files[f"{part}/config.json"], f"{part}/config.json"))
     except ValueError as error:  # a setting that does not validate: the message names it
         raise BundleError(f"{part}/config.json: {' '.join(str(error).split())}") from None
-    limits = {
-        "record.json": record_limit(config),
-        "model.safetensors": weights_limit(config, cache, encoder, part),
-    }
-    for name in LATER:
-        path = f"{part}/{name}"
-        files[path] = _unpack(archive, entries[path], limits[name])
-        _check_digest(manifest, path, files[path])
-    record = _json(files[f"{part}/record.json"], f"{part}/record.json")
+    path = f"{part}/record.json"
+    files[path] = _unpack(archive, entries[path], record_limit(config), record_values(config))
+    _check_digest(manifest, path, files[path])
+    record = _json(files[path], path, record_values(config))
+    path = f"{part}/model.safetensors"
+    files[path] = _unpack(archive, entries[path], weights_limit(config, cache, encoder, part))
+    _check_digest(manifest, path, files[path])
     try:
         if not isinstance(record, dict):
             raise TypeError("not a history and metrics")

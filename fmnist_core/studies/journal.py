@@ -21,7 +21,7 @@ log = logging.getLogger("fmnist_core")
 MAX_JOURNAL_BYTES = 256_000_000  # ~5 KB a trial of 30 epochs: 50,000 trials
 MAX_LINE_BYTES = 1_000_000  # one operation: a plan ~1 KB, a trial's value or attribute ~200 bytes
 MAX_LINE_DEPTH = 16  # a plan's fixed settings nest 5 deep inside its operation
-MAX_LINE_CONTAINERS = 10_000
+MAX_LINE_VALUES = 100_000  # a line of 1 MB holds 500,000 at most
 CREATE_STUDY, SET_STUDY_USER_ATTR = 0, 2  # Optuna's op codes (its journals on disk fix them)
 CREATE_TRIAL, SET_TRIAL_STATE_VALUES, SET_TRIAL_INTERMEDIATE_VALUE = 4, 6, 7
 TRIAL_STATES, COMPLETE = range(5), 1  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
@@ -104,7 +104,7 @@ def _parsed(line: bytes):
     if line.count(b"{") + line.count(b"[") <= MAX_LINE_DEPTH:
         with contextlib.suppress(ValueError):
             return json.loads(line)
-    return parse_json(line, MAX_LINE_DEPTH, MAX_LINE_BYTES, MAX_LINE_CONTAINERS)  # or its one-line why
+    return parse_json(line, MAX_LINE_DEPTH, MAX_LINE_BYTES, MAX_LINE_VALUES)  # or its one-line why
 
 
 def check_line(path: Path, name: str, number: int, line: bytes) -> None:
