@@ -309,6 +309,8 @@ def test_every_malformed_bundle_is_one_line_and_writes_nothing(runs, tmp_path):
 
         return change
 
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        config, record = (json.loads(archive.read(f"run/{name}.json")) for name in ("config", "record"))
     first = next(iter(encoder.model.state_dict()))
     matrix = next(k for k, v in encoder.model.state_dict().items() if v.ndim == 2)
     cases = {
@@ -327,12 +329,22 @@ def test_every_malformed_bundle_is_one_line_and_writes_nothing(runs, tmp_path):
         weights(lambda s: s.pop(first)): f"{first} is missing",
         weights(lambda s: s.update(extra=torch.zeros(1))): "extra is not part of the model",
         weights(lambda s: s.update({matrix: s[matrix].T.contiguous()})): "the model's is torch.float32",
+        # json.loads reads UTF-16, where the byte of a quote can be half of another character (the
+        # scan miscounted: 11 million {} were let in); UTF-8 JSON never holds a NUL byte.
+        replaced("run/record.json", json.dumps(record).encode("utf-16-le")): "NUL byte",
+        record_without("test_loss", float("inf")): "claims test_loss inf",  # |x - inf| <= inf held
+        # A hostile value is quoted in a few words, not whole (4 KB messages before); a 400-digit
+        # integer where a float goes is refused, not an OverflowError.
+        replaced("run/config.json", {**config, "model": "x" * 5000}): r"model: 'x{30,40}\.\.\. is not one of",
+        replaced(
+            "run/config.json", {**config, "settings": {"dropout": 10**400}}
+        ): "dropout: a 401-digit number",
     }
     other = RunCache(tmp_path / "other")
     for change, reason in cases.items():
         with pytest.raises(bundle.BundleError, match=reason) as refused:
             bundle.import_bundle(rezip(good, change), other)
-        assert "\n" not in str(refused.value)
+        assert "\n" not in str(refused.value) and len(str(refused.value)) < 300
     assert other.run_ids() == []
 
 
@@ -407,17 +419,44 @@ def test_a_record_of_a_quarter_gigabyte_is_refused_before_it_unpacks(runs):
     )
 
 
-def test_a_record_of_millions_of_numbers_is_refused_as_it_unpacks(runs):
+@pytest.mark.parametrize(
+    ("content", "refusal"),
+    [
+        (b"[" + b"1," * 49_999_999 + b"1]", "more than 410,000 values"),
+        (b'["' + b"a" * 99_999_996 + b'"]', "holds a text of more than 1,000,000 bytes"),
+    ],
+    ids=["numbers", "text"],
+)
+def test_a_record_of_millions_of_numbers_or_a_long_text_is_refused_as_it_unpacks(runs, content, refusal):
     """A run of 780 epochs may have a 100 MB record; 100 MB of `1,` (50 million numbers, gigabytes
-    once parsed: 3.4 GB at the peak before) is refused by the values such a record holds, at the
-    unpacking's second megabyte."""
-    refused_before_unpacking(
-        runs,
-        "run/record.json",
-        b"[" + b"1," * 49_999_999 + b"1]",
-        r"run/record.json: more than 800,000 values",
-        epochs=780,
-    )
+    once parsed: 3.4 GB at the peak before) or of one text are refused by what such a record holds
+    (~150 values an epoch, its longest text an epoch's cartography), at the unpacking's second MB."""
+    refused_before_unpacking(runs, "run/record.json", content, f"run/record.json: {refusal}", epochs=780)
+
+
+def test_a_record_larger_than_the_epochs_it_ran_is_refused(runs, tmp_path):
+    """A config of 780 epochs allows 100 MB; its record says 1 epoch ran and holds 2.7 MB of text."""
+    cache, encoder, _ = runs
+
+    def padded(files, manifest):
+        record = json.loads(files["run/record.json"])
+        record["history"]["padding"] = ["a" * 900_000] * 3
+        config = json.loads(files["run/config.json"])
+        config["epochs"] = 780
+        files["run/record.json"], files["run/config.json"] = (
+            json.dumps(record).encode(),
+            json.dumps(config).encode(),
+        )
+        for name in ("run/record.json", "run/config.json"):
+            resum(files, manifest, name)
+        manifest["run_id"] = RunConfig.from_dict(config).run_id
+
+    other = RunCache(tmp_path / "other")
+    with pytest.raises(
+        bundle.BundleError, match=r"record.json: 2,7\d\d,\d{3} bytes, more than 1 epochs' record"
+    ):
+        bundle.import_bundle(rezip(bundle.export_bundle(encoder.run_id, cache), padded), other)
+    assert other.run_ids() == []
 
 
 def test_weights_far_larger_than_the_model_are_refused_before_they_unpack(runs):

@@ -229,6 +229,9 @@ def test_the_json_scan_fed_in_pieces_finds_what_it_finds_whole(pieces):
         ('b"[" * 50_000_000', "nested more than"),
         ('b"[" + b"{}," * 20_000_000 + b"{}]"', "values"),
         ('b"[" + b"1e1," * 20_000_000 + b"1]"', "values"),
+        # UTF-16, which json.loads also reads: U+2200's bytes are NUL and a quote, and the scan
+        # took all that followed for a string (8 million {} let in, gigabytes once parsed).
+        ('("[\\"\\u2200\\"," + ",".join(["{}"] * 8_000_000) + "]").encode("utf-16-le")', "NUL byte"),
         ("b'\"' * 50_000_000", "not JSON"),
     ],
 )

@@ -85,9 +85,9 @@ def remove_path(path: Path, strict: bool = False) -> None:
 MAX_JSON_DEPTH = 32  # the lab's own files nest 6 deep at most; json itself recurses past ~1,000
 MAX_JSON_BYTES = 256_000_000  # a history with cartography: ~88 KB an epoch, 1,000 epochs at most
 # Values in one file (arrays, objects and what they hold): a history has ~150 an epoch (its
-# large parts are base64 text), a listing of 5,000 runs ~200,000. Each value costs up to ~80
-# bytes of Python: 250 MB of `1,` would be 125 million floats, gigabytes once parsed.
-MAX_JSON_VALUES = 2_000_000
+# large parts are base64 text), a listing of 5,000 runs ~200,000. Each value costs up to ~100
+# bytes of Python (~100 MB at the limit): 250 MB of `1,` would be 125 million floats, gigabytes.
+MAX_JSON_VALUES = 1_000_000
 
 
 SCAN_CHUNK = 1 << 20  # bytes a step: the scan's memory is a few times this, whatever the input's size
@@ -97,25 +97,47 @@ class JsonScan:
     """The shape of JSON text fed in pieces, found without parsing it (brackets and commas inside
     strings not counted): its deepest nesting and an upper bound on the values it holds (arrays,
     objects, and one more per comma). Vectorised over the positions of quotes, brackets and commas
-    a piece at a time, so its memory is bounded by the piece, whatever the text's size."""
+    a piece at a time, so its memory is bounded by the piece, whatever the text's size. Also: its
+    longest string (in bytes), and whether it holds a NUL byte, which UTF-8 JSON never does and
+    UTF-16 or UTF-32 JSON always does (json.loads reads those too, and there a byte 0x22 need not
+    be a quote: the count would be fooled)."""
 
     def __init__(self):
-        self.deepest = self.depth = self.values = 0
+        self.deepest = self.depth = self.values = self.longest_text = self.seen = 0
         self.inside_string = False
+        self.text_began = 0  # where the string the text so far ends inside began
         self.odd_backslashes = False  # the text so far ends in an odd run of backslashes
+        self.nul = False
 
     def feed(self, piece: bytes) -> None:
+        self.nul = self.nul or b"\x00" in piece
+        start = self.seen
+        self.seen += len(piece)
         if self.odd_backslashes:  # a run split between pieces: its parity is all that matters
-            piece = b"\\" + piece
+            piece, start = b"\\" + piece, start - 1
         trailing = len(piece) - len(piece.rstrip(b"\\"))
         self.odd_backslashes = trailing % 2 == 1
         depth, deepest, values, quotes = _scan_piece(piece, self.inside_string, self.depth)
         self.depth, self.deepest = depth, max(self.deepest, deepest)
         self.values += values
-        self.inside_string ^= quotes % 2 == 1
+        # Strings' lengths: quotes alternate opening and closing (closing first, inside a string).
+        bounds = np.concatenate([[self.text_began - start], quotes] if self.inside_string else [quotes])
+        ended = bounds.size // 2 * 2
+        if ended:
+            self.longest_text = max(self.longest_text, int(np.max(bounds[1:ended:2] - bounds[:ended:2])))
+        if bounds.size % 2:  # ends inside a string: counted as far as it goes
+            self.text_began = start + int(bounds[-1])
+            self.longest_text = max(self.longest_text, self.seen - self.text_began)
+        self.inside_string = bool(bounds.size % 2)
 
-    def refusal(self, max_depth: int | None, max_values: int | None) -> str | None:
+    def refusal(
+        self, max_depth: int | None, max_values: int | None, max_text: int | None = None
+    ) -> str | None:
         """Why text of this shape is refused (one line), or None (no limit where a limit is None)."""
+        if self.nul:
+            return "holds a NUL byte: not JSON in UTF-8"
+        if max_text is not None and self.longest_text > max_text:
+            return f"holds a text of more than {max_text:,} bytes, the most this file has"
         if max_depth is not None and self.deepest > max_depth:
             return f"nested more than {max_depth} deep, the most a lab file may be"
         if max_values is not None and self.values + 1 > max_values:
@@ -143,7 +165,7 @@ def json_depth(data: bytes) -> int:
     return json_shape(data)[0]
 
 
-def _scan_piece(data: bytes, inside_string: bool, depth: int) -> tuple[int, int, int, int]:
+def _scan_piece(data: bytes, inside_string: bool, depth: int) -> tuple[int, int, int, np.ndarray]:
     """One piece: (depth at its end, deepest in it, arrays, objects and commas outside strings,
     unescaped quotes)."""
     codes = np.frombuffer(data, dtype=np.uint8)
@@ -168,7 +190,7 @@ def _scan_piece(data: bytes, inside_string: bool, depth: int) -> tuple[int, int,
     levels = depth + np.cumsum(steps[outside][order])
     values = int(np.count_nonzero(steps[outside] > 0))
     values += int(np.count_nonzero(np.searchsorted(quotes, commas) % 2 == parity))
-    return int(levels[-1]) if levels.size else depth, int(levels.max(initial=depth)), values, int(quotes.size)
+    return int(levels[-1]) if levels.size else depth, int(levels.max(initial=depth)), values, quotes
 
 
 def parse_json(

@@ -16,26 +16,34 @@ def knob(default: Any, label: str, *, options=None, help: str | None = None, **m
     )
 
 
+def shown(value: Any, most: int = 40) -> str:
+    """A value as an error message quotes it: its repr, cut to `most` characters (a 5,000-character
+    name or a 4,000-digit number from a hostile file made a message of kilobytes)."""
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) > 20:
+        return f"a {len(str(value))}-digit number"
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def check_choice(name: str, value: Any, choices: typing.Iterable[Any]) -> None:
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}")
+        raise ValueError(f"{name}: {shown(value)} is not one of {', '.join(map(str, choices))}")
 
 
 def check_range(name: str, value: float, low: float, high: float, *, high_open=False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
+        raise ValueError(f"{name}: expected a number, got {shown(value)}")
     if isinstance(value, int):  # compared as an integer: a 400-digit one overflows a float
         if not low <= value <= high or (high_open and value == high):
-            shown = str(value) if len(str(value)) <= 20 else f"a {len(str(value))}-digit number"
-            raise ValueError(f"{name}: {shown} is outside [{low}, {high}{')' if high_open else ']'}")
+            raise ValueError(f"{name}: {shown(value)} is outside [{low}, {high}{')' if high_open else ']'}")
         return
     if not math.isfinite(value):
-        raise ValueError(f"{name}: {value!r} is not a finite number")
+        raise ValueError(f"{name}: {shown(value)} is not a finite number")
     above = value >= high if high_open else value > high
     if value < low or above:
         bracket = ")" if high_open else "]"
-        raise ValueError(f"{name}: {value!r} is outside [{low}, {high}{bracket}")
+        raise ValueError(f"{name}: {shown(value)} is outside [{low}, {high}{bracket}")
 
 
 MAX_DROPOUT = 0.99  # the engine's dropout draws bytes: p is rounded to 1/256, and must keep some
@@ -48,7 +56,7 @@ def check_dropout(name: str, value: float) -> None:
 
 def check_int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
+        raise ValueError(f"{name}: expected an integer, got {shown(value)}")
     check_range(name, value, low, high)
 
 
@@ -59,11 +67,11 @@ def _parse_scalar(name: str, kind: type, text: str) -> Any:
             return True
         if lowered in ("false", "0", "no", "off"):
             return False
-        raise ValueError(f"{name}: {text!r} is not true or false")
+        raise ValueError(f"{name}: {shown(text)} is not true or false")
     try:
         return kind(text.strip())
     except ValueError:
-        raise ValueError(f"{name}: {text!r} is not a valid {kind.__name__}") from None
+        raise ValueError(f"{name}: {shown(text)} is not a valid {kind.__name__}") from None
 
 
 def parse_value(name: str, annotation: Any, text: str) -> Any:
@@ -94,6 +102,9 @@ def coerce(settings_type: type, values: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, list):
             value = tuple(value)
         elif annotation is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # a 400-digit integer
+                raise ValueError(f"{name}: {shown(value)} is not a finite number") from None
         out[name] = value
     return out

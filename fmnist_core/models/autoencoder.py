@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fmnist_core.base.settings import check_choice, check_dropout, check_int, knob
+from fmnist_core.base.settings import check_choice, check_dropout, check_int, knob, shown
 from fmnist_core.models.registry import IMAGE_SHAPE, register_model
 
 CODE_ACTIVATIONS = {"relu": nn.ReLU, "none": nn.Identity}
@@ -44,11 +44,11 @@ class ConvAutoencoderSettings:
         check_int("n", self.n, 1, 4096)
         check_dropout("dropout", self.dropout)
         if len(self.pooling) != 2:
-            raise ValueError(f"pooling: expected two stages, got {self.pooling!r}")
+            raise ValueError(f"pooling: expected two stages, got {shown(self.pooling)}")
         for kind in self.pooling:
             check_choice("pooling", kind, ("max", "avg"))
         if len(self.channels) != 2:
-            raise ValueError(f"channels: expected two stages, got {self.channels!r}")
+            raise ValueError(f"channels: expected two stages, got {shown(self.channels)}")
         for count in self.channels:
             check_int("channels", count, 1, 512)
         check_choice("latent_activation", self.latent_activation, tuple(CODE_ACTIVATIONS))

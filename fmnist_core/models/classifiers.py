@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fmnist_core.base.settings import check_choice, check_dropout, check_int, knob
+from fmnist_core.base.settings import check_choice, check_dropout, check_int, knob, shown
 from fmnist_core.models.autoencoder import ConvAutoencoderSettings
 from fmnist_core.models.registry import NUM_CLASSES, register_model, spec_of_settings
 
@@ -202,19 +202,19 @@ def _number(text: str, kind: type, what: str):
     try:
         return kind(text)
     except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a valid {kind.__name__}") from None
+        raise ValueError(f"{what}: {shown(text)} is not a valid {kind.__name__}") from None
 
 
 def check_limits(text: str, parameters: int, activations: int) -> None:
     """ValueError where the layers up to `text` pass MAX_PARAMETERS or MAX_ACTIVATIONS."""
     if parameters > MAX_PARAMETERS:
         raise ValueError(
-            f"layers: {text!r} brings the model to {parameters:,} parameters, over the lab's "
+            f"layers: {shown(text)} brings the model to {parameters:,} parameters, over the lab's "
             f"limit of {MAX_PARAMETERS:,}"
         )
     if activations > MAX_ACTIVATIONS:
         raise ValueError(
-            f"layers: {text!r} brings the activations to {activations:,} values per image, over "
+            f"layers: {shown(text)} brings the activations to {activations:,} values per image, over "
             f"the lab's limit of {MAX_ACTIVATIONS:,}"
         )
 
@@ -229,10 +229,10 @@ def plan_layers(layers: tuple[str, ...]) -> LayerPlan:
     parameters, activations = 0, 0
     for text in layers:
         if not isinstance(text, str):
-            raise ValueError(f"layers: {text!r} is not a layer; write {LAYER_HELP}")
+            raise ValueError(f"layers: {shown(text)} is not a layer; write {LAYER_HELP}")
         kind, *args = text.strip().split(":")
         if kind not in ARITY or len(args) != ARITY[kind]:
-            raise ValueError(f"layers: {text!r} is not a layer; write {LAYER_HELP}")
+            raise ValueError(f"layers: {shown(text)} is not a layer; write {LAYER_HELP}")
         try:
             if kind == "conv":
                 if flat is not None:
@@ -278,7 +278,7 @@ def plan_layers(layers: tuple[str, ...]) -> LayerPlan:
         except ValueError as error:
             message = str(error)
             if not message.startswith("layers"):
-                message = f"layers: {text!r}: {message}"
+                message = f"layers: {shown(text)}: {message}"
             raise ValueError(message) from None
         activations += flat if flat is not None else channels * size * size
         check_limits(text, parameters, activations)
@@ -366,7 +366,7 @@ class ResNetSettings:
 
     def __post_init__(self):
         if not 1 <= len(self.channels) <= 3:
-            raise ValueError(f"channels: one to three stages, got {self.channels!r}")
+            raise ValueError(f"channels: one to three stages, got {shown(self.channels)}")
         for count in self.channels:
             check_int("channels", count, 4, 512)
         check_int("blocks", self.blocks, 0, 8)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fmnist_core.base.settings import coerce
+from fmnist_core.base.settings import coerce, shown
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -88,7 +88,7 @@ def spec_of_settings(settings) -> ModelSpec:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
-        raise ValueError(f"model: {name!r} is not one of {', '.join(_REGISTRY)}")
+        raise ValueError(f"model: {shown(name)} is not one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 

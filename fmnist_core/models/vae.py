@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fmnist_core.base.settings import check_int, check_range, knob
+from fmnist_core.base.settings import check_int, check_range, knob, shown
 from fmnist_core.models.autoencoder import EncoderDecoder
 from fmnist_core.models.registry import register_model
 
@@ -39,7 +39,7 @@ class VAESettings:
         check_int("n", self.n, 1, 512)
         check_range("beta", self.beta, 0.0, 100.0)
         if len(self.channels) != 2:
-            raise ValueError(f"channels: expected two stages, got {self.channels!r}")
+            raise ValueError(f"channels: expected two stages, got {shown(self.channels)}")
         for count in self.channels:
             check_int("channels", count, 1, 512)
 

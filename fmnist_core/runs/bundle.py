@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ LIMITS = {
 # ~32 KB an epoch for an autoencoder at n=8, ~11 KB for an MLP) and, with cartography, every training
 # image's confidence (~1.5 bytes an image an epoch). Limits well above that.
 RECORD_BYTES, EPOCH_BYTES, CARTOGRAPHY_BYTES = 256_000, 128_000, 8_000
-RECORD_VALUES, EPOCH_VALUES = 20_000, 1_000
+RECORD_VALUES, EPOCH_VALUES = 20_000, 500  # values: ~150 an epoch (a 10 x 10 confusion the most)
+RECORD_TEXT = 1_000_000  # the longest text in a record: an epoch's cartography, ~90 KB
 EXCLUDED = "exclude.json"  # a part's list of left-out training images, when its config names one
 
 
@@ -204,7 +206,7 @@ def _checked_record(cache: RunCache, config: RunConfig, model, record: dict, par
     for key, value in measured.items():
         claimed = metrics[key]
         tolerance = 0.005 if key == "test_accuracy" else 1e-3 + 1e-2 * abs(claimed)
-        if not abs(value - claimed) <= tolerance:  # NaN claims fail too
+        if not (math.isfinite(claimed) and abs(value - claimed) <= tolerance):  # NaN, inf claims fail
             raise BundleError(
                 f"{part}: the bundle claims {key} {claimed:.4g}, its weights score {value:.4g} here"
             )
@@ -285,12 +287,13 @@ def _check_digest(manifest: dict, name: str, content: bytes) -> None:
         raise BundleError(f"{name} does not match the manifest's checksum (damaged or edited)")
 
 
-def record_limit(config: RunConfig) -> int:
-    """The most bytes a run's record.json may hold, from its epochs and, where it keeps cartography,
-    its training images (each ~1.5 bytes an epoch, as base64 of a byte and a bit)."""
+def record_limit(config: RunConfig, epochs: int | None = None) -> int:
+    """The most bytes a run's record.json may hold, from its epochs (all its config's, or the
+    `epochs` it ran) and, where it keeps cartography, its training images (each ~1.5 bytes an
+    epoch, as base64 of a byte and a bit)."""
     images = config.train_subset or 60_000
     per_epoch = EPOCH_BYTES + (CARTOGRAPHY_BYTES + 2 * images if config.cartography else 0)
-    return min(LIMITS["record.json"], RECORD_BYTES + config.epochs * per_epoch)
+    return min(LIMITS["record.json"], RECORD_BYTES + (epochs or config.epochs) * per_epoch)
 
 
 def record_values(config: RunConfig) -> int:
@@ -307,8 +310,9 @@ def _unpack(
 ) -> bytes:
     """One entry's bytes, decompressed in bounded steps and never past its declared size (a zip
     bomb declares a small size: counting what actually comes out is what stops it) or `limit`; a
-    JSON file's shape scanned as it comes, refused at its first piece past `max_values` values or
-    the lab's depth (a record of millions of numbers is megabytes of text, gigabytes parsed)."""
+    JSON file's shape scanned as it comes, refused at its first piece past `max_values` values, the
+    lab's depth or a text longer than a record's longest (a record of millions of numbers is
+    megabytes of text, gigabytes parsed; no lab file holds a NUL byte or a megabyte's text)."""
     name = entry.filename
     _check_entry(entry, limit)
     chunks, size = [], 0
@@ -321,7 +325,7 @@ def _unpack(
                     raise BundleError(f"{name} unpacks to more than its declared size (damaged or hostile)")
                 if scan is not None:
                     scan.feed(chunk)
-                    if refusal := scan.refusal(MAX_JSON_DEPTH, max_values):
+                    if refusal := scan.refusal(MAX_JSON_DEPTH, max_values, RECORD_TEXT):
                         raise BundleError(f"{name}: {refusal}")
                 chunks.append(chunk)
     except BundleError:
@@ -382,15 +386,18 @@ def _check_run(archive, entries: dict, files: dict[str, bytes], manifest: dict, 
     files[path] = _unpack(archive, entries[path], record_limit(config), record_values(config))
     _check_digest(manifest, path, files[path])
     record = _json(files[path], path, record_values(config))
-    path = f"{part}/model.safetensors"
-    files[path] = _unpack(archive, entries[path], weights_limit(config, cache, encoder, part))
-    _check_digest(manifest, path, files[path])
     try:
         if not isinstance(record, dict):
             raise TypeError("not a history and metrics")
         check_record(config, record.get("history"), record.get("metrics"))
     except TypeError as error:
         raise BundleError(f"{part}/record.json: {error}") from None
+    done = record["metrics"]["epochs_done"]
+    if len(files[path]) > record_limit(config, done):  # a 1,000-epoch config's allowance, 2 epochs run
+        raise BundleError(f"{path}: {len(files[path]):,} bytes, more than {done} epochs' record holds")
+    path = f"{part}/model.safetensors"
+    files[path] = _unpack(archive, entries[path], weights_limit(config, cache, encoder, part))
+    _check_digest(manifest, path, files[path])
     try:
         state = load(files[f"{part}/model.safetensors"])
     except (SafetensorError, ValueError, OSError, RuntimeError) as error:

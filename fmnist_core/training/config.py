@@ -10,7 +10,7 @@ from typing import Any
 
 from fmnist_core.base.device import PRECISIONS
 from fmnist_core.base.files import checksum
-from fmnist_core.base.settings import check_choice, check_int, check_range, coerce
+from fmnist_core.base.settings import check_choice, check_int, check_range, coerce, shown
 from fmnist_core.data.fashion import REAL_DATA
 from fmnist_core.models import get_spec, make_settings, settings_dict
 
@@ -94,7 +94,7 @@ class RunConfig:
         if not isinstance(self.exclude, str) or not re.fullmatch(r"([0-9a-f]{16})?", self.exclude):
             raise ValueError(f"exclude: {str(self.exclude)[:40]!r} is not a list digest (16 hex digits)")
         if not isinstance(self.cartography, bool):
-            raise ValueError(f"cartography: {self.cartography!r} is not true or false")
+            raise ValueError(f"cartography: {shown(self.cartography)} is not true or false")
         if self.cartography and spec.kind == "autoencoder":
             raise ValueError("cartography: it follows a classifier's answers; autoencoders give none")
         if not isinstance(self.data, str) or not (
