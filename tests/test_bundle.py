@@ -345,6 +345,11 @@ def test_every_malformed_bundle_is_one_line_and_writes_nothing(runs, tmp_path):
         with pytest.raises(bundle.BundleError, match=reason) as refused:
             bundle.import_bundle(rezip(good, change), other)
         assert "\n" not in str(refused.value) and len(str(refused.value)) < 300
+    with pytest.raises(bundle.BundleError, match="made by engine a 4300-digit number; this lab is engine"):
+        bundle.import_bundle(rezip(good, lambda files, manifest: manifest.update(engine=10**4299)), other)
+    huge = b'{"history": {}, "metrics": {"epochs_done": 1' + b"0" * 100_000 + b"}}"
+    with pytest.raises(bundle.BundleError, match=r"not JSON \(Exceeds the limit \(4300 digits\)"):
+        bundle.import_bundle(rezip(good, replaced("run/record.json", huge)), other)
     assert other.run_ids() == []
 
 

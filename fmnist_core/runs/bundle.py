@@ -16,6 +16,7 @@ import torch
 
 from fmnist_core.analysis import test_metrics
 from fmnist_core.base.files import MAX_JSON_DEPTH, MAX_JSON_VALUES, JsonScan, checksum, parse_json
+from fmnist_core.base.settings import shown
 from fmnist_core.data.exclusions import exclusion_digest, exclusion_folder, load_exclusion, save_exclusion
 from fmnist_core.data.fashion import load_data
 from fmnist_core.models import get_spec
@@ -273,7 +274,7 @@ def _read(data: bytes):
         raise BundleError(f"the manifest's engine {str(engine)[:20]!r} is not an engine number")
     if engine != ENGINE_VERSION:
         raise BundleError(
-            f"the bundle was made by engine {engine}; this lab is engine {ENGINE_VERSION}, "
+            f"the bundle was made by engine {shown(engine)}; this lab is engine {ENGINE_VERSION}, "
             "whose run ids differ: train the run here instead"
         )
     for name, content in files.items():
