@@ -2,8 +2,8 @@ import os
 import sys
 
 import pytest
-import torch
 
+from fmnist_core.base.device import use_threads
 from fmnist_core.runs import jobs
 from fmnist_core.runs.trained import get_or_train
 from fmnist_core.training.config import RunConfig
@@ -11,8 +11,8 @@ from fmnist_core.training.config import RunConfig
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers share the 2 cores: each keeps to one thread, and so does every process it starts
     # (a job's, a test server's): two trainings with both cores each ran far slower than one each.
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
+    use_threads(1)  # torch's, and numpy's BLAS (an SVD took both cores from the other worker)
+    os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = "1"
     os.environ["FMNIST_JOB_THREADS"] = "1"
 
 

@@ -90,6 +90,13 @@ def test_mlp_reaches_far_above_chance_with_progress_reports():
 
 
 @pytest.mark.slow
+def test_a_run_scored_on_fewer_test_images_maps_only_those_in_its_time_lapse():
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300)
+    maps = [moment for epoch in train(config).history["latent_maps"] for moment in epoch]
+    assert [analysis.unpack_points(m["map"]).shape for m in maps] == [(300, 2)] * 3
+    assert all(0 <= m["knn"] <= 1 for m in maps)
+
+
 def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
     from fmnist_core.runs.recipes import get_recipe
 

@@ -60,8 +60,9 @@ def timelapse(run: TrainedRun, runs: pd.DataFrame) -> None:
         format_func=lambda i: "before training" if frames.at[i] == 0 else f"epoch {frames.at[i]:g}",
         key=f"timelapse:{run.run_id}",
     )
-    sample, labels = analysis.TIMELAPSE_IMAGES, fashion().test_labels.numpy()
+    labels = fashion().test_labels.numpy()
     for column, (name, player) in zip(st.columns(len(players)), players.items(), strict=True):
+        sample = len(player.maps[frame])  # the first 1,000 test images, or the run's scored ones if fewer
         with column:
             if len(players) > 1:
                 st.markdown(f"**{name}**")

@@ -23,6 +23,17 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def use_threads(count: int) -> None:
+    """A process's compute at `count` threads: torch's (numba's kernels follow it) and the BLAS and
+    OpenMP pools numpy and scikit-learn reach (a latent map's SVD, a kNN), which otherwise take
+    every core: a job given one core ran its maps on two, against its neighbour."""
+    from threadpoolctl import threadpool_limits
+
+    count = max(1, int(count))
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count)
+
+
 def describe_device(device: torch.device | None = None) -> str:
     device = device or pick_device()
     if device.type == "cuda":

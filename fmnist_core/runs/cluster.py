@@ -20,15 +20,15 @@ ALIVE_LOOK_SECONDS = 1.0  # how often the server asks the scheduler whether a jo
 def train_on_worker(config_json: str, cache_root: str, name: str, settings: dict[str, str]) -> dict:
     """Runs on a worker: train (or load) the run, progress into the queue `name`, stopped by the
     event `name`; returns what a job's process sends back (trained.summarise)."""
-    import torch
     from distributed import Event, Queue, get_worker
 
+    from fmnist_core.base.device import use_threads
     from fmnist_core.runs.trained import get_or_train, summarise
     from fmnist_core.store.cache import RunCache
     from fmnist_core.training.config import RunConfig
 
     os.environ.update(settings)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads)))
+    use_threads((os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
     progress, stop = Queue(name), Event(name)
     progress.put({"worker": get_worker().address})  # where it trains: the server watches that worker
     looked = {"at": 0.0, "stop": False}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fmnist_core.base import environment
+from fmnist_core.base.device import use_threads
 from fmnist_core.runs.trained import (
     TrainedRun,
     check_resources,
@@ -476,7 +477,7 @@ def train_in_child(config_json: str, cache_root: str, messages, stop, settings: 
         del os.environ[key]
     os.environ.update(settings)
     try:
-        torch.set_num_threads(environment.job_threads() or max(1, os.cpu_count() or 1))
+        use_threads(environment.job_threads() or os.cpu_count() or 1)
         config = RunConfig.from_dict(json.loads(config_json))
         run = get_or_train(
             config,

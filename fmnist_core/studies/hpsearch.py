@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmnist_core.base.device import use_threads
 from fmnist_core.models import get_spec
 from fmnist_core.runs.trained import check_resources, get_or_train
 from fmnist_core.store.cache import RunCache
@@ -373,9 +374,8 @@ def _sweep_on_worker(plan: SweepPlan, root: str, trials: int, worker: int, threa
     from dataclasses import replace
 
     import optuna
-    import torch
 
-    torch.set_num_threads(threads)
+    use_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cache = RunCache(root)
     study = load_study(replace(plan, seed=plan.seed + 1000 * worker), cache)

@@ -218,7 +218,11 @@ def start(
 
 def recorders_for(session: Session) -> list:
     config, history = session.config, session.history
-    recorders = [TimeLapse(session.model, history, session.steps, reconstructs=config.kind == "autoencoder")]
+    recorders = [
+        TimeLapse(
+            session.model, history, session.steps, config.kind == "autoencoder", images=config.test_subset
+        )
+    ]
     if config.cartography:
         recorders.append(
             Cartography(session.model, session.train_images, session.train_labels, config.loss, history)

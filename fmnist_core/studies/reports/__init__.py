@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fmnist_core.analysis import classes_never_predicted
+from fmnist_core.base.device import use_threads
 from fmnist_core.base.files import write_text_atomic
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.models import IMAGE_SHAPE, build_skeleton, make_settings
@@ -136,9 +137,7 @@ def _measured(measure: str, cache_root: str, run_id: str) -> float:
 
 def _train_worker(config_json: str, cache_root: str, threads: int) -> tuple[str, float, bool]:
     """Runs in a joblib worker: train one config with a fixed share of the CPU threads."""
-    import torch
-
-    torch.set_num_threads(threads)
+    use_threads(threads)
     run = get_or_train(RunConfig.from_dict(json.loads(config_json)), cache=RunCache(cache_root))
     return run.run_id, run.metrics["train_seconds"], run.cached
 
