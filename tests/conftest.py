@@ -16,6 +16,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["FMNIST_JOB_THREADS"] = "1"
 
 
+# The files that take longest, longest first: with `--dist loadfile --no-loadscope-reorder`
+# (scripts/test.sh) the two workers take them first and the many short files fill in after. xdist's
+# own order (most tests first) left the browser tests, 400 s on one worker, for the end.
+LONGEST_FIRST = [
+    "test_browser",
+    "test_app",
+    "test_train",
+    "test_hpsearch",
+    "test_cache",
+    "test_jobs",
+    "test_cli",
+]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.stem
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own empty models_cache."""

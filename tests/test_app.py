@@ -679,6 +679,7 @@ def small_runs():
     return [get_or_train(config, cache=cache) for config in (cnn, autoencoder)]
 
 
+@pytest.mark.slow
 def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_runs):
     cnn, autoencoder = small_runs
     at = page(open_app(), "app_pages/inside.py")

@@ -89,6 +89,7 @@ def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, dama
     assert get_or_train(tiny_autoencoder_config, cache=cache).cached
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_same_config_once(tmp_path, isolated_cache):
     script = (
         "import json; from fmnist_core import RunConfig, get_or_train;"

@@ -59,7 +59,9 @@ def test_classifier_entries_point_at_their_own_grids_encoders():
     assert classifier.settings["encoder_run"] == encoder.run_id and encoder.epochs == 5
 
 
-@pytest.mark.parametrize("name", list(REPORTS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=[pytest.mark.slow] if name == "S1" else []) for name in REPORTS]
+)
 def test_every_grid_trains_at_a_tiny_scale(name, tmp_path):
     result = reproduce(name, cache=RunCache(tmp_path / "cache"), out_dir=tmp_path / "reports", **TINY)
     assert (result.table["status"] == "ok").all(), result.table[["label", "status"]]

@@ -102,6 +102,7 @@ def test_near_duplicates_are_every_close_pair_and_only_those():
         suspects.near_duplicates(train, test, train_labels, test_labels, threshold=0)
 
 
+@pytest.mark.slow
 def test_the_real_files_hold_near_duplicates_but_no_byte_identical_ones():
     table = suspects.dataset_duplicates()
     counts = table.groupby("splits").size()

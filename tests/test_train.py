@@ -97,6 +97,7 @@ def test_a_run_scored_on_fewer_test_images_maps_only_those_in_its_time_lapse():
     assert all(0 <= m["knn"] <= 1 for m in maps)
 
 
+@pytest.mark.slow
 def test_fast_cnn_recipe_learns_a_subset_in_two_epochs():
     from fmnist_core.runs.recipes import get_recipe
 
@@ -174,13 +175,13 @@ def stop_after(epochs: int):
     "config",
     [
         RunConfig.for_model(
-            "mlp", {"dropout": 0.3}, epochs=3, train_subset=3000, test_subset=1000, schedule="onecycle"
+            "mlp", {"dropout": 0.3}, epochs=3, train_subset=3000, test_subset=300, schedule="onecycle"
         ),
         RunConfig.for_model(
-            "conv_autoencoder", {"n": 8, "dropout": 0.2}, epochs=3, train_subset=1500, test_subset=1000
+            "conv_autoencoder", {"n": 8, "dropout": 0.2}, epochs=3, train_subset=1500, test_subset=300
         ),
         RunConfig.for_model(
-            "vae", {"n": 4}, epochs=3, train_subset=1500, test_subset=1000
+            "vae", {"n": 4}, epochs=3, train_subset=1500, test_subset=300
         ),  # its codes are drawn too
     ],
     ids=["mlp-dropout-onecycle", "autoencoder-dropout", "vae-sampled-codes"],

@@ -49,6 +49,7 @@ def test_the_code_is_the_mean_in_evaluation_and_drawn_from_the_run_generator_in_
     assert not torch.equal(model.encode(x), draws[0])
 
 
+@pytest.mark.slow
 def test_a_small_vae_learns_records_its_kl_and_a_larger_beta_keeps_the_codes_nearer_the_prior(vaes):
     _, runs = vaes
     for run in runs.values():
