@@ -1,5 +1,6 @@
 """End to end in headless Chromium: start the app, open every page, train, upload, screenshot."""
 
+import contextlib
 import io
 import os
 import re
@@ -645,11 +646,16 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
             for tab in (page, alice.new_page()):  # the reloaded tab, and a second one
                 tab.goto(f"{class_app_url}/autoencoder?{LONG_JOB}&conv_autoencoder:dropout=0.35")
                 settle(tab)
-                tab.get_by_role("button", name=train).first.click()
-                settle(tab)
                 refusal = tab.locator("[data-testid='stAlertContentError']").first
-                refusal.wait_for(timeout=PAGE_WAIT)  # the rerun the click starts: slow on a busy machine
-                refusal = refusal.inner_text()
+                for _ in range(8):  # as a person would, click again where no answer came
+                    tab.get_by_role("button", name=train).first.click()
+                    settle(tab)
+                    with contextlib.suppress(playwright.TimeoutError):
+                        refusal.wait_for(timeout=30_000)  # the rerun the click starts: slow when busy
+                        break
+                # Under load a click's rerun can be pre-empted by the page's live progress rerun (the
+                # click is lost, or its one-run message replaced): seen once in CI's load, in notes.
+                refusal = refusal.inner_text(timeout=PAGE_WAIT)
                 assert refusal.startswith("limit: you have 1 job in the queue"), refusal
             bob = browser.new_context().new_page()
             bob.goto(class_app_url)
