@@ -383,10 +383,10 @@ def _check_run(archive, entries: dict, files: dict[str, bytes], manifest: dict, 
         config = RunConfig.from_dict(_json(files[f"{part}/config.json"], f"{part}/config.json"))
     except ValueError as error:  # a setting that does not validate: the message names it
         raise BundleError(f"{part}/config.json: {' '.join(str(error).split())}") from None
-    path = f"{part}/record.json"
-    files[path] = _unpack(archive, entries[path], record_limit(config), record_values(config))
+    path, values = f"{part}/record.json", record_values(config)
+    files[path] = _unpack(archive, entries[path], record_limit(config), values)
     _check_digest(manifest, path, files[path])
-    record = _json(files[path], path, record_values(config))
+    record = _json(files[path], path, values)
     try:
         if not isinstance(record, dict):
             raise TypeError("not a history and metrics")
