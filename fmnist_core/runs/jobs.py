@@ -451,13 +451,13 @@ def _main_module_hidden():
 
 def job_context():
     """Where jobs' processes come from: a fork server that has imported torch and the core once
-    (a job then starts in a fraction of a second instead of ~3 s), forked before any thread of
-    ours exists; where there is none (Windows), fresh interpreters."""
+    and done what every job's first run would (runs/preload.py), forked before any thread of ours
+    exists; where there is none (Windows), fresh interpreters."""
     global _CONTEXT
     if _CONTEXT is None:
         if "forkserver" in multiprocessing.get_all_start_methods():
             _CONTEXT = multiprocessing.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload([__name__])
+            _CONTEXT.set_forkserver_preload([__name__, "fmnist_core.runs.preload"])
         else:
             _CONTEXT = multiprocessing.get_context("spawn")
     return _CONTEXT
