@@ -435,6 +435,7 @@ print("torch loaded:", "torch" in sys.modules)
     assert "torch loaded: False" in done.stdout
 
 
+@pytest.mark.slow
 def test_home_shows_the_starter_set_training_on_an_empty_cache(monkeypatch):
     monkeypatch.setenv("FMNIST_STARTER", "1")
     at = open_app()
@@ -508,6 +509,7 @@ def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():
     assert at.query_params["reports:name"] == "S1"  # the URL follows the view
 
 
+@pytest.mark.slow
 def test_the_suspect_data_page_counts_duplicates_and_mislabels_and_maps_a_run():
     at = page(open_app(), "app_pages/suspects.py")  # the first visit's search runs in the background
     at = until_gone(at, "Looking for near-duplicates and doubted labels")
@@ -620,6 +622,7 @@ def test_each_page_starts_from_the_starter_sets_run(path, picker, model):
     assert [b for b in at.button if b.key == f"train:{config.run_id}"], [b.key for b in at.button]
 
 
+@pytest.mark.slow
 def test_the_classifier_page_opens_on_what_can_train_now_not_on_a_wait():
     """With no autoencoder cached (the starter set's first minute), the Classifier page opens on the
     MLP the starter set trains first, not on a classifier waiting for an encoder; once a classifier
@@ -859,6 +862,7 @@ def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monke
     state._QUEUE_FAILED.clear()
 
 
+@pytest.mark.slow
 def test_a_model_never_trained_here_counts_its_timed_minutes_against_the_queue_limit(monkeypatch):
     """With no run of a ResNet here its estimate was None, counted as 0 minutes: a 60-epoch ResNet
     passed FMNIST_MAX_QUEUE_MINUTES=1. Now a few of its steps are timed, through the app's queue."""

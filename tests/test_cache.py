@@ -213,6 +213,7 @@ def test_an_entry_that_cannot_load_is_damaged_listed_so_pruned_and_retrained(tin
     assert [run_id for run_id, _ in prune(RunCache())] == [run.run_id]
 
 
+@pytest.mark.slow
 def test_an_encoders_damage_marks_its_classifiers_prune_takes_both_and_training_retrains_both():
     cache = RunCache()
     encoder = get_or_train(

@@ -207,6 +207,7 @@ def test_the_retrain_verdict_weighs_the_gain_against_seed_noise():
     assert result.verdict is None and result.table["with_all"].notna().sum() == 1
 
 
+@pytest.mark.slow
 def test_the_command_line_writes_the_study_and_trains_nothing_when_told(isolated_cache, tmp_path, capsys):
     from fmnist_core.cli import main
 

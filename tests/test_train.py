@@ -24,6 +24,7 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_autoencoder_config):
     assert other_seed.metrics["test_mse"] != first.metrics["test_mse"]
 
 
+@pytest.mark.slow
 def test_autoencoder_loss_falls_and_beats_the_mean_image():
     config = RunConfig.for_model(
         "conv_autoencoder",
@@ -182,9 +183,10 @@ def stop_after(epochs: int):
         RunConfig.for_model(
             "conv_autoencoder", {"n": 8, "dropout": 0.2}, epochs=3, train_subset=1500, test_subset=300
         ),
-        RunConfig.for_model(
-            "vae", {"n": 4}, epochs=3, train_subset=1500, test_subset=300
-        ),  # its codes are drawn too
+        pytest.param(  # its codes are drawn too; 6 VAE epochs in all: 15-30 s in the suite
+            RunConfig.for_model("vae", {"n": 4}, epochs=3, train_subset=1500, test_subset=300),
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["mlp-dropout-onecycle", "autoencoder-dropout", "vae-sampled-codes"],
 )
@@ -343,6 +345,7 @@ def test_pca_baseline_matches_the_reference_figure():
     )
 
 
+@pytest.mark.slow
 def test_pca_path_autoencoder_starts_at_pca_and_improves_on_it():
     data = load_data()
     config = RunConfig.for_model(
