@@ -502,6 +502,34 @@ def open_link(path: str, **values: str) -> AppTest:
     return at.run()
 
 
+def test_the_teachers_link_makes_an_admin_even_when_a_rerun_ends_the_run_that_read_it(monkeypatch):
+    """A rerun asked for meanwhile (a component's value, a fragment's timer) ends a run at its next
+    call to Streamlit. The run that took ?admin= out of the address ended there before it kept the
+    verdict, and the teacher's link made no admin: seen beside two busy processes, where Bob's Stop
+    never came. The run here ends right after the token leaves the address, as it did there."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+    from streamlit.runtime.state.query_params_proxy import QueryParamsProxy
+
+    token = "a-teachers-token-of-some-length"
+    monkeypatch.setenv("FMNIST_CLASS", "1")
+    monkeypatch.setenv("FMNIST_ADMIN_TOKEN", token)
+    delete = QueryParamsProxy.__delitem__
+
+    def ended_there(self, key):
+        delete(self, key)
+        if key == "admin":
+            raise StopException()
+
+    monkeypatch.setattr(QueryParamsProxy, "__delitem__", ended_there)
+    at = open_link("app_pages/home.py", admin=token)
+    assert "admin" not in at.query_params
+    monkeypatch.setattr(QueryParamsProxy, "__delitem__", delete)
+    at.run()
+    assert keys.ADMIN in at.session_state and at.session_state[keys.ADMIN] is True
+    wrong = open_link("app_pages/home.py", admin="not-the-teachers-token-at-all")
+    assert "admin" not in wrong.query_params and keys.ADMIN not in wrong.session_state
+
+
 def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():
     at = open_link("app_pages/reports.py", reports__name="S3")
     assert at.title[0].value == "S3: feed-forward network"

@@ -682,6 +682,9 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "class_failure.png"), full_page=True)
+            for opened in browser.contexts[1:]:  # Bob's, where there is one: what he saw
+                for index, other in enumerate(opened.pages):
+                    other.screenshot(path=str(ARTIFACTS / f"class_failure_other_{index}.png"), full_page=True)
             raise
         finally:
             browser.close()

@@ -107,20 +107,23 @@ def is_admin() -> bool:
     """Whether this visitor may stop any job: always on a person's own machine; in a class, with
     ?admin=FMNIST_ADMIN_TOKEN in the address once (then taken out of it), or signed in as one of
     FMNIST_ADMINS (emails)."""
-    if not class_mode() or st.session_state.get(keys.ADMIN):
+    if not class_mode():
         return True
     given = st.query_params.get("admin")
+    if not st.session_state.get(keys.ADMIN):
+        signed_in = getattr(st.user, "is_logged_in", False) and str(st.user.get("email", "")).lower() in (
+            environment.admins()
+        )
+        if signed_in or (given is not None and identity.same_secret(given, environment.admin_token())):
+            st.session_state[keys.ADMIN] = True
+        elif given is not None:
+            log.warning("admin: a wrong token was given")  # never the token itself
     if given is not None:
-        del st.query_params["admin"]  # a link copied from this tab must not carry it
-    signed_in = getattr(st.user, "is_logged_in", False) and str(st.user.get("email", "")).lower() in (
-        environment.admins()
-    )
-    if signed_in or (given is not None and identity.same_secret(given, environment.admin_token())):
-        st.session_state[keys.ADMIN] = True
-        return True
-    if given is not None:
-        log.warning("admin: a wrong token was given")  # never the token itself
-    return False
+        # Taken out of the address (a link copied from this tab must not carry it) only once the
+        # verdict is kept: a rerun asked for meanwhile ends this run at this call, and the token
+        # was lost with it (under load the teacher's link made no admin).
+        del st.query_params["admin"]
+    return bool(st.session_state.get(keys.ADMIN))
 
 
 def whose(job) -> str:
