@@ -278,5 +278,22 @@ def test_a_jobs_process_holds_no_secret_in_its_environment(monkeypatch):
     assert os.environ["FMNIST_ADMIN_TOKEN"] == "a-long-enough-admin-token"  # the server keeps it
 
 
+def test_the_lab_still_knows_its_secrets_while_a_jobs_process_starts(monkeypatch):
+    """They leave os.environ while a process starts (above); the first job's fork server takes
+    seconds to start under load, and a teacher's ?admin= link checked then was refused."""
+    from fmnist_core.runs import jobs
+
+    monkeypatch.setenv("FMNIST_ADMIN_TOKEN", "a-long-enough-admin-token")
+    monkeypatch.setenv("FMNIST_ADMINS", "teacher@school.example")
+    with jobs._main_module_hidden():
+        assert "FMNIST_ADMIN_TOKEN" not in os.environ and "FMNIST_ADMINS" not in os.environ
+        assert environment.admin_token() == "a-long-enough-admin-token"
+        assert environment.admins() == {"teacher@school.example"}
+        assert "FMNIST_ADMIN_TOKEN=(set)" in environment.listing()
+        assert "FMNIST_ADMIN_TOKEN" not in environment.for_jobs()
+    assert os.environ["FMNIST_ADMIN_TOKEN"] == "a-long-enough-admin-token"
+    assert os.environ["FMNIST_ADMINS"] == "teacher@school.example"
+
+
 def _send_own_environ(writer) -> None:
     writer.send(Path(f"/proc/{os.getpid()}/environ").read_bytes())

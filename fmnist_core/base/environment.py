@@ -4,10 +4,12 @@ word the lab does not know is one line naming the setting, never a setting taken
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
 import re
+import threading
 from urllib.parse import urlsplit
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -16,10 +18,37 @@ MIN_ADMIN_TOKEN = 16  # characters: a token guessed by hand or by a short brute 
 # Settings a job's process or a Dask worker needs nothing of: never handed to them (a worker's
 # environment may be read by whoever runs it).
 SECRET = ("FMNIST_ADMIN_TOKEN", "FMNIST_ADMINS", "FMNIST_TRUSTED_HEADER")
+_HELD: dict[str, str] = {}  # secrets out of os.environ while a process starts (secrets_hidden)
+_HIDING = threading.Lock()
+
+
+def _get(name: str) -> str | None:
+    """A setting's raw value, also while `secrets_hidden` holds it out of os.environ."""
+    value = os.environ.get(name)
+    return _HELD.get(name) if value is None else value
 
 
 def _text(name: str) -> str:
-    return os.environ.get(name, "").strip()
+    return (_get(name) or "").strip()
+
+
+@contextlib.contextmanager
+def secrets_hidden():
+    """The secrets out of os.environ (so a process started meanwhile never inherits them) but still
+    read by the lab: a teacher's ?admin= link checked while the first job's fork server starts,
+    seconds under load, was refused as a wrong token. Each is kept here before it leaves os.environ
+    and put back there before it leaves here, so a reader in another thread always finds it."""
+    with _HIDING:
+        for key in SECRET:
+            if key in os.environ:
+                _HELD[key] = os.environ[key]
+                del os.environ[key]
+        try:
+            yield
+        finally:
+            for key in list(_HELD):
+                os.environ[key] = _HELD[key]
+                del _HELD[key]
 
 
 def flag(name: str, default: bool = False) -> bool:
@@ -158,9 +187,9 @@ def scored_test_images() -> int:
 def admin_token() -> str:
     """The token that makes a visitor an admin (?admin=TOKEN once); "" for none. A blank or short
     one is refused: it would let anyone who guesses it stop every job."""
-    if "FMNIST_ADMIN_TOKEN" not in os.environ:
+    token = _get("FMNIST_ADMIN_TOKEN")
+    if token is None:
         return ""
-    token = os.environ["FMNIST_ADMIN_TOKEN"]
     if not token.strip():
         raise ValueError("FMNIST_ADMIN_TOKEN: blank; unset it, or give at least 16 characters")
     if len(token) < MIN_ADMIN_TOKEN or not token.isprintable() or token != token.strip():
@@ -173,7 +202,7 @@ def admin_token() -> str:
 
 def admins() -> set[str]:
     """Signed-in people (emails) who may stop any job."""
-    emails = {e.strip().lower() for e in os.environ.get("FMNIST_ADMINS", "").split(",") if e.strip()}
+    emails = {e.strip().lower() for e in (_get("FMNIST_ADMINS") or "").split(",") if e.strip()}
     bad = [e for e in emails if not re.fullmatch(r"[^@\s]+@[^@\s]+", e)]
     if bad:
         raise ValueError(f"FMNIST_ADMINS: {bad[0][:60]!r} is not an email address")
@@ -259,7 +288,7 @@ def check_all() -> None:
 
 def listing() -> list[str]:
     """The settings in force as NAME=value lines, secrets shown only as set."""
-    return [f"{n}={'(set)' if n in SECRET else os.environ[n]}" for n in sorted(READERS) if n in os.environ]
+    return [f"{n}={'(set)' if n in SECRET else _get(n)}" for n in sorted(READERS) if _get(n) is not None]
 
 
 def for_jobs() -> dict[str, str]:

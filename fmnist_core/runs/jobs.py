@@ -440,11 +440,10 @@ def _main_module_hidden():
         sys.modules["__main__"] = empty
         # The fork server, started by the first job, would keep the server's whole environment,
         # and every job forked from it would hold the admin token in /proc/<pid>/environ.
-        secrets = {key: os.environ.pop(key) for key in environment.SECRET if key in os.environ}
         try:
-            yield
+            with environment.secrets_hidden():
+                yield
         finally:
-            os.environ.update(secrets)
             if sys.modules.get("__main__") is empty:  # a script run may have set its own meanwhile
                 sys.modules["__main__"] = saved
 
