@@ -526,8 +526,32 @@ def test_the_teachers_link_makes_an_admin_even_when_a_rerun_ends_the_run_that_re
     monkeypatch.setattr(QueryParamsProxy, "__delitem__", delete)
     at.run()
     assert keys.ADMIN in at.session_state and at.session_state[keys.ADMIN] is True
-    wrong = open_link("app_pages/home.py", admin="not-the-teachers-token-at-all")
-    assert "admin" not in wrong.query_params and keys.ADMIN not in wrong.session_state
+    assert any("Admin: you may stop any job" in toast.value for toast in at.toast)
+    # A reload or a second tab is the same person (the cookie's name): still the admin.
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    again.session_state[keys.OWNER] = at.session_state[keys.OWNER]
+    again.run()
+    assert again.session_state[keys.ADMIN] is True
+    wrong = open_link("app_pages/home.py", ADMIN="not-the-teachers-token-at-all")  # any case of the name
+    assert not wrong.query_params and keys.ADMIN not in wrong.session_state
+    assert any("token is not this lab's" in toast.value for toast in wrong.toast)
+
+
+def test_the_teachers_token_leaves_the_address_before_the_lab_has_warmed_up(monkeypatch):
+    """On a cold server the page waits seconds for torch and the data: the token showed in the
+    address all that while (on a projected screen too). It leaves at once and is checked later."""
+    token = "a-teachers-token-of-some-length"
+    monkeypatch.setenv("FMNIST_CLASS", "1")
+    monkeypatch.setenv("FMNIST_ADMIN_TOKEN", token)
+    ready = warmup.ready
+    warmup.wait()
+    monkeypatch.setattr(warmup, "ready", lambda: False)
+    at = open_link("app_pages/home.py", admin=token)
+    assert "admin" not in at.query_params and at.session_state[keys.ADMIN_GIVEN] == token
+    assert keys.ADMIN not in at.session_state
+    monkeypatch.setattr(warmup, "ready", ready)
+    at.run()
+    assert at.session_state[keys.ADMIN] is True and keys.ADMIN_GIVEN not in at.session_state
 
 
 def test_a_link_reopens_the_same_view_and_the_view_writes_its_link():

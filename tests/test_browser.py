@@ -672,6 +672,8 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
             bob.goto(f"{class_app_url}/?admin={ADMIN_TOKEN}")  # the teacher's link, once
             settle(bob)
             assert "admin" not in bob.url
+            bob.reload()  # the admin is the person, not the tab: still one after a reload
+            settle(bob)
             bob.wait_for_function(
                 "() => document.body.innerText.includes('Training queue')", timeout=PAGE_WAIT
             )

@@ -45,6 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
         ("FMNIST_MAX_JOBS", "1_0", "not a whole number"),
         ("FMNIST_DEVICE", "cuda:99", "CUDA GPU(s)"),
         ("FMNIST_CACHE", "/etc/hostname", "is a file, not a folder"),
+        ("FMNIST_CACHE", "/proc/no-such-folder/cache", "cannot be made"),
+        ("FMNIST_DATA", "/tmp", "lacks train-images-idx3-ubyte(.gz)"),  # a folder, not of the data
+        ("FMNIST_TRUSTED_HEADER", "Host", "browsers send themselves"),  # anyone picks their own
+        ("FMNIST_TRUSTED_HEADER", "Cookie", "browsers send themselves"),
+        ("FMNIST_TRUSTED_HEADER", "Sec-Fetch-User", "browsers send themselves"),
+        ("fmnist_class", "1", "upper case (FMNIST_CLASS)"),  # never read: said, not ignored
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_it(monkeypatch, name, value, words):
@@ -60,7 +66,10 @@ def test_settings_in_words_are_read_as_their_readers_say(monkeypatch):
     monkeypatch.setenv("FMNIST_MAX_JOBS", "3")
     monkeypatch.setenv("FMNIST_MAX_QUEUE_MINUTES", "12.5")
     monkeypatch.setenv("FMNIST_SCHEDULER", "127.0.0.1:8786")
+    monkeypatch.setenv("FMNIST_TRUSTED_HEADER", "X-Forwarded-User")
+    monkeypatch.setenv("FMNIST_DATA", "/usr/share/datasets/fashion-mnist")
     environment.check_all()
+    assert environment.trusted_header() == "X-Forwarded-User"
     assert environment.optional_flag("FMNIST_CLASS") is True
     assert environment.flag("FMNIST_STARTER", True) is False
     assert Limits.from_environment() == Limits(3, 12.5, 0.0)
@@ -264,17 +273,21 @@ def test_a_jobs_process_holds_no_secret_in_its_environment(monkeypatch):
 
     monkeypatch.setenv("FMNIST_ADMIN_TOKEN", "a-long-enough-admin-token")
     import multiprocessing.forkserver
+    from multiprocessing import resource_tracker
 
     multiprocessing.forkserver._forkserver._stop()  # one started earlier knew no token: start anew
+    resource_tracker._resource_tracker._stop()  # so does multiprocessing's resource tracker
     monkeypatch.setattr(jobs, "_CONTEXT", None)
     context = jobs.job_context()
-    reader, writer = context.Pipe(duplex=False)
-    child = context.Process(target=_send_own_environ, args=(writer,), daemon=True)
+    messages = context.Queue()  # as a job's: its first one starts the resource tracker
+    child = context.Process(target=_send_own_environ, args=(messages,), daemon=True)
     with jobs._main_module_hidden():
         child.start()
-    environ = reader.recv()
+    environ = messages.get(timeout=600)
     child.join(timeout=600)
     assert b"a-long-enough-admin-token" not in environ and b"FMNIST_CACHE=" in environ
+    tracker = Path(f"/proc/{resource_tracker._resource_tracker._pid}/environ").read_bytes()
+    assert b"a-long-enough-admin-token" not in tracker and b"FMNIST_CACHE=" in tracker
     assert os.environ["FMNIST_ADMIN_TOKEN"] == "a-long-enough-admin-token"  # the server keeps it
 
 
@@ -295,5 +308,5 @@ def test_the_lab_still_knows_its_secrets_while_a_jobs_process_starts(monkeypatch
     assert os.environ["FMNIST_ADMINS"] == "teacher@school.example"
 
 
-def _send_own_environ(writer) -> None:
-    writer.send(Path(f"/proc/{os.getpid()}/environ").read_bytes())
+def _send_own_environ(messages) -> None:
+    messages.put(Path(f"/proc/{os.getpid()}/environ").read_bytes())

@@ -15,6 +15,7 @@ CONFUSION_PREDICTED = "confusion:predicted"
 OWNER = "queue:owner"  # who this visitor is to the job queue (ui.people.me)
 OWNER_TOKEN = "queue:owner_token"  # the signed name just issued, until the browser keeps it as a cookie
 ADMIN = "queue:admin"  # this session showed the lab's admin token once: it may stop any job
+ADMIN_GIVEN = "queue:admin_given"  # a ?admin= value taken out of the address, until it is checked
 INSIDE_RUN = "inside:run"  # the inside page's run picker (the explorer's click through clears it)
 SWEEP_OPEN = "sweep:open"  # the sweep whose trials the sweep page shows (a started sweep sets it)
 SWEEP_SHOWN = "sweep:shown"  # the sweep page's picker of kept sweeps (cleared when a sweep starts)

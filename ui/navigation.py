@@ -58,6 +58,15 @@ def settings_error() -> str:
     return ""
 
 
+def take_admin_link() -> None:
+    """A teacher's ?admin=TOKEN (any case of `admin`) leaves the address at once, before the lab
+    has warmed up (on a projected screen it showed for seconds): kept for people.arrive to check.
+    Kept before it leaves: a rerun asked for meanwhile ends this run at the deletion."""
+    for key in [key for key in st.query_params if key.lower() == "admin"]:
+        st.session_state[keys.ADMIN_GIVEN] = st.query_params.get(key)
+        del st.query_params[key]
+
+
 def run_app() -> None:
     """Page config, navigation, and the page the URL names."""
     st.set_page_config(page_title="Fashion-MNIST Lab", page_icon="👕", layout="wide")
@@ -65,6 +74,7 @@ def run_app() -> None:
     if wrong:
         st.error(f"The lab's settings: {wrong}. Fix it and start the lab again.")
         st.stop()
+    take_admin_link()
     navigation = st.navigation(pages(), expanded=True)  # every page in view: none behind "View more"
     try:
         if navigation.url_path:  # every page but Home imports torch and the data anyway: wait for them

@@ -84,8 +84,9 @@ def me() -> str:
 
 def arrive() -> None:
     """Every run of a page: who this visitor is, kept by the browser where the lab just named them;
-    an admin token in the address is read and taken out of it."""
-    is_admin()
+    an admin token taken out of the address is checked."""
+    take_admin_token()
+    is_admin()  # kept in the session: a reload or a second tab of an admin is one at once
     _remember_me()
 
 
@@ -103,26 +104,41 @@ def _remember_me() -> None:
         st.session_state.pop(keys.OWNER_TOKEN, None)
 
 
+@st.cache_resource
+def _admins() -> set[str]:
+    """The people (me()) who showed the admin token on this server: an admin stays one after a
+    reload and in a second tab, as the person does, until the server restarts."""
+    return set()
+
+
+def take_admin_token() -> None:
+    """Check a ?admin= value navigation.take_admin_link took out of the address; say the verdict
+    (a teacher with a typo would otherwise see nothing happen)."""
+    given = st.session_state.pop(keys.ADMIN_GIVEN, None)
+    if given is None or not class_mode():
+        return
+    if identity.same_secret(given, environment.admin_token()):
+        _admins().add(me())
+        st.session_state[keys.ADMIN] = True
+        st.toast("Admin: you may stop any job on this server (in this browser, until the server restarts).")
+    else:
+        log.warning("admin: a wrong token was given")  # never the token itself
+        st.toast("That admin link's token is not this lab's: nothing changed.", icon=":material/block:")
+
+
 def is_admin() -> bool:
-    """Whether this visitor may stop any job: always on a person's own machine; in a class, with
-    ?admin=FMNIST_ADMIN_TOKEN in the address once (then taken out of it), or signed in as one of
-    FMNIST_ADMINS (emails)."""
+    """Whether this visitor may stop any job: always on a person's own machine; in a class, once
+    they opened the lab as ?admin=FMNIST_ADMIN_TOKEN (this person on this server), or signed in as
+    one of FMNIST_ADMINS (emails)."""
     if not class_mode():
         return True
-    given = st.query_params.get("admin")
-    if not st.session_state.get(keys.ADMIN):
-        signed_in = getattr(st.user, "is_logged_in", False) and str(st.user.get("email", "")).lower() in (
-            environment.admins()
-        )
-        if signed_in or (given is not None and identity.same_secret(given, environment.admin_token())):
-            st.session_state[keys.ADMIN] = True
-        elif given is not None:
-            log.warning("admin: a wrong token was given")  # never the token itself
-    if given is not None:
-        # Taken out of the address (a link copied from this tab must not carry it) only once the
-        # verdict is kept: a rerun asked for meanwhile ends this run at this call, and the token
-        # was lost with it (under load the teacher's link made no admin).
-        del st.query_params["admin"]
+    if st.session_state.get(keys.ADMIN):
+        return True
+    signed_in = getattr(st.user, "is_logged_in", False) and str(st.user.get("email", "")).lower() in (
+        environment.admins()
+    )
+    if signed_in or me() in _admins():
+        st.session_state[keys.ADMIN] = True
     return bool(st.session_state.get(keys.ADMIN))
 
 

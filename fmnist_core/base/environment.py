@@ -209,11 +209,25 @@ def admins() -> set[str]:
     return emails
 
 
+# Headers a browser sends itself (or lets a page set): a proxy cannot be trusted to have set them.
+BROWSER_HEADERS = {
+    "host", "cookie", "user-agent", "referer", "origin", "connection", "upgrade", "authorization",
+    "cache-control", "pragma", "dnt", "te", "priority", "if-none-match", "if-modified-since", "range",
+}  # fmt: skip
+
+
 def trusted_header() -> str:
-    """The request header a reverse proxy sets to the signed-in person ("" for none)."""
+    """The request header a reverse proxy sets to the signed-in person ("" for none): never one a
+    browser sends itself (Host, Cookie, Accept-*, Sec-*...), which anyone could choose."""
     name = _text("FMNIST_TRUSTED_HEADER")
     if name and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name):
         raise ValueError(f"FMNIST_TRUSTED_HEADER: {name[:40]!r} is not a header name (e.g. X-Forwarded-User)")
+    lower = name.lower()
+    if lower in BROWSER_HEADERS or lower.startswith(("accept", "sec-", "content-", "upgrade-")):
+        raise ValueError(
+            f"FMNIST_TRUSTED_HEADER: {name} is a header browsers send themselves, not one a proxy sets "
+            "(e.g. X-Forwarded-User)"
+        )
     return name
 
 
@@ -233,25 +247,54 @@ def device_name() -> str:
     return name
 
 
-def folder(name: str) -> str:
-    """A folder the lab reads ("" when unset): it must exist."""
-    text = _text(name)
-    if text and not os.path.isdir(text):
-        raise ValueError(f"{name}: {text[:200]} is not a folder (it must hold the four *-ubyte.gz files)")
+DATA_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def data_folder() -> str:
+    """FMNIST_DATA, the folder of the four data files ("" when unset): it must hold them (each as
+    it is or gzipped); their contents are checked where they are read (data/fashion.py)."""
+    text = _text("FMNIST_DATA")
+    if not text:
+        return ""
+    if not os.path.isdir(text):
+        raise ValueError(
+            f"FMNIST_DATA: {text[:200]} is not a folder (it must hold the four *-ubyte.gz files)"
+        )
+    missing = [
+        stem
+        for stem in DATA_FILES
+        if not any(os.path.isfile(os.path.join(text, stem + e)) for e in (".gz", ""))
+    ]
+    if missing:
+        raise ValueError(f"FMNIST_DATA: {text[:200]} lacks {', '.join(m + '(.gz)' for m in missing)}")
     return text
 
 
 def cache_folder() -> str:
-    """Where the run store lives ("" for models_cache/ here): a folder, or a path one can be made at."""
+    """Where the run store lives ("" for models_cache/ here): a folder the lab can write in, or a
+    path where one can be made (made here: the check is the making)."""
     text = _text("FMNIST_CACHE")
-    if text and os.path.exists(text) and not os.path.isdir(text):
+    if not text:
+        return text
+    if os.path.exists(text) and not os.path.isdir(text):
         raise ValueError(f"FMNIST_CACHE: {text[:200]} is a file, not a folder for the run store")
+    try:
+        os.makedirs(text, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"FMNIST_CACHE: {text[:200]} cannot be made ({error.strerror or error})") from None
+    if not os.access(text, os.W_OK | os.X_OK):
+        raise ValueError(f"FMNIST_CACHE: {text[:200]} is not writable by this user")
     return text
 
 
 # Every setting with the reader that validates it: check_all runs them all; a name not here is a typo.
 READERS = {
-    "FMNIST_DATA": lambda: folder("FMNIST_DATA"),
+    "FMNIST_DATA": data_folder,
     "FMNIST_CACHE": cache_folder,
     "FMNIST_OTHER_DATA": lambda: flag("FMNIST_OTHER_DATA"),
     "FMNIST_BF16": lambda: optional_flag("FMNIST_BF16"),
@@ -277,7 +320,11 @@ READERS = {
 def check_all() -> None:
     """Every FMNIST_* setting validated: ValueError, one line naming the first one that is wrong
     (a name the lab does not know included, with the nearest it does)."""
-    for name in sorted(key for key in os.environ if key.startswith("FMNIST_")):
+    for name in sorted(key for key in os.environ if key.lower().startswith("fmnist_")):
+        if not name.startswith("FMNIST_"):
+            raise ValueError(
+                f"{name}: the lab's settings are upper case ({name.upper()}); this one is not read"
+            )
         if name not in READERS:
             near = difflib.get_close_matches(name, READERS, n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""

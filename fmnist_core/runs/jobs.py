@@ -29,6 +29,7 @@ import threading
 import time
 import types
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 
 import torch
 
@@ -454,6 +455,10 @@ def job_context():
     exists; where there is none (Windows), fresh interpreters."""
     global _CONTEXT
     if _CONTEXT is None:
+        # multiprocessing's resource tracker, started by the first queue a job is given, would
+        # keep the server's environment, secrets included, for the server's life.
+        with environment.secrets_hidden():
+            resource_tracker.ensure_running()
         if "forkserver" in multiprocessing.get_all_start_methods():
             _CONTEXT = multiprocessing.get_context("forkserver")
             _CONTEXT.set_forkserver_preload([__name__, "fmnist_core.runs.preload"])
