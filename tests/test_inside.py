@@ -272,6 +272,23 @@ def test_a_model_never_trained_here_is_timed_by_the_multiply_adds_per_second_of_
     assert same.seconds == pytest.approx(2 * done["train_seconds"]) and "cnn run" in same.basis
 
 
+def test_a_kind_of_config_is_timed_once_and_any_length_of_it_follows():
+    """A probe times a few real steps; another number of epochs, images or a seed is the same kind
+    of config (moving the epochs slider timed the model again), another batch size is not."""
+    from fmnist_core.views.architecture import probe_seconds, probe_timing
+
+    cache = RunCache()
+    config = RunConfig.for_model("mlp", epochs=2, train_subset=2000, test_subset=500)
+    timing = probe_timing(config, cache)
+    assert timing.start > 0 and timing.step > 0 and timing.per_image > 0 and timing.snapshot >= 0
+    assert probe_timing(config.replace(epochs=7, train_subset=4000, seed=3), cache) is timing
+    assert probe_timing(config.replace(batch_size=50), cache) is not timing
+    one, two, four = (probe_seconds(config.replace(epochs=n), cache).seconds for n in (1, 2, 4))
+    assert four - two == pytest.approx(2 * (two - one)) and two > one  # each epoch costs the same
+    steps_and_forward = (two - one) - timing.snapshot - 500 * timing.per_image  # 2,000 images a step of 100
+    assert steps_and_forward == pytest.approx(20 * timing.step)
+
+
 # --- The kept activity file, damaged or out of place ---------------------------------------------
 
 

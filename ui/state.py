@@ -57,17 +57,20 @@ def _expected_seconds(config) -> float:
 def expected_time(config):
     """(its Estimate or None, whether it is still being timed): from this machine's runs of the
     model at once, else a few of its steps timed in the background (seconds) and kept."""
-    from fmnist_core.views.architecture import probe_seconds
+    from fmnist_core.views.architecture import probe_timing, timed_part
     from fmnist_core.views.explore import estimate_seconds
 
     cache = run_cache()
     estimate = estimate_seconds(config, runs_table())
     if estimate is not None:
         return estimate, False
+    # Timed once per kind of config: another number of epochs or images is the same kind.
     done = in_background(
-        f"probe:{cache.root.resolve()}:{config.run_id}", lambda: [probe_seconds(config, cache)]
+        f"probe:{cache.root.resolve()}:{timed_part(config).run_id}", lambda: [probe_timing(config, cache)]
     )
-    return (done[0], False) if done is not None else (None, True)
+    if done is None:
+        return None, True
+    return (done[0].estimate(config) if done[0] is not None else None), False
 
 
 _QUEUE_FAILED: dict[str, str] = {}  # cache folder -> why its queue could not be built (a scheduler)

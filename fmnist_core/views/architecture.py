@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fmnist_core.analysis.architecture import LayerTable, layer_table
-from fmnist_core.models import build_skeleton, make_settings
+from fmnist_core.models import build_skeleton, get_spec, make_settings
 from fmnist_core.runs.trained import resolve_encoder
 from fmnist_core.store.cache import RunCache
 from fmnist_core.training.config import RunConfig
@@ -50,16 +50,56 @@ PROBE_STEPS = 4  # training steps timed, after one that warms up (allocations, k
 PROBE_TEST_IMAGES = 1000  # the test pass that follows them: what a forward costs an image
 
 
+@dataclass(frozen=True)
+class StepTiming:
+    """A config's speed here, timed by probe_timing: what any length of it costs follows."""
+
+    start: float  # seconds before the first step (building the model, the engine's rewrite)
+    step: float  # one training step at the config's batch size
+    snapshot: float  # the time-lapse's snapshot each epoch takes
+    per_image: float  # a forward pass, per image (validation, the test)
+
+    def estimate(self, config: RunConfig) -> Estimate:
+        """How long `config` (of the timed kind, any length) should train here."""
+        images = config.train_subset or 60_000
+        steps = -(-images // config.batch_size)
+        validation = images // 10 if config.validation == "holdout" else (config.test_subset or 10_000)
+        forward = validation * (2 if config.tta == "flip" else 1) * self.per_image + self.snapshot
+        if config.cartography:
+            forward += images * self.per_image
+        test = (config.test_subset or 10_000) * self.per_image if config.validation != "test" else 0.0
+        seconds = self.start + config.epochs * (steps * self.step + forward) + test
+        return Estimate(seconds, f"{PROBE_STEPS} of its steps timed here just now")
+
+
+def timed_part(config: RunConfig) -> RunConfig:
+    """What a step's speed depends on: the config with its length and seed set aside (moving the
+    epochs or images slider timed the model again, 1-2 s of a core each time)."""
+    return dataclasses.replace(config, epochs=1, train_subset=0, test_subset=0, seed=0)
+
+
 def probe_seconds(config: RunConfig, cache: RunCache) -> Estimate | None:
-    """How long `config` should train here, timed: a few of its own training steps on real images
-    at its batch size, through the same engine and precision, and a forward pass over test images;
-    then the steps of every epoch plus each epoch's validation and snapshot, and the start-up, added
-    up. Seconds of work, kept per config; None where it cannot train here (memory, no encoder)."""
-    return _probe(config.to_json(), str(cache.root))
+    """How long `config` should train here, timed (probe_timing); None where it cannot train
+    here (memory, no encoder)."""
+    timing = probe_timing(config, cache)
+    return None if timing is None else timing.estimate(config)
 
 
-@functools.lru_cache(maxsize=256)
-def _probe(config_json: str, root: str) -> Estimate | None:
+_TIMINGS: dict[tuple[str, str], StepTiming | None] = {}
+
+
+def probe_timing(config: RunConfig, cache: RunCache) -> StepTiming | None:
+    """A few of the config's own training steps on real images at its batch size, through the
+    same engine and precision, and a forward pass over test images, timed; kept per kind of config
+    (timed_part) and, for a model built on an encoder run, per cache folder."""
+    kind = timed_part(config).to_json()
+    key = (kind, str(cache.root) if get_spec(config.model).needs_encoder else "")
+    if key not in _TIMINGS:
+        _TIMINGS[key] = _probe(kind, cache)
+    return _TIMINGS[key]
+
+
+def _probe(config_json: str, cache: RunCache) -> StepTiming | None:
     import json
     import time
 
@@ -83,7 +123,7 @@ def _probe(config_json: str, root: str) -> Estimate | None:
 
     began = time.perf_counter()
     try:
-        train(probe, should_stop=should_stop, cache=RunCache(root))
+        train(probe, should_stop=should_stop, cache=cache)
     except ValueError:
         return None
     ended = time.perf_counter()
@@ -92,16 +132,7 @@ def _probe(config_json: str, root: str) -> Estimate | None:
     gaps = [b - a for a, b in zip(looks, looks[1:], strict=False)]
     step = sorted(gaps[1 : PROBE_STEPS + 1])[PROBE_STEPS // 2]  # the median: a busy machine's hiccups aside
     snapshot = max(0.0, max(gaps[PROBE_STEPS + 1 :]) - step)
-    per_image = (ended - looks[-1]) / PROBE_TEST_IMAGES
-    images = config.train_subset or 60_000
-    steps = -(-images // config.batch_size)
-    validation = images // 10 if config.validation == "holdout" else (config.test_subset or 10_000)
-    forward = validation * (2 if config.tta == "flip" else 1) * per_image + snapshot
-    if config.cartography:
-        forward += images * per_image
-    test = (config.test_subset or 10_000) * per_image if config.validation != "test" else 0.0
-    seconds = (looks[0] - began) + config.epochs * (steps * step + forward) + test
-    return Estimate(seconds, f"{PROBE_STEPS} of its steps timed here just now")
+    return StepTiming(looks[0] - began, step, snapshot, (ended - looks[-1]) / PROBE_TEST_IMAGES)
 
 
 def expected_seconds(
