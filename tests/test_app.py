@@ -925,7 +925,8 @@ def test_a_model_never_trained_here_counts_its_timed_minutes_against_the_queue_l
     try:
         queue = state.job_queue()
         with pytest.raises(ValueError, match=r"limit: your queue would hold about \d+ min of training"):
-            queue.submit(RunConfig.for_model("resnet", epochs=60), owner="alice")
+            # at a batch of 32: its timed steps an eighth of the default batch's, the same claim
+            queue.submit(RunConfig.for_model("resnet", epochs=60, batch_size=32), owner="alice")
         assert queue.jobs() == [] and RunCache().run_ids() == []
     finally:
         state._job_queue.clear()

@@ -516,7 +516,7 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             run_picker = sidebar.locator("[data-testid='stSelectbox']").first
             run_picker.click()
             page.get_by_role("option").filter(has_text=cnn.run_id[:6]).click()
-            settle(page)
+            settle(page, drawn=200)
             page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").first.click()  # the class
             page.get_by_role("option", name="Sneaker", exact=True).click()
             settle(page)
@@ -525,7 +525,7 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             box = chart.bounding_box()
             tile = box["width"] / 10  # ten channels a row, S1's first conv has 35
             page.mouse.click(box["x"] + 3.5 * tile, box["y"] + 0.5 * tile)  # the fourth: channel 3
-            settle(page)
+            settle(page, drawn=200)
             assert page.get_by_text("Channel 3 of features.1", exact=True).count() == 1
             activity = inside.activity(cnn, RunCache())
             expected = activity.top_index["features.1"][:, 3]
@@ -537,7 +537,7 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
 
             run_picker.click()
             page.get_by_role("option").filter(has_text=autoencoder.run_id[:6]).click()
-            settle(page)
+            settle(page, drawn=200)
             text = page.locator("[data-testid='stMain']").inner_text()
             assert "encoder.1 · ReLU · 16 × 26 × 26" in text and "the reconstruction" in text
             page.screenshot(path=str(ARTIFACTS / "inside_autoencoder_layers.png"))
@@ -626,14 +626,14 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
         try:
             # 60 epochs of all 60,000 images: a job that outlasts the test (the admin stops it)
             page.goto(f"{class_app_url}/autoencoder?{LONG_JOB}")
-            settle(page)
+            settle(page, drawn=200)
             assert "fmnist_lab_id" in [cookie["name"] for cookie in alice.cookies()]
             page.get_by_role("button", name=train).first.click()
             page.wait_for_function(
                 "() => document.body.innerText.includes('asked for by you')", timeout=PAGE_WAIT
             )
             page.reload()
-            settle(page)
+            settle(page, drawn=200)
             page.wait_for_function(
                 "() => document.body.innerText.includes('Training queue')", timeout=PAGE_WAIT
             )
@@ -645,11 +645,11 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
             )
             for tab in (page, alice.new_page()):  # the reloaded tab, and a second one
                 tab.goto(f"{class_app_url}/autoencoder?{LONG_JOB}&conv_autoencoder:dropout=0.35")
-                settle(tab)
+                settle(tab, drawn=200)
                 refusal = tab.locator("[data-testid='stAlertContentError']").first
                 for _ in range(8):  # as a person would, click again where no answer came
                     tab.get_by_role("button", name=train).first.click()
-                    settle(tab)
+                    settle(tab, drawn=200)
                     with contextlib.suppress(playwright.TimeoutError):
                         refusal.wait_for(timeout=30_000)  # the rerun the click starts: slow when busy
                         break
@@ -659,7 +659,7 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
                 assert refusal.startswith("limit: you have 1 job in the queue"), refusal
             bob = browser.new_context().new_page()
             bob.goto(class_app_url)
-            settle(bob)
+            settle(bob, drawn=200)
             bob.wait_for_function(
                 "() => document.body.innerText.includes('Training queue')", timeout=PAGE_WAIT
             )
@@ -670,10 +670,10 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
                 .count()
             )
             bob.goto(f"{class_app_url}/?admin={ADMIN_TOKEN}")  # the teacher's link, once
-            settle(bob)
+            settle(bob, drawn=200)
             assert "admin" not in bob.url
             bob.reload()  # the admin is the person, not the tab: still one after a reload
-            settle(bob)
+            settle(bob, drawn=200)
             bob.wait_for_function(
                 "() => document.body.innerText.includes('Training queue')", timeout=PAGE_WAIT
             )

@@ -103,13 +103,65 @@ def test_near_duplicates_are_every_close_pair_and_only_those():
 
 
 @pytest.mark.slow
-def test_the_real_files_hold_near_duplicates_but_no_byte_identical_ones():
+def test_the_real_files_hold_near_duplicates_but_no_byte_identical_ones(monkeypatch, tmp_path):
+    monkeypatch.setattr(suspects, "KEPT_FOLDER", tmp_path)  # computed here, not read from a kept copy
+    suspects.dataset_duplicates.cache_clear()
     table = suspects.dataset_duplicates()
     counts = table.groupby("splits").size()
     assert counts.get("test", 0) == 1  # as zalandoresearch/fashion-mnist#44 found in test
     assert 10 <= counts.get("train", 0) <= 60 and 1 <= counts.get("test-train", 0) <= 20, counts
     assert not table["identical"].any()  # these files hold no byte-for-byte repeat (#44 counted some)
     assert (table["rms"] < suspects.NEAR_DUPLICATE_RMS).all()
+    # Kept for the next process (the page, the command): read back as it was computed...
+    suspects.dataset_duplicates.cache_clear()
+    monkeypatch.setattr(suspects, "near_duplicates", None)  # a second search would fail here
+    pd.testing.assert_frame_equal(suspects.dataset_duplicates(), table)
+    # ...and never trusted: a label, an index or a distance changed in the file is not used.
+    name = f"duplicates-{suspects.NEAR_DUPLICATE_RMS:g}"
+    kept = suspects._read_kept(name, suspects.DUPLICATE_COLUMNS)
+    for column, value in (("first_label", 10), ("second", 60_000), ("rms", 0.5), ("splits", 3)):
+        damaged = {key: array.copy() for key, array in kept.items()}
+        damaged[column][0] = value
+        assert suspects._checked_duplicates(damaged, suspects.NEAR_DUPLICATE_RMS) is None, column
+    path = suspects._kept_path(name)
+    path.write_bytes(path.read_bytes()[:-100])  # cut short, as a kill mid-write would (were it not atomic)
+    assert suspects._read_kept(name, suspects.DUPLICATE_COLUMNS) is None
+    suspects.dataset_duplicates.cache_clear()
+
+
+def test_the_pixel_label_issues_are_kept_checked_and_computed_again_when_damaged(monkeypatch, tmp_path):
+    labels = load_data().train_labels.numpy()
+    computed = []
+
+    def issues(features, given):  # the search itself is tested above on 6,000 images; here, keeping
+        computed.append(len(given))
+        index = np.arange(50, dtype=np.int64)
+        return pd.DataFrame(
+            {
+                "index": index,
+                "label": given[index],
+                "suggested": (given[index] + 1) % 10,
+                "label_confidence": 0.1,
+            }
+        )
+
+    monkeypatch.setattr(suspects, "KEPT_FOLDER", tmp_path)
+    monkeypatch.setattr(suspects, "issues_from_features", issues)
+    monkeypatch.setattr(suspects, "pixel_features", lambda images: None)
+    suspects.pixel_label_issues.cache_clear()
+    first = suspects.pixel_label_issues()
+    suspects.pixel_label_issues.cache_clear()
+    pd.testing.assert_frame_equal(suspects.pixel_label_issues(), first)
+    assert computed == [60_000]  # once: the second came from the kept copy
+    path = suspects._kept_path("pixel-label-issues")
+    kept = dict(np.load(path, allow_pickle=False))
+    kept["label"][0] = (labels[0] + 1) % 10  # a label that is not the image's
+    with open(path, "wb") as handle:
+        np.savez(handle, **kept)
+    suspects.pixel_label_issues.cache_clear()
+    pd.testing.assert_frame_equal(suspects.pixel_label_issues(), first)
+    assert computed == [60_000, 60_000]  # computed again, not trusted
+    suspects.pixel_label_issues.cache_clear()
 
 
 def test_planted_label_flips_are_found_among_the_likely_mislabels():

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,10 @@ from torch import nn
 
 from fmnist_core import analysis
 from fmnist_core.analysis import predict_proba
-from fmnist_core.data.fashion import load_data
+from fmnist_core.base.files import arrays_size_bound, read_arrays, read_regular, write_arrays_atomic
+from fmnist_core.data.fashion import DOWNLOAD_FOLDER, load_data
+
+log = logging.getLogger("fmnist_lab")
 
 NEAR_DUPLICATE_RMS = 0.02  # pixel RMS difference (images in [0, 1]): under it, two images are one
 SEARCH_DIMENSIONS = 32  # the PCA space the duplicate search prunes candidates in
@@ -267,14 +272,90 @@ def hard_images(map_: Cartography, positions: np.ndarray) -> np.ndarray:
     return np.asarray(positions)[map_.regions == "hard to learn"]
 
 
+# --- The whole data set's studies, kept on disk ---------------------------------------------------
+
+KEPT_FOLDER = DOWNLOAD_FOLDER / "studies"  # beside downloaded data: a data set's, not a run's
+KEPT_VERSION = 1  # raised when what is kept, or how it is computed, changes
+SPLIT_CODES = ("train", "test", "test-train")
+DUPLICATE_COLUMNS = {"splits": np.int8, "first": np.int64, "second": np.int64, "rms": np.float64,
+                     "identical": np.bool_, "first_label": np.int64, "second_label": np.int64}  # fmt: skip
+ISSUE_COLUMNS = {"index": np.int64, "label": np.int64, "suggested": np.int64, "label_confidence": np.float64}
+MAX_KEPT_ROWS = 1_000_000
+
+
+def _kept_path(name: str) -> Path:
+    return KEPT_FOLDER / f"{load_data().fingerprint}-{name}-v{KEPT_VERSION}.npz"
+
+
+def _read_kept(name: str, columns: dict) -> dict[str, np.ndarray] | None:
+    """The arrays kept under `name` for the loaded data, each column of its type and one length,
+    where the file is a regular one of the size they may take and names itself; else None."""
+    path = _kept_path(name)
+    expected = {**{c: ((None,), t) for c, t in columns.items()}, "source": ((), np.array(path.stem).dtype)}
+    try:
+        arrays = read_arrays(read_regular(path, arrays_size_bound(expected, MAX_KEPT_ROWS)), expected)
+        if arrays.pop("source") != path.stem or len({len(a) for a in arrays.values()}) != 1:
+            raise ValueError("another study's file, or columns of unequal lengths")
+    except (OSError, ValueError) as error:
+        if not isinstance(error, FileNotFoundError):
+            log.warning("%s not used, computed again (%s)", path, error)
+        return None
+    return arrays
+
+
+def _keep(name: str, table: pd.DataFrame, columns: dict) -> None:
+    path = _kept_path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {c: table[c].to_numpy().astype(t) for c, t in columns.items()}
+        write_arrays_atomic(path, {**arrays, "source": np.array(path.stem)})
+    except OSError as error:
+        log.warning("%s not kept, computed again next time (%s)", path, error)
+
+
+def _checked_duplicates(arrays: dict[str, np.ndarray], threshold: float) -> pd.DataFrame | None:
+    """The kept near-duplicates, where every value is one the search could have found."""
+    data = load_data()
+    counts = {"train": len(data.train_labels), "test": len(data.test_labels)}
+    labels = {"train": data.train_labels.numpy(), "test": data.test_labels.numpy()}
+    codes = arrays["splits"]
+    if codes.size and (codes.min() < 0 or codes.max() >= len(SPLIT_CODES)):
+        return None
+    if not (
+        np.all(np.isfinite(arrays["rms"])) and np.all((arrays["rms"] >= 0) & (arrays["rms"] < threshold))
+    ):
+        return None
+    for code, split in enumerate(SPLIT_CODES):
+        here = codes == code
+        first_split, second_split = ("test", "train") if split == "test-train" else (split, split)
+        for column, side in (("first", first_split), ("second", second_split)):
+            index = arrays[column][here]
+            if index.size and (index.min() < 0 or index.max() >= counts[side]):
+                return None
+            if not np.array_equal(labels[side][index], arrays[f"{column}_label"][here]):
+                return None
+    table = pd.DataFrame({c: arrays[c] for c in DUPLICATE_COLUMNS})
+    table["splits"] = np.asarray(SPLIT_CODES, dtype=object)[codes]
+    table["same_label"] = table["first_label"] == table["second_label"]
+    return table
+
+
 @functools.lru_cache(maxsize=4)
 def dataset_duplicates(threshold: float = NEAR_DUPLICATE_RMS) -> pd.DataFrame:
-    """near_duplicates over the whole loaded data set, computed once per process and threshold
-    (about 12 s on 2 CPU cores)."""
+    """near_duplicates over the whole loaded data set: computed once per data set and threshold
+    (about 12 s on 2 CPU cores), then read from a checked copy kept on disk."""
+    name = f"duplicates-{threshold:g}"
+    kept = _read_kept(name, DUPLICATE_COLUMNS)
+    table = _checked_duplicates(kept, threshold) if kept is not None else None
+    if table is not None:
+        return table
     data = load_data()
-    return near_duplicates(
+    table = near_duplicates(
         data.train_images, data.test_images, data.train_labels.numpy(), data.test_labels.numpy(), threshold
     )
+    coded = table.assign(splits=table["splits"].map(SPLIT_CODES.index))
+    _keep(name, coded, DUPLICATE_COLUMNS)
+    return table
 
 
 def issues_from_features(features: np.ndarray, labels) -> pd.DataFrame:
@@ -284,8 +365,23 @@ def issues_from_features(features: np.ndarray, labels) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=2)
 def pixel_label_issues() -> pd.DataFrame:
-    """label_issues of the whole training set from out-of-fold predictions on its pixels (PCA),
-    computed once per process (about 25 s on 2 CPU cores)."""
+    """label_issues of the whole training set from out-of-fold predictions on its pixels (PCA):
+    computed once per data set (about 25 s on 2 CPU cores), then read from a checked copy kept on
+    disk."""
     data = load_data()
     labels = data.train_labels.numpy()
-    return issues_from_features(pixel_features(data.train_images), labels)
+    kept = _read_kept("pixel-label-issues", ISSUE_COLUMNS)
+    if kept is not None:
+        index = kept["index"]
+        if (
+            (index.size == 0 or (index.min() >= 0 and index.max() < len(labels)))
+            and len(np.unique(index)) == len(index)
+            and np.array_equal(labels[index], kept["label"])
+            and np.all((kept["suggested"] >= 0) & (kept["suggested"] < 10))
+            and np.all((kept["label_confidence"] >= 0) & (kept["label_confidence"] <= 1))
+        ):
+            return pd.DataFrame(kept)
+        log.warning("%s not used: values out of range, computed again", _kept_path("pixel-label-issues"))
+    table = issues_from_features(pixel_features(data.train_images), labels)
+    _keep("pixel-label-issues", table, ISSUE_COLUMNS)
+    return table
