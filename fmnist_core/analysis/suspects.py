@@ -334,10 +334,25 @@ def _checked_duplicates(arrays: dict[str, np.ndarray], threshold: float) -> pd.D
                 return None
             if not np.array_equal(labels[side][index], arrays[f"{column}_label"][here]):
                 return None
-    table = pd.DataFrame({c: arrays[c] for c in DUPLICATE_COLUMNS})
+    table = pd.DataFrame(arrays)
     table["splits"] = np.asarray(SPLIT_CODES, dtype=object)[codes]
     table["same_label"] = table["first_label"] == table["second_label"]
     return table
+
+
+def _checked_issues(arrays: dict[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame | None:
+    """The kept label doubts, where each is a distinct training image with its own label."""
+    index = arrays["index"]
+    if (
+        (index.size == 0 or (index.min() >= 0 and index.max() < len(labels)))
+        and len(np.unique(index)) == len(index)
+        and np.array_equal(labels[index], arrays["label"])
+        and np.all((arrays["suggested"] >= 0) & (arrays["suggested"] < 10))
+        and np.all((arrays["label_confidence"] >= 0) & (arrays["label_confidence"] <= 1))
+    ):
+        return pd.DataFrame(arrays)
+    log.warning("%s not used: values out of range, computed again", _kept_path("pixel-label-issues"))
+    return None
 
 
 @functools.lru_cache(maxsize=4)
@@ -371,17 +386,9 @@ def pixel_label_issues() -> pd.DataFrame:
     data = load_data()
     labels = data.train_labels.numpy()
     kept = _read_kept("pixel-label-issues", ISSUE_COLUMNS)
-    if kept is not None:
-        index = kept["index"]
-        if (
-            (index.size == 0 or (index.min() >= 0 and index.max() < len(labels)))
-            and len(np.unique(index)) == len(index)
-            and np.array_equal(labels[index], kept["label"])
-            and np.all((kept["suggested"] >= 0) & (kept["suggested"] < 10))
-            and np.all((kept["label_confidence"] >= 0) & (kept["label_confidence"] <= 1))
-        ):
-            return pd.DataFrame(kept)
-        log.warning("%s not used: values out of range, computed again", _kept_path("pixel-label-issues"))
+    table = _checked_issues(kept, labels) if kept is not None else None
+    if table is not None:
+        return table
     table = issues_from_features(pixel_features(data.train_images), labels)
     _keep("pixel-label-issues", table, ISSUE_COLUMNS)
     return table

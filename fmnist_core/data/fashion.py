@@ -18,12 +18,9 @@ from fmnist_core.data.labels import CLASS_NAMES
 
 SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_FOLDER = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fmnist_lab"
-FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+FILES = dict(
+    zip(("train_images", "train_labels", "test_images", "test_labels"), environment.DATA_FILES, strict=True)
+)
 EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}
 IDX_UBYTE = 0x08
 # The original files' content (decompressed): SHA-256 and size. Published beside the .gz files'
@@ -100,15 +97,12 @@ def candidate_folders() -> list[Path]:
 def find_data_folder() -> Path | None:
     """The first folder that holds all four files, or None. `$FMNIST_DATA`, where set, must be one:
     a user who names a folder means that folder, so anything missing there is an error."""
-    chosen = os.environ.get("FMNIST_DATA")
+    try:
+        chosen = environment.data_folder()  # the same check as at start-up
+    except ValueError as error:
+        raise DataError(str(error)) from None
     if chosen:
-        folder = Path(chosen)
-        if not folder.is_dir():
-            raise DataError(f"FMNIST_DATA: {folder} is not a folder")
-        missing = [stem for stem in FILES.values() if _file_in(folder, stem) is None]
-        if missing:
-            raise DataError(f"FMNIST_DATA: {folder} lacks {', '.join(m + '(.gz)' for m in missing)}")
-        return folder
+        return Path(chosen)
     for folder in candidate_folders():
         if all(_file_in(folder, stem) for stem in FILES.values()):
             return folder

@@ -92,20 +92,18 @@ def probe_timing(config: RunConfig, cache: RunCache) -> StepTiming | None:
     """A few of the config's own training steps on real images at its batch size, through the
     same engine and precision, and a forward pass over test images, timed; kept per kind of config
     (timed_part) and, for a model built on an encoder run, per cache folder."""
-    kind = timed_part(config).to_json()
-    key = (kind, str(cache.root) if get_spec(config.model).needs_encoder else "")
+    kind = timed_part(config)
+    key = (kind.to_json(), str(cache.root) if get_spec(config.model).needs_encoder else "")
     if key not in _TIMINGS:
         _TIMINGS[key] = _probe(kind, cache)
     return _TIMINGS[key]
 
 
-def _probe(config_json: str, cache: RunCache) -> StepTiming | None:
-    import json
+def _probe(config: RunConfig, cache: RunCache) -> StepTiming | None:
     import time
 
     from fmnist_core.runs.trained import train
 
-    config = RunConfig.from_dict(json.loads(config_json))
     # Steps enough that the time-lapse's half-epoch snapshot comes after the timed ones: it is
     # timed on its own (in a 6-step epoch it sat among them and made an MLP's estimate 5x).
     half = PROBE_STEPS + 2
