@@ -866,17 +866,15 @@ def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said
 
 
 @pytest.mark.slow
-def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monkeypatch):
+def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monkeypatch, local_cluster):
     """The path a teacher takes: FMNIST_SCHEDULER in the environment, the app's own queue builder.
     A job queued from a page trains on one of the cluster's workers (its live progress and Stop
     work there); an address where nothing listens is one line on the page, not a silent local queue."""
     import socket
 
-    from distributed import LocalCluster
-
     from ui import state
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with local_cluster() as cluster:
         monkeypatch.setenv("FMNIST_SCHEDULER", cluster.scheduler_address)
         state._job_queue.clear()  # a server started with this setting
         at = set_quick(page(open_app(), "app_pages/autoencoder.py"), "ae:conv_autoencoder")

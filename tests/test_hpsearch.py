@@ -192,13 +192,13 @@ def test_a_sweep_killed_midway_continues_with_its_finished_trials_intact(isolate
 
 
 @pytest.mark.slow
-def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolated_cache):
-    from distributed import Client, LocalCluster
+def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolated_cache, local_cluster):
+    from distributed import Client
 
     cache = RunCache(isolated_cache)
     plan = SweepPlan("on_dask", "mlp", (parse_param("lr=1e-3..1e-2:log"),), 4, pruner="none", fixed=QUICK)
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        local_cluster() as cluster,
         Client(cluster.scheduler_address) as client,  # as `--scheduler ADDRESS` connects
     ):
         study = hpsearch.sweep_on_cluster(plan, cache, client)

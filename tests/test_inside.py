@@ -285,8 +285,30 @@ def test_a_kind_of_config_is_timed_once_and_any_length_of_it_follows():
     assert probe_timing(config.replace(batch_size=50), cache) is not timing
     one, two, four = (probe_seconds(config.replace(epochs=n), cache).seconds for n in (1, 2, 4))
     assert four - two == pytest.approx(2 * (two - one)) and two > one  # each epoch costs the same
-    steps_and_forward = (two - one) - timing.snapshot - 500 * timing.per_image  # 2,000 images a step of 100
+    snapshot = timing.snapshot_seconds(config)  # of 500 images: twice the probe's
+    assert snapshot == pytest.approx(2 * timing.snapshot)
+    steps_and_forward = (two - one) - snapshot - 500 * timing.per_image  # 2,000 images a step of 100
     assert steps_and_forward == pytest.approx(20 * timing.step)
+
+
+def test_an_encoder_models_timing_holds_in_every_folder_that_holds_its_encoder(tmp_path):
+    """The encoder run's id names its architecture: a classifier on it is timed once, in whichever
+    cache folder asks first (each test's and each class's folder timed it again); a folder without
+    that encoder gets no timing (it cannot train there)."""
+    from fmnist_core.views.architecture import probe_timing
+
+    here, there, empty = (RunCache(tmp_path / name) for name in ("here", "there", "empty"))
+    encoder = RunConfig.for_model(
+        "conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=500, test_subset=250
+    )
+    encoder_id = get_or_train(encoder, cache=here).run_id
+    shutil.copytree(here.root, there.root)
+    config = RunConfig.for_model("encoder_classifier", {"encoder_run": encoder_id, "head": "fc"}, epochs=2)
+    assert probe_timing(config, empty) is None
+    timing = probe_timing(config, here)
+    assert timing is not None and timing.step > 0
+    assert probe_timing(config.replace(train_subset=3000), there) is timing
+    assert probe_timing(config, empty) is None
 
 
 # --- The kept activity file, damaged or out of place ---------------------------------------------

@@ -291,10 +291,8 @@ def test_at_the_disk_cap_the_oldest_unpinned_runs_go_and_pinned_ones_stay():
 
 
 @pytest.mark.slow
-def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_worker():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_worker(local_cluster):
+    with local_cluster() as cluster:
         queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)  # as FMNIST_SCHEDULER gives it
         assert queue.workers == 2
         jobs = [queue.submit(tiny(seed=s, epochs=2), owner=o) for s, o in ((31, "A"), (32, "B"))]
@@ -318,12 +316,12 @@ def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_w
 
 
 @pytest.mark.slow
-def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_queue_goes_on():
+def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_queue_goes_on(local_cluster):
     import signal
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with local_cluster() as cluster:
         queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)
         doomed = queue.submit(tiny(seed=41, epochs=40), owner="A")
         wait_until(lambda: len(doomed.epochs) >= 1, 900)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fmnist_core.analysis.architecture import LayerTable, layer_table
+from fmnist_core.analysis.latent import TIMELAPSE_IMAGES
 from fmnist_core.models import build_skeleton, get_spec, make_settings
 from fmnist_core.runs.trained import resolve_encoder
 from fmnist_core.store.cache import RunCache
@@ -47,7 +48,10 @@ def _multiply_adds(run_id: str, root: str) -> int:
 
 
 PROBE_STEPS = 4  # training steps timed, after one that warms up (allocations, kernels chosen)
-PROBE_TEST_IMAGES = 1000  # the test pass that follows them: what a forward costs an image
+# The test pass that follows them (what a forward costs an image), and the time-lapse's snapshots
+# within them: a quarter of the 1,000 a run's snapshot maps (the forward passes over 2,000 test
+# images were most of a CNN's probe, ~8 s of a core for a ResNet).
+PROBE_TEST_IMAGES = 250
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class StepTiming:
 
     start: float  # seconds before the first step (building the model, the engine's rewrite)
     step: float  # one training step at the config's batch size
-    snapshot: float  # the time-lapse's snapshot each epoch takes
+    snapshot: float  # the time-lapse's snapshot of PROBE_TEST_IMAGES images
     per_image: float  # a forward pass, per image (validation, the test)
 
     def estimate(self, config: RunConfig) -> Estimate:
@@ -64,12 +68,19 @@ class StepTiming:
         images = config.train_subset or 60_000
         steps = -(-images // config.batch_size)
         validation = images // 10 if config.validation == "holdout" else (config.test_subset or 10_000)
-        forward = validation * (2 if config.tta == "flip" else 1) * self.per_image + self.snapshot
+        forward = validation * (2 if config.tta == "flip" else 1) * self.per_image + self.snapshot_seconds(
+            config
+        )
         if config.cartography:
             forward += images * self.per_image
         test = (config.test_subset or 10_000) * self.per_image if config.validation != "test" else 0.0
         seconds = self.start + config.epochs * (steps * self.step + forward) + test
         return Estimate(seconds, f"{PROBE_STEPS} of its steps timed here just now")
+
+    def snapshot_seconds(self, config: RunConfig) -> float:
+        """The snapshot an epoch of `config` takes: its images' forward pass and map grow with them."""
+        images = min(TIMELAPSE_IMAGES, config.test_subset or TIMELAPSE_IMAGES)
+        return self.snapshot * images / PROBE_TEST_IMAGES
 
 
 def timed_part(config: RunConfig) -> RunConfig:
@@ -85,18 +96,28 @@ def probe_seconds(config: RunConfig, cache: RunCache) -> Estimate | None:
     return None if timing is None else timing.estimate(config)
 
 
-_TIMINGS: dict[tuple[str, str], StepTiming | None] = {}
+_TIMINGS: dict[str, StepTiming | None] = {}
 
 
 def probe_timing(config: RunConfig, cache: RunCache) -> StepTiming | None:
     """A few of the config's own training steps on real images at its batch size, through the
     same engine and precision, and a forward pass over test images, timed; kept per kind of config
-    (timed_part) and, for a model built on an encoder run, per cache folder."""
-    kind = timed_part(config)
-    key = (kind.to_json(), str(cache.root) if get_spec(config.model).needs_encoder else "")
-    if key not in _TIMINGS:
-        _TIMINGS[key] = _probe(kind, cache)
-    return _TIMINGS[key]
+    (timed_part: an encoder run's id names its architecture, so a timing holds in any cache folder
+    that holds the encoder). None where it cannot train here (memory, its encoder not in `cache`)."""
+    if get_spec(config.model).needs_encoder and _encoder_missing(config, cache):
+        return None
+    kind = timed_part(config).to_json()
+    if kind not in _TIMINGS:
+        _TIMINGS[kind] = _probe(timed_part(config), cache)
+    return _TIMINGS[kind]
+
+
+def _encoder_missing(config: RunConfig, cache: RunCache) -> bool:
+    try:
+        resolve_encoder(config, cache, weights=False)
+    except ValueError:
+        return True
+    return False
 
 
 def _probe(config: RunConfig, cache: RunCache) -> StepTiming | None:
