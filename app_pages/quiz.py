@@ -1,24 +1,37 @@
-"""You vs the model: label 30 test images yourself, then see your answers beside a classifier's."""
+"""You vs the model: label 10 or 30 test images yourself, then see your answers beside a classifier's."""
 
 import numpy as np
 import streamlit as st
 
 from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
-from ui import keys, plots
+from ui import keys, plots, widgets
 from ui.state import fashion, run_label, run_view, runs_that
 
-SEED = 0  # the same 30 images for everyone
+SEED = 0  # the same images for everyone
+EACH = {10: "one", 30: "three"}  # a quiz's length: how many of each class
 
 st.title("You vs the model")
 data = fashion()
 labels = data.test_labels.numpy()
-quiz = views.quiz_images(labels, per_class=3, seed=SEED)
 answers: list[int] = st.session_state.setdefault(keys.QUIZ_ANSWERS, [])
+size = widgets.kept(
+    st.radio,
+    "Images in the quiz",
+    "quiz:size",
+    30,
+    options=tuple(EACH),
+    horizontal=True,
+    disabled=bool(answers),  # fixed once the first answer is in
+    help="A quick round of 10 (one of each class) or the full 30.",
+)
+quiz = views.quiz_images(labels, per_class=size // 10, seed=SEED)
+if len(answers) > len(quiz):  # answers of a longer quiz, from before a link changed its length
+    answers.clear()
 
 if len(answers) < len(quiz):
     st.caption(
-        f"Label {len(quiz)} test images (three of each class, the same for everyone) as fast as you "
+        f"Label {len(quiz)} test images ({EACH[size]} of each class, the same for everyone) as fast as you "
         "like; then compare yourself with the best classifier in the cache, and with the people Zalando "
         f"asked ({views.HUMAN_ACCURACY:.1%})."
     )

@@ -502,6 +502,36 @@ def open_link(path: str, **values: str) -> AppTest:
     return at.run()
 
 
+def test_the_quiz_takes_30_images_or_the_quick_10_its_link_asks_for():
+    """Three of each class by default, answered with the buttons (three wrong on purpose: 90%);
+    the length is fixed once the first answer is in. A link's `quiz:size=10` gives one of each."""
+    from fmnist_core import views
+
+    get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000, test_subset=1000))
+    labels = load_data().test_labels.numpy()
+
+    def length(at: AppTest):
+        return [r for r in at.radio if r.label == "Images in the quiz"][0]
+
+    at = page(open_app(), "app_pages/quiz.py")
+    assert length(at).value == 30 and not length(at).disabled
+    quiz = views.quiz_images(labels, per_class=3, seed=0)
+    for number, index in enumerate(quiz):
+        assert any(f"Image {number + 1} of 30" in p.proto.text for p in at.get("progress"))
+        answer = (labels[index] + 1) % 10 if number < 3 else labels[index]
+        at.button(key=f"quiz:answer:{answer}").click().run()
+        assert not at.exception
+        if number == 0:
+            assert length(at).disabled
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["You"] == "90.0%" and metrics["People (Zalando's README)"] == "83.5%"
+
+    at = open_link("app_pages/quiz.py", quiz__size="10")
+    assert length(at).value == 10
+    assert any("one of each class" in c.value for c in at.caption)
+    assert any("Image 1 of 10" in p.proto.text for p in at.get("progress"))
+
+
 def test_the_teachers_link_makes_an_admin_even_when_a_rerun_ends_the_run_that_read_it(monkeypatch):
     """A rerun asked for meanwhile (a component's value, a fragment's timer) ends a run at its next
     call to Streamlit. The run that took ?admin= out of the address ended there before it kept the

@@ -362,16 +362,17 @@ def use_the_lab(page, app_url):
             header,
         )
 
-        # You vs the model: 30 images labelled with the mouse, three of them wrongly on purpose.
+        # You vs the model, the quick round its link asks for: 10 images labelled with the mouse,
+        # one of them wrongly on purpose (tests/test_app.py takes the full 30).
         labels = load_data().test_labels.numpy()
-        quiz = views.quiz_images(labels, per_class=3, seed=0)
-        page.goto(f"{app_url}/quiz")
+        quiz = views.quiz_images(labels, per_class=1, seed=0)
+        page.goto(f"{app_url}/quiz?quiz:size=10")
         settle(page, drawn=200)
         for number, index in enumerate(quiz):
-            answer = (labels[index] + 1) % 10 if number < 3 else labels[index]
+            answer = (labels[index] + 1) % 10 if number < 1 else labels[index]
             page.get_by_role("button", name=CLASS_NAMES[answer], exact=True).click()
             if number + 1 < len(quiz):
-                page.get_by_text(f"Image {number + 2} of 30").wait_for(timeout=PAGE_WAIT)
+                page.get_by_text(f"Image {number + 2} of 10").wait_for(timeout=PAGE_WAIT)
         page.get_by_text("Your confusion matrix").wait_for(timeout=PAGE_WAIT)
         settle(page)
         page.screenshot(path=str(ARTIFACTS / "quiz_result.png"), full_page=True)
@@ -480,11 +481,11 @@ def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_each_page_f
 
 @pytest.fixture
 def inside_app_url(isolated_cache):
-    # S1's best CNN (one epoch on 5,000 images) and S0's autoencoder: a conv net of each kind.
+    # S1's best CNN (one epoch on 2,000 images) and S0's autoencoder: a conv net of each kind.
     cache = RunCache(isolated_cache)
-    cnn = get_or_train(RunConfig.for_model("cnn", epochs=1, train_subset=5000, test_subset=1000), cache=cache)
+    cnn = get_or_train(RunConfig.for_model("cnn", epochs=1, train_subset=2000, test_subset=1000), cache=cache)
     autoencoder = get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"n": 16}, epochs=1, train_subset=5000, test_subset=1000),
+        RunConfig.for_model("conv_autoencoder", {"n": 16}, epochs=1, train_subset=2000, test_subset=1000),
         cache=cache,
     )
     for url in serve(isolated_cache):

@@ -28,7 +28,11 @@ def runs(tmp_path_factory, small_autoencoder):
     encoder = small_autoencoder(cache, train_subset=1000)
     classifier = get_or_train(
         RunConfig.for_model(
-            "encoder_classifier", {"encoder_run": encoder.run_id}, epochs=1, train_subset=1000
+            "encoder_classifier",
+            {"encoder_run": encoder.run_id},
+            epochs=1,
+            train_subset=1000,
+            test_subset=500,
         ),
         cache=cache,
     )

@@ -217,10 +217,17 @@ def test_an_entry_that_cannot_load_is_damaged_listed_so_pruned_and_retrained(tin
 def test_an_encoders_damage_marks_its_classifiers_prune_takes_both_and_training_retrains_both():
     cache = RunCache()
     encoder = get_or_train(
-        RunConfig.for_model("conv_autoencoder", {"dropout": 0.0}, epochs=1, train_subset=500), cache=cache
+        RunConfig.for_model(
+            "conv_autoencoder", {"dropout": 0.0}, epochs=1, train_subset=500, test_subset=200
+        ),
+        cache=cache,
     )
     config = RunConfig.for_model(
-        "encoder_classifier", {"encoder_run": encoder.run_id, "head": "fc"}, epochs=1, train_subset=500
+        "encoder_classifier",
+        {"encoder_run": encoder.run_id, "head": "fc"},
+        epochs=1,
+        train_subset=500,
+        test_subset=200,
     )
     classifier = get_or_train(config, cache=cache)
     rewrite_with_checksum(cache, encoder.run_id, "model.pt", b"not a zip file")

@@ -83,7 +83,7 @@ def test_a_sweep_from_a_recipe_starts_each_trial_from_it_and_the_trial_s_value_w
         "--name",
         "from_recipe",
     ]
-    assert main(["sweep-hp", *args, "--epochs", "1", "--subset", "1000", "--set", "test_subset=500"]) == 0
+    assert main(["sweep-hp", *args, "--epochs", "1", "--subset", "1000", "--set", "test_subset=100"]) == 0
     assert "2 complete" in capsys.readouterr().out
     study = hpsearch.open_study(RunCache(isolated_cache), "from_recipe")
     for trial in study.trials:

@@ -532,7 +532,12 @@ def test_with_holdout_validation_pca_never_sees_the_held_out_images(monkeypatch)
 
 def test_a_cached_run_made_in_another_precision_is_not_served_as_this_machines(monkeypatch):
     config = RunConfig.for_model(
-        "cnn", {"layers": ("conv:8:3:same:relu", "maxpool:2")}, epochs=1, train_subset=512, precision="auto"
+        "cnn",
+        {"layers": ("conv:8:3:same:relu", "maxpool:2")},
+        epochs=1,
+        train_subset=512,
+        test_subset=500,
+        precision="auto",
     )
     monkeypatch.setenv("FMNIST_BF16", "1")
     first = get_or_train(config)
