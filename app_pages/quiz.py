@@ -23,11 +23,20 @@ size = widgets.kept(
     options=tuple(EACH),
     horizontal=True,
     disabled=bool(answers),  # fixed once the first answer is in
-    help="A quick round of 10 (one of each class) or the full 30.",
+    help="A quick round of 10 (one of each class) or the full 30; fixed once you have answered "
+    "(undo every answer, or start again, to change it).",
 )
 quiz = views.quiz_images(labels, per_class=size // 10, seed=SEED)
 if len(answers) > len(quiz):  # answers of a longer quiz, from before a link changed its length
     answers.clear()
+
+
+def answer(position: int, cls: int) -> None:
+    """Image `position`'s answer; clicks queued while the page redrew count once, not as answers
+    to images nobody saw."""
+    if len(answers) == position:
+        answers.append(cls)
+
 
 if len(answers) < len(quiz):
     st.caption(
@@ -47,8 +56,8 @@ if len(answers) < len(quiz):
                 column.button(
                     CLASS_NAMES[cls],
                     key=f"quiz:answer:{cls}",
-                    on_click=answers.append,
-                    args=(cls,),
+                    on_click=answer,
+                    args=(len(answers), cls),
                     width="stretch",
                 )
         if answers and st.button("Undo the last answer", icon=":material/undo:"):

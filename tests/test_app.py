@@ -482,6 +482,11 @@ def test_an_unknown_page_path_is_named_and_a_known_one_is_not(url, base, wrong):
         ("nan", 0.2, {}, 0.2),
         ("12", 10, {}, 12),
         ("twelve", 10, {}, 10),
+        ("+12", 10, {}, 10),  # int() takes these; no widget writes them
+        ("012", 10, {}, 10),
+        ("1_2", 10, {}, 10),
+        (" 12", 10, {}, 10),
+        ("1e-05", 0.001, {}, 1e-05),  # as str() writes a small learning rate
         ("true", False, {}, True),
         (None, "S0", {}, "S0"),
     ],
@@ -530,6 +535,13 @@ def test_the_quiz_takes_30_images_or_the_quick_10_its_link_asks_for():
     assert length(at).value == 10
     assert any("one of each class" in c.value for c in at.caption)
     assert any("Image 1 of 10" in p.proto.text for p in at.get("progress"))
+    # Two clicks that reach the page in one rerun (a person clicking on while it redraws) answer the
+    # image shown, once: not the next one, unseen.
+    at.button(key="quiz:answer:1").click()
+    at.button(key="quiz:answer:2").click().run()
+    assert any("Image 2 of 10" in p.proto.text for p in at.get("progress"))
+    at = open_link("app_pages/quiz.py", quiz__size=["10", "30"])  # a link that says both: neither
+    assert length(at).value == 30 and "10 and 30" in at.toast[0].value
 
 
 def test_the_teachers_link_makes_an_admin_even_when_a_rerun_ends_the_run_that_read_it(monkeypatch):

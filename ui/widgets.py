@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,11 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
     the page's URL too (?key=value), so that a link reopens the same view."""
     store, widget_key = keys.kept(key), keys.WIDGET + key
     if store not in st.session_state:  # a new session: the link's value, where it is a valid one
-        text = st.query_params.get(key)
+        given = st.query_params.get_all(key)
+        text = given[-1] if given else None
         st.session_state[store], accepted = read_url(text, default, kwargs)
+        if len(given) > 1:  # two answers to one question: neither is taken
+            st.session_state[store], accepted, text = default, False, " and ".join(given)
         if not accepted:
             st.toast(
                 f"The link's {label} ({text[:30]!r}) is not a value this page offers: it shows "
@@ -49,6 +53,9 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
     return value
 
 
+NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?(e-?[0-9]+)?", re.ASCII)  # as the widgets write them
+
+
 def from_url(text: str | None, default: Any, limits: dict) -> Any:
     """A widget value read from the URL, of the default's type and within the widget's options or
     range; the default where the text is absent, malformed or out of bounds."""
@@ -62,6 +69,8 @@ def read_url(text: str | None, default: Any, limits: dict) -> tuple[Any, bool]:
     try:
         if isinstance(default, bool):
             value = {"true": True, "false": False}[text.lower()]
+        elif isinstance(default, int | float) and not NUMBER.fullmatch(text):
+            return default, False  # int() and float() take "+10", "010", "1_0", " 10"
         elif isinstance(default, int):
             value = int(text)
         elif isinstance(default, float):
