@@ -32,10 +32,11 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
     store, widget_key = keys.kept(key), keys.WIDGET + key
     if store not in st.session_state:  # a new session: the link's value, where it is a valid one
         given = st.query_params.get_all(key)
-        text = given[-1] if given else None
-        st.session_state[store], accepted = read_url(text, default, kwargs)
+        text = " and ".join(given) if given else None
         if len(given) > 1:  # two answers to one question: neither is taken
-            st.session_state[store], accepted, text = default, False, " and ".join(given)
+            st.session_state[store], accepted = default, False
+        else:
+            st.session_state[store], accepted = read_url(text, default, kwargs)
         if not accepted:
             st.toast(
                 f"The link's {label} ({text[:30]!r}) is not a value this page offers: it shows "

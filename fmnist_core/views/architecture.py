@@ -68,9 +68,8 @@ class StepTiming:
         images = config.train_subset or 60_000
         steps = -(-images // config.batch_size)
         validation = images // 10 if config.validation == "holdout" else (config.test_subset or 10_000)
-        forward = validation * (2 if config.tta == "flip" else 1) * self.per_image + self.snapshot_seconds(
-            config
-        )
+        passes = validation * (2 if config.tta == "flip" else 1)
+        forward = passes * self.per_image + self.snapshot_seconds(config)
         if config.cartography:
             forward += images * self.per_image
         test = (config.test_subset or 10_000) * self.per_image if config.validation != "test" else 0.0
@@ -106,10 +105,11 @@ def probe_timing(config: RunConfig, cache: RunCache) -> StepTiming | None:
     that holds the encoder). None where it cannot train here (memory, its encoder not in `cache`)."""
     if get_spec(config.model).needs_encoder and _encoder_missing(config, cache):
         return None
-    kind = timed_part(config).to_json()
-    if kind not in _TIMINGS:
-        _TIMINGS[kind] = _probe(timed_part(config), cache)
-    return _TIMINGS[kind]
+    kind = timed_part(config)
+    key = kind.to_json()
+    if key not in _TIMINGS:
+        _TIMINGS[key] = _probe(kind, cache)
+    return _TIMINGS[key]
 
 
 def _encoder_missing(config: RunConfig, cache: RunCache) -> bool:
