@@ -44,9 +44,8 @@ if len(answers) < len(quiz):
         "like; then compare yourself with the best classifier in the cache, and with the people Zalando "
         f"asked ({views.HUMAN_ACCURACY:.1%})."
     )
-    st.progress(len(answers) / len(quiz), text=f"Image {len(answers) + 1} of {len(quiz)}")
+    progress = st.empty()
     left, right = st.columns([1, 2])
-    left.image(np.kron(data.test_images[quiz[len(answers)], 0].numpy(), np.ones((10, 10))), clamp=True)
     with right:
         st.markdown("**What is it?**")
         for row in range(2):
@@ -63,6 +62,10 @@ if len(answers) < len(quiz):
         if answers and st.button("Undo the last answer", icon=":material/undo:"):
             answers.pop()
             st.rerun()
+    # Drawn after the buttons: a person who sees image N clicks buttons that answer image N (drawn
+    # first, a click in between answered the image before, and was dropped).
+    left.image(np.kron(data.test_images[quiz[len(answers)], 0].numpy(), np.ones((10, 10))), clamp=True)
+    progress.progress(len(answers) / len(quiz), text=f"Image {len(answers) + 1} of {len(quiz)}")
     st.stop()
 
 classifiers = runs_that("classifies")

@@ -544,6 +544,29 @@ def test_the_quiz_takes_30_images_or_the_quick_10_its_link_asks_for():
     assert length(at).value == 30 and "10 and 30" in at.toast[0].value
 
 
+def test_a_quiz_image_reaches_the_browser_after_the_buttons_that_answer_it(monkeypatch):
+    """Drawn before its buttons, image 5 showed while the buttons still answered image 4: a click
+    then was dropped, and the quiz stood still (CI's browser walk waited at "Image 6 of 10")."""
+    from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+
+    sent: list[str] = []
+    enqueue = ForwardMsgQueue.enqueue
+
+    def recording(self, msg):
+        if msg.HasField("delta") and msg.delta.HasField("new_element"):
+            sent.append(msg.delta.new_element.WhichOneof("type"))
+        return enqueue(self, msg)
+
+    monkeypatch.setattr(ForwardMsgQueue, "enqueue", recording)
+    at = open_link("app_pages/quiz.py", quiz__size="10")
+    sent.clear()
+    at.button(key="quiz:answer:3").click().run()
+    assert any("Image 2 of 10" in p.proto.text for p in at.get("progress"))
+    assert sent.count("button") >= 10 and {"imgs", "progress"} <= set(sent)
+    last_button = max(i for i, kind in enumerate(sent) if kind == "button")
+    assert sent.index("imgs") > last_button and sent.index("progress") > last_button, sent
+
+
 def test_the_teachers_link_makes_an_admin_even_when_a_rerun_ends_the_run_that_read_it(monkeypatch):
     """A rerun asked for meanwhile (a component's value, a fragment's timer) ends a run at its next
     call to Streamlit. The run that took ?admin= out of the address ended there before it kept the

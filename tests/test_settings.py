@@ -1,6 +1,7 @@
 """The lab's FMNIST_* settings: each validated once, wrong ones refused in one line naming them,
 secrets kept from jobs; the identity a visitor keeps; JSON read with bounded memory."""
 
+import gc
 import json
 import os
 import subprocess
@@ -272,23 +273,45 @@ def test_a_jobs_process_holds_no_secret_in_its_environment(monkeypatch):
     from fmnist_core.runs import jobs
 
     monkeypatch.setenv("FMNIST_ADMIN_TOKEN", "a-long-enough-admin-token")
-    import multiprocessing.forkserver
-    from multiprocessing import resource_tracker
-
-    multiprocessing.forkserver._forkserver._stop()  # one started earlier knew no token: start anew
-    resource_tracker._resource_tracker._stop()  # so does multiprocessing's resource tracker
+    # Ones started earlier knew no token: a new fork server and resource tracker for this test.
+    # (Stopping the old tracker waited for every process holding its pipe: joblib's idle
+    # workers from an earlier test kept this test waiting 300 s.)
+    forkserver, tracker = _fresh_forkserver_and_tracker(monkeypatch)
     monkeypatch.setattr(jobs, "_CONTEXT", None)
     context = jobs.job_context()
     messages = context.Queue()  # as a job's: its first one starts the resource tracker
     child = context.Process(target=_send_own_environ, args=(messages,), daemon=True)
-    with jobs._main_module_hidden():
-        child.start()
-    environ = messages.get(timeout=600)
-    child.join(timeout=600)
-    assert b"a-long-enough-admin-token" not in environ and b"FMNIST_CACHE=" in environ
-    tracker = Path(f"/proc/{resource_tracker._resource_tracker._pid}/environ").read_bytes()
-    assert b"a-long-enough-admin-token" not in tracker and b"FMNIST_CACHE=" in tracker
-    assert os.environ["FMNIST_ADMIN_TOKEN"] == "a-long-enough-admin-token"  # the server keeps it
+    try:
+        with jobs._main_module_hidden():
+            child.start()
+        environ = messages.get(timeout=600)
+        child.join(timeout=600)
+        assert tracker._pid is not None and forkserver._forkserver_pid is not None
+        assert b"a-long-enough-admin-token" not in environ and b"FMNIST_CACHE=" in environ
+        tracker_environ = Path(f"/proc/{tracker._pid}/environ").read_bytes()
+        assert b"a-long-enough-admin-token" not in tracker_environ and b"FMNIST_CACHE=" in tracker_environ
+        assert os.environ["FMNIST_ADMIN_TOKEN"] == "a-long-enough-admin-token"  # the server keeps it
+    finally:
+        del child, messages  # their semaphores unlinked while this test's tracker knows them
+        gc.collect()
+        forkserver._stop()  # its only child has ended
+        tracker._stop()  # held by that fork server and its child only
+
+
+def _fresh_forkserver_and_tracker(monkeypatch):
+    """multiprocessing's fork server and resource tracker replaced by new ones (the module's
+    functions are bound methods of its one instance); monkeypatch puts the old ones back."""
+    import multiprocessing.forkserver as forkserver
+    from multiprocessing import resource_tracker
+
+    server, tracker = forkserver.ForkServer(), resource_tracker.ResourceTracker()
+    monkeypatch.setattr(forkserver, "_forkserver", server)
+    for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
+        monkeypatch.setattr(forkserver, name, getattr(server, name))
+    monkeypatch.setattr(resource_tracker, "_resource_tracker", tracker)
+    for name in ("ensure_running", "register", "unregister", "getfd"):
+        monkeypatch.setattr(resource_tracker, name, getattr(tracker, name))
+    return server, tracker
 
 
 def test_the_lab_still_knows_its_secrets_while_a_jobs_process_starts(monkeypatch):
