@@ -187,8 +187,19 @@ def stop_after(epochs: int):
             RunConfig.for_model("vae", {"n": 4}, epochs=3, train_subset=1500, test_subset=300),
             marks=pytest.mark.slow,
         ),
+        RunConfig.for_model(  # the speedrun's tricks: a moving average and flips by epoch kept too
+            "cnn",
+            {"layers": ("conv:12:3:same:relu", "maxpool:2", "bn", "conv:12:3:same:relu", "maxpool:2", "bn")},
+            epochs=3,
+            train_subset=1500,
+            test_subset=300,
+            schedule="onecycle",
+            **dict(
+                whiten=True, dirac=True, bn_bias_lr=4.0, ema=0.9, augment="alt_flip_shift", tta="flip_shift"
+            ),
+        ),
     ],
-    ids=["mlp-dropout-onecycle", "autoencoder-dropout", "vae-sampled-codes"],
+    ids=["mlp-dropout-onecycle", "autoencoder-dropout", "vae-sampled-codes", "cnn-speedrun-tricks"],
 )
 def test_a_stopped_run_is_kept_and_continues_to_the_same_weights_as_one_never_stopped(config, tmp_path):
     whole = get_or_train(config, cache=RunCache(tmp_path / "whole"))

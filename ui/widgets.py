@@ -207,14 +207,16 @@ def more_run_settings(model: str, key: str, recipe: dict, optimizer: str) -> dic
             f"{key}:augment",
             recipe["augment"],
             AUGMENTS,
-            "flip: random mirror images; flip_shift: also moved by up to 2 pixels each way.",
+            "flip: random mirror images; flip_shift: also moved by up to 2 pixels each way; alt_: each image "
+            "mirrored on every other epoch instead of at random.",
         )
         values["tta"] = radio_row(
             "Test-time augmentation",
             f"{key}:tta",
             recipe["tta"],
             TEST_TIME_AUGMENTS,
-            "flip: each test image and its mirror are classified, their logits averaged.",
+            "flip: each test image and its mirror are classified, their logits averaged; flip_shift: both "
+            "also moved one pixel up-left and down-right (six views).",
         )
     return values
 

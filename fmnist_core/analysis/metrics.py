@@ -36,11 +36,38 @@ def batched_outputs(model: nn.Module, images: torch.Tensor, fn=None) -> torch.Te
     return torch.cat(outputs)
 
 
+# Test-time augmentation: the views of each image whose logits are averaged, as (mirrored, rows,
+# columns moved). flip_shift is airbench's multi-crop on 28x28: each view also moved one pixel
+# up-left and one down-right.
+TTA_VIEWS = {
+    "none": ((False, 0, 0),),
+    "flip": ((False, 0, 0), (True, 0, 0)),
+    "flip_shift": tuple((mirror, d, d) for mirror in (False, True) for d in (0, -1, 1)),
+}
+
+
+def translated(images: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Images (N, C, H, W) moved `rows` down and `cols` right (negative: up, left); zeros come in."""
+    if rows == cols == 0:
+        return images
+    most = max(abs(rows), abs(cols))
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (most, most, most, most))
+    return padded[..., most - rows : most - rows + height, most - cols : most - cols + width]
+
+
+def view_of(images: torch.Tensor, mirrored: bool, rows: int, cols: int) -> torch.Tensor:
+    return translated(images.flip(3) if mirrored else images, rows, cols)
+
+
 def classifier_logits(model: nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """Logits (N, 10); with tta="flip", the mean of the logits of each image and its mirror."""
-    if tta == "flip":
-        return batched_outputs(model, images, lambda x: (model(x) + model(x.flip(3))) / 2)
-    return batched_outputs(model, images)
+    """Logits (N, 10); with test-time augmentation, the mean of the logits of TTA_VIEWS[tta]."""
+    views = TTA_VIEWS[tta]
+    if len(views) == 1:
+        return batched_outputs(model, images)
+    return batched_outputs(
+        model, images, lambda x: sum(model(view_of(x, *view)) for view in views) / len(views)
+    )
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, label_smoothing=0.0):

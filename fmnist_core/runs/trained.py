@@ -337,7 +337,7 @@ def checkpoint_problem(config: RunConfig, checkpoint: dict) -> str:
     epoch = checkpoint.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch < config.epochs:
         return f"its checkpoint says epoch {str(epoch)[:20]} of {config.epochs}"
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    missing = [key for key in CHECKPOINT_KEYS + (("average",) if config.ema else ()) if key not in checkpoint]
     if missing:
         return f"its checkpoint has no {missing[0]}"
     history = checkpoint["history"]

@@ -18,8 +18,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adamax")
 LOSSES = ("mse", "cross_entropy", "mse_onehot", "kl_div")
 CLASSIFIER_LOSSES = ("cross_entropy", "mse_onehot", "kl_div")
 SCHEDULES = ("constant", "onecycle")
-AUGMENTS = ("none", "flip", "flip_shift")
-TEST_TIME_AUGMENTS = ("none", "flip")
+AUGMENTS = ("none", "flip", "flip_shift", "alt_flip", "alt_flip_shift")
+TEST_TIME_AUGMENTS = ("none", "flip", "flip_shift")
 VALIDATIONS = ("test", "holdout")
 # Bumped whenever training changes what a config produces, so old cache entries are not reused.
 # 2: the cheaper dropout, channels_last; 3: dropout masks in (N, H, W, C) order, sub-pixel transposed
@@ -42,8 +42,17 @@ class RunConfig:
     loss: str = ""  # "" -> the model's recipe
     schedule: str = "constant"
     label_smoothing: float = 0.0  # cross_entropy only
-    augment: str = "none"  # flip: random horizontal flips; flip_shift: and shifts of up to 2 pixels
-    tta: str = "none"  # flip: classifiers are evaluated on each image and its mirror, logits averaged
+    # flip: random horizontal flips; flip_shift: and shifts of up to 2 pixels; alt_*: each image
+    # mirrored on every other epoch (which ones first drawn once per run), not at random
+    augment: str = "none"
+    # flip: classifiers are evaluated on each image and its mirror, logits averaged; flip_shift: and
+    # on both moved one pixel up-left and one down-right (six views)
+    tta: str = "none"
+    # The speedrun's tricks (fmnist_core.training.tricks), each off by default:
+    whiten: bool = False  # the first conv's filters whiten its patches of the training images; frozen
+    dirac: bool = False  # each later conv starts as the identity on its first input channels
+    bn_bias_lr: float = 1.0  # BatchNorm biases learn at this multiple of the learning rate
+    ema: float = 0.0  # >0: validation, the test and the run's weights use this moving average of them
     # bf16: training's convolutions and matrix products run in bfloat16 (autocast; the weights, the
     # optimizer and evaluation stay fp32), 1.6x faster a step for conv nets on AVX-512 BF16. auto:
     # bf16 where the hardware does it natively, else fp32, decided when the run trains and recorded.
@@ -85,6 +94,13 @@ class RunConfig:
         check_choice("tta", self.tta, TEST_TIME_AUGMENTS)
         if self.tta != "none" and spec.kind != "classifier":
             raise ValueError("tta: test-time augmentation is for classifiers only")
+        for name in ("whiten", "dirac"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: {shown(getattr(self, name))} is not true or false")
+        if self.whiten and self.model != "cnn":
+            raise ValueError("whiten: only a cnn's first conv is whitened")
+        check_range("bn_bias_lr", self.bn_bias_lr, 0.01, 100.0)
+        check_range("ema", self.ema, 0.0, 1.0, high_open=True)
         check_choice("precision", self.precision, PRECISIONS)
         check_int("seed", self.seed, 0, 2**31 - 1)
         check_choice("validation", self.validation, VALIDATIONS)

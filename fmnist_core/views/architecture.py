@@ -11,6 +11,7 @@ import pandas as pd
 
 from fmnist_core.analysis.architecture import LayerTable, layer_table
 from fmnist_core.analysis.latent import TIMELAPSE_IMAGES
+from fmnist_core.analysis.metrics import TTA_VIEWS
 from fmnist_core.models import build_skeleton, get_spec, make_settings
 from fmnist_core.runs.trained import resolve_encoder
 from fmnist_core.store.cache import RunCache
@@ -68,7 +69,7 @@ class StepTiming:
         images = config.train_subset or 60_000
         steps = -(-images // config.batch_size)
         validation = images // 10 if config.validation == "holdout" else (config.test_subset or 10_000)
-        passes = validation * (2 if config.tta == "flip" else 1)
+        passes = validation * len(TTA_VIEWS[config.tta])
         forward = passes * self.per_image + self.snapshot_seconds(config)
         if config.cartography:
             forward += images * self.per_image
