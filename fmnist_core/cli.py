@@ -11,6 +11,7 @@ import time
 
 from fmnist_core.analysis import classes_never_predicted
 from fmnist_core.base import environment
+from fmnist_core.cli_speedrun import add_speedrun
 from fmnist_core.data.fashion import DataError
 from fmnist_core.models import get_spec, list_models
 from fmnist_core.runs.recipes import get_recipe, list_recipes
@@ -344,6 +345,10 @@ def count(text: str) -> int:
     return int(text)
 
 
+def add_no_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-train", dest="no_train", action="store_true", help="only tabulate cached runs")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:
     """The arguments that describe a run: a model or recipe, the common flags, --set."""
     parser.add_argument(
@@ -437,9 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce_parser.add_argument("--scheduler", help="Dask scheduler address, with --backend dask")
     reproduce_parser.add_argument("--subset", type=int, default=0, help="train on this many images (0: all)")
     reproduce_parser.add_argument("--out", default="reports", help="folder for NAME.md and NAME.csv")
-    reproduce_parser.add_argument(
-        "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"
-    )
+    add_no_train(reproduce_parser)
     reproduce_parser.add_argument(
         "--seeds",
         type=count,
@@ -453,9 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep_parser.add_argument("--epochs-scale", dest="epochs_scale", type=float, default=1.0)
     sweep_parser.add_argument("--out", default="reports", help="folder for latent_sweep.md and .csv")
-    sweep_parser.add_argument(
-        "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"
-    )
+    add_no_train(sweep_parser)
     sweep_parser.add_argument(
         "--no-probe", dest="no_probe", action="store_true", help="skip the linear read-out of the codes"
     )
@@ -468,10 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     suspects_parser.add_argument("--seeds", type=count, default=3)
     suspects_parser.add_argument("--out", default="reports", help="folder for suspects.md")
-    suspects_parser.add_argument(
-        "--no-train", dest="no_train", action="store_true", help="only tabulate the runs already cached"
-    )
+    add_no_train(suspects_parser)
     suspects_parser.set_defaults(handler=command_suspects)
+    add_speedrun(commands, count)
     return parser
 
 

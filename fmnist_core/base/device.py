@@ -54,6 +54,28 @@ def native_bf16(device_type: str) -> bool:
 
 
 @functools.cache
+def cpu_kind() -> str:
+    """The CPU's model and its widest matrix path, for reports: "AMD EPYC 9R14 (AVX-512 bf16)"."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    flags = set(text.split())
+    if "amx_bf16" in flags:
+        path = "AMX"
+    elif "avx512_bf16" in flags:
+        path = "AVX-512 bf16"
+    elif "avx512f" in flags:
+        path = "AVX-512"
+    elif "avx2" in flags:
+        path = "AVX2"
+    else:
+        path = "no AVX2"
+    return f"{names[0] if names else 'unknown CPU'} ({path}), {os.cpu_count()} cores"
+
+
+@functools.cache
 def _cpu_has_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text().split()

@@ -27,6 +27,7 @@ class Splits:
     test_labels: torch.Tensor
     validation_note: str
     train_index: torch.Tensor | None = None  # the training images' indices among the 60,000
+    test_index: torch.Tensor | None = None  # the test images' among the 10,000 (None: all of them)
 
 
 def make_splits(config: RunConfig, exclusions_root: str | os.PathLike | None = None) -> Splits:
@@ -58,7 +59,7 @@ def make_splits(config: RunConfig, exclusions_root: str | os.PathLike | None = N
     if config.train_subset:
         train_index = train_index[: config.train_subset]
     train_index = train_index.sort().values
-    test_images, test_labels = data.test_images, data.test_labels
+    test_images, test_labels, test_index = data.test_images, data.test_labels, None
     if config.test_subset:
         test_index = torch.randperm(len(test_images), generator=generator)[: config.test_subset].sort().values
         test_images, test_labels = test_images[test_index], test_labels[test_index]
@@ -74,6 +75,7 @@ def make_splits(config: RunConfig, exclusions_root: str | os.PathLike | None = N
         test_labels,
         note,
         train_index,
+        test_index,
     )
 
 

@@ -1,0 +1,198 @@
+"""The Fashion-MNIST speedrun: one network and a ladder of tricks, one trick a rung (after
+airbench's ablations, KellerJordan/cifar10-airbench). Each rung is an ordinary cached run whose
+id follows from its config; `python -m fmnist_core speedrun` trains what the cache lacks and
+writes reports/speedrun.md and .csv. Runs validate on the holdout tenth of the training images
+(any choice of settings is made there); the test set is scored once, at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fmnist_core.base.device import cpu_kind
+from fmnist_core.base.files import write_text_atomic
+from fmnist_core.base.settings import check_int
+from fmnist_core.models import ONE_CYCLE_TRAINING
+from fmnist_core.runs.recipes import get_recipe
+from fmnist_core.runs.trained import get_or_train, load_run
+from fmnist_core.store.cache import RunCache
+from fmnist_core.studies.reports import forward_flops
+from fmnist_core.training.config import RunConfig
+from fmnist_core.training.splits import make_splits
+
+# A whitened first conv (9 directions of a 3x3 patch and their negatives), then three stages that
+# each pool after their first conv (airbench's blocks on 28x28: 28 -> 14 -> 7 -> 3).
+SPEEDRUN_LAYERS = (
+    "conv:18:3:same:relu",
+    "conv:32:3:same:relu",
+    "maxpool:2",
+    "bn",
+    "conv:32:3:same:relu",
+    "bn",
+    "conv:64:3:same:relu",
+    "maxpool:2",
+    "bn",
+    "conv:64:3:same:relu",
+    "bn",
+    "conv:128:3:same:relu",
+    "maxpool:2",
+    "bn",
+    "conv:128:3:same:relu",
+    "bn",
+)
+BASE_RUN = dict(
+    {**ONE_CYCLE_TRAINING, "label_smoothing": 0.0},  # random flips; smoothing is a rung of its own
+    epochs=10,
+    batch_size=128,
+    precision="auto",  # bf16 where the CPU does it natively
+    validation="holdout",
+)
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    adds: str  # what the rung turns on, in words
+    run: dict  # the run settings it changes, on top of every rung below it
+
+
+RUNGS = (
+    Rung("base", "the network, AdamW + OneCycle, random flips", {}),
+    Rung("whiten", "the first conv whitens its patches, frozen", {"whiten": True}),
+    Rung("dirac", "later convs start as the identity", {"dirac": True}),
+    Rung("bn_bias_lr", "BatchNorm biases at 8x the learning rate", {"bn_bias_lr": 8.0}),
+    Rung("ema", "the weights' moving average is what is tested", {"ema": 0.99}),
+    Rung("label_smoothing", "label smoothing 0.2", {"label_smoothing": 0.2}),
+    Rung("shift", "shifts of up to 2 pixels", {"augment": "flip_shift"}),
+    Rung("alt_flip", "flips on alternate epochs, not at random", {"augment": "alt_flip_shift"}),
+    Rung("tta", "six-view test-time augmentation", {"tta": "flip_shift"}),
+)
+BESIDE = ("fast_cnn", "long_cnn")  # the lab's recipes, in the table where their runs are cached
+
+
+def check_rung(rung: int) -> int:
+    check_int("rung", rung, 0, len(RUNGS) - 1)
+    return rung
+
+
+def rung_config(rung: int, seed: int = 0, **overrides) -> RunConfig:
+    """Rung `rung`'s run: the base and every trick up to it, then `overrides` (epochs, images)."""
+    run = dict(BASE_RUN)
+    for step in RUNGS[: check_rung(rung) + 1]:
+        run.update(step.run)
+    return RunConfig.for_model("cnn", {"layers": SPEEDRUN_LAYERS}, seed=seed, **{**run, **overrides})
+
+
+def ladder_configs(rungs: list[int], seeds: int, **overrides) -> list[RunConfig]:
+    check_int("seeds", seeds, 1, 20)
+    return [rung_config(rung, seed, **overrides) for rung in rungs for seed in range(seeds)]
+
+
+def duplicated_test_images() -> np.ndarray:
+    """Test images with a near-duplicate among the training images (Suspect data's pairs)."""
+    from fmnist_core.analysis.suspects import dataset_duplicates
+
+    pairs = dataset_duplicates()
+    return np.unique(pairs.loc[pairs["splits"] == "test-train", "first"].to_numpy())
+
+
+def run_row(config: RunConfig, cache: RunCache, duplicated: np.ndarray) -> dict:
+    """One cached run's figures: test accuracy (and without the duplicated test images)."""
+    run = load_run(config.run_id, cache)
+    splits = make_splits(config, cache.root)  # the test images the run was scored on
+    index = splits.test_index.numpy() if splits.test_index is not None else np.arange(len(splits.test_labels))
+    keep = ~np.isin(index, duplicated)
+    correct = run.predict_proba(splits.test_images).argmax(1) == splits.test_labels.numpy()
+    trained_images = run.metrics.get("train_images", 0)
+    return {
+        "run_id": config.run_id,
+        "seed": config.seed,
+        "test_accuracy": run.metrics["test_accuracy"],
+        "accuracy_without_duplicates": float(correct[keep].mean()),
+        "seconds": run.metrics["train_seconds"],
+        "epochs": run.metrics["epochs_done"],
+        "train_flops": 3 * forward_flops(config, cache) * trained_images * run.metrics["epochs_done"],
+        "precision": run.metrics.get("execution", {}).get("precision", ""),
+    }
+
+
+def ladder_table(
+    rungs: list[int],
+    seeds: int,
+    cache: RunCache,
+    train: bool = True,
+    on_event: Callable | None = None,
+    **overrides,
+) -> pd.DataFrame:
+    """A row per rung: mean ± std over its seeds of the test accuracy, its seconds and the rest;
+    what the cache lacks is trained first (unless not `train`; such rungs are left out)."""
+    say = on_event or (lambda message: None)
+    duplicated = duplicated_test_images()
+    rows = []
+    for rung in rungs:
+        runs = []
+        for config in ladder_configs([rung], seeds, **overrides):
+            if not cache.exists(config.run_id):
+                if not train:
+                    continue
+                say(f"rung {rung} ({RUNGS[rung].name}), seed {config.seed}: training...")
+                get_or_train(config, cache=cache)
+            runs.append(run_row(config, cache, duplicated))
+        if runs:
+            rows.append(summarise(rung, RUNGS[rung].name, RUNGS[rung].adds, pd.DataFrame(runs)))
+    for name in BESIDE:
+        config = get_recipe(name).config()
+        if cache.exists(config.run_id):
+            frame = pd.DataFrame([run_row(config, cache, duplicated)])
+            rows.append(summarise(None, name, "the lab's recipe, for comparison", frame))
+    return pd.DataFrame(rows)
+
+
+def summarise(rung: int | None, name: str, adds: str, runs: pd.DataFrame) -> dict:
+    accuracy = runs["test_accuracy"]
+    return {
+        "rung": rung,
+        "name": name,
+        "adds": adds,
+        "seeds": len(runs),
+        "accuracy_mean": accuracy.mean(),
+        "accuracy_std": accuracy.std(ddof=1) if len(runs) > 1 else 0.0,
+        "accuracy_min": accuracy.min(),
+        "without_duplicates": runs["accuracy_without_duplicates"].mean(),
+        "seconds": runs["seconds"].mean(),
+        "epochs": int(runs["epochs"].iloc[0]),
+        "train_gflops": runs["train_flops"].mean() / 1e9,
+        "precision": runs["precision"].iloc[0],
+        "run_ids": " ".join(runs["run_id"]),
+    }
+
+
+def write_report(table: pd.DataFrame, out_dir: str | os.PathLike) -> Path:
+    """speedrun.md and speedrun.csv in `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "speedrun.csv", table.to_csv(index=False))
+    lines = [
+        "# The Fashion-MNIST speedrun",
+        "",
+        "Written by `python -m fmnist_core speedrun`; each rung adds one trick to the rung above it.",
+        f"CPU: {cpu_kind()}. Runs validate on the holdout tenth; the test set is scored once, at the end.",
+        "",
+        "| rung | adds | seeds | test accuracy | min | without near-duplicates | seconds | epochs "
+        "| training GFLOPs | precision |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table.itertuples():
+        rung = "" if pd.isna(row.rung) else f"{int(row.rung)} {row.name}"
+        lines.append(
+            f"| {rung or row.name} | {row.adds} | {row.seeds} | {row.accuracy_mean:.4f} ± {row.accuracy_std:.4f} "
+            f"| {row.accuracy_min:.4f} | {row.without_duplicates:.4f} | {row.seconds:.0f} | {row.epochs} "
+            f"| {row.train_gflops:,.0f} | {row.precision} |"
+        )
+    write_text_atomic(out / "speedrun.md", "\n".join(lines) + "\n")
+    return out / "speedrun.md"
