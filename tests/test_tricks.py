@@ -153,6 +153,10 @@ def test_a_run_with_every_trick_trains_and_keeps_the_averaged_weights_it_was_tes
     splits = make_splits(config)
     again = test_metrics(run.model, splits.test_images, splits.test_labels, "cross_entropy", "flip_shift")
     assert again["accuracy"] == pytest.approx(run.metrics["test_accuracy"], abs=0.0041)  # 2 near-ties
+    # Each epoch validated on the test subset with one view; the six views at the test, once, after.
+    once = test_metrics(run.model, splits.test_images, splits.test_labels, "cross_entropy", "none")
+    assert run.history["val_loss"][-1] == pytest.approx(once["loss"], rel=1e-4)
+    assert run.history["val_loss"][-1] != pytest.approx(run.metrics["test_loss"], rel=1e-3)
     first = tricks.convs(run.model)[0]
     whitened = small_cnn()
     tricks.prepare(whitened, config, splits.train_images)

@@ -163,7 +163,7 @@ class Session:
     @property
     def final_pass(self) -> bool:
         """Whether a test pass follows the last epoch (not where validation is the test set)."""
-        return self.config.validation != "test"
+        return self.config.validation != "test" or self.config.validation_tta != self.config.tta
 
 
 def start(
@@ -363,9 +363,12 @@ def augmented(images: torch.Tensor, augment: str, generator: torch.Generator) ->
     return x
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: RunConfig) -> dict:
-    """Loss (and accuracy, confusion) of the model as written on a set of images."""
-    return test_metrics(model, images, labels, config.loss, config.tta)
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: RunConfig, tta: str | None = None
+) -> dict:
+    """Loss (and accuracy, confusion) of the model as written on a set of images (with the run's
+    test-time augmentation, or `tta`)."""
+    return test_metrics(model, images, labels, config.loss, config.tta if tta is None else tta)
 
 
 def end_epoch(session: Session, epoch: int, train_loss: float, validation: dict, seconds: float) -> None:
@@ -397,7 +400,7 @@ def fit(
     history = session.history
     clock = Clock(time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0))
     clock.reported, clock.batch_size = clock.start, config.batch_size
-    clock.validation_images = len(splits.val_images) * len(TTA_VIEWS[config.tta])
+    clock.validation_images = len(splits.val_images) * len(TTA_VIEWS[config.validation_tta])
     stopped, validation = False, None
     for epoch in range(session.first_epoch, config.epochs + 1):
         starting = time.perf_counter()
@@ -409,7 +412,9 @@ def fit(
             stopped = True
             break
         ending = time.perf_counter()
-        validation = evaluate(session.evaluated, splits.val_images, splits.val_labels, config)
+        validation = evaluate(
+            session.evaluated, splits.val_images, splits.val_labels, config, config.validation_tta
+        )
         end_epoch(session, epoch, train_loss, validation, time.perf_counter() - clock.start)
         clock.end_seconds, clock.ends = clock.end_seconds + time.perf_counter() - ending, clock.ends + 1
         metrics = {key: values[-1] for key, values in history.items() if key != "train_dynamics"}
@@ -422,7 +427,7 @@ def fit(
     train_seconds = time.perf_counter() - clock.start
     if session.joined is not None:
         engine.separate_parameters(session.trainable)
-    if config.validation == "test" and history["epoch"] and not stopped and validation is not None:
+    if not session.final_pass and history["epoch"] and not stopped and validation is not None:
         test = validation  # the last validation pass was on the test set: no second pass
     else:
         test = evaluate(session.evaluated, splits.test_images, splits.test_labels, config)

@@ -69,11 +69,16 @@ class StepTiming:
         images = config.train_subset or 60_000
         steps = -(-images // config.batch_size)
         validation = images // 10 if config.validation == "holdout" else (config.test_subset or 10_000)
-        passes = validation * len(TTA_VIEWS[config.tta])
+        passes = validation * len(TTA_VIEWS[config.validation_tta])
         forward = passes * self.per_image + self.snapshot_seconds(config)
         if config.cartography:
             forward += images * self.per_image
-        test = (config.test_subset or 10_000) * self.per_image if config.validation != "test" else 0.0
+        last_pass = (
+            config.validation != "test" or config.validation_tta != config.tta
+        )  # a test after training
+        test = (
+            (config.test_subset or 10_000) * self.per_image * len(TTA_VIEWS[config.tta]) if last_pass else 0.0
+        )
         seconds = self.start + config.epochs * (steps * self.step + forward) + test
         return Estimate(seconds, f"{PROBE_STEPS} of its steps timed here just now")
 
