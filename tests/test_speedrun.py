@@ -1,6 +1,7 @@
 """The speedrun's ladder: each rung one trick more, ordinary cached runs, a report rebuilt from
 the cache without training, and its command's refusals in one line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,93 @@ def test_the_command_writes_the_report_and_no_train_only_reads(tmp_path):
     )
     assert done.returncode == 0 and "training" not in done.stderr
     assert (out / "speedrun.md").read_text() == first
+
+
+def committed_report(folder: Path) -> Path:
+    """A report as `speedrun` writes it: two rungs and long_cnn beside them."""
+    rows = []
+    for rung, accuracy, seconds in ((0, 0.931, 600.0), (8, 0.951, 1100.0)):
+        runs = pd.DataFrame(
+            {
+                "run_id": [f"{rung}a", f"{rung}b"],
+                "test_accuracy": [accuracy - 0.001, accuracy + 0.001],
+                "accuracy_without_duplicates": [accuracy - 0.003] * 2,
+                "seconds": [seconds] * 2,
+                "epochs": [10, 10],
+                "train_flops": [1e15, 1e15],
+                "precision": ["fp32", "fp32"],
+            }
+        )
+        rows.append(speedrun.summarise(rung, speedrun.RUNGS[rung].name, speedrun.RUNGS[rung].adds, runs))
+    long = pd.DataFrame(
+        {
+            "run_id": ["long"],
+            "test_accuracy": [0.945],
+            "accuracy_without_duplicates": [0.944],
+            "seconds": [3755.0],
+            "epochs": [20],
+            "train_flops": [4e15],
+            "precision": ["fp32"],
+        }
+    )
+    rows.append(speedrun.summarise(None, "long_cnn", "the lab's recipe, for comparison", long))
+    speedrun.write_report(pd.DataFrame(rows), folder)
+    return folder / "speedrun.csv"
+
+
+def test_a_committed_report_is_read_back_checked_and_a_damaged_one_is_refused(tmp_path):
+    path = committed_report(tmp_path)
+    table = speedrun.load_report(path)
+    assert list(table["name"]) == ["base", "tta", "long_cnn"] and table["accuracy_mean"][1] == pytest.approx(
+        0.951
+    )
+    assert pd.isna(table["rung"][2]) and table["seeds"].tolist() == [2, 2, 1]
+    text = path.read_text()
+    for damaged in (
+        text.replace("0.951", "1.951"),  # an accuracy above 1
+        text.replace("1100.0", "-5"),  # negative seconds
+        text.replace("1100.0", "inf"),
+        text.replace("accuracy_mean", "accuracy"),  # another table
+        "rung,name\n" + "1,x\n",
+        "\x00\x01 not a csv",
+        "",
+    ):
+        path.write_text(damaged)
+        assert speedrun.load_report(path) is None, damaged[:40]
+    path.write_text(text + "x" * speedrun.MAX_REPORT_BYTES)  # its size checked before it is read
+    assert speedrun.load_report(path) is None
+    assert speedrun.load_report(tmp_path / "absent.csv") is None
+
+
+def test_the_speedrun_page_draws_the_committed_ladder_queues_a_rung_and_shows_its_run(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from ui import speedrun_sections, warmup
+    from ui.state import job_queue
+
+    monkeypatch.setattr(speedrun_sections, "REPORT", committed_report(tmp_path))
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    at.switch_page("app_pages/speedrun.py").run()
+    assert not at.exception, at.exception
+    [chart] = at.get("vega_lite_chart")
+    assert len(json.loads(chart.proto.spec)["layer"]) == 4  # spread, points, labels, the goal
+    assert any("1 epoch on 2,000 training images" in c.value for c in at.caption)
+    [shown] = [d.value for d in at.dataframe]
+    assert list(shown["name"]) == ["base", "tta", "long_cnn"]
+    at.selectbox(key="widget:speedrun:rung").set_value(1).run()
+    at.button(key="missing:speedrun:1:1").click().run()
+    config = speedrun.rung_config(1, 0)  # at FMNIST_SCALE=test: one epoch on 2,000 images
+    assert config.epochs == 1 and config.whiten and not config.dirac
+    queue = job_queue()
+    assert [job.run_id for job in queue.jobs()] == [config.run_id]
+    queue.wait(config.run_id, timeout=900)
+    assert queue.get(config.run_id).state == "done"
+    at.run()
+    assert not at.exception, at.exception
+    here = [d.value for d in at.dataframe][1]  # this machine's rungs beside the committed ones
+    assert list(here["name"]) == ["whiten"] and here["seeds"][0] == 1
+    assert any(m.label == "Test accuracy" for m in at.metric)
+    at.button(key=f"speedrun:inside:{config.run_id}").click().run()
+    assert not at.exception, at.exception
+    assert any("Inside the network" in t.value for t in at.title)

@@ -30,6 +30,7 @@ PAGES = [  # file, title, icon; a page's URL path is its file's name
     ("app_pages/try_it.py", "Try it", ":material/draw:"),
     ("app_pages/quiz.py", "You vs the model", ":material/sports_score:"),
     ("app_pages/suspects.py", "Suspect data", ":material/report:"),
+    ("app_pages/speedrun.py", "Speedrun", ":material/speed:"),
 ]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fmnist_core.base import environment
 from fmnist_core.base.device import cpu_kind
 from fmnist_core.base.files import write_text_atomic
 from fmnist_core.base.settings import check_int
@@ -52,6 +53,7 @@ BASE_RUN = dict(
     precision="auto",  # bf16 where the CPU does it natively
     validation="holdout",
 )
+TEST_SCALE = dict(epochs=1, train_subset=2000, test_subset=1000)  # at FMNIST_SCALE=test: seconds a rung
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ RUNGS = (
     Rung("alt_flip", "flips on alternate epochs, not at random", {"augment": "alt_flip_shift"}),
     Rung("tta", "six-view test-time augmentation", {"tta": "flip_shift"}),
 )
+REPORT_FOLDER = Path(__file__).resolve().parents[2] / "reports"  # the repository's committed reports
 BESIDE = ("fast_cnn", "long_cnn")  # the lab's recipes, in the table where their runs are cached
 
 
@@ -82,10 +85,17 @@ def check_rung(rung: int) -> int:
 
 def rung_config(rung: int, seed: int = 0, **overrides) -> RunConfig:
     """Rung `rung`'s run: the base and every trick up to it, then `overrides` (epochs, images)."""
-    run = dict(BASE_RUN)
+    run = {**BASE_RUN, **(TEST_SCALE if environment.scale() == "test" else {})}
     for step in RUNGS[: check_rung(rung) + 1]:
         run.update(step.run)
     return RunConfig.for_model("cnn", {"layers": SPEEDRUN_LAYERS}, seed=seed, **{**run, **overrides})
+
+
+def describe_run(config: RunConfig) -> str:
+    """A rung's length in words: "10 epochs on 54,000 training images (...), batches of 128"."""
+    images = config.train_subset or round(60_000 * (1 - config.holdout_fraction))
+    epochs = f"{config.epochs} epoch{'s' if config.epochs > 1 else ''}"
+    return f"{epochs} on {images:,} training images (the holdout tenth kept apart), batches of {config.batch_size}"
 
 
 def ladder_configs(rungs: list[int], seeds: int, **overrides) -> list[RunConfig]:
@@ -101,19 +111,23 @@ def duplicated_test_images() -> np.ndarray:
     return np.unique(pairs.loc[pairs["splits"] == "test-train", "first"].to_numpy())
 
 
-def run_row(config: RunConfig, cache: RunCache, duplicated: np.ndarray) -> dict:
-    """One cached run's figures: test accuracy (and without the duplicated test images)."""
+def run_row(config: RunConfig, cache: RunCache, duplicated: np.ndarray | None) -> dict:
+    """One cached run's figures: test accuracy, and without the `duplicated` test images where
+    given (the run's test images scored again: seconds; else from its record alone)."""
     run = load_run(config.run_id, cache)
-    splits = make_splits(config, cache.root)  # the test images the run was scored on
-    index = splits.test_index.numpy() if splits.test_index is not None else np.arange(len(splits.test_labels))
-    keep = ~np.isin(index, duplicated)
-    correct = run.predict_proba(splits.test_images).argmax(1) == splits.test_labels.numpy()
+    without = float("nan")
+    if duplicated is not None:
+        splits = make_splits(config, cache.root)  # the test images the run was scored on
+        index = splits.test_index if splits.test_index is not None else np.arange(len(splits.test_labels))
+        keep = ~np.isin(np.asarray(index), duplicated)
+        correct = run.predict_proba(splits.test_images).argmax(1) == splits.test_labels.numpy()
+        without = float(correct[keep].mean())
     trained_images = run.metrics.get("train_images", 0)
     return {
         "run_id": config.run_id,
         "seed": config.seed,
         "test_accuracy": run.metrics["test_accuracy"],
-        "accuracy_without_duplicates": float(correct[keep].mean()),
+        "accuracy_without_duplicates": without,
         "seconds": run.metrics["train_seconds"],
         "epochs": run.metrics["epochs_done"],
         "train_flops": 3 * forward_flops(config, cache) * trained_images * run.metrics["epochs_done"],
@@ -127,12 +141,15 @@ def ladder_table(
     cache: RunCache,
     train: bool = True,
     on_event: Callable | None = None,
+    scored: bool = True,
     **overrides,
 ) -> pd.DataFrame:
     """A row per rung: mean ± std over its seeds of the test accuracy, its seconds and the rest;
-    what the cache lacks is trained first (unless not `train`; such rungs are left out)."""
+    what the cache lacks is trained first (unless not `train`: such seeds are left out, and a rung
+    with none). `scored`: each run's test images scored again for the accuracy without the
+    near-duplicates (else that column is NaN and the rows come from the runs' records)."""
     say = on_event or (lambda message: None)
-    duplicated = duplicated_test_images()
+    duplicated = duplicated_test_images() if scored else None
     rows = []
     for rung in rungs:
         runs = []
@@ -170,6 +187,53 @@ def summarise(rung: int | None, name: str, adds: str, runs: pd.DataFrame) -> dic
         "precision": runs["precision"].iloc[0],
         "run_ids": " ".join(runs["run_id"]),
     }
+
+
+COLUMNS = {  # the report's CSV: what the app reads back from a committed one, and its checks
+    "rung": "number",
+    "name": "text",
+    "adds": "text",
+    "seeds": "number",
+    "accuracy_mean": "fraction",
+    "accuracy_std": "fraction",
+    "accuracy_min": "fraction",
+    "without_duplicates": "fraction",
+    "seconds": "number",
+    "epochs": "number",
+    "train_gflops": "number",
+    "precision": "text",
+    "run_ids": "text",
+}
+MAX_REPORT_BYTES = 1_000_000
+
+
+def load_report(path: Path) -> pd.DataFrame | None:
+    """A speedrun.csv as write_report wrote it (a committed one: the app shows it beside this
+    machine's rungs), checked before use; None where it is absent or not such a table."""
+    from io import StringIO
+
+    from fmnist_core.base.files import read_regular
+
+    try:
+        table = pd.read_csv(StringIO(read_regular(path, MAX_REPORT_BYTES).decode("utf-8")))
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        return None
+    if list(table.columns) != list(COLUMNS) or table.empty or len(table) > 100:
+        return None
+    for column, kind in COLUMNS.items():
+        values = table[column]
+        if kind == "text":
+            if not values.fillna("").map(lambda v: isinstance(v, str) and len(v) < 2000).all():
+                return None
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        finite = numbers.dropna()
+        if not np.isfinite(finite).all() or (finite < 0).any() or (kind == "fraction" and (finite > 1).any()):
+            return None
+        if column not in ("rung", "without_duplicates") and numbers.isna().any():
+            return None
+        table[column] = numbers
+    return table
 
 
 def write_report(table: pd.DataFrame, out_dir: str | os.PathLike) -> Path:

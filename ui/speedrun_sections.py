@@ -1,0 +1,117 @@
+"""The Speedrun page's sections: the ladder as a chart (this machine's rungs beside the committed
+report's), the rungs' table, and a rung's runs a click from their curves and their inside."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from fmnist_core.base.device import cpu_kind
+from fmnist_core.studies import speedrun
+from ui import keys, plots
+from ui.state import load_run, run_cache
+
+REPORT = speedrun.REPORT_FOLDER / "speedrun.csv"
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _cached_ladder(seeds: int, cached: tuple[str, ...], root: str) -> pd.DataFrame:
+    return speedrun.ladder_table(
+        list(range(len(speedrun.RUNGS))), seeds, run_cache(), train=False, scored=False
+    )
+
+
+def cached_ladder(seeds: int) -> pd.DataFrame:
+    """This machine's cached rungs (up to `seeds` seeds each), from their records: read again when a
+    rung's run lands."""
+    configs = speedrun.ladder_configs(list(range(len(speedrun.RUNGS))), seeds)
+    cache = run_cache()
+    cached = tuple(c.run_id for c in configs if cache.exists(c.run_id))
+    return _cached_ladder(seeds, cached, str(cache.root)) if cached else pd.DataFrame()
+
+
+@st.cache_data(show_spinner=False)
+def _committed(stamp: float) -> pd.DataFrame | None:
+    return speedrun.load_report(REPORT)
+
+
+def committed_ladder() -> pd.DataFrame | None:
+    """The committed report's table (reports/speedrun.csv), checked; None where there is none."""
+    try:
+        stamp = REPORT.stat().st_mtime
+    except OSError:
+        return None
+    return _committed(stamp)
+
+
+def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
+    """Test accuracy against seconds, a point per rung with its spread over seeds."""
+    frames = []
+    if committed is not None:
+        frames.append(committed.assign(source="committed report"))
+    if not here.empty:
+        frames.append(here.assign(source=f"this machine: {cpu_kind()}"))
+    if not frames:
+        st.info("No rung is cached here and the repository holds no report yet: queue a rung below.")
+        return
+    table = pd.concat(frames, ignore_index=True)
+    table["label"] = [
+        name if pd.isna(rung) else f"{int(rung)} {name}"
+        for rung, name in zip(table["rung"], table["name"], strict=True)
+    ]
+    table["low"] = table["accuracy_mean"] - table["accuracy_std"]
+    table["high"] = table["accuracy_mean"] + table["accuracy_std"]
+    base = alt.Chart(table).encode(
+        x=alt.X("seconds:Q", title="seconds to train (mean over seeds)", scale=alt.Scale(type="log")),
+        color=alt.Color("source:N", title=None, legend=alt.Legend(orient="bottom")),
+    )
+    tooltip = [
+        "label",
+        "adds",
+        "seeds",
+        alt.Tooltip("accuracy_mean:Q", format=".4f"),
+        alt.Tooltip("accuracy_std:Q", format=".4f"),
+        alt.Tooltip("seconds:Q", format=",.0f"),
+        "source",
+    ]
+    points = base.mark_point(filled=True, size=80).encode(
+        y=alt.Y("accuracy_mean:Q", title="test accuracy", scale=alt.Scale(zero=False)), tooltip=tooltip
+    )
+    bars = base.mark_rule().encode(y="low:Q", y2="high:Q")
+    labels = base.mark_text(align="left", dx=7, fontSize=11).encode(y="accuracy_mean:Q", text="label:N")
+    goal = alt.Chart(pd.DataFrame({"y": [0.95]})).mark_rule(strokeDash=[4, 4], color="grey").encode(y="y:Q")
+    st.altair_chart((bars + points + labels + goal).properties(height=420), key="speedrun:ladder")
+    st.caption("The dashed line is the goal, 0.95. Bars: ± one standard deviation over the rung's seeds.")
+
+
+def rung_table(table: pd.DataFrame, source: str) -> None:
+    shown = table.drop(columns=["run_ids"]).rename(
+        columns={"accuracy_mean": "accuracy", "accuracy_std": "± std"}
+    )
+    st.markdown(f"**{source}**")
+    st.dataframe(
+        shown,
+        hide_index=True,
+        column_config={"without_duplicates": "without near-duplicates", "train_gflops": "training GFLOPs"},
+    )
+
+
+def rung_runs(rung: int, seeds: int) -> None:
+    """The rung's cached runs: each one's curves, and a button into Inside the network."""
+    cache = run_cache()
+    cached = [c for c in speedrun.ladder_configs([rung], seeds) if cache.exists(c.run_id)]
+    if not cached:
+        return
+    labels = {f"seed {c.seed} ({c.run_id[:6]})": c.run_id for c in cached}
+    picked = st.radio("Its run", list(labels), horizontal=True, key=f"speedrun:run:{rung}")
+    run = load_run(labels[picked])
+    first, second, third = st.columns(3)
+    first.metric("Test accuracy", f"{run.metrics['test_accuracy']:.4f}")
+    second.metric("Seconds", f"{run.metrics['train_seconds']:,.0f}")
+    third.metric("Epochs", run.metrics["epochs_done"])
+    st.plotly_chart(plots.curves(run.history), key=f"speedrun:curves:{run.run_id}")
+    if st.button("Look inside it", icon=":material/hub:", key=f"speedrun:inside:{run.run_id}"):
+        st.session_state[keys.picked("classifies")] = run.run_id
+        st.session_state.pop(keys.INSIDE_RUN, None)
+        st.switch_page("app_pages/inside.py")
