@@ -544,6 +544,24 @@ def test_the_quiz_takes_30_images_or_the_quick_10_its_link_asks_for():
     assert length(at).value == 30 and "10 and 30" in at.toast[0].value
 
 
+def test_the_speedrun_tricks_in_the_classifier_form_reach_the_run_it_trains():
+    """Each trick is a run setting of the form (and of its link); one the model cannot take is a
+    message before anything trains."""
+    quick = {"cls__model": "cnn", "cls__cnn__epochs": "1", "cls__cnn__images": "2,000"}
+    at = open_link("app_pages/classifier.py", **quick, cls__cnn__whiten="true")
+    assert any("whiten: the first conv has" in e.value for e in at.error)  # S1's first conv: 35 filters
+    assert not [b for b in at.button if b.key and b.key.startswith("train:")]
+    tricks = {"cls__cnn__dirac": "true", "cls__cnn__bnlr": "8.0", "cls__cnn__ema": "0.99"}
+    at = open_link("app_pages/classifier.py", **quick, **tricks)
+    assert not at.error and at.toggle(key="widget:cls:cnn:dirac").value is True
+    [train] = [b for b in at.button if b.key and b.key.startswith("train:")]
+    train.click().run()
+    wait_for_jobs()
+    config = RunCache().load_config(train.key.removeprefix("train:"))
+    assert (config.dirac, config.bn_bias_lr, config.ema, config.whiten) == (True, 8.0, 0.99, False)
+    assert config.epochs == 1 and config.train_subset == 2000
+
+
 def test_a_quiz_image_reaches_the_browser_after_the_buttons_that_answer_it(monkeypatch):
     """Drawn before its buttons, image 5 showed while the buttons still answered image 4: a click
     then was dropped, and the quiz stood still (CI's browser walk waited at "Image 6 of 10")."""

@@ -52,10 +52,15 @@ def test_the_whitened_first_conv_gives_its_training_patches_a_covariance_near_th
 
 
 def test_whiten_refuses_more_filters_than_twice_a_patch_and_models_without_a_first_conv():
-    wide = create_model("cnn", layers=("conv:32:3:same:relu",))
-    config = RunConfig.for_model("cnn", {"layers": ("conv:32:3:same:relu",)}, whiten=True)
+    with pytest.raises(
+        ValueError, match="^whiten: the first conv has 32 filters; its 3x3 patches give at most 18"
+    ):
+        RunConfig.for_model("cnn", {"layers": ("conv:32:3:same:relu",)}, whiten=True)
+    with pytest.raises(ValueError, match="^whiten: the first layer is 'maxpool:2', not a conv"):
+        RunConfig.for_model("cnn", {"layers": ("maxpool:2", "conv:8:3:same:relu")}, whiten=True)
+    wide = create_model("cnn", layers=("conv:32:3:same:relu",))  # the model refuses too, whatever asks
     with pytest.raises(ValueError, match="^whiten: the first conv has 32 filters"):
-        tricks.prepare(wide, config, load_data().train_images[:100])
+        tricks.prepare(wide, RunConfig.for_model("cnn", {"layers": LAYERS}, whiten=True), torch.empty(0))
     with pytest.raises(ValueError, match="^whiten: only a cnn"):
         RunConfig.for_model("mlp", whiten=True)
     with pytest.raises(ValueError, match="^whiten: 1 is not true or false"):

@@ -106,7 +106,13 @@ RUN_KEYS = {
     "augment": "augment",
     "tta": "tta",
     "precision": "precision",
+    "whiten": "whiten",
+    "dirac": "dirac",
+    "bn_bias_lr": "bnlr",
+    "ema": "ema",
 }
+BN_BIAS_RATES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+EMA_DECAYS = (0.0, 0.9, 0.99, 0.999)
 
 
 def nearest(options, value):
@@ -218,6 +224,46 @@ def more_run_settings(model: str, key: str, recipe: dict, optimizer: str) -> dic
             "flip: each test image and its mirror are classified, their logits averaged; flip_shift: both "
             "also moved one pixel up-left and down-right (six views).",
         )
+        values |= speedrun_tricks(key, recipe)
+    return values
+
+
+def speedrun_tricks(key: str, recipe: dict) -> dict[str, Any]:
+    """The speedrun's tricks (the Speedrun page's ladder), each a run setting of any classifier."""
+    st.caption("The speedrun's tricks")
+    values: dict[str, Any] = {}
+    values["whiten"] = kept(
+        st.toggle,
+        "Whitened first conv",
+        f"{key}:whiten",
+        recipe["whiten"],
+        help="The first conv's filters are set from the training images' patches so that its outputs "
+        "are decorrelated with unit variance, then frozen (a CNN whose first conv has at most 18 filters).",
+    )
+    values["dirac"] = kept(
+        st.toggle,
+        "Convs start as the identity",
+        f"{key}:dirac",
+        recipe["dirac"],
+        help="Each later conv starts by passing its inputs through unchanged (torch's dirac_), the rest as drawn.",
+    )
+    values["bn_bias_lr"] = kept(
+        st.select_slider,
+        "BatchNorm biases' learning rate (x)",
+        f"{key}:bnlr",
+        nearest(BN_BIAS_RATES, recipe["bn_bias_lr"]),
+        options=BN_BIAS_RATES,
+        format_func=lambda v: f"{v:g}x",
+    )
+    values["ema"] = kept(
+        st.select_slider,
+        "Moving average of the weights",
+        f"{key}:ema",
+        nearest(EMA_DECAYS, recipe["ema"]),
+        options=EMA_DECAYS,
+        format_func=lambda v: "off" if v == 0 else f"decay {v:g}",
+        help="Validation, the test and the kept weights use an exponential moving average of the weights.",
+    )
     return values
 
 

@@ -98,8 +98,8 @@ class RunConfig:
         for name in ("whiten", "dirac"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: {shown(getattr(self, name))} is not true or false")
-        if self.whiten and self.model != "cnn":
-            raise ValueError("whiten: only a cnn's first conv is whitened")
+        if self.whiten:
+            check_whitenable(self.model, self.settings)
         check_range("bn_bias_lr", self.bn_bias_lr, 0.01, 100.0)
         check_range("ema", self.ema, 0.0, 1.0, high_open=True)
         check_choice("precision", self.precision, PRECISIONS)
@@ -186,6 +186,22 @@ class RunConfig:
 
     def __hash__(self) -> int:
         return hash(self.run_id)
+
+
+def check_whitenable(model: str, settings: dict) -> None:
+    """ValueError naming `whiten` unless the model is a cnn whose first layer is a conv with at most
+    twice its patch's pixels as filters (the patch's directions and their negatives)."""
+    if model != "cnn":
+        raise ValueError("whiten: only a cnn's first conv is whitened")
+    kind, *args = settings["layers"][0].split(":")
+    if kind != "conv":
+        raise ValueError(f"whiten: the first layer is {settings['layers'][0]!r}, not a conv")
+    filters, kernel = int(args[0]), int(args[1])
+    if filters > 2 * kernel * kernel:
+        raise ValueError(
+            f"whiten: the first conv has {filters} filters; its {kernel}x{kernel} patches give at most "
+            f"{2 * kernel * kernel} (their directions and their negatives)"
+        )
 
 
 def _is_number(value) -> bool:
