@@ -185,7 +185,7 @@ def test_the_speedrun_page_draws_the_committed_ladder_queues_a_rung_and_shows_it
     at.switch_page("app_pages/speedrun.py").run()
     assert not at.exception, at.exception
     [chart] = at.get("vega_lite_chart")
-    assert len(json.loads(chart.proto.spec)["layer"]) == 4  # spread, points, labels, the goal
+    assert len(json.loads(chart.proto.spec)["layer"]) == 5  # the climb, spread, points, labels, the goal
     assert any("1 epoch on 2,000 training images" in c.value for c in at.caption)
     [shown] = [d.value for d in at.dataframe]
     assert list(shown["name"]) == ["base", "tta", "long_cnn"]

@@ -64,7 +64,7 @@ def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
     table["high"] = table["accuracy_mean"] + table["accuracy_std"]
     base = alt.Chart(table).encode(
         x=alt.X("seconds:Q", title="seconds to train (mean over seeds)", scale=alt.Scale(type="log")),
-        color=alt.Color("source:N", title=None, legend=alt.Legend(orient="bottom")),
+        color=alt.Color("source:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=600)),
     )
     tooltip = [
         "label",
@@ -79,21 +79,38 @@ def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
         y=alt.Y("accuracy_mean:Q", title="test accuracy", scale=alt.Scale(zero=False)), tooltip=tooltip
     )
     bars = base.mark_rule().encode(y="low:Q", y2="high:Q")
+    climb = (
+        base.transform_filter("isValid(datum.rung)")
+        .mark_line(opacity=0.35)
+        .encode(y="accuracy_mean:Q", order="rung:Q")
+    )  # the ladder's rungs in order, one line per source
     labels = base.mark_text(align="left", dx=7, fontSize=11).encode(y="accuracy_mean:Q", text="label:N")
     goal = alt.Chart(pd.DataFrame({"y": [0.95]})).mark_rule(strokeDash=[4, 4], color="grey").encode(y="y:Q")
-    st.altair_chart((bars + points + labels + goal).properties(height=420), key="speedrun:ladder")
-    st.caption("The dashed line is the goal, 0.95. Bars: ± one standard deviation over the rung's seeds.")
+    st.altair_chart((climb + bars + points + labels + goal).properties(height=420), key="speedrun:ladder")
+    st.caption(
+        "The dashed line is the goal, 0.95. Bars: ± one standard deviation over the rung's seeds; the faint "
+        "line climbs the ladder in rung order."
+    )
 
 
 def rung_table(table: pd.DataFrame, source: str) -> None:
-    shown = table.drop(columns=["run_ids"]).rename(
-        columns={"accuracy_mean": "accuracy", "accuracy_std": "± std"}
-    )
+    shown = table.drop(columns=["run_ids"])
+    if shown["without_duplicates"].isna().all():  # read from the runs' records: not scored again
+        shown = shown.drop(columns=["without_duplicates"])
+    accuracy = {"format": "%.4f"}
     st.markdown(f"**{source}**")
     st.dataframe(
         shown,
         hide_index=True,
-        column_config={"without_duplicates": "without near-duplicates", "train_gflops": "training GFLOPs"},
+        column_config={
+            "rung": st.column_config.NumberColumn("rung", format="%d"),
+            "accuracy_mean": st.column_config.NumberColumn("accuracy", **accuracy),
+            "accuracy_std": st.column_config.NumberColumn("± std", **accuracy),
+            "accuracy_min": st.column_config.NumberColumn("min", **accuracy),
+            "without_duplicates": st.column_config.NumberColumn("without near-duplicates", **accuracy),
+            "seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
+            "train_gflops": st.column_config.NumberColumn("training GFLOPs", format="%.0f"),
+        },
     )
 
 
