@@ -41,7 +41,14 @@ def test_a_tiny_ladder_trains_once_and_its_report_is_rebuilt_from_the_cache(isol
     tiny = dict(epochs=1, train_subset=1000, test_subset=500, batch_size=32)
     events = []
     table = speedrun.ladder_table([1, 2], 2, cache, on_event=events.append, **tiny)
-    assert len(events) == 4 and len(cache.run_ids()) == 4  # 2 rungs x 2 seeds
+    assert len(cache.run_ids()) == 4  # 2 rungs x 2 seeds
+    assert [e for e in events if e.endswith("training...")] == [
+        f"rung {rung} ({name}), seed {seed}: training..."
+        for rung, name in ((1, "whiten"), (2, "dirac"))
+        for seed in (0, 1)
+    ]
+    epochs = [e for e in events if ": epoch 1/1, validation accuracy 0." in e]
+    assert len(epochs) == 4 and epochs[0].startswith("rung 1, seed 0: epoch 1/1") and epochs[0].endswith(" s")
     assert list(table["name"]) == ["whiten", "dirac"] and list(table["seeds"]) == [2, 2]
     for row in table.itertuples():
         assert 0.3 < row.accuracy_mean < 1 and row.accuracy_std > 0  # two seeds, two results

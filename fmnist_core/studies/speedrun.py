@@ -158,7 +158,9 @@ def ladder_table(
                 if not train:
                     continue
                 say(f"rung {rung} ({RUNGS[rung].name}), seed {config.seed}: training...")
-                get_or_train(config, cache=cache)
+                get_or_train(
+                    config, cache=cache, on_progress=epoch_lines(say, f"rung {rung}, seed {config.seed}")
+                )
             runs.append(run_row(config, cache, duplicated))
         if runs:
             rows.append(summarise(rung, RUNGS[rung].name, RUNGS[rung].adds, pd.DataFrame(runs)))
@@ -168,6 +170,18 @@ def ladder_table(
             frame = pd.DataFrame([run_row(config, cache, duplicated)])
             rows.append(summarise(None, name, "the lab's recipe, for comparison", frame))
     return pd.DataFrame(rows)
+
+
+def epoch_lines(say: Callable, what: str) -> Callable:
+    """A progress callback that says a line at each epoch's end: its validation figures and time."""
+
+    def on_progress(progress) -> None:
+        if progress.epoch_done:
+            accuracy = progress.metrics.get("val_accuracy")
+            shown = f", validation accuracy {accuracy:.4f}" if accuracy is not None else ""
+            say(f"{what}: epoch {progress.epoch}/{progress.epochs}{shown}, {progress.seconds:.0f} s")
+
+    return on_progress
 
 
 def summarise(rung: int | None, name: str, adds: str, runs: pd.DataFrame) -> dict:
