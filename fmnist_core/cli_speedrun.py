@@ -21,6 +21,11 @@ def add_speedrun(commands, count) -> None:
     parser.add_argument(
         "--no-train", dest="no_train", action="store_true", help="only tabulate the rungs already cached"
     )
+    parser.add_argument(
+        "--beside",
+        action="store_true",
+        help="also train fast_cnn and long_cnn where missing, to compare here",
+    )
     parser.set_defaults(handler=command_speedrun)
 
 
@@ -33,7 +38,10 @@ def command_speedrun(args: argparse.Namespace) -> int:
         overrides["epochs"] = args.epochs
     speedrun.ladder_configs(rungs, args.seeds, **overrides)  # every setting checked before any training
     say = lambda message: print(message, file=sys.stderr)
-    table = speedrun.ladder_table(rungs, args.seeds, RunCache(), not args.no_train, say, **overrides)
+    train = not args.no_train
+    table = speedrun.ladder_table(
+        rungs, args.seeds, RunCache(), train, say, beside=args.beside and train, **overrides
+    )
     if table.empty:
         print("no rung is cached yet: run without --no-train to train them", file=sys.stderr)
         return 1

@@ -35,7 +35,9 @@ def test_each_rung_adds_its_trick_to_every_trick_below_it():
     assert first_conv.out_channels == 2 * first_conv.kernel_size[0] ** 2  # whitening fills it exactly
 
 
-def test_a_tiny_ladder_trains_once_and_its_report_is_rebuilt_from_the_cache(isolated_cache, tmp_path):
+def test_a_tiny_ladder_trains_once_and_its_report_is_rebuilt_from_the_cache(
+    isolated_cache, tmp_path, monkeypatch
+):
     cache = RunCache(isolated_cache)
     # 30 steps (the plain network, rung 0, is still at chance after them; whitened, it is not)
     tiny = dict(epochs=1, train_subset=1000, test_subset=500, batch_size=32)
@@ -63,6 +65,11 @@ def test_a_tiny_ladder_trains_once_and_its_report_is_rebuilt_from_the_cache(isol
     assert f"{table['accuracy_mean'][0]:.4f} ± {table['accuracy_std'][0]:.4f}" in text
     assert pd.read_csv(tmp_path / "speedrun.csv")["run_ids"].str.split().map(len).tolist() == [2, 2]
     assert speedrun.ladder_table([3], 1, cache, train=False, **tiny).empty  # not cached: left out
+    monkeypatch.setattr(speedrun, "BESIDE", ("fast_cnn",))
+    beside = speedrun.ladder_table([1], 1, cache, beside=True, scored=False, **tiny)
+    assert list(beside["name"]) == ["whiten", "fast_cnn"] and pd.isna(beside["rung"][1])
+    fast = RunCache(isolated_cache).load_config(beside["run_ids"][1])
+    assert (fast.epochs, fast.train_subset, fast.test_subset) == (1, 1000, 500)  # at the ladder's scale
 
 
 def test_duplicated_test_images_leave_the_accuracy_without_them():

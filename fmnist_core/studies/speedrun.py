@@ -142,12 +142,14 @@ def ladder_table(
     train: bool = True,
     on_event: Callable | None = None,
     scored: bool = True,
+    beside: bool = False,
     **overrides,
 ) -> pd.DataFrame:
     """A row per rung: mean ± std over its seeds of the test accuracy, its seconds and the rest;
     what the cache lacks is trained first (unless not `train`: such seeds are left out, and a rung
     with none). `scored`: each run's test images scored again for the accuracy without the
-    near-duplicates (else that column is NaN and the rows come from the runs' records)."""
+    near-duplicates (else that column is NaN and the rows come from the runs' records). `beside`:
+    fast_cnn and long_cnn trained too where missing (at their own length), to compare on one machine."""
     say = on_event or (lambda message: None)
     duplicated = duplicated_test_images() if scored else None
     rows = []
@@ -164,8 +166,12 @@ def ladder_table(
             runs.append(run_row(config, cache, duplicated))
         if runs:
             rows.append(summarise(rung, RUNGS[rung].name, RUNGS[rung].adds, pd.DataFrame(runs)))
-    for name in BESIDE:
-        config = get_recipe(name).config()
+    for name in BESIDE:  # at the ladder's scale: its epochs and images where they are set
+        scale = {k: v for k, v in overrides.items() if k in ("epochs", "train_subset", "test_subset")}
+        config = get_recipe(name).config(**{**(TEST_SCALE if environment.scale() == "test" else {}), **scale})
+        if beside and not cache.exists(config.run_id):
+            say(f"{name}, for comparison: training...")
+            get_or_train(config, cache=cache, on_progress=epoch_lines(say, name))
         if cache.exists(config.run_id):
             frame = pd.DataFrame([run_row(config, cache, duplicated)])
             rows.append(summarise(None, name, "the lab's recipe, for comparison", frame))
