@@ -3,6 +3,7 @@ machine's rungs beside the committed report's."""
 
 import streamlit as st
 
+from fmnist_core.base import environment
 from fmnist_core.studies import speedrun
 from ui import speedrun_sections
 from ui.panels import train_missing
@@ -30,11 +31,17 @@ st.markdown(
     "with its figures. Every rung validates on the holdout tenth of the training images; the test "
     "set is scored once, at the end."
 )
+if environment.scale() == "test":
+    st.warning(
+        "FMNIST_SCALE=test: each rung here is 1 epoch on 2,000 images, which says nothing about what the "
+        "tricks do at full scale (the moving average, above all, needs a long run).",
+        icon=":material/science:",
+    )
 here = speedrun_sections.cached_ladder(seeds)
 committed = speedrun_sections.committed_ladder()
 speedrun_sections.ladder_chart(here, committed)
 if committed is not None:
-    speedrun_sections.rung_table(committed, "The committed report (reports/speedrun.md)")
+    speedrun_sections.rung_table(committed, "The committed report (reports/speedrun.csv)")
 if not here.empty:
     speedrun_sections.rung_table(here, "This machine's cached rungs")
 

@@ -3,6 +3,7 @@ the cache without training, and its command's refusals in one line."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_a_tiny_ladder_trains_once_and_its_report_is_rebuilt_from_the_cache(
 ):
     cache = RunCache(isolated_cache)
     # 30 steps (the plain network, rung 0, is still at chance after them; whitened, it is not)
-    tiny = dict(epochs=1, train_subset=1000, test_subset=500, batch_size=32)
+    tiny = dict(epochs=1, train_subset=1000, test_subset=500, batch_size=32, holdout_fraction=0.02)
     events = []
     table = speedrun.ladder_table([1, 2], 2, cache, on_event=events.append, **tiny)
     assert len(cache.run_ids()) == 4  # 2 rungs x 2 seeds
@@ -89,7 +90,8 @@ def cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
         (("--rung", "9"), "error: rung: 9 is outside [0, 8]"),
         (("--rung", "-1"), "error: rung: -1 is outside [0, 8]"),
         (("--seeds", "0"), "error: argument --seeds: '0' is not a whole number"),
-        (("--seeds", "21"), "error: seeds: 21 is outside [1, 20]"),
+        (("--seeds", "21"), "error: argument --seeds: '21' is not a whole number from 1 to 20"),
+        (("--beside", "--no-train"), "error: --beside: it trains fast_cnn and long_cnn; --no-train only"),
         (("--epochs", "0"), "error: epochs: 0 is outside [1, 1000]"),
         (("--subset", "70000"), "error: train_subset: 70000 is outside [0, 60000]"),
     ],
@@ -163,27 +165,50 @@ def committed_report(folder: Path) -> Path:
     return folder / "speedrun.csv"
 
 
-def test_a_committed_report_is_read_back_checked_and_a_damaged_one_is_refused(tmp_path):
+def test_a_committed_report_is_read_back_checked_and_a_damaged_one_is_refused_saying_why(tmp_path):
     path = committed_report(tmp_path)
     table = speedrun.load_report(path)
     assert list(table["name"]) == ["base", "tta", "long_cnn"] and table["accuracy_mean"][1] == pytest.approx(
         0.951
     )
     assert pd.isna(table["rung"][2]) and table["seeds"].tolist() == [2, 2, 1]
+    assert pd.isna(table["accuracy_std"][2])  # one seed: no spread measured, none written
+    assert (
+        "| long_cnn | the lab's recipe, for comparison | 1 | 0.9450 | 0.9450 |"
+        in path.with_suffix(".md").read_text()
+    )
     text = path.read_text()
-    for damaged in (
-        text.replace("0.951", "1.951"),  # an accuracy above 1
-        text.replace("1100.0", "-5"),  # negative seconds
-        text.replace("1100.0", "inf"),
-        text.replace("accuracy_mean", "accuracy"),  # another table
-        "rung,name\n" + "1,x\n",
-        "\x00\x01 not a csv",
-        "",
+    lines = text.splitlines()
+    for damaged, why in (
+        (text.replace("0.951", "1.951"), "accuracy_mean has a value outside 0 to 1"),
+        (text.replace("1100.0", "-5"), "seconds has a value that is not above 0"),
+        (text.replace("1100.0", "0.0"), "seconds has a value that is not above 0"),  # a log axis
+        (text.replace("1100.0", "inf"), "seconds has a value that is not finite"),
+        (text.replace(",2,0.931", ",0,0.931"), "seeds has a value that is not a whole number"),
+        (text.replace("\n8.0,tta", "\n3.7,tta"), "rung has a value that is not a rung (0 to 8)"),
+        (text.replace("\n8.0,tta", "\n99,tta"), "rung has a value that is not a rung"),
+        (
+            text.replace(",0.0014142135623730963,0.95,", ",0.3,0.95,"),
+            "an accuracy's spread reaches outside 0 to 1",
+        ),
+        (
+            text.replace("accuracy_mean", "accuracy"),
+            "its columns are not the report's (accuracy_mean is missing)",
+        ),
+        ("\n".join(lines[:1] + lines[1:2] * 13), "13 rows, where a ladder has 1 to 11"),
+        ("rung,name\n1,x\n", "its columns are not the report's"),
+        ("", "not readable as the report's table"),
     ):
         path.write_text(damaged)
-        assert speedrun.load_report(path) is None, damaged[:40]
+        with pytest.raises(speedrun.ReportError, match=f"^speedrun.csv: {re.escape(why)}"):
+            speedrun.load_report(path)
     path.write_text(text + "x" * speedrun.MAX_REPORT_BYTES)  # its size checked before it is read
-    assert speedrun.load_report(path) is None
+    with pytest.raises(speedrun.ReportError, match="larger than"):
+        speedrun.load_report(path)
+    path.unlink()
+    path.symlink_to(tmp_path / "speedrun.md")  # a link is refused, not followed
+    with pytest.raises(speedrun.ReportError, match="not a regular file"):
+        speedrun.load_report(path)
     assert speedrun.load_report(tmp_path / "absent.csv") is None
 
 
@@ -219,3 +244,21 @@ def test_the_speedrun_page_draws_the_committed_ladder_queues_a_rung_and_shows_it
     at.button(key=f"speedrun:inside:{config.run_id}").click().run()
     assert not at.exception, at.exception
     assert any("Inside the network" in t.value for t in at.title)
+
+
+def test_the_page_says_why_a_committed_report_was_not_used(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from ui import speedrun_sections, warmup
+
+    path = committed_report(tmp_path)
+    path.write_text(path.read_text().replace("1100.0", "0.0"))  # a log axis cannot draw it
+    monkeypatch.setattr(speedrun_sections, "REPORT", path)
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    at.switch_page("app_pages/speedrun.py").run()
+    assert not at.exception, at.exception
+    [warning] = [w.value for w in at.warning if "committed report" in w.value]
+    assert "found but not used: speedrun.csv: seconds has a value that is not above 0" in warning
+    assert not at.dataframe  # nothing drawn from it
+    assert any("FMNIST_SCALE=test" in w.value for w in at.warning)  # the test scale says what it is

@@ -61,6 +61,11 @@ def test_whiten_refuses_more_filters_than_twice_a_patch_and_models_without_a_fir
     wide = create_model("cnn", layers=("conv:32:3:same:relu",))  # the model refuses too, whatever asks
     with pytest.raises(ValueError, match="^whiten: the first conv has 32 filters"):
         tricks.prepare(wide, RunConfig.for_model("cnn", {"layers": LAYERS}, whiten=True), torch.empty(0))
+    with pytest.raises(ValueError, match="^dirac: this mlp has no conv after its first"):
+        RunConfig.for_model("mlp", dirac=True)
+    with pytest.raises(ValueError, match="^dirac: this cnn has no conv after its first"):
+        RunConfig.for_model("cnn", {"layers": ("conv:8:3:same:relu", "maxpool:2")}, dirac=True)
+    assert RunConfig.for_model("conv_autoencoder", dirac=True).dirac  # its convs can
     with pytest.raises(ValueError, match="^whiten: only a cnn"):
         RunConfig.for_model("mlp", whiten=True)
     with pytest.raises(ValueError, match="^whiten: 1 is not true or false"):

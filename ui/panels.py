@@ -100,15 +100,17 @@ def train_missing(configs, what: str, key: str) -> bool:
     to_queue, queued = queue.missing(configs)
     if not to_queue and not queued:
         return True
+    missing = len(to_queue) + len(queued)
     st.info(
-        f"{len(to_queue) + len(queued)} of {len(configs)} runs {what} are not in the cache ({len(queued)} queued)."
+        f"{missing} of {len(configs)} run{'s' if len(configs) != 1 else ''} {what} "
+        f"{'is' if missing == 1 else 'are'} not in the cache ({len(queued)} queued)."
     )
     if queued:
         waiting_for(run_ids=tuple(c.run_id for c in queued))
     if (
         to_queue
         and st.button(
-            f"Queue the {len(to_queue)} missing runs",
+            f"Queue the {len(to_queue)} missing runs" if len(to_queue) > 1 else "Queue the missing run",
             type="primary",
             icon=":material/play_arrow:",
             key=f"missing:{key}",

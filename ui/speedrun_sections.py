@@ -32,17 +32,24 @@ def cached_ladder(seeds: int) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
-def _committed(stamp: float) -> pd.DataFrame | None:
-    return speedrun.load_report(REPORT)
+def _committed(path: str, stamp: float) -> tuple[pd.DataFrame | None, str]:
+    try:
+        return speedrun.load_report(REPORT), ""
+    except speedrun.ReportError as error:
+        return None, str(error)
 
 
 def committed_ladder() -> pd.DataFrame | None:
-    """The committed report's table (reports/speedrun.csv), checked; None where there is none."""
+    """The committed report's table (reports/speedrun.csv), checked; None where there is none, or
+    where the file is not the report's table (the page then says why)."""
     try:
-        stamp = REPORT.stat().st_mtime
+        stamp = REPORT.lstat().st_mtime
     except OSError:
         return None
-    return _committed(stamp)
+    table, problem = _committed(str(REPORT), stamp)
+    if problem:
+        st.warning(f"The committed report was found but not used: {problem}.", icon=":material/warning:")
+    return table
 
 
 def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
@@ -60,11 +67,19 @@ def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
         name if pd.isna(rung) else f"{int(rung)} {name}"
         for rung, name in zip(table["rung"], table["name"], strict=True)
     ]
+    table["above"] = [pd.isna(rung) or int(rung) % 2 == 0 for rung in table["rung"]]  # labels alternate
+    if committed is not None and not here.empty:  # both: one set of labels (the points pair up)
+        table.loc[table["source"] != "committed report", "label"] = ""
     table["low"] = table["accuracy_mean"] - table["accuracy_std"]
     table["high"] = table["accuracy_mean"] + table["accuracy_std"]
     base = alt.Chart(table).encode(
         x=alt.X("seconds:Q", title="seconds to train (mean over seeds)", scale=alt.Scale(type="log")),
-        color=alt.Color("source:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=600)),
+        color=alt.Color(
+            "source:N",
+            title=None,
+            scale=alt.Scale(range=["#1f77b4", "#e8590c"]),  # two sources told apart at a glance
+            legend=alt.Legend(orient="bottom", labelLimit=600),
+        ),
     )
     tooltip = [
         "label",
@@ -84,7 +99,14 @@ def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
         .mark_line(opacity=0.35)
         .encode(y="accuracy_mean:Q", order="rung:Q")
     )  # the ladder's rungs in order, one line per source
-    labels = base.mark_text(align="left", dx=7, fontSize=11).encode(y="accuracy_mean:Q", text="label:N")
+    labels = alt.layer(
+        *(
+            base.transform_filter(f"datum.above == {'true' if above else 'false'}")
+            .mark_text(align="left", dx=6, dy=-9 if above else 11, fontSize=11)
+            .encode(y="accuracy_mean:Q", text="label:N")
+            for above in (True, False)
+        )
+    )  # even rungs' names above their points, odd ones' below: neighbours collided
     goal = alt.Chart(pd.DataFrame({"y": [0.95]})).mark_rule(strokeDash=[4, 4], color="grey").encode(y="y:Q")
     st.altair_chart((climb + bars + points + labels + goal).properties(height=420), key="speedrun:ladder")
     st.caption(
@@ -95,6 +117,7 @@ def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
 
 def rung_table(table: pd.DataFrame, source: str) -> None:
     shown = table.drop(columns=["run_ids"])
+    shown["rung"] = [f"{int(r)}" if pd.notna(r) else "(recipe)" for r in shown["rung"]]
     if shown["without_duplicates"].isna().all():  # read from the runs' records: not scored again
         shown = shown.drop(columns=["without_duplicates"])
     accuracy = {"format": "%.4f"}
@@ -103,7 +126,7 @@ def rung_table(table: pd.DataFrame, source: str) -> None:
         shown,
         hide_index=True,
         column_config={
-            "rung": st.column_config.NumberColumn("rung", format="%d"),
+            "rung": st.column_config.TextColumn("rung"),
             "accuracy_mean": st.column_config.NumberColumn("accuracy", **accuracy),
             "accuracy_std": st.column_config.NumberColumn("± std", **accuracy),
             "accuracy_min": st.column_config.NumberColumn("min", **accuracy),

@@ -53,7 +53,8 @@ BASE_RUN = dict(
     precision="auto",  # bf16 where the CPU does it natively
     validation="holdout",
 )
-TEST_SCALE = dict(epochs=1, train_subset=2000, test_subset=1000)  # at FMNIST_SCALE=test: seconds a rung
+# At FMNIST_SCALE=test: seconds a rung (validated on 1,200 holdout images, not 6,000)
+TEST_SCALE = dict(epochs=1, train_subset=2000, test_subset=1000, holdout_fraction=0.02)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def describe_run(config: RunConfig) -> str:
     """A rung's length in words: "10 epochs on 54,000 training images (...), batches of 128"."""
     images = config.train_subset or round(60_000 * (1 - config.holdout_fraction))
     epochs = f"{config.epochs} epoch{'s' if config.epochs > 1 else ''}"
-    return f"{epochs} on {images:,} training images (the holdout tenth kept apart), batches of {config.batch_size}"
+    held = f"{config.holdout_fraction:.0%} of the training images held out to validate"
+    return f"{epochs} on {images:,} training images ({held}), batches of {config.batch_size}"
 
 
 def ladder_configs(rungs: list[int], seeds: int, **overrides) -> list[RunConfig]:
@@ -167,7 +169,7 @@ def ladder_table(
         if runs:
             rows.append(summarise(rung, RUNGS[rung].name, RUNGS[rung].adds, pd.DataFrame(runs)))
     for name in BESIDE:  # at the ladder's scale: its epochs and images where they are set
-        scale = {k: v for k, v in overrides.items() if k in ("epochs", "train_subset", "test_subset")}
+        scale = {k: v for k, v in overrides.items() if k in TEST_SCALE}
         config = get_recipe(name).config(**{**(TEST_SCALE if environment.scale() == "test" else {}), **scale})
         if beside and not cache.exists(config.run_id):
             say(f"{name}, for comparison: training...")
@@ -198,7 +200,7 @@ def summarise(rung: int | None, name: str, adds: str, runs: pd.DataFrame) -> dic
         "adds": adds,
         "seeds": len(runs),
         "accuracy_mean": accuracy.mean(),
-        "accuracy_std": accuracy.std(ddof=1) if len(runs) > 1 else 0.0,
+        "accuracy_std": accuracy.std(ddof=1) if len(runs) > 1 else float("nan"),  # one seed: no spread
         "accuracy_min": accuracy.min(),
         "without_duplicates": runs["accuracy_without_duplicates"].mean(),
         "seconds": runs["seconds"].mean(),
@@ -224,36 +226,79 @@ COLUMNS = {  # the report's CSV: what the app reads back from a committed one, a
     "precision": "text",
     "run_ids": "text",
 }
-MAX_REPORT_BYTES = 1_000_000
+MAX_REPORT_BYTES = 100_000
+
+
+class ReportError(ValueError):
+    """A speedrun.csv that is not the table write_report writes: why, in one line."""
 
 
 def load_report(path: Path) -> pd.DataFrame | None:
     """A speedrun.csv as write_report wrote it (a committed one: the app shows it beside this
-    machine's rungs), checked before use; None where it is absent or not such a table."""
+    machine's rungs), checked before use: None where there is none, ReportError (why) where the
+    file is there but is not such a table."""
     from io import StringIO
 
     from fmnist_core.base.files import read_regular
 
+    if not os.path.lexists(path):
+        return None
     try:
         table = pd.read_csv(StringIO(read_regular(path, MAX_REPORT_BYTES).decode("utf-8")))
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
-        return None
-    if list(table.columns) != list(COLUMNS) or table.empty or len(table) > 100:
-        return None
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise ReportError(
+            f"{path.name}: not readable as the report's table ({' '.join(str(error).split())[:120]})"
+        ) from None
+    if list(table.columns) != list(COLUMNS):
+        missing = [c for c in COLUMNS if c not in table.columns]
+        raise ReportError(
+            f"{path.name}: its columns are not the report's"
+            + (f" ({missing[0]} is missing)" if missing else "")
+        )
+    if table.empty or len(table) > len(RUNGS) + len(BESIDE):
+        raise ReportError(
+            f"{path.name}: {len(table)} rows, where a ladder has 1 to {len(RUNGS) + len(BESIDE)}"
+        )
     for column, kind in COLUMNS.items():
-        values = table[column]
         if kind == "text":
-            if not values.fillna("").map(lambda v: isinstance(v, str) and len(v) < 2000).all():
-                return None
+            if not table[column].fillna("").map(lambda v: isinstance(v, str) and len(v) < 2000).all():
+                raise ReportError(f"{path.name}: {column} holds something other than short text")
             continue
-        numbers = pd.to_numeric(values, errors="coerce")
-        finite = numbers.dropna()
-        if not np.isfinite(finite).all() or (finite < 0).any() or (kind == "fraction" and (finite > 1).any()):
-            return None
-        if column not in ("rung", "without_duplicates") and numbers.isna().any():
-            return None
-        table[column] = numbers
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+        problem = _number_problem(column, kind, table[column])
+        if problem:
+            raise ReportError(f"{path.name}: {column} {problem}")
+    if ((table["accuracy_mean"] - table["accuracy_std"].fillna(0)) < 0).any() or (
+        (table["accuracy_mean"] + table["accuracy_std"].fillna(0)) > 1
+    ).any():
+        raise ReportError(f"{path.name}: an accuracy's spread reaches outside 0 to 1")
     return table
+
+
+MAY_BE_MISSING = ("rung", "accuracy_std", "without_duplicates")  # a recipe's row, one seed, not scored
+
+
+def _number_problem(column: str, kind: str, values: pd.Series) -> str:
+    """What is wrong with a numeric column of the report ("" where nothing is)."""
+    present = values.dropna()
+    if column not in MAY_BE_MISSING and len(present) < len(values):
+        return "has a value that is missing or not a number"
+    if not np.isfinite(present).all():
+        return "has a value that is not finite"
+    if kind == "fraction" and ((present < 0) | (present > 1)).any():
+        return "has a value outside 0 to 1"
+    if column == "rung" and not present.isin(range(len(RUNGS))).all():
+        return f"has a value that is not a rung (0 to {len(RUNGS) - 1})"
+    if column in ("seeds", "epochs") and not ((present >= 1) & (present == present.round())).all():
+        return "has a value that is not a whole number of at least 1"
+    if column in ("seconds", "train_gflops") and not (present > 0).all():
+        return "has a value that is not above 0"
+    return ""
+
+
+def spread(std: float) -> str:
+    """ " ± 0.0012" over several seeds; nothing for one (no spread was measured)."""
+    return "" if pd.isna(std) else f" ± {std:.4f}"
 
 
 def write_report(table: pd.DataFrame, out_dir: str | os.PathLike) -> Path:
@@ -274,7 +319,7 @@ def write_report(table: pd.DataFrame, out_dir: str | os.PathLike) -> Path:
     for row in table.itertuples():
         rung = "" if pd.isna(row.rung) else f"{int(row.rung)} {row.name}"
         lines.append(
-            f"| {rung or row.name} | {row.adds} | {row.seeds} | {row.accuracy_mean:.4f} ± {row.accuracy_std:.4f} "
+            f"| {rung or row.name} | {row.adds} | {row.seeds} | {row.accuracy_mean:.4f}{spread(row.accuracy_std)} "
             f"| {row.accuracy_min:.4f} | {row.without_duplicates:.4f} | {row.seconds:.0f} | {row.epochs} "
             f"| {row.train_gflops:,.0f} | {row.precision} |"
         )

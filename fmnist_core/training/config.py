@@ -8,11 +8,13 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
+
 from fmnist_core.base.device import PRECISIONS
 from fmnist_core.base.files import checksum
 from fmnist_core.base.settings import check_choice, check_int, check_range, coerce, shown
 from fmnist_core.data.fashion import REAL_DATA
-from fmnist_core.models import get_spec, make_settings, settings_dict
+from fmnist_core.models import build_skeleton, get_spec, make_settings, settings_dict
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adamax")
 LOSSES = ("mse", "cross_entropy", "mse_onehot", "kl_div")
@@ -100,6 +102,12 @@ class RunConfig:
                 raise ValueError(f"{name}: {shown(getattr(self, name))} is not true or false")
         if self.whiten:
             check_whitenable(self.model, self.settings)
+        if self.dirac and not spec.needs_encoder:
+            skeleton = build_skeleton(self.model, make_settings(self.model, self.settings))
+            if sum(isinstance(m, torch.nn.Conv2d) for m in skeleton.modules()) < 2:
+                raise ValueError(
+                    f"dirac: this {self.model} has no conv after its first to start as the identity"
+                )
         check_range("bn_bias_lr", self.bn_bias_lr, 0.01, 100.0)
         check_range("ema", self.ema, 0.0, 1.0, high_open=True)
         check_choice("precision", self.precision, PRECISIONS)
