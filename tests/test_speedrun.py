@@ -36,6 +36,7 @@ def test_each_rung_adds_its_trick_to_every_trick_below_it():
     assert first_conv.out_channels == 2 * first_conv.kernel_size[0] ** 2  # whitening fills it exactly
 
 
+@pytest.mark.slow
 def test_a_tiny_ladder_trains_once_and_its_report_is_rebuilt_from_the_cache(
     isolated_cache, tmp_path, monkeypatch
 ):
@@ -96,13 +97,23 @@ def cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
         (("--subset", "70000"), "error: train_subset: 70000 is outside [0, 60000]"),
     ],
 )
-def test_a_bad_rung_or_seed_count_is_one_line_before_any_training(args, words, tmp_path):
-    done = cli(*args, cache=tmp_path)
-    assert done.returncode == 2 and done.stderr.strip() == done.stderr.strip().splitlines()[0]
-    assert done.stderr.startswith(words), done.stderr
-    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+def test_a_bad_rung_or_seed_count_is_one_line_before_any_training(
+    args, words, isolated_cache, tmp_path, capsys
+):
+    from fmnist_core.cli import main
+
+    try:
+        code = main(["speedrun", *args, "--report", str(tmp_path / "out")])
+    except SystemExit as stop:  # argparse's refusals
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == err.strip().splitlines()[0]
+    assert err.startswith(words), err
+    assert not [f for f in isolated_cache.rglob("*") if f.is_file()]  # nothing trained
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_the_command_writes_the_report_and_no_train_only_reads(tmp_path):
     cache, out = tmp_path / "cache", tmp_path / "out"
     done = cli("--no-train", "--report", str(out), cache=cache)
@@ -212,6 +223,7 @@ def test_a_committed_report_is_read_back_checked_and_a_damaged_one_is_refused_sa
     assert speedrun.load_report(tmp_path / "absent.csv") is None
 
 
+@pytest.mark.slow
 def test_the_speedrun_page_draws_the_committed_ladder_queues_a_rung_and_shows_its_run(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
