@@ -544,6 +544,7 @@ def test_the_quiz_takes_30_images_or_the_quick_10_its_link_asks_for():
     assert length(at).value == 30 and "10 and 30" in at.toast[0].value
 
 
+@pytest.mark.slow
 def test_the_speedrun_tricks_in_the_classifier_form_reach_the_run_it_trains():
     """Each trick is a run setting of the form (and of its link); one the model cannot take is a
     message before anything trains."""

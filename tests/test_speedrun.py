@@ -258,6 +258,7 @@ def test_the_speedrun_page_draws_the_committed_ladder_queues_a_rung_and_shows_it
     assert any("Inside the network" in t.value for t in at.title)
 
 
+@pytest.mark.slow
 def test_the_page_says_why_a_committed_report_was_not_used(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
