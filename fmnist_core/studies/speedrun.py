@@ -116,24 +116,25 @@ def duplicated_test_images() -> np.ndarray:
 def run_row(config: RunConfig, cache: RunCache, duplicated: np.ndarray | None) -> dict:
     """One cached run's figures: test accuracy, and without the `duplicated` test images where
     given (the run's test images scored again: seconds; else from its record alone)."""
-    run = load_run(config.run_id, cache)
+    _, metrics = cache.load_record(config.run_id)  # the weights only where the run is scored again
     without = float("nan")
     if duplicated is not None:
         splits = make_splits(config, cache.root)  # the test images the run was scored on
         index = splits.test_index if splits.test_index is not None else np.arange(len(splits.test_labels))
         keep = ~np.isin(np.asarray(index), duplicated)
+        run = load_run(config.run_id, cache)
         correct = run.predict_proba(splits.test_images).argmax(1) == splits.test_labels.numpy()
         without = float(correct[keep].mean())
-    trained_images = run.metrics.get("train_images", 0)
+    trained_images = metrics.get("train_images", 0)
     return {
         "run_id": config.run_id,
         "seed": config.seed,
-        "test_accuracy": run.metrics["test_accuracy"],
+        "test_accuracy": metrics["test_accuracy"],
         "accuracy_without_duplicates": without,
-        "seconds": run.metrics["train_seconds"],
-        "epochs": run.metrics["epochs_done"],
-        "train_flops": 3 * forward_flops(config, cache) * trained_images * run.metrics["epochs_done"],
-        "precision": run.metrics.get("execution", {}).get("precision", ""),
+        "seconds": metrics["train_seconds"],
+        "epochs": metrics["epochs_done"],
+        "train_flops": 3 * forward_flops(config, cache) * trained_images * metrics["epochs_done"],
+        "precision": metrics.get("execution", {}).get("precision", ""),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass, field, fields
@@ -14,7 +15,7 @@ from fmnist_core.base.device import PRECISIONS
 from fmnist_core.base.files import checksum
 from fmnist_core.base.settings import check_choice, check_int, check_range, coerce, shown
 from fmnist_core.data.fashion import REAL_DATA
-from fmnist_core.models import build_skeleton, get_spec, make_settings, settings_dict
+from fmnist_core.models import build_skeleton, get_spec, make_settings, plan_layers, settings_dict
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adamax")
 LOSSES = ("mse", "cross_entropy", "mse_onehot", "kl_div")
@@ -102,12 +103,8 @@ class RunConfig:
                 raise ValueError(f"{name}: {shown(getattr(self, name))} is not true or false")
         if self.whiten:
             check_whitenable(self.model, self.settings)
-        if self.dirac and not spec.needs_encoder:
-            skeleton = build_skeleton(self.model, make_settings(self.model, self.settings))
-            if sum(isinstance(m, torch.nn.Conv2d) for m in skeleton.modules()) < 2:
-                raise ValueError(
-                    f"dirac: this {self.model} has no conv after its first to start as the identity"
-                )
+        if self.dirac and not spec.needs_encoder and conv_count(self.model, json.dumps(self.settings)) < 2:
+            raise ValueError(f"dirac: this {self.model} has no conv after its first to start as the identity")
         check_range("bn_bias_lr", self.bn_bias_lr, 0.01, 100.0)
         check_range("ema", self.ema, 0.0, 1.0, high_open=True)
         check_choice("precision", self.precision, PRECISIONS)
@@ -196,15 +193,23 @@ class RunConfig:
         return hash(self.run_id)
 
 
+@functools.lru_cache(maxsize=256)
+def conv_count(model: str, settings_json: str) -> int:
+    """The convs of a model with these settings (built on the meta device once per settings: the
+    Speedrun page makes dozens of configs a rerun)."""
+    skeleton = build_skeleton(model, make_settings(model, json.loads(settings_json)))
+    return sum(isinstance(m, torch.nn.Conv2d) for m in skeleton.modules())
+
+
 def check_whitenable(model: str, settings: dict) -> None:
     """ValueError naming `whiten` unless the model is a cnn whose first layer is a conv with at most
     twice its patch's pixels as filters (the patch's directions and their negatives)."""
     if model != "cnn":
         raise ValueError("whiten: only a cnn's first conv is whitened")
-    kind, *args = settings["layers"][0].split(":")
+    kind, arguments, *_ = plan_layers(tuple(settings["layers"])).layers[0]  # read as the cnn reads it
     if kind != "conv":
         raise ValueError(f"whiten: the first layer is {settings['layers'][0]!r}, not a conv")
-    filters, kernel = int(args[0]), int(args[1])
+    filters, kernel = arguments[:2]
     if filters > 2 * kernel * kernel:
         raise ValueError(
             f"whiten: the first conv has {filters} filters; its {kernel}x{kernel} patches give at most "
