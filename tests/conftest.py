@@ -1,4 +1,3 @@
-import contextlib
 import os
 import sys
 
@@ -23,6 +22,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 LONGEST_FIRST = [
     "test_browser",
     "test_app",
+    "test_dask",
     "test_train",
     "test_hpsearch",
     "test_cache",
@@ -96,22 +96,3 @@ def small_autoencoder():
         return get_or_train(config, cache=cache)
 
     return trained
-
-
-@pytest.fixture
-def local_cluster():
-    """Starts a Dask cluster of two one-thread worker processes on this machine, as a teacher
-    starts one (a context manager). Its workers are spawned with `__main__` empty: after an AppTest
-    run `__main__` is app.py, which each spawned worker imported, so ran the lab's warm-up (torch
-    and the data: ~9 s of a core each)."""
-
-    @contextlib.contextmanager
-    def start():
-        from distributed import LocalCluster
-
-        with jobs._main_module_hidden():
-            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        with cluster:
-            yield cluster
-
-    return start

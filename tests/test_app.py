@@ -950,53 +950,6 @@ def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said
 
 
 @pytest.mark.slow
-def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monkeypatch, local_cluster):
-    """The path a teacher takes: FMNIST_SCHEDULER in the environment, the app's own queue builder.
-    A job queued from a page trains on one of the cluster's workers (its live progress and Stop
-    work there); an address where nothing listens is one line on the page, not a silent local queue."""
-    import socket
-
-    from ui import state
-
-    with local_cluster() as cluster:
-        monkeypatch.setenv("FMNIST_SCHEDULER", cluster.scheduler_address)
-        state._job_queue.clear()  # a server started with this setting
-        at = set_quick(page(open_app(), "app_pages/autoencoder.py"), "ae:conv_autoencoder")
-        at = train_and_wait(at)
-        queue = state.job_queue()
-        workers = set(cluster.scheduler_info["workers"])
-        [job] = queue.jobs()
-        assert queue.workers == 2 and job.where in workers and len(job.epochs) == 1, (job.where, workers)
-        # A longer one, stopped from the page while it trains on its worker: its epochs kept.
-        at.slider(key="widget:ae:conv_autoencoder:epochs").set_value(30).run()
-        [b for b in at.button if b.label == "Train"][0].click().run()
-        long = [j for j in queue.jobs() if j.active][0]
-        deadline = time.monotonic() + 900
-        while not long.epochs:
-            assert time.monotonic() < deadline and long.active, (long.state, long.error)
-            time.sleep(0.5)
-        assert long.where in workers
-        at.run()
-        [b for b in at.button if b.label == "Stop"][0].click().run()
-        queue.wait(long.run_id, timeout=900)
-        assert long.state == "stopped" and 1 <= RunCache().stopped.summary(long.run_id)["epochs_done"] < 30
-        queue.close()
-    state._job_queue.clear()
-
-    with socket.socket() as s:  # a port where nothing listens
-        s.bind(("127.0.0.1", 0))
-        dead = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    monkeypatch.setenv("FMNIST_SCHEDULER", dead)
-    state._QUEUE_FAILED.clear()
-    at = page(open_app(), "app_pages/autoencoder.py")
-    assert [e.value for e in at.error] == [
-        f"The lab's settings: FMNIST_SCHEDULER: nothing answers at {dead} (Connection refused); start "
-        "the scheduler (dask scheduler) or fix the address. Fix it and start the lab again."
-    ]
-    state._QUEUE_FAILED.clear()
-
-
-@pytest.mark.slow
 def test_a_model_never_trained_here_counts_its_timed_minutes_against_the_queue_limit(monkeypatch):
     """With no run of a ResNet here its estimate was None, counted as 0 minutes: a 60-epoch ResNet
     passed FMNIST_MAX_QUEUE_MINUTES=1. Now a few of its steps are timed, through the app's queue."""

@@ -192,23 +192,6 @@ def test_a_sweep_killed_midway_continues_with_its_finished_trials_intact(isolate
 
 
 @pytest.mark.slow
-def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolated_cache, local_cluster):
-    from distributed import Client
-
-    cache = RunCache(isolated_cache)
-    plan = SweepPlan("on_dask", "mlp", (parse_param("lr=1e-3..1e-2:log"),), 4, pruner="none", fixed=QUICK)
-    with (
-        local_cluster() as cluster,
-        Client(cluster.scheduler_address) as client,  # as `--scheduler ADDRESS` connects
-    ):
-        study = hpsearch.sweep_on_cluster(plan, cache, client)
-    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(finished) == 4
-    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers trained trials
-    assert all(cache.exists(t.user_attrs["run_id"]) for t in finished)  # into the one shared cache
-
-
-@pytest.mark.slow
 def test_a_sweep_from_the_app_queues_its_trials_as_jobs_and_prunes_them_there(isolated_cache):
     from fmnist_core.runs.jobs import JobQueue
     from fmnist_core.studies.hpqueue import QueuedSweep

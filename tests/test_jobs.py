@@ -195,7 +195,8 @@ def test_only_those_who_asked_stop_a_job_and_a_shared_job_stops_when_no_one_want
     assert queue.stop(job.run_id, owner="A") is False  # B still wants it: it trains on
     assert not job.stop_requested.is_set() and job.owners == ["B"]
     assert queue.stop(job.run_id, owner="B") is True and job.stop_requested.is_set()
-    release.release()
+    # Its trainer ends on the stop: no release here (one left unused let the next job end at once,
+    # and the one after it was taken before the test could stop it in the queue).
     wait_until(lambda: not job.active)
     assert job.state == STOPPED
     # An admin (owner None) stops any job; a queued one leaves the queue at once.
@@ -288,54 +289,3 @@ def test_at_the_disk_cap_the_oldest_unpinned_runs_go_and_pinned_ones_stay():
     job = queue.submit(tiny(seed=24))
     queue.wait(job.run_id, timeout=900)
     assert cache.exists(job.run_id) and cache.exists(runs[0].run_id) and not cache.exists(runs[2].run_id)
-
-
-@pytest.mark.slow
-def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_worker(local_cluster):
-    with local_cluster() as cluster:
-        queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)  # as FMNIST_SCHEDULER gives it
-        assert queue.workers == 2
-        jobs = [queue.submit(tiny(seed=s, epochs=2), owner=o) for s, o in ((31, "A"), (32, "B"))]
-        wait_until(
-            lambda: all(job.state == RUNNING for job in jobs) or not all(job.active for job in jobs), 60
-        )
-        both_running = all(job.state == RUNNING for job in jobs)
-        for job in jobs:
-            queue.wait(job.run_id, timeout=900)
-        assert both_running and all(job.state == DONE for job in jobs), [job.error for job in jobs]
-        assert all(len(job.epochs) == 2 for job in jobs)  # the live progress came back from the workers
-        assert all(RunCache().exists(job.run_id) for job in jobs)  # into the shared cache folder
-        # Stop goes out to the worker: the run stops, its finished epochs kept as a stopped run.
-        long = queue.submit(tiny(seed=33, epochs=40), owner="A")
-        wait_until(lambda: len(long.epochs) >= 1, 900)
-        queue.stop(long.run_id, owner="A")
-        queue.wait(long.run_id, timeout=900)
-        assert long.state == STOPPED and not RunCache().exists(long.run_id)
-        assert 1 <= RunCache().stopped.summary(long.run_id)["epochs_done"] < 40
-        queue.close()
-
-
-@pytest.mark.slow
-def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_queue_goes_on(local_cluster):
-    import signal
-
-    from distributed import Client
-
-    with local_cluster() as cluster:
-        queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)
-        doomed = queue.submit(tiny(seed=41, epochs=40), owner="A")
-        wait_until(lambda: len(doomed.epochs) >= 1, 900)
-        with Client(cluster.scheduler_address) as client:
-            pids = client.run(os.getpid)
-            busy = [address for address, keys in client.processing().items() if keys]
-            assert len(busy) == 1
-            os.kill(pids[busy[0]], signal.SIGKILL)
-        queue.wait(doomed.run_id, timeout=900)
-        assert doomed.state == FAILED
-        assert "died" in doomed.error and busy[0] in doomed.error
-        assert not RunCache().exists(doomed.run_id)
-        # Dask did not quietly start it again elsewhere, and the next job trains as usual.
-        after = queue.submit(tiny(seed=42), owner="B")
-        queue.wait(after.run_id, timeout=900)
-        assert after.state == DONE and RunCache().exists(after.run_id)
-        queue.close()
