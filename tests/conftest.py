@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from fmnist_core.base.device import use_threads
 from fmnist_core.runs import jobs
 from fmnist_core.runs.trained import get_or_train
+from fmnist_core.store.cache import RunCache
 from fmnist_core.training.config import RunConfig
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -93,6 +95,29 @@ def small_autoencoder():
         config = RunConfig.for_model(
             "conv_autoencoder", {"n": 8, "dropout": 0.0}, epochs=1, train_subset=train_subset
         )
+        return get_or_train(config, cache=cache)
+
+    return trained
+
+
+@pytest.fixture(scope="session")
+def _run_pool(tmp_path_factory):
+    return RunCache(tmp_path_factory.mktemp("run_pool"))
+
+
+@pytest.fixture
+def pooled(_run_pool):
+    """`pooled(config, cache=None)`: a small run trained once per test process, its entry copied
+    into `cache` (the test's own by default) and loaded from there. For tests whose subject is what
+    happens to an entry after training (damage, links, listings): each still has an entry of its
+    own, as if it had trained it; the tests of training itself train."""
+
+    def trained(config: RunConfig, cache: RunCache | None = None):
+        cache = cache or RunCache()
+        get_or_train(config, cache=_run_pool)
+        if not cache.folder(config.run_id).exists():
+            cache.root.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(_run_pool.folder(config.run_id), cache.folder(config.run_id))
         return get_or_train(config, cache=cache)
 
     return trained

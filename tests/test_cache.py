@@ -65,9 +65,9 @@ def test_failed_write_leaves_no_entry_and_no_temporary_files(tiny_autoencoder_co
 
 
 @pytest.mark.parametrize("damage", ["flip_weights", "truncate_weights", "drop_manifest", "edit_config"])
-def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, damage):
+def test_corrupted_entry_is_detected_and_retrained(tiny_autoencoder_config, damage, pooled):
     cache = RunCache()
-    first = get_or_train(tiny_autoencoder_config, cache=cache)
+    first = pooled(tiny_autoencoder_config)
     folder = cache.folder(first.run_id)
     weights = folder / "model.pt"
     if damage == "flip_weights":
@@ -189,10 +189,12 @@ class Payload:  # what weights_only refuses to unpickle
 
 
 @pytest.mark.parametrize("damage", ["refused payload", "sha256 not a dict", "history malformed"])
-def test_an_entry_that_cannot_load_is_damaged_listed_so_pruned_and_retrained(tiny_autoencoder_config, damage):
+def test_an_entry_that_cannot_load_is_damaged_listed_so_pruned_and_retrained(
+    tiny_autoencoder_config, damage, pooled
+):
     cache = RunCache()
-    good = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=500), cache=cache)
-    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    good = pooled(RunConfig.for_model("mlp", epochs=1, train_subset=500))
+    run = pooled(tiny_autoencoder_config)
     folder = cache.folder(run.run_id)
     if damage == "refused payload":
         buffer = io.BytesIO()
@@ -296,10 +298,10 @@ def test_a_cache_that_cannot_be_written_still_returns_the_run(tiny_autoencoder_c
 
 
 @pytest.mark.parametrize("link_to", ["another run's entry", "nowhere"])
-def test_an_entry_that_is_a_symlink_is_not_served_and_is_replaced(tiny_autoencoder_config, link_to):
+def test_an_entry_that_is_a_symlink_is_not_served_and_is_replaced(tiny_autoencoder_config, link_to, pooled):
     cache = RunCache()
-    other = get_or_train(tiny_autoencoder_config.replace(seed=1), cache=cache)
-    reference = get_or_train(tiny_autoencoder_config, cache=RunCache(cache.root.parent / "reference"))
+    other = pooled(tiny_autoencoder_config.replace(seed=1))
+    reference = pooled(tiny_autoencoder_config, RunCache(cache.root.parent / "reference"))
     target = cache.folder(other.run_id) if link_to != "nowhere" else cache.root / "nowhere"
     cache.folder(reference.run_id).symlink_to(target.resolve())
     run = get_or_train(tiny_autoencoder_config, cache=cache)
@@ -310,9 +312,9 @@ def test_an_entry_that_is_a_symlink_is_not_served_and_is_replaced(tiny_autoencod
     assert cache.usable(other.run_id)  # the linked entry was left alone
 
 
-def test_run_ids_are_names_in_the_cache_never_paths(tiny_autoencoder_config):
+def test_run_ids_are_names_in_the_cache_never_paths(tiny_autoencoder_config, pooled):
     cache = RunCache()
-    run = get_or_train(tiny_autoencoder_config, cache=cache)
+    run = pooled(tiny_autoencoder_config)
     (cache.root / "notes").mkdir()  # a folder a user left there is not a run
     assert cache.run_ids() == [run.run_id] and len(list_runs(cache)) == 1
     for name in ("../" + run.run_id, "/tmp", "notes", run.run_id.upper()):

@@ -202,9 +202,15 @@ def test_only_those_who_asked_stop_a_job_and_a_shared_job_stops_when_no_one_want
     # An admin (owner None) stops any job; a queued one leaves the queue at once.
     first, second = queue.submit(tiny(seed=1), owner="A"), queue.submit(tiny(seed=2), owner="B")
     wait_until(lambda: len(taken) == 2)
-    assert queue.stop(second.run_id) is True and second.state == STOPPED
+    # Which of the two trains first is B's turn or A's: B has been served only if the first job was
+    # taken after B joined it (a fast trainer takes it between the two submits).
+    [running] = [j for j in (first, second) if j.run_id == taken[1]]
+    [waiting] = [j for j in (first, second) if j is not running]
+    assert waiting.state == QUEUED
+    assert queue.stop(waiting.run_id) is True and waiting.state == STOPPED
     release.release()
-    wait_until(lambda: not first.active)
+    wait_until(lambda: not running.active)
+    assert running.state == DONE and len(taken) == 2  # the stopped one never started
 
 
 def test_a_person_over_the_limit_is_refused_in_one_line_and_others_are_not(monkeypatch):

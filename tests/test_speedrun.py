@@ -114,33 +114,21 @@ def test_a_bad_rung_or_seed_count_is_one_line_before_any_training(
 
 
 @pytest.mark.slow
-def test_the_command_writes_the_report_and_no_train_only_reads(tmp_path):
-    cache, out = tmp_path / "cache", tmp_path / "out"
-    done = cli("--no-train", "--report", str(out), cache=cache)
-    assert done.returncode == 1 and "no rung is cached yet" in done.stderr and not out.exists()
-    done = cli(
-        "--rung", "0", "--seeds", "1", "--epochs", "1", "--subset", "600", "--report", str(out), cache=cache
-    )
+def test_the_command_writes_the_report_and_no_train_only_reads(tmp_path, isolated_cache, capsys):
+    from fmnist_core.cli import main
+
+    out = tmp_path / "out"
+    assert main(["speedrun", "--no-train", "--report", str(out)]) == 1  # in this process: the reads
+    assert "no rung is cached yet" in capsys.readouterr().err and not out.exists()
+    quick = ("--rung", "0", "--seeds", "1", "--epochs", "1", "--subset", "600", "--report", str(out))
+    done = cli(*quick, cache=isolated_cache)  # the command as typed, in a process of its own: it trains
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(out / "speedrun.csv")
     assert list(table["name"]) == ["base"] and table["epochs"][0] == 1
     assert (out / "speedrun.md").read_text() in done.stdout
     first = (out / "speedrun.md").read_text()
-    done = cli(
-        "--rung",
-        "0",
-        "--seeds",
-        "1",
-        "--epochs",
-        "1",
-        "--subset",
-        "600",
-        "--no-train",
-        "--report",
-        str(out),
-        cache=cache,
-    )
-    assert done.returncode == 0 and "training" not in done.stderr
+    assert main(["speedrun", *quick, "--no-train"]) == 0
+    assert "training" not in capsys.readouterr().err
     assert (out / "speedrun.md").read_text() == first
 
 
