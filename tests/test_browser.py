@@ -31,7 +31,14 @@ pytestmark = [  # a browser and a server on the same 2 cores: minutes in all; CI
     pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
-ONLY_OPENED = ["", "sweep", "hpsweep", "compare", "reports"]  # the rest are used below, each checked there
+ONLY_OPENED = [
+    "",
+    "sweep",
+    "hpsweep",
+    "compare",
+    "reports",
+    "speedrun",
+]  # the rest are used below, each checked there
 
 
 def free_port() -> int:

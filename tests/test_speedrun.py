@@ -228,6 +228,7 @@ def test_the_speedrun_page_draws_the_committed_ladder_queues_a_rung_and_shows_it
     assert any("1 epoch on 2,000 training images" in c.value for c in at.caption)
     [shown] = [d.value for d in at.dataframe]
     assert list(shown["name"]) == ["base", "tta", "long_cnn"]
+    assert shown["accuracy_std"].tolist()[2] == "" and float(shown["accuracy_std"][0]) > 0  # one seed: blank
     at.selectbox(key="widget:speedrun:rung").set_value(1).run()
     at.button(key="missing:speedrun:1:1").click().run()
     config = speedrun.rung_config(1, 0)  # at FMNIST_SCALE=test: one epoch on 2,000 images

@@ -118,6 +118,9 @@ def ladder_chart(here: pd.DataFrame, committed: pd.DataFrame | None) -> None:
 def rung_table(table: pd.DataFrame, source: str) -> None:
     shown = table.drop(columns=["run_ids"])
     shown["rung"] = [f"{int(r)}" if pd.notna(r) else "(recipe)" for r in shown["rung"]]
+    shown["accuracy_std"] = [
+        f"{s:.4f}" if pd.notna(s) else "" for s in shown["accuracy_std"]
+    ]  # one seed: none
     if shown["without_duplicates"].isna().all():  # read from the runs' records: not scored again
         shown = shown.drop(columns=["without_duplicates"])
     accuracy = {"format": "%.4f"}
@@ -128,7 +131,7 @@ def rung_table(table: pd.DataFrame, source: str) -> None:
         column_config={
             "rung": st.column_config.TextColumn("rung"),
             "accuracy_mean": st.column_config.NumberColumn("accuracy", **accuracy),
-            "accuracy_std": st.column_config.NumberColumn("± std", **accuracy),
+            "accuracy_std": st.column_config.TextColumn("± std"),
             "accuracy_min": st.column_config.NumberColumn("min", **accuracy),
             "without_duplicates": st.column_config.NumberColumn("without near-duplicates", **accuracy),
             "seconds": st.column_config.NumberColumn("seconds", format="%.0f"),
