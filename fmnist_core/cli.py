@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     suspects_parser.add_argument("--out", default="reports", help="folder for suspects.md")
     add_no_train(suspects_parser)
     suspects_parser.set_defaults(handler=command_suspects)
-    add_speedrun(commands, count)
+    add_speedrun(commands)
     return parser
 
 

@@ -9,7 +9,7 @@ import sys
 from fmnist_core.store.cache import RunCache
 
 
-def add_speedrun(commands, count) -> None:
+def add_speedrun(commands) -> None:
     parser = commands.add_parser(
         "speedrun", help="the speedrun's ladder of tricks: train the rungs the cache lacks, write the report"
     )

@@ -114,7 +114,8 @@ def pooled(_run_pool):
 
     def trained(config: RunConfig, cache: RunCache | None = None):
         cache = cache or RunCache()
-        get_or_train(config, cache=_run_pool)
+        if not _run_pool.exists(config.run_id):
+            get_or_train(config, cache=_run_pool)
         if not cache.folder(config.run_id).exists():
             cache.root.mkdir(parents=True, exist_ok=True)
             shutil.copytree(_run_pool.folder(config.run_id), cache.folder(config.run_id))

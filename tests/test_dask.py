@@ -48,7 +48,6 @@ def local_cluster(shared_cluster):
     return started
 
 
-@pytest.mark.slow
 def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolated_cache, local_cluster):
     from distributed import Client
 
@@ -65,7 +64,6 @@ def test_a_sweep_spreads_its_trials_over_a_dask_scheduler_and_two_workers(isolat
     assert all(cache.exists(t.user_attrs["run_id"]) for t in finished)  # into the one shared cache
 
 
-@pytest.mark.slow
 def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_worker(local_cluster):
     with local_cluster() as cluster:
         queue = JobQueue(RunCache(), scheduler=cluster.scheduler_address)  # as FMNIST_SCHEDULER gives it
@@ -90,7 +88,6 @@ def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_w
         queue.close()
 
 
-@pytest.mark.slow
 def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monkeypatch, local_cluster):
     """The path a teacher takes: FMNIST_SCHEDULER in the environment, the app's own queue builder.
     A job queued from a page trains on one of the cluster's workers (its live progress and Stop
@@ -137,7 +134,6 @@ def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monke
     state._QUEUE_FAILED.clear()
 
 
-@pytest.mark.slow
 def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_queue_goes_on(local_cluster):
     import signal
 
