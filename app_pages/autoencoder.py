@@ -10,7 +10,8 @@ from fmnist_core.runs.starter import starter_of
 from ui import inside_sections, keys, plots
 from ui.forms import architecture, model_form, recipe_buttons, start_from_starter
 from ui.panels import epoch_scrubber, training_panel
-from ui.state import fashion, run_view, runs_table
+from ui.resources import fashion
+from ui.runs import run_view, runs_table
 from ui.widgets import build_config, run_settings
 
 with st.sidebar:

@@ -7,8 +7,10 @@ from fmnist_core.models import get_spec
 from fmnist_core.runs.starter import starter_of
 from ui import classifier_sections, inside_sections, plots
 from ui.forms import NoRunToBuildOn, architecture, model_form, recipe_buttons, start_from_starter
-from ui.panels import training_panel, waiting_for
-from ui.state import fashion, run_view, runs_table
+from ui.panels import training_panel
+from ui.queue_panels import waiting_for
+from ui.resources import fashion
+from ui.runs import run_view, runs_table
 from ui.widgets import build_config, run_settings
 
 runs = runs_table()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from fmnist_core.views import runs_explorer
 from ui import compare_sections, inside_sections
-from ui.state import runs_table
+from ui.runs import runs_table
 
 st.title("Compare runs")
 compare_sections.bring_in()

@@ -7,7 +7,9 @@ import streamlit as st
 from fmnist_core.studies import hpsearch
 from fmnist_core.views import runs_explorer
 from ui import compare_sections, explorer_sections, keys
-from ui.state import hp_sweep, importance, run_cache, runs_table
+from ui.resources import run_cache
+from ui.results import hp_sweep, importance
+from ui.runs import runs_table
 
 st.title("Explore runs")
 runs = runs_table(all_data=True)

@@ -33,8 +33,9 @@ def wait_for_warmup() -> None:
 def data_at_a_glance() -> None:
     from fmnist_core.base.device import describe_device
     from ui import plots
-    from ui.panels import starter_panel
-    from ui.state import fashion, runs_table
+    from ui.queue_panels import starter_panel
+    from ui.resources import fashion
+    from ui.runs import runs_table
 
     starter_panel()
 

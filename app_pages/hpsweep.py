@@ -7,9 +7,10 @@ import streamlit as st
 from fmnist_core.models import get_spec, list_models
 from fmnist_core.studies import hpsearch
 from fmnist_core.studies.hpqueue import QueuedSweep
-from ui import keys, sweep_sections
+from ui import hpsweep_sections, keys
+from ui.jobs import job_queue
 from ui.people import is_admin, me
-from ui.state import job_queue, run_cache, sweep_drivers
+from ui.resources import run_cache, sweep_drivers
 from ui.widgets import TRAINING_IMAGES
 
 st.title("Hyperparameter sweep")
@@ -18,7 +19,7 @@ st.caption(
     "is an ordinary run (in the queue, stoppable, cached: a config already trained costs nothing), scored on "
     "10% of the training images held out; the test set is measured once per finished trial and shown apart."
 )
-models = [name for name in list_models() if sweep_sections.sweepable(name)]
+models = [name for name in list_models() if hpsweep_sections.sweepable(name)]
 with st.sidebar:
     st.header("Sweep")
     model = st.selectbox(
@@ -27,7 +28,7 @@ with st.sidebar:
         key="sweep:model",
         format_func=lambda n: f"{n} — {get_spec(n).description.split(':')[0]}",
     )
-available = sweep_sections.knobs(model)
+available = hpsweep_sections.knobs(model)
 left, right = st.columns(2)
 with left:
     st.subheader("What to vary")
@@ -38,7 +39,7 @@ with left:
         format_func=lambda n: available[n].label,
         key=f"sweep:knobs:{model}",
     )
-    params = [sweep_sections.range_widget(available[n], f"sweep:range:{model}:{n}") for n in names]
+    params = [hpsweep_sections.range_widget(available[n], f"sweep:range:{model}:{n}") for n in names]
 with right:
     st.subheader("Budget")
     trials = st.number_input("Trials", 2, 500, 20, key="sweep:trials")
@@ -97,7 +98,7 @@ st.session_state[keys.SWEEP_OPEN] = shown
 def progress(name: str) -> None:
     study = hpsearch.open_study(run_cache(), name)
     plan = study.user_attrs.get("plan", {})
-    table = sweep_sections.trials_frame(study)
+    table = hpsweep_sections.trials_frame(study)
     driver = sweep_drivers().get(name)
     states = table["state"].value_counts() if not table.empty else {}
     done = int(states.get("complete", 0) + states.get("pruned", 0) + states.get("fail", 0))
@@ -106,7 +107,7 @@ def progress(name: str) -> None:
         f"{done} of {plan.get('trials')} trials: {int(states.get('complete', 0))} finished, "
         f"{int(states.get('pruned', 0))} pruned, {int(states.get('fail', 0))} failed or stopped",
     )
-    skipped = sweep_sections.epochs_skipped(table, plan)
+    skipped = hpsweep_sections.epochs_skipped(table, plan)
     if skipped:
         st.caption(
             f"The pruner spared {skipped[0]} of {skipped[1]} epochs the finished and pruned trials would have trained."

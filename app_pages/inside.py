@@ -5,8 +5,9 @@ import streamlit as st
 
 from fmnist_core.views import inside
 from ui import inside_sections, keys
-from ui.panels import waiting_for
-from ui.state import load_run, run_label, run_view, runs_table
+from ui.queue_panels import waiting_for
+from ui.resources import load_run
+from ui.runs import run_label, run_view, runs_table
 
 st.title("Inside the network")
 runs = runs_table()

@@ -6,9 +6,10 @@ import streamlit as st
 
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.models import get_spec
-from ui import events, keys, latent_sections, plots
-from ui.panels import waiting_for
-from ui.state import fashion, load_run, run_label, run_view, runs_table, test_image_urls
+from ui import events, keys, latent_plots, latent_sections, plots
+from ui.queue_panels import waiting_for
+from ui.resources import fashion, load_run, test_image_urls
+from ui.runs import run_label, run_view, runs_table
 from ui.widgets import kept
 
 st.title("Latent space")
@@ -63,7 +64,7 @@ points = view.projection(latent_sections.PROJECTIONS[method], count)
 map_column, detail_column = st.columns([3, 1])
 with map_column:
     event = st.echarts_chart(
-        plots.latent_map(points, labels[:count], test_image_urls(count)),
+        latent_plots.latent_map(points, labels[:count], test_image_urls(count)),
         key=f"latent_map:{run_id}:{method}:{count}",  # a new map starts with no selection
         on_select="rerun",
         height=560,

@@ -6,7 +6,8 @@ import streamlit as st
 from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
 from ui import keys, plots, widgets
-from ui.state import fashion, run_label, run_view, runs_that
+from ui.resources import fashion
+from ui.runs import run_label, run_view, runs_that
 
 SEED = 0  # the same images for everyone
 EACH = {10: "one", 30: "three"}  # a quiz's length: how many of each class

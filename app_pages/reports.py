@@ -12,7 +12,7 @@ from fmnist_core.studies.reports import (
 )
 from ui import report_sections
 from ui.panels import train_missing
-from ui.state import run_cache
+from ui.resources import run_cache
 from ui.widgets import kept
 
 SCALES = {"full (the report's epochs)": 1.0, "quick look (a fifth of the epochs)": 0.2}

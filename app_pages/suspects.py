@@ -5,19 +5,11 @@ import streamlit as st
 
 from fmnist_core.analysis import suspects
 from ui import suspect_sections
-from ui.panels import until_ready
-from ui.state import (
-    duplicates,
-    fashion,
-    in_background,
-    job_queue,
-    pixel_label_issues,
-    run_cache,
-    run_label,
-    run_view,
-    runs_table,
-    runs_that,
-)
+from ui.jobs import job_queue
+from ui.queue_panels import until_ready
+from ui.resources import fashion, in_background, run_cache
+from ui.results import duplicates, pixel_label_issues
+from ui.runs import run_label, run_view, runs_table, runs_that
 from ui.widgets import kept
 
 PIXELS = "Pixels (their first 64 principal components)"

@@ -8,7 +8,8 @@ from fmnist_core.studies import sweep
 from fmnist_core.studies.reports import Scale
 from ui import events, plots
 from ui.panels import train_missing
-from ui.state import fashion, load_run, run_cache, sweep_table
+from ui.resources import fashion, load_run, run_cache
+from ui.results import sweep_table
 from ui.widgets import kept
 
 SCALES = {

@@ -8,8 +8,10 @@ from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.data.preprocess import ImageError, prepare_data_url, prepare_upload
 from ui import canvas, keys, plots, try_sections
-from ui.panels import waiting_for, why_panel
-from ui.state import load_run, run_label, run_view, runs_table, runs_that
+from ui.panels import why_panel
+from ui.queue_panels import waiting_for
+from ui.resources import load_run
+from ui.runs import run_label, run_view, runs_table, runs_that
 
 st.title("Try it")
 runs = runs_table()

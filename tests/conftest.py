@@ -70,8 +70,8 @@ def queues_end_with_their_test(monkeypatch):
     yield built
     for queue in built:
         queue.close(timeout=300)  # a training stops at its next step: seconds, even on a busy machine
-    if "ui.state" in sys.modules:
-        sys.modules["ui.state"]._job_queue.clear()
+    if "ui.jobs" in sys.modules:
+        sys.modules["ui.jobs"]._job_queue.clear()
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def rerun_until(at: AppTest, done: Callable[[AppTest], bool], what: str, timeout
 
 def wait_for_jobs(timeout: float = 900) -> None:
     """Until every job of the app's queue has ended (waited on the queue, not by rerunning the page)."""
-    from ui.state import job_queue
+    from ui.jobs import job_queue
 
     queue = job_queue()
     for job in queue.jobs():
@@ -145,7 +145,7 @@ def test_a_claim_card_asks_for_a_guess_then_shows_the_verdict_over_seeds():
 
 @pytest.mark.slow
 def test_the_sweep_page_queues_its_runs_encoders_first_and_lists_them():
-    from ui.state import job_queue
+    from ui.jobs import job_queue
 
     at = page(open_app(), "app_pages/sweep.py")
     assert any("27 of 27 runs of this sweep are not in the cache (0 queued)" in i.value for i in at.info)
@@ -179,12 +179,12 @@ def test_invalid_setting_is_a_message_not_a_traceback():
 
 
 def test_a_page_that_fails_shows_one_line_not_a_traceback(monkeypatch):
-    import ui.state
+    import ui.runs
 
     def broken():
         raise RuntimeError("the listing broke")
 
-    monkeypatch.setattr(ui.state, "runs_table", broken)
+    monkeypatch.setattr(ui.runs, "runs_table", broken)
     at = page(open_app(), "app_pages/try_it.py")
     # Under FMNIST_DEBUG=1 (the tests' setting) the failure surfaces as itself.
     assert at.exception and "the listing broke" in at.exception[0].value
@@ -324,11 +324,23 @@ def test_recipe_buttons_set_the_widgets_to_the_recipe():
     layers = at.text_area(key="cnn:layers:long_cnn (the lab's recipe)").value
     assert layers.split("\n") == list(get_recipe("long_cnn").settings["layers"])
     assert at.radio(key="widget:cls:cnn:precision").value == "auto"  # resolved when it trains
+    [button for button in at.button if button.label == "Use the speedrun recipe"][0].click().run()
+    assert at.selectbox(key="widget:cnn:layers:preset").value == "speedrun (the lab's recipe)"
+    assert (at.toggle(key="widget:cls:cnn:whiten").value, at.toggle(key="widget:cls:cnn:dirac").value) == (
+        True,
+        True,
+    )
+    assert at.select_slider(key="widget:cls:cnn:bnlr").value == 8.0
+    assert at.select_slider(key="widget:cls:cnn:ema").value == 0.99
+    assert (at.radio(key="widget:cls:cnn:augment").value, at.radio(key="widget:cls:cnn:tta").value) == (
+        "alt_flip_shift",
+        "flip_shift",
+    )
     assert not at.exception
 
 
 def test_pickers_tell_runs_apart_and_put_the_best_first():
-    from ui.state import run_label, runs_table
+    from ui.runs import run_label, runs_table
 
     configs = [
         RunConfig.for_model("conv_autoencoder", {"n": n}, epochs=1, train_subset=subset, test_subset=500)
@@ -364,7 +376,7 @@ def test_a_training_stays_in_view_when_a_setting_moves_and_every_sidebar_lists_i
 
 @pytest.mark.slow
 def test_stop_keeps_the_finished_epochs_in_view_and_continue_ends_the_run():
-    from ui.state import job_queue
+    from ui.jobs import job_queue
 
     at = page(open_app(), "app_pages/autoencoder.py")
     at.slider(key="widget:ae:conv_autoencoder:epochs").set_value(4).run()
@@ -446,7 +458,7 @@ def test_home_shows_the_starter_set_training_on_an_empty_cache(monkeypatch):
         assert set(table["state"]) <= {"queued", "running"}
         assert any("Training queue" in m.value for m in at.sidebar.markdown)
     finally:
-        from ui.state import job_queue
+        from ui.jobs import job_queue
 
         queue = job_queue()
         for job in queue.jobs():
@@ -670,7 +682,7 @@ def test_the_suspect_data_page_counts_duplicates_and_mislabels_and_maps_a_run():
 
 
 def test_runs_on_other_data_are_never_picked_and_are_labelled_where_listed():
-    from ui.state import run_label, runs_table
+    from ui.runs import run_label, runs_table
 
     real = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300))
     other = real.config.replace(data="other-0123456789abcdef")
@@ -694,7 +706,7 @@ def test_a_link_value_the_page_cannot_hold_is_said_not_dropped():
 def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
     at = page(open_app(), "app_pages/try_it.py")
     assert any("No trained model yet" in i.value for i in at.info)
-    from ui.state import job_queue
+    from ui.jobs import job_queue
 
     config = RunConfig.for_model("mlp", epochs=2, train_subset=2000, test_subset=500)
     job_queue().submit(config)
@@ -712,7 +724,7 @@ def test_a_page_without_its_model_says_what_trains_and_fills_in_when_it_ends():
 
 
 def test_a_page_waiting_on_a_queued_job_says_queued_and_what_is_ahead_of_it():
-    from ui.state import job_queue
+    from ui.jobs import job_queue
 
     queue = job_queue()
     # Minutes of work ahead (stopped at the end), so the autoencoder is still queued when the page looks.
@@ -919,7 +931,7 @@ def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_r
 def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said(monkeypatch):
     monkeypatch.setenv("FMNIST_CLASS", "1")  # as when served with --server.address 0.0.0.0
     monkeypatch.setenv("FMNIST_MAX_JOBS", "1")
-    from ui.state import _job_queue
+    from ui.jobs import _job_queue
 
     _job_queue.clear()  # a server started with these settings
     alice = page(open_app(), "app_pages/autoencoder.py")
@@ -953,18 +965,18 @@ def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said
 def test_a_model_never_trained_here_counts_its_timed_minutes_against_the_queue_limit(monkeypatch):
     """With no run of a ResNet here its estimate was None, counted as 0 minutes: a 60-epoch ResNet
     passed FMNIST_MAX_QUEUE_MINUTES=1. Now a few of its steps are timed, through the app's queue."""
-    from ui import state
+    from ui import jobs as app_jobs
 
     monkeypatch.setenv("FMNIST_MAX_QUEUE_MINUTES", "1")
-    state._job_queue.clear()  # a server started with this setting
+    app_jobs._job_queue.clear()  # a server started with this setting
     try:
-        queue = state.job_queue()
+        queue = app_jobs.job_queue()
         with pytest.raises(ValueError, match=r"limit: your queue would hold about \d+ min of training"):
             # at a batch of 32: its timed steps an eighth of the default batch's, the same claim
             queue.submit(RunConfig.for_model("resnet", epochs=60, batch_size=32), owner="alice")
         assert queue.jobs() == [] and RunCache().run_ids() == []
     finally:
-        state._job_queue.clear()
+        app_jobs._job_queue.clear()
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn", "resnet", "conv_autoencoder", "vae"])

@@ -119,6 +119,27 @@ def test_list_runs_has_config_columns_and_metrics(tiny_autoencoder_config):
     assert (table["status"] == "ok").all()
 
 
+def test_runs_are_ranked_best_first_per_model_usable_only_and_other_data_last():
+    from fmnist_core.store.table import rank_runs
+
+    table = pd.DataFrame(
+        [
+            dict(run_id="ae_good", status="ok", test_mse=0.010, data="ours", created="2026-01-01"),
+            dict(run_id="ae_bad", status="ok", test_mse=0.020, data="ours", created="2026-01-03"),
+            dict(run_id="cls_best", status="ok", test_accuracy=0.93, data="ours", created="2026-01-01"),
+            dict(run_id="cls_tie_new", status="ok", test_accuracy=0.90, data="ours", created="2026-01-05"),
+            dict(run_id="cls_tie_old", status="ok", test_accuracy=0.90, data="ours", created="2026-01-02"),
+            dict(run_id="damaged", status="corrupt", test_accuracy=0.99, data="ours", created="2026-01-01"),
+            dict(run_id="theirs", status="ok", test_accuracy=0.99, data="other", created="2026-01-01"),
+        ]
+    )
+    ranked = rank_runs(table, loaded="ours")
+    # An autoencoder's score is its MSE and a classifier's its accuracy, negated: lower is better.
+    assert list(ranked["run_id"]) == ["cls_best", "cls_tie_new", "cls_tie_old", "ae_good", "ae_bad", "theirs"]
+    assert list(ranked["other_data"]) == [False] * 5 + [True]
+    assert rank_runs(table.iloc[5:6], loaded="ours").empty
+
+
 def test_list_runs_reads_only_the_entries_that_changed(monkeypatch):
     cache = RunCache()
     first = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)

@@ -94,14 +94,14 @@ def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monke
     work there); an address where nothing listens is one line on the page, not a silent local queue."""
     import socket
 
-    from ui import state
+    from ui import jobs as app_jobs
 
     with local_cluster() as cluster:
         monkeypatch.setenv("FMNIST_SCHEDULER", cluster.scheduler_address)
-        state._job_queue.clear()  # a server started with this setting
+        app_jobs._job_queue.clear()  # a server started with this setting
         at = set_quick(page(open_app(), "app_pages/autoencoder.py"), "ae:conv_autoencoder")
         at = train_and_wait(at)
-        queue = state.job_queue()
+        queue = app_jobs.job_queue()
         workers = set(cluster.scheduler_info["workers"])
         [job] = queue.jobs()
         assert queue.workers == 2 and job.where in workers and len(job.epochs) == 1, (job.where, workers)
@@ -119,19 +119,19 @@ def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monke
         queue.wait(long.run_id, timeout=900)
         assert long.state == "stopped" and 1 <= RunCache().stopped.summary(long.run_id)["epochs_done"] < 30
         queue.close()
-    state._job_queue.clear()
+    app_jobs._job_queue.clear()
 
     with socket.socket() as s:  # a port where nothing listens
         s.bind(("127.0.0.1", 0))
         dead = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.setenv("FMNIST_SCHEDULER", dead)
-    state._QUEUE_FAILED.clear()
+    app_jobs._QUEUE_FAILED.clear()
     at = page(open_app(), "app_pages/autoencoder.py")
     assert [e.value for e in at.error] == [
         f"The lab's settings: FMNIST_SCHEDULER: nothing answers at {dead} (Connection refused); start "
         "the scheduler (dask scheduler) or fix the address. Fix it and start the lab again."
     ]
-    state._QUEUE_FAILED.clear()
+    app_jobs._QUEUE_FAILED.clear()
 
 
 def test_a_dask_worker_that_dies_mid_job_fails_that_job_with_a_message_and_the_queue_goes_on(local_cluster):

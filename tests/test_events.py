@@ -7,7 +7,7 @@ import pytest
 
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.data.preprocess import prepare_data_url
-from ui import events, plots
+from ui import events, latent_plots, plots
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_the_latent_map_row_is_the_test_image_and_its_tooltip_shows_it():
     points = np.random.default_rng(0).normal(size=(30, 2))
     labels = np.arange(30) % 10
     images = np.random.default_rng(1).random((30, 28, 28)).astype(np.float32)
-    spec = plots.latent_map(points, labels, plots.image_urls(images))
+    spec = latent_plots.latent_map(points, labels, plots.image_urls(images))
     frame = spec["dataset"]["source"]
     assert list(frame["index"]) == list(range(30))  # row i is test image i: selected_rows' indices
     assert list(frame["class"]) == [CLASS_NAMES[c] for c in labels]
@@ -124,7 +124,7 @@ def test_the_atlas_draws_each_cell_as_its_decoded_image_sized_by_its_count():
         }
     )
     atlas = Atlas(cells, np.zeros((2, 28, 28), np.float32), [np.array([0]), np.arange(1, 10)])
-    spec = plots.atlas(atlas, (0.0, 1.0, 0.0, 1.0), size=2)
+    spec = latent_plots.atlas(atlas, (0.0, 1.0, 0.0, 1.0), size=2)
     tiles, pictures = spec["series"][0]["data"], spec["series"][1]["data"]
     assert [p["symbol"].startswith("image://data:image/png;base64,") for p in pictures] == [True, True]
     assert pictures[1]["symbolSize"] > pictures[0]["symbolSize"]  # nine images against one

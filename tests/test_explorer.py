@@ -111,7 +111,7 @@ def test_a_text_filter_keeps_the_runs_with_it_in_any_cell():
 
 
 def test_the_sweep_page_counts_the_epochs_the_pruner_spared():
-    from ui.sweep_sections import epochs_skipped
+    from ui.hpsweep_sections import epochs_skipped
 
     table = pd.DataFrame(
         {"state": ["complete", "pruned", "pruned", "running"], "pruned_at_epoch": [None, 1, 3, None]}

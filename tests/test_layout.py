@@ -134,6 +134,83 @@ def test_the_engine_is_applied_by_the_training_loop_alone():
     assert users == {"fmnist_core.training.loop"}  # the only caller of the rewrite
 
 
+# ui/'s floors, lowest first (the README draws them): a module imports its own floor and those
+# below it, and app_pages/ sits above them all. ui/ reaches the core directly, every floor but the
+# engine (the training loop alone applies it) and the training loop itself (jobs train, pages ask).
+UI_FLOORS = (
+    ("keys and events", {"keys", "events", "canvas", "warmup"}),
+    ("figures and widgets", {"plots", "latent_plots", "unit_plots", "widgets"}),
+    ("the process's resources", {"resources"}),
+    ("runs, jobs, people, results", {"runs", "jobs", "people", "results"}),
+    ("panels and forms", {"panels", "queue_panels", "forms"}),
+    ("sections and navigation", {"navigation"}),  # and every page's NAME_sections module
+)
+
+
+def ui_floor(module: str) -> int:
+    stem = module.removeprefix("ui.")
+    if stem.endswith("_sections"):
+        return len(UI_FLOORS) - 1
+    for rank, (_name, members) in enumerate(UI_FLOORS):
+        if stem in members:
+            return rank
+    raise ValueError(f"{module} sits on no floor of ui/ (tests/test_layout.py: UI_FLOORS)")
+
+
+def ui_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    paths = sorted((root / "ui").glob("*.py"))
+    known = {module_name(p, root) for p in paths}
+    return {
+        module_name(p, root): imported_core_modules(p, known, root) - {"ui"}
+        for p in paths
+        if p.stem != "__init__"
+    }
+
+
+def ui_upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{name} -> {target}"
+        for name, edges in graph.items()
+        for target in edges
+        if ui_floor(target) > ui_floor(name)
+    )
+
+
+def test_every_ui_module_sits_on_a_floor_and_they_import_only_downwards_without_a_cycle():
+    graph = ui_graph()
+    assert "ui.resources" in graph["ui.runs"] and "ui.plots" in graph["ui.unit_plots"]  # real imports seen
+    for name in graph:
+        ui_floor(name)  # raises ValueError for a module outside the floors
+    assert ui_upward_imports(graph) == []
+    assert find_cycle(graph) is None, find_cycle(graph)
+
+
+def test_a_planted_upward_import_in_ui_is_caught(tmp_path):
+    """A lazy import of the panels planted inside a function of the ground floor's keys."""
+    shutil.copytree(ROOT / "ui", tmp_path / "ui", ignore=shutil.ignore_patterns("__pycache__"))
+    planted = tmp_path / "ui" / "keys.py"
+    planted.write_text(
+        planted.read_text() + "\n\ndef planted():\n    from ui import panels\n\n    return panels\n"
+    )
+    assert ui_upward_imports(ui_graph(tmp_path)) == ["ui.keys -> ui.panels"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(ROOT / "ui").glob("*.py"), *(ROOT / "app_pages").glob("*.py")]),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_the_app_reaches_neither_the_engine_nor_the_training_loop(path):
+    known = {module_name(p) for p in CORE.rglob("*.py")}
+    reached = imported_core_modules(path, known)
+    assert not {m for m in reached if m.startswith(("fmnist_core.engine", "fmnist_core.training.loop"))}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "ui").glob("*.py")), ids=lambda p: p.name)
+def test_no_ui_module_is_over_300_lines(path):
+    assert len(path.read_text().splitlines()) <= 300
+
+
 @pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_core_module_is_over_500_lines(path):
     assert len(path.read_text().splitlines()) <= 500

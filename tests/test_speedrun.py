@@ -36,6 +36,17 @@ def test_each_rung_adds_its_trick_to_every_trick_below_it():
     assert first_conv.out_channels == 2 * first_conv.kernel_size[0] ** 2  # whitening fills it exactly
 
 
+def test_the_speedrun_recipe_is_the_ladders_top_rung_so_a_sweep_or_the_form_starts_from_it(monkeypatch):
+    from fmnist_core.runs.recipes import get_recipe
+
+    monkeypatch.setenv("FMNIST_SCALE", "full")  # the ladder's own length, as the recipe's
+    top = speedrun.rung_config(len(speedrun.RUNGS) - 1)
+    recipe = get_recipe("speedrun").config()
+    assert recipe == top and recipe.run_id == top.run_id  # one cached run for both
+    assert (recipe.epochs, recipe.validation, recipe.precision) == (10, "holdout", "auto")
+    assert get_recipe("speedrun").config(epochs=20).run_id == speedrun.rung_config(8, epochs=20).run_id
+
+
 @pytest.mark.slow
 def test_a_tiny_ladder_trains_once_and_its_report_is_rebuilt_from_the_cache(
     isolated_cache, tmp_path, monkeypatch
@@ -216,7 +227,7 @@ def test_the_speedrun_page_draws_the_committed_ladder_queues_a_rung_and_shows_it
     from streamlit.testing.v1 import AppTest
 
     from ui import speedrun_sections, warmup
-    from ui.state import job_queue
+    from ui.jobs import job_queue
 
     monkeypatch.setattr(speedrun_sections, "REPORT", committed_report(tmp_path))
     warmup.wait()

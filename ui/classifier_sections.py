@@ -11,7 +11,8 @@ from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun, frozen_sibling
 from ui import events, keys, plots
 from ui.panels import epoch_scrubber, why_panel
-from ui.state import fashion, load_run, run_cache, run_view
+from ui.resources import fashion, load_run, run_cache
+from ui.runs import run_view
 
 
 def confusion(run: TrainedRun, matrix: np.ndarray, probabilities: np.ndarray) -> None:

@@ -12,7 +12,7 @@ from fmnist_core.runs import bundle
 from fmnist_core.store.cache import RunCache
 from ui import keys
 from ui.plots import PALETTE
-from ui.state import run_cache
+from ui.resources import run_cache
 
 LOSS_NAMES = {
     "mse": "MSE",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 CELL = "cell"  # the confusion heatmap's point-selection parameter
-UNIT = "unit"  # a layer chart's point selection: the unit clicked (ui.plots.unit_grid, unit_bars)
+UNIT = "unit"  # a layer chart's point selection: the unit clicked (ui.unit_plots.unit_grid, unit_bars)
 
 
 def _points(selection: Mapping | None, name: str) -> list:
@@ -72,7 +72,7 @@ def clicked_x(selection: Mapping | None) -> int | None:
 
 
 def clicked_unit(selection: Mapping | None, units: int) -> int | None:
-    """The unit last clicked on a layer chart (plots.UNIT's point selection), or None; a unit outside
+    """The unit last clicked on a layer chart (unit_plots.UNIT's point selection), or None; a unit outside
     [0, units) (a click left from a wider layer) is no unit."""
     for point in reversed(_points(selection, UNIT)):
         unit = point.get("unit") if isinstance(point, Mapping) else None

@@ -14,7 +14,7 @@ from fmnist_core.models import get_spec, list_models
 from fmnist_core.runs.recipes import get_recipe, list_recipes
 from fmnist_core.studies.presets import recipe_preset, setting_presets
 from ui import keys
-from ui.state import run_label
+from ui.runs import run_label
 from ui.widgets import RUN_KEYS, TRAINING_IMAGES, kept, radio_row
 
 

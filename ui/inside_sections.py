@@ -13,8 +13,9 @@ from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.views import inside
 from fmnist_core.views.architecture import architecture
 from fmnist_core.views.explore import commonest_mistakes
-from ui import events, keys, plots
-from ui.state import fashion, run_cache, run_view
+from ui import events, keys, plots, unit_plots
+from ui.resources import fashion, run_cache
+from ui.runs import run_view
 
 SOURCES = ("A test image", "A confusion cell", "Try it's drawing or upload")
 
@@ -76,7 +77,7 @@ def count_units(run_id: str) -> None:
     cache = run_cache()
     if inside.has_activity(run_id, cache):
         return
-    from ui.state import load_run
+    from ui.resources import load_run
 
     bar = st.progress(0.0, text="Passing the 10,000 test images through every layer, once for this run...")
     inside.activity(
@@ -90,9 +91,9 @@ def count_units(run_id: str) -> None:
 def layer_output(layer: Layer, output: np.ndarray, shared: bool) -> None:
     """One layer's output for the image: a grid of maps, or bars."""
     if layer.spatial:
-        st.image(plots.layer_mosaic(output, shared, **plots.mosaic_layout(output)))
+        st.image(unit_plots.layer_mosaic(output, shared, **unit_plots.mosaic_layout(output)))
     else:
-        st.altair_chart(plots.unit_bars(output.reshape(-1), None, height=110))
+        st.altair_chart(unit_plots.unit_bars(output.reshape(-1), None, height=110))
 
 
 def every_layer(passes: list[inside.ImagePass], pairs: list[tuple], shared: bool, names: list[str]) -> None:
@@ -125,7 +126,9 @@ def pick_unit(layer: Layer, output: np.ndarray, shared: bool, key: str) -> int:
     chosen = events.clicked_unit(state.get("selection") if isinstance(state, dict) else None, layer.units)
     unit = strongest if chosen is None else chosen
     chart = (
-        plots.unit_grid(output, shared, unit) if layer.spatial else plots.unit_bars(output.reshape(-1), unit)
+        unit_plots.unit_grid(output, shared, unit)
+        if layer.spatial
+        else unit_plots.unit_bars(output.reshape(-1), unit)
     )
     st.altair_chart(chart, on_select="rerun", key=key, width="content" if layer.spatial else "stretch")
     if chosen is None:
@@ -140,13 +143,13 @@ def weights_figure(weights: np.ndarray | None) -> None:
         st.caption("No weights of its own (its values come from a layer of another width).")
     elif weights.ndim == 3:  # a conv filter: one k x k kernel per input channel, one colour scale
         k = weights.shape[-1]
-        st.image(plots.layer_mosaic(weights, shared=True, columns=8, scale=max(2, 72 // k)))
+        st.image(unit_plots.layer_mosaic(weights, shared=True, columns=8, scale=max(2, 72 // k)))
         st.caption(f"{len(weights)} input channel(s) × {k}×{k}; red positive, blue negative.")
     elif weights.size == 784:  # a dense unit on the pixels: its weights are a picture
-        st.image(plots.layer_mosaic(weights.reshape(1, 28, 28), shared=True, scale=6))
+        st.image(unit_plots.layer_mosaic(weights.reshape(1, 28, 28), shared=True, scale=6))
         st.caption("Its weight on each pixel; red positive, blue negative.")
     else:
-        st.altair_chart(plots.unit_bars(weights, None, height=110))
+        st.altair_chart(unit_plots.unit_bars(weights, None, height=110))
         st.caption(f"Its weight on each of its {weights.size:,} inputs.")
 
 
@@ -166,7 +169,7 @@ def unit_up_close(
         st.markdown("**Its output for this image**")
         if layer.spatial:
             single = output[unit : unit + 1]
-            st.image(plots.layer_mosaic(single, shared=True, scale=max(1, 224 // single.shape[-1])))
+            st.image(unit_plots.layer_mosaic(single, shared=True, scale=max(1, 224 // single.shape[-1])))
         else:
             st.metric("value", f"{float(output.reshape(-1)[unit]):.4f}")
     with second:
@@ -180,7 +183,7 @@ def unit_up_close(
         f"#{i} {CLASS_NAMES[labels[i]]} · {v:.2f}"
         for i, v in zip(detail.indices, detail.values, strict=False)
     ]
-    st.image(plots.with_boxes(detail.images, detail.boxes), caption=captions, width=96)
+    st.image(unit_plots.with_boxes(detail.images, detail.boxes), caption=captions, width=96)
     if layer.spatial:
         st.markdown("**Their patches**, cut out")
         st.image([np.kron(p, np.ones((6, 6))) for p in inside.patches(detail)], clamp=True, width=72)

@@ -11,8 +11,9 @@ import streamlit as st
 from fmnist_core import analysis, views
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun, frozen_sibling
-from ui import events, panels, plots
-from ui.state import fashion, load_run, run_label, run_view, runs_that, test_image_urls
+from ui import events, latent_plots, panels, plots
+from ui.resources import fashion, load_run, test_image_urls
+from ui.runs import run_label, run_view, runs_that
 
 PROJECTIONS = {
     "PCA": "pca",
@@ -28,7 +29,7 @@ def beside(run_id: str, label: str, method: str, count: int) -> None:
     st.caption(label)
     points = run_view(run_id).projection(PROJECTIONS[method], count)
     labels = fashion().test_labels.numpy()[:count]
-    figure = plots.latent_map(points, labels, test_image_urls(count), selectable=False)
+    figure = latent_plots.latent_map(points, labels, test_image_urls(count), selectable=False)
     st.echarts_chart(
         figure, height=480, key=f"beside:{run_id}:{method}:{count}", alt=f"{method} map of {label}"
     )
@@ -66,7 +67,7 @@ def timelapse(run: TrainedRun, runs: pd.DataFrame) -> None:
         with column:
             if len(players) > 1:
                 st.markdown(f"**{name}**")
-            figure = plots.latent_map(
+            figure = latent_plots.latent_map(
                 player.maps[frame],
                 labels[:sample],
                 test_image_urls(sample),
@@ -75,7 +76,7 @@ def timelapse(run: TrainedRun, runs: pd.DataFrame) -> None:
             )
             alt = f"the codes of {sample:,} test images at this moment of training"
             st.echarts_chart(figure, height=420, key=f"timelapse_map:{name}", alt=alt)
-            st.plotly_chart(plots.timelapse_knn(player.at, player.knn, frame), key=f"knn:{name}")
+            st.plotly_chart(latent_plots.timelapse_knn(player.at, player.knn, frame), key=f"knn:{name}")
     if frames.reconstructions[frame] is not None:
         moment = "before training" if frames.at[frame] == 0 else f"at epoch {frames.at[frame]:g}"
         panels.snapshot_reconstructions(frames.reconstructions[frame], moment)
@@ -107,7 +108,7 @@ def atlas(run: TrainedRun, runs: pd.DataFrame, points: np.ndarray, codes: np.nda
     )
     with side:
         picked = st.echarts_chart(
-            plots.atlas(found, bounds, size),
+            latent_plots.atlas(found, bounds, size),
             height=600,
             key=f"atlas:{key}:{size}:{judge}",
             on_select="rerun",
@@ -192,7 +193,7 @@ def boundary_walk(run: TrainedRun, runs: pd.DataFrame, codes: np.ndarray, select
     if not walk.decoded_probabilities:
         st.info("Train a classifier to see where along the walk its answer flips.")
         return
-    figure = plots.walk_probabilities(walk, int(labels[first]), int(labels[second]))
+    figure = latent_plots.walk_probabilities(walk, int(labels[first]), int(labels[second]))
     st.plotly_chart(figure, config={"displayModeBar": False})
     st.dataframe(views.flip_table(walk), hide_index=True)
     st.caption(

@@ -86,8 +86,9 @@ def run_app() -> None:
         if warmup.ready():  # before that no job can run: nothing to list
             from fmnist_core.runs import starter
             from ui import people
-            from ui.panels import queue_sidebar
-            from ui.state import job_queue, run_cache
+            from ui.jobs import job_queue
+            from ui.queue_panels import queue_sidebar
+            from ui.resources import run_cache
 
             try:
                 queue = job_queue()

@@ -17,7 +17,8 @@ from fmnist_core.base import environment
 from fmnist_core.runs.jobs import LAB
 from fmnist_core.store import identity
 from ui import keys
-from ui.state import job_queue, run_cache
+from ui.jobs import job_queue
+from ui.resources import run_cache
 
 log = logging.getLogger("fmnist_lab")
 LOCAL_ADDRESSES = {"", "localhost", "127.0.0.1", "::1"}

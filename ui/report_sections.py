@@ -10,7 +10,7 @@ from fmnist_core.studies.reports import REPORTS, Scale, check_conclusions, repor
 from fmnist_core.studies.reports.seeds import claim_configs, load_committed_seeds
 from ui import keys
 from ui.panels import train_missing
-from ui.state import seeds_result
+from ui.results import seeds_result
 
 SEEDS = 3  # the claims are judged over this many seeds
 

@@ -10,7 +10,7 @@ import streamlit as st
 from fmnist_core.base.device import cpu_kind
 from fmnist_core.studies import speedrun
 from ui import keys, plots
-from ui.state import load_run, run_cache
+from ui.resources import load_run, run_cache
 
 REPORT = speedrun.REPORT_FOLDER / "speedrun.csv"
 

@@ -11,10 +11,12 @@ from fmnist_core.analysis import suspects
 from fmnist_core.data import exclusions
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.studies import suspects as suspect_study
-from ui import events, plots
-from ui.panels import train_missing, waiting_for
+from ui import events, latent_plots, plots
+from ui.jobs import job_queue
+from ui.panels import train_missing
 from ui.people import enqueue
-from ui.state import fashion, job_queue, run_cache
+from ui.queue_panels import waiting_for
+from ui.resources import fashion, run_cache
 
 MAP_POINTS = 3000  # the map's points: a random sample of the images the run trained on
 
@@ -123,7 +125,7 @@ def training_map(map_, positions, flagged: np.ndarray, mapped_label) -> None:
         flagged_shown = int(np.isin(positions[rows_shown], flagged).sum())
         images_shown = positions[rows_shown]
         state = st.echarts_chart(
-            plots.latent_map(
+            latent_plots.latent_map(
                 np.stack([map_.variability[rows_shown], map_.confidence[rows_shown]], 1),
                 train_labels[images_shown],
                 plots.image_urls(data.train_images[images_shown, 0].numpy()),

@@ -10,8 +10,9 @@ import streamlit as st
 from fmnist_core import views
 from fmnist_core.data.fashion import CLASS_NAMES
 from ui import plots
-from ui.panels import until_ready
-from ui.state import fashion, garment_check, load_run, run_label, run_view
+from ui.queue_panels import until_ready
+from ui.resources import fashion, garment_check, load_run
+from ui.runs import run_label, run_view
 
 
 def garment_verdict(image: np.ndarray, autoencoders: pd.DataFrame, answer_column) -> None:

@@ -52,6 +52,27 @@ def list_runs(cache: RunCache) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rank_runs(table: pd.DataFrame, loaded: str) -> pd.DataFrame:
+    """The usable runs of a listing (status ok), best first within each model so that every
+    picker defaults to the best run of its kind: autoencoders by test MSE, classifiers by test
+    accuracy, then newest first; runs on another data set than `loaded` (a fingerprint) after
+    them all, marked `other_data` (their figures were measured on their own test set)."""
+    if table.empty:
+        return table
+    table = table[table["status"] == "ok"]
+    if table.empty:
+        return table.assign(other_data=pd.Series(dtype=bool))
+    score = table["test_mse"] if "test_mse" in table else pd.Series(float("nan"), index=table.index)
+    if "test_accuracy" in table:
+        score = score.fillna(-table["test_accuracy"])
+    return (
+        table.assign(_score=score, other_data=table["data"] != loaded)
+        .sort_values(["other_data", "_score", "created"], ascending=[True, True, False], na_position="last")
+        .drop(columns="_score")
+        .reset_index(drop=True)
+    )
+
+
 def _as_stamps(value) -> tuple:
     return tuple(tuple(item) if item is not None else None for item in value)
 

@@ -18,41 +18,13 @@ from fmnist_core.base import environment
 from fmnist_core.base.device import cpu_kind
 from fmnist_core.base.files import write_text_atomic
 from fmnist_core.base.settings import check_int
-from fmnist_core.models import ONE_CYCLE_TRAINING
-from fmnist_core.runs.recipes import get_recipe
+from fmnist_core.runs.recipes import SPEEDRUN_BASE, SPEEDRUN_LAYERS, get_recipe
 from fmnist_core.runs.trained import get_or_train, load_run
 from fmnist_core.store.cache import RunCache
 from fmnist_core.studies.reports import forward_flops
 from fmnist_core.training.config import RunConfig
 from fmnist_core.training.splits import make_splits
 
-# A whitened first conv (9 directions of a 3x3 patch and their negatives), then three stages that
-# each pool after their first conv (airbench's blocks on 28x28: 28 -> 14 -> 7 -> 3).
-SPEEDRUN_LAYERS = (
-    "conv:18:3:same:relu",
-    "conv:32:3:same:relu",
-    "maxpool:2",
-    "bn",
-    "conv:32:3:same:relu",
-    "bn",
-    "conv:64:3:same:relu",
-    "maxpool:2",
-    "bn",
-    "conv:64:3:same:relu",
-    "bn",
-    "conv:128:3:same:relu",
-    "maxpool:2",
-    "bn",
-    "conv:128:3:same:relu",
-    "bn",
-)
-BASE_RUN = dict(
-    {**ONE_CYCLE_TRAINING, "label_smoothing": 0.0},  # random flips; smoothing is a rung of its own
-    epochs=10,
-    batch_size=128,
-    precision="auto",  # bf16 where the CPU does it natively
-    validation="holdout",
-)
 # At FMNIST_SCALE=test: seconds a rung (validated on 1,200 holdout images, not 6,000)
 TEST_SCALE = dict(epochs=1, train_subset=2000, test_subset=1000, holdout_fraction=0.02)
 
@@ -86,7 +58,7 @@ def check_rung(rung: int) -> int:
 
 def rung_config(rung: int, seed: int = 0, **overrides) -> RunConfig:
     """Rung `rung`'s run: the base and every trick up to it, then `overrides` (epochs, images)."""
-    run = {**BASE_RUN, **(TEST_SCALE if environment.scale() == "test" else {})}
+    run = {**SPEEDRUN_BASE, **(TEST_SCALE if environment.scale() == "test" else {})}
     for step in RUNGS[: check_rung(rung) + 1]:
         run.update(step.run)
     return RunConfig.for_model("cnn", {"layers": SPEEDRUN_LAYERS}, seed=seed, **{**run, **overrides})
