@@ -697,6 +697,38 @@ def test_runs_on_other_data_are_never_picked_and_are_labelled_where_listed():
     assert set(shown["data"]) == {"fashion-mnist", "other-0123456789abcdef"}
 
 
+def test_a_new_loss_is_one_entry_that_trains_shows_in_the_form_and_is_named_in_compare(monkeypatch):
+    """A throwaway loss registered in the table of losses alone (analysis.losses): the config
+    accepts it, a run trains with it, the form offers it and Compare runs names its curves."""
+    import torch.nn.functional as F
+
+    from fmnist_core.analysis import losses
+
+    hinge = losses.Loss(
+        "hinge", "multi-class hinge", "classifier", lambda out, y, _: F.multi_margin_loss(out, y)
+    )
+    monkeypatch.setitem(losses.LOSSES, "hinge", hinge)
+    with pytest.raises(ValueError, match="loss: 'hinge' is not one of"):
+        RunConfig.for_model("conv_autoencoder", loss="hinge")  # an autoencoder's losses are its own
+    run = get_or_train(RunConfig.for_model("mlp", loss="hinge", epochs=1, train_subset=2000, test_subset=500))
+    assert run.history["train_loss"][0] > 0 and run.metrics["test_accuracy"] > 0.5  # it learns
+    assert run.predict_proba(load_data().test_images[:5]).sum(1) == pytest.approx([1.0] * 5)
+    at = page(open_app(), "app_pages/classifier.py")
+    at.selectbox(key="widget:cls:model").set_value("mlp").run()
+    assert at.selectbox(key="widget:cls:mlp:loss").options == [
+        "cross-entropy",
+        "MSE on one-hot",
+        "KL divergence",
+        "multi-class hinge",
+    ]
+    at.selectbox(key="widget:cls:mlp:loss").set_value("hinge").run()
+    assert not at.exception and not at.error
+    from ui.compare_sections import overlay_title  # the page's curves of runs selected in its table
+
+    assert overlay_title("val_loss", "hinge") == "val loss (multi-class hinge)"
+    assert overlay_title("val_loss", "cross_entropy") == "val loss (cross-entropy)"
+
+
 def test_a_link_value_the_page_cannot_hold_is_said_not_dropped():
     at = open_link("app_pages/reports.py", reports__name="S9")
     assert at.title[0].value.startswith("S0")  # the default report

@@ -206,6 +206,16 @@ def test_the_app_reaches_neither_the_engine_nor_the_training_loop(path):
     assert not {m for m in reached if m.startswith(("fmnist_core.engine", "fmnist_core.training.loop"))}
 
 
+def test_every_module_the_warm_up_imports_exists():
+    """The warm-up imports by name and only logs a failure (the page raises it again): a module
+    renamed away would leave every first visit cold without a test failing."""
+    import importlib.util
+
+    from ui.warmup import HEAVY
+
+    assert [name for name in HEAVY if importlib.util.find_spec(name) is None] == []
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "ui").glob("*.py")), ids=lambda p: p.name)
 def test_no_ui_module_is_over_300_lines(path):
     assert len(path.read_text().splitlines()) <= 300

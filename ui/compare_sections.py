@@ -7,19 +7,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from fmnist_core.analysis.losses import LOSSES, get_loss
 from fmnist_core.models import get_spec
 from fmnist_core.runs import bundle
 from fmnist_core.store.cache import RunCache
 from ui import keys
 from ui.plots import PALETTE
 from ui.resources import run_cache
-
-LOSS_NAMES = {
-    "mse": "MSE",
-    "cross_entropy": "cross-entropy",
-    "mse_onehot": "MSE on one-hot",
-    "kl_div": "KL divergence",
-}
 
 
 def bring_in() -> None:
@@ -41,6 +35,13 @@ def bring_in() -> None:
         if upload is not None:
             message = st.session_state[keys.COMPARE_IMPORTED][1]
             (st.error if message.startswith("Cannot") else st.success)(message)
+
+
+def overlay_title(metric: str, loss: str | None) -> str:
+    """A curve chart's title: the metric, and the loss in words (table of losses) where it has one."""
+    if not loss:
+        return metric.replace("_", " ")
+    return f"{metric.replace('_', ' ')} ({get_loss(loss).words if loss in LOSSES else loss})"
 
 
 def overlays(chosen: pd.DataFrame) -> None:
@@ -68,7 +69,7 @@ def overlays(chosen: pd.DataFrame) -> None:
                 )
         if figure.data:
             figure.update_layout(
-                title=metric.replace("_", " ") + (f" ({LOSS_NAMES.get(loss, loss)})" if loss else ""),
+                title=overlay_title(metric, loss),
                 height=300,
                 margin=dict(l=10, r=10, t=40, b=10),
                 xaxis_title="epoch",

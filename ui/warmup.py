@@ -12,7 +12,16 @@ import threading
 import time
 
 log = logging.getLogger("fmnist_lab")
-HEAVY = ("torch", "fmnist_core.runs.trained", "fmnist_core.runs.jobs", "ui.state", "ui.panels", "ui.plots")
+HEAVY = (
+    "torch",
+    "fmnist_core.runs.trained",
+    "fmnist_core.runs.jobs",
+    "ui.resources",
+    "ui.runs",
+    "ui.jobs",
+    "ui.panels",
+    "ui.plots",
+)
 # Seconds before the warm-up starts: the first page's own drawing (in a browser that is often on
 # the same cores) goes first.
 # Measured with bench/app_latency.py: 3.6 s to the first render when it starts at once, 2.1 s so.

@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from fmnist_core.analysis.losses import get_loss, losses_for
 from fmnist_core.base import environment
 from fmnist_core.models import get_spec
 from fmnist_core.training.config import (
@@ -196,9 +197,10 @@ def more_run_settings(model: str, key: str, recipe: dict, optimizer: str) -> dic
             "Loss",
             f"{key}:loss",
             recipe["loss"],
-            options=("cross_entropy", "kl_div", "mse_onehot"),
+            options=losses_for(get_spec(model).kind),
+            format_func=lambda name: get_loss(name).words,
         )
-        if values["loss"] == "cross_entropy":
+        if get_loss(values["loss"]).smoothing:
             values["label_smoothing"] = kept(
                 st.slider,
                 "Label smoothing",

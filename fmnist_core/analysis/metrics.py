@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmnist_core.analysis.losses import get_loss
 from fmnist_core.base.resources import eval_batch
 from fmnist_core.data.fashion import CLASS_NAMES
 
@@ -71,22 +72,19 @@ def classifier_logits(model: nn.Module, images: torch.Tensor, tta: str = "none")
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str, label_smoothing=0.0):
-    if loss == "cross_entropy":
-        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
-    if loss == "mse_onehot":
-        return F.mse_loss(logits, one_hot)
-    if loss == "kl_div":
-        return F.kl_div(F.log_softmax(logits, dim=1), one_hot, reduction="batchmean")
-    raise ValueError(f"loss: {loss!r} is not a classification loss")
+    """The batch's loss by the table of losses (analysis.losses)."""
+    found = get_loss(loss)
+    if found.kind != "classifier":
+        raise ValueError(f"loss: {loss!r} is not a classification loss")
+    return found.compute(logits, labels, label_smoothing)
 
 
 def test_metrics(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str, tta: str = "none"
 ) -> dict:
     """Final figures of a run: loss, and for classifiers accuracy and the confusion matrix."""
-    if loss == "mse":
-        return {"loss": F.mse_loss(batched_outputs(model, images), images.cpu()).item()}
+    if get_loss(loss).kind == "autoencoder":
+        return {"loss": get_loss(loss).compute(batched_outputs(model, images), images.cpu(), 0.0).item()}
     outputs = classifier_logits(model, images, tta)
     labels = labels.cpu()
     predictions = outputs.argmax(1)
@@ -100,18 +98,10 @@ def test_metrics(
 def predict_proba(
     model: nn.Module, images: torch.Tensor, tta: str = "none", loss: str = "cross_entropy"
 ) -> np.ndarray:
-    """Class probabilities (N, 10) from a classifier (tta="flip": averaged with the mirror image).
-
-    A classifier trained with `mse_onehot` (S3's MLPs) outputs scores that regress the one-hot
-    target, not logits: a softmax of numbers in [0, 1] would call every answer about 10-25% sure.
-    Its scores, clipped at zero and divided by their sum, are its probabilities instead."""
-    outputs = classifier_logits(model, images, tta)
-    if loss != "mse_onehot":
-        return torch.softmax(outputs, dim=1).numpy()
-    scores = outputs.clamp(min=0)
-    total = scores.sum(1, keepdim=True)
-    uniform = torch.full_like(scores, 1 / scores.shape[1])
-    return torch.where(total > 0, scores / total.clamp(min=1e-12), uniform).numpy()
+    """Class probabilities (N, 10) from a classifier (tta="flip": averaged with the mirror image),
+    as its loss reads its outputs (a softmax of logits; analysis.losses.scores_as_probabilities
+    for scores that regress the one-hot target)."""
+    return get_loss(loss).probabilities(classifier_logits(model, images, tta)).numpy()
 
 
 def classes_never_predicted(confusion) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from fmnist_core.analysis.losses import losses_for
 from fmnist_core.base.device import PRECISIONS
 from fmnist_core.base.files import checksum
 from fmnist_core.base.settings import check_choice, check_int, check_range, coerce, shown
@@ -18,8 +19,6 @@ from fmnist_core.data.fashion import REAL_DATA
 from fmnist_core.models import build_skeleton, get_spec, make_settings, plan_layers, settings_dict
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adamax")
-LOSSES = ("mse", "cross_entropy", "mse_onehot", "kl_div")
-CLASSIFIER_LOSSES = ("cross_entropy", "mse_onehot", "kl_div")
 SCHEDULES = ("constant", "onecycle")
 AUGMENTS = ("none", "flip", "flip_shift", "alt_flip", "alt_flip_shift")
 TEST_TIME_AUGMENTS = ("none", "flip", "flip_shift")
@@ -90,8 +89,7 @@ class RunConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        allowed = ("mse",) if spec.kind == "autoencoder" else CLASSIFIER_LOSSES
-        check_choice("loss", self.loss, allowed)
+        check_choice("loss", self.loss, losses_for(spec.kind))
         check_choice("schedule", self.schedule, SCHEDULES)
         check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         check_choice("augment", self.augment, AUGMENTS)
