@@ -138,8 +138,7 @@ RECIPES = {
             {**SPEEDRUN_BASE, **SPEEDRUN_TRICKS},
             "the speedrun's network (a whitened first conv, then 32/64/128 in three stages of two "
             "convs) with every trick of its ladder: identity initialisation, a weight average, "
-            "label smoothing, shifts and alternating flips, six-view test-time augmentation; "
-            "validated on the holdout tenth",
+            "label smoothing, shifts and alternating flips, six-view test-time augmentation",
         ),
         Recipe(
             "fast_autoencoder",
