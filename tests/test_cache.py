@@ -140,6 +140,46 @@ def test_runs_are_ranked_best_first_per_model_usable_only_and_other_data_last():
     assert rank_runs(table.iloc[5:6], loaded="ours").empty
 
 
+def test_an_entry_is_read_once_per_change_of_its_files(pooled, monkeypatch):
+    """Config parses, checksums and weight loads: once per process per change of the entry's files,
+    however many callers ask (a Train click read one config ~19 times, its weights twice)."""
+    from fmnist_core.store import cache as cache_module
+
+    counts = {"parse": 0, "sha256": 0, "load": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300)
+    pooled(config)  # loaded once here already: its files written again below, as by a new training
+    cache = RunCache()
+    for path in cache.folder(config.run_id).iterdir():
+        path.write_bytes(path.read_bytes())
+    monkeypatch.setattr(RunConfig, "from_dict", counted("parse", RunConfig.from_dict))
+    monkeypatch.setattr(cache_module.torch, "load", counted("load", torch.load))
+    import fmnist_core.store.entries as entries
+
+    monkeypatch.setattr(entries, "sha256", counted("sha256", entries.sha256))
+    for _ in range(3):
+        assert cache.load_config(config.run_id) == config
+        cache.check(config.run_id)
+        cache.load_record(config.run_id)
+        RunCache(cache.root).load_state(config.run_id)  # another RunCache of the same folder: the same
+        list_runs(cache)
+    assert counts == {"parse": 1, "sha256": 3, "load": 1}  # config.json, history.json, model.pt once
+    history, _ = cache.load_record(config.run_id)
+    history["epoch"] = "edited"  # a caller's own copy: the next one is whole
+    assert cache.load_record(config.run_id)[0]["epoch"] == [1]
+    path = cache.folder(config.run_id) / "config.json"
+    path.write_bytes(path.read_bytes())  # the same bytes, new stamps: read and checked again
+    assert cache.load_config(config.run_id) == config
+    assert counts["parse"] == 2 and counts["sha256"] == 6
+
+
 def test_list_runs_reads_only_the_entries_that_changed(monkeypatch):
     cache = RunCache()
     first = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)

@@ -86,9 +86,9 @@ def memory_limit(device: torch.device) -> int:
     return int(total * MEMORY_FRACTION)
 
 
-def check_memory(skeleton: nn.Module, batch_size: int, optimizer: str, train_images: int, device) -> int:
-    """The estimate, or a ValueError naming batch_size with the estimate and the limit."""
-    needed = training_bytes(skeleton, batch_size, optimizer, train_images)
+def refuse_over_limit(needed: int, batch_size: int, device) -> int:
+    """`needed` (a training's estimated peak bytes), or a ValueError naming batch_size with the
+    estimate and the limit (read now: FMNIST_MEMORY_LIMIT_GB may have changed)."""
     limit = memory_limit(torch.device(device))
     if needed > limit:
         raise ValueError(

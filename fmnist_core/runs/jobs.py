@@ -416,7 +416,8 @@ class JobQueue:
 
     def _result(self, config: RunConfig, summary: dict) -> TrainedRun:
         """The run the child trained: from the cache where it saved it, else from the weights it sent."""
-        config = RunConfig.from_dict(summary["config"])
+        if summary["config"] != config.to_dict():  # the child trained what it was given: checked
+            config = RunConfig.from_dict(summary["config"])
         if summary["state"] is None:
             run = load_run(config.run_id, self.cache)
         else:

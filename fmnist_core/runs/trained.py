@@ -8,6 +8,7 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from fmnist_core import analysis
 from fmnist_core.base.device import pick_device
-from fmnist_core.base.resources import check_memory, takes_single_images
+from fmnist_core.base.resources import refuse_over_limit, takes_single_images, training_bytes
 from fmnist_core.data.fashion import load_data
 from fmnist_core.models import (
     build_skeleton,
@@ -160,16 +161,42 @@ def check_resources(config: RunConfig, cache: RunCache | None = None, device=Non
     encoder_run = config.settings.get("encoder_run")
     if encoder_run and not cache.exists(encoder_run) and cache.recover_config(encoder_run) is None:
         return 0
-    encoder = resolve_encoder(config, cache, weights=False)
-    settings = make_settings(config.model, config.settings)
-    skeleton = build_skeleton(config.model, settings, encoder and encoder.settings)
     images = config.train_subset or 60_000
-    if (config.batch_size == 1 or images == 1) and not takes_single_images(skeleton):
+    facts = _facts(config, cache)
+    if (config.batch_size == 1 or images == 1) and not facts("takes single images"):
         raise ValueError(
             "batch_size: a batch of 1 image cannot train this model: its batch norm needs at least "
             "2 values per channel (after a dense layer, or on a 1x1 map); use batches of 2 or more"
         )
-    return check_memory(skeleton, config.batch_size, config.optimizer, images, pick_device(device))
+    return refuse_over_limit(facts("training bytes"), config.batch_size, pick_device(device))
+
+
+# What check_resources reads from a config's model on the meta device, built once per config in
+# this process (a run id names one model, its encoder's included), each fact found once.
+_FACTS: dict[str, dict] = {}
+
+
+def _facts(config: RunConfig, cache: RunCache) -> Callable[[str], Any]:
+    known = _FACTS.setdefault(config.run_id, {})
+    if len(_FACTS) > 256:
+        _FACTS.pop(next(iter(_FACTS)))
+
+    def fact(name: str):
+        if name not in known:
+            if "skeleton" not in known:
+                encoder = resolve_encoder(config, cache, weights=False)
+                settings = make_settings(config.model, config.settings)
+                known["skeleton"] = build_skeleton(config.model, settings, encoder and encoder.settings)
+            skeleton = known["skeleton"]
+            if name == "takes single images":
+                known[name] = takes_single_images(skeleton)
+            else:  # after the question above where it is asked: a batch of 1 cannot be estimated
+                known[name] = training_bytes(
+                    skeleton, config.batch_size, config.optimizer, config.train_subset or 60_000
+                )
+        return known[name]
+
+    return fact
 
 
 def train(

@@ -41,8 +41,11 @@ from fmnist_core.store.entries import (
     MANIFEST,
     MissingRunError,
     is_run_id,
+    read_once,
     stamps,
+    verified_stamps,
     verify_entry,
+    written,
 )
 from fmnist_core.training.config import RunConfig, check_record
 
@@ -113,7 +116,11 @@ class RunCache:
         return tuple((run_id, stamps(self.folder(run_id))) for run_id in self.run_ids())
 
     def load_config(self, run_id: str) -> RunConfig:
-        self.verify(run_id)
+        """The entry's config, parsed and checked once per change of its files in this process."""
+        folder = self.folder(run_id)
+        return read_once(folder, "config", verified_stamps(folder, run_id), lambda: self._read_config(run_id))
+
+    def _read_config(self, run_id: str) -> RunConfig:
         try:
             config = RunConfig.from_dict(read_json(self.folder(run_id) / "config.json"))
         except (OSError, ValueError, TypeError) as error:
@@ -125,7 +132,12 @@ class RunCache:
         return config
 
     def load_state(self, run_id: str) -> dict[str, torch.Tensor]:
-        self.verify(run_id)
+        """The entry's weights (read-only: models copy them in), loaded once per change of its files
+        for the latest two entries (a check, then the load that follows it)."""
+        folder = self.folder(run_id)
+        return read_once(folder, "state", verified_stamps(folder, run_id), lambda: self._read_state(run_id))
+
+    def _read_state(self, run_id: str) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(self.folder(run_id) / "model.pt", map_location="cpu", weights_only=True)
         except Exception as error:  # refused by weights_only, not a zip, truncated: damaged either way
@@ -138,8 +150,15 @@ class RunCache:
         return state
 
     def load_record(self, run_id: str) -> tuple[dict, dict]:
-        """History and metrics of a verified run, without building its model."""
-        self.verify(run_id)
+        """History and metrics of a verified run, without building its model; read once per change
+        of its files (for the latest entries), each call given its own two dicts."""
+        folder = self.folder(run_id)
+        history, metrics = read_once(
+            folder, "record", verified_stamps(folder, run_id), lambda: self._read_record(run_id)
+        )
+        return dict(history), dict(metrics)
+
+    def _read_record(self, run_id: str) -> tuple[dict, dict]:
         try:
             record = read_json(self.folder(run_id) / "history.json")
             history, metrics = record["history"], record["metrics"]
@@ -220,6 +239,7 @@ class RunCache:
             target = self.folder(config.run_id)
             remove_path(target, strict=True)  # a corrupted entry (under the run's lock), a link or a file
             os.replace(staging, target)
+            written(target, manifest)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)

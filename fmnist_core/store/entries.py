@@ -6,7 +6,10 @@ soon as a file changes."""
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from fmnist_core.base.files import CorruptRunError, read_json, sha256
 
@@ -16,6 +19,14 @@ MANIFEST = "manifest.json"
 # shared by every RunCache (the app makes one per call), and void as soon as a file changes.
 _VERIFIED: dict[Path, tuple[tuple, dict]] = {}  # folder -> (stamps, manifest)
 LOADABLE: dict[Path, tuple] = {}  # folder -> stamps when its weights last loaded
+# What this process has read from an entry, per folder and kind ("config", "record", "state"), with
+# the stamps of the files it was read from: read again only after a file changes. Every config is
+# kept (small); records and weights only for the latest few entries (a cartography run's record
+# holds megabytes; weights are kept for the load that follows a check).
+_READ: dict[tuple[Path, str], tuple[tuple, object]] = {}
+KEEP_LATEST = {"record": 16, "state": 2}
+_READING = threading.Lock()
+T = TypeVar("T")
 
 
 class MissingRunError(LookupError):
@@ -37,6 +48,37 @@ def stamps(folder: Path) -> tuple:
         except OSError:
             found.append(None)
     return tuple(found)
+
+
+def read_once(folder: Path, kind: str, verified: tuple, read: Callable[[], T]) -> T:
+    """read() once per change of the entry's files: kept with the stamps `verified` (those its
+    checksums were checked at), and kept only where the files still have them after the read."""
+    with _READING:
+        known = _READ.pop((folder, kind), None)
+        if known is not None and known[0] == verified:
+            _READ[(folder, kind)] = known  # the latest read last
+            return known[1]  # type: ignore[return-value]
+    value = read()
+    if stamps(folder) == verified:
+        with _READING:
+            _READ[(folder, kind)] = (verified, value)
+            limit = KEEP_LATEST.get(kind)
+            if limit is not None:
+                for key in [key for key in _READ if key[1] == kind][:-limit]:
+                    del _READ[key]
+    return value
+
+
+def verified_stamps(folder: Path, run_id: str) -> tuple:
+    """The entry's stamps, after checking every file against its checksum (verify_entry)."""
+    verify_entry(folder, run_id)
+    return _VERIFIED[folder][0]
+
+
+def written(folder: Path, manifest: dict) -> None:
+    """An entry this process has just written, its checksums computed from the files it wrote:
+    verified as it stands, so the next read does not hash them again."""
+    _VERIFIED[folder] = (stamps(folder), manifest)
 
 
 def verify_entry(folder: Path, run_id: str) -> dict:

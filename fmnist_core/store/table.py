@@ -122,11 +122,20 @@ def _save_listing(cache: RunCache, rows: list[dict]) -> None:
 def _depends(cache: RunCache, run_id: str) -> list[str]:
     """The entries a row is read from: the run's, and the encoder's it builds on (check reads it)."""
     depends = [run_id]
-    config = cache.recover_config(run_id)
+    config = _any_config(cache, run_id)
     while config is not None and config.settings.get("encoder_run") and len(depends) < 8:
         depends.append(config.settings["encoder_run"])
-        config = cache.recover_config(config.settings["encoder_run"])
+        config = _any_config(cache, config.settings["encoder_run"])
     return depends
+
+
+def _any_config(cache: RunCache, run_id: str):
+    """The entry's config as read once per change of its files, else what a damaged or removed
+    entry still says of itself (recover_config), else None."""
+    try:
+        return cache.load_config(run_id)
+    except (MissingRunError, CorruptRunError):
+        return cache.recover_config(run_id)
 
 
 def _row(cache: RunCache, run_id: str) -> dict:

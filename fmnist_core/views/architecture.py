@@ -31,9 +31,18 @@ def skeleton(config: RunConfig, cache: RunCache):
     return model
 
 
+# Layer tables by run id: a run id names one model (its encoder's config included), so each is
+# built once per process; read-only, as every caller only shows or sums them.
+_TABLES: dict[str, LayerTable] = {}
+
+
 def architecture(config: RunConfig, cache: RunCache) -> LayerTable:
     """The layer table of the model `config` trains (see fmnist_core.analysis.architecture)."""
-    return layer_table(skeleton(config, cache))
+    if config.run_id not in _TABLES:
+        if len(_TABLES) >= 512:
+            _TABLES.pop(next(iter(_TABLES)))
+        _TABLES[config.run_id] = layer_table(skeleton(config, cache))
+    return _TABLES[config.run_id]
 
 
 def _work(config: RunConfig, multiply_adds: int) -> float:
