@@ -33,6 +33,21 @@ def test_every_model_has_right_shapes_no_nan_and_gradients_everywhere(name):
     assert model.encode(x).shape[0] == 4
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_offers_the_protocols_its_spec_promises(name):
+    from fmnist_core.models import registry
+
+    spec, model = get_spec(name), create_model(name, generator=torch.Generator().manual_seed(0))
+    assert isinstance(model, registry.Encodes)
+    assert isinstance(model, registry.Reconstructs) == spec.reconstructs
+    assert isinstance(model, registry.Freezes) == spec.needs_encoder
+    if spec.samples:  # a sampling model decodes N(0, I) codes and adds its own loss terms
+        assert isinstance(model, registry.Reconstructs) and isinstance(model, registry.HasLossTerms)
+    if isinstance(model, registry.HasLossTerms):
+        model(torch.rand(2, 1, 28, 28))
+        assert set(model.loss_terms()) == set(model.loss_term_names) == set(model.loss_weights())
+
+
 def test_unknown_model_is_a_value_error():
     with pytest.raises(ValueError, match="model: 'vgg'"):
         create_model("vgg")

@@ -611,3 +611,35 @@ def test_the_eta_counts_the_steps_left_and_every_epochs_end_at_their_own_pace():
     assert Clock(start=0.0).eta(10, 1, True) is None  # no step timed yet: no estimate
     progress = Progress(1, 2, 5, 10, 0.3, seconds=4.0, eta=9.0)
     assert progress.eta_seconds == 9.0 and Progress(1, 2, 5, 10, 0.3, seconds=4.0).eta_seconds == 12.0
+
+
+def test_a_new_recorder_is_one_class_held_by_name_and_its_packed_keys_stay_out_of_progress(monkeypatch):
+    """A throwaway recorder (one class, one entry in recorders_for's table): it is called at each
+    step and epoch end, writes its history key, and a key it declares packed is kept from each
+    epoch's progress figures, as the cartography's is."""
+    from fmnist_core.training import loop
+    from fmnist_core.training.recorders import Recorder
+
+    class StepCounter(Recorder):
+        packed_keys = ("steps_seen",)
+
+        def __init__(self, history: dict):
+            self.history, self.steps = history, 0
+
+        def on_step(self, epoch: int, step: int) -> bool:
+            self.steps += 1
+            return False  # it did not use the model
+
+        def on_epoch_end(self, epoch: int, history: dict) -> None:
+            history.setdefault("steps_seen", []).append(self.steps)
+
+    built = loop.recorders_for
+    monkeypatch.setattr(
+        loop, "recorders_for", lambda session: {**built(session), "steps": StepCounter(session.history)}
+    )
+    reports = []
+    config = RunConfig.for_model("mlp", epochs=2, train_subset=500, test_subset=300, batch_size=100)
+    run = train(config, on_progress=reports.append)
+    assert run.history["steps_seen"] == [5, 10]  # 500 images in batches of 100, over two epochs
+    ended = [r for r in reports if r.epoch_done]
+    assert len(ended) == 2 and all("steps_seen" not in r.metrics and "val_loss" in r.metrics for r in ended)

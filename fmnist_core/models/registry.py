@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -18,6 +18,46 @@ from fmnist_core.base.settings import coerce, shown
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
+
+
+# What the lab asks of a model beyond forward(), by what its spec says it can do (tests/test_models
+# builds every registered model and checks each protocol its spec promises).
+@runtime_checkable
+class Encodes(Protocol):
+    """Every model: `encode` gives its codes (an autoencoder's latent vectors, a classifier's last
+    features), which the latent maps, the nearest-neighbour views and the garment check read."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...  # (N, 1, 28, 28) -> (N, d)
+
+
+@runtime_checkable
+class Reconstructs(Encodes, Protocol):
+    """kind "autoencoder" (ModelSpec.reconstructs): a code of `latent_size` and the way back; a
+    sampling model (ModelSpec.samples, the VAE) decodes codes drawn from N(0, I) through it too."""
+
+    latent_size: int
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...  # (N, latent_size) -> (N, 1, 28, 28)
+
+
+@runtime_checkable
+class HasLossTerms(Protocol):
+    """A model whose loss has terms beyond its kind's (the VAE's KL divergence): after a forward
+    pass, training.objectives adds each of `loss_terms()` weighted by `loss_weights()`, and keeps
+    each term's epoch mean as train_<name>."""
+
+    loss_term_names: tuple[str, ...]
+
+    def loss_terms(self) -> dict[str, torch.Tensor]: ...
+
+    def loss_weights(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Freezes(Protocol):
+    """A model built around a cached encoder (ModelSpec.needs_encoder): its encoder frozen or not."""
+
+    def set_frozen(self, frozen: bool) -> None: ...
 
 
 @dataclass(frozen=True)

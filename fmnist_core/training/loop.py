@@ -150,7 +150,7 @@ class Session:
     objective: object
     history: dict
     first_epoch: int = 1
-    recorders: list = field(default_factory=list)
+    recorders: dict = field(default_factory=dict)  # by name: recorders_for
     seen: int = 0  # images the last epoch trained on
     average: nn.Module | None = None  # the weights' moving average (config.ema), evaluated in their place
     mirrored_first: torch.Tensor | None = None  # alternating flips: each image's parity
@@ -238,18 +238,19 @@ def start(
     return session
 
 
-def recorders_for(session: Session) -> list:
+def recorders_for(session: Session) -> dict:
+    """The run's recorders by name, called in this order (training.recorders)."""
     config, history = session.config, session.history
-    recorders = [
-        TimeLapse(
+    recorders = {
+        "time_lapse": TimeLapse(
             session.model, history, session.steps, config.kind == "autoencoder", images=config.test_subset
         )
-    ]
+    }
     if config.cartography:
-        recorders.append(
-            Cartography(session.model, session.train_images, session.train_labels, config.loss, history)
+        recorders["cartography"] = Cartography(
+            session.model, session.train_images, session.train_labels, config.loss, history
         )
-    recorders.append(Checkpoints(config.epochs, lambda epoch: checkpoint_of(session, epoch)))
+    recorders["checkpoints"] = Checkpoints(config.epochs, lambda epoch: checkpoint_of(session, epoch))
     return recorders
 
 
@@ -299,56 +300,76 @@ class Clock:
 def train_one_epoch(session: Session, epoch: int, controls: Controls, clock: Clock) -> float | None:
     """One pass over the training images in the run's order; the mean training loss, or None
     where a stop was asked for (the epoch is then dropped)."""
-    s, config, device = session, session.config, session.device
+    s = session
     s.view.train()
-    order = torch.randperm(len(s.train_images), generator=s.generators.data).to(device)
-    loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
-    s.objective.start_epoch(device)
+    order = torch.randperm(len(s.train_images), generator=s.generators.data).to(s.device)
+    loss_sum = torch.zeros((), device=s.device)  # summed on device: no sync per step
+    s.objective.start_epoch(s.device)
     seen = 0
     for step in range(s.steps):
         if controls.stop_requested():
             return None
         stepping = time.perf_counter()
-        index = order[step * config.batch_size : (step + 1) * config.batch_size]
-        x = s.train_images[index]  # (B, 1, 28, 28)
-        if s.mirrored_first is not None:
-            x = tricks.alternating_flip(x, s.mirrored_first[index.cpu()], epoch)
-        x = augmented(x, config.augment, s.generators.data)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.ran["precision"] == "bf16"):
-            output = s.view(x)
-        loss = s.objective.batch_loss(s.view, output.float(), x, s.train_labels[index])  # the loss in fp32
-        if s.joined is None:
-            s.optimizer.zero_grad(set_to_none=True)
-        else:
-            s.joined.grad.zero_()
-        loss.backward()
-        s.optimizer.step()
-        if s.average is not None:
-            s.average.update_parameters(s.model)
-        if s.scheduler is not None:
-            s.scheduler.step()
-        loss_sum += loss.detach() * len(x)
+        x, y = batch(s, order, step, epoch)
+        loss_sum += train_step(s, x, y) * len(x)
         seen += len(x)
         clock.step_seconds += time.perf_counter() - stepping
-        clock.steps += 1
-        looking = time.perf_counter()
-        if any([recorder.on_step(epoch, step + 1) for recorder in s.recorders]):
-            s.view.train()
-            clock.snapshot_seconds = time.perf_counter() - looking
-        now = time.perf_counter()
-        if now - clock.reported >= PROGRESS_INTERVAL:
-            clock.reported = now
-            left = clock.eta(
-                (config.epochs - epoch) * s.steps + s.steps - step - 1,
-                config.epochs - epoch + 1,
-                s.final_pass,
-            )
-            loss_so_far = loss_sum.item() / seen
-            controls.report(
-                Progress(epoch, config.epochs, step + 1, s.steps, loss_so_far, now - clock.start, eta=left)
-            )
+        after_step(s, epoch, step, controls, clock, loss_sum, seen)
     s.seen = seen
     return loss_sum.item() / seen
+
+
+def batch(s: Session, order: torch.Tensor, step: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's images (augmented as the run says) and labels."""
+    index = order[step * s.config.batch_size : (step + 1) * s.config.batch_size]
+    x = s.train_images[index]  # (B, 1, 28, 28)
+    if s.mirrored_first is not None:
+        x = tricks.alternating_flip(x, s.mirrored_first[index.cpu()], epoch)
+    return augmented(x, s.config.augment, s.generators.data), s.train_labels[index]
+
+
+def train_step(s: Session, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Forward, loss, backward, step: every run's step (through the engine's view, in bf16 where the
+    run trains in it; the weights' average and the learning-rate schedule follow the step)."""
+    with torch.autocast(s.device.type, dtype=torch.bfloat16, enabled=s.ran["precision"] == "bf16"):
+        output = s.view(x)
+    loss = s.objective.batch_loss(s.view, output.float(), x, y)  # the loss in fp32
+    if s.joined is None:
+        s.optimizer.zero_grad(set_to_none=True)
+    else:
+        s.joined.grad.zero_()  # the engine keeps the gradients in one flat tensor
+    loss.backward()
+    s.optimizer.step()
+    if s.average is not None:
+        s.average.update_parameters(s.model)
+    if s.scheduler is not None:
+        s.scheduler.step()
+    return loss.detach()
+
+
+def after_step(
+    s: Session, epoch: int, step: int, controls: Controls, clock: Clock, loss_sum: torch.Tensor, seen: int
+) -> None:
+    """The recorders' turn, then the progress line (at most every PROGRESS_INTERVAL seconds: the
+    running loss is read off the device only then)."""
+    clock.steps += 1
+    looking = time.perf_counter()
+    if any([recorder.on_step(epoch, step + 1) for recorder in s.recorders.values()]):
+        s.view.train()
+        clock.snapshot_seconds = time.perf_counter() - looking
+    now = time.perf_counter()
+    if now - clock.reported >= PROGRESS_INTERVAL:
+        clock.reported = now
+        left = clock.eta(
+            (s.config.epochs - epoch) * s.steps + s.steps - step - 1,
+            s.config.epochs - epoch + 1,
+            s.final_pass,
+        )
+        controls.report(
+            Progress(
+                epoch, s.config.epochs, step + 1, s.steps, loss_sum.item() / seen, now - clock.start, eta=left
+            )
+        )
 
 
 def augmented(images: torch.Tensor, augment: str, generator: torch.Generator) -> torch.Tensor:
@@ -378,7 +399,7 @@ def end_epoch(session: Session, epoch: int, train_loss: float, validation: dict,
     history["val_loss"].append(validation["loss"])
     history["seconds"].append(seconds)
     session.objective.end_epoch(history, session.seen, validation)
-    for recorder in session.recorders:
+    for recorder in session.recorders.values():
         recorder.on_epoch_end(epoch, history)
 
 
@@ -404,7 +425,7 @@ def fit(
     stopped, validation = False, None
     for epoch in range(session.first_epoch, config.epochs + 1):
         starting = time.perf_counter()
-        for recorder in session.recorders:
+        for recorder in session.recorders.values():
             recorder.on_epoch_start(epoch)
         clock.snapshot_seconds = clock.snapshot_seconds or time.perf_counter() - starting
         train_loss = train_one_epoch(session, epoch, controls, clock)
@@ -417,7 +438,8 @@ def fit(
         )
         end_epoch(session, epoch, train_loss, validation, time.perf_counter() - clock.start)
         clock.end_seconds, clock.ends = clock.end_seconds + time.perf_counter() - ending, clock.ends + 1
-        metrics = {key: values[-1] for key, values in history.items() if key != "train_dynamics"}
+        packed = {key for recorder in session.recorders.values() for key in recorder.packed_keys}
+        metrics = {key: values[-1] for key, values in history.items() if key not in packed}
         seconds = time.perf_counter() - clock.start
         left = clock.eta((config.epochs - epoch) * session.steps, config.epochs - epoch, session.final_pass)
         steps = session.steps
@@ -445,5 +467,5 @@ def fit(
     if session.average is not None and not stopped:  # the run's weights are the ones tested
         session.model.load_state_dict(session.average.module.state_dict())
     session.model.eval()
-    checkpoint = session.recorders[-1].latest if stopped else None
+    checkpoint = session.recorders["checkpoints"].latest if stopped else None
     return TrainResult(session.model, history, metrics, completed=not stopped, checkpoint=checkpoint)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist_core.analysis import classification_loss
+from fmnist_core.models.registry import HasLossTerms
 from fmnist_core.training.config import RunConfig
 
 
@@ -42,7 +43,7 @@ class Reconstruction:
     what the loss is made of."""
 
     def __init__(self, model: nn.Module):
-        self.terms = tuple(getattr(model, "loss_term_names", ()))
+        self.terms = tuple(model.loss_term_names) if isinstance(model, HasLossTerms) else ()
         self.history_keys = tuple(f"train_{name}" for name in ("mse", *self.terms)) if self.terms else ()
 
     def start_epoch(self, device: torch.device) -> None:

@@ -21,7 +21,12 @@ from fmnist_core.training.splits import RunGenerators
 class Recorder:
     """Called by the loop at each epoch's start, after each step (True: it used the model, which
     the loop then puts back in training mode) and at each epoch's end; a recorder overrides what
-    it needs."""
+    it needs. The loop holds its recorders by name (training.loop.recorders_for): a new one is one
+    class here and one line there."""
+
+    # History keys it writes that hold a packed array per epoch, not a figure: left out of the
+    # figures each epoch's progress reports.
+    packed_keys: tuple[str, ...] = ()
 
     def on_epoch_start(self, epoch: int) -> None:
         pass
@@ -79,6 +84,8 @@ class TimeLapse(Recorder):
 
 
 class Cartography(Recorder):
+    packed_keys = ("train_dynamics",)
+
     """Each training image's confidence in its label after each epoch (dataset cartography)."""
 
     def __init__(

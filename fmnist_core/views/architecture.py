@@ -13,6 +13,7 @@ from fmnist_core.analysis.architecture import LayerTable, layer_table
 from fmnist_core.analysis.latent import TIMELAPSE_IMAGES
 from fmnist_core.analysis.metrics import TTA_VIEWS
 from fmnist_core.models import build_skeleton, get_spec, make_settings
+from fmnist_core.models.registry import Freezes
 from fmnist_core.runs.trained import resolve_encoder
 from fmnist_core.store.cache import RunCache
 from fmnist_core.training.config import RunConfig
@@ -26,7 +27,7 @@ def skeleton(config: RunConfig, cache: RunCache):
     encoder = resolve_encoder(config, cache, weights=False)
     settings = make_settings(config.model, config.settings)
     model = build_skeleton(config.model, settings, encoder and encoder.settings)
-    if getattr(model, "set_frozen", None) and settings.freeze_encoder:
+    if isinstance(model, Freezes) and settings.freeze_encoder:
         model.set_frozen(True)
     return model
 
