@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import resource_tracker
 
 import torch
@@ -424,8 +424,8 @@ class JobQueue:
             state = torch.load(io.BytesIO(summary["state"]), weights_only=True)
             model = model_with_weights(config, state, self.cache)
             run = TrainedRun(config, model, summary["history"], summary["metrics"], False)
-        run.cached, run.completed, run.note = summary["cached"], summary["completed"], summary["note"]
-        return run
+        # A copy with this job's flags: a loaded run is shared with the pages (load_run).
+        return replace(run, cached=summary["cached"], completed=summary["completed"], note=summary["note"])
 
 
 _CONTEXT = None

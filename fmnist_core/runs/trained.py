@@ -26,6 +26,7 @@ from fmnist_core.models import (
     start_at_pca,
 )
 from fmnist_core.store.cache import CorruptRunError, MissingRunError, RunCache
+from fmnist_core.store.entries import read_once, verified_stamps
 from fmnist_core.training.config import RunConfig
 from fmnist_core.training.loop import Controls, Progress, execution, fit
 from fmnist_core.training.splits import RunGenerators, Splits, make_splits
@@ -225,8 +226,17 @@ def train(
 def load_run(
     run_id: str, cache: RunCache | None = None, device: torch.device | str | None = None
 ) -> TrainedRun:
-    """A verified cached run with its model rebuilt and its weights loaded (eval mode)."""
+    """A verified cached run with its model rebuilt and its weights loaded (eval mode): loaded once
+    per change of its files in this process for the latest few runs, so a finished job's run is
+    the one its page shows next. Shared: read it, do not train or edit it (TrainedRun copies with
+    dataclasses.replace where a caller sets its own flags)."""
     cache = cache or RunCache()
+    folder, where = cache.folder(run_id), str(pick_device(device))
+    verified = verified_stamps(folder, run_id)
+    return read_once(folder, f"run on {where}", verified, lambda: _load_run(run_id, cache, device))
+
+
+def _load_run(run_id: str, cache: RunCache, device: torch.device | str | None) -> TrainedRun:
     config = cache.load_config(run_id)
     history, metrics = cache.load_record(run_id)
     model = model_with_weights(config, cache.load_state(run_id), cache, device)

@@ -24,7 +24,7 @@ LOADABLE: dict[Path, tuple] = {}  # folder -> stamps when its weights last loade
 # kept (small); records and weights only for the latest few entries (a cartography run's record
 # holds megabytes; weights are kept for the load that follows a check).
 _READ: dict[tuple[Path, str], tuple[tuple, object]] = {}
-KEEP_LATEST = {"record": 16, "state": 2}
+KEEP_LATEST = {"record": 16, "state": 2, "run": 4}  # by the kind's first word ("run on cpu")
 _READING = threading.Lock()
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ def read_once(folder: Path, kind: str, verified: tuple, read: Callable[[], T]) -
     if stamps(folder) == verified:
         with _READING:
             _READ[(folder, kind)] = (verified, value)
-            limit = KEEP_LATEST.get(kind)
+            limit = KEEP_LATEST.get(kind.split()[0])
             if limit is not None:
                 for key in [key for key in _READ if key[1] == kind][:-limit]:
                     del _READ[key]
