@@ -4,7 +4,7 @@ import streamlit as st
 
 from fmnist_core.views import runs_explorer
 from ui import compare_sections, inside_sections
-from ui.runs import runs_table
+from ui.runs import damaged_runs, runs_table
 
 st.title("Compare runs")
 compare_sections.bring_in()
@@ -51,7 +51,18 @@ columns.insert(2, columns.pop(columns.index("curve")))
 st.caption(
     f"{len(shown)} of {len(runs)} runs. Click column headers to sort; tick rows to overlay their curves."
 )
-text_columns = [c for c in columns if shown[c].dtype == object and c != "curve"]
+damaged = damaged_runs()
+if not damaged.empty:
+    st.warning(
+        f"{len(damaged)} damaged run(s) not listed ({', '.join(damaged['run_id'].str[:8])}): "
+        "`python -m fmnist_core runs` says what failed its check; `runs --prune` removes them "
+        "(their configs kept, so a page can train them again)."
+    )
+text_columns = [  # text only: a column of True/False with gaps stays boolean (no '' among them)
+    c
+    for c in columns
+    if c != "curve" and shown[c].dtype == object and shown[c].dropna().map(type).eq(str).all()
+]
 event = st.dataframe(
     shown[columns].fillna({c: "" for c in text_columns}),  # an empty cell, not the word None
     hide_index=True,

@@ -1025,3 +1025,25 @@ def test_every_models_form_opens_on_its_defaults_ready_to_train(model):
     at.selectbox(key=f"widget:{prefix}:model").set_value(model).run()
     assert not at.error and not at.exception, [e.value for e in at.error]
     assert [b for b in at.button if b.key and b.key.startswith("train:")], [b.key for b in at.button]
+
+
+def test_with_the_starter_set_off_its_configs_trained_by_hand_are_not_called_the_starter_set(pooled):
+    """FMNIST_STARTER=0 (the tests' setting): a run that happens to have a starter config, trained by
+    a person, does not make Home say that the starter set is training."""
+    from fmnist_core.runs.starter import starter_set
+
+    pooled(starter_set()[0].config)
+    at = open_app()
+    assert not any("starter set is training" in h.value for h in at.subheader)
+    assert not at.exception
+
+
+def test_compare_runs_says_which_runs_are_damaged_rather_than_hiding_them(pooled):
+    good = pooled(RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300))
+    bad = pooled(RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300, seed=1))
+    weights = RunCache().folder(bad.run_id) / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"!")  # fails its checksum
+    at = page(open_app(), "app_pages/compare.py")
+    assert at.dataframe[0].value["run_id"].tolist() == [good.run_id]
+    [warning] = [w.value for w in at.warning if "damaged" in w.value]
+    assert f"1 damaged run(s) not listed ({bad.run_id[:8]})" in warning and "runs --prune" in warning

@@ -249,7 +249,7 @@ def use_the_lab(page, app_url):
         epochs.focus()
         epochs.press("Home")  # the slider's minimum: one epoch
         settle(page, drawn=200)
-        assert page.get_by_text("Not trained yet: 1 epochs over 2,000 images").count() == 1
+        assert page.get_by_text("Not trained yet: 1 epoch over 2,000 images").count() == 1
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Trained run").wait_for(timeout=600_000)
         settle(page)

@@ -180,6 +180,34 @@ def test_an_entry_is_read_once_per_change_of_its_files(pooled, monkeypatch):
     assert counts["parse"] == 2 and counts["sha256"] == 6
 
 
+def test_a_byte_changed_in_place_with_its_size_and_times_put_back_is_still_found(pooled):
+    """The listing kept beside the cache (and each process's memory) trusts an entry whose files
+    keep their stamps: a byte flipped with its size, inode and modification time put back (os.utime)
+    still changes the file's status-change time, so the listing in a new process hashes it again."""
+    config = RunConfig.for_model("mlp", epochs=1, train_subset=300, test_subset=300)
+    pooled(config)
+    cache = RunCache()
+    assert list(list_runs(cache)["status"]) == ["ok"]  # listed, its row kept beside the cache
+    path = cache.folder(config.run_id) / "model.pt"
+    before, data = path.stat(), bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    with open(path, "r+b") as handle:  # in place: the same inode and size
+        handle.write(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    command = [sys.executable, "-m", "fmnist_core", "runs"]
+    listed = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert f"{config.run_id}" in listed.stdout and "does not match its checksum" in listed.stdout, (
+        listed.stdout
+    )
+    assert "damaged" in list_runs(cache).loc[0, "status"]  # and in this process
+
+
 def test_list_runs_reads_only_the_entries_that_changed(monkeypatch):
     cache = RunCache()
     first = get_or_train(RunConfig.for_model("mlp", epochs=1, train_subset=2000), cache=cache)

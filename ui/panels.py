@@ -70,7 +70,7 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
             lambda: not expected_time(config)[1], "Timing a few of its steps for the expected time..."
         )
     st.info(
-        f"{'To continue' if stopped else 'Not trained yet'}: {left} epochs over {images:,} images{expected}. "
+        f"{'To continue' if stopped else 'Not trained yet'}: {left} epoch{'s' if left != 1 else ''} over {images:,} images{expected}. "
         "Training runs in its own process; you can leave the page."
     )
     other = next(

@@ -161,9 +161,11 @@ def starter_panel() -> None:
         rows.append(
             {"run": starter.name, "makes useful": starter.serves, "state": state, "progress": percent}
         )
-    if all(row["state"] == "ready" for row in rows) or not any(row["state"] != "not queued" for row in rows):
-        if not enabled() and not any(row["state"] == "ready" for row in rows):
+    if not enabled():  # runs of the same configs trained by hand are no starter set training
+        if not any(row["state"] == "ready" for row in rows):
             st.caption("The starter set is off (FMNIST_STARTER=0): train a model on any page to begin.")
+        return
+    if all(row["state"] == "ready" for row in rows) or not any(row["state"] != "not queued" for row in rows):
         return
     st.subheader("Getting started: the starter set is training")
     st.caption(

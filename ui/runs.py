@@ -36,6 +36,18 @@ def runs_that(capability: str, runs: pd.DataFrame | None = None) -> pd.DataFrame
     return runs[runs[capability].fillna(False).astype(bool)]
 
 
+def damaged_runs() -> pd.DataFrame:
+    """The entries of the cache that failed their checks (status not ok), as the command lists them."""
+    cache = run_cache()
+    return _damaged(str(cache.root.resolve()), cache.stamp())
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _damaged(root: str, stamp: tuple) -> pd.DataFrame:
+    table = list_runs(RunCache(root))
+    return table if table.empty else table[table["status"] != "ok"].reset_index(drop=True)
+
+
 def runs_in(cache: RunCache) -> pd.DataFrame:
     """`cache`'s ranked runs, every data set's, kept until a file of some entry changes."""
     return _runs_table(str(cache.root.resolve()), cache.stamp(), fashion().fingerprint)

@@ -39,12 +39,14 @@ def is_run_id(name: str) -> bool:
 
 
 def stamps(folder: Path) -> tuple:
-    """Size, modification time and inode of each file of an entry (None where one is missing)."""
+    """Size, modification time, inode and status-change time of each file of an entry (None where
+    one is missing). The last is set by the kernel at any write or utime: a byte changed in place
+    with its size and modification time put back still changes it."""
     found = []
     for name in (*FILES, MANIFEST):
         try:
             info = (folder / name).stat()
-            found.append((info.st_size, info.st_mtime_ns, info.st_ino))
+            found.append((info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns))
         except OSError:
             found.append(None)
     return tuple(found)
