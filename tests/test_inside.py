@@ -426,3 +426,24 @@ def test_an_activity_that_cannot_be_kept_is_computed_each_time_with_a_warning(tw
     finally:
         derived.unlink()
         shutil.move(cache.root / "derived-aside", derived)
+
+
+def test_dead_code_units_are_named_by_what_the_code_is(trained_cnn, monkeypatch):
+    """An autoencoder's code is its code; a classifier's 'code' is its last hidden layer, the
+    features its head reads (an MLP was told of 'code units')."""
+    import pandas as pd
+
+    from fmnist_core.training.config import RunConfig
+
+    run, _ = trained_cnn
+    rows = pd.DataFrame([dict(layer="features.7", type="ReLU (code)", units=64, dead=6, dead_share=6 / 64)])
+    monkeypatch.setattr(inside, "dead_units", lambda activity: rows)
+    assert inside.warnings(run, object())[-1] == (
+        "6 of 64 units of features.7, the last hidden layer (the features the head reads), never fire "
+        "on the test set: they are dead."
+    )
+    autoencoder = type(run)(**{**vars(run), "config": RunConfig.for_model("conv_autoencoder")})
+    assert (
+        inside.warnings(autoencoder, object())[-1]
+        == "6 of 64 code units never fire on the test set: they are dead."
+    )

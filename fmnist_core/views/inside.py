@@ -198,7 +198,12 @@ def warnings(run: TrainedRun, activity: UnitActivity | None) -> list[str]:
         return said
     for row in dead_units(activity).itertuples():
         if row.dead and (row.type.endswith("(code)") or row.dead_share >= 0.5):
-            where = "code units" if row.type.endswith("(code)") else f"units of {row.layer} ({row.type})"
+            if not row.type.endswith("(code)"):
+                where = f"units of {row.layer} ({row.type})"
+            elif run.config.kind == "autoencoder":
+                where = "code units"
+            else:  # a classifier's code is its last hidden layer, the features its head reads
+                where = f"units of {row.layer}, the last hidden layer (the features the head reads),"
             said.append(f"{row.dead} of {row.units} {where} never fire on the test set: they are dead.")
     return said
 
