@@ -57,3 +57,30 @@ def test_a_layer_or_unit_that_is_not_there_is_one_line(cnn):
         featureviz.visualise(cnn.model, "features.9")
     with pytest.raises(ValueError, match=r"unit: features.4 has units 0 to 15"):
         featureviz.visualise(cnn.model, "features.4", units=[16])
+
+
+def test_a_network_with_its_channels_shuffled_is_matched_unit_for_unit(cnn):
+    """The same unit across runs: a copy of the network whose second conv's filters are permuted
+    computes the same features at that layer in another order, so each unit finds its moved self at
+    a correlation of 1 (what follows the layer is not looked at); against itself, each finds itself."""
+    import copy
+
+    from fmnist_core.analysis import matching
+
+    images = load_data().test_images[:1000]
+    permutation = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    shuffled = copy.deepcopy(cnn.model)
+    conv = shuffled.features[3]
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight[permutation])
+        conv.bias.copy_(conv.bias[permutation])
+    table = matching.match_units(cnn.model, "features.4", shuffled, "features.4", images)
+    alive = table.dropna(subset=["match"])
+    assert len(alive) >= 14  # at most a dead unit or two has no partner
+    inverse = torch.argsort(permutation).tolist()
+    assert all(row.match == inverse[row.unit] for row in alive.itertuples())
+    assert np.allclose(alive["correlation"], 1.0, atol=1e-5) and (alive["runner_up"] < 0.999).all()
+    itself = matching.match_units(cnn.model, "head", cnn.model, "head", images)
+    assert list(itself["match"]) == list(range(10))
+    with pytest.raises(ValueError, match="layer: 'features.9' is not one of"):
+        matching.match_units(cnn.model, "features.9", shuffled, "features.4", images)

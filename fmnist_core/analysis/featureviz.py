@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist_core.analysis.inside import Recording, network_layers
+from fmnist_core.analysis.inside import layer_output, network_layers
 
 SIZE = 28
 
@@ -92,14 +92,6 @@ def visualise(
         model.train(was_training)
     with torch.no_grad():
         return images()[:, 0].numpy()
-
-
-def layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
-    """`layer`'s output for `images` (the whole model runs: its later layers' outputs are dropped)."""
-    seen: list[torch.Tensor] = []
-    with Recording(model, lambda _name, output: seen.append(output), names=[layer]):
-        model(images)
-    return seen[0]
 
 
 @torch.no_grad()

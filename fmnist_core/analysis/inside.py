@@ -92,6 +92,14 @@ class Recording:
             handle.remove()
 
 
+def layer_output(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """`layer`'s output for `images` (the whole model runs: its later layers' outputs are dropped)."""
+    seen: list[torch.Tensor] = []
+    with Recording(model, lambda _name, output: seen.append(output), names=[layer]):
+        model(images)
+    return seen[0]
+
+
 @torch.no_grad()
 def layer_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every watched layer's output for `images` (B, 1, 28, 28), in the order the layers ran, on
