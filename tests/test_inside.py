@@ -83,6 +83,12 @@ def test_the_top_activating_images_of_a_unit_are_the_true_argmax_over_the_test_s
             # Firing counted the same way, up to peaks within rounding of 0.
             sure = int((column > close["atol"]).sum()), int((column > -close["atol"]).sum())
             assert sure[0] <= activity.firing[name][unit] <= sure[1], sure
+            # The bottom 7, rank by rank as low as the true bottom 7 (features.3 is a tanh: below 0).
+            lowest = np.argsort(column, kind="stable")[:7]
+            below = activity.bottom_index[name][:, unit]
+            assert len(set(below.tolist())) == 7
+            np.testing.assert_allclose(column[below], column[lowest], **close)
+            np.testing.assert_allclose(activity.bottom_value[name][:, unit], column[below], **close)
 
 
 def test_a_unit_that_never_fires_is_dead_and_one_that_rarely_fires_is_dying():
@@ -215,6 +221,10 @@ def test_a_unit_up_close_has_its_filter_its_top_images_and_their_patches(trained
     np.testing.assert_array_equal(detail.images[0], test[detail.indices[0], 0].numpy())
     assert all(values >= later for values, later in zip(detail.values, detail.values[1:], strict=False))
     assert all(patch.shape == (3, 3) for patch in inside.patches(detail) if patch.size < 784)
+    # and the images that move it least, lowest first, below every top image
+    assert detail.bottom_images.shape == (inside.TOP, 28, 28)
+    np.testing.assert_array_equal(detail.bottom_images[0], test[detail.bottom_indices[0], 0].numpy())
+    assert (np.diff(detail.bottom_values) >= 0).all() and detail.bottom_values.max() <= detail.values.min()
     with pytest.raises(ValueError, match="unit"):
         inside.unit_detail(run, activity, "features.1", 4)
     with pytest.raises(ValueError, match="layer"):
@@ -352,6 +362,17 @@ HOSTILE = {
     "a -1 index": lambda path, other: rewrite_members(path, index_set_to(-1)),
     "all-zero firing counts": lambda path, other: rewrite_members(path, no_unit_fires),
     "another run's file": lambda path, other: shutil.copyfile(other, path),
+    "an older lab's file, without the bottom images": lambda path, other: rewrite_members(
+        path, lambda arrays: [arrays.pop(key) for key in list(arrays) if key.startswith("bottom_")]
+    ),
+    "bottom values out of order": lambda path, other: rewrite_members(
+        path,
+        lambda arrays: [
+            arrays.__setitem__(k, v[::-1].copy())
+            for k, v in list(arrays.items())
+            if k.startswith("bottom_value")
+        ],
+    ),
     "a FIFO": lambda path, other: (path.unlink(), os.mkfifo(path)),
     "a folder": lambda path, other: (path.unlink(), path.mkdir(), (path / "x").write_text("x")),
     "a link to another run's file": lambda path, other: (path.unlink(), path.symlink_to(other)),

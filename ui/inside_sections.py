@@ -187,6 +187,20 @@ def unit_up_close(
     if layer.spatial:
         st.markdown("**Their patches**, cut out")
         st.image([np.kron(p, np.ones((6, 6))) for p in inside.patches(detail)], clamp=True, width=72)
+    count = len(detail.bottom_images)
+    if layer.rectified and detail.bottom_values.max() <= 0:
+        st.markdown(f"**{activity.images - detail.firing:,} test images leave it at 0**: the first {count}")
+    else:
+        st.markdown(f"**The {count} test images that move it least**")
+    st.image(
+        [np.kron(image, np.ones((3, 3))) for image in detail.bottom_images],
+        caption=[
+            f"#{i} {CLASS_NAMES[labels[i]]} · {v:.2f}"
+            for i, v in zip(detail.bottom_indices, detail.bottom_values, strict=False)
+        ],
+        clamp=True,
+        width=96,
+    )
 
 
 def dead_units(run: TrainedRun, activity: UnitActivity) -> None:

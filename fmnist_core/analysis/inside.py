@@ -150,6 +150,8 @@ class UnitActivity:
     top_value: dict[str, np.ndarray]  # (k, units): those peaks
     top_where: dict[str, np.ndarray]  # (k, units): the flat position of each peak in the unit's map
     firing: dict[str, np.ndarray]  # (units,): on how many images the unit's peak is above 0
+    bottom_index: dict[str, np.ndarray]  # (k, units): the images with the smallest peak, smallest first
+    bottom_value: dict[str, np.ndarray]  # (k, units): those peaks
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -180,18 +182,28 @@ def unit_activity(model: nn.Module, images: torch.Tensor, top: int = 9, on_batch
         peaks, where = unit_peaks(output.float())
         index = torch.arange(offset[0], offset[0] + len(peaks), device=peaks.device)[:, None].expand_as(peaks)
         fires = (peaks > 0).sum(0)
+        low, low_index = peaks, index
         if name in state:
-            values, indices, places, firing = state[name]
+            values, indices, places, firing, low_values, low_indices = state[name]
             peaks, index, where = (
                 torch.cat([values, peaks]),
                 torch.cat([indices, index]),
                 torch.cat([places, where]),
             )
+            low, low_index = torch.cat([low_values, low]), torch.cat([low_indices, low_index])
             fires = fires + firing
         count = min(top, len(peaks))
-        # A stable descending sort: among equal peaks the earlier image comes first, as in a full argsort.
+        # Stable sorts: among equal peaks the earlier image comes first, as in a full argsort.
         order = torch.sort(peaks, dim=0, descending=True, stable=True).indices[:count]
-        state[name] = [peaks.gather(0, order), index.gather(0, order), where.gather(0, order), fires]
+        lowest = torch.sort(low, dim=0, stable=True).indices[:count]
+        state[name] = [
+            peaks.gather(0, order),
+            index.gather(0, order),
+            where.gather(0, order),
+            fires,
+            low.gather(0, lowest),
+            low_index.gather(0, lowest),
+        ]
 
     was_training = model.training
     model.eval()
@@ -213,6 +225,8 @@ def unit_activity(model: nn.Module, images: torch.Tensor, top: int = 9, on_batch
         {name: parts[0].astype(np.float32) for name, parts in numpy.items()},
         {name: parts[2].astype(np.int64) for name, parts in numpy.items()},
         {name: parts[3].astype(np.int64) for name, parts in numpy.items()},
+        {name: parts[5].astype(np.int64) for name, parts in numpy.items()},
+        {name: parts[4].astype(np.float32) for name, parts in numpy.items()},
     )
 
 

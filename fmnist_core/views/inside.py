@@ -28,7 +28,7 @@ from fmnist_core.store.cache import RunCache, keep_derived, read_derived
 
 TOP = 9  # top-activating test images kept per unit
 ACTIVITY_FILE = "unit_activity.npz"
-FIELDS = ("top_index", "top_value", "top_where", "firing")
+FIELDS = ("top_index", "top_value", "top_where", "firing", "bottom_index", "bottom_value")
 
 
 def layers(run: TrainedRun) -> list[Layer]:
@@ -83,6 +83,8 @@ def _expected(current: list[Layer], images: int) -> dict[str, ArraySpec]:
             f"top_value:{layer.name}": ((top, layer.units), np.float32),
             f"top_where:{layer.name}": ((top, layer.units), np.int64),
             f"firing:{layer.name}": ((layer.units,), np.int64),
+            f"bottom_index:{layer.name}": ((top, layer.units), np.int64),
+            f"bottom_value:{layer.name}": ((top, layer.units), np.float32),
         }
     return expected
 
@@ -100,6 +102,12 @@ def _plausible(activity: UnitActivity) -> bool:
             and _within(firing, activity.images + 1)
         )
         if not in_range or not np.array_equal((top > 0).sum(axis=0), np.minimum(firing, len(top))):
+            return False
+        bottom = activity.bottom_value[layer.name]
+        if (
+            not _within(activity.bottom_index[layer.name], activity.images)
+            or (np.diff(bottom, axis=0) < 0).any()
+        ):
             return False
     return True
 
@@ -219,10 +227,14 @@ class UnitDetail:
     boxes: np.ndarray  # (k, 4): top, left, bottom, right of the pixels that move that peak
     firing: int  # on how many test images the unit fires
     dead: bool
+    bottom_images: np.ndarray  # (k, 28, 28): the test images with the smallest peak, smallest first
+    bottom_indices: np.ndarray  # (k,)
+    bottom_values: np.ndarray  # (k,)
 
 
 def unit_detail(run: TrainedRun, activity: UnitActivity, name: str, unit: int) -> UnitDetail:
-    """One unit up close: its weights, its top-activating test images and their driving patches."""
+    """One unit up close: its weights, its top-activating test images and their driving patches,
+    and the test images that move it least (for a rectified unit, many sit at 0: the first ones)."""
     layer = activity.layer(name)
     if not 0 <= unit < layer.units:
         raise ValueError(f"unit: {unit} is not a unit of {name} (0..{layer.units - 1})")
@@ -232,6 +244,7 @@ def unit_detail(run: TrainedRun, activity: UnitActivity, name: str, unit: int) -
     width = layer.shape[-1] if len(layer.shape) == 3 else 1
     boxes = driving_boxes(run.model, name, images, unit, where, width)
     firing = int(activity.firing[name][unit])
+    bottom = activity.bottom_index[name][:, unit]
     return UnitDetail(
         layer,
         unit,
@@ -242,6 +255,9 @@ def unit_detail(run: TrainedRun, activity: UnitActivity, name: str, unit: int) -
         boxes,
         firing,
         layer.rectified and firing == 0,
+        load_data().test_images[torch.as_tensor(bottom)][:, 0].numpy(),
+        bottom,
+        activity.bottom_value[name][:, unit],
     )
 
 
