@@ -893,6 +893,11 @@ def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_
     # One unit up close: the first rectified layer, at the channel this image excites most.
     assert [m.value for m in at.markdown if m.value.startswith("#### Channel ")][0].endswith(" of features.1")
     assert any(m.value.startswith("**The 9 test images that excite it most**") for m in at.markdown)
+    assert any("test images leave it at 0**" in m.value or "move it least" in m.value for m in at.markdown)
+    images = len(at.get("image"))
+    at = at.toggle(key="inside:featureviz").set_value(True).run()  # the input it responds to most
+    assert not at.exception and len(at.get("image")) == images + 1
+    assert any("optimised from noise" in str(image.proto) for image in at.get("image"))
 
     run_box = at.selectbox(key="inside:run")
     at = run_box.set_value([o for o in run_box.options if autoencoder.run_id[:6] in o][0]).run()

@@ -205,10 +205,23 @@ class RunView:
         cache, computed there first where it is not; ui.inside_sections.count_units shows that)."""
         return _activity(self.run_id, self.version)
 
+    def feature_picture(self, layer: str, unit: int) -> np.ndarray:
+        """The 28x28 input a unit responds to most (analysis.featureviz), found once per version."""
+        return _feature_picture(self.run_id, self.version, layer, unit)
+
     @property
     def probe_accuracy(self) -> float:
         """A linear read-out's test accuracy on its codes (the latent sweep's)."""
         return _probe_accuracy(self.run_id, self.version)
+
+
+@st.cache_data(
+    max_entries=64, show_spinner="Optimising an input for this unit (256 steps of gradient ascent)..."
+)
+def _feature_picture(run_id: str, version: float, layer: str, unit: int) -> np.ndarray:
+    from fmnist_core.analysis import featureviz
+
+    return featureviz.visualise(load_run(run_id).model, layer, [unit], steps=256, seed=0)[0]
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading what each unit does over the test set...")

@@ -9,6 +9,8 @@ one batch, one image each; the result depends on the seed alone (same machine, s
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -68,7 +70,7 @@ def visualise(
 ) -> np.ndarray:
     """Images (len(units), 28, 28) in [0, 1], each the input its unit of `layer` (a name from
     analysis.inside.network_layers) responds to most after `steps` of Adam; every unit of the
-    layer where `units` is None. The model's own weights are neither changed nor given gradients."""
+    layer where `units` is None. The model itself is left as it was (a copy is optimised through)."""
     known = {found.name: found for found in network_layers(model)}
     if layer not in known:
         raise ValueError(f"layer: {layer!r} is not one of {', '.join(known)}")
@@ -76,20 +78,20 @@ def visualise(
     units = list(range(count)) if units is None else list(units)
     if not units or min(units) < 0 or max(units) >= count:
         raise ValueError(f"unit: {layer} has units 0 to {count - 1}")
+    # A copy: its hooks and mode are its own, so another thread's pass over the model (a server's
+    # pages share loaded runs) neither sees them nor hands its outputs to this one.
+    model = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(seed)
     images = FourierImages(len(units), generator)
     optimiser = torch.optim.Adam(images.parameters(), lr=lr)
     chosen = torch.tensor(units)
-    was_training = model.training
     model.eval()  # batch norm on its running statistics, no dropout
-    try:
-        for _ in range(steps):
-            output = layer_output(model, layer, shifted(images(), shift, generator))
-            (gradient,) = torch.autograd.grad(-unit_values(output, chosen).sum(), [images.spectrum])
-            images.spectrum.grad = gradient
-            optimiser.step()
-    finally:
-        model.train(was_training)
+    model.requires_grad_(False)  # gradients for the input alone
+    for _ in range(steps):
+        output = layer_output(model, layer, shifted(images(), shift, generator))
+        (gradient,) = torch.autograd.grad(-unit_values(output, chosen).sum(), [images.spectrum])
+        images.spectrum.grad = gradient
+        optimiser.step()
     with torch.no_grad():
         return images()[:, 0].numpy()
 

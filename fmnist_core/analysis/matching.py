@@ -5,6 +5,8 @@ its copy with its channels shuffled: a unit with a partner near 1 computes the s
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import torch
@@ -21,14 +23,8 @@ def unit_values(model: nn.Module, layer: str, images: torch.Tensor) -> np.ndarra
     names = [found.name for found in network_layers(model)]
     if layer not in names:
         raise ValueError(f"layer: {layer!r} is not one of {', '.join(names)}")
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [
-            layer_output(model, layer, images[i : i + BATCH]).float() for i in range(0, len(images), BATCH)
-        ]
-    finally:
-        model.train(was_training)
+    model = copy.deepcopy(model).eval()  # its own hooks: a server's pages share loaded runs between threads
+    parts = [layer_output(model, layer, images[i : i + BATCH]).float() for i in range(0, len(images), BATCH)]
     values = torch.cat(parts)
     return (values.flatten(2).mean(2) if values.dim() > 2 else values).numpy()
 
