@@ -80,11 +80,17 @@ with close:
     unit = inside_sections.pick_unit(layer, output, shared, key=f"inside:units:{run.run_id}:{layer.name}")
     inside_sections.unit_up_close(run, activity, layer, unit, output, shared)
     twin = dict(pair for pair in pairs if len(pair) == 2 and pair[0] is not None).get(layer)
-    if other is not None and twin is not None and twin.units == layer.units:
-        with st.expander(f"The same unit in {names[1]}", expanded=True):
-            inside_sections.unit_up_close(
-                other, run_view(other.run_id).activity, twin, unit, passes[1].outputs[twin.name], shared
-            )
+    if other is not None and twin is not None:  # the same unit across runs: by what it does, not its index
+        match = run_view(run.run_id).matches(layer.name, other.run_id, twin.name).iloc[unit]
+        if match["match"] is None or match["match"] != match["match"]:
+            st.caption(f"No match in {names[1]}: this unit does not vary over the test images.")
+        else:
+            found = int(match["match"])
+            title = f"Its match in {names[1]}: unit {found} of {twin.name}, correlation {match['correlation']:.2f}"
+            with st.expander(f"{title} (the next best {match['runner_up']:.2f})", expanded=True):
+                inside_sections.unit_up_close(
+                    other, run_view(other.run_id).activity, twin, found, passes[1].outputs[twin.name], shared
+                )
 with dead:
     inside_sections.dead_units(run, activity)
     if other is not None:

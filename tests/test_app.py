@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -895,7 +896,9 @@ def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_
     assert any(m.value.startswith("**The 9 test images that excite it most**") for m in at.markdown)
     assert any("test images leave it at 0**" in m.value or "move it least" in m.value for m in at.markdown)
     images = len(at.get("image"))
-    at = at.toggle(key="inside:featureviz").set_value(True).run()  # the input it responds to most
+    at = (
+        at.toggle(key=f"inside:featureviz:{cnn.run_id}").set_value(True).run()
+    )  # the input it responds to most
     assert not at.exception and len(at.get("image")) == images + 1
     assert any("optimised from noise" in str(image.proto) for image in at.get("image"))
 
@@ -909,6 +912,10 @@ def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_
     at = beside.set_value([o for o in beside.options if cnn.run_id[:6] in o][0]).run()
     assert not at.exception, at.exception[0].value if at.exception else ""
     assert len([d for d in at.dataframe if "dying" in d.value.columns]) == 2  # both runs' dead units
+    # The unit up close, and its match in the run beside it: by correlation over test images, not index.
+    matched = [e.label for e in at.expander if e.label.startswith("Its match in")]
+    assert matched or any(c.value.startswith("No match in") for c in at.caption)
+    assert not matched or re.search(r"unit \d+ of .*, correlation -?[01]\.\d\d \(the next best", matched[0])
 
     at = page(at, "app_pages/compare.py")  # both were counted on the inside page: the column says so
     counted = at.dataframe[0].value.set_index("run_id")["dead_units"]

@@ -182,7 +182,9 @@ def unit_up_close(
     with second:
         st.markdown("**Its learned weights**")
         weights_figure(detail.weights)
-        if st.toggle("The input it responds to most", key="inside:featureviz", help=FEATURE_HELP):
+        if st.toggle(
+            "The input it responds to most", key=f"inside:featureviz:{run.run_id}", help=FEATURE_HELP
+        ):
             picture = run_view(run.run_id).feature_picture(layer.name, unit)
             st.image(np.kron(picture, np.ones((6, 6))), clamp=True, width=168, caption="optimised from noise")
     labels = fashion().test_labels.numpy()

@@ -205,6 +205,11 @@ class RunView:
         cache, computed there first where it is not; ui.inside_sections.count_units shows that)."""
         return _activity(self.run_id, self.version)
 
+    def matches(self, layer: str, other: str, other_layer: str) -> pd.DataFrame:
+        """Each unit of `layer` matched to the unit of another run's layer whose activations over
+        2,000 test images correlate with its own most (analysis.matching), once per version of both."""
+        return _matches(self.run_id, self.version, layer, other, entry_version(other), other_layer)
+
     def feature_picture(self, layer: str, unit: int) -> np.ndarray:
         """The 28x28 input a unit responds to most (analysis.featureviz), found once per version."""
         return _feature_picture(self.run_id, self.version, layer, unit)
@@ -213,6 +218,17 @@ class RunView:
     def probe_accuracy(self) -> float:
         """A linear read-out's test accuracy on its codes (the latent sweep's)."""
         return _probe_accuracy(self.run_id, self.version)
+
+
+@st.cache_data(max_entries=16, show_spinner="Matching the units of the two runs over 2,000 test images...")
+def _matches(run_id: str, version: float, layer: str, other: str, other_version: float, other_layer: str):
+    from fmnist_core.analysis import matching
+
+    images = fashion().test_images[:MATCHED_IMAGES]
+    return matching.match_units(load_run(run_id).model, layer, load_run(other).model, other_layer, images)
+
+
+MATCHED_IMAGES = 2000
 
 
 @st.cache_data(
