@@ -8,7 +8,6 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -163,41 +162,29 @@ def check_resources(config: RunConfig, cache: RunCache | None = None, device=Non
     if encoder_run and not cache.exists(encoder_run) and cache.recover_config(encoder_run) is None:
         return 0
     images = config.train_subset or 60_000
-    facts = _facts(config, cache)
-    if (config.batch_size == 1 or images == 1) and not facts("takes single images"):
+    skeleton = _meta_model(config, cache)
+    if (config.batch_size == 1 or images == 1) and not takes_single_images(skeleton):
         raise ValueError(
             "batch_size: a batch of 1 image cannot train this model: its batch norm needs at least "
             "2 values per channel (after a dense layer, or on a 1x1 map); use batches of 2 or more"
         )
-    return refuse_over_limit(facts("training bytes"), config.batch_size, pick_device(device))
+    needed = training_bytes(skeleton, config.batch_size, config.optimizer, images)
+    return refuse_over_limit(needed, config.batch_size, pick_device(device))
 
 
-# What check_resources reads from a config's model on the meta device, built once per config in
-# this process (a run id names one model, its encoder's included), each fact found once.
-_FACTS: dict[str, dict] = {}
+# check_resources' model on the meta device, built once per config in this process (a run id
+# names one model, its encoder's included); never handed out.
+_META_MODELS: dict[str, nn.Module] = {}
 
 
-def _facts(config: RunConfig, cache: RunCache) -> Callable[[str], Any]:
-    known = _FACTS.setdefault(config.run_id, {})
-    if len(_FACTS) > 256:
-        _FACTS.pop(next(iter(_FACTS)))
-
-    def fact(name: str):
-        if name not in known:
-            if "skeleton" not in known:
-                encoder = resolve_encoder(config, cache, weights=False)
-                settings = make_settings(config.model, config.settings)
-                known["skeleton"] = build_skeleton(config.model, settings, encoder and encoder.settings)
-            skeleton = known["skeleton"]
-            if name == "takes single images":
-                known[name] = takes_single_images(skeleton)
-            else:  # after the question above where it is asked: a batch of 1 cannot be estimated
-                known[name] = training_bytes(
-                    skeleton, config.batch_size, config.optimizer, config.train_subset or 60_000
-                )
-        return known[name]
-
-    return fact
+def _meta_model(config: RunConfig, cache: RunCache) -> nn.Module:
+    if config.run_id not in _META_MODELS:
+        if len(_META_MODELS) >= 64:
+            _META_MODELS.pop(next(iter(_META_MODELS)))
+        encoder = resolve_encoder(config, cache, weights=False)
+        settings = make_settings(config.model, config.settings)
+        _META_MODELS[config.run_id] = build_skeleton(config.model, settings, encoder and encoder.settings)
+    return _META_MODELS[config.run_id]
 
 
 def train(
