@@ -73,3 +73,21 @@ def test_run_ids_are_the_same_whatever_the_cpu_says():
             ).stdout
         )
     assert len(ids) == 1 and len(ids.pop().split()) == 2
+
+
+def test_a_process_kept_to_one_thread_stays_at_one_after_the_engines_kernels_start():
+    # numba's first kernel starts its OpenMP pool, which set torch's count to every core: a test
+    # worker or a job given one thread then trained on two, against its neighbour. In a fresh
+    # process (the first kernel of a process is the one that starts the pool).
+    code = (
+        "import torch; from fmnist_core.base.device import use_threads; use_threads(1);"
+        "from fmnist_core.engine import kernels;"
+        "x = torch.rand(4, 8, 6, 6).contiguous(memory_format=torch.channels_last);"
+        "out, code = kernels.pool_relu_forward(x, None, 0, 1.0);"
+        "import numba; print(torch.get_num_threads(), numba.get_num_threads(), tuple(out.shape))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)  # as a user's process starts: OpenMP's count is every core
+    env.pop("NUMBA_NUM_THREADS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "1", "(4,", "8,", "3,", "3)"], done.stdout

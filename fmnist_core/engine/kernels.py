@@ -192,10 +192,16 @@ def _pool_relu_backward(grad, code, scale, grad_x):
 
 
 def _use_torch_threads() -> None:
+    """numba's kernels at torch's thread count. numba's first use starts its OpenMP pool, which
+    sets the calling thread's OpenMP count to numba's own (every core) and with it torch's: a
+    process kept to one thread (a test worker, a job given its share) then trained on two,
+    against its neighbours. torch's count is put back."""
     wanted = max(1, min(torch.get_num_threads(), 2**16))
     if get_num_threads() != wanted:
         with contextlib.suppress(ValueError):  # more than numba started with: keep its count
             set_num_threads(wanted)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
 
 
 def _nhwc(t: torch.Tensor) -> np.ndarray:
