@@ -112,6 +112,30 @@ def empty_app_url(isolated_cache):
 PAGE_WAIT = 240_000  # ms
 
 
+# Recorded in every page before Streamlit's own code runs: when it last sent the server a message
+# (a click, a widget's value), when a message last came back, and when the page last changed.
+# settle() waits on these, not on fixed pauses: a click's rerun has begun once the server answers.
+WATCH_PAGE = """
+(() => {
+    const lab = window.__lab = {lastSend: 0, lastReceive: 0, lastChange: performance.now()};
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+        constructor(...args) {
+            super(...args);
+            this.addEventListener("message", () => { lab.lastReceive = performance.now(); });
+        }
+        send(data) {
+            lab.lastSend = performance.now();
+            return super.send(data);
+        }
+    };
+    new MutationObserver(() => { lab.lastChange = performance.now(); }).observe(
+        document, {subtree: true, childList: true, attributes: true, characterData: true}
+    );
+})();
+"""
+
+
 def chromium(p):
     """Headless Chromium whose pages wait up to PAGE_WAIT for anything (Playwright's own 30 s
     failed a click's rerun on a busy machine)."""
@@ -130,6 +154,7 @@ def chromium(p):
     def new_context(**options):
         context = make_context(**options)
         context.set_default_timeout(PAGE_WAIT)
+        context.add_init_script(WATCH_PAGE)
         return context
 
     def new_page(**options):
@@ -139,17 +164,27 @@ def chromium(p):
     return browser
 
 
-def settle(page, timeout=PAGE_WAIT, drawn=1000):
-    """Wait until Streamlit has finished running the script and, `drawn` ms more, drawn the page."""
+def settle(page, timeout=PAGE_WAIT, drawn=0, quiet=300):
+    """Wait until the server has answered the page's last message, Streamlit has finished running
+    the script and the page has not changed for `quiet` ms (charts and images drawn), then `drawn`
+    ms more where a chart's own drawing matters (a hover, a drag). Reads what WATCH_PAGE records."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
-    page.wait_for_timeout(400)  # let the rerun begin before asking whether it has ended
     page.wait_for_function(
-        """() => document.querySelector("[data-testid='stApp']").getAttribute("data-test-script-state") === "notRunning"
-              && !document.querySelector("[data-testid='stSkeleton']")
-              && document.querySelector("h1")""",
+        """quiet => {
+            const lab = window.__lab, now = performance.now();
+            const app = document.querySelector("[data-testid='stApp']");
+            // a message the server never answers must not hold a test for ever: 5 s, then as before
+            const answered = lab.lastReceive >= lab.lastSend || now - lab.lastSend > 5000;
+            return answered && app.getAttribute("data-test-script-state") === "notRunning"
+                && !document.querySelector("[data-testid='stSkeleton']")
+                && document.querySelector("h1") && now - lab.lastChange >= quiet;
+        }""",
+        arg=quiet,
         timeout=timeout,
+        polling=50,
     )
-    page.wait_for_timeout(drawn)  # charts draw after the script ends
+    if drawn:
+        page.wait_for_timeout(drawn)
 
 
 def stroke(page, box, points):
@@ -180,7 +215,7 @@ def use_the_lab(page, app_url):
         # The server's first visitor comes by a bookmark: the page shows with the lab's navigation
         # (page titles), not Streamlit's own listing of a pages/ folder (file names).
         page.goto(f"{app_url}/classifier")
-        settle(page, drawn=300)
+        settle(page)
         nav = page.locator("[data-testid='stSidebarNav']").inner_text()
         assert "Latent space" in nav and "try it" not in nav, nav
         assert page.locator("h1").first.inner_text().strip() == "Classifier"
@@ -194,26 +229,26 @@ def use_the_lab(page, app_url):
             page.screenshot(path=str(ARTIFACTS / f"page_{name or 'home'}.png"), full_page=True)
         assert not errors, errors
         page.goto(app_url)
-        settle(page, drawn=300)
+        settle(page)
         assert page.get_by_role("heading", name="Fashion-MNIST Lab").count() == 1
 
         # A link reopens a view: the Reports page on S3, as the URL says; the URL follows the view.
         page.goto(f"{app_url}/reports?reports:name=S3")
-        settle(page, drawn=300)
+        settle(page)
         assert page.locator("h1").first.inner_text().strip() == "S3: feed-forward network"
         page.get_by_text("S1: CNN (Keras) vs residual network").click()
-        settle(page, drawn=300)
+        settle(page)
         assert "reports%3Aname=S1" in page.url or "reports:name=S1" in page.url, page.url
 
         # A mistyped address names itself above Home (Streamlit's own "Page not found" box closes).
         page.goto(f"{app_url}/no-such-page")
-        settle(page, drawn=300)
+        settle(page)
         page.keyboard.press("Escape")
         assert page.get_by_text("There is no page at /no-such-page").count() == 1
 
         # The latent map: hovering a point shows its garment; clicking it lists that image.
         page.goto(f"{app_url}/latent")
-        settle(page)
+        settle(page, drawn=700)  # ECharts animates its points into place
         chart = page.locator("[data-testid='stEChartsChart']").first
         chart.scroll_into_view_if_needed()
         box = chart.bounding_box()
@@ -234,7 +269,7 @@ def use_the_lab(page, app_url):
 
         # Train a small autoencoder from the page: 1 epoch on 2,000 images.
         page.goto(f"{app_url}/autoencoder")
-        settle(page, drawn=300)
+        settle(page)
         sidebar = page.locator("[data-testid='stSidebar']")
         sidebar.get_by_text("More training settings").click()
         page.wait_for_timeout(1000)  # the expander opens with an animation
@@ -244,11 +279,11 @@ def use_the_lab(page, app_url):
         if page.get_by_role("listbox").count() == 0:
             images.press("ArrowDown")  # opens the list from the keyboard
         page.get_by_role("option").filter(has_text=re.compile(r"^2,000$")).click()
-        settle(page, drawn=200)
+        settle(page)
         epochs = sidebar.locator("[aria-label='Epochs'] input[type='range']")
         epochs.focus()
         epochs.press("Home")  # the slider's minimum: one epoch
-        settle(page, drawn=200)
+        settle(page)
         assert page.get_by_text("Not trained yet: 1 epoch over 2,000 images").count() == 1
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Trained run").wait_for(timeout=600_000)
@@ -259,13 +294,13 @@ def use_the_lab(page, app_url):
         # config, and the sidebar's Stop ends it.
         epochs.focus()
         epochs.press("End")
-        settle(page, drawn=200)
+        settle(page)
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text(re.compile(r"^Epoch \d+/\d+ · step")).first.wait_for(timeout=PAGE_WAIT)
         dropout = sidebar.locator("[aria-label='Dropout p'] input[type='range']")
         dropout.focus()
         dropout.press("ArrowRight")
-        settle(page, drawn=200)
+        settle(page)
         page.get_by_text("Training now, with other settings").wait_for(timeout=PAGE_WAIT)
         assert page.get_by_text(re.compile(r"^Epoch \d+/\d+ · step")).count() >= 1  # its progress, live
         page.screenshot(path=str(ARTIFACTS / "autoencoder_setting_moved.png"), full_page=True)
@@ -281,9 +316,9 @@ def use_the_lab(page, app_url):
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         page.goto(f"{app_url}/try_it")
-        settle(page, drawn=300)
+        settle(page)
         page.get_by_text("Upload", exact=True).click()
-        settle(page, drawn=200)
+        settle(page)
         page.locator("input[type='file']").set_input_files(
             files=[{"name": "trouser.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
         )
@@ -309,13 +344,13 @@ def use_the_lab(page, app_url):
         answers = page.locator("[data-testid='stMarkdownContainer'] strong").all_inner_texts()
         assert answers[answers.index("What the model sees") + 1] == "Trouser", answers
         page.get_by_role("button", name="Undo").click()  # one leg stroke less: still an answer
-        settle(page, drawn=200)
+        settle(page)
         assert page.get_by_text("What the model sees").count() == 1
         page.get_by_role("button", name="Clear").click()
-        settle(page, drawn=200)
+        settle(page)
         assert page.get_by_text("What the model sees").count() == 0  # an empty canvas asks nothing
         page.get_by_text("Upload", exact=True).click()
-        settle(page, drawn=200)
+        settle(page)
 
         # A file that is not an image gets a message, not a traceback.
         page.locator("input[type='file']").set_input_files(
@@ -327,7 +362,7 @@ def use_the_lab(page, app_url):
         # A classifier on that encoder, trained from its page; then a click on a confusion cell
         # shows that cell's images (the tooltip under the pointer names the cell independently).
         page.goto(f"{app_url}/classifier")
-        settle(page, drawn=300)
+        settle(page)
         sidebar = page.locator("[data-testid='stSidebar']")
         sidebar.get_by_text("More training settings").click()
         page.wait_for_timeout(1000)
@@ -337,11 +372,11 @@ def use_the_lab(page, app_url):
         if page.get_by_role("listbox").count() == 0:
             images.press("ArrowDown")
         page.get_by_role("option").filter(has_text=re.compile(r"^2,000$")).click()
-        settle(page, drawn=200)
+        settle(page)
         epochs = sidebar.locator("[aria-label='Epochs'] input[type='range']")
         epochs.focus()
         epochs.press("Home")
-        settle(page, drawn=200)
+        settle(page)
         page.get_by_role("button", name="Train", exact=True).click()
         page.get_by_text("Trained run").wait_for(timeout=600_000)
         settle(page)
@@ -374,7 +409,7 @@ def use_the_lab(page, app_url):
         labels = load_data().test_labels.numpy()
         quiz = views.quiz_images(labels, per_class=1, seed=0)
         page.goto(f"{app_url}/quiz?quiz:size=10")
-        settle(page, drawn=200)
+        settle(page)
         for number, index in enumerate(quiz):
             answer = (labels[index] + 1) % 10 if number < 1 else labels[index]
             page.get_by_role("button", name=CLASS_NAMES[answer], exact=True).click()
@@ -400,14 +435,14 @@ def test_pages_that_wait_for_a_job_fill_in_when_it_ends_without_a_reload(empty_a
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(f"{empty_app_url}/latent")
-            settle(page, drawn=300)
+            settle(page)
             assert "No trained model yet" in page.locator("[data-testid='stMain']").inner_text()
             page.goto(f"{empty_app_url}/autoencoder?{quick}")
-            settle(page, drawn=300)
+            settle(page)
             page.get_by_role("button", name="Train").click()
             page.wait_for_timeout(1500)
             page.goto(f"{empty_app_url}/latent")
-            settle(page, drawn=300)
+            settle(page)
             main = page.locator("[data-testid='stMain']")
             text = main.inner_text()
             assert "Training now" in text and "no need to reload" in text, text
@@ -449,7 +484,7 @@ def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_each_page_f
                 )
                 for name in ("latent", "try_it", "classifier", "autoencoder"):
                     page.goto(f"{url}/{name}")
-                    settle(page, drawn=300)
+                    settle(page)
                     text = page.locator("[data-testid='stMain']").inner_text()
                     assert "No trained model yet" not in text and "Train one on the" not in text, (name, text)
                     assert any(
@@ -473,7 +508,7 @@ def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_each_page_f
                 }
                 for name, words in expected.items():
                     page.goto(f"{url}/{name}")
-                    settle(page, drawn=500)
+                    settle(page)
                     text = page.locator("[data-testid='stMain']").inner_text()
                     assert words in text and "Not trained yet" not in text, (name, text)
                     page.screenshot(path=str(ARTIFACTS / f"after_starter_{name}.png"))
@@ -524,7 +559,7 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             run_picker = sidebar.locator("[data-testid='stSelectbox']").first
             run_picker.click()
             page.get_by_role("option").filter(has_text=cnn.run_id[:6]).click()
-            settle(page, drawn=200)
+            settle(page)
             page.locator("[data-testid='stMain'] [data-testid='stSelectbox']").first.click()  # the class
             page.get_by_role("option", name="Sneaker", exact=True).click()
             settle(page)
@@ -533,7 +568,7 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             box = chart.bounding_box()
             tile = box["width"] / 10  # ten channels a row, S1's first conv has 35
             page.mouse.click(box["x"] + 3.5 * tile, box["y"] + 0.5 * tile)  # the fourth: channel 3
-            settle(page, drawn=200)
+            settle(page)
             assert page.get_by_text("Channel 3 of features.1", exact=True).count() == 1
             activity = inside.activity(cnn, RunCache())
             expected = activity.top_index["features.1"][:, 3]
@@ -545,12 +580,12 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
 
             run_picker.click()
             page.get_by_role("option").filter(has_text=autoencoder.run_id[:6]).click()
-            settle(page, drawn=200)
+            settle(page)
             text = page.locator("[data-testid='stMain']").inner_text()
             assert "encoder.1 · ReLU · 16 × 26 × 26" in text and "the reconstruction" in text
             page.screenshot(path=str(ARTIFACTS / "inside_autoencoder_layers.png"))
             page.get_by_role("tab", name="Dead units").click()
-            settle(page, drawn=300)
+            settle(page)
             page.screenshot(path=str(ARTIFACTS / "inside_autoencoder_dead.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "failure_inside.png"), full_page=True)
@@ -634,14 +669,14 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
         try:
             # 60 epochs of all 60,000 images: a job that outlasts the test (the admin stops it)
             page.goto(f"{class_app_url}/autoencoder?{LONG_JOB}")
-            settle(page, drawn=200)
+            settle(page)
             assert "fmnist_lab_id" in [cookie["name"] for cookie in alice.cookies()]
             page.get_by_role("button", name=train).first.click()
             page.wait_for_function(
                 "() => document.body.innerText.includes('asked for by you')", timeout=PAGE_WAIT
             )
             page.reload()
-            settle(page, drawn=200)
+            settle(page)
             page.wait_for_function(
                 "() => document.body.innerText.includes('Training queue')", timeout=PAGE_WAIT
             )
@@ -653,11 +688,11 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
             )
             for tab in (page, alice.new_page()):  # the reloaded tab, and a second one
                 tab.goto(f"{class_app_url}/autoencoder?{LONG_JOB}&conv_autoencoder:dropout=0.35")
-                settle(tab, drawn=200)
+                settle(tab)
                 refusal = tab.locator("[data-testid='stAlertContentError']").first
                 for _ in range(8):  # as a person would, click again where no answer came
                     tab.get_by_role("button", name=train).first.click()
-                    settle(tab, drawn=200)
+                    settle(tab)
                     with contextlib.suppress(playwright.TimeoutError):
                         refusal.wait_for(timeout=30_000)  # the rerun the click starts: slow when busy
                         break
@@ -667,7 +702,7 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
                 assert refusal.startswith("limit: you have 1 job in the queue"), refusal
             bob = browser.new_context().new_page()
             bob.goto(class_app_url)
-            settle(bob, drawn=200)
+            settle(bob)
             bob.wait_for_function(
                 "() => document.body.innerText.includes('Training queue')", timeout=PAGE_WAIT
             )
@@ -678,10 +713,10 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
                 .count()
             )
             bob.goto(f"{class_app_url}/?admin={ADMIN_TOKEN}")  # the teacher's link, once
-            settle(bob, drawn=200)
+            settle(bob)
             assert "admin" not in bob.url
             bob.reload()  # the admin is the person, not the tab: still one after a reload
-            settle(bob, drawn=200)
+            settle(bob)
             bob.wait_for_function(
                 "() => document.body.innerText.includes('Training queue')", timeout=PAGE_WAIT
             )
