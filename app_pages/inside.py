@@ -4,7 +4,7 @@ images that excite it most, dead units, the layer table; a second run beside it.
 import streamlit as st
 
 from fmnist_core.views import inside
-from ui import inside_sections, keys
+from ui import inside_sections, keys, unit_sections
 from ui.queue_panels import waiting_for
 from ui.resources import load_run
 from ui.runs import run_label, run_view, runs_table
@@ -19,15 +19,17 @@ labels = {run_label(row): row["run_id"] for _, row in runs.iterrows()}
 by_id = {run_id: label for label, run_id in labels.items()}
 with st.sidebar:
     st.header("Inside the network")
-    start = next(
-        (
-            by_id[st.session_state[keys.picked(c)]]
-            for c in ("classifies", "reconstructs")
-            if st.session_state.get(keys.picked(c)) in by_id
-        ),
-        next(iter(labels)),
-    )
-    chosen = st.selectbox("Run", list(labels), index=list(labels).index(start), key=keys.INSIDE_RUN)
+    unit_sections.read_address(labels)  # once a session: ?run=ID&layer=NAME&unit=K
+    if st.session_state.get(keys.INSIDE_RUN) not in labels:  # the run last trained or picked
+        st.session_state[keys.INSIDE_RUN] = next(
+            (
+                by_id[st.session_state[keys.picked(c)]]
+                for c in ("classifies", "reconstructs")
+                if st.session_state.get(keys.picked(c)) in by_id
+            ),
+            next(iter(labels)),
+        )
+    chosen = st.selectbox("Run", list(labels), key=keys.INSIDE_RUN)
     beside = st.selectbox(
         "Beside it (the same image, layer by layer)",
         ["(none)"] + [label for label in labels if label != chosen],
@@ -68,17 +70,21 @@ if passes[0].probabilities is not None:
 layers = activity.layers
 other_layers = run_view(other.run_id).activity.layers if other is not None else []
 pairs = inside.aligned(layers, other_layers) if other is not None else [(layer,) for layer in layers]
-every, close, dead, table = st.tabs(["Every layer", "One unit up close", "Dead units", "Layer table"])
+tabs = ["Every layer", unit_sections.UNIT_TAB, "Dead units", "Layer table"]
+every, close, dead, table = st.tabs(tabs, key=keys.INSIDE_TAB, bind="query-params")  # in the address
 with every:
     inside_sections.every_layer(passes, pairs, shared, names)
 with close:
-    choices = {inside_sections.describe(layer): layer for layer in layers}
+    choices = {unit_sections.describe(layer): layer for layer in layers}
     first = next((text for text, layer in choices.items() if layer.rectified), next(iter(choices)))
-    picked = st.selectbox("Layer", list(choices), index=list(choices).index(first), key="inside:layer")
-    layer = choices[picked]
+    unit_sections.follow_address(run.run_id, layers)
+    if st.session_state.get(keys.INSIDE_LAYER) not in choices:  # another run's layer, or none yet
+        st.session_state[keys.INSIDE_LAYER] = first
+    layer = choices[st.selectbox("Layer", list(choices), key=keys.INSIDE_LAYER)]
     output = passes[0].outputs[layer.name]
-    unit = inside_sections.pick_unit(layer, output, shared, key=f"inside:units:{run.run_id}:{layer.name}")
-    inside_sections.unit_up_close(run, activity, layer, unit, output, shared)
+    unit = unit_sections.pick_unit(run.run_id, layer, output, shared)
+    unit_sections.write_address(run.run_id, layer, unit)
+    unit_sections.unit_up_close(run, activity, layer, unit, output, shared, feeding=True)
     twin = dict(pair for pair in pairs if len(pair) == 2 and pair[0] is not None).get(layer)
     if other is not None and twin is not None:  # the same unit across runs: by what it does, not its index
         match = run_view(run.run_id).matches(layer.name, other.run_id, twin.name).iloc[unit]
@@ -88,7 +94,7 @@ with close:
             found = int(match["match"])
             title = f"Its match in {names[1]}: unit {found} of {twin.name}, correlation {match['correlation']:.2f}"
             with st.expander(f"{title} (the next best {match['runner_up']:.2f})", expanded=True):
-                inside_sections.unit_up_close(
+                unit_sections.unit_up_close(
                     other, run_view(other.run_id).activity, twin, found, passes[1].outputs[twin.name], shared
                 )
 with dead:

@@ -1059,3 +1059,41 @@ def test_compare_runs_says_which_runs_are_damaged_rather_than_hiding_them(pooled
     assert at.dataframe[0].value["run_id"].tolist() == [good.run_id]
     [warning] = [w.value for w in at.warning if "damaged" in w.value]
     assert f"1 damaged run(s) not listed ({bad.run_id[:8]})" in warning and "runs --prune" in warning
+
+
+@pytest.mark.slow
+def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs):
+    """?run=&layer=&unit= opens that unit up close; the units that feed it most are listed by their
+    share (the core's numbers) and a click walks down to one, and the address follows."""
+    from fmnist_core.analysis.upstream import upstream_shares
+
+    cnn, _ = small_runs
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.query_params.update({"run": cnn.run_id[:8], "layer": "features.5", "unit": "3"})
+    at.switch_page("app_pages/inside.py")
+    at.run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert at.selectbox(key="inside:run").value.count(cnn.run_id[:6]) == 1
+    assert [m.value for m in at.markdown if m.value.startswith("#### ")][0] == "#### Unit 3 of features.5"
+    assert any(m.value == "**The units of features.2 that feed it most**" for m in at.markdown)
+    shares = upstream_shares(
+        load_run(cnn.run_id, RunCache()).model, "features.5", 3, "features.2", load_data().test_images[:1000]
+    )
+    strongest = int(np.argmax(np.abs(shares)))
+    first = [c.value for c in at.caption if c.value.startswith("unit ") and " · its top: #" in c.value][0]
+    assert first.startswith(f"unit {strongest} · {shares[strongest]:+.3f}"), (first, shares)
+    at = at.button(key=f"inside:walk:{cnn.run_id}:features.5:3:{strongest}").click().run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    headings = [m.value for m in at.markdown if m.value.startswith("#### ")]
+    assert headings[0] == f"#### Channel {strongest} of features.2"
+    assert (at.query_params["layer"], at.query_params["unit"]) == ("features.2", str(strongest))
+    # features.2 pools the first conv's channels: what feeds it is the image
+    assert any(c.value.startswith("It reads the image itself") for c in at.caption)
+
+    wrong = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    wrong.query_params.update({"run": cnn.run_id[:8], "layer": "features.5", "unit": "99"})
+    wrong.switch_page("app_pages/inside.py")
+    wrong.run()
+    assert not wrong.exception
+    assert any("not a unit of features.5 (0 to 31)" in t.value for t in wrong.toast)

@@ -581,12 +581,41 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             run_picker.click()
             page.get_by_role("option").filter(has_text=autoencoder.run_id[:6]).click()
             settle(page)
+            assert page.get_by_role("tab", name="One unit up close").get_attribute("aria-selected") == "true"
+            page.get_by_role("tab", name="Every layer").click()  # the open tab stays open across runs
+            settle(page)
             text = page.locator("[data-testid='stMain']").inner_text()
             assert "encoder.1 · ReLU · 16 × 26 × 26" in text and "the reconstruction" in text
             page.screenshot(path=str(ARTIFACTS / "inside_autoencoder_layers.png"))
             page.get_by_role("tab", name="Dead units").click()
             settle(page)
             page.screenshot(path=str(ARTIFACTS / "inside_autoencoder_dead.png"))
+
+            # A unit's own address (as a link or a report would give it): its view opens on it; its
+            # picture; a unit that feeds it, clicked, becomes the page's unit and address; a reload
+            # and a second tab open that unit again.
+            page.goto(f"{url}/inside?run={cnn.run_id[:8]}&layer=features.4&unit=7")
+            settle(page)
+            assert page.get_by_role("tab", name="One unit up close").get_attribute("aria-selected") == "true"
+            assert page.get_by_text("Channel 7 of features.4", exact=True).is_visible()
+            page.get_by_text("The input it responds to most").click()
+            page.get_by_text("optimised from noise").wait_for(timeout=PAGE_WAIT)
+            settle(page)
+            feeder = page.get_by_role("button", name=re.compile(r"^Look at unit \d+$")).first
+            feeder.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "inside_unit_feeders.png"))
+            walked = int(feeder.inner_text().split()[-1])
+            feeder.click()
+            settle(page)
+            assert f"layer=features.2&unit={walked}" in page.url, page.url
+            assert page.get_by_text(f"Channel {walked} of features.2", exact=True).is_visible()
+            for opened in (page, page.context.new_page()):
+                if opened is page:
+                    page.reload()
+                else:
+                    opened.goto(page.url)
+                settle(opened)
+                assert opened.get_by_text(f"Channel {walked} of features.2", exact=True).is_visible()
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "failure_inside.png"), full_page=True)
             raise

@@ -13,17 +13,12 @@ from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.views import inside
 from fmnist_core.views.architecture import architecture
 from fmnist_core.views.explore import commonest_mistakes
-from ui import events, keys, plots, unit_plots
+from ui import keys, plots, unit_plots
 from ui.resources import fashion, run_cache
 from ui.runs import run_view
+from ui.unit_sections import describe
 
 SOURCES = ("A test image", "A confusion cell", "Try it's drawing or upload")
-
-
-def describe(layer: Layer) -> str:
-    shape = " × ".join(str(size) for size in layer.shape)
-    role = " · the code" if layer.role == "code" else ""
-    return f"{layer.name} · {layer.kind} · {shape}{role}"
 
 
 def pick_image(run: TrainedRun) -> tuple[np.ndarray | None, str]:
@@ -116,103 +111,6 @@ def every_layer(passes: list[inside.ImagePass], pairs: list[tuple], shared: bool
             else:
                 st.markdown(f"**What comes out** ({name}): the reconstruction")
                 st.image(np.kron(np.clip(shown.reconstruction, 0, 1), np.ones((6, 6))), clamp=True)
-
-
-def pick_unit(layer: Layer, output: np.ndarray, shared: bool, key: str) -> int:
-    """The layer's output as a chart whose clicks pick a unit; before any click, the unit this
-    image excites most."""
-    strongest = int(np.asarray(output).reshape(layer.units, -1).max(1).argmax())
-    state = st.session_state.get(key)
-    chosen = events.clicked_unit(state.get("selection") if isinstance(state, dict) else None, layer.units)
-    unit = strongest if chosen is None else chosen
-    chart = (
-        unit_plots.unit_grid(output, shared, unit)
-        if layer.spatial
-        else unit_plots.unit_bars(output.reshape(-1), unit)
-    )
-    st.altair_chart(chart, on_select="rerun", key=key, width="content" if layer.spatial else "stretch")
-    if chosen is None:
-        st.caption(
-            f"Click a {'channel' if layer.spatial else 'unit'}; shown: unit {unit}, the strongest for this image."
-        )
-    return unit
-
-
-def weights_figure(weights: np.ndarray | None) -> None:
-    if weights is None:
-        st.caption("No weights of its own (its values come from a layer of another width).")
-    elif weights.ndim == 3:  # a conv filter: one k x k kernel per input channel, one colour scale
-        k = weights.shape[-1]
-        st.image(unit_plots.layer_mosaic(weights, shared=True, columns=8, scale=max(2, 72 // k)))
-        st.caption(f"{len(weights)} input channel(s) × {k}×{k}; red positive, blue negative.")
-    elif weights.size == 784:  # a dense unit on the pixels: its weights are a picture
-        st.image(unit_plots.layer_mosaic(weights.reshape(1, 28, 28), shared=True, scale=6))
-        st.caption("Its weight on each pixel; red positive, blue negative.")
-    else:
-        st.altair_chart(unit_plots.unit_bars(weights, None, height=110))
-        st.caption(f"Its weight on each of its {weights.size:,} inputs.")
-
-
-FEATURE_HELP = (
-    "Found by gradient ascent from noise (256 steps, seed 0): the image is optimised as its Fourier "
-    "spectrum, low frequencies first, and seen shifted by up to 2 pixels at each step, so that what "
-    "comes out is a pattern this unit looks for rather than noise only this network reads."
-)
-
-
-def unit_up_close(
-    run: TrainedRun, activity: UnitActivity, layer: Layer, unit: int, output: np.ndarray, shared: bool
-) -> None:
-    """One unit: its output for this image, its learned weights, the test images that excite it most."""
-    detail = inside.unit_detail(run, activity, layer.name, unit)
-    what = "channel" if layer.spatial else "unit"
-    st.markdown(f"#### {what.capitalize()} {unit} of {layer.name}")
-    if detail.dead:
-        st.error(f"This {what} is dead: 0 on every one of the {activity.images:,} test images.")
-    else:
-        st.caption(f"Fires on {detail.firing:,} of {activity.images:,} test images.")
-    first, second = st.columns(2)
-    with first:
-        st.markdown("**Its output for this image**")
-        if layer.spatial:
-            single = output[unit : unit + 1]
-            st.image(unit_plots.layer_mosaic(single, shared=True, scale=max(1, 224 // single.shape[-1])))
-        else:
-            st.metric("value", f"{float(output.reshape(-1)[unit]):.4f}")
-    with second:
-        st.markdown("**Its learned weights**")
-        weights_figure(detail.weights)
-        if st.toggle(
-            "The input it responds to most", key=f"inside:featureviz:{run.run_id}", help=FEATURE_HELP
-        ):
-            picture = run_view(run.run_id).feature_picture(layer.name, unit)
-            st.image(np.kron(picture, np.ones((6, 6))), clamp=True, width=168, caption="optimised from noise")
-    labels = fashion().test_labels.numpy()
-    st.markdown(
-        f"**The {len(detail.images)} test images that excite it most** (the box: the pixels that move its peak)"
-    )
-    captions = [
-        f"#{i} {CLASS_NAMES[labels[i]]} · {v:.2f}"
-        for i, v in zip(detail.indices, detail.values, strict=False)
-    ]
-    st.image(unit_plots.with_boxes(detail.images, detail.boxes), caption=captions, width=96)
-    if layer.spatial:
-        st.markdown("**Their patches**, cut out")
-        st.image([np.kron(p, np.ones((6, 6))) for p in inside.patches(detail)], clamp=True, width=72)
-    count = len(detail.bottom_images)
-    if layer.rectified and detail.bottom_values.max() <= 0:
-        st.markdown(f"**{activity.images - detail.firing:,} test images leave it at 0**: the first {count}")
-    else:
-        st.markdown(f"**The {count} test images that move it least**")
-    st.image(
-        [np.kron(image, np.ones((3, 3))) for image in detail.bottom_images],
-        caption=[
-            f"#{i} {CLASS_NAMES[labels[i]]} · {v:.2f}"
-            for i, v in zip(detail.bottom_indices, detail.bottom_values, strict=False)
-        ],
-        clamp=True,
-        width=96,
-    )
 
 
 def dead_units(run: TrainedRun, activity: UnitActivity) -> None:

@@ -17,6 +17,9 @@ OWNER_TOKEN = "queue:owner_token"  # the signed name just issued, until the brow
 ADMIN = "queue:admin"  # this session showed the lab's admin token once: it may stop any job
 ADMIN_GIVEN = "queue:admin_given"  # a ?admin= value taken out of the address, until it is checked
 INSIDE_RUN = "inside:run"  # the inside page's run picker (the explorer's click through clears it)
+INSIDE_LAYER = "inside:layer"  # the unit view's layer picker (a walk down, the page's address set it)
+INSIDE_TAB = "tab"  # the inside page's open tab, bound to its URL (?tab=...): an address opens one
+INSIDE_ADDRESS = "inside:address"  # the page's address was read (once a session): (layer, unit) it asks for
 SWEEP_OPEN = "sweep:open"  # the sweep whose trials the sweep page shows (a started sweep sets it)
 SWEEP_SHOWN = "sweep:shown"  # the sweep page's picker of kept sweeps (cleared when a sweep starts)
 TRY_IMAGE = (
@@ -46,3 +49,14 @@ def waiting(names: tuple[str, ...]) -> str:
 def guess(report: str, scale: float, index: int) -> str:
     """A person's guess on a report's claim, before its verdict shows."""
     return f"guess:{report}:{scale}:{index}"
+
+
+def unit_chart(run_id: str, layer: str) -> str:
+    """The chart of a layer's units on the inside page: its clicks pick a unit."""
+    return f"inside:units:{run_id}:{layer}"
+
+
+def walked_unit(run_id: str, layer: str) -> str:
+    """The unit of a layer picked by a walk down from a unit it feeds, or by the page's address
+    (a click on the layer's chart goes before it)."""
+    return f"inside:walked:{run_id}:{layer}"

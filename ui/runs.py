@@ -210,6 +210,11 @@ class RunView:
         2,000 test images correlate with its own most (analysis.matching), once per version of both."""
         return _matches(self.run_id, self.version, layer, other, entry_version(other), other_layer)
 
+    def upstream(self, layer: str, unit: int, upstream: str) -> np.ndarray:
+        """Each unit of `upstream`'s share in `unit` of `layer` over 1,000 test images
+        (analysis.upstream), once per version."""
+        return _upstream(self.run_id, self.version, layer, unit, upstream)
+
     def feature_picture(self, layer: str, unit: int) -> np.ndarray:
         """The 28x28 input a unit responds to most (analysis.featureviz), found once per version."""
         return _feature_picture(self.run_id, self.version, layer, unit)
@@ -229,6 +234,15 @@ def _matches(run_id: str, version: float, layer: str, other: str, other_version:
 
 
 MATCHED_IMAGES = 2000
+FEEDING_IMAGES = 1000
+
+
+@st.cache_data(max_entries=64, show_spinner="Tracing which units feed this one over 1,000 test images...")
+def _upstream(run_id: str, version: float, layer: str, unit: int, upstream: str) -> np.ndarray:
+    from fmnist_core.analysis.upstream import upstream_shares
+
+    images = fashion().test_images[:FEEDING_IMAGES]
+    return upstream_shares(load_run(run_id).model, layer, unit, upstream, images)
 
 
 @st.cache_data(

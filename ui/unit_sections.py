@@ -1,0 +1,245 @@
+"""The inside page's unit view: one unit up close (its output for the image, its weights, the input
+it responds to most, its top and bottom test images, the units that feed it most), the unit picked
+by a click, by a walk down from a unit it feeds, or by the page's address."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from fmnist_core.analysis.inside import Layer, UnitActivity
+from fmnist_core.data.fashion import CLASS_NAMES
+from fmnist_core.runs.trained import TrainedRun
+from fmnist_core.views import inside
+from ui import events, keys, unit_plots
+from ui.resources import fashion
+from ui.runs import run_view
+
+
+def pick_unit(run_id: str, layer: Layer, output: np.ndarray, shared: bool) -> int:
+    """The layer's output as a chart whose clicks pick a unit; before any click, the unit a walk
+    down or the page's address picked, else the unit this image excites most."""
+    strongest = int(np.asarray(output).reshape(layer.units, -1).max(1).argmax())
+    key = keys.unit_chart(run_id, layer.name)
+    state = st.session_state.get(key)
+    chosen = events.clicked_unit(state.get("selection") if isinstance(state, dict) else None, layer.units)
+    walked = st.session_state.get(keys.walked_unit(run_id, layer.name))
+    unit = chosen if chosen is not None else walked if walked is not None else strongest
+    chart = (
+        unit_plots.unit_grid(output, shared, unit)
+        if layer.spatial
+        else unit_plots.unit_bars(output.reshape(-1), unit)
+    )
+    st.altair_chart(chart, on_select="rerun", key=key, width="content" if layer.spatial else "stretch")
+    if chosen is None and walked is None:
+        st.caption(
+            f"Click a {'channel' if layer.spatial else 'unit'}; shown: unit {unit}, the strongest for this image."
+        )
+    return unit
+
+
+def walk_to(run_id: str, layer: Layer, unit: int | None) -> None:
+    """Show `unit` of `layer` up close (a button's callback: before the page's widgets are drawn);
+    None: the unit the image excites most."""
+    st.session_state[keys.INSIDE_LAYER] = describe(layer)
+    st.session_state.pop(keys.unit_chart(run_id, layer.name), None)  # its last click gives way
+    st.session_state[keys.walked_unit(run_id, layer.name)] = unit
+
+
+ADDRESS = ("run", "layer", "unit")  # the page's address: ?run=ID&layer=NAME&unit=K (&tab=, bound to the tabs)
+UNIT_TAB = "One unit up close"
+
+
+def read_address(labels: dict[str, str]) -> None:
+    """Once a session, the page's address: its run picked (by id, or an id's first 6+ characters),
+    its layer and unit kept until that run's layers are known (follow_address)."""
+    if keys.INSIDE_ADDRESS in st.session_state:
+        return
+    run, layer, unit = (st.query_params.get(name) for name in ADDRESS)
+    st.session_state[keys.INSIDE_ADDRESS] = None
+    if run is None:
+        return
+    found = [
+        label
+        for label, run_id in labels.items()
+        if run_id == run or (len(run) >= 6 and run_id.startswith(run))
+    ]
+    if len(found) != 1:
+        st.toast(
+            f"The link's run {run[:20]!r} is not one run of this lab's cache.", icon=":material/link_off:"
+        )
+        return
+    st.session_state[keys.INSIDE_RUN] = found[0]
+    st.session_state[keys.INSIDE_ADDRESS] = (labels[found[0]], layer, unit)
+    if layer is not None and keys.INSIDE_TAB not in st.query_params:  # a unit's address opens its view
+        st.session_state[keys.INSIDE_TAB] = UNIT_TAB
+
+
+def follow_address(run_id: str, layers: list[Layer]) -> None:
+    """The address's layer and unit, once its run is shown (a wrong one is said, and left out)."""
+    asked = st.session_state.get(keys.INSIDE_ADDRESS)
+    if not isinstance(asked, tuple) or asked[0] != run_id:
+        return
+    st.session_state[keys.INSIDE_ADDRESS] = None
+    _, name, unit = asked
+    by_name = {layer.name: layer for layer in layers}
+    if name is None:
+        return
+    if name not in by_name:
+        st.toast(f"The link's layer {name[:30]!r} is not a layer of this run.", icon=":material/link_off:")
+        return
+    layer = by_name[name]
+    number = int(unit) if unit is not None and unit.isdigit() and int(unit) < layer.units else None
+    if unit is not None and number is None:
+        st.toast(
+            f"The link's unit {unit[:10]!r} is not a unit of {name} (0 to {layer.units - 1}).",
+            icon=":material/link_off:",
+        )
+    walk_to(run_id, layer, number)
+
+
+def write_address(run_id: str, layer: Layer, unit: int) -> None:
+    """The unit shown, in the page's URL: a link to it reopens it."""
+    for name, value in zip(ADDRESS, (run_id, layer.name, str(unit)), strict=True):
+        if st.query_params.get(name) != value:
+            st.query_params[name] = value
+
+
+def describe(layer: Layer) -> str:
+    shape = " × ".join(str(size) for size in layer.shape)
+    role = " · the code" if layer.role == "code" else ""
+    return f"{layer.name} · {layer.kind} · {shape}{role}"
+
+
+def weights_figure(weights: np.ndarray | None) -> None:
+    if weights is None:
+        st.caption("No weights of its own (its values come from a layer of another width).")
+    elif weights.ndim == 3:  # a conv filter: one k x k kernel per input channel, one colour scale
+        k = weights.shape[-1]
+        st.image(unit_plots.layer_mosaic(weights, shared=True, columns=8, scale=max(2, 72 // k)))
+        st.caption(f"{len(weights)} input channel(s) × {k}×{k}; red positive, blue negative.")
+    elif weights.size == 784:  # a dense unit on the pixels: its weights are a picture
+        st.image(unit_plots.layer_mosaic(weights.reshape(1, 28, 28), shared=True, scale=6))
+        st.caption("Its weight on each pixel; red positive, blue negative.")
+    else:
+        st.altair_chart(unit_plots.unit_bars(weights, None, height=110))
+        st.caption(f"Its weight on each of its {weights.size:,} inputs.")
+
+
+FEATURE_HELP = (
+    "Found by gradient ascent from noise (256 steps, seed 0): the image is optimised as its Fourier "
+    "spectrum, low frequencies first, and seen shifted by up to 2 pixels at each step, so that what "
+    "comes out is a pattern this unit looks for rather than noise only this network reads."
+)
+
+
+def unit_up_close(
+    run: TrainedRun,
+    activity: UnitActivity,
+    layer: Layer,
+    unit: int,
+    output: np.ndarray,
+    shared: bool,
+    feeding: bool = False,
+) -> None:
+    """One unit: its output for this image, its learned weights, the input it responds to most, the
+    test images that excite it most and least; with `feeding`, the units below that feed it most."""
+    detail = inside.unit_detail(run, activity, layer.name, unit)
+    what = "channel" if layer.spatial else "unit"
+    st.markdown(f"#### {what.capitalize()} {unit} of {layer.name}")
+    if detail.dead:
+        st.error(f"This {what} is dead: 0 on every one of the {activity.images:,} test images.")
+    else:
+        st.caption(f"Fires on {detail.firing:,} of {activity.images:,} test images.")
+    first, second = st.columns(2)
+    with first:
+        st.markdown("**Its output for this image**")
+        if layer.spatial:
+            single = output[unit : unit + 1]
+            st.image(unit_plots.layer_mosaic(single, shared=True, scale=max(1, 224 // single.shape[-1])))
+        else:
+            st.metric("value", f"{float(output.reshape(-1)[unit]):.4f}")
+    with second:
+        st.markdown("**Its learned weights**")
+        weights_figure(detail.weights)
+        if st.toggle(
+            "The input it responds to most", key=f"inside:featureviz:{run.run_id}", help=FEATURE_HELP
+        ):
+            picture = run_view(run.run_id).feature_picture(layer.name, unit)
+            st.image(np.kron(picture, np.ones((6, 6))), clamp=True, width=168, caption="optimised from noise")
+    labels = fashion().test_labels.numpy()
+    st.markdown(
+        f"**The {len(detail.images)} test images that excite it most** (the box: the pixels that move its peak)"
+    )
+    captions = [
+        f"#{i} {CLASS_NAMES[labels[i]]} · {v:.2f}"
+        for i, v in zip(detail.indices, detail.values, strict=False)
+    ]
+    st.image(unit_plots.with_boxes(detail.images, detail.boxes), caption=captions, width=96)
+    if layer.spatial:
+        st.markdown("**Their patches**, cut out")
+        st.image([np.kron(p, np.ones((6, 6))) for p in inside.patches(detail)], clamp=True, width=72)
+    count = len(detail.bottom_images)
+    if layer.rectified and detail.bottom_values.max() <= 0:
+        st.markdown(f"**{activity.images - detail.firing:,} test images leave it at 0**: the first {count}")
+    else:
+        st.markdown(f"**The {count} test images that move it least**")
+    st.image(
+        [np.kron(image, np.ones((3, 3))) for image in detail.bottom_images],
+        caption=[
+            f"#{i} {CLASS_NAMES[labels[i]]} · {v:.2f}"
+            for i, v in zip(detail.bottom_indices, detail.bottom_values, strict=False)
+        ],
+        clamp=True,
+        width=96,
+    )
+    if feeding:
+        feeders(run, activity, layer, unit, detail.weights)
+
+
+FEEDING_HELP = (
+    "Each unit of the layer below's share in this unit's value (a channel's mean over its map), as "
+    "its activation times the value's gradient, summed over its map and averaged over 1,000 test "
+    "images. Straight after a conv or dense layer this is exactly its sum split by input: weight "
+    "times activation, the bias left over. Under each: the test image it fires on most and, for a "
+    "conv, the kernel between the two (red positive, blue negative)."
+)
+
+
+def feeders(
+    run: TrainedRun, activity: UnitActivity, layer: Layer, unit: int, weights: np.ndarray | None
+) -> None:
+    """The units of the layer below that feed this one most, each with its strongest test image and
+    the weights between them, a button to walk down to it."""
+    from fmnist_core.analysis.upstream import feeding_layer
+
+    upstream = feeding_layer(run.model, layer.name)
+    if upstream is None:
+        st.caption("It reads the image itself: its weights above are what it looks at.")
+        return
+    below = activity.layer(upstream)
+    shares = run_view(run.run_id).upstream(layer.name, unit, upstream)
+    strongest = np.argsort(-np.abs(shares), kind="stable")[:6]
+    st.markdown(f"**The units of {upstream} that feed it most**", help=FEEDING_HELP)
+    labels = fashion().test_labels.numpy()
+    for column, feeder in zip(st.columns(len(strongest)), strongest, strict=False):
+        with column:
+            top = int(activity.top_index[upstream][0, feeder])
+            st.image(np.kron(fashion().test_images[top, 0].numpy(), np.ones((3, 3))), clamp=True, width=84)
+            sign = "excites" if shares[feeder] > 0 else "holds it back"
+            st.caption(
+                f"unit {feeder} · {shares[feeder]:+.3f} ({sign}) · its top: #{top} {CLASS_NAMES[labels[top]]}"
+            )
+            if weights is not None and weights.ndim == 3 and len(weights) == below.units:
+                k = weights.shape[-1]
+                st.image(
+                    unit_plots.layer_mosaic(weights[feeder : feeder + 1], shared=True, scale=max(2, 48 // k))
+                )
+            elif weights is not None and weights.ndim == 1 and len(weights) == below.units:
+                st.caption(f"weight {weights[feeder]:+.3f}")
+            st.button(
+                f"Look at unit {feeder}",
+                key=f"inside:walk:{run.run_id}:{layer.name}:{unit}:{feeder}",
+                on_click=walk_to,
+                args=(run.run_id, below, int(feeder)),
+            )
