@@ -11,6 +11,7 @@ import time
 
 from fmnist_core.analysis import classes_never_predicted
 from fmnist_core.base import environment
+from fmnist_core.cli_inside import add_inside
 from fmnist_core.cli_speedrun import add_speedrun
 from fmnist_core.data.fashion import DataError
 from fmnist_core.models import get_spec, list_models
@@ -472,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_no_train(suspects_parser)
     suspects_parser.set_defaults(handler=command_suspects)
     add_speedrun(commands)
+    add_inside(commands)
     return parser
 
 
@@ -488,8 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-# Bad settings, bad or missing data, a missing or damaged run, a cache folder that cannot be
-# written: one line each. Anything else is a bug and keeps its traceback.
+# Bad settings or data, a missing or damaged run, an unwritable cache: one line; else a bug, traced.
 EXPECTED_FAILURES = (ValueError, DataError, MissingRunError, CorruptRunError, OSError)
 
 

@@ -350,3 +350,58 @@ def test_summary_times_a_model_never_trained_here_and_says_when_it_would_be_refu
         and "refused here: batch_size: 512 images a step" in line
         and " here (from" not in line
     )
+
+
+def test_inside_writes_a_units_sheet_and_refuses_a_wrong_unit_in_one_line(pooled, tmp_path, capsys):
+    from PIL import Image
+
+    from fmnist_core.training.config import RunConfig
+
+    run = pooled(RunConfig.for_model("cnn", epochs=1, train_subset=1000, test_subset=500))
+    out = tmp_path / "unit.png"
+    done = run_main(
+        "inside",
+        "--run",
+        run.run_id,
+        "--layer",
+        "features.4",
+        "--unit",
+        "7",
+        "--out",
+        str(out),
+        capsys=capsys,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == str(out)
+    with Image.open(out) as sheet:
+        assert sheet.format == "PNG" and sheet.mode == "L"
+        fed = sheet.size
+    first = tmp_path / "first.png"  # the first conv's unit reads the image: no row of feeders
+    run_main(
+        "inside",
+        "--run",
+        run.run_id,
+        "--layer",
+        "features.1",
+        "--unit",
+        "0",
+        "--out",
+        str(first),
+        capsys=capsys,
+    )
+    with Image.open(first) as sheet:
+        assert sheet.size[0] == fed[0] and sheet.size[1] < fed[1]
+    for args, words in (
+        (("--layer", "features.44", "--unit", "7"), "error: layer: 'features.44' is not a layer"),
+        (("--layer", "features.4", "--unit", "70"), "error: unit: 70 is not a unit of features.4 (0..49)"),
+        (("--layer", "features.4", "--unit", "1", "--out", str(tmp_path / "x.jpg")), "error: --out:"),
+    ):
+        refused = run_main("inside", "--run", run.run_id, *args, capsys=capsys)
+        assert (
+            refused.returncode == 2
+            and refused.stderr.startswith(words)
+            and len(refused.stderr.splitlines()) == 1
+        )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".jpg", ".partial")) == [
+        "first.png",
+        "unit.png",
+    ]

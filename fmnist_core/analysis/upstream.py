@@ -35,7 +35,9 @@ def _index(names: list[str], name: str, setting: str) -> int:
     return names.index(name)
 
 
-def upstream_shares(model: nn.Module, layer: str, unit: int, upstream: str, images: torch.Tensor) -> np.ndarray:
+def upstream_shares(
+    model: nn.Module, layer: str, unit: int, upstream: str, images: torch.Tensor
+) -> np.ndarray:
     """(units of `upstream`,): each upstream unit's share in `unit` of `layer` (its value: a
     channel's mean over its map, a dense unit itself), activation x gradient summed over the
     upstream unit's map, averaged over `images` (one image, or the test set). Eval mode, on a copy
