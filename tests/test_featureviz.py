@@ -84,3 +84,35 @@ def test_a_network_with_its_channels_shuffled_is_matched_unit_for_unit(cnn):
     assert list(itself["match"]) == list(range(10))
     with pytest.raises(ValueError, match="layer: 'features.9' is not one of"):
         matching.match_units(cnn.model, "features.9", shuffled, "features.4", images)
+
+
+def test_a_units_picture_is_kept_beside_the_cache_and_a_damaged_one_is_found_again(cnn, monkeypatch):
+    from fmnist_core.analysis import featureviz
+    from fmnist_core.base.files import write_arrays_atomic
+    from fmnist_core.store.cache import RunCache
+    from fmnist_core.views import inside
+
+    cache = RunCache()
+    first = inside.feature_picture(cnn, cache, "features.1", 2)
+    path = cache.derived_path(cnn.run_id, f"featureviz-features.1-2-s0-{inside.FEATURE_STEPS}.npz")
+    assert path.is_file() and first.shape == (28, 28) and first.dtype == np.float32
+    calls = []
+    found = featureviz.visualise
+    monkeypatch.setattr(featureviz, "visualise", lambda *a, **k: calls.append(a) or found(*a, **k))
+    np.testing.assert_array_equal(inside.feature_picture(cnn, cache, "features.1", 2), first)
+    assert calls == []  # read back, not optimised again
+    source = np.array(path.parent.name)
+    for damaged in (
+        {"picture": np.full((28, 28), 7.0, np.float32), "source": source},  # out of [0, 1]
+        {"picture": np.zeros((14, 14), np.float32), "source": source},  # another shape
+        {"picture": first, "source": np.array("another-run")},  # another run's, copied here
+    ):
+        write_arrays_atomic(path, damaged)
+        np.testing.assert_array_equal(inside.feature_picture(cnn, cache, "features.1", 2), first)
+    path.write_bytes(b"not an npz")
+    np.testing.assert_array_equal(inside.feature_picture(cnn, cache, "features.1", 2), first)
+    assert len(calls) == 4  # each damaged copy found again, the same picture (same seed)
+    with pytest.raises(ValueError, match="^unit: 'features.1' has no unit 99"):
+        inside.feature_picture(cnn, cache, "features.1", 99)
+    with pytest.raises(ValueError, match="^layer: 'nope' is not one of"):
+        inside.feature_picture(cnn, cache, "nope", 0)

@@ -249,9 +249,9 @@ def _upstream(run_id: str, version: float, layer: str, unit: int, upstream: str)
     max_entries=64, show_spinner="Optimising an input for this unit (256 steps of gradient ascent)..."
 )
 def _feature_picture(run_id: str, version: float, layer: str, unit: int) -> np.ndarray:
-    from fmnist_core.analysis import featureviz
+    from fmnist_core.views import inside
 
-    return featureviz.visualise(load_run(run_id).model, layer, [unit], steps=256, seed=0)[0]
+    return inside.feature_picture(load_run(run_id), run_cache(), layer, unit)  # kept beside the cache
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading what each unit does over the test set...")

@@ -141,6 +141,35 @@ def activity(run: TrainedRun, cache: RunCache, on_batch=None) -> UnitActivity:
     return computed
 
 
+FEATURE_STEPS = 256
+
+
+def feature_picture(run: TrainedRun, cache: RunCache, layer: str, unit: int, seed: int = 0) -> np.ndarray:
+    """The 28x28 input `unit` of `layer` responds to most (analysis.featureviz, 256 steps of
+    `seed`): found once per run and kept beside the cache under the weights' checksum; a kept
+    picture that is not 28x28 of finite values in [0, 1] is found again."""
+    from fmnist_core.analysis.featureviz import visualise
+
+    known = {found.name: found for found in layers(run)}
+    if layer not in known or not 0 <= unit < known[layer].units:
+        raise ValueError(
+            f"unit: {layer!r} has no unit {unit}"
+            if layer in known
+            else f"layer: {layer!r} is not one of {', '.join(known)}"
+        )
+    path = cache.derived_path(run.run_id, f"featureviz-{layer}-{unit}-s{seed}-{FEATURE_STEPS}.npz")
+    kept = read_derived(path, {"picture": ((28, 28), np.float32)})
+    if (
+        kept is not None
+        and np.isfinite(kept["picture"]).all()
+        and 0 <= kept["picture"].min() <= kept["picture"].max() <= 1
+    ):
+        return kept["picture"]
+    picture = visualise(run.model, layer, [unit], steps=FEATURE_STEPS, seed=seed)[0].astype(np.float32)
+    keep_derived(path, {"picture": picture})
+    return picture
+
+
 def has_activity(run_id: str, cache: RunCache) -> bool:
     return cache.derived_path(run_id, ACTIVITY_FILE).is_file()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fmnist_core.analysis.featureviz import visualise
 from fmnist_core.analysis.upstream import feeding_layer, upstream_shares
 from fmnist_core.data.fashion import CLASS_NAMES, load_data
 from fmnist_core.runs.trained import TrainedRun
@@ -44,7 +43,7 @@ def unit_sheet(run: TrainedRun, cache: RunCache, layer: str, unit: int, seed: in
     activity = inside.activity(run, cache)
     detail = inside.unit_detail(run, activity, layer, unit)
     labels = load_data().test_labels.numpy()
-    picture = visualise(run.model, layer, [unit], steps=256, seed=seed)[0]
+    picture = inside.feature_picture(run, cache, layer, unit, seed)
     rows = [
         (
             f"{run.run_id} · unit {unit} of {layer}: the input it responds to most (256 steps, seed {seed})",
