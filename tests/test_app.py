@@ -975,11 +975,20 @@ def test_a_sweep_started_in_the_app_trains_its_trials_as_jobs_and_the_explorer_r
 def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said(monkeypatch):
     monkeypatch.setenv("FMNIST_CLASS", "1")  # as when served with --server.address 0.0.0.0
     monkeypatch.setenv("FMNIST_MAX_JOBS", "1")
+    from fmnist_core.runs.jobs import RUNNING
     from ui.jobs import _job_queue
 
     _job_queue.clear()  # a server started with these settings
     alice = page(open_app(), "app_pages/autoencoder.py")
     [b for b in alice.button if b.label == "Train"][0].click().run()  # 10 epochs x 60,000: it runs a while
+    # Until the trainer has taken it (on a busy machine the page can redraw first, and a queued job's
+    # button is Cancel): waited on the job's state, not a pause.
+    [job] = _job_queue(str(RunCache().root.resolve())).jobs()
+    deadline = time.monotonic() + 900
+    while job.state != RUNNING:
+        assert job.active and time.monotonic() < deadline, job.state
+        time.sleep(0.05)
+    alice.run()
     assert any(b.label == "Stop" for b in alice.sidebar.button)  # hers to stop
     assert any("asked for by you" in c.value for c in alice.sidebar.caption)
     bob = page(open_app(), "app_pages/home.py")  # another browser
