@@ -28,13 +28,30 @@ def command_inside(args: argparse.Namespace) -> int:
     from fmnist_core.views.unit_sheet import unit_sheet
 
     cache = RunCache()
-    run = load_run(args.run, cache)
+    run = load_run(full_id(args.run, cache), cache)
     out = Path(args.out or f"unit-{run.run_id[:8]}-{args.layer}-{args.unit}.png")
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out: {str(out)[:60]!r} does not end in .png")
+    if out.suffix.lower() != ".png" or out.name.lower() == ".png":
+        raise ValueError(f"--out: {str(out)[:60]!r} is not a FILE.png")
+    if out.is_dir():
+        raise ValueError(f"--out: {str(out)[:60]!r} is a folder")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out: the folder {str(out.parent)[:60]!r} does not exist")
     sheet = unit_sheet(run, cache, args.layer, args.unit)
     staging = out.with_name(f".{out.name}.partial")
-    sheet.save(staging, format="PNG")
-    staging.replace(out)  # whole or not at all
+    try:
+        sheet.save(staging, format="PNG")
+        staging.replace(out)  # whole or not at all
+    except OSError as error:
+        raise OSError(f"--out: cannot write {str(out)[:60]!r} ({error.strerror or error})") from None
+    finally:
+        staging.unlink(missing_ok=True)
     print(out)
     return 0
+
+
+def full_id(given: str, cache: RunCache) -> str:
+    """A run id, or the one cached run whose id starts with `given` (6 characters or more)."""
+    if cache.exists(given) or len(given) < 6:
+        return given
+    found = [run_id for run_id in cache.run_ids() if run_id.startswith(given)]
+    return found[0] if len(found) == 1 else given

@@ -1106,3 +1106,16 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
     wrong.run()
     assert not wrong.exception
     assert any("not a unit of features.5 (0 to 31)" in t.value for t in wrong.toast)
+    for address, words in (
+        ({"run": cnn.run_id, "unit": "3"}, "needs its layer"),  # a unit without its layer
+        (
+            {"run": cnn.run_id, "layer": "features.5", "unit": "\u00b2"},
+            "is not a unit of features.5",
+        ),  # '²' isdigit
+        ({"run": cnn.run_id, "layer": "features.5", "unit": "9" * 5000}, "is not a unit of features.5"),
+    ):
+        odd = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+        odd.query_params.update(address)
+        odd.switch_page("app_pages/inside.py")
+        odd.run()
+        assert not odd.exception and any(words in t.value for t in odd.toast), address

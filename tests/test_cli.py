@@ -358,6 +358,7 @@ def test_inside_writes_a_units_sheet_and_refuses_a_wrong_unit_in_one_line(pooled
     from fmnist_core.training.config import RunConfig
 
     run = pooled(RunConfig.for_model("cnn", epochs=1, train_subset=1000, test_subset=500))
+    (tmp_path / "d.png").mkdir()  # a folder named like a picture: refused, nothing left beside it
     out = tmp_path / "unit.png"
     done = run_main(
         "inside",
@@ -394,6 +395,11 @@ def test_inside_writes_a_units_sheet_and_refuses_a_wrong_unit_in_one_line(pooled
         (("--layer", "features.44", "--unit", "7"), "error: layer: 'features.44' is not a layer"),
         (("--layer", "features.4", "--unit", "70"), "error: unit: 70 is not a unit of features.4 (0..49)"),
         (("--layer", "features.4", "--unit", "1", "--out", str(tmp_path / "x.jpg")), "error: --out:"),
+        (("--layer", "features.4", "--unit", "1", "--out", str(tmp_path / "d.png")), "error: --out: "),
+        (
+            ("--layer", "features.4", "--unit", "1", "--out", str(tmp_path / "no" / "x.png")),
+            "error: --out: the folder",
+        ),
     ):
         refused = run_main("inside", "--run", run.run_id, *args, capsys=capsys)
         assert (
@@ -401,7 +407,5 @@ def test_inside_writes_a_units_sheet_and_refuses_a_wrong_unit_in_one_line(pooled
             and refused.stderr.startswith(words)
             and len(refused.stderr.splitlines()) == 1
         )
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".jpg", ".partial")) == [
-        "first.png",
-        "unit.png",
-    ]
+    written = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert written == ["first.png", "unit.png"] and not any((tmp_path / "d.png").iterdir())

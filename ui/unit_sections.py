@@ -84,12 +84,20 @@ def follow_address(run_id: str, layers: list[Layer]) -> None:
     _, name, unit = asked
     by_name = {layer.name: layer for layer in layers}
     if name is None:
+        if unit is not None:
+            st.toast(
+                f"The link's unit {unit[:10]!r} needs its layer (&layer=...): left out.",
+                icon=":material/link_off:",
+            )
         return
     if name not in by_name:
         st.toast(f"The link's layer {name[:30]!r} is not a layer of this run.", icon=":material/link_off:")
         return
     layer = by_name[name]
-    number = int(unit) if unit is not None and unit.isdigit() and int(unit) < layer.units else None
+    digits = (
+        unit is not None and unit.isascii() and unit.isdigit() and len(unit) <= 6
+    )  # not '²', not 10**5000
+    number = int(unit) if digits and int(unit) < layer.units else None
     if unit is not None and number is None:
         st.toast(
             f"The link's unit {unit[:10]!r} is not a unit of {name} (0 to {layer.units - 1}).",
