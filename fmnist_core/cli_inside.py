@@ -51,7 +51,8 @@ def command_inside(args: argparse.Namespace) -> int:
 
 def full_id(given: str, cache: RunCache) -> str:
     """A run id, or the one cached run whose id starts with `given` (6 characters or more)."""
-    if cache.exists(given) or len(given) < 6:
+    ids = cache.run_ids()  # a listing: load_run verifies the one it gets
+    if given in ids or len(given) < 6:
         return given
-    found = [run_id for run_id in cache.run_ids() if run_id.startswith(given)]
+    found = [run_id for run_id in ids if run_id.startswith(given)]
     return found[0] if len(found) == 1 else given

@@ -234,12 +234,11 @@ def _matches(run_id: str, version: float, layer: str, other: str, other_version:
 
 
 MATCHED_IMAGES = 2000
-FEEDING_IMAGES = 1000
 
 
 @st.cache_data(max_entries=64, show_spinner="Tracing which units feed this one over 1,000 test images...")
 def _upstream(run_id: str, version: float, layer: str, unit: int, upstream: str) -> np.ndarray:
-    from fmnist_core.analysis.upstream import upstream_shares
+    from fmnist_core.analysis.upstream import FEEDING_IMAGES, upstream_shares
 
     images = fashion().test_images[:FEEDING_IMAGES]
     return upstream_shares(load_run(run_id).model, layer, unit, upstream, images)

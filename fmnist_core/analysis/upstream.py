@@ -15,6 +15,7 @@ from torch import nn
 from fmnist_core.analysis.inside import WEIGHTED, Recording, network_layers
 
 BATCH = 250
+FEEDING_IMAGES = 1000  # the test images the page and the unit sheet average shares over
 
 
 def feeding_layer(model: nn.Module, layer: str) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fmnist_core.analysis.upstream import feeding_layer, upstream_shares
+from fmnist_core.analysis.upstream import FEEDING_IMAGES, feeding_layer, upstream_shares
 from fmnist_core.data.fashion import CLASS_NAMES, load_data
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.store.cache import RunCache
@@ -17,7 +17,6 @@ SCALE = 3  # each 28x28 image drawn at 84x84
 CELL = 28 * SCALE
 GAP, LINE = 8, 18
 FEEDERS = 6
-FEEDING_IMAGES = 1000
 
 
 def _tile(image: np.ndarray) -> Image.Image:
