@@ -9,10 +9,9 @@ import sys
 import threading
 import time
 
+from fmnist_core import cli_inside, cli_speedrun, cli_worker
 from fmnist_core.analysis import classes_never_predicted
 from fmnist_core.base import environment
-from fmnist_core.cli_inside import add_inside
-from fmnist_core.cli_speedrun import add_speedrun
 from fmnist_core.data.fashion import DataError
 from fmnist_core.models import get_spec, list_models
 from fmnist_core.runs.recipes import get_recipe, list_recipes
@@ -472,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     suspects_parser.add_argument("--out", default="reports", help="folder for suspects.md")
     add_no_train(suspects_parser)
     suspects_parser.set_defaults(handler=command_suspects)
-    add_speedrun(commands)
-    add_inside(commands)
+    for add in (cli_speedrun.add_speedrun, cli_inside.add_inside, cli_worker.add_worker):
+        add(commands)
     return parser
 
 

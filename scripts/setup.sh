@@ -11,6 +11,8 @@ apt_packages=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_packages+=(dataset-fashion-mnist)
 # Headless Chromium drives the end-to-end browser test.
 if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then apt_packages+=(chromium); fi
+# The shared queue's tests start a PostgreSQL server of their own (Debian's binaries, never a service).
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_packages+=(postgresql); fi
 apt_install() {
   as_root apt-get update -qq || true
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null ||

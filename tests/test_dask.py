@@ -12,7 +12,7 @@ from test_app import open_app, page, set_quick, train_and_wait
 from test_hpsearch import QUICK
 from test_jobs import tiny, wait_until
 
-from fmnist_core.runs import jobs
+from fmnist_core.runs import child
 from fmnist_core.runs.jobs import DONE, FAILED, RUNNING, STOPPED, JobQueue
 from fmnist_core.store.cache import RunCache
 from fmnist_core.studies import hpsearch
@@ -28,7 +28,7 @@ def shared_cluster():
     import, and so run the lab's warm-up."""
     from distributed import LocalCluster
 
-    with jobs._main_module_hidden():
+    with child._main_module_hidden():
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster:
         yield cluster

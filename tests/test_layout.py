@@ -17,6 +17,7 @@ TOP = {
     "fmnist_core.cli",
     "fmnist_core.cli_speedrun",
     "fmnist_core.cli_inside",
+    "fmnist_core.cli_worker",
     "fmnist_core.__main__",
 }
 

@@ -270,19 +270,19 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 def test_a_jobs_process_holds_no_secret_in_its_environment(monkeypatch):
     """The fork server the first job starts kept the server's whole environment, so a job's
     /proc/<pid>/environ held FMNIST_ADMIN_TOKEN though os.environ there was cleaned."""
-    from fmnist_core.runs import jobs
+    from fmnist_core.runs import child as job_child
 
     monkeypatch.setenv("FMNIST_ADMIN_TOKEN", "a-long-enough-admin-token")
     # Ones started earlier knew no token: a new fork server and resource tracker for this test.
     # (Stopping the old tracker waited for every process holding its pipe: joblib's idle
     # workers from an earlier test kept this test waiting 300 s.)
     forkserver, tracker = _fresh_forkserver_and_tracker(monkeypatch)
-    monkeypatch.setattr(jobs, "_CONTEXT", None)
-    context = jobs.job_context()
+    monkeypatch.setattr(job_child, "_CONTEXT", None)
+    context = job_child.job_context()
     messages = context.Queue()  # as a job's: its first one starts the resource tracker
     child = context.Process(target=_send_own_environ, args=(messages,), daemon=True)
     try:
-        with jobs._main_module_hidden():
+        with job_child._main_module_hidden():
             child.start()
         environ = messages.get(timeout=600)
         child.join(timeout=600)
@@ -317,11 +317,11 @@ def _fresh_forkserver_and_tracker(monkeypatch):
 def test_the_lab_still_knows_its_secrets_while_a_jobs_process_starts(monkeypatch):
     """They leave os.environ while a process starts (above); the first job's fork server takes
     seconds to start under load, and a teacher's ?admin= link checked then was refused."""
-    from fmnist_core.runs import jobs
+    from fmnist_core.runs import child as job_child
 
     monkeypatch.setenv("FMNIST_ADMIN_TOKEN", "a-long-enough-admin-token")
     monkeypatch.setenv("FMNIST_ADMINS", "teacher@school.example")
-    with jobs._main_module_hidden():
+    with job_child._main_module_hidden():
         assert "FMNIST_ADMIN_TOKEN" not in os.environ and "FMNIST_ADMINS" not in os.environ
         assert environment.admin_token() == "a-long-enough-admin-token"
         assert environment.admins() == {"teacher@school.example"}

@@ -13,6 +13,16 @@ from ui.runs import runs_in, runs_table
 
 @st.cache_resource
 def _job_queue(root: str) -> JobQueue:
+    if environment.queue_db():  # one queue for every server process given the same database
+        from fmnist_core.runs.shared import SharedQueue, queue_url
+
+        return SharedQueue(
+            queue_url(environment.queue_db(), root),
+            RunCache(root),
+            Limits.from_environment(),
+            estimate=_expected_seconds,
+            trainers=environment.trainers(),
+        )
     return JobQueue(
         RunCache(root),
         Limits.from_environment(),

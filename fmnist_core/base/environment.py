@@ -17,7 +17,12 @@ FALSE_WORDS = ("0", "false", "no", "off")
 MIN_ADMIN_TOKEN = 16  # characters: a token guessed by hand or by a short brute force is no token
 # Settings a job's process or a Dask worker needs nothing of: never handed to them (a worker's
 # environment may be read by whoever runs it).
-SECRET = ("FMNIST_ADMIN_TOKEN", "FMNIST_ADMINS", "FMNIST_TRUSTED_HEADER")
+SECRET = (
+    "FMNIST_ADMIN_TOKEN",
+    "FMNIST_ADMINS",
+    "FMNIST_TRUSTED_HEADER",
+    "FMNIST_QUEUE_DB",
+)  # the last may hold a password
 _HELD: dict[str, str] = {}  # secrets out of os.environ while a process starts (secrets_hidden)
 _HIDING = threading.Lock()
 
@@ -128,6 +133,28 @@ def workers() -> int:
 def job_threads() -> int:
     """A job's process: its torch threads (0: all the cores)."""
     return number("FMNIST_JOB_THREADS", 0, whole=True, high=4096)
+
+
+QUEUE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def queue_db() -> str:
+    """Where the job queue lives, shared by every server process and trainer given the same: ""
+    (unset) in this server's memory; "sqlite": the cache folder's queue.sqlite; sqlite:////PATH;
+    postgresql://[USER@]HOST[:PORT]/DBNAME (a password from ~/.pgpass or PGPASSWORD, or in the
+    address: the setting is a secret, never shown or given to a job)."""
+    text = _text("FMNIST_QUEUE_DB")
+    if text and text != "sqlite" and text.split("://", 1)[0] not in QUEUE_SCHEMES:
+        raise ValueError(
+            "FMNIST_QUEUE_DB: not a queue database (sqlite, sqlite:////path/queue.sqlite or postgresql://HOST/DBNAME)"
+        )
+    return text
+
+
+def trainers() -> int:
+    """With FMNIST_QUEUE_DB: how many trainers this server process runs (0: they run apart, in
+    `python -m fmnist_core worker`)."""
+    return number("FMNIST_TRAINERS", 1, low=0, whole=True, high=64)
 
 
 SCHEMES = ("tcp", "tls")
@@ -311,6 +338,8 @@ READERS = {
     "FMNIST_WORKERS": workers,
     "FMNIST_JOB_THREADS": job_threads,
     "FMNIST_SCHEDULER": scheduler,
+    "FMNIST_QUEUE_DB": queue_db,
+    "FMNIST_TRAINERS": trainers,
     "FMNIST_ADMIN_TOKEN": admin_token,
     "FMNIST_ADMINS": admins,
     "FMNIST_TRUSTED_HEADER": trusted_header,

@@ -17,32 +17,18 @@ script): it needs only fmnist_core, and re-running a page there would start the 
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import logging
-import multiprocessing
 import os
-import queue
-import sys
 import threading
 import time
-import types
 from dataclasses import dataclass, field, replace
-from multiprocessing import resource_tracker
 
 import torch
 
 from fmnist_core.base import environment
-from fmnist_core.base.device import use_threads
-from fmnist_core.runs.trained import (
-    TrainedRun,
-    check_resources,
-    get_or_train,
-    load_run,
-    model_with_weights,
-    summarise,
-)
+from fmnist_core.runs.child import JOB_THREADS, own_settings, run_job
+from fmnist_core.runs.trained import TrainedRun, check_resources, load_run, model_with_weights
 from fmnist_core.store.cache import RunCache
 from fmnist_core.store.prune import over_cap
 from fmnist_core.training.config import RunConfig
@@ -51,7 +37,6 @@ from fmnist_core.training.loop import Progress
 log = logging.getLogger("fmnist_core")
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
-JOB_THREADS = "FMNIST_JOB_THREADS"  # a job's process: its torch threads (its share of the cores)
 LAB = ""  # the owner of jobs nobody in particular asked for (the command line, a single local user)
 
 
@@ -356,43 +341,7 @@ class JobQueue:
             log.exception("disk cap: pruning failed")
 
     def _run_in_child(self, job: Job) -> None:
-        context = job_context()
-        messages = context.Queue()
-        stop = context.Event()
-        child = context.Process(
-            target=train_in_child,
-            args=(
-                job.config.to_json(),
-                str(self.cache.root.resolve()),
-                messages,
-                stop,
-                self._child_settings(),
-            ),
-            name=f"fmnist-job-{job.run_id}",
-            daemon=True,
-        )
-        with _main_module_hidden():
-            child.start()
-        outcome = None
-        while outcome is None:
-            if job.stop_requested.is_set():
-                stop.set()
-            try:
-                kind, payload = messages.get(timeout=0.2)
-            except queue.Empty:
-                if not child.is_alive() and messages.empty():
-                    break
-                continue
-            if kind == "progress":
-                job.record(payload)
-            else:
-                outcome = (kind, payload)
-        child.join(timeout=30)
-        if outcome is None:
-            code = child.exitcode
-            why = ", killed: out of memory?" if code in (-9, 137) else ""
-            raise RuntimeError(f"the training process died (exit code {code}{why}); the server is fine")
-        self._finish(job, *outcome)
+        self._finish(job, *run_job(job, str(self.cache.root.resolve()), self._child_settings()))
 
     def _finish(self, job: Job, kind: str, payload) -> None:
         """A job's last message: ("error", one line) or ("done", the run's summary)."""
@@ -426,74 +375,3 @@ class JobQueue:
             run = TrainedRun(config, model, summary["history"], summary["metrics"], False)
         # A copy with this job's flags: a loaded run is shared with the pages (load_run).
         return replace(run, cached=summary["cached"], completed=summary["completed"], note=summary["note"])
-
-
-_CONTEXT = None
-_MAIN_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _main_module_hidden():
-    """While a job's process starts, `__main__` is an empty module: multiprocessing would otherwise
-    have the child import the parent's main script (under Streamlit, the page being run)."""
-    with _MAIN_LOCK:
-        saved = sys.modules.get("__main__")
-        empty = types.ModuleType("__main__")
-        sys.modules["__main__"] = empty
-        # The fork server, started by the first job, would keep the server's whole environment,
-        # and every job forked from it would hold the admin token in /proc/<pid>/environ.
-        try:
-            with environment.secrets_hidden():
-                yield
-        finally:
-            if sys.modules.get("__main__") is empty:  # a script run may have set its own meanwhile
-                sys.modules["__main__"] = saved
-
-
-def job_context():
-    """Where jobs' processes come from: a fork server that has imported torch and the core once
-    and done what every job's first run would (runs/preload.py), forked before any thread of ours
-    exists; where there is none (Windows), fresh interpreters."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        # multiprocessing's resource tracker, started by the first queue a job is given, would
-        # keep the server's environment, secrets included, for the server's life.
-        with environment.secrets_hidden():
-            resource_tracker.ensure_running()
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            _CONTEXT = multiprocessing.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload([__name__, "fmnist_core.runs.preload"])
-        else:
-            _CONTEXT = multiprocessing.get_context("spawn")
-    return _CONTEXT
-
-
-def own_settings() -> dict[str, str]:
-    """The lab's environment settings (FMNIST_DATA, FMNIST_BF16, ...) as they are now: a forked
-    job would otherwise see them as they were when the fork server started. Secrets (the admin
-    token) stay in the server."""
-    return environment.for_jobs()
-
-
-def train_in_child(config_json: str, cache_root: str, messages, stop, settings: dict[str, str]) -> None:
-    """A job's process: train (or load) the run, sending progress, then one last message:
-    ("done", summary) or ("error", one line). The weights travel only where the cache lacks them."""
-    for key in [key for key in os.environ if key.startswith("FMNIST_")]:
-        del os.environ[key]
-    os.environ.update(settings)
-    try:
-        use_threads(environment.job_threads() or os.cpu_count() or 1)
-        config = RunConfig.from_dict(json.loads(config_json))
-        run = get_or_train(
-            config,
-            on_progress=lambda progress: messages.put(("progress", progress)),
-            should_stop=stop.is_set,
-            cache=RunCache(cache_root),
-        )
-        messages.put(("done", summarise(run, cache_root)))
-    except Exception as error:  # expected (bad data, a missing encoder) or not: one line for the page
-        log.exception("training %s failed", config_json[:80])
-        messages.put(("error", f"{type(error).__name__}: {' '.join(str(error).split())}"))
-    finally:
-        messages.close()
-        messages.join_thread()  # everything sent is in the pipe before the process ends

@@ -1,5 +1,5 @@
 """What the jobs' fork server does once, before it forks: the work each job's process would
-otherwise repeat before its first step (jobs.job_context names this module).
+otherwise repeat before its first step (child.job_context names this module).
 
 - torch's meta-device operators (a run's memory check runs its model there first) import torch's
   decompositions, sympy and dynamo on first use: 1.4 s a process here;

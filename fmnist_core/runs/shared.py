@@ -1,0 +1,286 @@
+"""One job queue shared by several server processes, kept in a database (store/jobdb.py), and the
+trainers that take its jobs: threads in a server (FMNIST_TRAINERS) or apart from every server
+(`python -m fmnist_core worker`).
+
+SharedQueue answers as JobQueue does (submit, get, jobs, position, stop, wait, close), but every
+answer is read from the database: a job queued through one server shows, with its progress and
+its curve, in every other; Stop from any of them reaches the trainer; the limits and the turns
+count every server's requests; a server restarted finds the queue where it was. A Trainer claims
+the job whose turn it is in a transaction (two never take the same one), trains it in a process
+of its own (child.run_job), writes its progress and takes its stop requests about twice a second,
+and signs of life with them: a trainer that stops answering has its job queued again (the next
+trainer continues from its last finished epoch, which its stopped training kept) or, after two
+trainers, failed with a message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from fmnist_core.base import environment
+from fmnist_core.runs.child import JOB_THREADS, own_settings, run_job
+from fmnist_core.runs.jobs import LAB, Job, Limits
+from fmnist_core.runs.trained import check_resources, load_run
+from fmnist_core.store.cache import RunCache
+from fmnist_core.store.jobdb import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobDB, cache_url, turn_order
+from fmnist_core.training.config import RunConfig
+from fmnist_core.training.loop import Progress
+
+log = logging.getLogger("fmnist_core")
+
+STALE_SECONDS = 60.0  # a trainer silent this long is taken for dead (it reports twice a second)
+REPORT_SECONDS = 0.5  # how often a trainer writes its job's progress and reads its stop request
+REAP_SECONDS = 5.0  # how often a server without trainers looks for dead ones
+
+
+def queue_url(setting: str, cache_root) -> str:
+    """FMNIST_QUEUE_DB's value as a database address: "sqlite" is the cache folder's file."""
+    return cache_url(cache_root) if setting == "sqlite" else setting
+
+
+class SharedJob(Job):
+    """A job as the database had it when read; its run loaded from the cache when asked for."""
+
+    _run = None
+
+    @property
+    def result(self):
+        if self._run is None and self.state == DONE:
+            try:
+                self._run = load_run(self.run_id, self._cache)
+            except Exception:  # gone or damaged since: the pages show the job without its run
+                log.exception("job %s: its run did not load", self.run_id)
+        return self._run
+
+    @result.setter
+    def result(self, value) -> None:
+        self._run = value
+
+
+def job_from_row(row: dict, cache: RunCache, trace: list | None = None) -> SharedJob:
+    latest = json.loads(row["latest"]) if row["latest"] else None
+    job = SharedJob(
+        RunConfig.from_dict(json.loads(row["config"])),
+        state=row["state"],
+        latest=Progress(**latest) if latest else None,
+        epochs=json.loads(row["epochs"]),
+        trace=list(trace or []),
+        error=row["error"],
+        submitted=row["submitted"],
+        owners=json.loads(row["owners"]),
+        seconds=row["seconds"],
+        where=row["trainer"] if row["state"] == RUNNING else "",
+    )
+    job._cache = cache
+    if row["stop"]:
+        job.stop_requested.set()
+    return job
+
+
+class SharedQueue:
+    """The queue at `url` (store.jobdb.check_url), with `trainers` of its own in this process."""
+
+    def __init__(
+        self,
+        url: str,
+        cache: RunCache | None = None,
+        limits: Limits | None = None,
+        estimate=None,
+        trainers: int = 1,
+        stale_after: float = STALE_SECONDS,
+    ):
+        if not isinstance(trainers, int) or not 0 <= trainers <= 64:
+            raise ValueError(f"trainers: {trainers!r} must be a whole number from 0 to 64")
+        self.db = JobDB(url)
+        self.cache = cache or RunCache()
+        self.limits = limits or Limits()
+        self.workers = trainers
+        self._estimate = estimate or (lambda config: 0.0)
+        self._stale_after = stale_after
+        self._reaped = 0.0
+        self._closing = threading.Event()
+        self._trainers = [
+            Trainer(
+                self.db, self.cache, share=max(1, (os.cpu_count() or 1) // trainers), stale_after=stale_after
+            )
+            for _ in range(trainers)
+        ]
+        self._threads = [
+            threading.Thread(target=t.run, args=(self._closing,), name=f"fmnist-trainer-{i}", daemon=True)
+            for i, t in enumerate(self._trainers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def refusal(self, config: RunConfig) -> str:
+        try:
+            check_resources(config, self.cache)
+        except ValueError as error:
+            return " ".join(str(error).split())
+        return ""
+
+    def submit(self, config: RunConfig, owner: str = LAB) -> Job:
+        """As JobQueue.submit, the limits counting this person's jobs from every server."""
+        if self._closing.is_set():
+            raise ValueError("queue: the lab is shutting down; nothing more is queued")
+        check_resources(config, self.cache)
+        seconds = float(self._estimate(config) or 0.0) if self.limits.minutes else 0.0
+
+        def check(mine: list) -> None:
+            if self.limits.jobs and len(mine) >= self.limits.jobs:
+                raise ValueError(
+                    f"limit: you have {len(mine)} job{'s' if len(mine) != 1 else ''} in the queue, the most one "
+                    f"person may have is {self.limits.jobs} (FMNIST_MAX_JOBS; 0 for no limit): wait for one to "
+                    "finish or cancel one"
+                )
+            minutes = (sum(row.seconds for row in mine) + seconds) / 60
+            if self.limits.minutes and minutes > self.limits.minutes:
+                raise ValueError(
+                    f"limit: your queue would hold about {minutes:.0f} min of training, the most one person "
+                    f"may have is {self.limits.minutes:g} min (FMNIST_MAX_QUEUE_MINUTES; 0 for no limit)"
+                )
+
+        row = self.db.submit(
+            config.run_id, config.to_json(), owner, seconds, check, lambda row: self.cache.exists(row.run_id)
+        )
+        return job_from_row(row, self.cache)
+
+    def submit_all(self, configs, owner: str = LAB) -> None:
+        for config in configs:
+            self.submit(config, owner)
+
+    def missing(self, configs) -> tuple[list[RunConfig], list[RunConfig]]:
+        absent = [config for config in configs if not self.cache.exists(config.run_id)]
+        active = {job.run_id for job in self.jobs() if job.active}
+        return [c for c in absent if c.run_id not in active], [c for c in absent if c.run_id in active]
+
+    def get(self, run_id: str) -> Job | None:
+        row = self.db.row(run_id)
+        return None if row is None else job_from_row(row, self.cache, self.db.points(run_id))
+
+    def jobs(self) -> list[Job]:
+        self._reap_now_and_then()
+        return [job_from_row(row, self.cache) for row in self.db.rows()]
+
+    def _reap_now_and_then(self) -> None:
+        if not self._trainers and time.monotonic() - self._reaped > REAP_SECONDS:
+            self._reaped = time.monotonic()
+            self.db.reap(self._stale_after)
+
+    def stop(self, run_id: str, owner: str | None = None) -> bool:
+        return self.db.stop(run_id, owner)
+
+    def can_stop(self, run_id: str, owner: str) -> bool:
+        job = self.get(run_id)
+        return job is not None and owner in job.owners
+
+    def position(self, run_id: str) -> int | None:
+        rows = self.db.rows()
+        with self.db.engine.connect() as db:
+            served = self.db.served(db)
+        ordered = [row["run_id"] for row in rows if row["state"] == RUNNING]
+        ordered += turn_order([row for row in rows if row["state"] == QUEUED], served)
+        return ordered.index(run_id) if run_id in ordered else None
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.get(run_id)
+        while job is not None and job.active:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {run_id} still {job.state}")
+            time.sleep(0.1)
+            job = self.get(run_id)
+        return job
+
+    def close(self, timeout: float = 300) -> None:
+        """This process's trainers end: a job one of them trains stops at its next step and goes
+        back to the queue (another trainer, or this one after a restart, continues it). The other
+        servers' jobs and the queued ones stay as they are."""
+        self._closing.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.db.dispose()
+
+
+class Trainer:
+    """Takes the queue's jobs one at a time and trains each in a process of its own."""
+
+    def __init__(self, db: JobDB, cache: RunCache, share: int = 0, stale_after: float = STALE_SECONDS):
+        self.db = db
+        self.cache_root = str(cache.root.resolve())
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.share = share  # its job's threads (0: FMNIST_JOB_THREADS, else every core)
+        self.stale_after = stale_after
+
+    def run(self, closing: threading.Event, poll: float = 0.5, once: bool = False) -> None:
+        """Train job after job until `closing` is set (or, `once`, until no job is queued or
+        training anywhere)."""
+        try:
+            while not closing.is_set():
+                self.db.reap(self.stale_after)
+                row = self.db.claim(self.name)
+                if row is None:
+                    if once and not any(row["state"] in (QUEUED, RUNNING) for row in self.db.rows()):
+                        return  # nothing queued, nothing training (a silent trainer's job comes back)
+                    closing.wait(poll)
+                    continue
+                self.train(row, closing)
+        except Exception:
+            log.exception("trainer %s failed", self.name)
+        finally:
+            try:
+                self.db.leave(self.name)
+            except Exception:
+                log.exception("trainer %s: could not sign off", self.name)
+
+    def train(self, row: dict, closing: threading.Event) -> None:
+        run_id = row["run_id"]
+        job = Job(RunConfig.from_dict(json.loads(row["config"])), state=RUNNING)
+        sent = {"points": 0, "at": 0.0}
+        asked = {"stop": False}
+
+        def report(force: bool = False) -> None:
+            if not force and time.monotonic() - sent["at"] < REPORT_SECONDS:
+                return
+            latest = json.dumps(dataclasses.asdict(job.latest)) if job.latest is not None else ""
+            points = job.trace[sent["points"] :]
+            asked["stop"] = self.db.report(run_id, self.name, latest, json.dumps(job.epochs), points)
+            sent.update(points=sent["points"] + len(points), at=time.monotonic())
+            if asked["stop"] or closing.is_set():
+                job.stop_requested.set()
+
+        settings = {
+            **own_settings(),
+            JOB_THREADS: str(environment.job_threads() or self.share or os.cpu_count() or 1),
+        }
+        try:
+            kind, payload = run_job(job, self.cache_root, settings, report)
+            report(force=True)
+        except Exception as error:
+            log.exception("job %s failed", run_id)
+            kind, payload = "error", f"{type(error).__name__}: {error}"
+        if kind == "error":
+            self.db.finish(run_id, self.name, FAILED, payload)
+            return
+        history = payload["history"]
+        # The run's own history where it has one (a continued run's epochs before this trainer too).
+        count = len(history.get("epoch", []))
+        epochs = [{k: v[i] for k, v in history.items()} for i in range(count)] if count else job.epochs
+        if payload["completed"]:
+            state, note = DONE, payload["note"] or ""
+        elif asked["stop"]:
+            state, note = STOPPED, ""
+        else:  # this trainer is closing, nobody asked: back to the queue, to continue from its epochs
+            state, note = (
+                QUEUED,
+                f"its trainer ({self.name}) shut down after {len(epochs)} epochs; queued again",
+            )
+        self.db.finish(run_id, self.name, state, note, json.dumps(epochs))

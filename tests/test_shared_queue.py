@@ -1,0 +1,385 @@
+"""One job queue for several server processes, in a database (SQLite in the cache folder, or a
+PostgreSQL server the test starts), trained by workers apart from the servers."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fmnist_core.runs.jobs import Limits
+from fmnist_core.runs.shared import SharedQueue, queue_url
+from fmnist_core.store import jobdb
+from fmnist_core.store.cache import RunCache
+from fmnist_core.store.jobdb import DONE, QUEUED, RUNNING, STOPPED, JobDB
+from fmnist_core.training.config import RunConfig
+
+# Another server process: it builds its own SharedQueue on the same database and cache and answers
+# one JSON line per command (submit, get, stop, position), so that the test speaks to it as a page
+# would.
+SERVER = """
+import json, sys
+from fmnist_core.runs.jobs import Limits
+from fmnist_core.runs.shared import SharedQueue
+from fmnist_core.store.cache import RunCache
+from fmnist_core.training.config import RunConfig
+url, root, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+queue = SharedQueue(url, RunCache(root), Limits(jobs=jobs), trainers=0)
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    ask = json.loads(line)
+    try:
+        if ask["do"] == "submit":
+            job = queue.submit(RunConfig.from_dict(ask["config"]), ask["owner"])
+            answer = {"run_id": job.run_id, "owners": job.owners}
+        elif ask["do"] == "get":
+            job = queue.get(ask["run_id"])
+            latest = job.latest
+            answer = {"state": job.state, "owners": job.owners, "epochs": len(job.epochs), "points": len(job.trace),
+                      "step": latest.step if latest else 0, "epoch": latest.epoch if latest else 0, "where": job.where}
+        elif ask["do"] == "stop":
+            answer = {"stopping": queue.stop(ask["run_id"], ask["owner"])}
+        elif ask["do"] == "position":
+            answer = {"position": queue.position(ask["run_id"])}
+    except (ValueError, PermissionError) as error:
+        answer = {"error": str(error)}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class Server:
+    """A server process of the lab's (its queue only), spoken to line by line."""
+
+    def __init__(self, url: str, root: Path, folder: Path, jobs: int = 0):
+        script = folder / "server.py"
+        script.write_text(SERVER)
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), url, str(root), str(jobs)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert json.loads(self.process.stdout.readline()) == {"ready": True}
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=60)
+
+
+def start_worker(*options: str) -> subprocess.Popen:
+    """`python -m fmnist_core worker`, as a teacher types it (FMNIST_QUEUE_DB from the environment)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmnist_core", "worker", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until(condition, timeout: float = 900.0, what: str = "the condition") -> None:
+    """Poll `condition` until it holds; a deadline sized to the work, failing the test after it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def long_job(seed: int = 0) -> RunConfig:
+    # Long enough to be seen running and stopped (about a second an epoch here, on one thread).
+    return RunConfig.for_model("mlp", epochs=200, train_subset=2000, seed=seed)
+
+
+def tiny(seed: int = 0, epochs: int = 1) -> RunConfig:
+    return RunConfig.for_model("mlp", epochs=epochs, train_subset=2000, seed=seed)
+
+
+@pytest.fixture
+def shared(monkeypatch, tmp_path):
+    """FMNIST_QUEUE_DB=sqlite: the cache folder's database, as the servers and workers are given it."""
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "sqlite")
+    root = Path(os.environ["FMNIST_CACHE"])
+    root.mkdir(parents=True, exist_ok=True)
+    return queue_url("sqlite", root), root
+
+
+@pytest.fixture
+def cleanup():
+    """Processes a test starts, ended with it whatever happens."""
+    started = []
+    yield started
+    for thing in started:
+        if isinstance(thing, Server):
+            thing.kill()
+        elif thing.poll() is None:
+            thing.send_signal(signal.SIGTERM)
+            try:
+                thing.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                thing.kill()
+
+
+def test_a_job_queued_through_one_server_shows_its_progress_in_another_is_trained_apart_and_stopped_from_it(
+    shared, tmp_path, cleanup
+):
+    url, root = shared
+    here = SharedQueue(url, RunCache(root), trainers=0)
+    there = Server(url, root, tmp_path)
+    cleanup.append(there)
+    config = long_job()
+    job = here.submit(config, owner="ana")
+    assert there.ask(do="get", run_id=job.run_id)["state"] == QUEUED
+    assert there.ask(do="position", run_id=job.run_id) == {"position": 0}
+    cleanup.append(start_worker())
+    # The other server sees it train, with its progress: epochs, steps and the running loss's points.
+    wait_until(lambda: there.ask(do="get", run_id=job.run_id)["epochs"] >= 2, what="two epochs trained")
+    seen = there.ask(do="get", run_id=job.run_id)
+    assert seen["state"] == RUNNING and seen["owners"] == ["ana"] and seen["where"]
+    assert seen["points"] >= 1 and seen["epoch"] >= 2
+    assert "not yours" in there.ask(do="stop", run_id=job.run_id, owner="ben")["error"]
+    assert there.ask(do="stop", run_id=job.run_id, owner="ana") == {"stopping": True}
+    wait_until(lambda: here.get(job.run_id).state == STOPPED, what="the stop to reach the trainer")
+    stopped = here.get(job.run_id)
+    assert 2 <= len(stopped.epochs) < 200  # what was trained is kept, as any stopped run's
+    assert RunCache(root).stopped.load(config.run_id) is not None  # its checkpoint, to continue
+    here.close()
+
+
+def test_limits_and_turns_count_every_servers_requests(shared, tmp_path, cleanup):
+    url, root = shared
+    here = SharedQueue(url, RunCache(root), Limits(jobs=2), trainers=0)  # no trainer: all wait
+    there = Server(url, root, tmp_path, jobs=2)
+    cleanup.append(there)
+    first = here.submit(tiny(0), owner="ana")
+    here.submit(tiny(1), owner="ana")
+    # ana has 2 jobs queued through this server: the other refuses her a third, not ben his first.
+    refused = there.ask(do="submit", config=tiny(2).to_dict(), owner="ana")
+    assert refused["error"].startswith("limit: you have 2 jobs in the queue")
+    bens = there.ask(do="submit", config=tiny(3).to_dict(), owner="ben")
+    assert bens["owners"] == ["ben"]
+    # Turns: ben's job, queued last through the other server, trains second (round robin).
+    assert here.position(bens["run_id"]) == 1 and here.position(first.run_id) == 0
+    assert there.ask(do="position", run_id=bens["run_id"]) == {"position": 1}
+    # The same config from both servers: one job, both its owners.
+    assert there.ask(do="submit", config=tiny(0).to_dict(), owner="ben")["owners"] == ["ana", "ben"]
+    assert len(here.jobs()) == 3
+    here.close()
+
+
+def test_a_server_killed_and_restarted_finds_its_queued_jobs_and_a_worker_trains_them(
+    shared, tmp_path, cleanup
+):
+    url, root = shared
+    server = Server(url, root, tmp_path)
+    cleanup.append(server)
+    ids = [server.ask(do="submit", config=tiny(seed).to_dict(), owner="ana")["run_id"] for seed in range(2)]
+    server.kill()  # a crash: nothing closed, nothing flushed by hand
+    restarted = SharedQueue(url, RunCache(root), trainers=0)
+    assert [(job.run_id, job.state, job.owners) for job in restarted.jobs()] == [
+        (i, QUEUED, ["ana"]) for i in ids
+    ]
+    worker = start_worker("--once")
+    assert worker.wait(timeout=900) == 0, worker.stderr.read()
+    assert [job.state for job in restarted.jobs()] == [DONE, DONE]
+    assert all(RunCache(root).exists(run_id) for run_id in ids)
+    assert restarted.get(ids[0]).result.metrics["test_accuracy"] > 0.5
+    restarted.close()
+
+
+CLAIMER = """
+import sys
+from fmnist_core.store.jobdb import JobDB
+db = JobDB(sys.argv[1])
+sys.stdin.readline()  # both start together
+while (row := db.claim(sys.argv[2])) is not None:
+    print(row["run_id"], flush=True)
+"""
+
+
+def test_two_trainers_never_take_the_same_job(shared, tmp_path):
+    url, _ = shared
+    db = JobDB(url)
+    ids = [f"{i:064x}" for i in range(60)]
+    for run_id in ids:
+        db.submit(run_id, tiny().to_json(), "ana", 0.0, lambda mine: None, lambda row: False)
+    script = tmp_path / "claim.py"
+    script.write_text(CLAIMER)
+    claimers = [
+        subprocess.Popen(
+            [sys.executable, str(script), url, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for name in ("one", "two")
+    ]
+    for claimer in claimers:
+        claimer.stdin.write("go\n")
+        claimer.stdin.flush()
+    taken = [claimer.communicate(timeout=600)[0].split() for claimer in claimers]
+    assert sorted(taken[0] + taken[1]) == ids  # every job taken once: none twice, none missed
+    assert {row["trainer"] for row in db.rows()} == {"one", "two"} or min(map(len, taken)) == 0
+    db.dispose()
+
+
+def test_a_trainer_killed_mid_job_keeps_its_epochs_and_the_job_is_queued_again_and_continued(
+    shared, tmp_path, cleanup
+):
+    url, root = shared
+    here = SharedQueue(url, RunCache(root), trainers=0)
+    config = RunConfig.for_model("mlp", epochs=12, train_subset=2000)
+    job = here.submit(config, owner="ana")
+    first = start_worker("--stale-after", "2")
+    cleanup.append(first)
+    wait_until(lambda: len(here.get(job.run_id).epochs) >= 2, what="two epochs trained")
+    first.send_signal(signal.SIGKILL)  # no goodbye: the job is left RUNNING under a silent trainer
+    first.wait(timeout=60)
+    assert here.get(job.run_id).state == RUNNING
+    # The orphaned training sees its trainer gone and stops, keeping its finished epochs.
+    partial = RunCache(root).stopped
+    wait_until(lambda: partial.load(config.run_id) is not None, what="the stopped epochs to be kept")
+    kept = partial.load(config.run_id)["epoch"]
+    assert kept >= 2
+    second = start_worker("--stale-after", "2", "--once")
+    cleanup.append(second)
+    assert second.wait(timeout=900) == 0, second.stderr.read()
+    done = here.get(job.run_id)
+    assert done.state == DONE and len(done.epochs) == 12
+    assert f"continued from epoch {kept}" in done.error  # the run's note: it went on, not from scratch
+    here.close()
+
+
+def test_a_database_locked_for_a_moment_loses_no_job_and_one_locked_too_long_is_one_line(shared, monkeypatch):
+    url, root = shared
+    queue = SharedQueue(url, RunCache(root), trainers=0)
+    path = url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process's long write
+    submitted = []
+    thread = threading.Thread(target=lambda: submitted.append(queue.submit(tiny(), owner="ana")))
+    thread.start()
+    thread.join(timeout=1.0)
+    assert thread.is_alive() and not submitted  # it waits for the lock...
+    holder.execute("COMMIT")
+    thread.join(timeout=120)
+    assert [job.run_id for job in submitted] == [tiny().run_id]  # ...and the job is queued after
+    assert queue.get(tiny().run_id).state == QUEUED
+    monkeypatch.setattr(jobdb, "BUSY_SECONDS", 1)
+    impatient = SharedQueue(url, RunCache(root), trainers=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(RuntimeError, match=r"^queue database: database is locked$"):
+            impatient.submit(tiny(1), owner="ana")
+    finally:
+        holder.execute("COMMIT")
+    assert [job.run_id for job in impatient.jobs()] == [tiny().run_id]  # nothing half-written
+    holder.close()
+
+
+def test_bad_queue_settings_are_one_line_naming_the_setting(monkeypatch):
+    for value, words in [
+        ("mysql://host/db", "not a queue database"),
+        ("postgresql://host", "needs a database name"),
+        ("postgresql://host:99999/db", "port"),
+        ("sqlite://", "needs a file"),
+    ]:
+        with pytest.raises(ValueError, match="^FMNIST_QUEUE_DB: ") as raised:
+            JobDB(value) if value.startswith(("postgresql", "sqlite")) else jobdb.check_url(value)
+        assert words in str(raised.value) and "\n" not in str(raised.value)
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "postgresql://teacher:s3cret-password@db.example/lab")
+    from fmnist_core.base import environment
+
+    assert "FMNIST_QUEUE_DB=(set)" in environment.listing()  # its password never shown
+    assert "FMNIST_QUEUE_DB" not in environment.for_jobs()  # nor given to a job's process
+    with pytest.raises(ValueError, match="port") as raised:
+        JobDB("postgresql://teacher:s3cret-password@db.example:99999/lab")
+    assert "s3cret" not in str(raised.value) and "teacher" not in str(raised.value)
+    monkeypatch.delenv("FMNIST_QUEUE_DB")
+    result = subprocess.run(
+        [sys.executable, "-m", "fmnist_core", "worker", "--once"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error: FMNIST_QUEUE_DB: not set")
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return (
+        found[-1].parent
+        if found
+        else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
+    )
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server of its own for the module, from Debian's packages, on 127.0.0.1."""
+    binaries = postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (scripts/setup.sh installs Debian's postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []  # initdb refuses root
+    if as_user:
+        shutil.chown(folder, "postgres")
+    data = folder / "data"
+    subprocess.run([*as_user, binaries / "initdb", "-D", data, "-U", "lab", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    import socket
+
+    with socket.socket() as probe:  # a free port on the loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}"
+    subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "-t", "300", "start"],
+                   check=True, capture_output=True, timeout=400)  # fmt: skip
+    try:
+        subprocess.run([binaries / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "lab", "fmnist"],
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+        yield f"postgresql://lab@127.0.0.1:{port}/fmnist"
+    finally:
+        subprocess.run(
+            [*as_user, binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=300,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_queue_in_postgresql_is_shared_by_two_servers_and_trained_by_a_worker(
+    postgres, tmp_path, monkeypatch, cleanup
+):
+    root = Path(os.environ["FMNIST_CACHE"])
+    root.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("FMNIST_QUEUE_DB", postgres)
+    here = SharedQueue(postgres, RunCache(root), Limits(jobs=1), trainers=0)
+    there = Server(postgres, root, tmp_path, jobs=1)
+    cleanup.append(there)
+    job = here.submit(tiny(), owner="ana")
+    assert there.ask(do="submit", config=tiny().to_dict(), owner="ben")["owners"] == ["ana", "ben"]
+    assert there.ask(do="submit", config=tiny(1).to_dict(), owner="ana")["error"].startswith("limit:")
+    # Two trainers at once on the server's database: each job taken once.
+    db = JobDB(postgres)
+    claimed = []
+    threads = [
+        threading.Thread(target=lambda name=name: claimed.append(db.claim(name))) for name in ("a", "b")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(row is None for row in claimed) == [False, True]  # one job, one taker
+    db.finish(job.run_id, next(row for row in claimed if row)["trainer"], QUEUED)  # given back
+    worker = start_worker("--once")
+    assert worker.wait(timeout=900) == 0, worker.stderr.read()
+    assert there.ask(do="get", run_id=job.run_id)["state"] == DONE
+    assert here.get(job.run_id).result.metrics["test_accuracy"] > 0.5
+    here.close()
+    db.dispose()
