@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Serve the lab to a class from N Streamlit processes behind nginx (sticky sessions), with one
+# trainer apart from them, all sharing one job queue (FMNIST_QUEUE_DB, default: the cache
+# folder's SQLite file). Usage: scripts/serve_class.sh [N] [ADDRESS:PORT]   (default 2 127.0.0.1:8500)
+# The other FMNIST_* settings (FMNIST_ADMIN_TOKEN, FMNIST_MAX_JOBS, ...) are read as by run_app.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+processes=${1:-2}
+listen=${2:-127.0.0.1:8500}
+if ! [[ "$processes" =~ ^[0-9]+$ ]] || [ "$processes" -lt 1 ] || [ "$processes" -gt 32 ]; then
+  echo "serve_class: N: '$processes' is not a whole number from 1 to 32" >&2; exit 2
+fi
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "serve_class: nginx is not installed (apt-get install nginx-light)" >&2; exit 2; }
+scripts/setup.sh
+export FMNIST_QUEUE_DB=${FMNIST_QUEUE_DB:-sqlite}
+.venv/bin/python -m fmnist_core settings >/dev/null
+run=$(mktemp -d "${TMPDIR:-/tmp}/fmnist-class.XXXXXX")
+pids=()
+stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap stop EXIT INT TERM
+.venv/bin/python -m fmnist_core worker >"$run/worker.log" 2>&1 &
+pids+=($!)
+servers=""
+for i in $(seq 1 "$processes"); do
+  port=$((8600 + i))
+  FMNIST_TRAINERS=0 .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "$port" \
+    --server.headless true >"$run/server$i.log" 2>&1 &
+  pids+=($!)
+  servers+="        server 127.0.0.1:$port;"$'\n'
+done
+sed -e "s|@RUN@|$run|g" -e "s|@LISTEN@|$listen|" deploy/nginx-class.conf.in |
+  awk -v servers="$servers" '{ if ($0 == "@SERVERS@") printf "%s", servers; else print }' >"$run/nginx.conf"
+mkdir -p "$run"/{body,proxy,fastcgi,uwsgi,scgi}
+"$(command -v nginx || echo /usr/sbin/nginx)" -p "$run" -c "$run/nginx.conf" &
+pids+=($!)
+echo "serve_class: $processes processes and a trainer behind http://$listen (logs in $run); Ctrl+C to stop" >&2
+wait -n
+echo "serve_class: a process ended; stopping the rest (see $run's logs)" >&2
