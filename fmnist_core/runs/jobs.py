@@ -54,6 +54,31 @@ class Limits:
         return cls(environment.max_jobs(), environment.max_queue_minutes(), environment.max_cache_gb())
 
 
+def refusal(config: RunConfig, cache: RunCache) -> str:
+    """Why `config` cannot train with `cache` (memory, a batch norm fed a batch of one), in one
+    line; "" when it can."""
+    try:
+        check_resources(config, cache)
+    except ValueError as error:
+        return " ".join(str(error).split())
+    return ""
+
+
+def check_limits(limits: Limits, jobs: int, seconds: float) -> None:
+    """ValueError (one line) where a person with `jobs` active jobs may not queue another, or where
+    their queue would then hold `seconds` of training over the limit."""
+    if limits.jobs and jobs >= limits.jobs:
+        raise ValueError(
+            f"limit: you have {jobs} job{'s' if jobs != 1 else ''} in the queue, the most one person may have is "
+            f"{limits.jobs} (FMNIST_MAX_JOBS; 0 for no limit): wait for one to finish or cancel one"
+        )
+    if limits.minutes and seconds / 60 > limits.minutes:
+        raise ValueError(
+            f"limit: your queue would hold about {seconds / 60:.0f} min of training, the most one person "
+            f"may have is {limits.minutes:g} min (FMNIST_MAX_QUEUE_MINUTES; 0 for no limit)"
+        )
+
+
 def workers_from_environment() -> int:
     """How many jobs train at once (FMNIST_WORKERS, default 1: on 2 cores two at a time ran about
     24x slower each); each gets its share of the cores."""
@@ -143,11 +168,7 @@ class JobQueue:
     def refusal(self, config: RunConfig) -> str:
         """Why `config` cannot train here (its memory estimate over the limit, a batch norm fed a
         batch of one), in one line; "" when it can."""
-        try:
-            check_resources(config, self.cache)
-        except ValueError as error:
-            return " ".join(str(error).split())
-        return ""
+        return refusal(config, self.cache)
 
     def submit(self, config: RunConfig, owner: str = LAB) -> Job:
         """Queue a training for `owner`, or add them to the job already queued, running or done for
@@ -174,17 +195,7 @@ class JobQueue:
 
     def _check_limits(self, owner: str, seconds: float) -> None:
         mine = [job for job in self._jobs.values() if job.active and owner in job.owners]
-        if self.limits.jobs and len(mine) >= self.limits.jobs:
-            raise ValueError(
-                f"limit: you have {len(mine)} job{'s' if len(mine) != 1 else ''} in the queue, the most one person may have is "
-                f"{self.limits.jobs} (FMNIST_MAX_JOBS; 0 for no limit): wait for one to finish or cancel one"
-            )
-        minutes = (sum(job.seconds for job in mine) + seconds) / 60
-        if self.limits.minutes and minutes > self.limits.minutes:
-            raise ValueError(
-                f"limit: your queue would hold about {minutes:.0f} min of training, the most one person "
-                f"may have is {self.limits.minutes:g} min (FMNIST_MAX_QUEUE_MINUTES; 0 for no limit)"
-            )
+        check_limits(self.limits, len(mine), sum(job.seconds for job in mine) + seconds)
 
     def missing(self, configs) -> tuple[list[RunConfig], list[RunConfig]]:
         """Of `configs` (in their order), those not in the cache: (not queued yet, queued or running)."""

@@ -26,7 +26,7 @@ import uuid
 
 from fmnist_core.base import environment
 from fmnist_core.runs.child import JOB_THREADS, own_settings, run_job
-from fmnist_core.runs.jobs import LAB, Job, Limits
+from fmnist_core.runs.jobs import LAB, Job, Limits, check_limits, refusal
 from fmnist_core.runs.trained import check_resources, load_run
 from fmnist_core.store.cache import RunCache
 from fmnist_core.store.jobdb import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobDB, cache_url, turn_order
@@ -120,11 +120,7 @@ class SharedQueue:
             thread.start()
 
     def refusal(self, config: RunConfig) -> str:
-        try:
-            check_resources(config, self.cache)
-        except ValueError as error:
-            return " ".join(str(error).split())
-        return ""
+        return refusal(config, self.cache)
 
     def submit(self, config: RunConfig, owner: str = LAB) -> Job:
         """As JobQueue.submit, the limits counting this person's jobs from every server."""
@@ -133,19 +129,8 @@ class SharedQueue:
         check_resources(config, self.cache)
         seconds = float(self._estimate(config) or 0.0) if self.limits.minutes else 0.0
 
-        def check(mine: list) -> None:
-            if self.limits.jobs and len(mine) >= self.limits.jobs:
-                raise ValueError(
-                    f"limit: you have {len(mine)} job{'s' if len(mine) != 1 else ''} in the queue, the most one "
-                    f"person may have is {self.limits.jobs} (FMNIST_MAX_JOBS; 0 for no limit): wait for one to "
-                    "finish or cancel one"
-                )
-            minutes = (sum(row.seconds for row in mine) + seconds) / 60
-            if self.limits.minutes and minutes > self.limits.minutes:
-                raise ValueError(
-                    f"limit: your queue would hold about {minutes:.0f} min of training, the most one person "
-                    f"may have is {self.limits.minutes:g} min (FMNIST_MAX_QUEUE_MINUTES; 0 for no limit)"
-                )
+        def check(mine: list) -> None:  # this person's active jobs, from every server
+            check_limits(self.limits, len(mine), sum(row.seconds for row in mine) + seconds)
 
         row = self.db.submit(
             config.run_id, config.to_json(), owner, seconds, check, lambda row: self.cache.exists(row.run_id)
