@@ -104,11 +104,12 @@ def command_models(args) -> int:
 
 
 def command_settings(args) -> int:
-    """The FMNIST_* settings, checked by main, and a scheduler's answer (scripts/run_app.sh asks)."""
-    if environment.scheduler():
-        from fmnist_core.runs.cluster import connect
+    """The FMNIST_* settings, checked by main, a scheduler's answer, the queue's database (run_app.sh)."""
+    from fmnist_core.runs import cluster, shared  # here: Dask and SQLAlchemy only for this command
 
-        connect(environment.scheduler(), "FMNIST_SCHEDULER").close()
+    if environment.scheduler():
+        cluster.connect(environment.scheduler(), "FMNIST_SCHEDULER").close()
+    shared.check_setting(RunCache().root)  # the queue's database opened once, where one is set
     print("\n".join([*environment.listing(), "settings: ok"]))
     return 0
 

@@ -65,7 +65,11 @@ def command_worker(args: argparse.Namespace) -> int:
     share = max(1, (os.cpu_count() or 1) // args.trainers)  # FMNIST_JOB_THREADS, where set, wins
     trainers = [Trainer(db, cache, share, args.stale_after) for _ in range(args.trainers)]
     threads = [threading.Thread(target=t.run, args=(done, 0.5, args.once), daemon=True) for t in trainers]
-    print(f"worker: {args.trainers} trainer(s) on the queue in {cache.root}; Ctrl+C to stop", file=sys.stderr)
+    where = "the cache folder's queue" if setting == "sqlite" else "the queue of FMNIST_QUEUE_DB"
+    print(
+        f"worker: {args.trainers} trainer(s) on {where}, runs into {cache.root}; Ctrl+C to stop",
+        file=sys.stderr,
+    )
     for thread in threads:
         thread.start()
     while any(thread.is_alive() for thread in threads):

@@ -13,19 +13,36 @@ fi
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "serve_class: nginx is not installed (apt-get install nginx-light)" >&2; exit 2; }
 scripts/setup.sh
 export FMNIST_QUEUE_DB=${FMNIST_QUEUE_DB:-sqlite}
+export FMNIST_CLASS=${FMNIST_CLASS:-1}  # a class: jobs have owners, only they (or an admin) stop them
 .venv/bin/python -m fmnist_core settings >/dev/null
+# Every address free before anything starts (a second serve_class.sh, another server).
+ports="${listen##*:} $(seq -s ' ' 8601 $((8600 + processes)))"
+.venv/bin/python - "${listen%:*}" $ports <<'PY' || exit 2
+import socket, sys
+host = sys.argv[1]
+for port in sys.argv[2:]:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host if port == sys.argv[2] else "127.0.0.1", int(port)))
+        except OSError as error:
+            sys.exit(f"serve_class: port {port} is taken ({error.strerror}): is the class already served?")
+PY
 run=$(mktemp -d "${TMPDIR:-/tmp}/fmnist-class.XXXXXX")
 pids=()
+names=()
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'echo "serve_class: stopping (logs in $run)" >&2; exit 0' INT TERM
 .venv/bin/python -m fmnist_core worker >"$run/worker.log" 2>&1 &
 pids+=($!)
+names+=("the trainer (worker.log)")
 servers=""
 for i in $(seq 1 "$processes"); do
   port=$((8600 + i))
   FMNIST_TRAINERS=0 .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "$port" \
     --server.headless true >"$run/server$i.log" 2>&1 &
   pids+=($!)
+  names+=("server $i on port $port (server$i.log)")
   servers+="        server 127.0.0.1:$port;"$'\n'
 done
 sed -e "s|@RUN@|$run|g" -e "s|@LISTEN@|$listen|" deploy/nginx-class.conf.in |
@@ -33,6 +50,12 @@ sed -e "s|@RUN@|$run|g" -e "s|@LISTEN@|$listen|" deploy/nginx-class.conf.in |
 mkdir -p "$run"/{body,proxy,fastcgi,uwsgi,scgi}
 "$(command -v nginx || echo /usr/sbin/nginx)" -p "$run" -c "$run/nginx.conf" &
 pids+=($!)
+names+=("nginx (error.log)")
 echo "serve_class: $processes processes and a trainer behind http://$listen (logs in $run); Ctrl+C to stop" >&2
-wait -n
-echo "serve_class: a process ended; stopping the rest (see $run's logs)" >&2
+wait -n || true
+for i in "${!pids[@]}"; do
+  if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+    echo "serve_class: ${names[$i]} ended; stopping the rest (its log in $run)" >&2
+  fi
+done
+exit 1

@@ -19,7 +19,7 @@ from fmnist_core.runs.jobs import Limits
 from fmnist_core.runs.shared import SharedQueue, queue_url
 from fmnist_core.store import jobdb
 from fmnist_core.store.cache import RunCache
-from fmnist_core.store.jobdb import DONE, QUEUED, RUNNING, STOPPED, JobDB
+from fmnist_core.store.jobdb import DONE, QUEUED, RUNNING, STOPPED, JobDB, QueueDatabaseError
 from fmnist_core.training.config import RunConfig
 
 # Another server process: it builds its own SharedQueue on the same database and cache and answers
@@ -95,6 +95,20 @@ def wait_until(condition, timeout: float = 900.0, what: str = "the condition") -
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def processes_of(root: Path) -> list[int]:
+    """The processes started with FMNIST_CACHE=`root` (a worker, its fork server, its jobs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"FMNIST_CACHE={root}".encode() in environ:
+                found.append(int(entry.name))
+    return found
 
 
 def long_job(seed: int = 0) -> RunConfig:
@@ -249,6 +263,9 @@ def test_a_trainer_killed_mid_job_keeps_its_epochs_and_the_job_is_queued_again_a
     wait_until(lambda: partial.load(config.run_id) is not None, what="the stopped epochs to be kept")
     kept = partial.load(config.run_id)["epoch"]
     assert kept >= 2
+    # ...and ends, with its fork server: nothing of the dead trainer's stays (its training once
+    # hung forever, writing a stopped run's weights into a pipe nobody read).
+    wait_until(lambda: not processes_of(root), what="the dead trainer's processes to end")
     second = start_worker("--stale-after", "2", "--once")
     cleanup.append(second)
     assert second.wait(timeout=900) == 0, second.stderr.read()
@@ -277,7 +294,7 @@ def test_a_database_locked_for_a_moment_loses_no_job_and_one_locked_too_long_is_
     impatient = SharedQueue(url, RunCache(root), trainers=0)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(RuntimeError, match=r"^queue database: database is locked$"):
+        with pytest.raises(QueueDatabaseError, match=r"^queue database: database is locked$"):
             impatient.submit(tiny(1), owner="ana")
     finally:
         holder.execute("COMMIT")
@@ -285,29 +302,63 @@ def test_a_database_locked_for_a_moment_loses_no_job_and_one_locked_too_long_is_
     holder.close()
 
 
-def test_bad_queue_settings_are_one_line_naming_the_setting(monkeypatch):
+def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_starts(monkeypatch, tmp_path):
+    from fmnist_core.base import environment
+
+    folder = tmp_path / "a-folder.sqlite"
+    folder.mkdir()
     for value, words in [
         ("mysql://host/db", "not a queue database"),
         ("postgresql://host", "needs a database name"),
         ("postgresql://host:99999/db", "port"),
-        ("sqlite://", "needs a file"),
+        ("postgresql://host:abc/db", "port"),
+        ("sqlite://", "needs an absolute file path"),
+        ("sqlite:///relative.sqlite", "needs an absolute file path"),
+        ("sqlite:////no/such/folder/queue.sqlite", "in a folder that does not exist"),
+        (f"sqlite:///{folder}", "is a folder, not a database file"),
+        ("postgresql://lab@127.0.0.1:1/fmnist", "the queue database does not open"),  # nothing listens
     ]:
-        with pytest.raises(ValueError, match="^FMNIST_QUEUE_DB: ") as raised:
-            JobDB(value) if value.startswith(("postgresql", "sqlite")) else jobdb.check_url(value)
-        assert words in str(raised.value) and "\n" not in str(raised.value)
-    monkeypatch.setenv("FMNIST_QUEUE_DB", "postgresql://teacher:s3cret-password@db.example/lab")
-    from fmnist_core.base import environment
-
-    assert "FMNIST_QUEUE_DB=(set)" in environment.listing()  # its password never shown
-    assert "FMNIST_QUEUE_DB" not in environment.for_jobs()  # nor given to a job's process
+        monkeypatch.setenv("FMNIST_QUEUE_DB", value)
+        result = subprocess.run(
+            [sys.executable, "-m", "fmnist_core", "settings"], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 2, (value, result.stdout)
+        assert result.stderr.startswith("error: FMNIST_QUEUE_DB: ") and words in result.stderr, value
+        assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+    assert not Path("relative.sqlite").exists() and not Path("/no/such/folder").exists()  # nothing made
     with pytest.raises(ValueError, match="port") as raised:
         JobDB("postgresql://teacher:s3cret-password@db.example:99999/lab")
     assert "s3cret" not in str(raised.value) and "teacher" not in str(raised.value)
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "postgresql://teacher:s3cret-password@db.example/lab")
+    assert "FMNIST_QUEUE_DB=(set)" in environment.listing()  # its password never shown
+    assert "FMNIST_QUEUE_DB" not in environment.for_jobs()  # nor given to a job's process
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "  ")
+    assert environment.queue_db() == "" and not any("QUEUE_DB" in line for line in environment.listing())
+    monkeypatch.setenv("FMNIST_TRAINERS", "0")  # nobody would train this server's own queue
+    with pytest.raises(ValueError, match="^FMNIST_TRAINERS: 0 leaves"):
+        environment.trainers()
+    monkeypatch.delenv("FMNIST_TRAINERS")
     monkeypatch.delenv("FMNIST_QUEUE_DB")
     result = subprocess.run(
         [sys.executable, "-m", "fmnist_core", "worker", "--once"], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 2 and result.stderr.startswith("error: FMNIST_QUEUE_DB: not set")
+
+
+def test_a_damaged_queue_file_is_moved_aside_and_the_queue_starts_again(shared):
+    url, root = shared
+    path = root / jobdb.DB_FILE
+    path.write_bytes(b"not a database, but forty bytes of junk!" * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "fmnist_core", "settings"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "settings: ok" in result.stdout, result.stderr
+    aside = list(root.glob(f"{jobdb.DB_FILE}.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"not a database")  # kept to look at
+    queue = SharedQueue(url, RunCache(root), trainers=0)
+    assert queue.jobs() == [] and queue.submit(tiny(), owner="ana").state == QUEUED
+    assert queue.trainers_alive() == 0  # nobody trains: the sidebar says so
+    queue.close()
 
 
 def postgres_bin() -> Path | None:
@@ -383,3 +434,26 @@ def test_the_queue_in_postgresql_is_shared_by_two_servers_and_trained_by_a_worke
     assert here.get(job.run_id).result.metrics["test_accuracy"] > 0.5
     here.close()
     db.dispose()
+
+
+def test_the_app_on_a_shared_queue_shows_another_servers_job_and_says_when_no_trainer_runs(
+    shared, monkeypatch
+):
+    """The app's own start-up path: FMNIST_QUEUE_DB and FMNIST_TRAINERS=0 read from the environment."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui import warmup
+
+    url, root = shared
+    monkeypatch.setenv("FMNIST_TRAINERS", "0")
+    other = SharedQueue(url, RunCache(root), trainers=0)  # another server process's queue
+    job = other.submit(tiny(), owner="someone")
+    warmup.wait()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=600).run()
+    sidebar = " ".join(element.value for element in at.sidebar.caption)
+    assert job.run_id[:6] in sidebar  # queued through another server, listed here
+    assert "No trainer is running" in sidebar
+    from ui import jobs as app_jobs
+
+    assert type(app_jobs.job_queue()).__name__ == "SharedQueue"
+    other.close()

@@ -123,6 +123,11 @@ def queue_sidebar() -> None:
         ):
             stop_job(job.run_id)
             rerun_the_sidebar()
+    if waiting and not running and getattr(queue, "trainers_alive", lambda: 1)() == 0:
+        st.caption(
+            ":orange[No trainer is running: these wait until one starts "
+            "(`python -m fmnist_core worker`, or a server with FMNIST_TRAINERS).]"
+        )
     if waiting:  # one line each and one button: a queue of five must not push the page's own widgets away
         listed = " · ".join(
             f"{job.config.model} `{job.run_id[:6]}`" + (f" ({whose(job)})" if class_mode() else "")

@@ -135,7 +135,7 @@ def job_threads() -> int:
     return number("FMNIST_JOB_THREADS", 0, whole=True, high=4096)
 
 
-QUEUE_SCHEMES = ("sqlite", "postgresql", "postgres")
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
 def queue_db() -> str:
@@ -144,17 +144,55 @@ def queue_db() -> str:
     postgresql://[USER@]HOST[:PORT]/DBNAME (a password from ~/.pgpass or PGPASSWORD, or in the
     address: the setting is a secret, never shown or given to a job)."""
     text = _text("FMNIST_QUEUE_DB")
-    if text and text != "sqlite" and text.split("://", 1)[0] not in QUEUE_SCHEMES:
-        raise ValueError(
-            "FMNIST_QUEUE_DB: not a queue database (sqlite, sqlite:////path/queue.sqlite or postgresql://HOST/DBNAME)"
-        )
-    return text
+    return check_queue_db(text) if text else ""
+
+
+def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
+    """A queue database's address checked before anything connects; "sqlite" stays as it is (the
+    cache folder's file), a PostgreSQL one names its driver. The password is never shown."""
+    if url == "sqlite":
+        return url
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path[:60]}"
+    if parts.scheme == "sqlite":
+        path = parts.path[1:]
+        if parts.netloc or not path.startswith("/") or path.endswith("/"):
+            raise ValueError(
+                f"{name}: {shown!r} needs an absolute file path: sqlite:////absolute/path/queue.sqlite"
+            )
+        if not os.path.isdir(os.path.dirname(path)) or os.path.isdir(path):
+            what = (
+                "is a folder, not a database file"
+                if os.path.isdir(path)
+                else "is in a folder that does not exist"
+            )
+            raise ValueError(f"{name}: {path[:80]} {what}")
+        return url
+    if parts.scheme in POSTGRES_SCHEMES:
+        if not parts.path.strip("/"):
+            raise ValueError(f"{name}: {shown!r} needs a database name: postgresql://HOST/DBNAME")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError(f"{name}: {shown!r} has a port that is not a number from 1 to 65535")
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    raise ValueError(
+        f"{name}: {shown!r} is not a queue database (sqlite, sqlite:////path/queue.sqlite or postgresql://HOST/DBNAME)"
+    )
 
 
 def trainers() -> int:
     """With FMNIST_QUEUE_DB: how many trainers this server process runs (0: they run apart, in
     `python -m fmnist_core worker`)."""
-    return number("FMNIST_TRAINERS", 1, low=0, whole=True, high=64)
+    count = number("FMNIST_TRAINERS", 1, low=0, whole=True, high=64)
+    if count == 0 and not queue_db():
+        raise ValueError(
+            "FMNIST_TRAINERS: 0 leaves this server's own queue with nobody to train; it is for a shared "
+            "queue (FMNIST_QUEUE_DB) whose trainers run apart (python -m fmnist_core worker)"
+        )
+    return count
 
 
 SCHEMES = ("tcp", "tls")
@@ -364,7 +402,8 @@ def check_all() -> None:
 
 def listing() -> list[str]:
     """The settings in force as NAME=value lines, secrets shown only as set."""
-    return [f"{n}={'(set)' if n in SECRET else _get(n)}" for n in sorted(READERS) if _get(n) is not None]
+    shown = [n for n in sorted(READERS) if _get(n) is not None and (n not in SECRET or _get(n).strip())]
+    return [f"{n}={'(set)' if n in SECRET else _get(n)}" for n in shown]
 
 
 def for_jobs() -> dict[str, str]:

@@ -141,5 +141,10 @@ def train_in_child(config_json: str, cache_root: str, messages, stop, settings: 
         log.exception("training %s failed", config_json[:80])
         messages.put(("error", f"{type(error).__name__}: {' '.join(str(error).split())}"))
     finally:
+        parent = multiprocessing.parent_process()
+        if parent is not None and not parent.is_alive():
+            # Nobody reads the pipe any more: waiting for it to take the last message (a stopped
+            # run's weights fill it) would keep this process forever.
+            messages.cancel_join_thread()
         messages.close()
         messages.join_thread()  # everything sent is in the pipe before the process ends

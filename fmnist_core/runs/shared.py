@@ -45,6 +45,13 @@ def queue_url(setting: str, cache_root) -> str:
     return cache_url(cache_root) if setting == "sqlite" else setting
 
 
+def check_setting(cache_root) -> None:
+    """FMNIST_QUEUE_DB, where set, opened once (`settings` asks before the app starts): a file or a
+    server that does not open as the queue is one line naming the setting."""
+    if environment.queue_db():
+        JobDB(queue_url(environment.queue_db(), cache_root)).dispose()
+
+
 class SharedJob(Job):
     """A job as the database had it when read; its run loaded from the cache when asked for."""
 
@@ -76,7 +83,7 @@ def job_from_row(row: dict, cache: RunCache, trace: list | None = None) -> Share
         submitted=row["submitted"],
         owners=json.loads(row["owners"]),
         seconds=row["seconds"],
-        where=row["trainer"] if row["state"] == RUNNING else "",
+        where=row["trainer"].split(":")[0] if row["state"] == RUNNING else "",  # the trainer's machine
     )
     job._cache = cache
     if row["stop"]:
@@ -85,7 +92,7 @@ def job_from_row(row: dict, cache: RunCache, trace: list | None = None) -> Share
 
 
 class SharedQueue:
-    """The queue at `url` (store.jobdb.check_url), with `trainers` of its own in this process."""
+    """The queue at `url` (base.environment.check_queue_db), with `trainers` of its own here."""
 
     def __init__(
         self,
@@ -161,6 +168,10 @@ class SharedQueue:
 
     def stop(self, run_id: str, owner: str | None = None) -> bool:
         return self.db.stop(run_id, owner)
+
+    def trainers_alive(self) -> int:
+        """Trainers (this process's or apart) that answered lately: with none, queued jobs wait."""
+        return len(self._trainers) or self.db.trainers_alive(self._stale_after)
 
     def can_stop(self, run_id: str, owner: str) -> bool:
         job = self.get(run_id)

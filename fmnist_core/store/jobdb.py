@@ -15,12 +15,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+
+from fmnist_core.base.environment import check_queue_db
+
+log = logging.getLogger("fmnist_core")
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
 ACTIVE = (QUEUED, RUNNING)
@@ -69,7 +74,7 @@ TRAINERS = sa.Table(  # each trainer's last sign of life
 
 def retried(method):
     """A lock held by another process past BUSY_SECONDS is waited for once more; then a one-line
-    RuntimeError (the database's own words, never its address)."""
+    QueueDatabaseError (the database's own words, never its address)."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
@@ -78,36 +83,14 @@ def retried(method):
                 return method(*args, **kwargs)
             except sa.exc.OperationalError as error:
                 if attempt == RETRIES or "lock" not in str(error.orig).lower():
-                    raise RuntimeError(f"queue database: {' '.join(str(error.orig).split())[:200]}") from None
+                    raise QueueDatabaseError(f"queue database: {one_line(error)}") from None
 
     return wrapper
 
 
-def check_url(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
-    """A queue database's address checked before anything connects: sqlite:///PATH or
-    postgresql://[USER@]HOST[:PORT]/DBNAME. The password, if any, is never shown."""
-    parts = urlsplit(url)
-    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path[:60]}"
-    if parts.scheme == "sqlite":
-        if not parts.path.strip("/") or parts.netloc:
-            raise ValueError(f"{name}: {shown!r} needs a file: sqlite:////absolute/path/queue.sqlite")
-        return url
-    if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
-        if not parts.path.strip("/"):
-            raise ValueError(f"{name}: {shown!r} needs a database name: postgresql://HOST/DBNAME")
-        try:
-            port = parts.port
-        except ValueError:
-            port = 0
-        if port == 0:
-            raise ValueError(f"{name}: {shown!r} has a port that is not a number from 1 to 65535") from None
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    raise ValueError(
-        f"{name}: {shown!r} is not a queue database (sqlite:////path/queue.sqlite or postgresql://HOST/DBNAME)"
-    )
-
-
 def cache_url(root: str | os.PathLike) -> str:
+    """The cache folder's queue file (the folder made where it is not yet)."""
+    Path(root).mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(Path(root) / DB_FILE).resolve()}"
 
 
@@ -130,20 +113,56 @@ def _sqlite_setup(engine: sa.Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class QueueDatabaseError(OSError):
+    """The queue's database did not answer as it should (locked too long, gone away): one line."""
+
+
+def one_line(error: sa.exc.SQLAlchemyError) -> str:
+    """The database's own words, without SQLAlchemy's links or the statement (never the address)."""
+    return " ".join(str(getattr(error, "orig", None) or error).split())[:200]
+
+
 class JobDB:
-    """The queue's tables at `url` (created where missing)."""
+    """The queue's tables at `url` (created where missing). An address that does not open as a
+    queue database is a ValueError naming FMNIST_QUEUE_DB; an SQLite file that is not a database
+    (damaged, or something else) is moved aside as FILE.damaged-TIME and the queue starts empty."""
 
     def __init__(self, url: str):
-        self.url = check_url(url)
+        self.url = check_queue_db(url)
         self.sqlite = self.url.startswith("sqlite")
         if self.sqlite:
-            Path(urlsplit(self.url).path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
             _sqlite_setup(self.engine)
         else:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        try:
+            self._create()
+        except sa.exc.DatabaseError as error:
+            damaged = self.sqlite and ("not a database" in str(error) or "malformed" in str(error))
+            if not damaged:
+                raise ValueError(
+                    f"FMNIST_QUEUE_DB: the queue database does not open: {one_line(error)}"
+                ) from None
+            self._move_aside()
+            self._create()
+        except sa.exc.SQLAlchemyError as error:
+            raise ValueError(
+                f"FMNIST_QUEUE_DB: the queue database does not open: {one_line(error)}"
+            ) from None
+
+    def _create(self) -> None:
         with self.write() as db:  # tables made once, whoever comes first (under the write lock)
             META.create_all(db)
+            db.execute(sa.select(sa.func.count()).select_from(JOBS)).scalar()  # a damaged file shows here
+
+    def _move_aside(self) -> None:
+        self.engine.dispose()
+        path = Path(urlsplit(self.url).path[1:])
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("queue database %s is damaged: moved to %s, the queue starts empty", path, aside.name)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -304,6 +323,17 @@ class JobDB:
     def beat(self, trainer: str) -> None:
         with self.write() as db:
             self._beat(db, trainer)
+
+    @retried
+    def trainers_alive(self, within: float) -> int:
+        """How many trainers gave a sign of life in the last `within` seconds."""
+        with self.engine.connect() as db:
+            query = (
+                sa.select(sa.func.count())
+                .select_from(TRAINERS)
+                .where(TRAINERS.c.seen >= time.time() - within)
+            )
+            return int(db.execute(query).scalar())
 
     @retried
     def leave(self, trainer: str) -> None:
