@@ -45,13 +45,23 @@ def free_port() -> int:
 def start_server(cache: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+        ],
         cwd=ROOT,
         env={**os.environ, "FMNIST_CACHE": cache, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://localhost:{port}"
+    url = f"http://127.0.0.1:{port}"  # loopback only
     while True:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):

@@ -1,6 +1,9 @@
 """A class on one lab: 10 and 30 sessions on pages with charts while a job trains.
 
-Starts `streamlit run app.py` on a temporary cache (two small runs to show), times one training
+Starts `streamlit run app.py` on a temporary cache (two small runs to show), on 127.0.0.1: one
+process, or several (`--servers 1,2`) sharing one job queue in the cache folder's SQLite file
+with the sessions shared out between them in turn, as sticky sessions behind nginx would (the
+servers' CPU time per render is measured too). Times one training
 alone (in its own process, as the app's jobs train), then for each session count opens that many
 sessions (Home, Compare runs and Explore runs in turn), each running its page again and again
 while the same training runs, and prints the page renders' p50 / p95, the training's slowdown
@@ -16,7 +19,7 @@ Two kinds of session:
   --client browser: headless Chromium contexts that load the page again and again. The browsers
     share the server's cores here (a class's would not): an upper bound.
 
-Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3] [--client protocol]
+Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3] [--client protocol] [--servers 1,2]
 """
 
 from __future__ import annotations
@@ -41,16 +44,35 @@ BROKEN = (
 )
 
 
-def peak_memory(pid: int, stop: threading.Event, seen: list[int]) -> None:
-    """The server process's resident memory, polled until `stop` (kB, in `seen`)."""
+def at(url, index: int) -> str:
+    """Session `index`'s server: with several, the sessions are shared out in turn (as sticky
+    sessions behind a load balancer share out browsers)."""
+    return url[index % len(url)] if isinstance(url, list) else url
+
+
+def peak_memory(pids: list[int], stop: threading.Event, seen: list[int]) -> None:
+    """The server processes' resident memory together, polled until `stop` (kB, in `seen`)."""
     while not stop.is_set():
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    seen.append(int(line.split()[1]))
-        except OSError:
-            return
+        total = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                return
+        seen.append(total)
         stop.wait(0.5)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """The processes' CPU time so far (user + system), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 async def one_session(browser, url: str, index: int, training: threading.Thread, every: float) -> dict:
@@ -143,19 +165,21 @@ async def protocol_session(
 
 
 async def sessions(
-    url: str, count: int, training: threading.Thread, every: float, client: str = "browser"
+    url: str | list[str], count: int, training: threading.Thread, every: float, client: str = "browser"
 ) -> list[dict]:
     if client == "protocol":
         return list(
             await asyncio.gather(
-                *(protocol_session(url, i, training, every, i * every / count) for i in range(count))
+                *(protocol_session(at(url, i), i, training, every, i * every / count) for i in range(count))
             )
         )
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        results = await asyncio.gather(*(one_session(browser, url, i, training, every) for i in range(count)))
+        results = await asyncio.gather(
+            *(one_session(browser, at(url, i), i, training, every) for i in range(count))
+        )
         await browser.close()
     return list(results)
 
@@ -165,76 +189,89 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
+def measure(url, servers: list, cache: str, count: int, every: float, client: str, alone: float) -> tuple:
+    """`count` sessions on the servers at `url` while one training runs apart: one table row."""
+    result: dict = {}
+    training = threading.Thread(target=lambda out=result: out.setdefault("seconds", train_seconds(cache)))
+    pids = [server.pid for server in servers]
+    stop, memory = threading.Event(), []
+    watcher = threading.Thread(target=peak_memory, args=(pids, stop, memory))
+    watcher.start()
+    cpu = cpu_seconds(pids)
+    training.start()
+    found = asyncio.run(sessions(url, count, training, every, client))
+    training.join()
+    cpu = cpu_seconds(pids) - cpu
+    stop.set()
+    watcher.join()
+    times = [t for session in found for t in session["times"]] or [float("nan")]
+    fragments = [t for session in found for t in session.get("fragments", [])]
+    print(
+        f"  {len(servers)} server(s), {count} sessions done",
+        *{s["dropped"] for s in found if s["dropped"]},
+        sep="\n    ",
+        flush=True,
+    )
+    return (
+        len(servers),
+        count,
+        len(times),
+        statistics.median(times),
+        percentile(times, 0.95),
+        (
+            len(fragments),
+            *((statistics.median(fragments), percentile(fragments, 0.95)) if fragments else (nan, nan)),
+        ),
+        cpu / max(len(times) + len(fragments), 1),  # the servers' CPU seconds per render, fragments included
+        result["seconds"] / alone,
+        max(memory) / 1024 if memory else float("nan"),
+        sum(session["broken"] for session in found),
+        [session["dropped"] for session in found if session["dropped"]],
+        all(server.poll() is None for server in servers),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", default="10,30")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between a session's loads")
     parser.add_argument("--client", choices=("protocol", "browser"), default="protocol")
+    parser.add_argument(
+        "--servers",
+        default="1",
+        help="server processes, e.g. 1,2: with more than one they share a queue (FMNIST_QUEUE_DB=sqlite) "
+        "and the sessions are shared out between them in turn",
+    )
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_class_")
     something_to_show(cache)
-    server, url = start_server(cache)
-    rows = []
-    try:
-        asyncio.run(
-            sessions(url, 1, threading.Thread(), args.every, args.client)
-        )  # the server's first visit warms it
-        alone = train_seconds(cache)
-        print(f"training alone: {alone:.1f} s; {os.cpu_count()} cores", flush=True)
-        for count in (int(c) for c in args.sessions.split(",")):
-            result: dict = {}
-            training = threading.Thread(
-                target=lambda out=result: out.setdefault("seconds", train_seconds(cache))
-            )
-            stop, memory = threading.Event(), []
-            watcher = threading.Thread(target=peak_memory, args=(server.pid, stop, memory))
-            watcher.start()
-            training.start()
-            found = asyncio.run(sessions(url, count, training, args.every, args.client))
-            training.join()
-            stop.set()
-            watcher.join()
-            times = [t for session in found for t in session["times"]] or [float("nan")]
-            fragments = [t for session in found for t in session.get("fragments", [])]
-            rows.append(
-                (
-                    count,
-                    len(times),
-                    statistics.median(times),
-                    percentile(times, 0.95),
-                    (
-                        len(fragments),
-                        *(
-                            (statistics.median(fragments), percentile(fragments, 0.95))
-                            if fragments
-                            else (nan, nan)
-                        ),
-                    ),
-                    result["seconds"] / alone,
-                    max(memory) / 1024 if memory else float("nan"),
-                    sum(session["broken"] for session in found),
-                    [session["dropped"] for session in found if session["dropped"]],
-                    server.poll() is None,
-                )
-            )
-            print(
-                f"  {count} sessions done",
-                *{s["dropped"] for s in found if s["dropped"]},
-                sep="\n    ",
-                flush=True,
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    print(f"\nclient: {args.client}; a page rerun every {args.every:g} s per session")
+    shared = {"FMNIST_QUEUE_DB": "sqlite", "FMNIST_TRAINERS": "0"}  # jobs train apart, as in a class
+    rows, alone = [], None
+    for count_servers in (int(n) for n in args.servers.split(",")):
+        started = [start_server(cache, shared) for _ in range(count_servers)]
+        servers, urls = [s for s, _ in started], [u for _, u in started]
+        try:
+            asyncio.run(
+                sessions(urls, count_servers, threading.Thread(), args.every, args.client)
+            )  # warm each
+            if alone is None:
+                alone = train_seconds(cache)
+                print(f"training alone: {alone:.1f} s; {os.cpu_count()} cores", flush=True)
+            for count in (int(c) for c in args.sessions.split(",")):
+                rows.append(measure(urls, servers, cache, count, args.every, args.client, alone))
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=30)
+    print(f"\nclient: {args.client}; a page rerun every {args.every:g} s per session; jobs train apart")
     print(
-        "sessions  renders  p50      p95      fragment reruns  p50      p95      training slowdown"
-        "  server peak RSS  errors  dropped  server alive"
+        "servers  sessions  renders  p50      p95      fragment reruns  p50      p95      CPU per render"
+        "  training slowdown  servers' peak RSS  errors  dropped  servers alive"
     )
-    for count, n, p50, p95, (nf, f50, f95), slowdown, rss, broken, dropped, alive in rows:
+    for n_servers, count, n, p50, p95, (nf, f50, f95), per, slowdown, rss, broken, dropped, alive in rows:
         print(
-            f"{count:>8}  {n:>7}  {p50:>5.2f} s  {p95:>5.2f} s  {nf:>15}  {f50:>5.2f} s  {f95:>5.2f} s"
-            f"  {slowdown:>15.2f}x  {rss:>12.0f} MB  {broken:>6}  {len(dropped):>7}  {alive}"
+            f"{n_servers:>7}  {count:>8}  {n:>7}  {p50:>5.2f} s  {p95:>5.2f} s  {nf:>15}  {f50:>5.2f} s  {f95:>5.2f} s"
+            f"  {per:>12.3f} s  {slowdown:>16.2f}x  {rss:>15.0f} MB  {broken:>6}  {len(dropped):>7}  {alive}"
         )
         for why in dropped[:3]:
             print(f"          dropped: {why}")

@@ -302,7 +302,10 @@ def test_a_database_locked_for_a_moment_loses_no_job_and_one_locked_too_long_is_
     holder.close()
 
 
-def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_starts(monkeypatch, tmp_path):
+def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_starts(
+    monkeypatch, tmp_path, capsys
+):
+    from fmnist_core import cli
     from fmnist_core.base import environment
 
     folder = tmp_path / "a-folder.sqlite"
@@ -319,12 +322,10 @@ def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_star
         ("postgresql://lab@127.0.0.1:1/fmnist", "the queue database does not open"),  # nothing listens
     ]:
         monkeypatch.setenv("FMNIST_QUEUE_DB", value)
-        result = subprocess.run(
-            [sys.executable, "-m", "fmnist_core", "settings"], capture_output=True, text=True, timeout=300
-        )
-        assert result.returncode == 2, (value, result.stdout)
-        assert result.stderr.startswith("error: FMNIST_QUEUE_DB: ") and words in result.stderr, value
-        assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+        assert cli.main(["settings"]) == 2, value  # as `python -m fmnist_core settings` (run_app.sh)
+        said = capsys.readouterr()
+        assert said.err.startswith("error: FMNIST_QUEUE_DB: ") and words in said.err, value
+        assert said.err.count("\n") == 1 and "settings: ok" not in said.out, said.err  # one line
     assert not Path("relative.sqlite").exists() and not Path("/no/such/folder").exists()  # nothing made
     with pytest.raises(ValueError, match="port") as raised:
         JobDB("postgresql://teacher:s3cret-password@db.example:99999/lab")
