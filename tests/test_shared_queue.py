@@ -260,7 +260,8 @@ def test_a_trainer_killed_mid_job_keeps_its_epochs_and_the_job_is_queued_again_a
     assert here.get(job.run_id).state == RUNNING
     # The orphaned training sees its trainer gone and stops, keeping its finished epochs.
     partial = RunCache(root).stopped
-    wait_until(lambda: partial.load(config.run_id) is not None, what="the stopped epochs to be kept")
+    # (its summary is written after its weights: waited for, the weights are whole)
+    wait_until(lambda: partial.summary(config.run_id) is not None, what="the stopped epochs to be kept")
     kept = partial.load(config.run_id)["epoch"]
     assert kept >= 2
     # ...and ends, with its fork server: nothing of the dead trainer's stays (its training once
