@@ -79,6 +79,19 @@ def check_limits(limits: Limits, jobs: int, seconds: float) -> None:
         )
 
 
+def wait_for(queue, run_id: str, timeout: float | None, pause: float) -> Job | None:
+    """Ask `queue` for the job every `pause` seconds until it is no longer queued or running;
+    TimeoutError after `timeout` seconds (None: no limit). Either queue, in memory or shared."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job = queue.get(run_id)
+    while job is not None and job.active:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {run_id} still {job.state}")
+        time.sleep(pause)
+        job = queue.get(run_id)
+    return job
+
+
 def workers_from_environment() -> int:
     """How many jobs train at once (FMNIST_WORKERS, default 1: on 2 cores two at a time ran about
     24x slower each); each gets its share of the cores."""
@@ -279,13 +292,7 @@ class JobQueue:
 
     def wait(self, run_id: str, timeout: float | None = None) -> Job:
         """Block until the job leaves the queue (tests and scripts)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = self.get(run_id)
-        while job is not None and job.active:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {run_id} still {job.state}")
-            time.sleep(0.05)
-        return job
+        return wait_for(self, run_id, timeout, 0.05)
 
     def _next(self) -> Job | None:
         """Wait for a queued job and take the one whose turn it is (jobs cancelled while queued

@@ -26,7 +26,7 @@ import uuid
 
 from fmnist_core.base import environment
 from fmnist_core.runs.child import JOB_THREADS, own_settings, run_job
-from fmnist_core.runs.jobs import LAB, Job, Limits, check_limits, refusal
+from fmnist_core.runs.jobs import LAB, Job, Limits, check_limits, refusal, wait_for
 from fmnist_core.runs.trained import check_resources, load_run
 from fmnist_core.store.cache import RunCache
 from fmnist_core.store.jobdb import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobDB, cache_url, turn_order
@@ -186,14 +186,7 @@ class SharedQueue:
         return ordered.index(run_id) if run_id in ordered else None
 
     def wait(self, run_id: str, timeout: float | None = None) -> Job:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = self.get(run_id)
-        while job is not None and job.active:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {run_id} still {job.state}")
-            time.sleep(0.1)
-            job = self.get(run_id)
-        return job
+        return wait_for(self, run_id, timeout, 0.1)
 
     def close(self, timeout: float = 300) -> None:
         """This process's trainers end: a job one of them trains stops at its next step and goes
