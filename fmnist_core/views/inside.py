@@ -142,32 +142,55 @@ def activity(run: TrainedRun, cache: RunCache, on_batch=None) -> UnitActivity:
 
 
 FEATURE_STEPS = 256
+FEATURE_METHOD = "moves"  # in the kept file's name: pictures found by an older method are found again
+DIVERSITY = 4.0  # where several pictures of one objective are asked for (analysis.featureviz)
 
 
 def feature_picture(run: TrainedRun, cache: RunCache, layer: str, unit: int, seed: int = 0) -> np.ndarray:
-    """The 28x28 input `unit` of `layer` responds to most (analysis.featureviz, 256 steps of
-    `seed`): found once per run and kept beside the cache under the weights' checksum; a kept
-    picture that is not 28x28 of finite values in [0, 1] is found again."""
+    """The 28x28 input `unit` of `layer` responds to most (feature_pictures' first)."""
+    return feature_pictures(run, cache, layer, (unit,), seed=seed)[0]
+
+
+def feature_pictures(
+    run: TrainedRun, cache: RunCache, layer: str, units: tuple[int, ...], pictures: int = 1, seed: int = 0
+) -> np.ndarray:
+    """(pictures, 28, 28): the inputs the sum of `units` of `layer` responds to most
+    (analysis.featureviz, 256 steps of `seed`; several pushed apart by its diversity term): found
+    once per run and kept beside the cache under the weights' checksum; kept pictures that are not
+    of that shape, of finite values in [0, 1], are found again."""
     from fmnist_core.analysis.featureviz import visualise
 
     known = {found.name: found for found in layers(run)}
-    if layer not in known or not 0 <= unit < known[layer].units:
-        raise ValueError(
-            f"unit: {layer!r} has no unit {unit}"
-            if layer in known
-            else f"layer: {layer!r} is not one of {', '.join(known)}"
-        )
-    path = cache.derived_path(run.run_id, f"featureviz-{layer}-{unit}-s{seed}-{FEATURE_STEPS}.npz")
-    kept = read_derived(path, {"picture": ((28, 28), np.float32)})
+    if layer not in known:
+        raise ValueError(f"layer: {layer!r} is not one of {', '.join(known)}")
+    units = tuple(sorted(set(units)))
+    if not units or not all(0 <= unit < known[layer].units for unit in units):
+        raise ValueError(f"unit: {layer!r} has no unit {units[-1] if units else '(none given)'}")
+    if not 1 <= pictures <= 16:
+        raise ValueError(f"pictures: {pictures} is not between 1 and 16")
+    named = "+".join(map(str, units))
+    name = f"featureviz-{FEATURE_METHOD}-{layer}-{named}-x{pictures}-s{seed}-{FEATURE_STEPS}.npz"
+    path = cache.derived_path(run.run_id, name)
+    kept = read_derived(path, {"pictures": ((pictures, 28, 28), np.float32)})
     if (
         kept is not None
-        and np.isfinite(kept["picture"]).all()
-        and 0 <= kept["picture"].min() <= kept["picture"].max() <= 1
+        and np.isfinite(kept["pictures"]).all()
+        and 0 <= kept["pictures"].min() <= kept["pictures"].max() <= 1
     ):
-        return kept["picture"]
-    picture = visualise(run.model, layer, [unit], steps=FEATURE_STEPS, seed=seed)[0].astype(np.float32)
-    keep_derived(path, {"picture": picture})
-    return picture
+        return kept["pictures"]
+    direction = np.zeros(known[layer].units, np.float32)
+    direction[list(units)] = 1
+    found = visualise(
+        run.model,
+        layer,
+        directions=direction[None],
+        steps=FEATURE_STEPS,
+        seed=seed,
+        pictures=pictures,
+        diversity=DIVERSITY if pictures > 1 else 0.0,
+    ).astype(np.float32)
+    keep_derived(path, {"pictures": found})
+    return found
 
 
 def has_activity(run_id: str, cache: RunCache) -> bool:
