@@ -900,7 +900,19 @@ def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_
         at.toggle(key=f"inside:featureviz:{cnn.run_id}").set_value(True).run()
     )  # the input it responds to most
     assert not at.exception and len(at.get("image")) == images + 1
-    assert any("optimised from noise" in str(image.proto) for image in at.get("image"))
+    [picture] = [image for image in at.get("image") if "optimised from noise" in str(image.proto)]
+    assert len(picture.proto.imgs) == 1
+    at = at.toggle(key=f"inside:featureviz:several:{cnn.run_id}").set_value(True).run()
+    [pictures] = [image for image in at.get("image") if "optimised from noise" in str(image.proto)]
+    assert not at.exception and len(pictures.proto.imgs) == 4  # four, pushed apart
+    [added] = [box for box in at.multiselect if box.key.startswith("inside:featureviz:added:")]
+    unit = int(
+        re.search(r"#### Channel (\d+) ", [m.value for m in at.markdown if m.value.startswith("#### ")][0])[1]
+    )
+    other = added.options[0]
+    at = added.set_value([int(other)]).run()
+    [pictures] = [image for image in at.get("image") if "optimised from noise" in str(image.proto)]
+    assert not at.exception and f"unit {unit} + unit {other}, optimised" in str(pictures.proto)
 
     run_box = at.selectbox(key="inside:run")
     at = run_box.set_value([o for o in run_box.options if autoencoder.run_id[:6] in o][0]).run()

@@ -60,3 +60,13 @@ def walked_unit(run_id: str, layer: str) -> str:
     """The unit of a layer picked by a walk down from a unit it feeds, or by the page's address
     (a click on the layer's chart goes before it)."""
     return f"inside:walked:{run_id}:{layer}"
+
+
+def feature_several(run_id: str) -> str:
+    """Whether the unit view shows four feature pictures, pushed apart, rather than one."""
+    return f"inside:featureviz:several:{run_id}"
+
+
+def feature_added(run_id: str, layer: str) -> str:
+    """The units of a layer added to the selected one's picture (their sum is what is drawn)."""
+    return f"inside:featureviz:added:{run_id}:{layer}"

@@ -215,9 +215,10 @@ class RunView:
         (analysis.upstream), once per version."""
         return _upstream(self.run_id, self.version, layer, unit, upstream)
 
-    def feature_picture(self, layer: str, unit: int) -> np.ndarray:
-        """The 28x28 input a unit responds to most (analysis.featureviz), found once per version."""
-        return _feature_picture(self.run_id, self.version, layer, unit)
+    def feature_pictures(self, layer: str, units: tuple[int, ...], pictures: int = 1) -> np.ndarray:
+        """(pictures, 28, 28): the inputs the sum of `units` responds to most (analysis.featureviz;
+        several: pushed apart), found once per version."""
+        return _feature_pictures(self.run_id, self.version, layer, tuple(units), pictures)
 
     @property
     def probe_accuracy(self) -> float:
@@ -245,12 +246,14 @@ def _upstream(run_id: str, version: float, layer: str, unit: int, upstream: str)
 
 
 @st.cache_data(
-    max_entries=64, show_spinner="Optimising an input for this unit (256 steps of gradient ascent)..."
+    max_entries=64, show_spinner="Optimising inputs for these units (256 steps of gradient ascent)..."
 )
-def _feature_picture(run_id: str, version: float, layer: str, unit: int) -> np.ndarray:
+def _feature_pictures(run_id: str, version: float, layer: str, units: tuple, pictures: int) -> np.ndarray:
     from fmnist_core.views import inside
 
-    return inside.feature_picture(load_run(run_id), run_cache(), layer, unit)  # kept beside the cache
+    return inside.feature_pictures(
+        load_run(run_id), run_cache(), layer, units, pictures
+    )  # kept beside the cache
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading what each unit does over the test set...")

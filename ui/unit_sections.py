@@ -136,9 +136,15 @@ def weights_figure(weights: np.ndarray | None) -> None:
 
 FEATURE_HELP = (
     "Found by gradient ascent from noise (256 steps, seed 0): the image is optimised as its Fourier "
-    "spectrum, low frequencies first, and seen shifted by up to 2 pixels at each step, so that what "
-    "comes out is a pattern this unit looks for rather than noise only this network reads."
+    "spectrum, low frequencies first, and seen moved at each step (shifted up to 2 pixels, scaled "
+    "by up to 5%, turned up to 10 degrees), so that what comes out is a pattern this unit looks for "
+    "rather than noise only this network reads."
 )
+SEVERAL_HELP = (
+    "Four pictures from four starts, each pushed away from the others (their activations at this "
+    "layer made unlike): a unit that answers to several patterns shows them side by side."
+)
+ADDED_HELP = "The picture that drives the sum of these units: what they look for together."
 
 
 def unit_up_close(
@@ -173,8 +179,7 @@ def unit_up_close(
         if st.toggle(
             "The input it responds to most", key=f"inside:featureviz:{run.run_id}", help=FEATURE_HELP
         ):
-            picture = run_view(run.run_id).feature_picture(layer.name, unit)
-            st.image(np.kron(picture, np.ones((6, 6))), clamp=True, width=168, caption="optimised from noise")
+            feature_pictures(run.run_id, layer, unit)
     labels = fashion().test_labels.numpy()
     st.markdown(
         f"**The {len(detail.images)} test images that excite it most** (the box: the pixels that move its peak)"
@@ -203,6 +208,24 @@ def unit_up_close(
     )
     if feeding:
         feeders(run, activity, layer, unit, detail.weights)
+
+
+def feature_pictures(run_id: str, layer: Layer, unit: int) -> None:
+    """The unit's picture; on asking, four unlike each other, or the picture of it with other units added."""
+    several = st.toggle("Four, unlike each other", key=keys.feature_several(run_id), help=SEVERAL_HELP)
+    others = [other for other in range(layer.units) if other != unit]
+    added = st.multiselect(
+        "Add units", others, key=keys.feature_added(run_id, layer.name), help=ADDED_HELP, max_selections=3
+    )
+    units = (unit, *added)
+    pictures = run_view(run_id).feature_pictures(layer.name, units, 4 if several else 1)
+    named = " + ".join(f"unit {u}" for u in units)
+    st.image(
+        [np.kron(picture, np.ones((6 if len(pictures) == 1 else 3,) * 2)) for picture in pictures],
+        clamp=True,
+        width=168 if len(pictures) == 1 else 84,
+        caption=[f"{named}, optimised from noise"] * len(pictures),
+    )
 
 
 FEEDING_HELP = (
