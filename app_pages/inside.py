@@ -1,10 +1,11 @@
 """Inside the network: any cached run's layers for one image, each unit's weights and the test
-images that excite it most, dead units, the layer table; a second run beside it."""
+images that excite it most, a layer's dictionary, dead units, the layer table; a second run beside
+it, its units matched to this one's."""
 
 import streamlit as st
 
 from fmnist_core.views import inside
-from ui import inside_sections, keys, unit_sections
+from ui import inside_sections, keys, layer_sections, unit_sections
 from ui.queue_panels import waiting_for
 from ui.resources import load_run
 from ui.runs import run_label, run_view, runs_table
@@ -70,8 +71,12 @@ if passes[0].probabilities is not None:
 layers = activity.layers
 other_layers = run_view(other.run_id).activity.layers if other is not None else []
 pairs = inside.aligned(layers, other_layers) if other is not None else [(layer,) for layer in layers]
-tabs = ["Every layer", unit_sections.UNIT_TAB, "Dead units", "Layer table"]
-every, close, dead, table = st.tabs(tabs, key=keys.INSIDE_TAB, bind="query-params")  # in the address
+tabs = ["Every layer", unit_sections.UNIT_TAB, "Dictionary", "Dead units", "Layer table"]
+tabs += ["Matched units"] if other is not None else []
+# in the address; a click reruns, so that the costlier tabs (a layer's NMF, its matching) run when open
+every, close, features, dead, table, *matched = st.tabs(
+    tabs, key=keys.INSIDE_TAB, bind="query-params", on_change="rerun"
+)
 with every:
     inside_sections.every_layer(passes, pairs, shared, names)
 with close:
@@ -97,6 +102,12 @@ with close:
                 unit_sections.unit_up_close(
                     other, run_view(other.run_id).activity, twin, found, passes[1].outputs[twin.name], shared
                 )
+if features.open:
+    with features:
+        layer_sections.dictionary(run, layers)
+if matched and matched[0].open:
+    with matched[0]:
+        layer_sections.matching(run, other, pairs, names)
 with dead:
     inside_sections.dead_units(run, activity)
     if other is not None:

@@ -1131,3 +1131,51 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
         odd.switch_page("app_pages/inside.py")
         odd.run()
         assert not odd.exception and any(words in t.value for t in odd.toast), address
+
+
+@pytest.mark.slow
+def test_a_layers_dictionary_and_its_units_matched_to_a_second_run_are_tabs_of_their_own(small_runs):
+    """?tab=Dictionary: the first rectified layer's NMF features, each with the test images it is
+    strongest on and the units it weighs (the core's numbers), its pictures on asking; with a run
+    beside it (here the autoencoder), the Matched units tab holds the table of a layer's units and
+    their partners; a closed tab computes nothing."""
+    from fmnist_core.views.dictionary import dictionary
+
+    cnn, _ = small_runs
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.query_params.update({"run": cnn.run_id[:8], "tab": "Dictionary"})
+    at.switch_page("app_pages/inside.py")
+    at.run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    found = dictionary(load_run(cnn.run_id, RunCache()), RunCache(), "features.1", 6)
+    headings = [m.value for m in at.markdown if m.value.startswith("**Feature ")]
+    assert len(headings) == 6
+    assert headings[0] == "**Feature 0** · weighs units " + ", ".join(
+        f"{unit} ({weight:.2f})" for unit, weight in found.top_units(0)
+    )
+    assert any(
+        c.value.startswith(f"6 features account for {found.explained:.0%} of what features.1")
+        for c in at.caption
+    )
+    at = at.toggle(key=f"inside:nmf:pictures:{cnn.run_id}").set_value(True).run()
+    assert not at.exception and sum("its picture" in str(image.proto) for image in at.get("image")) == 6
+    at = at.slider(key=f"inside:nmf:k:{cnn.run_id}").set_value(3).run()
+    assert len([m for m in at.markdown if m.value.startswith("**Feature ")]) == 3
+
+    beside = at.selectbox(key="inside:beside")
+    at = beside.set_value([o for o in beside.options if o != "(none)"][0]).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert not [d for d in at.dataframe if "the next best" in d.value.columns]  # a closed tab costs nothing
+    beside_label = at.selectbox(key="inside:beside").value
+    mine = AppTest.from_file(
+        str(ROOT / "app.py"), default_timeout=600
+    )  # the tab's own address, and the run beside
+    mine.query_params.update({"run": cnn.run_id[:8], "tab": "Matched units"})
+    mine.session_state["inside:beside"] = beside_label
+    mine.switch_page("app_pages/inside.py")
+    mine.run()
+    assert not mine.exception, mine.exception[0].value if mine.exception else ""
+    tables = [d.value for d in mine.dataframe if "the next best" in d.value.columns]
+    assert len(tables) == 1 and tables[0]["correlation"].notna().any()
+    assert any(" have a partner in " in c.value for c in mine.caption)

@@ -156,10 +156,7 @@ def feature_pictures(
 ) -> np.ndarray:
     """(pictures, 28, 28): the inputs the sum of `units` of `layer` responds to most
     (analysis.featureviz, 256 steps of `seed`; several pushed apart by its diversity term): found
-    once per run and kept beside the cache under the weights' checksum; kept pictures that are not
-    of that shape, of finite values in [0, 1], are found again."""
-    from fmnist_core.analysis.featureviz import visualise
-
+    once per run and kept beside the cache under the weights' checksum (kept_pictures)."""
     known = {found.name: found for found in layers(run)}
     if layer not in known:
         raise ValueError(f"layer: {layer!r} is not one of {', '.join(known)}")
@@ -169,21 +166,40 @@ def feature_pictures(
     if not 1 <= pictures <= 16:
         raise ValueError(f"pictures: {pictures} is not between 1 and 16")
     named = "+".join(map(str, units))
-    name = f"featureviz-{FEATURE_METHOD}-{layer}-{named}-x{pictures}-s{seed}-{FEATURE_STEPS}.npz"
-    path = cache.derived_path(run.run_id, name)
-    kept = read_derived(path, {"pictures": ((pictures, 28, 28), np.float32)})
+    direction = np.zeros(known[layer].units, np.float32)
+    direction[list(units)] = 1
+    return kept_pictures(
+        run, cache, f"{layer}-{named}-x{pictures}-s{seed}", layer, direction[None], pictures, seed
+    )
+
+
+def kept_pictures(
+    run: TrainedRun,
+    cache: RunCache,
+    name: str,
+    layer: str,
+    directions: np.ndarray,
+    pictures: int = 1,
+    seed: int = 0,
+) -> np.ndarray:
+    """(objectives x pictures, 28, 28): analysis.featureviz's pictures of `directions` over `layer`'s
+    units, kept beside the cache as `name` (which must say what they are of) and read back where
+    they are of that shape, finite and in [0, 1]; found again otherwise."""
+    from fmnist_core.analysis.featureviz import visualise
+
+    path = cache.derived_path(run.run_id, f"featureviz-{FEATURE_METHOD}-{name}-{FEATURE_STEPS}.npz")
+    shape = (len(directions) * pictures, 28, 28)
+    kept = read_derived(path, {"pictures": (shape, np.float32)})
     if (
         kept is not None
         and np.isfinite(kept["pictures"]).all()
         and 0 <= kept["pictures"].min() <= kept["pictures"].max() <= 1
     ):
         return kept["pictures"]
-    direction = np.zeros(known[layer].units, np.float32)
-    direction[list(units)] = 1
     found = visualise(
         run.model,
         layer,
-        directions=direction[None],
+        directions=directions,
         steps=FEATURE_STEPS,
         seed=seed,
         pictures=pictures,

@@ -1,0 +1,106 @@
+"""The inside page's views of a layer as a whole: its dictionary (a few NMF features of its
+activations, each with its picture, its strongest test images and the units it weighs) and its
+units matched one by one to a second run's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fmnist_core.analysis.inside import Layer
+from fmnist_core.data.fashion import CLASS_NAMES
+from fmnist_core.runs.trained import TrainedRun
+from ui.resources import entry_version, fashion, load_run, run_cache
+from ui.runs import run_view
+
+DICTIONARY_HELP = (
+    "Non-negative matrix factorisation of what the layer says at every place over 2,000 test "
+    "images: each feature is a mix of units (weights of 1 at most) that tends to fire together. "
+    "People find such features easier to name than single units (arXiv 2411.03993), most in "
+    "deeper layers."
+)
+
+
+def dictionary(run: TrainedRun, layers: list[Layer]) -> None:
+    """A rectified layer's NMF features, each with its picture, strongest test images and units."""
+    rectified = [layer for layer in layers if layer.rectified and layer.units >= 3]
+    if not rectified:
+        st.info("This network has no rectified layer of 3 units or more: NMF reads only outputs >= 0.")
+        return
+    choices = {f"{layer.name} · {layer.kind} · {layer.units} units": layer for layer in rectified}
+    first, second = st.columns([2, 1])
+    layer = choices[first.selectbox("Layer", list(choices), key=f"inside:nmf:layer:{run.run_id}")]
+    count = second.slider(
+        "Features",
+        3,
+        min(12, layer.units),
+        min(6, layer.units),
+        key=f"inside:nmf:k:{run.run_id}",
+        help=DICTIONARY_HELP,
+    )
+    version = entry_version(run.run_id)
+    found = _dictionary(run.run_id, version, layer.name, count)
+    st.caption(
+        f"{count} features account for {found.explained:.0%} of what {layer.name} says (NMF over "
+        f"2,000 test images, each place a row). Under each: the test images it is strongest on."
+    )
+    pictures = (
+        _pictures(run.run_id, version, layer.name, count)
+        if st.toggle("Their pictures (optimised from noise)", key=f"inside:nmf:pictures:{run.run_id}")
+        else None
+    )
+    labels = fashion().test_labels.numpy()
+    for feature in range(count):
+        units = ", ".join(f"{unit} ({weight:.2f})" for unit, weight in found.top_units(feature))
+        st.markdown(f"**Feature {feature}** · weighs units {units}")
+        top = found.top_images(feature, 8)
+        images = [np.kron(fashion().test_images[i, 0].numpy(), np.ones((3, 3))) for i in top]
+        captions = [f"#{i} {CLASS_NAMES[labels[i]]}" for i in top]
+        if pictures is not None:
+            images, captions = (
+                [np.kron(pictures[feature], np.ones((3, 3)))] + images,
+                ["its picture"] + captions,
+            )
+        st.image(images, caption=captions, width=72, clamp=True)
+
+
+@st.cache_data(max_entries=16, show_spinner="Factorising the layer's activations over 2,000 test images...")
+def _dictionary(run_id: str, version: float, layer: str, features: int):
+    from fmnist_core.views.dictionary import dictionary as layer_dictionary
+
+    return layer_dictionary(load_run(run_id), run_cache(), layer, features)
+
+
+@st.cache_data(max_entries=16, show_spinner="Optimising a picture for each feature (256 steps)...")
+def _pictures(run_id: str, version: float, layer: str, features: int) -> np.ndarray:
+    from fmnist_core.views.dictionary import dictionary_pictures
+
+    found = _dictionary(run_id, version, layer, features)
+    return dictionary_pictures(load_run(run_id), run_cache(), found)
+
+
+def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list[str]) -> None:
+    """Each unit of a layer matched to the unit of the run beside it whose activations correlate with
+    its own most (the same feature, whatever its index), a layer at a time."""
+    both = [pair for pair in pairs if len(pair) == 2 and None not in pair]
+    twins = {f"{a.name} ↔ {b.name} ({a.units} units)": (a, b) for a, b in both}
+    if not twins:
+        st.info(f"No layer of {names[0]} has a counterpart in {names[1]}.")
+        return
+    layer, twin = twins[st.selectbox("Layers", list(twins), key="inside:match:layer")]
+    table = run_view(run.run_id).matches(layer.name, other.run_id, twin.name)
+    shown = pd.DataFrame(
+        {
+            "unit": table["unit"],
+            f"its match in {names[1]}": table["match"],
+            "correlation": table["correlation"],
+            "the next best": table["runner_up"],
+        }
+    ).sort_values("correlation", ascending=False, na_position="last")
+    close = int((table["correlation"] >= 0.9).sum())
+    st.caption(
+        f"Over 2,000 test images: {close} of {len(table)} units of {layer.name} have a partner in "
+        f"{names[1]} at a correlation of 0.9 or more (the same feature, found again)."
+    )
+    st.dataframe(shown, hide_index=True, width="stretch")
