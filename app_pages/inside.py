@@ -86,6 +86,7 @@ with close:
     if st.session_state.get(keys.INSIDE_LAYER) not in choices:  # another run's layer, or none yet
         st.session_state[keys.INSIDE_LAYER] = first
     layer = choices[st.selectbox("Layer", list(choices), key=keys.INSIDE_LAYER)]
+    layer_sections.every_picture(run.run_id, layer)
     output = passes[0].outputs[layer.name]
     unit = unit_sections.pick_unit(run.run_id, layer, output, shared)
     unit_sections.write_address(run.run_id, layer, unit)

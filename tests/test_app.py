@@ -1179,3 +1179,39 @@ def test_a_layers_dictionary_and_its_units_matched_to_a_second_run_are_tabs_of_t
     tables = [d.value for d in mine.dataframe if "the next best" in d.value.columns]
     assert len(tables) == 1 and tables[0]["correlation"].notna().any()
     assert any(" have a partner in " in c.value for c in mine.caption)
+
+
+@pytest.mark.slow
+def test_every_units_picture_of_a_layer_is_drawn_in_the_background_and_then_shown(small_runs):
+    """The toggle starts the layer's pictures off the page's thread: the page answers at once with a
+    progress bar, and a later run (the fragment's, or any) shows one picture per unit."""
+    cnn, _ = small_runs
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.query_params.update({"run": cnn.run_id[:8], "layer": "features.1", "unit": "0"})
+    at.switch_page("app_pages/inside.py")
+    at.run()
+    at = at.toggle(key=f"inside:every:{cnn.run_id}:features.1").set_value(True).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+
+    def pictures(at):
+        return [image for image in at.get("image") if "unit 7" in str(image.proto)]
+
+    deadline = time.monotonic() + 300  # 8 units x 256 steps: seconds here, minutes on a busy machine
+    while not pictures(at):
+        assert any("in the background" in str(p.proto) for p in at.get("progress")), (
+            "neither pictures nor progress"
+        )
+        assert time.monotonic() < deadline, "the layer's pictures never came"
+        time.sleep(0.5)
+        at = at.run()
+        assert not at.exception, at.exception[0].value if at.exception else ""
+    [shown] = pictures(at)
+    assert len(shown.proto.imgs) == 8  # one per unit of features.1
+    from fmnist_core.views import inside
+
+    assert inside.kept_layer_pictures(load_run(cnn.run_id, RunCache()), RunCache(), "features.1").shape == (
+        8,
+        28,
+        28,
+    )

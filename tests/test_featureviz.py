@@ -223,3 +223,38 @@ def test_the_moves_are_what_they_say():
     for _ in range(20):  # a bar moved within 2 pixels, 5% and 10 degrees keeps most of its ink
         moved = featureviz.moved(lying, featureviz.Jitter(), generator)
         assert 0.8 * lying.sum() < moved.sum() < 1.2 * lying.sum()
+
+
+def test_a_whole_layers_pictures_are_drawn_in_batches_with_progress_and_kept(cnn, monkeypatch):
+    from fmnist_core.analysis import featureviz
+    from fmnist_core.store.cache import RunCache
+    from fmnist_core.views import inside
+
+    monkeypatch.setattr(inside, "LAYER_BATCH", 6)  # 16 units: batches of 6, 6 and 4
+    cache = RunCache()
+    told = []
+    pictures = inside.layer_pictures(
+        cnn, cache, "features.4", on_progress=lambda done, total: told.append((done, total))
+    )
+    assert pictures.shape == (16, 28, 28) and 0 <= pictures.min() <= pictures.max() <= 1
+    total = 3 * inside.FEATURE_STEPS
+    assert told[-1] == (total, total) and all(t == total for _, t in told)
+    assert [done for done, _ in told] == sorted(done for done, _ in told) and len(told) == total + 1
+    real = load_data().test_images[:2000]
+    beaten = [
+        featureviz.response(cnn.model, "features.4", torch.from_numpy(pictures[u : u + 1, None]), u)[0]
+        > featureviz.response(cnn.model, "features.4", real, u).max()
+        for u in range(16)
+    ]
+    assert sum(beaten) >= 12, beaten  # as for pictures found alone: a unit or so at 0 on everything
+    calls = []
+    found = featureviz.visualise
+    monkeypatch.setattr(featureviz, "visualise", lambda *a, **k: calls.append(a) or found(*a, **k))
+    np.testing.assert_array_equal(inside.layer_pictures(cnn, cache, "features.4"), pictures)
+    np.testing.assert_array_equal(inside.kept_layer_pictures(cnn, cache, "features.4"), pictures)
+    assert calls == []  # read back
+    path = cache.derived_path(cnn.run_id, f"featureviz-moves-features.4-every-s0-{inside.FEATURE_STEPS}.npz")
+    path.write_bytes(path.read_bytes()[:-100])  # cut short
+    assert inside.kept_layer_pictures(cnn, cache, "features.4") is None
+    np.testing.assert_array_equal(inside.layer_pictures(cnn, cache, "features.4"), pictures)  # same seeds
+    assert len(calls) == 3

@@ -149,6 +149,7 @@ def visualise(
     directions: np.ndarray | None = None,
     pictures: int = 1,
     diversity: float = 0.0,
+    on_step=None,
 ) -> np.ndarray:
     """Images (objectives x pictures, 28, 28) in [0, 1], each the input its objective on `layer` (a
     name from analysis.inside.network_layers) is highest for after `steps` of Adam: a unit of
@@ -156,7 +157,7 @@ def visualise(
     units) weighting the layer's units ("a + b" is two ones). `pictures` per objective, pushed apart
     by `diversity` (0: none; at 4, measured on a small CNN's units and logits, 4 pictures' pixels
     went from correlating 0.2-0.9 to about 0 while each still drove its unit as hard as the test
-    set's best image does). The model is
+    set's best image does). `on_step(step, steps)` is told before each step. The model is
     left as it was (a copy is optimised through)."""
     known = {found.name: found for found in network_layers(model)}
     if layer not in known:
@@ -174,7 +175,9 @@ def visualise(
     rows = torch.from_numpy(weights).repeat_interleave(pictures, dim=0)
     model.eval()  # batch norm on its running statistics, no dropout
     model.requires_grad_(False)  # gradients for the input alone
-    for _ in range(steps):
+    for step in range(steps):
+        if on_step is not None:
+            on_step(step, steps)
         output = layer_output(model, layer, moved(images(), jitter, generator))
         values = direction_values(output, rows)
         loss = -values.sum()

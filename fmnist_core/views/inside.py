@@ -147,8 +147,59 @@ DIVERSITY = 4.0  # where several pictures of one objective are asked for (analys
 
 
 def feature_picture(run: TrainedRun, cache: RunCache, layer: str, unit: int, seed: int = 0) -> np.ndarray:
-    """The 28x28 input `unit` of `layer` responds to most (feature_pictures' first)."""
+    """The 28x28 input `unit` of `layer` responds to most, found alone (feature_pictures' first; a
+    whole layer's, layer_pictures, are found in batches from other random starts)."""
     return feature_pictures(run, cache, layer, (unit,), seed=seed)[0]
+
+
+def _layer_path(run: TrainedRun, cache: RunCache, layer: str, seed: int):
+    return cache.derived_path(
+        run.run_id, f"featureviz-{FEATURE_METHOD}-{layer}-every-s{seed}-{FEATURE_STEPS}.npz"
+    )
+
+
+def kept_layer_pictures(run: TrainedRun, cache: RunCache, layer: str, seed: int = 0) -> np.ndarray | None:
+    """Every unit's picture of `layer` where layer_pictures kept them (whole and in [0, 1]), else None."""
+    known = {found.name: found for found in layers(run)}
+    if layer not in known:
+        raise ValueError(f"layer: {layer!r} is not one of {', '.join(known)}")
+    shape = (known[layer].units, 28, 28)
+    kept = read_derived(_layer_path(run, cache, layer, seed), {"pictures": (shape, np.float32)})
+    if kept is None or not np.isfinite(kept["pictures"]).all():
+        return None
+    return kept["pictures"] if 0 <= kept["pictures"].min() <= kept["pictures"].max() <= 1 else None
+
+
+LAYER_BATCH = 32  # units optimised together: one batch each, progress told between batches
+
+
+def layer_pictures(
+    run: TrainedRun, cache: RunCache, layer: str, seed: int = 0, on_progress=None
+) -> np.ndarray:
+    """(units, 28, 28): every unit's picture of `layer`, optimised LAYER_BATCH units at a time and
+    kept beside the cache in one file (read back in milliseconds); `on_progress(done, total)` is
+    told in steps. A kept file is read where it is whole."""
+    from fmnist_core.analysis.featureviz import visualise
+
+    kept = kept_layer_pictures(run, cache, layer, seed)
+    if kept is not None:
+        return kept
+    units = {found.name: found for found in layers(run)}[layer].units
+    batches = [list(range(start, min(start + LAYER_BATCH, units))) for start in range(0, units, LAYER_BATCH)]
+    total = len(batches) * FEATURE_STEPS
+    found = []
+    for done, batch in enumerate(batches):
+        tell = (
+            None
+            if on_progress is None
+            else (lambda step, _steps, done=done: on_progress(done * FEATURE_STEPS + step, total))
+        )
+        found.append(visualise(run.model, layer, batch, steps=FEATURE_STEPS, seed=seed + done, on_step=tell))
+    pictures = np.concatenate(found).astype(np.float32)
+    keep_derived(_layer_path(run, cache, layer, seed), {"pictures": pictures})
+    if on_progress is not None:
+        on_progress(total, total)
+    return pictures
 
 
 def feature_pictures(
