@@ -63,7 +63,12 @@ def command_worker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # a job in training goes back to the queue
         signal.signal(sig, lambda *_: done.set())
     share = max(1, (os.cpu_count() or 1) // args.trainers)  # FMNIST_JOB_THREADS, where set, wins
-    trainers = [Trainer(db, cache, share, args.stale_after) for _ in range(args.trainers)]
+    from fmnist_core.studies.pinned import pinned_run_ids  # the starter set, the reports' runs
+
+    cap = environment.max_cache_gb()
+    trainers = [
+        Trainer(db, cache, share, args.stale_after, cap, pinned_run_ids) for _ in range(args.trainers)
+    ]
     threads = [threading.Thread(target=t.run, args=(done, 0.5, args.once), daemon=True) for t in trainers]
     where = "the cache folder's queue" if setting == "sqlite" else "the queue of FMNIST_QUEUE_DB"
     print(

@@ -459,3 +459,54 @@ def test_the_app_on_a_shared_queue_shows_another_servers_job_and_says_when_no_tr
 
     assert type(app_jobs.job_queue()).__name__ == "SharedQueue"
     other.close()
+
+
+def test_a_worker_keeps_the_disk_cap_as_the_in_process_queue_does(shared, tmp_path, monkeypatch):
+    """FMNIST_MAX_CACHE_GB given to `python -m fmnist_core worker`: after its job, the oldest runs go
+    until the cache fits, never the run it just trained nor a job still queued."""
+    from fmnist_core.runs.trained import get_or_train
+    from fmnist_core.store.prune import entry_bytes
+
+    url, root = shared
+    cache = RunCache(root)
+    old = [get_or_train(tiny(seed), cache=cache) for seed in (31, 32)]  # oldest first
+    size = max(entry_bytes(cache, run.run_id) for run in old)
+    queue = SharedQueue(url, cache, trainers=0)
+    job = queue.submit(tiny(33))
+    monkeypatch.setenv("FMNIST_MAX_CACHE_GB", str(2.5 * size / 2**30))  # room for two runs and a half
+    worker = start_worker("--once")
+    assert worker.wait(timeout=900) == 0, worker.stderr.read()
+    assert queue.get(job.run_id).state == DONE
+    assert cache.exists(job.run_id) and cache.exists(old[1].run_id)
+    assert not cache.exists(old[0].run_id)  # the oldest went
+    queue.close()
+
+
+def test_the_apps_queue_never_removes_the_pinned_runs_at_the_disk_cap(tmp_path, monkeypatch):
+    """Through the app's own queue (ui.jobs, both kinds): the disk cap spares the pinned runs (the
+    starter set and the reports' runs, studies.pinned) and takes the oldest other one."""
+    from fmnist_core.runs.trained import get_or_train
+    from fmnist_core.store.prune import entry_bytes
+    from fmnist_core.studies import pinned
+    from ui import jobs
+
+    for database in ("", "sqlite"):
+        root = tmp_path / (database or "memory")
+        monkeypatch.setenv("FMNIST_CACHE", str(root))
+        cache = RunCache(root)
+        old = [get_or_train(tiny(seed), cache=cache) for seed in (41, 42)]  # oldest first
+        size = max(entry_bytes(cache, run.run_id) for run in old)
+        monkeypatch.setenv("FMNIST_MAX_CACHE_GB", str(1.5 * size / 2**30))  # room for one run and a half
+        monkeypatch.setattr(pinned, "pinned_run_ids", lambda old=old: frozenset({old[0].run_id}))
+        if database:
+            monkeypatch.setenv("FMNIST_QUEUE_DB", database)
+        queue = jobs.job_queue()
+        try:
+            job = queue.submit(tiny(43))
+            queue.wait(job.run_id, timeout=900)
+            assert queue.get(job.run_id).state == DONE, database
+            assert cache.exists(old[0].run_id), database  # pinned: kept though it is the oldest
+            assert not cache.exists(old[1].run_id) and cache.exists(job.run_id), database
+        finally:
+            queue.close()
+            jobs._job_queue.clear()

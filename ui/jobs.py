@@ -22,6 +22,7 @@ def _job_queue(root: str) -> JobQueue:
             Limits.from_environment(),
             estimate=_expected_seconds,
             trainers=environment.trainers(),
+            pinned=_pinned,
         )
     return JobQueue(
         RunCache(root),
@@ -30,7 +31,15 @@ def _job_queue(root: str) -> JobQueue:
         workers=workers_from_environment(),
         scheduler=environment.scheduler(),  # the jobs train on a Dask cluster's workers
         scheduler_setting="FMNIST_SCHEDULER",
+        pinned=_pinned,  # the disk cap never removes the starter set nor the reports' runs
     )
+
+
+def _pinned() -> frozenset[str]:
+    """The runs the disk cap never removes: the starter set and the reports' runs (asked after a job)."""
+    from fmnist_core.studies.pinned import pinned_run_ids
+
+    return pinned_run_ids()
 
 
 def _expected_seconds(config) -> float:

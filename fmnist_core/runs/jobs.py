@@ -139,6 +139,19 @@ class Job:
         return {key: [epoch[key] for epoch in self.epochs] for key in keys}
 
 
+def keep_under_cap(cache: RunCache, cache_gb: float, keep) -> None:
+    """With a disk cap (`cache_gb`, 0: none), the oldest runs go until the cache fits: never one of
+    `keep()` (pinned runs, jobs in the queue, the run just trained) nor an encoder a kept run builds
+    on. Housekeeping: a failure is logged, never raised into the queue."""
+    if not cache_gb:
+        return
+    try:
+        for run_id, freed in over_cap(cache, int(cache_gb * 2**30), set(keep())):
+            log.info("disk cap: removed run %s (%d bytes)", run_id, freed)
+    except Exception:
+        log.exception("disk cap: pruning failed")
+
+
 class JobQueue:
     def __init__(
         self,
@@ -345,18 +358,9 @@ class JobQueue:
                     self._yield_cores(starting=False)
 
     def _keep_under_cap(self, job: Job) -> None:
-        """With a disk cap, the oldest runs go until the cache fits: never a pinned one, an encoder
-        a kept run builds on, nor the run just trained."""
-        if not self.limits.cache_gb:
-            return
-        try:
-            with self._lock:  # one worker at a time prunes
-                busy = {j.run_id for j in self._jobs.values() if j.active}
-            keep = set(self._pinned()) | busy | {job.run_id}
-            for run_id, freed in over_cap(self.cache, int(self.limits.cache_gb * 2**30), keep):
-                log.info("disk cap: removed run %s (%d bytes)", run_id, freed)
-        except Exception:  # the cap is housekeeping: a failure there never fails the queue
-            log.exception("disk cap: pruning failed")
+        with self._lock:
+            busy = {j.run_id for j in self._jobs.values() if j.active}
+        keep_under_cap(self.cache, self.limits.cache_gb, lambda: set(self._pinned()) | busy | {job.run_id})
 
     def _run_in_child(self, job: Job) -> None:
         self._finish(job, *run_job(job, str(self.cache.root.resolve()), self._child_settings()))

@@ -26,7 +26,7 @@ import uuid
 
 from fmnist_core.base import environment
 from fmnist_core.runs.child import JOB_THREADS, own_settings, run_job
-from fmnist_core.runs.jobs import LAB, Job, Limits, check_limits, refusal, wait_for
+from fmnist_core.runs.jobs import LAB, Job, Limits, check_limits, keep_under_cap, refusal, wait_for
 from fmnist_core.runs.trained import check_resources, load_run
 from fmnist_core.store.cache import RunCache
 from fmnist_core.store.jobdb import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobDB, cache_url, turn_order
@@ -102,6 +102,7 @@ class SharedQueue:
         estimate=None,
         trainers: int = 1,
         stale_after: float = STALE_SECONDS,
+        pinned=None,
     ):
         if not isinstance(trainers, int) or not 0 <= trainers <= 64:
             raise ValueError(f"trainers: {trainers!r} must be a whole number from 0 to 64")
@@ -115,7 +116,12 @@ class SharedQueue:
         self._closing = threading.Event()
         self._trainers = [
             Trainer(
-                self.db, self.cache, share=max(1, (os.cpu_count() or 1) // trainers), stale_after=stale_after
+                self.db,
+                self.cache,
+                share=max(1, (os.cpu_count() or 1) // trainers),
+                stale_after=stale_after,
+                cache_gb=self.limits.cache_gb,
+                pinned=pinned,
             )
             for _ in range(trainers)
         ]
@@ -202,9 +208,19 @@ class SharedQueue:
 class Trainer:
     """Takes the queue's jobs one at a time and trains each in a process of its own."""
 
-    def __init__(self, db: JobDB, cache: RunCache, share: int = 0, stale_after: float = STALE_SECONDS):
+    def __init__(
+        self,
+        db: JobDB,
+        cache: RunCache,
+        share: int = 0,
+        stale_after: float = STALE_SECONDS,
+        cache_gb: float = 0.0,
+        pinned=None,
+    ):
         self.db = db
         self.cache_root = str(cache.root.resolve())
+        self.cache_gb = cache_gb  # the disk cap, kept after each job as the in-process queue keeps it
+        self.pinned = pinned or (lambda: set())  # run ids the cap never removes
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.share = share  # its job's threads (0: FMNIST_JOB_THREADS, else every core)
         self.stale_after = stale_after
@@ -272,4 +288,7 @@ class Trainer:
                 QUEUED,
                 f"its trainer ({self.name}) shut down after {len(epochs)} epochs; queued again",
             )
+        if state == DONE:  # before the job shows done: whoever waits on it finds the cap kept
+            busy = {row["run_id"] for row in self.db.rows() if row["state"] in (QUEUED, RUNNING)}
+            keep_under_cap(RunCache(self.cache_root), self.cache_gb, lambda: set(self.pinned()) | busy)
         self.db.finish(run_id, self.name, state, note, json.dumps(epochs))
