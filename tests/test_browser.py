@@ -616,6 +616,15 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             settle(page)
             assert f"layer=features.2&unit={walked}" in page.url, page.url
             assert page.get_by_text(f"Channel {walked} of features.2", exact=True).is_visible()
+            # The browser's Back walks back up to the unit it came from, Forward down again.
+            page.go_back()
+            settle(page)
+            assert "layer=features.4&unit=7" in page.url, page.url
+            assert page.get_by_text("Channel 7 of features.4", exact=True).is_visible()
+            page.go_forward()
+            settle(page)
+            assert f"layer=features.2&unit={walked}" in page.url, page.url
+            assert page.get_by_text(f"Channel {walked} of features.2", exact=True).is_visible()
             for opened in (page, page.context.new_page()):
                 if opened is page:
                     page.reload()

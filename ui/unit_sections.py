@@ -51,11 +51,14 @@ UNIT_TAB = "One unit up close"
 
 
 def read_address(labels: dict[str, str]) -> None:
-    """Once a session, the page's address: its run picked (by id, or an id's first 6+ characters),
-    its layer and unit kept until that run's layers are known (follow_address)."""
-    if keys.INSIDE_ADDRESS in st.session_state:
-        return
+    """The page's address, the first time and whenever it is not the one the page last wrote (the
+    browser's Back or Forward, or an address typed): its run picked (by id, or an id's first 6+
+    characters), its layer and unit kept until that run's layers are known (follow_address)."""
     run, layer, unit = (st.query_params.get(name) for name in ADDRESS)
+    if keys.INSIDE_ADDRESS in st.session_state and (run, layer, unit) == st.session_state.get(
+        keys.INSIDE_WRITTEN
+    ):
+        return
     st.session_state[keys.INSIDE_ADDRESS] = None
     if run is None:
         return
@@ -73,6 +76,7 @@ def read_address(labels: dict[str, str]) -> None:
     st.session_state[keys.INSIDE_ADDRESS] = (labels[found[0]], layer, unit)
     if layer is not None and keys.INSIDE_TAB not in st.query_params:  # a unit's address opens its view
         st.session_state[keys.INSIDE_TAB] = UNIT_TAB
+        st.query_params[keys.INSIDE_TAB] = UNIT_TAB  # a bound tab follows its parameter on Back
 
 
 def follow_address(run_id: str, layers: list[Layer]) -> None:
@@ -107,10 +111,12 @@ def follow_address(run_id: str, layers: list[Layer]) -> None:
 
 
 def write_address(run_id: str, layer: Layer, unit: int) -> None:
-    """The unit shown, in the page's URL: a link to it reopens it."""
-    for name, value in zip(ADDRESS, (run_id, layer.name, str(unit)), strict=True):
-        if st.query_params.get(name) != value:
-            st.query_params[name] = value
+    """The unit shown, in the page's URL: a link to it reopens it, and each change is a step the
+    browser's Back button returns to (Streamlit pushes a history entry per change of the URL)."""
+    address = (run_id, layer.name, str(unit))
+    if tuple(st.query_params.get(name) for name in ADDRESS) != address:
+        st.query_params.update(dict(zip(ADDRESS, address, strict=True)))  # one change, one step back
+    st.session_state[keys.INSIDE_WRITTEN] = address
 
 
 def describe(layer: Layer) -> str:
