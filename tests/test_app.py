@@ -1215,3 +1215,15 @@ def test_every_units_picture_of_a_layer_is_drawn_in_the_background_and_then_show
         28,
         28,
     )
+
+
+@pytest.mark.slow
+def test_an_address_naming_a_unit_twice_opens_the_last(small_runs):
+    cnn, _ = small_runs
+    warmup.wait()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.query_params.update({"run": cnn.run_id[:8], "layer": "features.5", "unit": ["3", "9"]})
+    at.switch_page("app_pages/inside.py")
+    at.run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert [m.value for m in at.markdown if m.value.startswith("#### ")][0] == "#### Unit 9 of features.5"

@@ -114,7 +114,9 @@ def write_address(run_id: str, layer: Layer, unit: int) -> None:
     """The unit shown, in the page's URL: a link to it reopens it, and each change is a step the
     browser's Back button returns to (Streamlit pushes a history entry per change of the URL)."""
     address = (run_id, layer.name, str(unit))
-    if tuple(st.query_params.get(name) for name in ADDRESS) != address:
+    if [st.query_params.get_all(name) for name in ADDRESS] != [
+        [value] for value in address
+    ]:  # &unit=3&unit=9: one
         st.query_params.update(dict(zip(ADDRESS, address, strict=True)))  # one change, one step back
     st.session_state[keys.INSIDE_WRITTEN] = address
 
