@@ -17,6 +17,12 @@ def add_speedrun(commands) -> None:
     parser.add_argument(
         "--seeds", type=seed_count, default=3, help="seeds per rung, 1 to 20 (their mean ± std)"
     )
+    parser.add_argument(
+        "--last-seeds",
+        dest="last_seeds",
+        type=seed_count,
+        help="seeds of the ladder's last rung (default: --seeds)",
+    )
     parser.add_argument("--report", metavar="DIR", default="reports", help="folder for speedrun.md and .csv")
     parser.add_argument("--epochs", type=int, help="every rung's epochs (default: the ladder's)")
     parser.add_argument("--subset", type=int, default=0, help="train on this many images (0: all)")
@@ -49,7 +55,9 @@ def command_speedrun(args: argparse.Namespace) -> int:
     speedrun.ladder_configs(rungs, args.seeds, **overrides)  # every setting checked before any training
     say = lambda message: print(message, file=sys.stderr)
     train = not args.no_train
-    table = speedrun.ladder_table(rungs, args.seeds, RunCache(), train, say, beside=args.beside, **overrides)
+    table = speedrun.ladder_table(
+        rungs, args.seeds, RunCache(), train, say, beside=args.beside, last_seeds=args.last_seeds, **overrides
+    )
     if table.empty:
         print("no rung is cached yet: run without --no-train to train them", file=sys.stderr)
         return 1

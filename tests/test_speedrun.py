@@ -103,6 +103,7 @@ def cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
         (("--rung", "-1"), "error: rung: -1 is outside [0, 8]"),
         (("--seeds", "0"), "error: argument --seeds: '0' is not a whole number"),
         (("--seeds", "21"), "error: argument --seeds: '21' is not a whole number from 1 to 20"),
+        (("--last-seeds", "0"), "error: argument --last-seeds: '0' is not a whole number"),
         (("--beside", "--no-train"), "error: --beside: it trains fast_cnn and long_cnn; --no-train only"),
         (("--epochs", "0"), "error: epochs: 0 is outside [1, 1000]"),
         (("--subset", "70000"), "error: train_subset: 70000 is outside [0, 60000]"),
@@ -141,6 +142,22 @@ def test_the_command_writes_the_report_and_no_train_only_reads(tmp_path, isolate
     assert main(["speedrun", *quick, "--no-train"]) == 0
     assert "training" not in capsys.readouterr().err
     assert (out / "speedrun.md").read_text() == first
+
+
+@pytest.mark.slow
+def test_the_last_rung_takes_its_own_seed_count(tmp_path, isolated_cache, capsys):
+    """--last-seeds: the goals ask 5 seeds of the last rung and 3 of the others."""
+    from fmnist_core.cli import main
+
+    out = tmp_path / "out"
+    small = ("--epochs", "1", "--subset", "600", "--report", str(out))
+    assert main(["speedrun", "--rung", "7", "--seeds", "1", "--last-seeds", "2", *small]) == 0
+    assert main(["speedrun", "--rung", "8", "--seeds", "1", "--last-seeds", "2", *small]) == 0
+    assert pd.read_csv(out / "speedrun.csv")["seeds"].tolist() == [2]  # rung 8: its own count
+    assert main(["speedrun", "--seeds", "1", "--last-seeds", "2", "--no-train", *small]) == 0
+    table = pd.read_csv(out / "speedrun.csv")
+    assert table["rung"].tolist() == [7, 8] and table["seeds"].tolist() == [1, 2]
+    assert len(table["run_ids"][1].split()) == 2
 
 
 def committed_report(folder: Path) -> Path:
