@@ -37,7 +37,7 @@ log = logging.getLogger("fmnist_core")
 
 STALE_SECONDS = 60.0  # a trainer silent this long is taken for dead (it reports twice a second)
 REPORT_SECONDS = 0.5  # how often a trainer writes its job's progress and reads its stop request
-REAP_SECONDS = 5.0  # how often a server without trainers looks for dead ones
+REAP_SECONDS = 5.0  # how often a server without trainers, or an idle trainer, looks for dead ones
 
 
 def queue_url(setting: str, cache_root) -> str:
@@ -228,10 +228,18 @@ class Trainer:
     def run(self, closing: threading.Event, poll: float = 0.5, once: bool = False) -> None:
         """Train job after job until `closing` is set (or, `once`, until no job is queued or
         training anywhere)."""
+        # Idle, it reads twice a second whether a job waits, and writes (its sign of life, the dead
+        # trainers' jobs given back) every few seconds, not at each look: several servers' trainers
+        # share one database lock.
+        every = min(REAP_SECONDS, self.stale_after / 3)
+        looked = -every
         try:
             while not closing.is_set():
-                self.db.reap(self.stale_after)
-                row = self.db.claim(self.name)
+                if time.monotonic() - looked >= every:
+                    self.db.reap(self.stale_after)
+                    self.db.beat(self.name)
+                    looked = time.monotonic()
+                row = self.db.claim(self.name) if self.db.waiting() else None
                 if row is None:
                     if once and not any(row["state"] in (QUEUED, RUNNING) for row in self.db.rows()):
                         return  # nothing queued, nothing training (a silent trainer's job comes back)

@@ -320,6 +320,15 @@ class JobDB:
             db.execute(JOBS.update().where(mine).values(**values))
 
     @retried
+    def waiting(self) -> bool:
+        """Whether a job is queued (a read: an idle trainer asks this before it claims, which writes)."""
+        with self.engine.connect() as db:
+            return (
+                db.execute(sa.select(JOBS.c.run_id).where(JOBS.c.state == QUEUED).limit(1)).first()
+                is not None
+            )
+
+    @retried
     def beat(self, trainer: str) -> None:
         with self.write() as db:
             self._beat(db, trainer)
