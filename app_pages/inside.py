@@ -5,7 +5,7 @@ it, its units matched to this one's."""
 import streamlit as st
 
 from fmnist_core.views import inside
-from ui import inside_sections, keys, layer_sections, unit_sections
+from ui import inside_sections, keys, layer_sections, picture_sections, unit_sections
 from ui.queue_panels import waiting_for
 from ui.resources import load_run
 from ui.runs import run_label, run_view, runs_table
@@ -86,11 +86,11 @@ with close:
     if st.session_state.get(keys.INSIDE_LAYER) not in choices:  # another run's layer, or none yet
         st.session_state[keys.INSIDE_LAYER] = first
     layer = choices[st.selectbox("Layer", list(choices), key=keys.INSIDE_LAYER)]
-    layer_sections.every_picture(run.run_id, layer)
+    picture_sections.every_picture(run.run_id, layer)
     output = passes[0].outputs[layer.name]
     unit = unit_sections.pick_unit(run.run_id, layer, output, shared)
     unit_sections.write_address(run.run_id, layer, unit)
-    unit_sections.unit_up_close(run, activity, layer, unit, output, shared, feeding=True)
+    unit_sections.unit_up_close(run, activity, layer, unit, output, shared, feeding=image)
     twin = dict(pair for pair in pairs if len(pair) == 2 and pair[0] is not None).get(layer)
     if other is not None and twin is not None:  # the same unit across runs: by what it does, not its index
         match = run_view(run.run_id).matches(layer.name, other.run_id, twin.name).iloc[unit]

@@ -1104,6 +1104,20 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
     strongest = int(np.argmax(np.abs(shares)))
     first = [c.value for c in at.caption if c.value.startswith("unit ") and " · its top: #" in c.value][0]
     assert first.startswith(f"unit {strongest} · {shares[strongest]:+.3f}"), (first, shares)
+    # For the page's image alone: the same core function on that one image.
+    [shown] = [
+        re.search(r"test image #(\d+)", str(i.proto))
+        for i in at.get("image")
+        if "test image #" in str(i.proto)
+    ]
+    image = load_data().test_images[int(shown[1]) : int(shown[1]) + 1]
+    at = at.segmented_control(key="inside:feeding:over").set_value("for this image").run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    alone = upstream_shares(load_run(cnn.run_id, RunCache()).model, "features.5", 3, "features.2", image)
+    first_alone = int(np.argmax(np.abs(alone)))
+    captions = [c.value for c in at.caption if c.value.startswith("unit ") and " · its top: #" in c.value]
+    assert captions[0].startswith(f"unit {first_alone} · {alone[first_alone]:+.3f}"), (captions, alone)
+    at = at.segmented_control(key="inside:feeding:over").set_value("over 1,000 test images").run()
     at = at.button(key=f"inside:walk:{cnn.run_id}:features.5:3:{strongest}").click().run()
     assert not at.exception, at.exception[0].value if at.exception else ""
     headings = [m.value for m in at.markdown if m.value.startswith("#### ")]

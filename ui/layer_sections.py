@@ -11,7 +11,7 @@ import streamlit as st
 from fmnist_core.analysis.inside import Layer
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun
-from ui.resources import entry_version, fashion, in_background, load_run, run_cache
+from ui.resources import entry_version, fashion, load_run, run_cache
 from ui.runs import run_view
 
 DICTIONARY_HELP = (
@@ -104,57 +104,3 @@ def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list
         f"{names[1]} at a correlation of 0.9 or more (the same feature, found again)."
     )
     st.dataframe(shown, hide_index=True, width="stretch")
-
-
-EVERY_HELP = (
-    "Each unit's picture, all of the layer at once, optimised in the background (you can go on "
-    "meanwhile) and kept beside the cache: the next time they are read back at once. They start "
-    "from other random images than a unit's own picture, so the two may differ in the details."
-)
-
-
-def every_picture(run_id: str, layer: Layer) -> None:
-    """On asking: every unit's picture of `layer`, drawn in the background with its progress told."""
-    if not st.toggle("Every unit's picture", key=f"inside:every:{run_id}:{layer.name}", help=EVERY_HELP):
-        return
-    key = f"layer-pictures:{run_id}:{entry_version(run_id)}:{layer.name}"
-    progress = _progress()
-    root = run_cache().root
-
-    def compute() -> np.ndarray:
-        from fmnist_core.runs.trained import load_run as load_from_disk
-        from fmnist_core.store.cache import RunCache
-        from fmnist_core.views import inside
-
-        cache = RunCache(root)
-        return inside.layer_pictures(
-            load_from_disk(run_id, cache),
-            cache,
-            layer.name,
-            on_progress=lambda done, total: progress.update({key: done / total}),
-        )
-
-    pictures = in_background(key, compute)
-    if pictures is None:
-        _waiting(key, layer)
-        return
-    st.image(
-        [np.kron(picture, np.ones((2, 2))) for picture in pictures],
-        caption=[f"unit {unit}" for unit in range(len(pictures))],
-        width=56,
-        clamp=True,
-    )
-
-
-@st.cache_resource
-def _progress() -> dict:
-    """How far each layer's pictures are (0 to 1), by the key in_background holds them under."""
-    return {}
-
-
-@st.fragment(run_every=1.0)
-def _waiting(key: str, layer: Layer) -> None:
-    done = _progress().get(key, 0.0)
-    if in_background(key, lambda: None) is not None:  # finished: the page draws them
-        st.rerun()
-    st.progress(done, text=f"Optimising {layer.units} pictures of {layer.name} in the background: {done:.0%}")

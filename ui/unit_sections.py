@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+import torch
 
 from fmnist_core.analysis.inside import Layer, UnitActivity
 from fmnist_core.data.fashion import CLASS_NAMES
 from fmnist_core.runs.trained import TrainedRun
 from fmnist_core.views import inside
-from ui import events, keys, unit_plots
+from ui import events, keys, picture_sections, unit_plots
 from ui.resources import fashion
 from ui.runs import run_view
 
@@ -142,19 +143,6 @@ def weights_figure(weights: np.ndarray | None) -> None:
         st.caption(f"Its weight on each of its {weights.size:,} inputs.")
 
 
-FEATURE_HELP = (
-    "Found by gradient ascent from noise (256 steps, seed 0): the image is optimised as its Fourier "
-    "spectrum, low frequencies first, and seen moved at each step (shifted up to 2 pixels, scaled "
-    "by up to 5%, turned up to 10 degrees), so that what comes out is a pattern this unit looks for "
-    "rather than noise only this network reads."
-)
-SEVERAL_HELP = (
-    "Four pictures from four starts, each pushed away from the others (their activations at this "
-    "layer made unlike): a unit that answers to several patterns shows them side by side."
-)
-ADDED_HELP = "The picture that drives the sum of these units: what they look for together."
-
-
 def unit_up_close(
     run: TrainedRun,
     activity: UnitActivity,
@@ -162,10 +150,11 @@ def unit_up_close(
     unit: int,
     output: np.ndarray,
     shared: bool,
-    feeding: bool = False,
+    feeding: np.ndarray | None = None,
 ) -> None:
     """One unit: its output for this image, its learned weights, the input it responds to most, the
-    test images that excite it most and least; with `feeding`, the units below that feed it most."""
+    test images that excite it most and least; with `feeding` (the page's image), the units below
+    that feed it most, over the test set or for that image."""
     detail = inside.unit_detail(run, activity, layer.name, unit)
     what = "channel" if layer.spatial else "unit"
     st.markdown(f"#### {what.capitalize()} {unit} of {layer.name}")
@@ -185,9 +174,11 @@ def unit_up_close(
         st.markdown("**Its learned weights**")
         weights_figure(detail.weights)
         if st.toggle(
-            "The input it responds to most", key=f"inside:featureviz:{run.run_id}", help=FEATURE_HELP
+            "The input it responds to most",
+            key=f"inside:featureviz:{run.run_id}",
+            help=picture_sections.FEATURE_HELP,
         ):
-            feature_pictures(run.run_id, layer, unit)
+            picture_sections.feature_pictures(run.run_id, layer, unit)
     labels = fashion().test_labels.numpy()
     st.markdown(
         f"**The {len(detail.images)} test images that excite it most** (the box: the pixels that move its peak)"
@@ -214,26 +205,8 @@ def unit_up_close(
         clamp=True,
         width=96,
     )
-    if feeding:
-        feeders(run, activity, layer, unit, detail.weights)
-
-
-def feature_pictures(run_id: str, layer: Layer, unit: int) -> None:
-    """The unit's picture; on asking, four unlike each other, or the picture of it with other units added."""
-    several = st.toggle("Four, unlike each other", key=keys.feature_several(run_id), help=SEVERAL_HELP)
-    others = [other for other in range(layer.units) if other != unit]
-    added = st.multiselect(
-        "Add units", others, key=keys.feature_added(run_id, layer.name), help=ADDED_HELP, max_selections=3
-    )
-    units = (unit, *added)
-    pictures = run_view(run_id).feature_pictures(layer.name, units, 4 if several else 1)
-    named = " + ".join(f"unit {u}" for u in units)
-    st.image(
-        [np.kron(picture, np.ones((6 if len(pictures) == 1 else 3,) * 2)) for picture in pictures],
-        clamp=True,
-        width=168 if len(pictures) == 1 else 84,
-        caption=[f"{named}, optimised from noise"] * len(pictures),
-    )
+    if feeding is not None:
+        feeders(run, activity, layer, unit, detail.weights, feeding)
 
 
 FEEDING_HELP = (
@@ -245,21 +218,46 @@ FEEDING_HELP = (
 )
 
 
+OVER_TEST_SET, FOR_THIS_IMAGE = "over 1,000 test images", "for this image"
+
+
 def feeders(
-    run: TrainedRun, activity: UnitActivity, layer: Layer, unit: int, weights: np.ndarray | None
+    run: TrainedRun,
+    activity: UnitActivity,
+    layer: Layer,
+    unit: int,
+    weights: np.ndarray | None,
+    image: np.ndarray,
 ) -> None:
-    """The units of the layer below that feed this one most, each with its strongest test image and
-    the weights between them, a button to walk down to it."""
-    from fmnist_core.analysis.upstream import feeding_layer
+    """The units of the layer below that feed this one most (over the test set, or for the page's
+    image), each with its strongest test image and the weights between them, a button to walk down."""
+    from fmnist_core.analysis.upstream import feeding_layer, upstream_shares
 
     upstream = feeding_layer(run.model, layer.name)
     if upstream is None:
         st.caption("It reads the image itself: its weights above are what it looks at.")
         return
     below = activity.layer(upstream)
-    shares = run_view(run.run_id).upstream(layer.name, unit, upstream)
+    heading, where = st.columns([3, 2])
+    heading.markdown(f"**The units of {upstream} that feed it most**", help=FEEDING_HELP)
+    over = where.segmented_control(
+        "Over",
+        [OVER_TEST_SET, FOR_THIS_IMAGE],
+        default=OVER_TEST_SET,
+        key="inside:feeding:over",
+        label_visibility="collapsed",
+    )
+    if over == FOR_THIS_IMAGE:  # one image's pass and gradient: milliseconds
+        shares = upstream_shares(
+            run.model,
+            layer.name,
+            unit,
+            upstream,
+            torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, 28, 28),
+        )
+    else:
+        shares = run_view(run.run_id).upstream(layer.name, unit, upstream)
     strongest = np.argsort(-np.abs(shares), kind="stable")[:6]
-    st.markdown(f"**The units of {upstream} that feed it most**", help=FEEDING_HELP)
     labels = fashion().test_labels.numpy()
     for column, feeder in zip(st.columns(len(strongest)), strongest, strict=False):
         with column:
