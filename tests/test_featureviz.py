@@ -1,5 +1,7 @@
 """Feature visualisation by optimisation (fmnist_core.analysis.featureviz) on a small trained CNN."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -94,7 +96,9 @@ def test_a_units_picture_is_kept_beside_the_cache_and_a_damaged_one_is_found_aga
 
     cache = RunCache()
     first = inside.feature_picture(cnn, cache, "features.1", 2)
-    path = cache.derived_path(cnn.run_id, f"featureviz-moves-features.1-2-x1-s0-{inside.FEATURE_STEPS}.npz")
+    path = cache.derived_path(
+        cnn.run_id, f"featureviz-{inside.FEATURE_METHOD}-features.1-2-x1-s0-{inside.FEATURE_STEPS}.npz"
+    )
     assert path.is_file() and first.shape == (28, 28) and first.dtype == np.float32
     calls = []
     found = featureviz.visualise
@@ -253,8 +257,30 @@ def test_a_whole_layers_pictures_are_drawn_in_batches_with_progress_and_kept(cnn
     np.testing.assert_array_equal(inside.layer_pictures(cnn, cache, "features.4"), pictures)
     np.testing.assert_array_equal(inside.kept_layer_pictures(cnn, cache, "features.4"), pictures)
     assert calls == []  # read back
-    path = cache.derived_path(cnn.run_id, f"featureviz-moves-features.4-every-s0-{inside.FEATURE_STEPS}.npz")
+    path = cache.derived_path(
+        cnn.run_id, f"featureviz-{inside.FEATURE_METHOD}-features.4-every-s0-{inside.FEATURE_STEPS}.npz"
+    )
     path.write_bytes(path.read_bytes()[:-100])  # cut short
     assert inside.kept_layer_pictures(cnn, cache, "features.4") is None
     np.testing.assert_array_equal(inside.layer_pictures(cnn, cache, "features.4"), pictures)  # same seeds
     assert len(calls) == 3
+
+
+def test_a_unit_at_0_on_every_random_start_still_gets_its_pattern(detectors):
+    """The bar detector with a bias that keeps it below 0 on any noisy grey start: through a plain
+    ReLU no gradient reaches the picture and it stays grey; with the redirected gradient the
+    picture becomes the bar (and the ReLU's outputs are unchanged)."""
+    conv = detectors[0]
+    with torch.no_grad():
+        conv.bias = torch.nn.Parameter(torch.tensor([-0.3, 0.0, 0.0]))
+    start = featureviz.FourierImages(1, torch.Generator().manual_seed(0))()
+    assert detectors(start)[0, 0].item() == 0  # the start gives the unit nothing
+    picture = featureviz.visualise(detectors, "1", units=[0], steps=256)
+    likeness = np.corrcoef(picture.reshape(1, -1), templates().reshape(3, -1))[0, 1:]
+    assert likeness[0] > 0.6 and likeness[1] < 0.3, likeness
+    with torch.no_grad():
+        assert detectors(torch.from_numpy(picture)[:, None])[0, 0].item() > 0  # it fires on its picture
+    redirected = featureviz.redirect_relus(copy.deepcopy(detectors))
+    assert isinstance(redirected[1], featureviz.RedirectedReLU)
+    images = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(redirected(images), detectors(images))

@@ -93,6 +93,43 @@ def transformed(images: torch.Tensor, shift=(0, 0), scale: float = 1.0, degrees:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+class _RedirectedGradient(torch.autograd.Function):
+    """ReLU forward; backward, for an image whose ReLU passes no gradient at all (every place below
+    0, as a unit often is on a random start), the gradient as if there were no ReLU, except where
+    it would push an input further below 0 (lucid's redirected ReLU gradient). Without it such a
+    unit's picture never moves from its grey start."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inputs)
+        return inputs.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        (inputs,) = ctx.saved_tensors
+        through = torch.where(inputs > 0, gradient, torch.zeros_like(gradient))
+        redirected = torch.where((inputs < 0) & (gradient > 0), torch.zeros_like(gradient), gradient)
+        passes = through.flatten(1).abs().sum(1) > 0  # per image: does any gradient get through?
+        shape = (-1,) + (1,) * (inputs.dim() - 1)
+        return torch.where(passes.view(shape), through, redirected)
+
+
+class RedirectedReLU(nn.ReLU):
+    """An nn.ReLU (its name, place and outputs unchanged) whose gradient is redirected as above."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return _RedirectedGradient.apply(inputs)
+
+
+def redirect_relus(model: nn.Module) -> nn.Module:
+    """`model` (a copy made to be optimised through) with each nn.ReLU module's gradient redirected."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.ReLU:
+                setattr(module, child_name, RedirectedReLU())
+    return model
+
+
 def unit_means(output: torch.Tensor) -> torch.Tensor:
     """(N, units): a channel's mean over its map, or a flat layer's values."""
     return output.flatten(2).mean(2) if output.dim() > 2 else output
@@ -168,7 +205,7 @@ def visualise(
     weights = objective_directions(layer, known[layer].units, units, directions)
     # A copy: its hooks and mode are its own, so another thread's pass over the model (a server's
     # pages share loaded runs) neither sees them nor hands its outputs to this one.
-    model = copy.deepcopy(model)
+    model = redirect_relus(copy.deepcopy(model))
     generator = torch.Generator().manual_seed(seed)
     images = FourierImages(len(weights) * pictures, generator)
     optimiser = torch.optim.Adam(images.parameters(), lr=lr)

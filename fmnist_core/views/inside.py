@@ -142,7 +142,7 @@ def activity(run: TrainedRun, cache: RunCache, on_batch=None) -> UnitActivity:
 
 
 FEATURE_STEPS = 256
-FEATURE_METHOD = "moves"  # in the kept file's name: pictures found by an older method are found again
+FEATURE_METHOD = "redirected"  # in the kept file's name: pictures found by an older method are found again
 DIVERSITY = 4.0  # where several pictures of one objective are asked for (analysis.featureviz)
 
 
