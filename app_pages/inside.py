@@ -5,10 +5,11 @@ it, its units matched to this one's."""
 import streamlit as st
 
 from fmnist_core.views import inside
-from ui import inside_sections, keys, layer_sections, picture_sections, unit_sections
+from ui import address_sections, inside_sections, keys, layer_sections, picture_sections, unit_sections
 from ui.queue_panels import waiting_for
 from ui.resources import load_run
 from ui.runs import run_label, run_view, runs_table
+from ui.widgets import kept
 
 st.title("Inside the network")
 runs = runs_table()
@@ -20,7 +21,7 @@ labels = {run_label(row): row["run_id"] for _, row in runs.iterrows()}
 by_id = {run_id: label for label, run_id in labels.items()}
 with st.sidebar:
     st.header("Inside the network")
-    unit_sections.read_address(labels)  # once a session: ?run=ID&layer=NAME&unit=K
+    address_sections.read_address(labels)  # once a session: ?run=ID&layer=NAME&unit=K
     if st.session_state.get(keys.INSIDE_RUN) not in labels:  # the run last trained or picked
         st.session_state[keys.INSIDE_RUN] = next(
             (
@@ -31,16 +32,21 @@ with st.sidebar:
             next(iter(labels)),
         )
     chosen = st.selectbox("Run", list(labels), key=keys.INSIDE_RUN)
+    address_sections.read_beside(labels, chosen)  # once a session: ?beside=ID
+    if st.session_state[keys.INSIDE_BESIDE] == chosen:
+        st.session_state[keys.INSIDE_BESIDE] = "(none)"
     beside = st.selectbox(
         "Beside it (the same image, layer by layer)",
         ["(none)"] + [label for label in labels if label != chosen],
-        key="inside:beside",
+        key=keys.INSIDE_BESIDE,
         help="E.g. the frozen and the fine-tuned classifier on one encoder: their encoders' layers side by side.",
     )
-    shared = st.toggle(
+    address_sections.write_beside(labels[beside] if beside != "(none)" else None)
+    shared = kept(
+        st.toggle,
         "One colour scale per layer",
+        "inside:shared",
         True,
-        key="inside:shared",
         help="On: a layer's channels share a scale, so a faint channel looks faint. Off: each channel "
         "is stretched to its own range, to see its pattern.",
     )
@@ -62,7 +68,7 @@ for warning in inside.warnings(run, activity):
     st.warning(warning, icon=":material/warning:")
 
 passes = [inside.image_pass(shown, image) for shown in (run, other) if shown is not None]
-names = [chosen.split(" · ")[1]] + ([beside.split(" · ")[1]] if other is not None else [])
+names = [f"{shown.config.model} {shown.run_id[:6]}" for shown in (run, other) if shown is not None]
 picture, answer = st.columns([1, 3])
 picture.image(image, caption=what, width=140, clamp=True)
 if passes[0].probabilities is not None:
@@ -71,25 +77,29 @@ if passes[0].probabilities is not None:
 layers = activity.layers
 other_layers = run_view(other.run_id).activity.layers if other is not None else []
 pairs = inside.aligned(layers, other_layers) if other is not None else [(layer,) for layer in layers]
-tabs = ["Every layer", unit_sections.UNIT_TAB, "Dictionary", "Dead units", "Layer table"]
+tabs = ["Every layer", address_sections.UNIT_TAB, "Dictionary", "Dead units", "Layer table"]
 tabs += ["Matched units"] if other is not None else []
 # in the address; a click reruns, so that the costlier tabs (a layer's NMF, its matching) run when open
 every, close, features, dead, table, *matched = st.tabs(
-    tabs, key=keys.INSIDE_TAB, bind="query-params", on_change="rerun"
+    tabs,
+    key=keys.INSIDE_TAB,
+    bind="query-params",
+    on_change="rerun",
+    default=address_sections.unit_tab_default(),
 )
 with every:
     inside_sections.every_layer(passes, pairs, shared, names)
 with close:
     choices = {unit_sections.describe(layer): layer for layer in layers}
     first = next((text for text, layer in choices.items() if layer.rectified), next(iter(choices)))
-    unit_sections.follow_address(run.run_id, layers)
+    address_sections.follow_address(run.run_id, layers)
     if st.session_state.get(keys.INSIDE_LAYER) not in choices:  # another run's layer, or none yet
         st.session_state[keys.INSIDE_LAYER] = first
     layer = choices[st.selectbox("Layer", list(choices), key=keys.INSIDE_LAYER)]
-    picture_sections.every_picture(run.run_id, layer)
+    picture_sections.every_picture(run.run_id, layer, activity.dead(layer.name) if layer.rectified else None)
     output = passes[0].outputs[layer.name]
     unit = unit_sections.pick_unit(run.run_id, layer, output, shared)
-    unit_sections.write_address(run.run_id, layer, unit)
+    address_sections.write_address(run.run_id, layer, unit)
     unit_sections.unit_up_close(run, activity, layer, unit, output, shared, feeding=image)
     twin = dict(pair for pair in pairs if len(pair) == 2 and pair[0] is not None).get(layer)
     if other is not None and twin is not None:  # the same unit across runs: by what it does, not its index

@@ -1181,18 +1181,22 @@ def test_a_layers_dictionary_and_its_units_matched_to_a_second_run_are_tabs_of_t
     at = beside.set_value([o for o in beside.options if o != "(none)"][0]).run()
     assert not at.exception, at.exception[0].value if at.exception else ""
     assert not [d for d in at.dataframe if "the next best" in d.value.columns]  # a closed tab costs nothing
-    beside_label = at.selectbox(key="inside:beside").value
-    mine = AppTest.from_file(
-        str(ROOT / "app.py"), default_timeout=600
-    )  # the tab's own address, and the run beside
-    mine.query_params.update({"run": cnn.run_id[:8], "tab": "Matched units"})
-    mine.session_state["inside:beside"] = beside_label
+    beside_id = at.query_params["beside"]  # the run beside, in the address
+    assert at.selectbox(key="inside:beside").value.endswith(beside_id[:6])
+    mine = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)  # the tab's address, the run beside
+    mine.query_params.update({"run": cnn.run_id[:8], "tab": "Matched units", "beside": beside_id[:6]})
     mine.switch_page("app_pages/inside.py")
     mine.run()
     assert not mine.exception, mine.exception[0].value if mine.exception else ""
     tables = [d.value for d in mine.dataframe if "the next best" in d.value.columns]
     assert len(tables) == 1 and tables[0]["correlation"].notna().any()
     assert any(" have a partner in " in c.value for c in mine.caption)
+    # Any layer of the run beside can be the other side: the table follows the choice.
+    [twin] = [box for box in mine.selectbox if box.key.startswith("inside:match:twin:")]
+    mine = twin.set_value(twin.options[-1]).run()
+    assert not mine.exception, mine.exception[0].value if mine.exception else ""
+    [caption] = [c.value for c in mine.caption if " have a partner in " in c.value]
+    assert f"in {twin.options[-1].split(' · ')[0]} (" in caption
 
 
 @pytest.mark.slow

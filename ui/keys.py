@@ -20,6 +20,10 @@ INSIDE_RUN = "inside:run"  # the inside page's run picker (the explorer's click 
 INSIDE_LAYER = "inside:layer"  # the unit view's layer picker (a walk down, the page's address set it)
 INSIDE_TAB = "tab"  # the inside page's open tab, bound to its URL (?tab=...): an address opens one
 INSIDE_WRITTEN = "inside:written"  # the address the page last wrote (run, layer, unit): another one is a Back
+INSIDE_OPENED_AT_UNIT = (
+    "inside:opened-at-unit"  # the session began at a unit's address: its tab is the default
+)
+INSIDE_BESIDE = "inside:beside"  # the run beside (its picker's key; ?beside=ID in the URL)
 INSIDE_ADDRESS = "inside:address"  # the page's address was read (once a session): (layer, unit) it asks for
 SWEEP_OPEN = "sweep:open"  # the sweep whose trials the sweep page shows (a started sweep sets it)
 SWEEP_SHOWN = "sweep:shown"  # the sweep page's picker of kept sweeps (cleared when a sweep starts)

@@ -81,14 +81,26 @@ def _pictures(run_id: str, version: float, layer: str, features: int) -> np.ndar
 
 
 def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list[str]) -> None:
-    """Each unit of a layer matched to the unit of the run beside it whose activations correlate with
-    its own most (the same feature, whatever its index), a layer at a time."""
-    both = [pair for pair in pairs if len(pair) == 2 and None not in pair]
-    twins = {f"{a.name} ↔ {b.name} ({a.units} units)": (a, b) for a, b in both}
-    if not twins:
-        st.info(f"No layer of {names[0]} has a counterpart in {names[1]}.")
-        return
-    layer, twin = twins[st.selectbox("Layers", list(twins), key="inside:match:layer")]
+    """Each unit of a layer matched to the unit of a layer of the run beside it whose activations
+    correlate with its own most (the same feature, whatever its index). Any two layers can be
+    compared; the second starts at the first's counterpart (by name in one architecture, else by
+    place)."""
+    mine = [layer for layer in run_view(run.run_id).activity.layers]
+    theirs = [layer for layer in run_view(other.run_id).activity.layers]
+    counterpart = {a.name: b.name for a, b in (p for p in pairs if len(p) == 2 and None not in p)}
+
+    def named(layer: Layer) -> str:
+        return f"{layer.name} · {layer.kind} · {layer.units} units"
+
+    first, second = st.columns(2)
+    layer = {named(x): x for x in mine}[
+        first.selectbox(names[0], [named(x) for x in mine], key="inside:match:layer")
+    ]
+    options = [named(x) for x in theirs]
+    start = next((i for i, x in enumerate(theirs) if x.name == counterpart.get(layer.name)), 0)
+    twin = {named(x): x for x in theirs}[
+        second.selectbox(names[1], options, index=start, key=f"inside:match:twin:{layer.name}")
+    ]
     table = run_view(run.run_id).matches(layer.name, other.run_id, twin.name)
     shown = pd.DataFrame(
         {
@@ -100,7 +112,8 @@ def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list
     ).sort_values("correlation", ascending=False, na_position="last")
     close = int((table["correlation"] >= 0.9).sum())
     st.caption(
-        f"Over 2,000 test images: {close} of {len(table)} units of {layer.name} have a partner in "
-        f"{names[1]} at a correlation of 0.9 or more (the same feature, found again)."
+        f"Over 2,000 test images: {close} of {len(table)} units of {layer.name} ({names[0]}) have a partner "
+        f"in {twin.name} ({names[1]}) at a correlation of 0.9 or more (the same feature, found again). "
+        "A unit with no partner does not vary over these images."
     )
     st.dataframe(shown, hide_index=True, width="stretch")

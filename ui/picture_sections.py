@@ -49,8 +49,9 @@ EVERY_HELP = (
 )
 
 
-def every_picture(run_id: str, layer: Layer) -> None:
-    """On asking: every unit's picture of `layer`, drawn in the background with its progress told."""
+def every_picture(run_id: str, layer: Layer, dead: np.ndarray | None = None) -> None:
+    """On asking: every unit's picture of `layer`, drawn in the background with its progress told;
+    the `dead` units (a boolean per unit) said so under theirs."""
     if not st.toggle("Every unit's picture", key=f"inside:every:{run_id}:{layer.name}", help=EVERY_HELP):
         return
     key = f"layer-pictures:{run_id}:{entry_version(run_id)}:{layer.name}"
@@ -76,7 +77,10 @@ def every_picture(run_id: str, layer: Layer) -> None:
         return
     st.image(
         [np.kron(picture, np.ones((2, 2))) for picture in pictures],
-        caption=[f"unit {unit}" for unit in range(len(pictures))],
+        caption=[
+            f"unit {unit}" + (" (dead)" if dead is not None and dead[unit] else "")
+            for unit in range(len(pictures))
+        ],
         width=56,
         clamp=True,
     )

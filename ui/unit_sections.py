@@ -47,81 +47,6 @@ def walk_to(run_id: str, layer: Layer, unit: int | None) -> None:
     st.session_state[keys.walked_unit(run_id, layer.name)] = unit
 
 
-ADDRESS = ("run", "layer", "unit")  # the page's address: ?run=ID&layer=NAME&unit=K (&tab=, bound to the tabs)
-UNIT_TAB = "One unit up close"
-
-
-def read_address(labels: dict[str, str]) -> None:
-    """The page's address, the first time and whenever it is not the one the page last wrote (the
-    browser's Back or Forward, or an address typed): its run picked (by id, or an id's first 6+
-    characters), its layer and unit kept until that run's layers are known (follow_address)."""
-    run, layer, unit = (st.query_params.get(name) for name in ADDRESS)
-    if keys.INSIDE_ADDRESS in st.session_state and (run, layer, unit) == st.session_state.get(
-        keys.INSIDE_WRITTEN
-    ):
-        return
-    st.session_state[keys.INSIDE_ADDRESS] = None
-    if run is None:
-        return
-    found = [
-        label
-        for label, run_id in labels.items()
-        if run_id == run or (len(run) >= 6 and run_id.startswith(run))
-    ]
-    if len(found) != 1:
-        st.toast(
-            f"The link's run {run[:20]!r} is not one run of this lab's cache.", icon=":material/link_off:"
-        )
-        return
-    st.session_state[keys.INSIDE_RUN] = found[0]
-    st.session_state[keys.INSIDE_ADDRESS] = (labels[found[0]], layer, unit)
-    if layer is not None and keys.INSIDE_TAB not in st.query_params:  # a unit's address opens its view
-        st.session_state[keys.INSIDE_TAB] = UNIT_TAB
-        st.query_params[keys.INSIDE_TAB] = UNIT_TAB  # a bound tab follows its parameter on Back
-
-
-def follow_address(run_id: str, layers: list[Layer]) -> None:
-    """The address's layer and unit, once its run is shown (a wrong one is said, and left out)."""
-    asked = st.session_state.get(keys.INSIDE_ADDRESS)
-    if not isinstance(asked, tuple) or asked[0] != run_id:
-        return
-    st.session_state[keys.INSIDE_ADDRESS] = None
-    _, name, unit = asked
-    by_name = {layer.name: layer for layer in layers}
-    if name is None:
-        if unit is not None:
-            st.toast(
-                f"The link's unit {unit[:10]!r} needs its layer (&layer=...): left out.",
-                icon=":material/link_off:",
-            )
-        return
-    if name not in by_name:
-        st.toast(f"The link's layer {name[:30]!r} is not a layer of this run.", icon=":material/link_off:")
-        return
-    layer = by_name[name]
-    digits = (
-        unit is not None and unit.isascii() and unit.isdigit() and len(unit) <= 6
-    )  # not '²', not 10**5000
-    number = int(unit) if digits and int(unit) < layer.units else None
-    if unit is not None and number is None:
-        st.toast(
-            f"The link's unit {unit[:10]!r} is not a unit of {name} (0 to {layer.units - 1}).",
-            icon=":material/link_off:",
-        )
-    walk_to(run_id, layer, number)
-
-
-def write_address(run_id: str, layer: Layer, unit: int) -> None:
-    """The unit shown, in the page's URL: a link to it reopens it, and each change is a step the
-    browser's Back button returns to (Streamlit pushes a history entry per change of the URL)."""
-    address = (run_id, layer.name, str(unit))
-    if [st.query_params.get_all(name) for name in ADDRESS] != [
-        [value] for value in address
-    ]:  # &unit=3&unit=9: one
-        st.query_params.update(dict(zip(ADDRESS, address, strict=True)))  # one change, one step back
-    st.session_state[keys.INSIDE_WRITTEN] = address
-
-
 def describe(layer: Layer) -> str:
     shape = " × ".join(str(size) for size in layer.shape)
     role = " · the code" if layer.role == "code" else ""
@@ -173,12 +98,20 @@ def unit_up_close(
     with second:
         st.markdown("**Its learned weights**")
         weights_figure(detail.weights)
-        if st.toggle(
+        if detail.dead:  # measured: pictures optimised for dead units leave them at 0 (grey, alike)
+            st.caption(
+                "No picture of what it responds to: nothing in the test set moves it, nor noise optimised for it."
+            )
+        elif st.toggle(
             "The input it responds to most",
             key=f"inside:featureviz:{run.run_id}",
             help=picture_sections.FEATURE_HELP,
         ):
             picture_sections.feature_pictures(run.run_id, layer, unit)
+    if detail.dead:  # its top and bottom images would be any images at 0
+        if feeding is not None:
+            feeders(run, activity, layer, unit, detail.weights, feeding)
+        return
     labels = fashion().test_labels.numpy()
     st.markdown(
         f"**The {len(detail.images)} test images that excite it most** (the box: the pixels that move its peak)"
@@ -263,7 +196,7 @@ def feeders(
         with column:
             top = int(activity.top_index[upstream][0, feeder])
             st.image(np.kron(fashion().test_images[top, 0].numpy(), np.ones((3, 3))), clamp=True, width=84)
-            sign = "excites" if shares[feeder] > 0 else "holds it back"
+            sign = "excites" if shares[feeder] > 0 else "holds it back" if shares[feeder] < 0 else "no effect"
             st.caption(
                 f"unit {feeder} · {shares[feeder]:+.3f} ({sign}) · its top: #{top} {CLASS_NAMES[labels[top]]}"
             )

@@ -5,6 +5,7 @@ most (`python -m fmnist_core inside --run ID --layer L --unit U`)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from fmnist_core.analysis.upstream import FEEDING_IMAGES, feeding_layer, upstream_shares
@@ -43,6 +44,20 @@ def unit_sheet(run: TrainedRun, cache: RunCache, layer: str, unit: int, seed: in
     detail = inside.unit_detail(run, activity, layer, unit)
     labels = load_data().test_labels.numpy()
     picture = inside.feature_picture(run, cache, layer, unit, seed)
+    if detail.dead:  # every test image leaves it at 0: its "top" and "bottom" images are any nine
+        from fmnist_core.analysis.featureviz import response
+
+        value = float(response(run.model, layer, torch.from_numpy(picture)[None, None], unit)[0])
+        return _sheet(
+            [
+                (
+                    f"{run.run_id} · unit {unit} of {layer}: dead, 0 on every one of the "
+                    f"{activity.images:,} test images",
+                    [picture],
+                    [f"optimised from noise\ngives it {value:.3f}"],
+                )
+            ]
+        )
     rows = [
         (
             f"{run.run_id} · unit {unit} of {layer}: the input it responds to most (256 steps, seed {seed})",
@@ -78,6 +93,10 @@ def unit_sheet(run: TrainedRun, cache: RunCache, layer: str, unit: int, seed: in
                 [f"unit {k}\n{shares[k]:+.3f}" for k in strongest],
             )
         )
+    return _sheet(rows)
+
+
+def _sheet(rows: list) -> Image.Image:
     width = GAP + 9 * (CELL + GAP) + 120
     height = GAP + len(rows) * (LINE + 2 + CELL + 2 * LINE + GAP)
     sheet = Image.new("L", (width, height), 255)

@@ -1,0 +1,126 @@
+"""The inside page's address: ?run=ID&layer=NAME&unit=K (&tab=, bound to the tabs; &beside=ID),
+read when the page opens and whenever the browser's Back or Forward brings another, written as the
+view changes (each change a step Back returns to)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from fmnist_core.analysis.inside import Layer
+from ui import keys
+from ui.unit_sections import walk_to
+
+ADDRESS = ("run", "layer", "unit")  # the page's address: ?run=ID&layer=NAME&unit=K (&tab=, bound to the tabs)
+UNIT_TAB = "One unit up close"
+
+
+def read_address(labels: dict[str, str]) -> None:
+    """The page's address, the first time and whenever it is not the one the page last wrote (the
+    browser's Back or Forward, or an address typed): its run picked (by id, or an id's first 6+
+    characters), its layer and unit kept until that run's layers are known (follow_address)."""
+    run, layer, unit = (st.query_params.get(name) for name in ADDRESS)
+    if keys.INSIDE_ADDRESS in st.session_state and (run, layer, unit) == st.session_state.get(
+        keys.INSIDE_WRITTEN
+    ):
+        return
+    st.session_state[keys.INSIDE_ADDRESS] = None
+    if run is None:
+        return
+    found = [
+        label
+        for label, run_id in labels.items()
+        if run_id == run or (len(run) >= 6 and run_id.startswith(run))
+    ]
+    if len(found) != 1:
+        st.toast(
+            f"The link's run {run[:20]!r} is not one run of this lab's cache.", icon=":material/link_off:"
+        )
+        return
+    st.session_state[keys.INSIDE_RUN] = found[0]
+    st.session_state[keys.INSIDE_ADDRESS] = (labels[found[0]], layer, unit)
+    if layer is not None and keys.INSIDE_OPENED_AT_UNIT not in st.session_state:
+        # A unit's address opens its view: the tabs' default for the session (unit_tab_default). A
+        # bound tab cannot be set from here once drawn, and follows its default where the address
+        # names no tab (Back to the link first opened).
+        st.session_state[keys.INSIDE_OPENED_AT_UNIT] = True
+
+
+def unit_tab_default() -> str | None:
+    """The tab a link without &tab= opens: the unit's view where the session began at a unit's address."""
+    return UNIT_TAB if st.session_state.get(keys.INSIDE_OPENED_AT_UNIT) else None
+
+
+BESIDE = "beside"  # the address's second run: ?beside=ID
+
+
+def read_beside(labels: dict[str, str], chosen: str) -> None:
+    """Once a session, the address's run beside (an id or its first 6+ characters), into its picker."""
+    if keys.INSIDE_BESIDE in st.session_state:
+        return
+    asked = st.query_params.get(BESIDE)
+    found = [
+        label
+        for label, run_id in labels.items()
+        if asked and label != chosen and (run_id == asked or (len(asked) >= 6 and run_id.startswith(asked)))
+    ]
+    if asked and len(found) != 1:
+        st.toast(
+            f"The link's run beside ({asked[:20]!r}) is not one run of this lab's cache.",
+            icon=":material/link_off:",
+        )
+    st.session_state[keys.INSIDE_BESIDE] = found[0] if len(found) == 1 else "(none)"
+
+
+def write_beside(run_id: str | None) -> None:
+    """The run beside, in the page's URL (or none)."""
+    if run_id is None:
+        if BESIDE in st.query_params:
+            del st.query_params[BESIDE]
+    elif st.query_params.get_all(BESIDE) != [run_id]:
+        st.query_params[BESIDE] = run_id
+
+
+def follow_address(run_id: str, layers: list[Layer]) -> None:
+    """The address's layer and unit, once its run is shown (a wrong one is said, and left out)."""
+    asked = st.session_state.get(keys.INSIDE_ADDRESS)
+    if not isinstance(asked, tuple) or asked[0] != run_id:
+        return
+    st.session_state[keys.INSIDE_ADDRESS] = None
+    _, name, unit = asked
+    by_name = {layer.name: layer for layer in layers}
+    if name is None:
+        if unit is not None:
+            st.toast(
+                f"The link's unit {unit[:10]!r} needs its layer (&layer=...): left out.",
+                icon=":material/link_off:",
+            )
+        return
+    if name not in by_name:
+        st.toast(f"The link's layer {name[:30]!r} is not a layer of this run.", icon=":material/link_off:")
+        return
+    layer = by_name[name]
+    digits = (
+        unit is not None and unit.isascii() and unit.isdigit() and len(unit) <= 6
+    )  # not '²', not 10**5000
+    number = int(unit) if digits and int(unit) < layer.units else None
+    if unit is not None and number is None:
+        st.toast(
+            f"The link's unit {unit[:10]!r} is not a unit of {name} (0 to {layer.units - 1}).",
+            icon=":material/link_off:",
+        )
+    walk_to(run_id, layer, number)
+
+
+def write_address(run_id: str, layer: Layer, unit: int) -> None:
+    """The unit shown, in the page's URL: a link to it reopens it, and each change is a step the
+    browser's Back button returns to (Streamlit pushes a history entry per change of the URL)."""
+    given = [st.query_params.get_all(name) for name in ADDRESS]
+    short = (
+        given[0]
+        if len(given[0]) == 1 and len(given[0][0]) >= 6 and run_id.startswith(given[0][0])
+        else [run_id]
+    )
+    address = (short[0], layer.name, str(unit))  # a link's short id stays: no second step for the same view
+    if given != [[value] for value in address]:  # &unit=3&unit=9: written back with one
+        st.query_params.update(dict(zip(ADDRESS, address, strict=True)))  # one change, one step back
+    st.session_state[keys.INSIDE_WRITTEN] = address
