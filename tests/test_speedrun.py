@@ -292,3 +292,11 @@ def test_the_page_says_why_a_committed_report_was_not_used(tmp_path, monkeypatch
     assert "found but not used: speedrun.csv: seconds has a value that is not above 0" in warning
     assert not at.dataframe  # nothing drawn from it
     assert any("FMNIST_SCALE=test" in w.value for w in at.warning)  # the test scale says what it is
+
+
+def test_the_committed_report_is_the_whole_ladder_and_loads_as_the_app_reads_it():
+    table = speedrun.load_report(speedrun.REPORT_FOLDER / "speedrun.csv")
+    ladder = table.dropna(subset=["rung"])
+    assert ladder["rung"].tolist() == list(range(len(speedrun.RUNGS)))
+    assert (ladder["seeds"].iloc[:-1] >= 3).all() and ladder["seeds"].iloc[-1] >= 5
+    assert ladder["accuracy_mean"].iloc[-1] > ladder["accuracy_mean"].iloc[0]  # the tricks together help
