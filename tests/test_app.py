@@ -1082,6 +1082,14 @@ def test_compare_runs_says_which_runs_are_damaged_rather_than_hiding_them(pooled
     assert f"1 damaged run(s) not listed ({bad.run_id[:8]})" in warning and "runs --prune" in warning
 
 
+def open_inside(address: dict) -> AppTest:
+    """Inside the network opened at an address (?run=&layer=&unit=&tab=&beside=), as a link opens it."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.query_params.update(address)
+    at.switch_page("app_pages/inside.py")
+    return at.run()
+
+
 @pytest.mark.slow
 def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs):
     """?run=&layer=&unit= opens that unit up close; the units that feed it most are listed by their
@@ -1090,10 +1098,7 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
 
     cnn, _ = small_runs
     warmup.wait()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.query_params.update({"run": cnn.run_id[:8], "layer": "features.5", "unit": "3"})
-    at.switch_page("app_pages/inside.py")
-    at.run()
+    at = open_inside({"run": cnn.run_id[:8], "layer": "features.5", "unit": "3"})
     assert not at.exception, at.exception[0].value if at.exception else ""
     assert at.selectbox(key="inside:run").value.count(cnn.run_id[:6]) == 1
     assert [m.value for m in at.markdown if m.value.startswith("#### ")][0] == "#### Unit 3 of features.5"
@@ -1157,10 +1162,7 @@ def test_a_layers_dictionary_and_its_units_matched_to_a_second_run_are_tabs_of_t
 
     cnn, _ = small_runs
     warmup.wait()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.query_params.update({"run": cnn.run_id[:8], "tab": "Dictionary"})
-    at.switch_page("app_pages/inside.py")
-    at.run()
+    at = open_inside({"run": cnn.run_id[:8], "tab": "Dictionary"})
     assert not at.exception, at.exception[0].value if at.exception else ""
     found = dictionary(load_run(cnn.run_id, RunCache()), RunCache(), "features.1", 6)
     headings = [m.value for m in at.markdown if m.value.startswith("**Feature ")]
@@ -1205,10 +1207,7 @@ def test_every_units_picture_of_a_layer_is_drawn_in_the_background_and_then_show
     progress bar, and a later run (the fragment's, or any) shows one picture per unit."""
     cnn, _ = small_runs
     warmup.wait()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.query_params.update({"run": cnn.run_id[:8], "layer": "features.1", "unit": "0"})
-    at.switch_page("app_pages/inside.py")
-    at.run()
+    at = open_inside({"run": cnn.run_id[:8], "layer": "features.1", "unit": "0"})
     at = at.toggle(key=f"inside:every:{cnn.run_id}:features.1").set_value(True).run()
     assert not at.exception, at.exception[0].value if at.exception else ""
 
@@ -1239,9 +1238,6 @@ def test_every_units_picture_of_a_layer_is_drawn_in_the_background_and_then_show
 def test_an_address_naming_a_unit_twice_opens_the_last(small_runs):
     cnn, _ = small_runs
     warmup.wait()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.query_params.update({"run": cnn.run_id[:8], "layer": "features.5", "unit": ["3", "9"]})
-    at.switch_page("app_pages/inside.py")
-    at.run()
+    at = open_inside({"run": cnn.run_id[:8], "layer": "features.5", "unit": ["3", "9"]})
     assert not at.exception, at.exception[0].value if at.exception else ""
     assert [m.value for m in at.markdown if m.value.startswith("#### ")][0] == "#### Unit 9 of features.5"

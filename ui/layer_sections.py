@@ -85,8 +85,8 @@ def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list
     correlate with its own most (the same feature, whatever its index). Any two layers can be
     compared; the second starts at the first's counterpart (by name in one architecture, else by
     place)."""
-    mine = [layer for layer in run_view(run.run_id).activity.layers]
-    theirs = [layer for layer in run_view(other.run_id).activity.layers]
+    mine = run_view(run.run_id).activity.layers
+    theirs = run_view(other.run_id).activity.layers
     counterpart = {a.name: b.name for a, b in (p for p in pairs if len(p) == 2 and None not in p)}
 
     def named(layer: Layer) -> str:
