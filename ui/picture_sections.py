@@ -8,7 +8,7 @@ import streamlit as st
 
 from fmnist_core.analysis.inside import Layer
 from ui import keys
-from ui.resources import entry_version, in_background, run_cache
+from ui.resources import entry_version, finished, in_background, run_cache
 from ui.runs import run_view
 
 FEATURE_HELP = (
@@ -95,6 +95,6 @@ def _progress() -> dict:
 @st.fragment(run_every=1.0)
 def _waiting(key: str, layer: Layer) -> None:
     done = _progress().get(key, 0.0)
-    if in_background(key, lambda: None) is not None:  # finished: the page draws them
+    if finished(key):  # the page draws them (or says why they failed)
         st.rerun()
     st.progress(done, text=f"Optimising {layer.units} pictures of {layer.name} in the background: {done:.0%}")

@@ -59,6 +59,12 @@ def in_background(key: str, compute):
     return future.result() if future.done() else None
 
 
+def finished(key: str) -> bool:
+    """Whether the work in_background holds under `key` is done (False where none was given)."""
+    future = _background()["work"].get(key)
+    return future is not None and future.done()
+
+
 def garment_check(run_id: str) -> ood.Detector | None:
     """The garment check built on one autoencoder: calibrated on 5,000 training images the first
     time (in the background, then kept beside the cache for every later start), else None."""
