@@ -79,6 +79,7 @@ other_layers = run_view(other.run_id).activity.layers if other is not None else 
 pairs = inside.aligned(layers, other_layers) if other is not None else [(layer,) for layer in layers]
 tabs = ["Every layer", address_sections.UNIT_TAB, "Dictionary", "Dead units", "Layer table"]
 tabs += ["Matched units"] if other is not None else []
+address_sections.check_tab(tabs)
 # in the address; a click reruns, so that the costlier tabs (a layer's NMF, its matching) run when open
 every, close, features, dead, table, *matched = st.tabs(
     tabs,
@@ -90,12 +91,8 @@ every, close, features, dead, table, *matched = st.tabs(
 with every:
     inside_sections.every_layer(passes, pairs, shared, names)
 with close:
-    choices = {unit_sections.describe(layer): layer for layer in layers}
-    first = next((text for text, layer in choices.items() if layer.rectified), next(iter(choices)))
     address_sections.follow_address(run.run_id, layers)
-    if st.session_state.get(keys.INSIDE_LAYER) not in choices:  # another run's layer, or none yet
-        st.session_state[keys.INSIDE_LAYER] = first
-    layer = choices[st.selectbox("Layer", list(choices), key=keys.INSIDE_LAYER)]
+    layer = address_sections.pick_layer(run.run_id, layers)
     picture_sections.every_picture(run.run_id, layer, activity.dead(layer.name) if layer.rectified else None)
     output = passes[0].outputs[layer.name]
     unit = unit_sections.pick_unit(run.run_id, layer, output, shared)

@@ -1144,6 +1144,8 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
             "is not a unit of features.5",
         ),  # '²' isdigit
         ({"run": cnn.run_id, "layer": "features.5", "unit": "9" * 5000}, "is not a unit of features.5"),
+        ({"run": cnn.run_id, "tab": "Nonsense"}, "'Nonsense' is not a tab of this page"),
+        ({"run": cnn.run_id, "tab": "Matched units"}, "it needs a run beside"),
     ):
         odd = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
         odd.query_params.update(address)
@@ -1208,7 +1210,7 @@ def test_every_units_picture_of_a_layer_is_drawn_in_the_background_and_then_show
     cnn, _ = small_runs
     warmup.wait()
     at = open_inside({"run": cnn.run_id[:8], "layer": "features.1", "unit": "0"})
-    at = at.toggle(key=f"inside:every:{cnn.run_id}:features.1").set_value(True).run()
+    at = at.toggle(key=f"widget:inside:every:{cnn.run_id}:features.1").set_value(True).run()
     assert not at.exception, at.exception[0].value if at.exception else ""
 
     def pictures(at):
@@ -1232,6 +1234,14 @@ def test_every_units_picture_of_a_layer_is_drawn_in_the_background_and_then_show
         28,
         28,
     )
+    # Another layer and back: the toggle is as it was, and the kept pictures show at once.
+    layer = at.selectbox(key="inside:layer")
+    first = layer.value
+    at = layer.set_value([o for o in layer.options if o.startswith("features.5 ")][0]).run()
+    assert not pictures(at) and not at.exception
+    at = at.selectbox(key="inside:layer").set_value(first).run()
+    assert at.toggle(key=f"widget:inside:every:{cnn.run_id}:features.1").value is True
+    assert len(pictures(at)) == 1 and not at.get("progress")
 
 
 @pytest.mark.slow
@@ -1241,3 +1251,12 @@ def test_an_address_naming_a_unit_twice_opens_the_last(small_runs):
     at = open_inside({"run": cnn.run_id[:8], "layer": "features.5", "unit": ["3", "9"]})
     assert not at.exception, at.exception[0].value if at.exception else ""
     assert [m.value for m in at.markdown if m.value.startswith("#### ")][0] == "#### Unit 9 of features.5"
+    # Another run and back: the unit view is where it was (its layer and its unit), not the first layer.
+    run = at.selectbox(key="inside:run")
+    mine = run.value
+    at = run.set_value([o for o in run.options if o != mine][0]).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    at = at.selectbox(key="inside:run").set_value(mine).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert [m.value for m in at.markdown if m.value.startswith("#### ")][0] == "#### Unit 9 of features.5"
+    assert (at.query_params["layer"], at.query_params["unit"]) == ("features.5", "9")

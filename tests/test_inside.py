@@ -1,6 +1,7 @@
 """The inside of a network: layer outputs checked by hand, top-activating images against a full
 sort of the test set, dead units, weights, the kept activity file, and the layer table."""
 
+import copy
 import io
 import os
 import pickle
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from fmnist_core.analysis.architecture import layer_table
 from fmnist_core.analysis.inside import (
+    Recording,
     driving_boxes,
     layer_outputs,
     network_layers,
@@ -141,6 +143,31 @@ def test_the_driving_box_of_a_first_conv_unit_is_its_3x3_window():
     assert boxes.tolist() == [[0, 0, 3, 3], [5, 7, 8, 10], [25, 25, 28, 28]]
     dense = driving_boxes(model, "features.7", images, unit=0, where=np.zeros(3, int), width=1)
     assert all(bottom - top > 3 for top, _, bottom, _ in dense)  # a dense unit sees past any 3x3 window
+
+
+def test_a_recording_keeps_only_its_own_threads_passes_over_a_shared_model():
+    """A cached run's model is shared by a server's sessions and its background work (a layer's
+    pictures optimise a copy of it): another thread's pass over the model, or over a copy made while
+    the recording's hooks were on, is not recorded (it was: the page's driving boxes then indexed a
+    batch of 1 from the background's pass, an IndexError on the page)."""
+    model = tiny_cnn().eval()
+    images = load_data().test_images[:3]
+    seen: list[torch.Tensor] = []
+    with torch.no_grad(), Recording(model, lambda _name, output: seen.append(output), names=["features.0"]):
+        copied = copy.deepcopy(model)  # as a background job copies the shared model
+
+        def elsewhere() -> None:
+            with torch.no_grad():
+                model(images[:1])
+                copied(images[:1])
+
+        other = threading.Thread(target=elsewhere)
+        other.start()
+        other.join()
+        assert seen == []
+        model(images)
+    assert [tuple(output.shape) for output in seen] == [(3, *tuple(seen[0].shape[1:]))]
+    assert len(seen[0]) == 3
 
 
 @pytest.mark.parametrize("model", list_models())

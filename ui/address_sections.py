@@ -8,7 +8,7 @@ import streamlit as st
 
 from fmnist_core.analysis.inside import Layer
 from ui import keys
-from ui.unit_sections import walk_to
+from ui.unit_sections import describe, walk_to
 
 ADDRESS = ("run", "layer", "unit")  # the page's address: ?run=ID&layer=NAME&unit=K (&tab=, bound to the tabs)
 UNIT_TAB = "One unit up close"
@@ -43,6 +43,27 @@ def read_address(labels: dict[str, str]) -> None:
         # bound tab cannot be set from here once drawn, and follows its default where the address
         # names no tab (Back to the link first opened).
         st.session_state[keys.INSIDE_OPENED_AT_UNIT] = True
+
+
+def check_tab(tabs: list[str]) -> None:
+    """A link's &tab= that names none of the page's tabs is said (the tabs open at their default)."""
+    asked = st.query_params.get(keys.INSIDE_TAB)
+    if asked is not None and asked not in tabs:
+        why = " (it needs a run beside: &beside=ID)" if asked == "Matched units" else ""
+        st.toast(f"The link's tab {asked[:30]!r} is not a tab of this page{why}.", icon=":material/link_off:")
+
+
+def pick_layer(run_id: str, layers: list[Layer]) -> Layer:
+    """The unit view's layer: the one picked last for this run (coming back to a run finds it), else
+    its first rectified layer."""
+    choices = {describe(layer): layer for layer in layers}
+    if st.session_state.get(keys.INSIDE_LAYER) not in choices:  # another run's layer, or none yet
+        last = st.session_state.get(keys.layer_of(run_id))
+        first = next((text for text, layer in choices.items() if layer.rectified), next(iter(choices)))
+        st.session_state[keys.INSIDE_LAYER] = last if last in choices else first
+    text = st.selectbox("Layer", list(choices), key=keys.INSIDE_LAYER)
+    st.session_state[keys.layer_of(run_id)] = text
+    return choices[text]
 
 
 def unit_tab_default() -> str | None:

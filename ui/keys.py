@@ -56,6 +56,11 @@ def guess(report: str, scale: float, index: int) -> str:
     return f"guess:{report}:{scale}:{index}"
 
 
+def layer_of(run_id: str) -> str:
+    """The layer last shown up close for a run: coming back to the run shows it again."""
+    return f"inside:layer-of:{run_id}"
+
+
 def unit_chart(run_id: str, layer: str) -> str:
     """The chart of a layer's units on the inside page: its clicks pick a unit."""
     return f"inside:units:{run_id}:{layer}"

@@ -10,6 +10,7 @@ from fmnist_core.analysis.inside import Layer
 from ui import keys
 from ui.resources import entry_version, finished, in_background, run_cache
 from ui.runs import run_view
+from ui.widgets import kept
 
 FEATURE_HELP = (
     "Found by gradient ascent from noise (256 steps, seed 0): the image is optimised as its Fourier "
@@ -52,7 +53,15 @@ EVERY_HELP = (
 def every_picture(run_id: str, layer: Layer, dead: np.ndarray | None = None) -> None:
     """On asking: every unit's picture of `layer`, drawn in the background with its progress told;
     the `dead` units (a boolean per unit) said so under theirs."""
-    if not st.toggle("Every unit's picture", key=f"inside:every:{run_id}:{layer.name}", help=EVERY_HELP):
+    # kept: walking to another layer and back finds it as it was (a toggle not drawn is forgotten)
+    if not kept(
+        st.toggle,
+        "Every unit's picture",
+        f"inside:every:{run_id}:{layer.name}",
+        False,
+        in_url=False,
+        help=EVERY_HELP,
+    ):
         return
     key = f"layer-pictures:{run_id}:{entry_version(run_id)}:{layer.name}"
     progress = _progress()

@@ -25,6 +25,10 @@ def pick_unit(run_id: str, layer: Layer, output: np.ndarray, shared: bool) -> in
     state = st.session_state.get(key)
     chosen = events.clicked_unit(state.get("selection") if isinstance(state, dict) else None, layer.units)
     walked = st.session_state.get(keys.walked_unit(run_id, layer.name))
+    if (
+        chosen is not None
+    ):  # kept apart from the chart's state, which is forgotten when another layer is shown
+        st.session_state[keys.walked_unit(run_id, layer.name)] = walked = chosen
     unit = chosen if chosen is not None else walked if walked is not None else strongest
     chart = (
         unit_plots.unit_grid(output, shared, unit)

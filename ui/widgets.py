@@ -27,10 +27,13 @@ WEIGHT_DECAYS = (0.0, 1e-5, 1e-4, 5e-4, 1e-3, 1e-2)
 TRAINING_IMAGES = {"all 60,000": 0, "20,000": 20_000, "10,000": 10_000, "5,000": 5_000, "2,000": 2_000}
 
 
-def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
-    """A widget whose value survives page switches (stored under a key no widget owns) and lives in
-    the page's URL too (?key=value), so that a link reopens the same view."""
+def kept(widget: Callable, label: str, key: str, default: Any, *, in_url: bool = True, **kwargs) -> Any:
+    """A widget whose value survives page switches and runs that do not draw it (stored under a key
+    no widget owns) and lives in the page's URL too (?key=value; not `in_url`: a session's own), so
+    that a link reopens the same view."""
     store, widget_key = keys.kept(key), keys.WIDGET + key
+    if store not in st.session_state and not in_url:
+        st.session_state[store] = default
     if store not in st.session_state:  # a new session: the link's value, where it is a valid one
         given = st.query_params.get_all(key)
         text = " and ".join(given) if given else None
@@ -50,7 +53,7 @@ def kept(widget: Callable, label: str, key: str, default: Any, **kwargs) -> Any:
         st.session_state[store] = st.session_state[widget_key]
 
     value = widget(label, key=widget_key, on_change=save, **kwargs)
-    if isinstance(value, str | int | float) and st.query_params.get(key) != str(value):
+    if in_url and isinstance(value, str | int | float) and st.query_params.get(key) != str(value):
         st.query_params[key] = str(value)
     return value
 

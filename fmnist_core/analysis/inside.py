@@ -6,6 +6,7 @@ a layer here is a module a reader finds in the model's file."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,13 +74,21 @@ def _code_part(model: nn.Module) -> str | None:
 
 
 class Recording:
-    """Forward hooks on the watched modules, in the order they run; each output is handed to
-    `keep(name, output)`."""
+    """Forward hooks on the watched modules, in the order they run; each output of a pass made by
+    the thread that records is handed to `keep(name, output)`. A cached run's model is shared by a
+    server's sessions and its background work: another thread's pass over it (or over a copy made
+    while the hooks were on, which copies them) is not this recording's."""
 
     def __init__(self, model: nn.Module, keep, names: list[str] | None = None):
         watched = _watched(model)
+        thread = threading.get_ident()
+
+        def hook(name: str, output) -> None:
+            if threading.get_ident() == thread:
+                keep(name, output)
+
         self.handles = [
-            module.register_forward_hook(lambda _m, _i, output, name=name: keep(name, output))
+            module.register_forward_hook(lambda _m, _i, output, name=name: hook(name, output))
             for name, module in watched.items()
             if names is None or name in names
         ]

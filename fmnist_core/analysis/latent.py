@@ -4,6 +4,7 @@ probes and the per-epoch snapshots of its map."""
 from __future__ import annotations
 
 import base64
+import copy
 
 import numpy as np
 import torch
@@ -30,10 +31,10 @@ def mse_with_dropout_on(model: nn.Module, images: torch.Tensor, seed: int = 0) -
     """An autoencoder's mean squared error with its dropout layers left on (every other layer in
     eval mode): the loss as a training loop reports it, and as a validation pass that forgets
     model.eval() would. Dropout draws from a generator forked from `seed`, so the figure repeats
-    and the process's own random state is left as it was."""
+    and the process's own random state is left as it was. A copy is switched (a cached run's model
+    is shared with other threads, which must not see its dropout on)."""
+    model = copy.deepcopy(model).eval()
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
-    was_training = model.training
-    model.eval()
     for layer in dropouts:
         layer.train()
     device = device_of(model)
@@ -44,7 +45,6 @@ def mse_with_dropout_on(model: nn.Module, images: torch.Tensor, seed: int = 0) -
         for i in range(0, len(images), size):
             batch = images[i : i + size].to(device)
             total += F.mse_loss(model(batch).float(), batch.float(), reduction="sum").item()
-    model.train(was_training)
     return total / images.numel()
 
 
