@@ -100,8 +100,11 @@ def unit_grid(maps: np.ndarray, shared: bool, selected: int | None, columns: int
     return (images + frames.add_params(pick)).properties(width=size * min(columns, count), height=size * rows)
 
 
-def unit_bars(values: np.ndarray, selected: int | None, height: int = 160) -> alt.Chart:
-    """A dense layer's (or a code's) values, one bar per unit; a click picks a unit (plots.UNIT)."""
+def unit_bars(
+    values: np.ndarray, selected: int | None, height: int = 160, axes: tuple[str, str] = ("unit", "output")
+) -> alt.Chart:
+    """A dense layer's (or a code's) values, one bar per unit, its `axes` so named; a click picks a
+    unit (plots.UNIT)."""
     table = pd.DataFrame(
         {"unit": range(len(values)), "value": np.asarray(values, dtype=float), "chosen": False}
     )
@@ -112,8 +115,8 @@ def unit_bars(values: np.ndarray, selected: int | None, height: int = 160) -> al
         alt.Chart(table)
         .mark_bar(cursor="pointer")
         .encode(
-            x=alt.X("unit:O", axis=alt.Axis(labels=len(values) <= 64, ticks=False, title="unit")),
-            y=alt.Y("value:Q", title="output"),
+            x=alt.X("unit:O", axis=alt.Axis(labels=len(values) <= 64, ticks=False, title=axes[0])),
+            y=alt.Y("value:Q", title=axes[1]),
             color=alt.when(alt.datum.chosen).then(alt.value("#e4572e")).otherwise(alt.value(PALETTE[0])),
             tooltip=["unit", alt.Tooltip("value", format=".4f")],
         )

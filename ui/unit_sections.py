@@ -68,7 +68,7 @@ def weights_figure(weights: np.ndarray | None) -> None:
         st.image(unit_plots.layer_mosaic(weights.reshape(1, 28, 28), shared=True, scale=6))
         st.caption("Its weight on each pixel; red positive, blue negative.")
     else:
-        st.altair_chart(unit_plots.unit_bars(weights, None, height=110))
+        st.altair_chart(unit_plots.unit_bars(weights, None, height=110, axes=("its input", "weight")))
         st.caption(f"Its weight on each of its {weights.size:,} inputs.")
 
 
