@@ -617,21 +617,24 @@ def test_a_person_looks_inside_a_cnn_and_an_autoencoder(inside_app_url):
             assert f"layer=features.2&unit={walked}" in page.url, page.url
             assert page.get_by_text(f"Channel {walked} of features.2", exact=True).is_visible()
             # The browser's Back walks back up to the unit it came from, Forward down again.
+            # (the page's answer to Back is awaited as its heading: on a busy machine the server may take
+            # longer than settle's 5 s allowance for a message to be answered)
             page.go_back()
+            page.get_by_text("Channel 7 of features.4", exact=True).wait_for(timeout=PAGE_WAIT)
             settle(page)
             assert "layer=features.4&unit=7" in page.url, page.url
             assert page.get_by_text("Channel 7 of features.4", exact=True).is_visible()
             page.go_forward()
+            page.get_by_text(f"Channel {walked} of features.2", exact=True).wait_for(timeout=PAGE_WAIT)
             settle(page)
             assert f"layer=features.2&unit={walked}" in page.url, page.url
-            assert page.get_by_text(f"Channel {walked} of features.2", exact=True).is_visible()
             for opened in (page, page.context.new_page()):
                 if opened is page:
                     page.reload()
                 else:
                     opened.goto(page.url)
                 settle(opened)
-                assert opened.get_by_text(f"Channel {walked} of features.2", exact=True).is_visible()
+                opened.get_by_text(f"Channel {walked} of features.2", exact=True).wait_for(timeout=PAGE_WAIT)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "failure_inside.png"), full_page=True)
             raise
