@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Serve the lab to a class from N Streamlit processes behind nginx (sticky sessions), with one
 # trainer apart from them, all sharing one job queue (FMNIST_QUEUE_DB, default: the cache
-# folder's SQLite file). Usage: scripts/serve_class.sh [N] [ADDRESS:PORT]   (default 2 127.0.0.1:8500)
+# folder's SQLite file). Usage: scripts/serve_class.sh [N] [ADDRESS:PORT] [FIRST]
+# (default 2 127.0.0.1:8500 8601: the processes listen on 127.0.0.1:FIRST, FIRST+1, ...)
 # The other FMNIST_* settings (FMNIST_ADMIN_TOKEN, FMNIST_MAX_JOBS, ...) are read as by run_app.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 processes=${1:-2}
 listen=${2:-127.0.0.1:8500}
+first=${3:-8601}
 if ! [[ "$processes" =~ ^[0-9]+$ ]] || [ "$processes" -lt 1 ] || [ "$processes" -gt 32 ]; then
   echo "serve_class: N: '$processes' is not a whole number from 1 to 32" >&2; exit 2
+fi
+if ! [[ "$first" =~ ^[0-9]+$ ]] || [ "$first" -lt 1024 ] || [ "$first" -gt $((65536 - processes)) ]; then
+  echo "serve_class: FIRST: '$first' is not a port from 1024 to $((65536 - processes)) for $processes processes" >&2; exit 2
+fi
+if ! [[ "$listen" =~ ^[^:]+:[0-9]+$ ]] || [ "${listen##*:}" -lt 1 ] || [ "${listen##*:}" -gt 65535 ]; then
+  echo "serve_class: ADDRESS:PORT: '$listen' is not an address and a port (e.g. 127.0.0.1:8500)" >&2; exit 2
 fi
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "serve_class: nginx is not installed (apt-get install nginx-light)" >&2; exit 2; }
 scripts/setup.sh
@@ -16,7 +24,7 @@ export FMNIST_QUEUE_DB=${FMNIST_QUEUE_DB:-sqlite}
 export FMNIST_CLASS=${FMNIST_CLASS:-1}  # a class: jobs have owners, only they (or an admin) stop them
 .venv/bin/python -m fmnist_core settings >/dev/null
 # Every address free before anything starts (a second serve_class.sh, another server).
-ports="${listen##*:} $(seq -s ' ' 8601 $((8600 + processes)))"
+ports="${listen##*:} $(seq -s ' ' "$first" $((first + processes - 1)))"
 .venv/bin/python - "${listen%:*}" $ports <<'PY' || exit 2
 import socket, sys
 host = sys.argv[1]
@@ -38,7 +46,7 @@ pids+=($!)
 names+=("the trainer (worker.log)")
 servers=""
 for i in $(seq 1 "$processes"); do
-  port=$((8600 + i))
+  port=$((first + i - 1))
   FMNIST_TRAINERS=0 .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "$port" \
     --server.headless true >"$run/server$i.log" 2>&1 &
   pids+=($!)

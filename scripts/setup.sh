@@ -13,10 +13,20 @@ apt_packages=()
 if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then apt_packages+=(chromium); fi
 # The shared queue's tests start a PostgreSQL server of their own (Debian's binaries, never a service).
 if [ "${WITH_BROWSER:-0}" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_packages+=(postgresql); fi
+# The class test serves the lab behind nginx (scripts/serve_class.sh: its own configuration, on 127.0.0.1).
+nginx_new=0
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  apt_packages+=(nginx-light)
+  nginx_new=1
+fi
 apt_install() {
   as_root apt-get update -qq || true
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null ||
     echo "setup: apt could not install ${apt_packages[*]}; continuing" >&2
+  # Debian starts the nginx it installs as a service on port 80 where systemd runs: not the lab's.
+  if [ "$nginx_new" = 1 ] && command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    as_root systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 }
 apt_job=
 if [ ${#apt_packages[@]} -gt 0 ] && command -v apt-get >/dev/null; then

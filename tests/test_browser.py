@@ -781,3 +781,110 @@ def test_in_a_class_alice_is_alice_after_a_reload_and_in_a_second_tab(class_app_
             raise
         finally:
             browser.close()
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports on 127.0.0.1."""
+    for _ in range(50):
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    probe = held.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def answering_process(url: str, route: str) -> str:
+    """The server process nginx hands a request carrying the route cookie `route` to."""
+    request = urllib.request.Request(f"{url}/_stcore/health", headers={"Cookie": f"fmnist_route={route}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.headers["X-Lab-Process"]
+
+
+@pytest.fixture
+def class_behind_nginx(isolated_cache):
+    """scripts/serve_class.sh as a teacher types it: two server processes, a trainer and nginx in
+    front, on free ports of 127.0.0.1; yields nginx's URL and the two processes' addresses."""
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is not installed (scripts/setup.sh installs Debian's nginx-light)")
+    listen, first = free_port(), free_ports(2)
+    env = {**os.environ, "FMNIST_CACHE": str(isolated_cache), "FMNIST_STARTER": "0"}
+    env.update({"FMNIST_CLASS": "1", "FMNIST_ADMIN_TOKEN": ADMIN_TOKEN})
+    script = subprocess.Popen(
+        ["scripts/serve_class.sh", "2", f"127.0.0.1:{listen}", str(first)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its processes in one group: stopped together below
+    )
+    url, processes = f"http://127.0.0.1:{listen}", [f"127.0.0.1:{first}", f"127.0.0.1:{first + 1}"]
+    deadline = time.monotonic() + 300  # two servers, a trainer and nginx starting on a busy machine
+    waiting = [url] + [f"http://{address}" for address in processes]
+    while waiting:
+        try:
+            with urllib.request.urlopen(f"{waiting[0]}/_stcore/health", timeout=5) as answer:
+                assert answer.status == 200
+            waiting.pop(0)
+        except OSError:
+            assert script.poll() is None, script.stderr.read().decode()
+            assert time.monotonic() < deadline, f"{waiting[0]} did not answer"
+            time.sleep(0.5)
+    try:
+        yield url, processes
+    finally:
+        os.killpg(script.pid, 15)
+        script.wait(timeout=60)
+
+
+def test_a_class_served_by_two_processes_behind_nginx_is_one_lab(class_behind_nginx):
+    """nginx keeps each browser on one process (its route cookie) and spreads browsers over both;
+    Alice queues a job through one process, and when her route moves to the other she is still
+    Alice there: it shows her job (the queue is shared) and its Stop, which reaches the trainer."""
+    url, processes = class_behind_nginx
+    routes: dict[str, str] = {}
+    for k in range(40):  # random-looking routes, hashed over the two processes
+        route = f"route-{k}"
+        where = answering_process(url, route)
+        assert where in processes, where
+        assert answering_process(url, route) == where  # sticky
+        routes.setdefault(where, route)
+    assert sorted(routes) == processes  # both processes take browsers (2 x 0.5^40 to fail by chance)
+    with playwright.sync_playwright() as p:
+        browser = chromium(p)
+        alice = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = alice.new_page()
+        try:
+            alice.add_cookies([{"name": "fmnist_route", "value": routes[processes[0]], "url": url}])
+            answer = page.goto(f"{url}/autoencoder?{LONG_JOB}")
+            assert answer.headers["x-lab-process"] == processes[0]
+            settle(page)  # the page's WebSocket goes through nginx too: the page draws
+            page.get_by_role("button", name=re.compile(r"Train$")).first.click()
+            page.wait_for_function(
+                "() => document.body.innerText.includes('asked for by you')", timeout=PAGE_WAIT
+            )
+            alice.add_cookies([{"name": "fmnist_route", "value": routes[processes[1]], "url": url}])
+            answer = page.goto(f"{url}/autoencoder")
+            assert answer.headers["x-lab-process"] == processes[1]
+            settle(page)
+            page.wait_for_function(
+                "() => document.body.innerText.includes('asked for by you')", timeout=PAGE_WAIT
+            )
+            stop = page.locator("[data-testid='stSidebar']").get_by_role("button", name=re.compile("Stop$"))
+            stop.click()
+            page.wait_for_function(
+                "() => !document.body.innerText.includes('asked for by you')", timeout=PAGE_WAIT
+            )
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "class_nginx_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
