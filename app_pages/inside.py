@@ -12,6 +12,7 @@ from ui.runs import run_label, run_view, runs_table
 from ui.widgets import kept
 
 st.title("Inside the network")
+link_notes = st.container()  # what is wrong with the page's address, if anything (filled at the end)
 runs = runs_table()
 if runs.empty:
     waiting_for(kinds=("autoencoder", "classifier"), otherwise="No trained model yet: train any model first.")
@@ -106,16 +107,18 @@ with close:
         else:
             found = int(match["match"])
             title = f"Its match in {names[1]}: unit {found} of {twin.name}, correlation {match['correlation']:.2f}"
-            with st.expander(f"{title} (the next best {match['runner_up']:.2f})", expanded=True):
+            close = match["correlation"] - match["runner_up"] < layer_sections.CLEAR
+            margin = ": as close, not a clear match" if close else ""
+            with st.expander(f"{title} (the next best {match['runner_up']:.2f}{margin})", expanded=True):
                 unit_sections.unit_up_close(
                     other, run_view(other.run_id).activity, twin, found, passes[1].outputs[twin.name], shared
                 )
 if features.open:
     with features:
-        layer_sections.dictionary(run, layers)
+        layer_sections.dictionary(run, layers, layer)
 if matched and matched[0].open:
     with matched[0]:
-        layer_sections.matching(run, other, pairs, names)
+        layer_sections.matching(run, other, pairs, names, layer)
 with dead:
     inside_sections.dead_units(run, activity)
     if other is not None:
@@ -123,3 +126,4 @@ with dead:
         inside_sections.dead_units(other, run_view(other.run_id).activity)
 with table:
     inside_sections.layer_table(run)
+address_sections.show_notes(link_notes)

@@ -12,13 +12,15 @@ def add_inside(commands) -> None:
     parser = commands.add_parser(
         "inside", help="one unit of a cached run as a picture: what it responds to, its images, what feeds it"
     )
-    parser.add_argument("--run", required=True, help="a cached run's id")
+    parser.add_argument("--run", required=True, help="a cached run's id, or its first 6 characters or more")
     parser.add_argument(
         "--layer", required=True, help="a layer's name, as the Inside page shows it (features.4)"
     )
     parser.add_argument("--unit", required=True, type=int, help="the unit (a conv layer's channel)")
     parser.add_argument(
-        "--out", metavar="FILE", help="the PNG to write (default: unit-RUN-LAYER-UNIT.png here)"
+        "--out",
+        metavar="FILE",
+        help="the PNG to write (default: unit-RUN-LAYER-UNIT.png here, RUN the id's first 8 characters)",
     )
     parser.set_defaults(handler=command_inside)
 
@@ -52,7 +54,11 @@ def command_inside(args: argparse.Namespace) -> int:
 def full_id(given: str, cache: RunCache) -> str:
     """A run id, or the one cached run whose id starts with `given` (6 characters or more)."""
     ids = cache.run_ids()  # a listing: load_run verifies the one it gets
-    if given in ids or len(given) < 6:
+    if given in ids:
         return given
     found = [run_id for run_id in ids if run_id.startswith(given)]
-    return found[0] if len(found) == 1 else given
+    if len(given) < 6 and found:
+        raise ValueError(f"--run: {given[:20]!r} is too short: give 6 characters of the id at least")
+    if len(found) > 1:
+        raise ValueError(f"--run: {given[:20]!r} begins {len(found)} runs' ids: give more of it")
+    return found[0] if found else given

@@ -894,7 +894,9 @@ def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_
     # One unit up close: the first rectified layer, at the channel this image excites most.
     assert [m.value for m in at.markdown if m.value.startswith("#### Channel ")][0].endswith(" of features.1")
     assert any(m.value.startswith("**The 9 test images that excite it most**") for m in at.markdown)
-    assert any("test images leave it at 0**" in m.value or "move it least" in m.value for m in at.markdown)
+    assert any(
+        "test images leave it at 0**" in m.value or "where it is lowest" in m.value for m in at.markdown
+    )
     images = len(at.get("image"))
     at = (
         at.toggle(key=f"inside:featureviz:{cnn.run_id}").set_value(True).run()
@@ -1103,6 +1105,8 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
     assert at.selectbox(key="inside:run").value.count(cnn.run_id[:6]) == 1
     assert [m.value for m in at.markdown if m.value.startswith("#### ")][0] == "#### Unit 3 of features.5"
     assert any(m.value == "**The units of features.2 that feed it most**" for m in at.markdown)
+    # The page writes no default into the address (a second history step made the first Back do nothing).
+    assert sorted(at.query_params) == ["layer", "run", "unit"], dict(at.query_params)
     shares = upstream_shares(
         load_run(cnn.run_id, RunCache()).model, "features.5", 3, "features.2", load_data().test_images[:1000]
     )
@@ -1136,7 +1140,7 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
     wrong.switch_page("app_pages/inside.py")
     wrong.run()
     assert not wrong.exception
-    assert any("not a unit of features.5 (0 to 31)" in t.value for t in wrong.toast)
+    assert any("not a unit of features.5 (0 to 31)" in w.value for w in wrong.warning)
     for address, words in (
         ({"run": cnn.run_id, "unit": "3"}, "needs its layer"),  # a unit without its layer
         (
@@ -1144,14 +1148,23 @@ def test_a_unit_has_an_address_and_its_feeders_walk_down_the_network(small_runs)
             "is not a unit of features.5",
         ),  # '²' isdigit
         ({"run": cnn.run_id, "layer": "features.5", "unit": "9" * 5000}, "is not a unit of features.5"),
-        ({"run": cnn.run_id, "tab": "Nonsense"}, "'Nonsense' is not a tab of this page"),
+        (
+            {"run": cnn.run_id, "tab": "Nonsense"},
+            "'Nonsense' is not a tab of this page (its tabs: Every layer,",
+        ),
         ({"run": cnn.run_id, "tab": "Matched units"}, "it needs a run beside"),
+        ({"run": cnn.run_id, "beside": cnn.run_id[:8]}, "is the run itself"),
+        ({"run": cnn.run_id[:3], "layer": "features.5"}, "is too short (6 characters at least)"),
+        ({"run": "f" * 16, "layer": "features.5"}, "is not a run of this lab's cache"),
+        ({"layer": "features.5", "unit": "3"}, "names a layer or a unit but no run"),
+        ({"run": cnn.run_id, "layer": "features.5", "unit": "9" * 23}, f"'{'9' * 23}' is not a unit of"),
+        ({"run": cnn.run_id, "layer": "features.99"}, "is not a layer of this run (its layers: features.0,"),
     ):
         odd = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
         odd.query_params.update(address)
         odd.switch_page("app_pages/inside.py")
         odd.run()
-        assert not odd.exception and any(words in t.value for t in odd.toast), address
+        assert not odd.exception and any(words in w.value for w in odd.warning), (address, odd.warning)
 
 
 @pytest.mark.slow
@@ -1175,6 +1188,11 @@ def test_a_layers_dictionary_and_its_units_matched_to_a_second_run_are_tabs_of_t
     assert any(
         c.value.startswith(f"6 features account for {found.explained:.0%} of what features.1")
         for c in at.caption
+    )
+    # An address's layer is the Dictionary's first layer too.
+    on = open_inside({"run": cnn.run_id[:8], "layer": "features.5", "unit": "0", "tab": "Dictionary"})
+    assert any(
+        c.value.startswith("6 features account for") and "what features.5 says" in c.value for c in on.caption
     )
     at = at.toggle(key=f"inside:nmf:pictures:{cnn.run_id}").set_value(True).run()
     assert not at.exception and sum("its picture" in str(image.proto) for image in at.get("image")) == 6

@@ -392,7 +392,10 @@ def test_inside_writes_a_units_sheet_and_refuses_a_wrong_unit_in_one_line(pooled
     with Image.open(first) as sheet:
         assert sheet.size[0] == fed[0] and sheet.size[1] < fed[1]
     for args, words in (
-        (("--layer", "features.44", "--unit", "7"), "error: layer: 'features.44' is not a layer"),
+        (
+            ("--layer", "features.44", "--unit", "7"),
+            "error: layer: 'features.44' is not a layer of this model with units to show (those: features.0,",
+        ),
         (("--layer", "features.4", "--unit", "70"), "error: unit: 70 is not a unit of features.4 (0..49)"),
         (("--layer", "features.4", "--unit", "1", "--out", str(tmp_path / "x.jpg")), "error: --out:"),
         (("--layer", "features.4", "--unit", "1", "--out", str(tmp_path / "d.png")), "error: --out: "),
@@ -409,3 +412,5 @@ def test_inside_writes_a_units_sheet_and_refuses_a_wrong_unit_in_one_line(pooled
         )
     written = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert written == ["first.png", "unit.png"] and not any((tmp_path / "d.png").iterdir())
+    short = run_main("inside", "--run", run.run_id[:3], "--layer", "features.4", "--unit", "1", capsys=capsys)
+    assert short.returncode == 2 and short.stderr.startswith(f"error: --run: '{run.run_id[:3]}' is too short")

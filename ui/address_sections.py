@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from fmnist_core.analysis.inside import Layer
+from fmnist_core.base.settings import shown
 from ui import keys
 from ui.unit_sections import describe, walk_to
 
@@ -25,16 +26,12 @@ def read_address(labels: dict[str, str]) -> None:
         return
     st.session_state[keys.INSIDE_ADDRESS] = None
     if run is None:
+        if layer is not None or unit is not None:
+            note("The link names a layer or a unit but no run (&run=ID): the page shows its own choice.")
         return
-    found = [
-        label
-        for label, run_id in labels.items()
-        if run_id == run or (len(run) >= 6 and run_id.startswith(run))
-    ]
+    found = runs_named(run, labels)
     if len(found) != 1:
-        st.toast(
-            f"The link's run {run[:20]!r} is not one run of this lab's cache.", icon=":material/link_off:"
-        )
+        note(f"The link's run {shown(run)} {_why_not(run, found)}: the page shows another run.")
         return
     st.session_state[keys.INSIDE_RUN] = found[0]
     st.session_state[keys.INSIDE_ADDRESS] = (labels[found[0]], layer, unit)
@@ -45,12 +42,42 @@ def read_address(labels: dict[str, str]) -> None:
         st.session_state[keys.INSIDE_OPENED_AT_UNIT] = True
 
 
+def runs_named(asked: str, labels: dict[str, str]) -> list[str]:
+    """The labels of the runs an address's id names: the run itself, or those its first 6+ characters begin."""
+    return [
+        label
+        for label, run_id in labels.items()
+        if run_id == asked or (len(asked) >= 6 and run_id.startswith(asked))
+    ]
+
+
+def _why_not(asked: str, found: list[str]) -> str:
+    if found:
+        return f"begins {len(found)} runs' ids (give more of it)"
+    return "is too short (6 characters at least)" if len(asked) < 6 else "is not a run of this lab's cache"
+
+
+def note(text: str) -> None:
+    """Something wrong with the page's address, said on this render (show_notes)."""
+    st.session_state.setdefault(keys.INSIDE_NOTES, []).append(text)
+
+
+def show_notes(where) -> None:
+    """The address's problems found on this render, as warnings in `where` (a container at the page's top)."""
+    for text in st.session_state.pop(keys.INSIDE_NOTES, []):
+        where.warning(text, icon=":material/link_off:")
+
+
 def check_tab(tabs: list[str]) -> None:
     """A link's &tab= that names none of the page's tabs is said (the tabs open at their default)."""
     asked = st.query_params.get(keys.INSIDE_TAB)
     if asked is not None and asked not in tabs:
-        why = " (it needs a run beside: &beside=ID)" if asked == "Matched units" else ""
-        st.toast(f"The link's tab {asked[:30]!r} is not a tab of this page{why}.", icon=":material/link_off:")
+        why = (
+            "it needs a run beside: &beside=ID"
+            if asked == "Matched units"
+            else "its tabs: " + ", ".join(tabs)
+        )
+        note(f"The link's tab {shown(asked)} is not a tab of this page ({why}).")
 
 
 def pick_layer(run_id: str, layers: list[Layer]) -> Layer:
@@ -79,17 +106,12 @@ def read_beside(labels: dict[str, str], chosen: str) -> None:
     if keys.INSIDE_BESIDE in st.session_state:
         return
     asked = st.query_params.get(BESIDE)
-    found = [
-        label
-        for label, run_id in labels.items()
-        if asked and label != chosen and (run_id == asked or (len(asked) >= 6 and run_id.startswith(asked)))
-    ]
-    if asked and len(found) != 1:
-        st.toast(
-            f"The link's run beside ({asked[:20]!r}) is not one run of this lab's cache.",
-            icon=":material/link_off:",
-        )
-    st.session_state[keys.INSIDE_BESIDE] = found[0] if len(found) == 1 else "(none)"
+    found = runs_named(asked, labels) if asked else []
+    if asked and found == [chosen]:
+        note(f"The link's run beside ({shown(asked)}) is the run itself: nothing is put beside it.")
+    elif asked and len(found) != 1:
+        note(f"The link's run beside ({shown(asked)}) {_why_not(asked, found)}.")
+    st.session_state[keys.INSIDE_BESIDE] = found[0] if len(found) == 1 and found != [chosen] else "(none)"
 
 
 def write_beside(run_id: str | None) -> None:
@@ -111,24 +133,17 @@ def follow_address(run_id: str, layers: list[Layer]) -> None:
     by_name = {layer.name: layer for layer in layers}
     if name is None:
         if unit is not None:
-            st.toast(
-                f"The link's unit {unit[:10]!r} needs its layer (&layer=...): left out.",
-                icon=":material/link_off:",
-            )
+            note(f"The link's unit {shown(unit)} needs its layer (&layer=...): left out.")
         return
     if name not in by_name:
-        st.toast(f"The link's layer {name[:30]!r} is not a layer of this run.", icon=":material/link_off:")
+        note(f"The link's layer {shown(name)} is not a layer of this run (its layers: {', '.join(by_name)}).")
         return
     layer = by_name[name]
-    digits = (
-        unit is not None and unit.isascii() and unit.isdigit() and len(unit) <= 6
-    )  # not '²', not 10**5000
+    # decimal digits of any script, as int() and the command line read them (not '²', not 10**5000)
+    digits = unit is not None and unit.isdecimal() and len(unit) <= 6
     number = int(unit) if digits and int(unit) < layer.units else None
     if unit is not None and number is None:
-        st.toast(
-            f"The link's unit {unit[:10]!r} is not a unit of {name} (0 to {layer.units - 1}).",
-            icon=":material/link_off:",
-        )
+        note(f"The link's unit {shown(unit)} is not a unit of {name} (0 to {layer.units - 1}).")
     walk_to(run_id, layer, number)
 
 

@@ -132,12 +132,30 @@ def dead_units(run: TrainedRun, activity: UnitActivity) -> None:
                 ),
             },
         )
+        dead_links(run.run_id, activity)
     if run.config.kind == "classifier":
         st.markdown(
             f"**Classes never predicted:** {', '.join(never)}"
             if never
             else "**Classes never predicted:** none"
         )
+
+
+DEAD_LINKS = 40  # dead units linked per layer, at most
+
+
+def dead_links(run_id: str, activity: UnitActivity) -> None:
+    """Each dead unit a link to its own view (its address; a new tab)."""
+    for layer in activity.layers:
+        dead = np.flatnonzero(activity.dead(layer.name)) if layer.rectified else []
+        if len(dead):
+            tab = "One+unit+up+close"
+            links = ", ".join(
+                f"[{unit}](inside?run={run_id}&layer={layer.name}&unit={unit}&tab={tab})"
+                for unit in dead[:DEAD_LINKS]
+            )
+            more = f" and {len(dead) - DEAD_LINKS} more" if len(dead) > DEAD_LINKS else ""
+            st.markdown(f"Dead in **{layer.name}**: units {links}{more}")
 
 
 def layer_table(run: TrainedRun) -> None:

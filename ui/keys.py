@@ -24,6 +24,7 @@ INSIDE_OPENED_AT_UNIT = (
     "inside:opened-at-unit"  # the session began at a unit's address: its tab is the default
 )
 INSIDE_BESIDE = "inside:beside"  # the run beside (its picker's key; ?beside=ID in the URL)
+INSIDE_NOTES = "inside:notes"  # what is wrong with the page's address, said on the render that found it
 INSIDE_ADDRESS = "inside:address"  # the page's address was read (once a session): (layer, unit) it asks for
 SWEEP_OPEN = "sweep:open"  # the sweep whose trials the sweep page shows (a started sweep sets it)
 SWEEP_SHOWN = "sweep:shown"  # the sweep page's picker of kept sweeps (cleared when a sweep starts)

@@ -14,6 +14,7 @@ from fmnist_core.runs.trained import TrainedRun
 from ui.resources import entry_version, fashion, load_run, run_cache
 from ui.runs import run_view
 
+CLEAR = 0.05  # a match this far above the next best is a clear one (the table's caption, the unit view)
 DICTIONARY_HELP = (
     "Non-negative matrix factorisation of what the layer says at every place over 2,000 test "
     "images: each feature is a mix of units (weights of 1 at most) that tends to fire together. "
@@ -22,15 +23,20 @@ DICTIONARY_HELP = (
 )
 
 
-def dictionary(run: TrainedRun, layers: list[Layer]) -> None:
-    """A rectified layer's NMF features, each with its picture, strongest test images and units."""
+def dictionary(run: TrainedRun, layers: list[Layer], current: Layer) -> None:
+    """A rectified layer's NMF features, each with its picture, strongest test images and units;
+    first the unit view's `current` layer (or the first rectified one after it)."""
     rectified = [layer for layer in layers if layer.rectified and layer.units >= 3]
     if not rectified:
         st.info("This network has no rectified layer of 3 units or more: NMF reads only outputs >= 0.")
         return
     choices = {f"{layer.name} · {layer.kind} · {layer.units} units": layer for layer in rectified}
+    after = layers[layers.index(current) :] if current in layers else []
+    start = next((rectified.index(x) for x in after if x in rectified), 0)
     first, second = st.columns([2, 1])
-    layer = choices[first.selectbox("Layer", list(choices), key=f"inside:nmf:layer:{run.run_id}")]
+    layer = choices[
+        first.selectbox("Layer", list(choices), index=start, key=f"inside:nmf:layer:{run.run_id}")
+    ]
     count = second.slider(
         "Features",
         3,
@@ -80,7 +86,9 @@ def _pictures(run_id: str, version: float, layer: str, features: int) -> np.ndar
     return dictionary_pictures(load_run(run_id), run_cache(), found)
 
 
-def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list[str]) -> None:
+def matching(
+    run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list[str], current: Layer
+) -> None:
     """Each unit of a layer matched to the unit of a layer of the run beside it whose activations
     correlate with its own most (the same feature, whatever its index). Any two layers can be
     compared; the second starts at the first's counterpart (by name in one architecture, else by
@@ -93,8 +101,9 @@ def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list
         return f"{layer.name} · {layer.kind} · {layer.units} units"
 
     first, second = st.columns(2)
+    start = next((i for i, x in enumerate(mine) if x.name == current.name), 0)  # the unit view's layer
     layer = {named(x): x for x in mine}[
-        first.selectbox(names[0], [named(x) for x in mine], key="inside:match:layer")
+        first.selectbox(names[0], [named(x) for x in mine], index=start, key="inside:match:layer")
     ]
     options = [named(x) for x in theirs]
     start = next((i for i, x in enumerate(theirs) if x.name == counterpart.get(layer.name)), 0)
@@ -108,12 +117,18 @@ def matching(run: TrainedRun, other: TrainedRun, pairs: list[tuple], names: list
             f"its match in {names[1]}": table["match"],
             "correlation": table["correlation"],
             "the next best": table["runner_up"],
+            # several units of this layer on one partner: a shared signal (brightness), not one feature each
+            "units on that partner": table["match"].map(table["match"].value_counts()),
         }
     ).sort_values("correlation", ascending=False, na_position="last")
     close = int((table["correlation"] >= 0.9).sum())
+    clear = int(((table["correlation"] >= 0.9) & (table["correlation"] - table["runner_up"] >= CLEAR)).sum())
     st.caption(
         f"Over 2,000 test images: {close} of {len(table)} units of {layer.name} ({names[0]}) have a partner "
-        f"in {twin.name} ({names[1]}) at a correlation of 0.9 or more (the same feature, found again). "
-        "A unit with no partner does not vary over these images."
+        f"in {twin.name} ({names[1]}) at a correlation of 0.9 or more; {clear} of them clearly (the next "
+        f"best at least {CLEAR} lower), the likeliest to be the same feature found again. Where several "
+        "units share a partner, or the next best is as close, they share something broader (how bright, "
+        "how big) rather than one feature. A unit without a partner at 0.9 follows no unit of the other "
+        "layer that closely; one with no partner at all does not vary over these images."
     )
     st.dataframe(shown, hide_index=True, width="stretch")

@@ -117,14 +117,18 @@ def unit_up_close(
             feeders(run, activity, layer, unit, detail.weights, feeding)
         return
     labels = fashion().test_labels.numpy()
-    st.markdown(
-        f"**The {len(detail.images)} test images that excite it most** (the box: the pixels that move its peak)"
-    )
+    box = " (the box: the pixels that move its peak)" if layer.spatial else ""  # a dense unit sees them all
+    st.markdown(f"**The {len(detail.images)} test images that excite it most**{box}")
     captions = [
         f"#{i} {CLASS_NAMES[labels[i]]} · {v:.2f}"
         for i, v in zip(detail.indices, detail.values, strict=False)
     ]
-    st.image(unit_plots.with_boxes(detail.images, detail.boxes), caption=captions, width=96)
+    shown = (
+        unit_plots.with_boxes(detail.images, detail.boxes)
+        if layer.spatial
+        else [np.kron(image, np.ones((3, 3))) for image in detail.images]
+    )
+    st.image(shown, caption=captions, width=96, clamp=True)
     if layer.spatial:
         st.markdown("**Their patches**, cut out")
         st.image([np.kron(p, np.ones((6, 6))) for p in inside.patches(detail)], clamp=True, width=72)
@@ -132,7 +136,7 @@ def unit_up_close(
     if layer.rectified and detail.bottom_values.max() <= 0:
         st.markdown(f"**{activity.images - detail.firing:,} test images leave it at 0**: the first {count}")
     else:
-        st.markdown(f"**The {count} test images that move it least**")
+        st.markdown(f"**The {count} test images where it is lowest**")
     st.image(
         [np.kron(image, np.ones((3, 3))) for image in detail.bottom_images],
         caption=[

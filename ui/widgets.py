@@ -53,7 +53,11 @@ def kept(widget: Callable, label: str, key: str, default: Any, *, in_url: bool =
         st.session_state[store] = st.session_state[widget_key]
 
     value = widget(label, key=widget_key, on_change=save, **kwargs)
-    if in_url and isinstance(value, str | int | float) and st.query_params.get(key) != str(value):
+    # A default is left out of an address that lacks it (it reopens the same view): a first visit adds
+    # no second history step (Back did nothing once), and links stay short.
+    asked = st.query_params.get(key)
+    written = isinstance(value, str | int | float) and (asked is not None or value != default)
+    if in_url and written and asked != str(value):
         st.query_params[key] = str(value)
     return value
 

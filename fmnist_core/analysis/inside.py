@@ -166,7 +166,11 @@ class UnitActivity:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError(f"layer: {name!r} is not a layer of this model")
+        raise ValueError(
+            f"layer: {name[:60]!r} is not a layer of this model with units to show (those: "
+            f"{', '.join(layer.name for layer in self.layers)}; dropout and flatten layers only pass "
+            "their input on)"
+        )
 
     def dead(self, name: str) -> np.ndarray:
         """The units of a rectified layer that are 0 on every image (boolean, (units,))."""
