@@ -876,6 +876,20 @@ def test_the_inside_page_shows_every_layer_dead_units_and_the_layer_table(small_
     assert any(m.label == "The model's answer" for m in at.metric)
     [dead] = [d.value for d in at.dataframe if "dying" in d.value.columns]
     assert dead["layer"].tolist() == ["features.1", "features.5"] and dead["units"].tolist() == [8, 32]
+    # Each dead unit a link to its own address, as the core counts them (none: no line).
+    from fmnist_core.views import inside as inside_view
+
+    activity = inside_view.activity(load_run(cnn.run_id, RunCache()), RunCache())
+    expected = [
+        f"Dead in **{name}**: units "
+        + ", ".join(
+            f"[{u}](inside?run={cnn.run_id}&layer={name}&unit={u})"
+            for u in np.flatnonzero(activity.dead(name))
+        )
+        for name in ("features.1", "features.5")
+        if activity.dead(name).any()
+    ]
+    assert [m.value for m in at.markdown if m.value.startswith("Dead in **")] == expected
     [table] = [d.value for d in at.dataframe if "multiply_adds" in d.value.columns]
     assert table["parameters"].sum() == sum(p.numel() for p in cnn.model.parameters())
     [sources] = at.get("button_group")

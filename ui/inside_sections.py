@@ -149,10 +149,8 @@ def dead_links(run_id: str, activity: UnitActivity) -> None:
     for layer in activity.layers:
         dead = np.flatnonzero(activity.dead(layer.name)) if layer.rectified else []
         if len(dead):
-            tab = "One+unit+up+close"
-            links = ", ".join(
-                f"[{unit}](inside?run={run_id}&layer={layer.name}&unit={unit}&tab={tab})"
-                for unit in dead[:DEAD_LINKS]
+            links = ", ".join(  # a unit's address opens its view (the tab's default there)
+                f"[{unit}](inside?run={run_id}&layer={layer.name}&unit={unit})" for unit in dead[:DEAD_LINKS]
             )
             more = f" and {len(dead) - DEAD_LINKS} more" if len(dead) > DEAD_LINKS else ""
             st.markdown(f"Dead in **{layer.name}**: units {links}{more}")
