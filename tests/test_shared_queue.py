@@ -510,3 +510,26 @@ def test_the_apps_queue_never_removes_the_pinned_runs_at_the_disk_cap(tmp_path, 
         finally:
             queue.close()
             jobs._job_queue.clear()
+
+
+def test_a_run_a_shared_queues_trainer_trained_reads_as_trained_and_one_found_cached_does_not(shared):
+    """The training panel's 'Trained run' against 'Cached run, not retrained': a shared queue's job
+    loads its run from the cache (so the run reads as cached), yet its trainer trained it; a run
+    already cached when asked for trained nothing. (Before, a run just trained through a shared queue
+    was 'not retrained', and the app's end-to-end test waited in vain for 'Trained run'.)"""
+    from fmnist_core.runs.trained import get_or_train
+    from ui.panels import trained_by
+
+    url, root = shared
+    queue = SharedQueue(url, RunCache(root), trainers=1)
+    try:
+        job = queue.submit(tiny(seed=7), owner="ana")
+        done = queue.wait(job.run_id, timeout=600)
+        assert done.state == DONE and done.result.cached and len(done.epochs) == 1
+        assert trained_by(done)
+        ready = tiny(seed=8)
+        get_or_train(ready, cache=RunCache(root))  # trained before anyone queues it
+        found = queue.wait(queue.submit(ready, owner="ana").run_id, timeout=600)
+        assert found is None or not trained_by(found)
+    finally:
+        queue.close()

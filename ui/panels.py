@@ -17,6 +17,15 @@ from ui.queue_panels import describe_job, until_ready, waiting_for
 from ui.resources import fashion, load_run, run_cache
 
 
+def trained_by(job) -> bool:
+    """Whether `job` trained its run (not found it cached): it finished epochs, or (the in-process
+    queue) handed back a run it trained. A shared queue's job loads its run from the cache, so its
+    run always reads as cached: before, a run a trainer had just trained was 'not retrained'."""
+    if job is None or job.state != DONE:
+        return False
+    return bool(job.epochs) or (job.result is not None and not job.result.cached)
+
+
 def training_panel(config: RunConfig, published: dict | None = None) -> TrainedRun | None:
     """Show the run's state; returns the trained run once it is in the cache."""
     cache = run_cache()
@@ -27,7 +36,7 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
         done = f"{run.metrics['epochs_done']} epoch(s) in {run.metrics['train_seconds']:.0f} s on {run.metrics['device']}"
         sizes = describe(run.model)
         done += f"; {sizes['parameters']:,} parameters ({sizes['trainable_parameters']:,} trained)"
-        if job is not None and job.state == DONE and job.result is not None and not job.result.cached:
+        if trained_by(job):
             st.success(
                 f"Trained run `{config.run_id}`: {done}. Saved to the cache.", icon=":material/check_circle:"
             )

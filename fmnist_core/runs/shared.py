@@ -287,6 +287,8 @@ class Trainer:
         # The run's own history where it has one (a continued run's epochs before this trainer too).
         count = len(history.get("epoch", []))
         epochs = [{k: v[i] for k, v in history.items()} for i in range(count)] if count else job.epochs
+        if payload.get("cached"):  # found in the cache (another trainer, a process of its own): none trained
+            epochs = []
         if payload["completed"]:
             state, note = DONE, payload["note"] or ""
         elif asked["stop"]:
