@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fmnist_core.store.cache import RunCache
+from fmnist_core.store.cache import RunCache, ids_named, why_not_named
 
 
 def add_inside(commands) -> None:
@@ -53,12 +53,10 @@ def command_inside(args: argparse.Namespace) -> int:
 
 def full_id(given: str, cache: RunCache) -> str:
     """A run id, or the one cached run whose id starts with `given` (6 characters or more)."""
-    ids = cache.run_ids()  # a listing: load_run verifies the one it gets
-    if given in ids:
-        return given
-    found = [run_id for run_id in ids if run_id.startswith(given)]
-    if len(given) < 6 and found:
-        raise ValueError(f"--run: {given[:20]!r} is too short: give 6 characters of the id at least")
-    if len(found) > 1:
-        raise ValueError(f"--run: {given[:20]!r} begins {len(found)} runs' ids: give more of it")
-    return found[0] if found else given
+    found = ids_named(given, cache.run_ids())  # a listing: load_run verifies the one it gets
+    problem = why_not_named(given, found)
+    if problem is None:
+        return found[0]
+    if found:
+        raise ValueError(f"--run: {given[:20]!r} {problem}")
+    return given  # load_run says it is not cached

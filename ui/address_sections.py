@@ -8,6 +8,7 @@ import streamlit as st
 
 from fmnist_core.analysis.inside import Layer
 from fmnist_core.base.settings import shown
+from fmnist_core.store.cache import ids_named, why_not_named
 from ui import keys
 from ui.unit_sections import describe, walk_to
 
@@ -29,12 +30,12 @@ def read_address(labels: dict[str, str]) -> None:
         if layer is not None or unit is not None:
             note("The link names a layer or a unit but no run (&run=ID): the page shows its own choice.")
         return
-    found = runs_named(run, labels)
-    if len(found) != 1:
-        note(f"The link's run {shown(run)} {_why_not(run, found)}: the page shows another run.")
+    found, problem = run_named(run, labels)
+    if found is None:
+        note(f"The link's run {shown(run)} {problem}: the page shows another run.")
         return
-    st.session_state[keys.INSIDE_RUN] = found[0]
-    st.session_state[keys.INSIDE_ADDRESS] = (labels[found[0]], layer, unit)
+    st.session_state[keys.INSIDE_RUN] = found
+    st.session_state[keys.INSIDE_ADDRESS] = (labels[found], layer, unit)
     if layer is not None and keys.INSIDE_OPENED_AT_UNIT not in st.session_state:
         # A unit's address opens its view: the tabs' default for the session (unit_tab_default). A
         # bound tab cannot be set from here once drawn, and follows its default where the address
@@ -42,19 +43,15 @@ def read_address(labels: dict[str, str]) -> None:
         st.session_state[keys.INSIDE_OPENED_AT_UNIT] = True
 
 
-def runs_named(asked: str, labels: dict[str, str]) -> list[str]:
-    """The labels of the runs an address's id names: the run itself, or those its first 6+ characters begin."""
-    return [
-        label
-        for label, run_id in labels.items()
-        if run_id == asked or (len(asked) >= 6 and run_id.startswith(asked))
-    ]
-
-
-def _why_not(asked: str, found: list[str]) -> str:
-    if found:
-        return f"begins {len(found)} runs' ids (give more of it)"
-    return "is too short (6 characters at least)" if len(asked) < 6 else "is not a run of this lab's cache"
+def run_named(asked: str, labels: dict[str, str]) -> tuple[str | None, str | None]:
+    """(the label of the run an address's id names, None) or (None, why it names none)."""
+    found = ids_named(asked, labels.values())
+    problem = why_not_named(asked, found)
+    return (
+        (next(label for label, run_id in labels.items() if run_id == found[0]), None)
+        if problem is None
+        else (None, problem)
+    )
 
 
 def note(text: str) -> None:
@@ -106,12 +103,12 @@ def read_beside(labels: dict[str, str], chosen: str) -> None:
     if keys.INSIDE_BESIDE in st.session_state:
         return
     asked = st.query_params.get(BESIDE)
-    found = runs_named(asked, labels) if asked else []
-    if asked and found == [chosen]:
+    found, problem = run_named(asked, labels) if asked else (None, None)
+    if asked and found == chosen:
         note(f"The link's run beside ({shown(asked)}) is the run itself: nothing is put beside it.")
-    elif asked and len(found) != 1:
-        note(f"The link's run beside ({shown(asked)}) {_why_not(asked, found)}.")
-    st.session_state[keys.INSIDE_BESIDE] = found[0] if len(found) == 1 and found != [chosen] else "(none)"
+    elif asked and found is None:
+        note(f"The link's run beside ({shown(asked)}) {problem}.")
+    st.session_state[keys.INSIDE_BESIDE] = found if found not in (None, chosen) else "(none)"
 
 
 def write_beside(run_id: str | None) -> None:

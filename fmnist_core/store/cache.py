@@ -96,6 +96,27 @@ def read_derived(
     return arrays if arrays.pop(SOURCE) == source else None
 
 
+SHORT_ID = 6  # an id's first characters that may name a run (links, the command line)
+
+
+def ids_named(given: str, ids) -> list[str]:
+    """The run ids `given` may name: itself, else those it begins (why_not_named: whether it names one)."""
+    ids = list(ids)
+    return [given] if given in ids else [run_id for run_id in ids if run_id.startswith(given)]
+
+
+def why_not_named(given: str, found: list[str]) -> str | None:
+    """Why `given` names no one run (ids_named found `found`), in words after the id; None where it
+    names one (the id, or its first SHORT_ID characters or more)."""
+    if found == [given] or (len(found) == 1 and len(given) >= SHORT_ID):
+        return None
+    if len(given) < SHORT_ID:
+        return f"is too short ({SHORT_ID} characters at least)"
+    if not found:
+        return "is not a run of this lab's cache"
+    return f"begins {len(found)} runs' ids (give more of it)"
+
+
 class RunCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
