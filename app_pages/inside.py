@@ -107,8 +107,8 @@ with close:
         else:
             found = int(match["match"])
             title = f"Its match in {names[1]}: unit {found} of {twin.name}, correlation {match['correlation']:.2f}"
-            close = match["correlation"] - match["runner_up"] < layer_sections.CLEAR
-            margin = ": as close, not a clear match" if close else ""
+            clear = layer_sections.clear_match(match["correlation"], match["runner_up"])
+            margin = "" if clear else ": as close, not a clear match"
             with st.expander(f"{title} (the next best {match['runner_up']:.2f}{margin})", expanded=True):
                 unit_sections.unit_up_close(
                     other, run_view(other.run_id).activity, twin, found, passes[1].outputs[twin.name], shared

@@ -15,6 +15,13 @@ from ui.resources import entry_version, fashion, load_run, run_cache
 from ui.runs import run_view
 
 CLEAR = 0.05  # a match this far above the next best is a clear one (the table's caption, the unit view)
+
+
+def clear_match(correlation, runner_up):
+    """Whether a match stands clear of the next best (numbers or columns alike)."""
+    return correlation - runner_up >= CLEAR
+
+
 DICTIONARY_HELP = (
     "Non-negative matrix factorisation of what the layer says at every place over 2,000 test "
     "images: each feature is a mix of units (weights of 1 at most) that tends to fire together. "
@@ -122,7 +129,7 @@ def matching(
         }
     ).sort_values("correlation", ascending=False, na_position="last")
     close = int((table["correlation"] >= 0.9).sum())
-    clear = int(((table["correlation"] >= 0.9) & (table["correlation"] - table["runner_up"] >= CLEAR)).sum())
+    clear = int(((table["correlation"] >= 0.9) & clear_match(table["correlation"], table["runner_up"])).sum())
     st.caption(
         f"Over 2,000 test images: {close} of {len(table)} units of {layer.name} ({names[0]}) have a partner "
         f"in {twin.name} ({names[1]}) at a correlation of 0.9 or more; {clear} of them clearly (the next "
