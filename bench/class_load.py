@@ -239,13 +239,13 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         default="1",
-        help="server processes, e.g. 1,2: with more than one they share a queue (FMNIST_QUEUE_DB=sqlite) "
+        help="server processes, e.g. 1,2: they share the cache folder's queue "
         "and the sessions are shared out between them in turn",
     )
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_class_")
     something_to_show(cache)
-    shared = {"FMNIST_QUEUE_DB": "sqlite", "FMNIST_TRAINERS": "0"}  # jobs train apart, as in a class
+    shared = {"FMNIST_WORKERS": "0"}  # the cache folder's queue, whose jobs train apart, as in a class
     rows, alone = [], None
     for count_servers in (int(n) for n in args.servers.split(",")):
         started = [start_server(cache, shared) for _ in range(count_servers)]

@@ -1,5 +1,5 @@
 """`python -m fmnist_core worker`: trainers apart from every server, taking the jobs of the queue
-that FMNIST_QUEUE_DB names (fmnist_core.runs.shared)."""
+that FMNIST_QUEUE_DB names, by default the cache folder's (fmnist_core.runs.shared)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def command_worker(args: argparse.Namespace) -> int:
     setting = environment.queue_db()
     if not setting:
         raise ValueError(
-            "FMNIST_QUEUE_DB: not set; a worker takes the jobs of a shared queue "
-            "(FMNIST_QUEUE_DB=sqlite for the cache folder's, as the app's servers are given)"
+            "FMNIST_QUEUE_DB: 'memory' is one server's own queue, which no worker can reach; a worker "
+            "takes the jobs of a shared queue (unset or sqlite: the cache folder's, as the servers have it)"
         )
     use_threads(1)  # this process only reads and writes rows; each job's process has the cores
     cache = RunCache()

@@ -20,9 +20,12 @@ if ! [[ "$listen" =~ ^[^:]+:[0-9]+$ ]] || [ "${listen##*:}" -lt 1 ] || [ "${list
 fi
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "serve_class: nginx is not installed (apt-get install nginx-light)" >&2; exit 2; }
 scripts/setup.sh
-export FMNIST_QUEUE_DB=${FMNIST_QUEUE_DB:-sqlite}
+queue_db=${FMNIST_QUEUE_DB:-}
+if [ "${queue_db,,}" = memory ]; then
+  echo "serve_class: FMNIST_QUEUE_DB: 'memory' gives each process a queue of its own; unset it (the cache folder's shared queue)" >&2; exit 2
+fi
 export FMNIST_CLASS=${FMNIST_CLASS:-1}  # a class: jobs have owners, only they (or an admin) stop them
-.venv/bin/python -m fmnist_core settings >/dev/null
+FMNIST_WORKERS=0 .venv/bin/python -m fmnist_core settings >/dev/null  # as the servers will read them
 # Every address free before anything starts (a second serve_class.sh, another server).
 ports="${listen##*:} $(seq -s ' ' "$first" $((first + processes - 1)))"
 .venv/bin/python - "${listen%:*}" $ports <<'PY' || exit 2
@@ -47,7 +50,7 @@ names+=("the trainer (worker.log)")
 servers=""
 for i in $(seq 1 "$processes"); do
   port=$((first + i - 1))
-  FMNIST_TRAINERS=0 .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "$port" \
+  FMNIST_WORKERS=0 .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "$port" \
     --server.headless true >"$run/server$i.log" 2>&1 &
   pids+=($!)
   names+=("server $i on port $port (server$i.log)")

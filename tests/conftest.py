@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from fmnist_core.base.device import use_threads
-from fmnist_core.runs import jobs
+from fmnist_core.runs import jobs, shared
 from fmnist_core.runs.trained import get_or_train
 from fmnist_core.store.cache import RunCache
 from fmnist_core.training.config import RunConfig
@@ -56,7 +56,7 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def queues_end_with_their_test(monkeypatch):
-    """Every JobQueue a test builds (itself or through the app's pages) is closed when the test
+    """Every queue (JobQueue, SharedQueue) a test builds (itself or through the app's pages) is closed when the test
     ends: its jobs stopped and its trainer threads ended (they polled for the rest of the session,
     and a held job went on training into later tests)."""
     built = []
@@ -67,6 +67,13 @@ def queues_end_with_their_test(monkeypatch):
         built.append(self)
 
     monkeypatch.setattr(jobs.JobQueue, "__init__", recording)
+    build_shared = shared.SharedQueue.__init__
+
+    def recording_shared(self, *args, **kwargs):
+        build_shared(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(shared.SharedQueue, "__init__", recording_shared)
     yield built
     for queue in built:
         queue.close(timeout=300)  # a training stops at its next step: seconds, even on a busy machine

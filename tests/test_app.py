@@ -385,11 +385,11 @@ def test_stop_keeps_the_finished_epochs_in_view_and_continue_ends_the_run():
     [button for button in at.button if button.label == "Train"][0].click().run()
     [job] = job_queue().jobs()
     deadline = time.monotonic() + 900
-    while len(job.epochs) < 1:
+    while len((job := job_queue().get(job.run_id)).epochs) < 1:  # as the queue has it now
         assert time.monotonic() < deadline and job.active, "no epoch finished"
         time.sleep(0.1)
     at.button(key=f"stop:{job.run_id}").click().run()
-    while job.active:
+    while job_queue().get(job.run_id).active:
         assert time.monotonic() < deadline, "the job did not stop"
         time.sleep(0.2)
     at.run()
@@ -1011,9 +1011,10 @@ def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said
     [b for b in alice.button if b.label == "Train"][0].click().run()  # 10 epochs x 60,000: it runs a while
     # Until the trainer has taken it (on a busy machine the page can redraw first, and a queued job's
     # button is Cancel): waited on the job's state, not a pause.
-    [job] = _job_queue(str(RunCache().root.resolve())).jobs()
+    queue = _job_queue(str(RunCache().root.resolve()))
+    [job] = queue.jobs()
     deadline = time.monotonic() + 900
-    while job.state != RUNNING:
+    while (job := queue.get(job.run_id)).state != RUNNING:  # as the queue has it now
         assert job.active and time.monotonic() < deadline, job.state
         time.sleep(0.05)
     alice.run()
@@ -1032,12 +1033,11 @@ def test_in_a_class_a_job_is_stopped_only_by_those_who_asked_and_limits_are_said
     # On the page of Alice's config Bob watches her training live, with no Stop of his own.
     bob = page(bob, "app_pages/autoencoder.py")
     assert not any(b.label == "Stop" for b in [*bob.button, *bob.sidebar.button])
-    queue = _job_queue(str(RunCache().root.resolve()))
     job = [j for j in queue.jobs() if j.active][0]
     assert job.owners == [alice.session_state[keys.OWNER]]
     alice = page(alice, "app_pages/home.py")
     [b for b in alice.sidebar.button if b.label == "Stop"][0].click().run()
-    assert job.stop_requested.is_set()
+    assert queue.get(job.run_id).stop_requested.is_set()
     queue.wait(job.run_id, timeout=900)
     _job_queue.clear()
 

@@ -84,8 +84,8 @@ def serve(cache_root: Path, starter: bool = False, settings: dict | None = None)
     try:
         yield url
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        server.terminate()  # as Ctrl+C: a job its trainer holds goes back to the queue first
+        server.wait(timeout=120)
 
 
 @pytest.fixture
@@ -470,6 +470,52 @@ def test_pages_that_wait_for_a_job_fill_in_when_it_ends_without_a_reload(empty_a
             raise
         finally:
             browser.close()
+
+
+def test_a_server_stopped_mid_job_gives_it_back_and_its_next_start_continues_it(isolated_cache):
+    """The queue is the cache folder's file by default: a job training when the server is stopped
+    (Ctrl+C, an update) goes back to the queue at once, its finished epochs kept, and the server
+    started again continues it from there for the person who asked (before, a restart lost every
+    queued job and who asked for it)."""
+    from fmnist_core.runs.jobs import DONE, QUEUED
+    from fmnist_core.runs.shared import SharedQueue, queue_url
+
+    isolated_cache.mkdir(parents=True, exist_ok=True)
+    cache = RunCache(isolated_cache)
+    here = SharedQueue(queue_url("sqlite", isolated_cache), cache, trainers=0)  # reads the same queue
+    config = RunConfig.for_model("mlp", epochs=40, train_subset=2000)  # about a second an epoch
+    here.submit(config, owner="ana")
+
+    def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 900  # sized to the work on a busy machine; a hang still fails
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    with playwright.sync_playwright() as p:
+        browser = chromium(p)
+        try:
+            serving = serve(isolated_cache)
+            page = browser.new_page()
+            page.goto(next(serving))  # the server's queue, and its trainer, start with its first page
+            settle(page)
+            until(lambda: len(here.get(config.run_id).epochs) >= 2, "two epochs trained")
+            serving.close()  # SIGTERM, as Ctrl+C or a service manager's stop; it exits
+            job = here.get(config.run_id)
+            assert job.state == QUEUED and "shut down after" in job.error, (job.state, job.error)
+            kept = cache.stopped.summary(config.run_id)["epochs_done"]
+            assert kept >= 2 and job.owners == ["ana"]
+            serving = serve(isolated_cache)  # started again
+            page.goto(next(serving))
+            settle(page)
+            until(lambda: not here.get(config.run_id).active, "the job to end")
+            done = here.get(config.run_id)
+            assert done.state == DONE and len(done.epochs) == 40 and cache.exists(config.run_id)
+            assert done.error == f"continued from epoch {kept}" and done.owners == ["ana"]
+            serving.close()
+        finally:
+            browser.close()
+            here.close()
 
 
 def test_a_newcomer_on_an_empty_cache_is_told_what_trains_then_finds_each_page_filled(isolated_cache):

@@ -89,7 +89,8 @@ def test_two_app_jobs_train_at_once_on_a_local_dask_cluster_and_stop_reaches_a_w
 
 
 def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monkeypatch, local_cluster):
-    """The path a teacher takes: FMNIST_SCHEDULER in the environment, the app's own queue builder.
+    """The path a teacher takes: FMNIST_SCHEDULER in the environment, the app's own queue builder
+    (the default one, the cache folder's shared queue: its trainers send their jobs to the cluster).
     A job queued from a page trains on one of the cluster's workers (its live progress and Stop
     work there); an address where nothing listens is one line on the page, not a silent local queue."""
     import socket
@@ -110,13 +111,13 @@ def test_with_fmnist_scheduler_set_the_apps_jobs_train_on_the_dask_workers(monke
         [b for b in at.button if b.label == "Train"][0].click().run()
         long = [j for j in queue.jobs() if j.active][0]
         deadline = time.monotonic() + 900
-        while not long.epochs:
+        while not (long := queue.get(long.run_id)).epochs:  # as the queue has it now
             assert time.monotonic() < deadline and long.active, (long.state, long.error)
             time.sleep(0.5)
         assert long.where in workers
         at.run()
         [b for b in at.button if b.label == "Stop"][0].click().run()
-        queue.wait(long.run_id, timeout=900)
+        long = queue.wait(long.run_id, timeout=900)
         assert long.state == "stopped" and 1 <= RunCache().stopped.summary(long.run_id)["epochs_done"] < 30
         queue.close()
     app_jobs._job_queue.clear()

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("FMNIST_MEMORY_LIMIT_GB", "-1", "above 0"),
         ("FMNIST_MEMORY_LIMIT_GB", "0", "above 0"),
         ("FMNIST_LOCK_PATIENCE", "0", "above 0"),
-        ("FMNIST_WORKERS", "0", "at least 1"),
+        ("FMNIST_WORKERS", "-1", "at least 0"),
         ("FMNIST_BF16", "2", "not one of"),
         ("FMNIST_STARTER", "nope", "not one of"),
         ("FMNIST_SCHEDULER", "ucx://127.0.0.1:8786", "not a Dask scheduler's address"),

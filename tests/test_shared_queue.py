@@ -122,8 +122,9 @@ def tiny(seed: int = 0, epochs: int = 1) -> RunConfig:
 
 @pytest.fixture
 def shared(monkeypatch, tmp_path):
-    """FMNIST_QUEUE_DB=sqlite: the cache folder's database, as the servers and workers are given it."""
-    monkeypatch.setenv("FMNIST_QUEUE_DB", "sqlite")
+    """FMNIST_QUEUE_DB unset, the default: the cache folder's database, which every server and worker
+    given the same cache folder shares."""
+    monkeypatch.delenv("FMNIST_QUEUE_DB", raising=False)
     root = Path(os.environ["FMNIST_CACHE"])
     root.mkdir(parents=True, exist_ok=True)
     return queue_url("sqlite", root), root
@@ -245,6 +246,41 @@ def test_two_trainers_never_take_the_same_job(shared, tmp_path):
     db.dispose()
 
 
+SUBMITTER = """
+import sys
+from fmnist_core.store.jobdb import JobDB
+db = JobDB(sys.argv[1])
+config = sys.stdin.readline()  # both start together
+for i in range(40):
+    db.submit(f"{i:064x}", config, sys.argv[2], 0.0, lambda mine: None, lambda row: True)
+print("done", flush=True)
+"""
+
+
+def test_two_servers_submitting_the_same_configs_at_once_make_one_job_each(shared, tmp_path):
+    """Two processes asking for the same 40 configs at the same moment: 40 jobs, each with both
+    owners (none twice, none lost to the other's write)."""
+    url, _ = shared
+    JobDB(url).dispose()  # the tables made before the race (as a server's start makes them)
+    script = tmp_path / "submit.py"
+    script.write_text(SUBMITTER)
+    submitters = [
+        subprocess.Popen(
+            [sys.executable, str(script), url, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for name in ("ana", "ben")
+    ]
+    for submitter in submitters:
+        submitter.stdin.write(tiny().to_json() + "\n")
+        submitter.stdin.flush()
+    assert [submitter.communicate(timeout=600)[0] for submitter in submitters] == ["done\n", "done\n"]
+    db = JobDB(url)
+    rows = db.rows()
+    assert [row["run_id"] for row in rows] == [f"{i:064x}" for i in range(40)]
+    assert all(sorted(json.loads(row["owners"])) == ["ana", "ben"] for row in rows)
+    db.dispose()
+
+
 def test_a_trainer_killed_mid_job_keeps_its_epochs_and_the_job_is_queued_again_and_continued(
     shared, tmp_path, cleanup
 ):
@@ -334,17 +370,30 @@ def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_star
     monkeypatch.setenv("FMNIST_QUEUE_DB", "postgresql://teacher:s3cret-password@db.example/lab")
     assert "FMNIST_QUEUE_DB=(set)" in environment.listing()  # its password never shown
     assert "FMNIST_QUEUE_DB" not in environment.for_jobs()  # nor given to a job's process
-    monkeypatch.setenv("FMNIST_QUEUE_DB", "  ")
-    assert environment.queue_db() == "" and not any("QUEUE_DB" in line for line in environment.listing())
-    monkeypatch.setenv("FMNIST_TRAINERS", "0")  # nobody would train this server's own queue
-    with pytest.raises(ValueError, match="^FMNIST_TRAINERS: 0 leaves"):
-        environment.trainers()
-    monkeypatch.delenv("FMNIST_TRAINERS")
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "  ")  # blank, as unset: the default, the cache folder's file
+    assert environment.queue_db() == "sqlite" and not any(
+        "QUEUE_DB" in line for line in environment.listing()
+    )
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "Memory")  # one server's own queue, as before
+    assert environment.queue_db() == ""
+    monkeypatch.setenv("FMNIST_WORKERS", "0")  # nobody would train this server's own queue
+    with pytest.raises(ValueError, match="^FMNIST_WORKERS: 0 leaves"):
+        environment.workers()
     monkeypatch.delenv("FMNIST_QUEUE_DB")
+    assert environment.workers() == 0  # the default shared queue: its jobs train apart
+    monkeypatch.delenv("FMNIST_WORKERS")
+    monkeypatch.setenv("FMNIST_TRAINERS", "0")  # its old name: said, not silently ignored
+    with pytest.raises(ValueError, match="^FMNIST_TRAINERS: renamed FMNIST_WORKERS; this one is not read$"):
+        environment.check_all()
+    monkeypatch.delenv("FMNIST_TRAINERS")
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "memory")
     result = subprocess.run(
         [sys.executable, "-m", "fmnist_core", "worker", "--once"], capture_output=True, text=True, timeout=300
     )
-    assert result.returncode == 2 and result.stderr.startswith("error: FMNIST_QUEUE_DB: not set")
+    assert result.returncode == 2 and result.stderr.startswith(
+        "error: FMNIST_QUEUE_DB: 'memory' is one server"
+    )
+    assert result.stderr.count("\n") == 1
 
 
 def test_a_damaged_queue_file_is_moved_aside_and_the_queue_starts_again(shared):
@@ -441,13 +490,13 @@ def test_the_queue_in_postgresql_is_shared_by_two_servers_and_trained_by_a_worke
 def test_the_app_on_a_shared_queue_shows_another_servers_job_and_says_when_no_trainer_runs(
     shared, monkeypatch
 ):
-    """The app's own start-up path: FMNIST_QUEUE_DB and FMNIST_TRAINERS=0 read from the environment."""
+    """The app's own start-up path: FMNIST_QUEUE_DB and FMNIST_WORKERS=0 read from the environment."""
     from streamlit.testing.v1 import AppTest
 
     from ui import warmup
 
     url, root = shared
-    monkeypatch.setenv("FMNIST_TRAINERS", "0")
+    monkeypatch.setenv("FMNIST_WORKERS", "0")
     other = SharedQueue(url, RunCache(root), trainers=0)  # another server process's queue
     job = other.submit(tiny(), owner="someone")
     warmup.wait()
@@ -490,8 +539,8 @@ def test_the_apps_queue_never_removes_the_pinned_runs_at_the_disk_cap(tmp_path, 
     from fmnist_core.studies import pinned
     from ui import jobs
 
-    for database in ("", "sqlite"):
-        root = tmp_path / (database or "memory")
+    for database in ("memory", ""):  # "": unset, the default (the cache folder's shared queue)
+        root = tmp_path / (database or "default")
         monkeypatch.setenv("FMNIST_CACHE", str(root))
         cache = RunCache(root)
         old = [get_or_train(tiny(seed), cache=cache) for seed in (41, 42)]  # oldest first
@@ -500,7 +549,10 @@ def test_the_apps_queue_never_removes_the_pinned_runs_at_the_disk_cap(tmp_path, 
         monkeypatch.setattr(pinned, "pinned_run_ids", lambda old=old: frozenset({old[0].run_id}))
         if database:
             monkeypatch.setenv("FMNIST_QUEUE_DB", database)
+        else:
+            monkeypatch.delenv("FMNIST_QUEUE_DB", raising=False)
         queue = jobs.job_queue()
+        assert type(queue).__name__ == ("JobQueue" if database else "SharedQueue")
         try:
             job = queue.submit(tiny(43))
             queue.wait(job.run_id, timeout=900)
@@ -510,6 +562,36 @@ def test_the_apps_queue_never_removes_the_pinned_runs_at_the_disk_cap(tmp_path, 
         finally:
             queue.close()
             jobs._job_queue.clear()
+
+
+def test_a_servers_own_torch_work_keeps_to_one_thread_while_its_trainer_trains(shared):
+    """As with the in-process queue: while a job of this server's trainer trains (in a process of its
+    own, with the cores), the pages' torch work keeps to one thread; the threads come back after.
+    Seen from a new thread, as each page run's (torch's thread count is taken per thread, at its
+    first parallel work)."""
+    import torch
+
+    def threads_of_a_new_thread() -> int:
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    url, root = shared
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    queue = SharedQueue(url, RunCache(root), trainers=1)
+    try:
+        job = queue.submit(long_job(), owner="ana")
+        wait_until(lambda: len(queue.get(job.run_id).epochs) >= 1, what="an epoch trained")
+        assert threads_of_a_new_thread() == 1
+        queue.stop(job.run_id, owner="ana")
+        assert queue.wait(job.run_id, timeout=900).state == STOPPED
+        assert threads_of_a_new_thread() == 2
+    finally:
+        queue.close()
+        torch.set_num_threads(before)
 
 
 def test_a_run_a_shared_queues_trainer_trained_reads_as_trained_and_one_found_cached_does_not(shared):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+
 import streamlit as st
 
 from fmnist_core.base import environment
@@ -10,21 +12,29 @@ from fmnist_core.store.cache import RunCache, default_root
 from ui.resources import in_background, run_cache
 from ui.runs import runs_in, runs_table
 
+CLOSE_SECONDS = 60  # how long a stopping server waits for its trainers' jobs to stop and be kept
+
 
 @st.cache_resource
 def _job_queue(root: str) -> JobQueue:
     if environment.queue_db():  # one queue for every server process given the same database
         from fmnist_core.runs.shared import SharedQueue, queue_url
 
-        return SharedQueue(
+        queue = SharedQueue(
             queue_url(environment.queue_db(), root),
             RunCache(root),
             Limits.from_environment(),
             estimate=_expected_seconds,
-            trainers=environment.trainers(),
+            trainers=environment.workers(),
             pinned=_pinned,
+            scheduler=environment.scheduler(),  # the jobs train on a Dask cluster's workers
+            scheduler_setting="FMNIST_SCHEDULER",
         )
-    return JobQueue(
+        # The server stopped (Ctrl+C, an update): a job its trainer holds goes back to the queue at
+        # once, its finished epochs kept, for the next start or another server's trainer to continue.
+        atexit.register(queue.close, CLOSE_SECONDS)
+        return queue
+    return JobQueue(  # FMNIST_QUEUE_DB=memory: this process's own queue
         RunCache(root),
         Limits.from_environment(),
         estimate=_expected_seconds,

@@ -126,7 +126,7 @@ def queue_sidebar() -> None:
     if waiting and not running and getattr(queue, "trainers_alive", lambda: 1)() == 0:
         st.caption(
             ":orange[No trainer is running: these wait until one starts "
-            "(`python -m fmnist_core worker`, or a server with FMNIST_TRAINERS).]"
+            "(`python -m fmnist_core worker`, or a server with FMNIST_WORKERS above 0).]"
         )
     if waiting:  # one line each and one button: a queue of five must not push the page's own widgets away
         listed = " · ".join(

@@ -126,8 +126,15 @@ def lock_patience(default: float) -> float:
 
 
 def workers() -> int:
-    """How many jobs train at once."""
-    return number("FMNIST_WORKERS", 1, low=1, whole=True, high=64)
+    """How many jobs this server process trains at once (0: none; its queue's jobs train apart, in
+    `python -m fmnist_core worker`, which a queue kept in this server's memory cannot have)."""
+    count = number("FMNIST_WORKERS", 1, low=0, whole=True, high=64)
+    if count == 0 and not queue_db():
+        raise ValueError(
+            "FMNIST_WORKERS: 0 leaves a queue kept in this server's memory (FMNIST_QUEUE_DB=memory) "
+            "with nobody to train; 0 is for a shared queue whose jobs train apart (python -m fmnist_core worker)"
+        )
+    return count
 
 
 def job_threads() -> int:
@@ -139,12 +146,15 @@ POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
 def queue_db() -> str:
-    """Where the job queue lives, shared by every server process and trainer given the same: ""
-    (unset) in this server's memory; "sqlite": the cache folder's queue.sqlite; sqlite:////PATH;
+    """Where the job queue lives, shared by every server process and trainer given the same:
+    "sqlite" (unset: the default) the cache folder's queue.sqlite; sqlite:////PATH;
     postgresql://[USER@]HOST[:PORT]/DBNAME (a password from ~/.pgpass or PGPASSWORD, or in the
-    address: the setting is a secret, never shown or given to a job)."""
+    address: the setting is a secret, never shown or given to a job); "memory": "", this server's
+    memory (one process; its queue is lost with it)."""
     text = _text("FMNIST_QUEUE_DB")
-    return check_queue_db(text) if text else ""
+    if text.lower() == "memory":
+        return ""
+    return check_queue_db(text) if text else "sqlite"
 
 
 def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
@@ -181,18 +191,6 @@ def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
     raise ValueError(
         f"{name}: {shown!r} is not a queue database (sqlite, sqlite:////path/queue.sqlite or postgresql://HOST/DBNAME)"
     )
-
-
-def trainers() -> int:
-    """With FMNIST_QUEUE_DB: how many trainers this server process runs (0: they run apart, in
-    `python -m fmnist_core worker`)."""
-    count = number("FMNIST_TRAINERS", 1, low=0, whole=True, high=64)
-    if count == 0 and not queue_db():
-        raise ValueError(
-            "FMNIST_TRAINERS: 0 leaves this server's own queue with nobody to train; it is for a shared "
-            "queue (FMNIST_QUEUE_DB) whose trainers run apart (python -m fmnist_core worker)"
-        )
-    return count
 
 
 SCHEMES = ("tcp", "tls")
@@ -357,6 +355,9 @@ def cache_folder() -> str:
     return text
 
 
+# Settings the lab no longer reads under that name: one line saying the new one.
+RENAMED = {"FMNIST_TRAINERS": "FMNIST_WORKERS"}
+
 # Every setting with the reader that validates it: check_all runs them all; a name not here is a typo.
 READERS = {
     "FMNIST_DATA": data_folder,
@@ -377,7 +378,6 @@ READERS = {
     "FMNIST_JOB_THREADS": job_threads,
     "FMNIST_SCHEDULER": scheduler,
     "FMNIST_QUEUE_DB": queue_db,
-    "FMNIST_TRAINERS": trainers,
     "FMNIST_ADMIN_TOKEN": admin_token,
     "FMNIST_ADMINS": admins,
     "FMNIST_TRUSTED_HEADER": trusted_header,
@@ -392,6 +392,8 @@ def check_all() -> None:
             raise ValueError(
                 f"{name}: the lab's settings are upper case ({name.upper()}); this one is not read"
             )
+        if name in RENAMED:
+            raise ValueError(f"{name}: renamed {RENAMED[name]}; this one is not read")
         if name not in READERS:
             near = difflib.get_close_matches(name, READERS, n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""

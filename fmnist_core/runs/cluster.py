@@ -99,8 +99,9 @@ class Cluster:
     def workers(self) -> int:
         return max(1, len(self.client.scheduler_info()["workers"]))
 
-    def run(self, job, cache_root: str, settings: dict[str, str]) -> tuple[str, object]:
-        """Train `job` on a worker, recording its progress; ("done", summary) or ("error", why)."""
+    def run(self, job, cache_root: str, settings: dict[str, str], tick=None) -> tuple[str, object]:
+        """Train `job` on a worker, recording its progress; ("done", summary) or ("error", why).
+        `tick()` is called about five times a second meanwhile (a shared queue's trainer reports there)."""
         from distributed import Event, Queue
 
         name = f"fmnist-{job.run_id}-{uuid.uuid4().hex[:8]}"
@@ -110,6 +111,8 @@ class Cluster:
         )
         where, looked = "", time.monotonic()
         while True:
+            if tick is not None:
+                tick()
             if job.stop_requested.is_set() and not stop.is_set():
                 stop.set()
             ended = future.done()

@@ -17,6 +17,7 @@ script): it needs only fmnist_core, and re-running a page there would start the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -139,6 +140,31 @@ class Job:
         return {key: [epoch[key] for epoch in self.epochs] for key in keys}
 
 
+class ServerThreads:
+    """While any job trains on this machine, the server's own torch work keeps to one thread (the
+    jobs' processes get the cores); the threads it had come back when the last one ends."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._threads = torch.get_num_threads()
+
+    @contextlib.contextmanager
+    def yielded(self):
+        with self._lock:
+            self._busy += 1
+            if self._busy == 1:
+                self._threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    torch.set_num_threads(self._threads)
+
+
 def keep_under_cap(cache: RunCache, cache_gb: float, keep) -> None:
     """With a disk cap (`cache_gb`, 0: none), the oldest runs go until the cache fits: never one of
     `keep()` (pinned runs, jobs in the queue, the run just trained) nor an encoder a kept run builds
@@ -174,8 +200,7 @@ class JobQueue:
         self.cache = cache or RunCache()
         self.limits = limits or Limits()
         self.workers = workers
-        self._busy = 0  # jobs training now; the server's own torch work keeps to one thread meanwhile
-        self._server_threads = torch.get_num_threads()
+        self._cores = ServerThreads()  # the server's own torch work keeps to one thread while jobs train
         self._estimate = estimate or (lambda config: 0.0)  # a config's expected training seconds
         self._pinned = pinned or (lambda: set())  # run ids the disk cap never removes
         self._lock = threading.Lock()
@@ -327,35 +352,19 @@ class JobQueue:
                     return None
                 self._ready.wait(timeout=0.5)
 
-    def _yield_cores(self, starting: bool) -> None:
-        """The server's torch work keeps to one thread while any job trains (the jobs get the cores)."""
-        with self._lock:
-            if starting:
-                self._busy += 1
-                if self._busy == 1:
-                    self._server_threads = torch.get_num_threads()
-                    torch.set_num_threads(1)
-            else:
-                self._busy -= 1
-                if self._busy == 0:
-                    torch.set_num_threads(self._server_threads)
-
     def _work(self) -> None:
         while (job := self._next()) is not None:
             run_id = job.run_id
-            self._yield_cores(starting=self._cluster is None)
             try:
-                if self._cluster is not None:
+                if self._cluster is not None:  # the job trains elsewhere: the server keeps its cores
                     self._finish(job, *self._cluster.run(job, str(self.cache.root.resolve()), own_settings()))
                 else:
-                    self._run_in_child(job)
+                    with self._cores.yielded():
+                        self._run_in_child(job)
             except Exception as error:  # a failed job must not kill the worker thread
                 log.exception("job %s failed", run_id)
                 job.error = f"{type(error).__name__}: {error}"
                 job.state = FAILED
-            finally:
-                if self._cluster is None:
-                    self._yield_cores(starting=False)
 
     def _keep_under_cap(self, job: Job) -> None:
         with self._lock:

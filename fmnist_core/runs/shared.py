@@ -15,6 +15,7 @@ trainers, failed with a message.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,7 +27,16 @@ import uuid
 
 from fmnist_core.base import environment
 from fmnist_core.runs.child import JOB_THREADS, own_settings, run_job
-from fmnist_core.runs.jobs import LAB, Job, Limits, check_limits, keep_under_cap, refusal, wait_for
+from fmnist_core.runs.jobs import (
+    LAB,
+    Job,
+    Limits,
+    ServerThreads,
+    check_limits,
+    keep_under_cap,
+    refusal,
+    wait_for,
+)
 from fmnist_core.runs.trained import check_resources, load_run
 from fmnist_core.store.cache import RunCache
 from fmnist_core.store.jobdb import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobDB, cache_url, turn_order
@@ -61,7 +71,8 @@ class SharedJob(Job):
     def result(self):
         if self._run is None and self.state == DONE:
             try:
-                self._run = load_run(self.run_id, self._cache)
+                # A copy with the job's note (e.g. continued from epoch N): the loaded run is shared.
+                self._run = dataclasses.replace(load_run(self.run_id, self._cache), note=self.error)
             except Exception:  # gone or damaged since: the pages show the job without its run
                 log.exception("job %s: its run did not load", self.run_id)
         return self._run
@@ -72,7 +83,8 @@ class SharedJob(Job):
 
 
 def job_from_row(row: dict, cache: RunCache, trace: list | None = None) -> SharedJob:
-    latest = json.loads(row["latest"]) if row["latest"] else None
+    latest = json.loads(row["latest"]) if row["latest"] else {}
+    where = latest.pop("where", "")  # the Dask worker it trains on, where a trainer sent it to one
     job = SharedJob(
         RunConfig.from_dict(json.loads(row["config"])),
         state=row["state"],
@@ -83,7 +95,7 @@ def job_from_row(row: dict, cache: RunCache, trace: list | None = None) -> Share
         submitted=row["submitted"],
         owners=json.loads(row["owners"]),
         seconds=row["seconds"],
-        where=row["trainer"].split(":")[0] if row["state"] == RUNNING else "",  # the trainer's machine
+        where=where or (row["trainer"].split(":")[0] if row["state"] == RUNNING else ""),  # its machine
     )
     job._cache = cache
     if row["stop"]:
@@ -92,7 +104,8 @@ def job_from_row(row: dict, cache: RunCache, trace: list | None = None) -> Share
 
 
 class SharedQueue:
-    """The queue at `url` (base.environment.check_queue_db), with `trainers` of its own here."""
+    """The queue at `url` (base.environment.check_queue_db), with `trainers` of its own here; with
+    a Dask `scheduler`, one trainer per worker of its cluster, each sending its jobs there."""
 
     def __init__(
         self,
@@ -103,9 +116,17 @@ class SharedQueue:
         trainers: int = 1,
         stale_after: float = STALE_SECONDS,
         pinned=None,
+        scheduler: str = "",
+        scheduler_setting: str = "scheduler",
     ):
         if not isinstance(trainers, int) or not 0 <= trainers <= 64:
             raise ValueError(f"trainers: {trainers!r} must be a whole number from 0 to 64")
+        self._cluster = None
+        if scheduler and trainers:  # the jobs go to a Dask cluster's workers, one at a time each
+            from fmnist_core.runs.cluster import Cluster
+
+            self._cluster = Cluster(scheduler, scheduler_setting)
+            trainers = self._cluster.workers()
         self.db = JobDB(url)
         self.cache = cache or RunCache()
         self.limits = limits or Limits()
@@ -114,6 +135,7 @@ class SharedQueue:
         self._stale_after = stale_after
         self._reaped = 0.0
         self._closing = threading.Event()
+        cores = ServerThreads()  # this server's torch work keeps to one thread while its trainers train
         self._trainers = [
             Trainer(
                 self.db,
@@ -122,6 +144,8 @@ class SharedQueue:
                 stale_after=stale_after,
                 cache_gb=self.limits.cache_gb,
                 pinned=pinned,
+                cluster=self._cluster,
+                cores=None if self._cluster is not None else cores,
             )
             for _ in range(trainers)
         ]
@@ -202,11 +226,15 @@ class SharedQueue:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self._cluster is not None:
+            self._cluster.client.close()
+            self._cluster = None
         self.db.dispose()
 
 
 class Trainer:
-    """Takes the queue's jobs one at a time and trains each in a process of its own."""
+    """Takes the queue's jobs one at a time and trains each in a process of its own (or, given a
+    Dask `cluster`, on one of its workers)."""
 
     def __init__(
         self,
@@ -216,8 +244,12 @@ class Trainer:
         stale_after: float = STALE_SECONDS,
         cache_gb: float = 0.0,
         pinned=None,
+        cluster=None,
+        cores=None,
     ):
         self.db = db
+        self.cluster = cluster
+        self.cores = cores  # a server's ServerThreads: its torch work yields the cores to the job
         self.cache_root = str(cache.root.resolve())
         self.cache_gb = cache_gb  # the disk cap, kept after each job as the in-process queue keeps it
         self.pinned = pinned or (lambda: set())  # run ids the cap never removes
@@ -263,9 +295,13 @@ class Trainer:
         def report(force: bool = False) -> None:
             if not force and time.monotonic() - sent["at"] < REPORT_SECONDS:
                 return
-            latest = json.dumps(dataclasses.asdict(job.latest)) if job.latest is not None else ""
+            latest = dataclasses.asdict(job.latest) if job.latest is not None else {}
+            if job.where:  # the Dask worker it trains on
+                latest["where"] = job.where
             points = job.trace[sent["points"] :]
-            asked["stop"] = self.db.report(run_id, self.name, latest, json.dumps(job.epochs), points)
+            asked["stop"] = self.db.report(
+                run_id, self.name, json.dumps(latest) if latest else "", json.dumps(job.epochs), points
+            )
             sent.update(points=sent["points"] + len(points), at=time.monotonic())
             if asked["stop"] or closing.is_set():
                 job.stop_requested.set()
@@ -275,7 +311,11 @@ class Trainer:
             JOB_THREADS: str(environment.job_threads() or self.share or os.cpu_count() or 1),
         }
         try:
-            kind, payload = run_job(job, self.cache_root, settings, report)
+            if self.cluster is not None:
+                kind, payload = self.cluster.run(job, self.cache_root, own_settings(), report)
+            else:
+                with self.cores.yielded() if self.cores is not None else contextlib.nullcontext():
+                    kind, payload = run_job(job, self.cache_root, settings, report)
             report(force=True)
         except Exception as error:
             log.exception("job %s failed", run_id)

@@ -102,6 +102,7 @@ class QueuedSweep:
         self.current = job.run_id
         reported, pruned_at = 0, None
         while True:
+            job = self.queue.get(job.run_id) or job  # as the queue has it now (a shared one's is a copy)
             ended = not job.active  # read before the epochs: the last epoch is in before the state moves
             reported, prune = report_epochs(self.plan, trial, list(job.epochs), reported)
             if prune and pruned_at is None:
