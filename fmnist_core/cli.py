@@ -69,10 +69,8 @@ def print_progress(progress: Progress) -> None:
             if key not in ("epoch", "seconds") and isinstance(value, float)  # not the snapshots
         )
         clear = "\r\033[K" if sys.stderr.isatty() else ""
-        print(
-            f"{clear}epoch {progress.epoch}/{progress.epochs}: {shown} ({progress.seconds:.1f} s)",
-            file=sys.stderr,
-        )
+        when = "kept from the stopped run" if progress.kept else f"{progress.seconds:.1f} s"
+        print(f"{clear}epoch {progress.epoch}/{progress.epochs}: {shown} ({when})", file=sys.stderr)
     elif sys.stderr.isatty():  # step lines overwrite each other; logs get epoch lines only
         print(
             f"\repoch {progress.epoch}/{progress.epochs} step {progress.step}/{progress.steps} "

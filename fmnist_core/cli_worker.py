@@ -58,7 +58,7 @@ def command_worker(args: argparse.Namespace) -> int:
         )
     use_threads(1)  # this process only reads and writes rows; each job's process has the cores
     cache = RunCache()
-    db = JobDB(queue_url(setting, cache.root))
+    db = JobDB(queue_url(setting, cache.root), environment.queue_db_setting())
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # a job in training goes back to the queue
         signal.signal(sig, lambda *_: done.set())

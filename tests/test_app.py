@@ -400,7 +400,13 @@ def test_stop_keeps_the_finished_epochs_in_view_and_continue_ends_the_run():
     assert plotly_specs(at)  # the stopped run's curves
     [button for button in at.button if button.label == "Continue"][0].click().run()
     wait_for_jobs()
-    rerun_until(at, lambda at: any("Trained run" in s.value for s in at.success), "the run did not finish")
+    at = rerun_until(
+        at, lambda at: any("Trained run" in s.value for s in at.success), "the run did not finish"
+    )
+    # It says it went on from its kept epochs (the job's note, once only in the queue's database).
+    assert any(f"; continued from epoch {done}." in s.value for s in at.success), [
+        s.value for s in at.success
+    ]
     run = job_queue().get(job.run_id).result
     assert run.completed and run.note.startswith(f"continued from epoch {done}")
     assert run.history["epoch"] == [1, 2, 3, 4]

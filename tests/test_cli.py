@@ -208,6 +208,9 @@ def test_ctrl_c_keeps_the_finished_epochs_and_train_again_continues(tmp_path):
     result = json.loads(again.stdout)
     assert result["completed"] and result["epochs"] == 20
     assert result["note"] == f"continued from epoch {done}"
+    # Its kept epochs first, said as such, then the rest as they train.
+    assert f"epoch {done}/20: " in again.stderr and "(kept from the stopped run)" in again.stderr
+    assert f"epoch {done + 1}/20: " in again.stderr.split("(kept from the stopped run)")[-1]
 
 
 def test_a_classifier_that_never_answers_a_class_says_so_in_its_result():

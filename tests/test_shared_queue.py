@@ -257,6 +257,42 @@ print("done", flush=True)
 """
 
 
+def test_a_queue_file_deleted_under_a_server_is_made_again_and_one_it_cannot_write_is_one_line(
+    shared, monkeypatch, capsys
+):
+    """Someone deletes queue.sqlite while servers run: the next look makes it again, empty (every
+    page's sidebar said "no such table" for ever, and the trainers died). A file the lab may read
+    but not write is said when the server starts, in one line, not by its trainers later."""
+    from fmnist_core import cli
+    from fmnist_core.store import jobdb
+
+    url, root = shared
+    queue = SharedQueue(url, RunCache(root), trainers=0)
+    queue.submit(tiny(seed=1), owner="ana")
+    for suffix in ("", "-wal", "-shm"):
+        (root / f"queue.sqlite{suffix}").unlink(missing_ok=True)
+    assert queue.jobs() == []  # the tables made again; the jobs went with the file
+    job = queue.submit(tiny(seed=2), owner="ana")
+    assert [j.run_id for j in queue.jobs()] == [job.run_id]
+    queue.close()
+
+    setup = jobdb._sqlite_setup
+
+    def read_only(engine):  # as a file whose mode or mount refuses writes (root ignores chmod)
+        setup(engine)
+        jobdb.sa.event.listen(
+            engine, "connect", lambda connection, _: connection.execute("PRAGMA query_only = ON")
+        )
+
+    monkeypatch.setattr(jobdb, "_sqlite_setup", read_only)
+    assert cli.main(["settings"]) == 2  # as run_app.sh and serve_class.sh run it first
+    said = capsys.readouterr().err
+    assert (
+        said.startswith("error: FMNIST_CACHE: the queue database does not open: ") and said.count("\n") == 1
+    )
+    assert "readonly" in said or "read-only" in said, said
+
+
 def test_two_servers_submitting_the_same_configs_at_once_make_one_job_each(shared, tmp_path):
     """Two processes asking for the same 40 configs at the same moment: 40 jobs, each with both
     owners (none twice, none lost to the other's write)."""
@@ -357,6 +393,8 @@ def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_star
         ("sqlite:////no/such/folder/queue.sqlite", "in a folder that does not exist"),
         (f"sqlite:///{folder}", "is a folder, not a database file"),
         ("postgresql://lab@127.0.0.1:1/fmnist", "the queue database does not open"),  # nothing listens
+        ("bogus", "'bogus' is not a queue database"),  # quoted as typed
+        (f"sqlite:///{tmp_path}/q.sqlite?mode=ro", "takes no options after the path"),
     ]:
         monkeypatch.setenv("FMNIST_QUEUE_DB", value)
         assert cli.main(["settings"]) == 2, value  # as `python -m fmnist_core settings` (run_app.sh)
@@ -376,6 +414,16 @@ def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_star
     )
     monkeypatch.setenv("FMNIST_QUEUE_DB", "Memory")  # one server's own queue, as before
     assert environment.queue_db() == ""
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "SQLite")  # any case, as "memory"
+    assert environment.queue_db() == "sqlite"
+    # The default queue's file is a folder: said under the setting that put it there, FMNIST_CACHE.
+    monkeypatch.delenv("FMNIST_QUEUE_DB")
+    monkeypatch.setenv("FMNIST_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "queue.sqlite").mkdir(parents=True)
+    assert cli.main(["settings"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("error: FMNIST_CACHE: ") and "queue.sqlite is a folder" in said, said
+    monkeypatch.setenv("FMNIST_QUEUE_DB", "memory")
     monkeypatch.setenv("FMNIST_WORKERS", "0")  # nobody would train this server's own queue
     with pytest.raises(ValueError, match="^FMNIST_WORKERS: 0 leaves"):
         environment.workers()
@@ -508,6 +556,26 @@ def test_the_app_on_a_shared_queue_shows_another_servers_job_and_says_when_no_tr
 
     assert type(app_jobs.job_queue()).__name__ == "SharedQueue"
     other.close()
+
+
+def test_a_queue_database_that_stops_answering_is_one_line_in_the_sidebar_not_a_traceback(
+    shared, monkeypatch
+):
+    """Every page's sidebar reads the queue every few seconds: a database locked past its wait (or
+    made read-only) is its one line there, and the page itself goes on."""
+    from streamlit.testing.v1 import AppTest
+
+    from ui import warmup
+
+    def locked(self):
+        raise QueueDatabaseError("queue database: database is locked")
+
+    monkeypatch.setattr(SharedQueue, "jobs", locked)
+    warmup.wait()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=600).run()
+    assert not at.exception, at.exception[0].value if at.exception else ""
+    assert [w.value for w in at.sidebar.warning] == ["Training queue: queue database: database is locked"]
+    assert at.title and not at.main.error  # the page itself drew
 
 
 def test_a_worker_keeps_the_disk_cap_as_the_in_process_queue_does(shared, tmp_path, monkeypatch):

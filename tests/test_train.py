@@ -213,8 +213,12 @@ def test_a_stopped_run_is_kept_and_continues_to_the_same_weights_as_one_never_st
     on_progress, should_stop = stop_after(2)  # continued, stopped again after its next epoch
     again = get_or_train(config, on_progress=on_progress, should_stop=should_stop, cache=cache)
     assert cache.stopped.summary(config.run_id)["epochs_done"] == 2 and not again.completed
-    continued = get_or_train(config, cache=cache)
+    seen = []
+    continued = get_or_train(config, on_progress=seen.append, cache=cache)
     assert continued.completed and continued.note == "continued from epoch 2"
+    # Whoever watches (a job's live view, the command's lines) sees its kept epochs first.
+    assert [(p.epoch, p.kept) for p in seen if p.epoch_done] == [(1, True), (2, True), (3, False)]
+    assert [p.metrics["val_loss"] for p in seen[:2]] == whole.history["val_loss"][:2]
     assert continued.history["val_loss"] == whole.history["val_loss"]
     assert continued.metrics["test_loss"] == whole.metrics["test_loss"]
     expected = whole.model.state_dict()

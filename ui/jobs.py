@@ -29,6 +29,7 @@ def _job_queue(root: str) -> JobQueue:
             pinned=_pinned,
             scheduler=environment.scheduler(),  # the jobs train on a Dask cluster's workers
             scheduler_setting="FMNIST_SCHEDULER",
+            setting=environment.queue_db_setting(),
         )
         # The server stopped (Ctrl+C, an update): a job its trainer holds goes back to the queue at
         # once, its finished epochs kept, for the next start or another server's trainer to continue.

@@ -37,8 +37,10 @@ def training_panel(config: RunConfig, published: dict | None = None) -> TrainedR
         sizes = describe(run.model)
         done += f"; {sizes['parameters']:,} parameters ({sizes['trainable_parameters']:,} trained)"
         if trained_by(job):
+            note = job.result.note if job.result is not None else ""  # e.g. continued from epoch N
             st.success(
-                f"Trained run `{config.run_id}`: {done}. Saved to the cache.", icon=":material/check_circle:"
+                f"Trained run `{config.run_id}`: {done}. Saved to the cache{f'; {note}' if note else ''}.",
+                icon=":material/check_circle:",
             )
         else:
             st.success(

@@ -95,9 +95,14 @@ def rerun_the_sidebar() -> None:
 @st.fragment(run_every=5.0)  # secondary: every page's sidebar; a job's own view moves every 3 s
 def queue_sidebar() -> None:
     """Every page's sidebar: what trains and waits (with its progress, Stop and Cancel), and the
-    last failure, so a job is in view whatever page or settings a person is on."""
+    last failure, so a job is in view whatever page or settings a person is on. A queue database
+    that does not answer (locked too long, made read-only) is one line here, redrawn until it does."""
     queue = job_queue()
-    jobs = queue.jobs()
+    try:
+        jobs = queue.jobs()
+    except OSError as error:  # store.jobdb.QueueDatabaseError: its one line, never a traceback
+        st.warning(f"Training queue: {error}", icon=":material/database:")
+        return
     active = [job for job in jobs if job.active]
     failed = [job for job in jobs if job.state == FAILED][-1:]
     if not active and not failed:

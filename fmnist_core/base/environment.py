@@ -154,7 +154,14 @@ def queue_db() -> str:
     text = _text("FMNIST_QUEUE_DB")
     if text.lower() == "memory":
         return ""
-    return check_queue_db(text) if text else "sqlite"
+    return check_queue_db(text) if text and text.lower() != "sqlite" else "sqlite"
+
+
+def queue_db_setting() -> str:
+    """The setting a problem of the queue's database is said under: FMNIST_QUEUE_DB where it names
+    a database, else FMNIST_CACHE (the queue is its folder's queue.sqlite)."""
+    text = _text("FMNIST_QUEUE_DB").lower()
+    return "FMNIST_QUEUE_DB" if text not in ("", "sqlite", "memory") else "FMNIST_CACHE"
 
 
 def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
@@ -163,9 +170,16 @@ def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
     if url == "sqlite":
         return url
     parts = urlsplit(url)
-    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path[:60]}"
+    # As typed where it cannot hold a password; else without what may (user, password, query).
+    shown = (
+        url[:80]
+        if "://" not in url and "@" not in url
+        else f"{parts.scheme}://{parts.hostname or ''}{parts.path[:60]}"
+    )
     if parts.scheme == "sqlite":
         path = parts.path[1:]
+        if parts.query or parts.fragment:
+            raise ValueError(f"{name}: {shown!r} takes no options after the path (?...): a file path only")
         if parts.netloc or not path.startswith("/") or path.endswith("/"):
             raise ValueError(
                 f"{name}: {shown!r} needs an absolute file path: sqlite:////absolute/path/queue.sqlite"
@@ -176,7 +190,8 @@ def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
                 if os.path.isdir(path)
                 else "is in a folder that does not exist"
             )
-            raise ValueError(f"{name}: {path[:80]} {what}")
+            shown_path = path if len(path) <= 120 else "..." + path[-117:]  # its end names the file
+            raise ValueError(f"{name}: {shown_path} {what}")
         return url
     if parts.scheme in POSTGRES_SCHEMES:
         if not parts.path.strip("/"):

@@ -39,7 +39,17 @@ from fmnist_core.runs.jobs import (
 )
 from fmnist_core.runs.trained import check_resources, load_run
 from fmnist_core.store.cache import RunCache
-from fmnist_core.store.jobdb import DONE, FAILED, QUEUED, RUNNING, STOPPED, JobDB, cache_url, turn_order
+from fmnist_core.store.jobdb import (
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    JobDB,
+    QueueDatabaseError,
+    cache_url,
+    turn_order,
+)
 from fmnist_core.training.config import RunConfig
 from fmnist_core.training.loop import Progress
 
@@ -59,7 +69,7 @@ def check_setting(cache_root) -> None:
     """FMNIST_QUEUE_DB, where set, opened once (`settings` asks before the app starts): a file or a
     server that does not open as the queue is one line naming the setting."""
     if environment.queue_db():
-        JobDB(queue_url(environment.queue_db(), cache_root)).dispose()
+        JobDB(queue_url(environment.queue_db(), cache_root), environment.queue_db_setting()).dispose()
 
 
 class SharedJob(Job):
@@ -118,6 +128,7 @@ class SharedQueue:
         pinned=None,
         scheduler: str = "",
         scheduler_setting: str = "scheduler",
+        setting: str = "FMNIST_QUEUE_DB",
     ):
         if not isinstance(trainers, int) or not 0 <= trainers <= 64:
             raise ValueError(f"trainers: {trainers!r} must be a whole number from 0 to 64")
@@ -127,7 +138,7 @@ class SharedQueue:
 
             self._cluster = Cluster(scheduler, scheduler_setting)
             trainers = self._cluster.workers()
-        self.db = JobDB(url)
+        self.db = JobDB(url, setting)  # `setting`: what its problems are said under
         self.cache = cache or RunCache()
         self.limits = limits or Limits()
         self.workers = trainers
@@ -267,24 +278,28 @@ class Trainer:
         looked = -every
         try:
             while not closing.is_set():
-                if time.monotonic() - looked >= every:
-                    self.db.reap(self.stale_after)
-                    self.db.beat(self.name)
-                    looked = time.monotonic()
-                row = self.db.claim(self.name) if self.db.waiting() else None
-                if row is None:
-                    if once and not any(row["state"] in (QUEUED, RUNNING) for row in self.db.rows()):
-                        return  # nothing queued, nothing training (a silent trainer's job comes back)
-                    closing.wait(poll)
-                    continue
-                self.train(row, closing)
+                try:
+                    if time.monotonic() - looked >= every:
+                        self.db.reap(self.stale_after)
+                        self.db.beat(self.name)
+                        looked = time.monotonic()
+                    row = self.db.claim(self.name) if self.db.waiting() else None
+                    if row is None:
+                        if once and not any(row["state"] in (QUEUED, RUNNING) for row in self.db.rows()):
+                            return  # nothing queued, nothing training (a silent trainer's job comes back)
+                        closing.wait(poll)
+                        continue
+                    self.train(row, closing)
+                except QueueDatabaseError as error:  # locked too long, made read-only: said, tried again
+                    log.warning("trainer %s: %s; trying again in %.0f s", self.name, error, every)
+                    closing.wait(every)
         except Exception:
             log.exception("trainer %s failed", self.name)
         finally:
             try:
                 self.db.leave(self.name)
-            except Exception:
-                log.exception("trainer %s: could not sign off", self.name)
+            except QueueDatabaseError as error:  # its row goes with the next reap of dead trainers
+                log.warning("trainer %s: could not sign off (%s)", self.name, error)
 
     def train(self, row: dict, closing: threading.Event) -> None:
         run_id = row["run_id"]
@@ -299,9 +314,14 @@ class Trainer:
             if job.where:  # the Dask worker it trains on
                 latest["where"] = job.where
             points = job.trace[sent["points"] :]
-            asked["stop"] = self.db.report(
-                run_id, self.name, json.dumps(latest) if latest else "", json.dumps(job.epochs), points
-            )
+            try:
+                asked["stop"] = self.db.report(
+                    run_id, self.name, json.dumps(latest) if latest else "", json.dumps(job.epochs), points
+                )
+            except QueueDatabaseError as error:  # the training goes on; its progress is sent next time
+                log.warning("job %s: its progress was not written (%s)", run_id, error)
+                sent["at"] = time.monotonic()
+                return
             sent.update(points=sent["points"] + len(points), at=time.monotonic())
             if asked["stop"] or closing.is_set():
                 job.stop_requested.set()

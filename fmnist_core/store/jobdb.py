@@ -82,7 +82,12 @@ def retried(method):
             try:
                 return method(*args, **kwargs)
             except sa.exc.OperationalError as error:
-                if attempt == RETRIES or "lock" not in str(error.orig).lower():
+                said = str(error.orig).lower()
+                if attempt < RETRIES and "no such table" in said:  # the file deleted under a server:
+                    args[0]._create()  # a new one, with its tables (the jobs it held are gone with it)
+                    log.warning("queue database: %s; its tables made again", one_line(error))
+                    continue
+                if attempt == RETRIES or "lock" not in said:
                     raise QueueDatabaseError(f"queue database: {one_line(error)}") from None
 
     return wrapper
@@ -127,8 +132,8 @@ class JobDB:
     queue database is a ValueError naming FMNIST_QUEUE_DB; an SQLite file that is not a database
     (damaged, or something else) is moved aside as FILE.damaged-TIME and the queue starts empty."""
 
-    def __init__(self, url: str):
-        self.url = check_queue_db(url)
+    def __init__(self, url: str, setting: str = "FMNIST_QUEUE_DB"):
+        self.url = check_queue_db(url, setting)
         self.sqlite = self.url.startswith("sqlite")
         if self.sqlite:
             self.engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
@@ -140,20 +145,20 @@ class JobDB:
         except sa.exc.DatabaseError as error:
             damaged = self.sqlite and ("not a database" in str(error) or "malformed" in str(error))
             if not damaged:
-                raise ValueError(
-                    f"FMNIST_QUEUE_DB: the queue database does not open: {one_line(error)}"
-                ) from None
+                raise ValueError(f"{setting}: the queue database does not open: {one_line(error)}") from None
             self._move_aside()
             self._create()
         except sa.exc.SQLAlchemyError as error:
-            raise ValueError(
-                f"FMNIST_QUEUE_DB: the queue database does not open: {one_line(error)}"
-            ) from None
+            raise ValueError(f"{setting}: the queue database does not open: {one_line(error)}") from None
 
     def _create(self) -> None:
         with self.write() as db:  # tables made once, whoever comes first (under the write lock)
             META.create_all(db)
             db.execute(sa.select(sa.func.count()).select_from(JOBS)).scalar()  # a damaged file shows here
+            # A write, undone: a file the lab can read but not write (its mode, a read-only mount) is
+            # said here, at the start, not by every trainer and page later.
+            db.execute(TRAINERS.insert().values(name="", seen=0.0))
+            db.execute(TRAINERS.delete().where(TRAINERS.c.name == ""))
 
     def _move_aside(self) -> None:
         self.engine.dispose()

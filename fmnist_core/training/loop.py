@@ -49,6 +49,7 @@ class Progress:
     epoch_done: bool = False
     metrics: dict = field(default_factory=dict)  # the finished epoch's metrics, when epoch_done
     eta: float | None = None  # seconds left, from the run's own pace (Clock.eta); None: from the fraction
+    kept: bool = False  # a continued run's epoch from before its stop, reported again as it starts
 
     @property
     def fraction(self) -> float:
@@ -423,6 +424,12 @@ def fit(
     clock.reported, clock.batch_size = clock.start, config.batch_size
     clock.validation_images = len(splits.val_images) * len(TTA_VIEWS[config.validation_tta])
     stopped, validation = False, None
+    packed = {key for recorder in session.recorders.values() for key in recorder.packed_keys}
+    for index in range(len(history["epoch"])):  # a continued run: whoever watches sees its kept epochs
+        kept = {key: values[index] for key, values in history.items() if key not in packed}
+        loss = kept.get("train_loss", float("nan"))
+        seconds = history["seconds"][index]
+        controls.report(Progress(index + 1, config.epochs, 1, 1, loss, seconds, True, kept, kept=True))
     for epoch in range(session.first_epoch, config.epochs + 1):
         starting = time.perf_counter()
         for recorder in session.recorders.values():
@@ -438,7 +445,6 @@ def fit(
         )
         end_epoch(session, epoch, train_loss, validation, time.perf_counter() - clock.start)
         clock.end_seconds, clock.ends = clock.end_seconds + time.perf_counter() - ending, clock.ends + 1
-        packed = {key for recorder in session.recorders.values() for key in recorder.packed_keys}
         metrics = {key: values[-1] for key, values in history.items() if key not in packed}
         seconds = time.perf_counter() - clock.start
         left = clock.eta((config.epochs - epoch) * session.steps, config.epochs - epoch, session.final_pass)
