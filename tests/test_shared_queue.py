@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fmnist_core.runs import shared as shared_module
 from fmnist_core.runs.jobs import Limits
 from fmnist_core.runs.shared import SharedQueue, queue_url
 from fmnist_core.store import jobdb
@@ -293,6 +294,30 @@ def test_a_queue_file_deleted_under_a_server_is_made_again_and_one_it_cannot_wri
     assert "readonly" in said or "read-only" in said, said
 
 
+def test_a_jobs_end_the_database_refuses_for_a_while_is_written_when_it_answers(shared, monkeypatch):
+    """The database made read-only (or locked past its wait) just as a job ends: its trainer tries
+    again until it answers. Before, the job showed as training for ever and a new ask joined it."""
+    url, root = shared
+    refusals = []
+    finish = JobDB.finish
+
+    def refused_twice(self, *args, **kwargs):
+        if len(refusals) < 2:
+            refusals.append(args[2])
+            raise QueueDatabaseError("queue database: attempt to write a readonly database")
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobDB, "finish", refused_twice)
+    monkeypatch.setattr(shared_module, "REAP_SECONDS", 0.2)  # its pause between tries, for the test
+    queue = SharedQueue(url, RunCache(root), trainers=1)
+    try:
+        job = queue.submit(tiny(seed=5), owner="ana")
+        assert queue.wait(job.run_id, timeout=900).state == DONE
+        assert refusals == [DONE, DONE]  # refused twice, written the third time
+    finally:
+        queue.close()
+
+
 def test_two_servers_submitting_the_same_configs_at_once_make_one_job_each(shared, tmp_path):
     """Two processes asking for the same 40 configs at the same moment: 40 jobs, each with both
     owners (none twice, none lost to the other's write)."""
@@ -416,6 +441,9 @@ def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_star
     assert environment.queue_db() == ""
     monkeypatch.setenv("FMNIST_QUEUE_DB", "SQLite")  # any case, as "memory"
     assert environment.queue_db() == "sqlite"
+    monkeypatch.setenv("FMNIST_QUEUE_DB", f"SQLite:///{tmp_path}/other.sqlite")  # its scheme too
+    assert cli.main(["settings"]) == 0 and (tmp_path / "other.sqlite").is_file()
+    capsys.readouterr()
     # The default queue's file is a folder: said under the setting that put it there, FMNIST_CACHE.
     monkeypatch.delenv("FMNIST_QUEUE_DB")
     monkeypatch.setenv("FMNIST_CACHE", str(tmp_path / "cache"))

@@ -192,7 +192,7 @@ def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:
             )
             shown_path = path if len(path) <= 120 else "..." + path[-117:]  # its end names the file
             raise ValueError(f"{name}: {shown_path} {what}")
-        return url
+        return "sqlite:" + url.split(":", 1)[1]  # SQLITE:// as sqlite:// (the driver's name is lower case)
     if parts.scheme in POSTGRES_SCHEMES:
         if not parts.path.strip("/"):
             raise ValueError(f"{name}: {shown!r} needs a database name: postgresql://HOST/DBNAME")

@@ -266,6 +266,7 @@ class Trainer:
         self.pinned = pinned or (lambda: set())  # run ids the cap never removes
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.share = share  # its job's threads (0: FMNIST_JOB_THREADS, else every core)
+        self._said = ("", 0.0)  # the last database problem logged, and when
         self.stale_after = stale_after
 
     def run(self, closing: threading.Event, poll: float = 0.5, once: bool = False) -> None:
@@ -291,7 +292,7 @@ class Trainer:
                         continue
                     self.train(row, closing)
                 except QueueDatabaseError as error:  # locked too long, made read-only: said, tried again
-                    log.warning("trainer %s: %s; trying again in %.0f s", self.name, error, every)
+                    self._say(f"{error}; trying again every {every:.0f} s")
                     closing.wait(every)
         except Exception:
             log.exception("trainer %s failed", self.name)
@@ -319,7 +320,7 @@ class Trainer:
                     run_id, self.name, json.dumps(latest) if latest else "", json.dumps(job.epochs), points
                 )
             except QueueDatabaseError as error:  # the training goes on; its progress is sent next time
-                log.warning("job %s: its progress was not written (%s)", run_id, error)
+                self._say(f"job {run_id}: its progress was not written ({error})")
                 sent["at"] = time.monotonic()
                 return
             sent.update(points=sent["points"] + len(points), at=time.monotonic())
@@ -341,7 +342,7 @@ class Trainer:
             log.exception("job %s failed", run_id)
             kind, payload = "error", f"{type(error).__name__}: {error}"
         if kind == "error":
-            self.db.finish(run_id, self.name, FAILED, payload)
+            self._until_written(lambda: self.db.finish(run_id, self.name, FAILED, payload), closing)
             return
         history = payload["history"]
         # The run's own history where it has one (a continued run's epochs before this trainer too).
@@ -358,7 +359,32 @@ class Trainer:
                 QUEUED,
                 f"its trainer ({self.name}) shut down after {len(epochs)} epochs; queued again",
             )
-        if state == DONE:  # before the job shows done: whoever waits on it finds the cap kept
-            busy = {row["run_id"] for row in self.db.rows() if row["state"] in (QUEUED, RUNNING)}
-            keep_under_cap(RunCache(self.cache_root), self.cache_gb, lambda: set(self.pinned()) | busy)
-        self.db.finish(run_id, self.name, state, note, json.dumps(epochs))
+
+        def finish() -> None:
+            if state == DONE:  # before the job shows done: whoever waits on it finds the cap kept
+                busy = {row["run_id"] for row in self.db.rows() if row["state"] in (QUEUED, RUNNING)}
+                keep_under_cap(RunCache(self.cache_root), self.cache_gb, lambda: set(self.pinned()) | busy)
+            self.db.finish(run_id, self.name, state, note, json.dumps(epochs))
+
+        self._until_written(finish, closing)
+
+    def _until_written(self, write, closing: threading.Event) -> None:
+        """A job's end written, tried again while the database refuses it (made read-only, locked
+        past its wait): the job would otherwise show as training for ever. A trainer closing gives
+        up after one more try; its silence then gives the job back to the queue (reap)."""
+        while True:
+            try:
+                write()
+                return
+            except QueueDatabaseError as error:
+                self._say(f"its job's end was not written ({error})")
+                if closing.is_set():
+                    return
+                closing.wait(REAP_SECONDS)
+
+    def _say(self, what: str) -> None:
+        """A database problem in the log: once, then again each minute while it lasts."""
+        now = time.monotonic()
+        if what != self._said[0] or now - self._said[1] > 60:
+            log.warning("trainer %s: %s", self.name, what)
+            self._said = (what, now)
