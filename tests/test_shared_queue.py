@@ -224,24 +224,29 @@ while (row := db.claim(sys.argv[2])) is not None:
 """
 
 
+def race(script, source: str, url: str, names, line: str) -> list[str]:
+    """`source` run as two processes on the queue at `url`, one per name, both let go at the same
+    moment (`line` on their stdin); what each printed."""
+    script.write_text(source)
+    racers = [
+        subprocess.Popen(
+            [sys.executable, str(script), url, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for name in names
+    ]
+    for racer in racers:
+        racer.stdin.write(line + "\n")
+        racer.stdin.flush()
+    return [racer.communicate(timeout=600)[0] for racer in racers]
+
+
 def test_two_trainers_never_take_the_same_job(shared, tmp_path):
     url, _ = shared
     db = JobDB(url)
     ids = [f"{i:064x}" for i in range(60)]
     for run_id in ids:
         db.submit(run_id, tiny().to_json(), "ana", 0.0, lambda mine: None, lambda row: False)
-    script = tmp_path / "claim.py"
-    script.write_text(CLAIMER)
-    claimers = [
-        subprocess.Popen(
-            [sys.executable, str(script), url, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        for name in ("one", "two")
-    ]
-    for claimer in claimers:
-        claimer.stdin.write("go\n")
-        claimer.stdin.flush()
-    taken = [claimer.communicate(timeout=600)[0].split() for claimer in claimers]
+    taken = [said.split() for said in race(tmp_path / "claim.py", CLAIMER, url, ("one", "two"), "go")]
     assert sorted(taken[0] + taken[1]) == ids  # every job taken once: none twice, none missed
     assert {row["trainer"] for row in db.rows()} == {"one", "two"} or min(map(len, taken)) == 0
     db.dispose()
@@ -323,18 +328,8 @@ def test_two_servers_submitting_the_same_configs_at_once_make_one_job_each(share
     owners (none twice, none lost to the other's write)."""
     url, _ = shared
     JobDB(url).dispose()  # the tables made before the race (as a server's start makes them)
-    script = tmp_path / "submit.py"
-    script.write_text(SUBMITTER)
-    submitters = [
-        subprocess.Popen(
-            [sys.executable, str(script), url, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        for name in ("ana", "ben")
-    ]
-    for submitter in submitters:
-        submitter.stdin.write(tiny().to_json() + "\n")
-        submitter.stdin.flush()
-    assert [submitter.communicate(timeout=600)[0] for submitter in submitters] == ["done\n", "done\n"]
+    said = race(tmp_path / "submit.py", SUBMITTER, url, ("ana", "ben"), tiny().to_json())
+    assert said == ["done\n", "done\n"]
     db = JobDB(url)
     rows = db.rows()
     assert [row["run_id"] for row in rows] == [f"{i:064x}" for i in range(40)]

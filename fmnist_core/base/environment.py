@@ -160,8 +160,7 @@ def queue_db() -> str:
 def queue_db_setting() -> str:
     """The setting a problem of the queue's database is said under: FMNIST_QUEUE_DB where it names
     a database, else FMNIST_CACHE (the queue is its folder's queue.sqlite)."""
-    text = _text("FMNIST_QUEUE_DB").lower()
-    return "FMNIST_QUEUE_DB" if text not in ("", "sqlite", "memory") else "FMNIST_CACHE"
+    return "FMNIST_QUEUE_DB" if queue_db() not in ("", "sqlite") else "FMNIST_CACHE"
 
 
 def check_queue_db(url: str, name: str = "FMNIST_QUEUE_DB") -> str:

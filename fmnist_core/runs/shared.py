@@ -156,7 +156,7 @@ class SharedQueue:
                 cache_gb=self.limits.cache_gb,
                 pinned=pinned,
                 cluster=self._cluster,
-                cores=None if self._cluster is not None else cores,
+                cores=cores,
             )
             for _ in range(trainers)
         ]
@@ -260,7 +260,7 @@ class Trainer:
     ):
         self.db = db
         self.cluster = cluster
-        self.cores = cores  # a server's ServerThreads: its torch work yields the cores to the job
+        self.cores = cores  # a server's ServerThreads: its torch work yields the cores to a local job
         self.cache_root = str(cache.root.resolve())
         self.cache_gb = cache_gb  # the disk cap, kept after each job as the in-process queue keeps it
         self.pinned = pinned or (lambda: set())  # run ids the cap never removes
@@ -284,13 +284,8 @@ class Trainer:
                         self.db.reap(self.stale_after)
                         self.db.beat(self.name)
                         looked = time.monotonic()
-                    row = self.db.claim(self.name) if self.db.waiting() else None
-                    if row is None:
-                        if once and not any(row["state"] in (QUEUED, RUNNING) for row in self.db.rows()):
-                            return  # nothing queued, nothing training (a silent trainer's job comes back)
-                        closing.wait(poll)
-                        continue
-                    self.train(row, closing)
+                    if not self._next(closing, poll, once):
+                        return
                 except QueueDatabaseError as error:  # locked too long, made read-only: said, tried again
                     self._say(f"{error}; trying again every {every:.0f} s")
                     closing.wait(every)
@@ -301,6 +296,18 @@ class Trainer:
                 self.db.leave(self.name)
             except QueueDatabaseError as error:  # its row goes with the next reap of dead trainers
                 log.warning("trainer %s: could not sign off (%s)", self.name, error)
+
+    def _next(self, closing: threading.Event, poll: float, once: bool) -> bool:
+        """Train the job whose turn it is, or wait `poll` seconds for one; False where `once` and
+        nothing is queued or training anywhere (a silent trainer's job comes back: it waits)."""
+        row = self.db.claim(self.name) if self.db.waiting() else None
+        if row is not None:
+            self.train(row, closing)
+        elif once and not any(row["state"] in (QUEUED, RUNNING) for row in self.db.rows()):
+            return False
+        else:
+            closing.wait(poll)
+        return True
 
     def train(self, row: dict, closing: threading.Event) -> None:
         run_id = row["run_id"]
