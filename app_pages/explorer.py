@@ -49,7 +49,7 @@ else:
         picked = st.multiselect("Models", models, default=models[:1], key="explorer:models")
         text = st.text_input("Run id or setting contains", "", key="explorer:filter")
     table = runs_explorer.matching(table[table["model"].isin(picked)], text)
-    settings = runs_explorer.varied(table)
+    settings = runs_explorer.varied(table)  # (the sweep's own settings above)
     logs = explorer_sections.LOG_SETTINGS
     metric = None
 metrics = ([metric] if metric else []) + [m for m in runs_explorer.metrics_of(table) if m != metric]
@@ -61,7 +61,7 @@ with st.sidebar:
     extra = ["state"] if sweep else []  # finished, pruned: an axis to brush too
     axes = st.multiselect(
         "Axes",
-        [*runs_explorer.varied(table), *extra, *metrics],
+        [*(runs_explorer.varied(table) if sweep else settings), *extra, *metrics],
         default=[*settings, *extra, colour],
         key=f"explorer:axes:{sweep}",
     )

@@ -4,12 +4,8 @@ It imports no torch: on a server's first visit it shows at once, with a placehol
 background warm-up (ui/warmup.py) has loaded torch and the data set.
 """
 
-import numpy as np
-import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-from fmnist_core.data.labels import CLASS_NAMES
 from ui import warmup
 
 st.title("Fashion-MNIST Lab")
@@ -32,9 +28,8 @@ def wait_for_warmup() -> None:
 
 def data_at_a_glance() -> None:
     from fmnist_core.base.device import describe_device
-    from ui import plots
     from ui.queue_panels import starter_panel
-    from ui.resources import fashion
+    from ui.resources import data_set_figures, fashion
     from ui.runs import runs_table
 
     starter_panel()
@@ -51,25 +46,9 @@ def data_at_a_glance() -> None:
     right.metric("Cached runs", len(runs))
 
     st.subheader("The data set at a glance")
-    rng = np.random.default_rng(0)
-    examples = {}
-    for cls, name in enumerate(CLASS_NAMES):
-        index = rng.choice(np.flatnonzero(data.train_labels.numpy() == cls), size=10, replace=False)
-        examples[name] = data.train_images[index, 0].numpy()
-    st.plotly_chart(plots.image_rows(examples), config={"displayModeBar": False})
-
-    counts = pd.DataFrame(
-        {
-            "class": list(CLASS_NAMES) * 2,
-            "split": ["train"] * 10 + ["test"] * 10,
-            "images": np.concatenate(
-                [np.bincount(data.train_labels.numpy()), np.bincount(data.test_labels.numpy())]
-            ),
-        }
-    )
-    figure = px.bar(counts, x="class", y="images", color="split", barmode="group", height=280)
-    figure.update_layout(margin=dict(l=10, r=10, t=10, b=10))
-    st.plotly_chart(figure)
+    examples, counts = data_set_figures()
+    st.plotly_chart(examples, config={"displayModeBar": False})
+    st.plotly_chart(counts)
     st.caption(
         f"Loaded from {data.folder}: the original IDX files, checked to hold 6,000 / 1,000 images per class."
     )

@@ -19,7 +19,7 @@ Two kinds of session:
   --client browser: headless Chromium contexts that load the page again and again. The browsers
     share the server's cores here (a class's would not): an upper bound.
 
-Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3] [--client protocol] [--servers 1,2]
+Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3] [--client protocol] [--servers 1,2] [--epochs 6]
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ async def run_script(ws, page: str, timers: dict, fragment: str = "") -> tuple[f
         answer = ForwardMsg()
         answer.ParseFromString(await asyncio.wait_for(ws.recv(), timeout=300))
         kind = answer.WhichOneof("type")
-        if kind == "delta" and answer.delta.WhichOneof("type") == "new_element":
+        if kind == "new_session" and not answer.metadata.run.fragment_ids:
+            timers.clear()  # a whole run (a fragment's st.rerun too): its fragments are announced anew
+        elif kind == "delta" and answer.delta.WhichOneof("type") == "new_element":
             errors += answer.delta.new_element.WhichOneof("type") == "exception"
         elif kind == "auto_rerun":
             interval = answer.auto_rerun.interval
@@ -189,10 +191,14 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def measure(url, servers: list, cache: str, count: int, every: float, client: str, alone: float) -> tuple:
+def measure(
+    url, servers, cache: str, count: int, every: float, client: str, alone: float, epochs: int
+) -> tuple:
     """`count` sessions on the servers at `url` while one training runs apart: one table row."""
     result: dict = {}
-    training = threading.Thread(target=lambda out=result: out.setdefault("seconds", train_seconds(cache)))
+    training = threading.Thread(
+        target=lambda out=result: out.setdefault("seconds", train_seconds(cache, epochs=epochs))
+    )
     pids = [server.pid for server in servers]
     stop, memory = threading.Event(), []
     watcher = threading.Thread(target=peak_memory, args=(pids, stop, memory))
@@ -242,6 +248,9 @@ def main() -> None:
         help="server processes, e.g. 1,2: they share the cache folder's queue "
         "and the sessions are shared out between them in turn",
     )
+    parser.add_argument(
+        "--epochs", type=int, default=1, help="epochs of the training apart (the load lasts as long)"
+    )
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_class_")
     something_to_show(cache)
@@ -251,14 +260,15 @@ def main() -> None:
         started = [start_server(cache, shared) for _ in range(count_servers)]
         servers, urls = [s for s, _ in started], [u for _, u in started]
         try:
-            asyncio.run(
-                sessions(urls, count_servers, threading.Thread(), args.every, args.client)
-            )  # warm each
+            # Warm each server on each page first: a server process loads torch and the data set once,
+            # on its first visit, and a class arrives at a server that has; the rows measure after.
+            warm = len(PAGES) * count_servers
+            asyncio.run(sessions(urls, warm, threading.Thread(), args.every, args.client))
             if alone is None:
-                alone = train_seconds(cache)
+                alone = train_seconds(cache, epochs=args.epochs)
                 print(f"training alone: {alone:.1f} s; {os.cpu_count()} cores", flush=True)
             for count in (int(c) for c in args.sessions.split(",")):
-                rows.append(measure(urls, servers, cache, count, args.every, args.client, alone))
+                rows.append(measure(urls, servers, cache, count, args.every, args.client, alone, args.epochs))
         finally:
             for server in servers:
                 server.terminate()

@@ -22,8 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 from fmnist_core import engine
 from fmnist_core.data.fashion import load_data
 from fmnist_core.runs.trained import untrained_model
-from fmnist_core.training import RunGenerators
 from fmnist_core.training.config import RunConfig
+from fmnist_core.training.splits import RunGenerators
 
 WARMUP, STEPS = 5, 20
 

@@ -95,6 +95,22 @@ def test_the_settings_that_vary_are_the_axes():
     assert "seed" not in runs_explorer.setting_names()
 
 
+def test_a_setting_varies_with_two_different_values_gaps_aside_and_a_layer_list_is_one_value():
+    table = pd.DataFrame(
+        {
+            "lr": [1e-3, np.nan, 1e-3],  # one value and a gap
+            "dropout": pd.array([0.1, pd.NA, 0.2], dtype="Float64"),
+            "layers": [("conv:8", "bn"), ("conv:8", "bn"), ("conv:16",)],
+            "head": [["a"], ["a"], None],  # the same list twice
+            "optimizer": pd.array(["adam", "adam", None], dtype="string"),
+            "channels": [None, None, None],
+            "seed": [0, 1, 2],  # not a setting that varies a run's kind
+        }
+    )
+    assert runs_explorer.varied(table) == ["dropout", "layers"]
+    assert runs_explorer.varied(table.iloc[[0, 1]]) == []
+
+
 def test_best_first_ranks_accuracy_high_first_and_losses_low_first():
     table = pd.DataFrame(
         {"run_id": list("abc"), "test_accuracy": [0.8, None, 0.9], "test_mse": [0.03, 0.01, 0.02]}
@@ -162,3 +178,22 @@ def test_a_pruned_trial_is_listed_with_the_seed_it_trained_with():
     rows = runs_explorer.sweep_runs(study, cached)
     assert rows["seed"].tolist() == [0, 0] and rows["state"].tolist() == ["complete", "pruned"]
     assert rows["val_accuracy"].tolist() == [0.8, 0.7]  # the pruned one: the last figure it reported
+
+
+def test_the_parallel_chart_is_one_spec_per_set_of_axes_reading_the_runs_it_is_given():
+    """Its views read the named data set "runs" (no view of its own data: a view with its own
+    drew nothing), one brush per axis; the spec apart from the data is built once for the axes."""
+    from ui.explorer_sections import parallel_chart
+
+    table = runs()
+    chart = parallel_chart(table, ["lr", "optimizer"], "test_accuracy", {"lr"})
+    views = [chart["vconcat"][0], *chart["vconcat"][1]["hconcat"]]
+    assert chart["data"] == {"name": "runs"} and not any("data" in view for view in views)
+    data = chart["datasets"]["runs"]
+    assert list(data["run_id"]) == list(table["run_id"]) and data["~lr"].max() == pytest.approx(1.0)
+    brushes = {param["name"]: param["views"] for param in chart["params"]}
+    assert brushes == {"axis0": [views[1]["name"]], "axis1": [views[2]["name"]]}  # one per strip
+    assert views[1]["encoding"]["y"]["scale"] == {"type": "log"}  # lr on a log scale
+    other = parallel_chart(runs(6), ["lr", "optimizer"], "test_accuracy", {"lr"})
+    assert {**other, "datasets": None} == {**chart, "datasets": None}  # the same spec, other runs
+    assert len(other["datasets"]["runs"]) == 6

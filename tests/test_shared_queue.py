@@ -395,6 +395,28 @@ def test_a_database_locked_for_a_moment_loses_no_job_and_one_locked_too_long_is_
     holder.close()
 
 
+def test_pages_read_the_queue_while_another_process_holds_the_write_lock(shared, monkeypatch):
+    """A page's reads take no write lock (SQLite's WAL reads beside a write): a class's sidebars
+    read the queue while a trainer or another server writes, and see what was committed. The reap a
+    server's sidebar runs now and then reads first, and writes only when a trainer went silent."""
+    url, root = shared
+    queue = SharedQueue(url, RunCache(root), trainers=0)
+    job = queue.submit(tiny(), owner="ana")
+    fresh = SharedQueue(url, RunCache(root), trainers=0)  # another server: its first jobs() reaps
+    monkeypatch.setattr(jobdb, "BUSY_SECONDS", 1)  # a read that waited for the lock would fail
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write, not yet committed
+    holder.execute("UPDATE jobs SET error = 'not committed'")
+    try:
+        assert [(j.run_id, j.state, j.error) for j in fresh.jobs()] == [(job.run_id, QUEUED, "")]
+        assert fresh.get(job.run_id).owners == ["ana"] and fresh.position(job.run_id) == 0
+        with pytest.raises(QueueDatabaseError, match=r"^queue database: database is locked$"):
+            fresh.submit(tiny(1), owner="ana")  # a write still waits for the lock, then gives up
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_bad_queue_settings_are_one_line_naming_the_setting_before_anything_starts(
     monkeypatch, tmp_path, capsys
 ):

@@ -4,6 +4,9 @@ with a click through, seeds as mean ± std."""
 
 from __future__ import annotations
 
+import functools
+import json
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -37,31 +40,42 @@ def position(values: pd.Series, logs: set[str]) -> pd.Series:
     return (numbers - numbers.min()) / span if span > 0 else numbers * 0 + 0.5
 
 
-def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str, logs: set[str]) -> alt.VConcatChart:
+def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str, logs: set[str]) -> dict:
     """Lines across the axes above, one brushable strip per axis below (drag on a number's strip,
-    click a category's point, shift for several): a run stays coloured while inside every brush."""
+    click a category's point, shift for several): a run stays coloured while inside every brush.
+    A Vega-Lite spec whose views read the named data set "runs": the rest of the spec depends only
+    on the axes and their kinds, so it is built once (altair's building and checking of it cost the
+    page most of its time)."""
     data = table[["run_id", *dict.fromkeys([*axes, colour])]].copy()
     for axis in axes:
         data[f"~{axis}"] = position(table[axis], logs)
+    kinds = tuple((is_numeric(table[axis]), log_axis(table[axis], logs)) for axis in axes)
+    spec = _parallel_spec(tuple(axes), colour, kinds, runs_explorer.lower_is_better(colour))
+    return {**json.loads(spec), "data": {"name": "runs"}, "datasets": {"runs": data}}
+
+
+@functools.lru_cache(maxsize=64)
+def _parallel_spec(axes: tuple[str, ...], colour: str, kinds: tuple, reverse: bool) -> str:
+    """The chart for `axes` of `kinds` ((numeric, log) each), without data, as Vega-Lite JSON."""
     brushes = [
         alt.selection_interval(encodings=["y"], name=f"axis{i}")
-        if is_numeric(table[axis])
+        if numeric
         else alt.selection_point(fields=[axis], name=f"axis{i}")
-        for i, axis in enumerate(axes)
+        for i, (axis, (numeric, _)) in enumerate(zip(axes, kinds, strict=True))
     ]
     inside = brushes[0]
     for brush in brushes[1:]:
         inside = inside & brush
     painted = alt.condition(
         inside,
-        alt.Color(
-            f"{colour}:Q",
-            scale=alt.Scale(scheme="viridis", reverse=runs_explorer.lower_is_better(colour)),  # best: yellow
-        ),
+        alt.Color(f"{colour}:Q", scale=alt.Scale(scheme="viridis", reverse=reverse)),  # best: yellow
         alt.value("#d9d9d9"),
     )
+    typed = {
+        axis: f"{axis}:{'Q' if numeric else 'N'}" for axis, (numeric, _) in zip(axes, kinds, strict=True)
+    }
     lines = (
-        alt.Chart(data)
+        alt.Chart()
         .transform_fold([f"~{axis}" for axis in axes], as_=["axis", "position"])
         .mark_line(opacity=0.6, strokeWidth=1.2)
         .encode(
@@ -74,26 +88,26 @@ def parallel_chart(table: pd.DataFrame, axes: list[str], colour: str, logs: set[
             y=alt.Y("position:Q", axis=None),
             detail="run_id:N",
             color=painted,
-            tooltip=["run_id", *axes, colour],
+            tooltip=["run_id:N", *typed.values(), f"{colour}:Q"],
         )
         .properties(width=max(110 * len(axes), 300), height=220)
     )
     strips = []
-    for axis, brush in zip(axes, brushes, strict=True):
-        numeric = is_numeric(table[axis])
-        scale = alt.Scale(type="log") if log_axis(table[axis], logs) else alt.Scale(zero=False)
-        y = alt.Y(f"{axis}:Q", scale=scale, title=None) if numeric else alt.Y(f"{axis}:N", title=None)
-        mark = (
-            alt.Chart(data).mark_tick(thickness=2, size=30)
-            if numeric
-            else alt.Chart(data).mark_circle(size=90)
-        )
+    for axis, brush, (numeric, log) in zip(axes, brushes, kinds, strict=True):
+        scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+        y = alt.Y(typed[axis], scale=scale, title=None)
+        mark = alt.Chart().mark_tick(thickness=2, size=30) if numeric else alt.Chart().mark_circle(size=90)
         strips.append(
-            mark.encode(y=y, color=painted, tooltip=["run_id", axis, colour])
+            mark.encode(y=y, color=painted, tooltip=["run_id:N", typed[axis], f"{colour}:Q"])
             .add_params(brush)
             .properties(width=70, height=220, title=axis)
         )
-    return alt.vconcat(lines, alt.hconcat(*strips)).configure_view(stroke=None)
+    spec = alt.vconcat(lines, alt.hconcat(*strips)).configure_view(stroke=None).to_dict()
+    # altair gives each view an empty data set of its own: dropped, the views read the chart's
+    spec.pop("datasets", None)
+    for view in [spec["vconcat"][0], *spec["vconcat"][1]["hconcat"]]:
+        view.pop("data", None)
+    return json.dumps(spec)
 
 
 def brushed(table: pd.DataFrame, axes: list[str], colour: str, key: str, logs: set[str]) -> pd.DataFrame:
@@ -103,7 +117,7 @@ def brushed(table: pd.DataFrame, axes: list[str], colour: str, key: str, logs: s
         st.caption(
             f"Drawn: the {MAX_LINES:,} best of {len(table):,} runs by {colour}; brushes select among all."
         )
-    event = st.altair_chart(parallel_chart(shown, axes, colour, logs), on_select="rerun", key=key)
+    event = st.vega_lite_chart(spec=parallel_chart(shown, axes, colour, logs), on_select="rerun", key=key)
     ranges = runs_explorer.brushed_ranges(event.selection if event else {})
     chosen = runs_explorer.within(table, ranges)
     described = "; ".join(

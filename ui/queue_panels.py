@@ -157,12 +157,13 @@ def starter_panel() -> None:
     """Home: the starter set's progress while any of it is missing from the cache."""
     from fmnist_core.runs.starter import enabled, starter_set
 
-    cache, queue = run_cache(), job_queue()
+    cache, on = run_cache(), enabled()
     rows = []
     for starter in starter_set():
-        job = queue.get(starter.config.run_id)
         progress, state = 0.0, "not queued"
-        if cache.exists(starter.config.run_id):
+        ready = cache.exists(starter.config.run_id)
+        job = job_queue().get(starter.config.run_id) if on and not ready else None  # (a class: read once)
+        if ready:
             progress, state = 1.0, "ready"
         elif job is not None:
             state = job.state if job.state != FAILED else f"failed: {job.error[:80]}"
@@ -171,7 +172,7 @@ def starter_panel() -> None:
         rows.append(
             {"run": starter.name, "makes useful": starter.serves, "state": state, "progress": percent}
         )
-    if not enabled():  # runs of the same configs trained by hand are no starter set training
+    if not on:  # runs of the same configs trained by hand are no starter set training
         if not any(row["state"] == "ready" for row in rows):
             st.caption("The starter set is off (FMNIST_STARTER=0): train a model on any page to begin.")
         return

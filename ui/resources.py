@@ -100,3 +100,35 @@ def _sweep_drivers(root: str) -> dict:
 def sweep_drivers() -> dict:
     """The sweeps this server drives through its job queue, by name (they outlive page reruns)."""
     return _sweep_drivers(str(default_root().resolve()))
+
+
+@st.cache_resource(show_spinner=False)
+def data_set_figures() -> tuple:
+    """Home's figures of the data set, built once per process (plotly takes ~50 ms to build them,
+    and the data never changes under a server): ten examples of each class, and the images per
+    class in each split."""
+    import numpy as np
+    import pandas as pd
+    import plotly.express as px
+
+    from fmnist_core.data.labels import CLASS_NAMES
+    from ui import plots
+
+    data = fashion()
+    rng = np.random.default_rng(0)
+    examples = {}
+    for cls, name in enumerate(CLASS_NAMES):
+        index = rng.choice(np.flatnonzero(data.train_labels.numpy() == cls), size=10, replace=False)
+        examples[name] = data.train_images[index, 0].numpy()
+    counts = pd.DataFrame(
+        {
+            "class": list(CLASS_NAMES) * 2,
+            "split": ["train"] * 10 + ["test"] * 10,
+            "images": np.concatenate(
+                [np.bincount(data.train_labels.numpy()), np.bincount(data.test_labels.numpy())]
+            ),
+        }
+    )
+    bars = px.bar(counts, x="class", y="images", color="split", barmode="group", height=280)
+    bars.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+    return plots.image_rows(examples), bars

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from typing import Any
@@ -85,8 +86,13 @@ def parse_value(name: str, annotation: Any, text: str) -> Any:
 
 
 def field_types(settings_type: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(settings_type)
-    return {field.name: hints[field.name] for field in dataclasses.fields(settings_type)}
+    return dict(_field_types(settings_type))
+
+
+@functools.cache
+def _field_types(settings_type: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(settings_type)  # slow: it evaluates every annotation
+    return tuple((field.name, hints[field.name]) for field in dataclasses.fields(settings_type))
 
 
 def coerce(settings_type: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -220,7 +220,7 @@ class SharedQueue:
 
     def position(self, run_id: str) -> int | None:
         rows = self.db.rows()
-        with self.db.engine.connect() as db:
+        with self.db.read() as db:
             served = self.db.served(db)
         ordered = [row["run_id"] for row in rows if row["state"] == RUNNING]
         ordered += turn_order([row for row in rows if row["state"] == QUEUED], served)

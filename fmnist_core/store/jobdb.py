@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -115,7 +116,8 @@ def _sqlite_setup(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        reading = connection.get_execution_options().get("reading", False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 class QueueDatabaseError(OSError):
@@ -180,22 +182,29 @@ class JobDB:
                 db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
             yield db
 
+    @contextlib.contextmanager
+    def read(self):
+        """One reading transaction: it takes no write lock (SQLite's WAL reads beside a write), so
+        the pages of a class read the queue at once."""
+        with self.engine.connect() as db:
+            yield db.execution_options(reading=True)
+
     # Reading -------------------------------------------------------------------------------
 
     @retried
     def rows(self) -> list[dict]:
-        with self.engine.connect() as db:
+        with self.read() as db:
             return [dict(row._mapping) for row in db.execute(sa.select(JOBS).order_by(JOBS.c.seq))]
 
     @retried
     def row(self, run_id: str) -> dict | None:
-        with self.engine.connect() as db:
+        with self.read() as db:
             found = db.execute(sa.select(JOBS).where(JOBS.c.run_id == run_id)).first()
             return dict(found._mapping) if found is not None else None
 
     @retried
     def points(self, run_id: str) -> list[tuple[float, float]]:
-        with self.engine.connect() as db:
+        with self.read() as db:
             query = (
                 sa.select(POINTS.c.x, POINTS.c.loss).where(POINTS.c.run_id == run_id).order_by(POINTS.c.id)
             )
@@ -327,7 +336,7 @@ class JobDB:
     @retried
     def waiting(self) -> bool:
         """Whether a job is queued (a read: an idle trainer asks this before it claims, which writes)."""
-        with self.engine.connect() as db:
+        with self.read() as db:
             return (
                 db.execute(sa.select(JOBS.c.run_id).where(JOBS.c.state == QUEUED).limit(1)).first()
                 is not None
@@ -341,7 +350,7 @@ class JobDB:
     @retried
     def trainers_alive(self, within: float) -> int:
         """How many trainers gave a sign of life in the last `within` seconds."""
-        with self.engine.connect() as db:
+        with self.read() as db:
             query = (
                 sa.select(sa.func.count())
                 .select_from(TRAINERS)
@@ -359,9 +368,10 @@ class JobDB:
         """Running jobs whose trainer gave no sign of life for `stale_after` seconds: queued again
         (a trainer continues them from their last finished epoch, which the stopped training kept),
         or failed with a message after `attempts` trainers. The run ids given back."""
-        given = []
+        given, cutoff = [], time.time() - stale_after
+        if not self._stale(cutoff):
+            return given  # the usual case, read without the write lock (a page's sidebar asks this)
         with self.write() as db:
-            cutoff = time.time() - stale_after
             alive = {
                 name
                 for name, seen in db.execute(sa.select(TRAINERS.c.name, TRAINERS.c.seen))
@@ -381,6 +391,17 @@ class JobDB:
                 given.append(row.run_id)
             db.execute(TRAINERS.delete().where(TRAINERS.c.seen < cutoff))
         return given
+
+    @retried
+    def _stale(self, cutoff: float) -> bool:
+        """Whether a trainer's last sign of life is older than `cutoff`, or a running job's trainer
+        has none: the reap has something to do."""
+        with self.read() as db:
+            seen = dict(db.execute(sa.select(TRAINERS.c.name, TRAINERS.c.seen)).all())
+            running = db.execute(sa.select(JOBS.c.trainer).where(JOBS.c.state == RUNNING)).scalars().all()
+        return any(when < cutoff for when in seen.values()) or any(
+            seen.get(trainer, -math.inf) < cutoff for trainer in running
+        )
 
 
 def turn_order(queued: list[dict], served: dict[str, float]) -> list[str]:

@@ -47,10 +47,22 @@ def setting_names() -> list[str]:
 
 
 def varied(table: pd.DataFrame) -> list[str]:
-    """The settings that take more than one value among these runs (the seed aside)."""
-    return [
-        name for name in setting_names() if name in table and table[name].dropna().astype(str).nunique() > 1
-    ]
+    """The settings that take more than one value among these runs (the seed aside), values
+    compared as text (a layer list is a value)."""
+    return [name for name in setting_names() if name in table and _two_values(table[name].tolist())]
+
+
+def _two_values(values: list) -> bool:
+    first = None
+    for value in values:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            continue
+        text = str(value)
+        if first is None:
+            first = text
+        elif text != first:
+            return True
+    return False
 
 
 def metrics_of(table: pd.DataFrame) -> list[str]:
