@@ -1,9 +1,10 @@
 """A class on one lab: 10 and 30 sessions on pages with charts while a job trains.
 
-Starts `streamlit run app.py` on a temporary cache (two small runs to show), on 127.0.0.1: one
-process, or several (`--servers 1,2`) sharing one job queue in the cache folder's SQLite file
+Starts `streamlit run app.py` on a temporary cache (two small runs to show, `--runs N` small runs
+more), on 127.0.0.1: one process, or several (`--servers 1,2`) sharing one job queue in the cache folder's SQLite file
 with the sessions shared out between them in turn, as sticky sessions behind nginx would (the
-servers' CPU time per render is measured too). Times one training
+servers' CPU time per render is measured too). Each server renders each page once first (it
+loads torch and the data set on its first visit; a class arrives at a warm server). Times one training
 alone (in its own process, as the app's jobs train), then for each session count opens that many
 sessions (Home, Compare runs and Explore runs in turn), each running its page again and again
 while the same training runs, and prints the page renders' p50 / p95, the training's slowdown
@@ -19,7 +20,7 @@ Two kinds of session:
   --client browser: headless Chromium contexts that load the page again and again. The browsers
     share the server's cores here (a class's would not): an upper bound.
 
-Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3] [--client protocol] [--servers 1,2] [--epochs 6]
+Run: .venv/bin/python bench/class_load.py [--sessions 10,30] [--every 3] [--client protocol] [--servers 1,2] [--epochs 6] [--runs 40]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -186,6 +188,24 @@ async def sessions(
     return list(results)
 
 
+def more_runs(cache: str, count: int) -> None:
+    """`count` small MLP runs more in the cache (a class's runs to list and explore): 1 epoch on
+    2,000 images, over a grid of learning rates, dropouts and seeds."""
+    if count <= 0:
+        return
+    code = (
+        "import itertools, sys\n"
+        "from fmnist_core.runs.trained import get_or_train\n"
+        "from fmnist_core.store.cache import RunCache\n"
+        "from fmnist_core.training.config import RunConfig\n"
+        "grid = itertools.product((0, 1, 2), (1e-3, 3e-3, 1e-2, 3e-2), (0.0, 0.1, 0.2, 0.3, 0.4))\n"
+        "for seed, lr, p in itertools.islice(grid, int(sys.argv[2])):\n"
+        "    config = RunConfig.for_model('mlp', {'dropout': p}, epochs=1, lr=lr, train_subset=2000, seed=seed)\n"
+        "    get_or_train(config, cache=RunCache(sys.argv[1]))\n"
+    )
+    subprocess.run([sys.executable, "-c", code, cache, str(count)], check=True)
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
@@ -251,9 +271,11 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=1, help="epochs of the training apart (the load lasts as long)"
     )
+    parser.add_argument("--runs", type=int, default=0, help="small runs more in the cache (at most 60)")
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="fmnist_class_")
     something_to_show(cache)
+    more_runs(cache, args.runs)
     shared = {"FMNIST_WORKERS": "0"}  # the cache folder's queue, whose jobs train apart, as in a class
     rows, alone = [], None
     for count_servers in (int(n) for n in args.servers.split(",")):
